@@ -1,0 +1,244 @@
+//! The config model of DESIGN.md: one main file, optional included files, `defaults`
+//! inherited by every script.
+//!
+//! [`load`] reads the files from disk, [`validate`] turns their text into a [`Config`] or
+//! every [`ConfigError`] at once.
+
+mod error;
+mod load;
+mod positions;
+mod validate;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use load::{check_permissions, load, read_source, ConfigFile, ConfigSource};
+pub use validate::validate;
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A validated config with every default applied and every path absolute.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    /// `daemon:` section: read at start only.
+    pub daemon: DaemonConfig,
+    /// Effective script configs by name.
+    pub scripts: BTreeMap<String, ScriptConfig>,
+}
+
+/// The `daemon:` section. Every path is absolute (relative ones are resolved against the
+/// main file's directory).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DaemonConfig {
+    /// Unix socket the gRPC server listens on.
+    pub socket: PathBuf,
+    /// Directory for state (history database, recorded process groups).
+    pub state_dir: PathBuf,
+    /// Directory for per-script log files.
+    pub log_dir: PathBuf,
+    /// How long the watcher waits after the first file event before reloading.
+    #[serde(serialize_with = "ser_duration")]
+    pub debounce: Duration,
+    /// Whether file changes are applied automatically.
+    pub watch: bool,
+    /// How many versions the history keeps.
+    pub history_limit: u32,
+}
+
+/// One script with its defaults applied.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScriptConfig {
+    /// What to run.
+    pub command: CommandSpec,
+    /// Periodic when set; a long-running service otherwise.
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub interval: Option<Duration>,
+    /// A periodic run past this is stopped.
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub timeout: Option<Duration>,
+    /// `false`: never started by the daemon (but `ctl run` still runs it once).
+    pub enabled: bool,
+    /// Directory the script runs in (absolute).
+    pub working_dir: PathBuf,
+    /// Extra environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Lines kept in memory for `ctl logs`.
+    pub max_log_lines: u64,
+    /// Service restart policy.
+    pub restart: RestartPolicy,
+    /// Signal sent to the process group to stop it.
+    pub stop_signal: StopSignal,
+    /// How long to wait after `stop_signal` before SIGKILL.
+    #[serde(serialize_with = "ser_duration")]
+    pub stop_grace: Duration,
+    /// Log file rotation and line cap.
+    pub log: LogConfig,
+}
+
+impl ScriptConfig {
+    /// True for scripts with an `interval`.
+    pub fn is_periodic(&self) -> bool {
+        self.interval.is_some()
+    }
+
+    /// The argv to execute: the list as given, or `/bin/sh -c STRING`.
+    pub fn argv(&self) -> Vec<String> {
+        match &self.command {
+            CommandSpec::Argv(v) => v.clone(),
+            CommandSpec::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
+        }
+    }
+}
+
+/// `command:` either as an argv list or as a string for `/bin/sh -c`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum CommandSpec {
+    /// Executed directly.
+    Argv(Vec<String>),
+    /// Run by `/bin/sh -c`.
+    Shell(String),
+}
+
+/// When a service is restarted after it exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// After every exit.
+    Always,
+    /// After an exit with a non-zero code or a signal.
+    OnFailure,
+    /// Never.
+    Never,
+}
+
+impl RestartPolicy {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::OnFailure => "on-failure",
+            Self::Never => "never",
+        }
+    }
+}
+
+/// Signals a script may be stopped with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum StopSignal {
+    /// SIGTERM
+    TERM,
+    /// SIGINT
+    INT,
+    /// SIGHUP
+    HUP,
+    /// SIGQUIT
+    QUIT,
+    /// SIGKILL
+    KILL,
+    /// SIGUSR1
+    USR1,
+    /// SIGUSR2
+    USR2,
+}
+
+impl StopSignal {
+    /// Every accepted signal, in the order the error message lists them.
+    pub const ALL: [StopSignal; 7] = [
+        Self::TERM,
+        Self::INT,
+        Self::HUP,
+        Self::QUIT,
+        Self::KILL,
+        Self::USR1,
+        Self::USR2,
+    ];
+
+    /// The name without `SIG`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TERM => "TERM",
+            Self::INT => "INT",
+            Self::HUP => "HUP",
+            Self::QUIT => "QUIT",
+            Self::KILL => "KILL",
+            Self::USR1 => "USR1",
+            Self::USR2 => "USR2",
+        }
+    }
+
+    /// Linux signal number.
+    pub fn number(self) -> i32 {
+        match self {
+            Self::TERM => 15,
+            Self::INT => 2,
+            Self::HUP => 1,
+            Self::QUIT => 3,
+            Self::KILL => 9,
+            Self::USR1 => 10,
+            Self::USR2 => 12,
+        }
+    }
+
+    /// Parses `TERM`, `SIGTERM`, `term` or `15`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let upper = text.trim().to_ascii_uppercase();
+        let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+        Self::ALL
+            .into_iter()
+            .find(|s| s.name() == name || s.number().to_string() == name)
+    }
+}
+
+/// Log file settings of one script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LogConfig {
+    /// Rotate the file when it would grow past this many bytes.
+    pub max_bytes: u64,
+    /// Rotated files kept (`NAME.log.1` .. `NAME.log.KEEP`).
+    pub keep: u32,
+    /// Longer lines are split, with a marker.
+    pub max_line_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 10 << 20,
+            keep: 3,
+            max_line_bytes: 64 << 10,
+        }
+    }
+}
+
+/// Built-in defaults, used where neither the script nor `defaults:` sets a field.
+pub mod builtin {
+    use std::time::Duration;
+
+    /// `max_log_lines`
+    pub const MAX_LOG_LINES: u64 = 10_000;
+    /// `stop_grace`
+    pub const STOP_GRACE: Duration = Duration::from_secs(10);
+    /// `daemon.debounce`
+    pub const DEBOUNCE: Duration = Duration::from_millis(50);
+    /// `daemon.history_limit`
+    pub const HISTORY_LIMIT: u32 = 100;
+    /// `daemon.socket`, relative to the main file's directory.
+    pub const SOCKET: &str = "run/scriptd.sock";
+    /// `daemon.state_dir`
+    pub const STATE_DIR: &str = "state";
+    /// `daemon.log_dir`
+    pub const LOG_DIR: &str = "logs";
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::units::format_duration(*d))
+}
+
+fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => ser_duration(d, s),
+        None => s.serialize_none(),
+    }
+}

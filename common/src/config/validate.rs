@@ -1,0 +1,705 @@
+//! Text → [`Config`], reporting every error at once with file, line, column and key path.
+
+use super::positions::{Pos, Positions};
+use super::{
+    builtin, CommandSpec, Config, ConfigError, ConfigErrors, ConfigSource, DaemonConfig,
+    LogConfig, RestartPolicy, ScriptConfig, StopSignal,
+};
+use crate::units::{parse_duration, parse_size};
+use serde_yaml::Value;
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const TOP_KEYS: &[&str] = &["daemon", "include", "defaults", "scripts"];
+const INCLUDED_KEYS: &[&str] = &["scripts"];
+const DAEMON_KEYS: &[&str] = &[
+    "socket",
+    "state_dir",
+    "log_dir",
+    "debounce",
+    "watch",
+    "history_limit",
+];
+const DEFAULT_KEYS: &[&str] = &[
+    "timeout",
+    "max_log_lines",
+    "stop_grace",
+    "stop_signal",
+    "restart",
+    "log",
+    "working_dir",
+    "env",
+];
+const SCRIPT_KEYS: &[&str] = &[
+    "command",
+    "interval",
+    "timeout",
+    "enabled",
+    "working_dir",
+    "env",
+    "max_log_lines",
+    "restart",
+    "stop_signal",
+    "stop_grace",
+    "log",
+];
+const LOG_KEYS: &[&str] = &["max_bytes", "keep", "max_line_bytes"];
+
+/// Validates every file of `source` and builds the effective config, or returns every
+/// error found.
+pub fn validate(source: &ConfigSource) -> Result<Config, ConfigErrors> {
+    let base = source.base_dir().to_path_buf();
+    let mut v = Validator {
+        errors: Vec::new(),
+        file: String::new(),
+        pos: Positions::default(),
+    };
+    let mut daemon = None;
+    let mut defaults = Partial::default();
+    // name -> (file, position, partial script)
+    let mut scripts: BTreeMap<String, (String, Pos, Partial)> = BTreeMap::new();
+
+    for (index, file) in source.files.iter().enumerate() {
+        v.file = file.name.clone();
+        v.pos = Positions::of(&file.content);
+        let doc = match serde_yaml::from_str::<Value>(&file.content) {
+            Ok(doc) => doc,
+            Err(e) => {
+                let (line, column) = e
+                    .location()
+                    .map(|l| (l.line() as u32, l.column() as u32))
+                    .unwrap_or((0, 0));
+                v.errors.push(ConfigError {
+                    file: file.name.clone(),
+                    line,
+                    column,
+                    path: String::new(),
+                    message: format!("invalid YAML: {}", strip_location(&e.to_string())),
+                });
+                continue;
+            }
+        };
+        if doc.is_null() {
+            continue; // an empty file is an empty config
+        }
+        let top = v.entries(&doc, "", if index == 0 { TOP_KEYS } else { INCLUDED_KEYS });
+        for (key, value) in top {
+            match key.as_str() {
+                "daemon" => daemon = Some(v.daemon(value, &base)),
+                "include" => v.include(value),
+                "defaults" => defaults = v.partial(value, "defaults", DEFAULT_KEYS, &base),
+                "scripts" => {
+                    if value.is_null() {
+                        continue;
+                    }
+                    for (name, body) in v.entries(value, "scripts", &[]) {
+                        let path = format!("scripts.{name}");
+                        let at = v.pos.key(&path);
+                        if !valid_name(&name) {
+                            v.err_key(
+                                &path,
+                                format!(
+                                    "invalid script name {name:?}: use letters, digits, '_', '-' \
+                                     and '.', starting with a letter or digit, at most 64 \
+                                     characters"
+                                ),
+                            );
+                        }
+                        let partial = v.partial(body, &path, SCRIPT_KEYS, &base);
+                        if let Some((first_file, first, _)) = scripts.get(&name) {
+                            let msg = format!(
+                                "script {name:?} is already defined at {first_file}:{}:{}; \
+                                 script names must be unique across files",
+                                first.line, first.column
+                            );
+                            v.err_key(&path, msg);
+                        } else {
+                            scripts.insert(name, (file.name.clone(), at, partial));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    let daemon = daemon.unwrap_or_else(|| default_daemon(&base));
+    let mut out = BTreeMap::new();
+    for (name, (file, _, partial)) in scripts {
+        v.file = file;
+        if let Some(text) = source.files.iter().find(|f| f.name == v.file) {
+            v.pos = Positions::of(&text.content);
+        }
+        if let Some(script) = v.finish_script(&name, partial, &defaults, &base) {
+            out.insert(name, script);
+        }
+    }
+
+    if v.errors.is_empty() {
+        Ok(Config {
+            daemon,
+            scripts: out,
+        })
+    } else {
+        Err(ConfigErrors(v.errors))
+    }
+}
+
+/// serde_yaml appends " at line L column C" to its messages; the position is reported
+/// separately.
+fn strip_location(msg: &str) -> &str {
+    msg.find(" at line ").map_or(msg, |i| &msg[..i])
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 64
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+fn default_daemon(base: &Path) -> DaemonConfig {
+    DaemonConfig {
+        socket: base.join(builtin::SOCKET),
+        state_dir: base.join(builtin::STATE_DIR),
+        log_dir: base.join(builtin::LOG_DIR),
+        debounce: builtin::DEBOUNCE,
+        watch: true,
+        history_limit: builtin::HISTORY_LIMIT,
+    }
+}
+
+/// Script fields as written, before defaults.
+#[derive(Debug, Default, Clone)]
+struct Partial {
+    command: Option<CommandSpec>,
+    interval: Option<Duration>,
+    timeout: Option<Duration>,
+    enabled: Option<bool>,
+    working_dir: Option<PathBuf>,
+    env: Option<BTreeMap<String, String>>,
+    max_log_lines: Option<u64>,
+    restart: Option<RestartPolicy>,
+    stop_signal: Option<StopSignal>,
+    stop_grace: Option<Duration>,
+    log_max_bytes: Option<u64>,
+    log_keep: Option<u32>,
+    log_max_line_bytes: Option<u64>,
+}
+
+struct Validator {
+    errors: Vec<ConfigError>,
+    file: String,
+    pos: Positions,
+}
+
+impl Validator {
+    fn push(&mut self, at: Pos, path: &str, message: String) {
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            line: at.line,
+            column: at.column,
+            path: path.to_owned(),
+            message,
+        });
+    }
+
+    fn err(&mut self, path: &str, message: String) {
+        let at = self.pos.value(path);
+        self.push(at, path, message);
+    }
+
+    fn err_key(&mut self, path: &str, message: String) {
+        let at = self.pos.key(path);
+        self.push(at, path, message);
+    }
+
+    /// The entries of a mapping with string keys; unknown keys (when `allowed` is not
+    /// empty) are reported with a "did you mean" hint and skipped.
+    fn entries<'a>(
+        &mut self,
+        value: &'a Value,
+        path: &str,
+        allowed: &[&str],
+    ) -> Vec<(String, &'a Value)> {
+        let Some(map) = value.as_mapping() else {
+            let what = if path.is_empty() { "the file" } else { path };
+            self.err(
+                path,
+                format!("{what} must be a mapping (key: value), found {}", kind(value)),
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (k, val) in map {
+            let key = match k {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                other => {
+                    self.err(path, format!("keys must be strings, found {}", kind(other)));
+                    continue;
+                }
+            };
+            let full = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            if !allowed.is_empty() && !allowed.contains(&key.as_str()) {
+                self.err_key(&full, unknown_key(&key, allowed));
+                continue;
+            }
+            out.push((key, val));
+        }
+        out
+    }
+
+    fn string(&mut self, value: &Value, path: &str) -> Option<String> {
+        match value {
+            Value::String(s) => Some(s.clone()),
+            other => {
+                self.err(path, format!("expected a string, found {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, value: &Value, path: &str) -> Option<Duration> {
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => {
+                self.err(
+                    path,
+                    format!("invalid duration {n}: add a unit, e.g. \"{n}s\" or \"{n}ms\""),
+                );
+                return None;
+            }
+            other => {
+                self.err(path, format!("expected a duration such as \"30s\", found {}", kind(other)));
+                return None;
+            }
+        };
+        match parse_duration(&text) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.err(path, e);
+                None
+            }
+        }
+    }
+
+    fn positive_duration(&mut self, value: &Value, path: &str) -> Option<Duration> {
+        let d = self.duration(value, path)?;
+        if d.is_zero() {
+            self.err(path, "must be greater than zero".into());
+            return None;
+        }
+        Some(d)
+    }
+
+    fn size(&mut self, value: &Value, path: &str) -> Option<u64> {
+        let parsed = match value {
+            Value::Number(n) => n.as_u64().ok_or_else(|| format!("invalid size {n}")),
+            Value::String(s) => parse_size(s),
+            other => Err(format!("expected a size such as \"10MiB\", found {}", kind(other))),
+        };
+        match parsed {
+            Ok(0) => {
+                self.err(path, "must be greater than zero".into());
+                None
+            }
+            Ok(n) => Some(n),
+            Err(e) => {
+                self.err(path, e);
+                None
+            }
+        }
+    }
+
+    fn count(&mut self, value: &Value, path: &str, min: u64) -> Option<u64> {
+        match value.as_u64() {
+            Some(n) if n >= min => Some(n),
+            _ => {
+                self.err(
+                    path,
+                    format!("expected a whole number of at least {min}, found {}", render(value)),
+                );
+                None
+            }
+        }
+    }
+
+    fn bool(&mut self, value: &Value, path: &str) -> Option<bool> {
+        match value {
+            Value::Bool(b) => Some(*b),
+            other => {
+                self.err(path, format!("expected true or false, found {}", render(other)));
+                None
+            }
+        }
+    }
+
+    fn path(&mut self, value: &Value, path: &str, base: &Path) -> Option<PathBuf> {
+        let s = self.string(value, path)?;
+        if s.is_empty() {
+            self.err(path, "must not be empty".into());
+            return None;
+        }
+        Some(base.join(s))
+    }
+
+    fn daemon(&mut self, value: &Value, base: &Path) -> DaemonConfig {
+        let mut d = default_daemon(base);
+        if value.is_null() {
+            return d;
+        }
+        for (key, val) in self.entries(value, "daemon", DAEMON_KEYS) {
+            let p = format!("daemon.{key}");
+            match key.as_str() {
+                "socket" => d.socket = self.path(val, &p, base).unwrap_or(d.socket),
+                "state_dir" => d.state_dir = self.path(val, &p, base).unwrap_or(d.state_dir),
+                "log_dir" => d.log_dir = self.path(val, &p, base).unwrap_or(d.log_dir),
+                "debounce" => d.debounce = self.duration(val, &p).unwrap_or(d.debounce),
+                "watch" => d.watch = self.bool(val, &p).unwrap_or(d.watch),
+                "history_limit" => {
+                    d.history_limit = self
+                        .count(val, &p, 1)
+                        .and_then(|n| u32::try_from(n).ok())
+                        .unwrap_or(d.history_limit)
+                }
+                _ => {}
+            }
+        }
+        d
+    }
+
+    fn include(&mut self, value: &Value) {
+        let items: Vec<(String, &Value)> = match value {
+            Value::String(_) => vec![("include".into(), value)],
+            Value::Sequence(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (format!("include[{i}]"), v))
+                .collect(),
+            Value::Null => Vec::new(),
+            other => {
+                self.err(
+                    "include",
+                    format!("expected a glob or a list of globs, found {}", kind(other)),
+                );
+                Vec::new()
+            }
+        };
+        for (path, item) in items {
+            if let Some(s) = self.string(item, &path) {
+                if let Err(e) = glob::Pattern::new(&s) {
+                    self.err(&path, format!("invalid glob {s:?}: {e}"));
+                }
+            }
+        }
+    }
+
+    fn partial(&mut self, value: &Value, path: &str, allowed: &[&str], base: &Path) -> Partial {
+        let mut p = Partial::default();
+        if value.is_null() && path == "defaults" {
+            return p;
+        }
+        for (key, val) in self.entries(value, path, allowed) {
+            let at = format!("{path}.{key}");
+            match key.as_str() {
+                "command" => p.command = self.command(val, &at),
+                "interval" => p.interval = self.positive_duration(val, &at),
+                "timeout" => p.timeout = self.positive_duration(val, &at),
+                "enabled" => p.enabled = self.bool(val, &at),
+                "working_dir" => p.working_dir = self.path(val, &at, base),
+                "env" => p.env = self.env(val, &at),
+                "max_log_lines" => p.max_log_lines = self.count(val, &at, 1),
+                "restart" => {
+                    p.restart = self.string(val, &at).and_then(|s| match s.as_str() {
+                        "always" => Some(RestartPolicy::Always),
+                        "on-failure" => Some(RestartPolicy::OnFailure),
+                        "never" => Some(RestartPolicy::Never),
+                        other => {
+                            self.err(
+                                &at,
+                                format!(
+                                    "invalid restart policy {other:?}; use always, on-failure \
+                                     or never"
+                                ),
+                            );
+                            None
+                        }
+                    })
+                }
+                "stop_signal" => {
+                    let text = match val {
+                        Value::Number(n) => Some(n.to_string()),
+                        other => self.string(other, &at),
+                    };
+                    p.stop_signal = text.and_then(|t| {
+                        let sig = StopSignal::parse(&t);
+                        if sig.is_none() {
+                            let names: Vec<_> = StopSignal::ALL.iter().map(|s| s.name()).collect();
+                            self.err(
+                                &at,
+                                format!("unknown signal {t:?}; use one of {}", names.join(", ")),
+                            );
+                        }
+                        sig
+                    })
+                }
+                "stop_grace" => p.stop_grace = self.duration(val, &at),
+                "log" => {
+                    for (lk, lv) in self.entries(val, &at, LOG_KEYS) {
+                        let lp = format!("{at}.{lk}");
+                        match lk.as_str() {
+                            "max_bytes" => p.log_max_bytes = self.size(lv, &lp),
+                            "max_line_bytes" => p.log_max_line_bytes = self.size(lv, &lp),
+                            "keep" => {
+                                p.log_keep =
+                                    self.count(lv, &lp, 0).and_then(|n| u32::try_from(n).ok())
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        p
+    }
+
+    fn command(&mut self, value: &Value, path: &str) -> Option<CommandSpec> {
+        match value {
+            Value::String(s) if s.trim().is_empty() => {
+                self.err(path, "must not be empty".into());
+                None
+            }
+            Value::String(s) => Some(CommandSpec::Shell(s.clone())),
+            Value::Sequence(items) if items.is_empty() => {
+                self.err(path, "must not be an empty list".into());
+                None
+            }
+            Value::Sequence(items) => {
+                let mut argv = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    let p = format!("{path}[{i}]");
+                    match item {
+                        Value::String(s) => argv.push(s.clone()),
+                        Value::Number(n) => argv.push(n.to_string()),
+                        Value::Bool(b) => argv.push(b.to_string()),
+                        other => self.err(
+                            &p,
+                            format!("arguments must be strings, found {}", kind(other)),
+                        ),
+                    }
+                }
+                (argv.len() == items.len()).then_some(CommandSpec::Argv(argv))
+            }
+            other => {
+                self.err(
+                    path,
+                    format!(
+                        "expected a list of arguments or a shell command string, found {}",
+                        kind(other)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn env(&mut self, value: &Value, path: &str) -> Option<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        let mut ok = true;
+        for (k, v) in self.entries(value, path, &[]) {
+            let p = format!("{path}.{k}");
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                self.err_key(&p, format!("invalid variable name {k:?}"));
+                ok = false;
+                continue;
+            }
+            let text = match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                other => {
+                    self.err(&p, format!("expected a string value, found {}", kind(other)));
+                    ok = false;
+                    continue;
+                }
+            };
+            out.insert(k, text);
+        }
+        ok.then_some(out)
+    }
+
+    fn finish_script(
+        &mut self,
+        name: &str,
+        p: Partial,
+        d: &Partial,
+        base: &Path,
+    ) -> Option<ScriptConfig> {
+        let path = format!("scripts.{name}");
+        let Some(command) = p.command.clone() else {
+            // A script whose body failed to parse already has errors; only report a missing
+            // command when the key is really absent.
+            if !self.errors.iter().any(|e| e.path.starts_with(&format!("{path}.command"))) {
+                self.err_key(&path, "missing required key \"command\"".into());
+            }
+            return None;
+        };
+        if p.interval.is_some() && p.restart.is_some() {
+            self.err_key(
+                &format!("{path}.restart"),
+                "restart applies only to services (scripts without interval); remove it or \
+                 remove interval"
+                    .into(),
+            );
+        }
+        let explicit_dir = p.working_dir.is_some();
+        let working_dir = p
+            .working_dir
+            .or_else(|| d.working_dir.clone())
+            .unwrap_or_else(|| base.to_path_buf());
+        let mut env = d.env.clone().unwrap_or_default();
+        env.extend(p.env.unwrap_or_default());
+        let dir_ok = self.check_dir(&working_dir, &path, explicit_dir);
+        let script = ScriptConfig {
+            command,
+            interval: p.interval,
+            timeout: p.timeout.or(d.timeout),
+            enabled: p.enabled.unwrap_or(true),
+            working_dir,
+            env,
+            max_log_lines: p
+                .max_log_lines
+                .or(d.max_log_lines)
+                .unwrap_or(builtin::MAX_LOG_LINES),
+            restart: p.restart.or(d.restart).unwrap_or(RestartPolicy::OnFailure),
+            stop_signal: p.stop_signal.or(d.stop_signal).unwrap_or(StopSignal::TERM),
+            stop_grace: p.stop_grace.or(d.stop_grace).unwrap_or(builtin::STOP_GRACE),
+            log: LogConfig {
+                max_bytes: p
+                    .log_max_bytes
+                    .or(d.log_max_bytes)
+                    .unwrap_or(LogConfig::default().max_bytes),
+                keep: p.log_keep.or(d.log_keep).unwrap_or(LogConfig::default().keep),
+                max_line_bytes: p
+                    .log_max_line_bytes
+                    .or(d.log_max_line_bytes)
+                    .unwrap_or(LogConfig::default().max_line_bytes),
+            },
+        };
+        if dir_ok {
+            self.check_program(&script, &path);
+        }
+        Some(script)
+    }
+
+    fn check_dir(&mut self, dir: &Path, script_path: &str, explicit: bool) -> bool {
+        let at = format!("{script_path}.working_dir");
+        let problem = match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => return true,
+            Ok(_) => "is not a directory",
+            Err(_) => "does not exist",
+        };
+        let msg = format!("working_dir {} {problem}; create it or fix the path", dir.display());
+        if explicit {
+            self.err(&at, msg);
+        } else {
+            self.err_key(script_path, msg);
+        }
+        false
+    }
+
+    fn check_program(&mut self, script: &ScriptConfig, path: &str) {
+        let (program, at) = match &script.command {
+            CommandSpec::Argv(argv) => (argv[0].clone(), format!("{path}.command[0]")),
+            CommandSpec::Shell(_) => ("/bin/sh".to_owned(), format!("{path}.command")),
+        };
+        let resolved = if program.contains('/') {
+            script.working_dir.join(&program)
+        } else {
+            let search = script
+                .env
+                .get("PATH")
+                .cloned()
+                .or_else(|| std::env::var("PATH").ok())
+                .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+            match std::env::split_paths(&search)
+                .map(|d| d.join(&program))
+                .find(|p| p.is_file())
+            {
+                Some(p) => p,
+                None => {
+                    self.err(
+                        &at,
+                        format!(
+                            "program {program:?} not found in PATH ({search}); give its full \
+                             path or install it"
+                        ),
+                    );
+                    return;
+                }
+            }
+        };
+        match std::fs::metadata(&resolved) {
+            Err(_) => self.err(
+                &at,
+                format!("program {} does not exist", resolved.display()),
+            ),
+            Ok(m) if !m.is_file() => self.err(
+                &at,
+                format!("program {} is not a file", resolved.display()),
+            ),
+            Ok(m) if m.permissions().mode() & 0o111 == 0 => self.err(
+                &at,
+                format!(
+                    "program {} is not executable (mode {:o}); run `chmod +x {}`",
+                    resolved.display(),
+                    m.permissions().mode() & 0o7777,
+                    resolved.display()
+                ),
+            ),
+            Ok(_) => {}
+        }
+    }
+}
+
+fn unknown_key(key: &str, allowed: &[&str]) -> String {
+    let best = allowed
+        .iter()
+        .map(|k| (strsim::jaro_winkler(key, k), *k))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match best {
+        Some((_, k)) => format!("unknown key {key:?}; did you mean {k:?}?"),
+        None => format!("unknown key {key:?}; expected one of: {}", allowed.join(", ")),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nothing (null)",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+fn render(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("{s:?}"),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => kind(other).to_owned(),
+    }
+}

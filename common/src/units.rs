@@ -1,0 +1,85 @@
+//! Durations (humantime: `250ms`, `5m`, `1h 30m`) and sizes (`512`, `64KiB`, `10MiB`).
+
+use std::time::Duration;
+
+/// Parses a humantime duration, with a message fit for a validation error.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("invalid duration {text:?} ({e}); use e.g. 250ms, 30s, 5m, 1h 30m"))
+}
+
+/// Renders a duration the way the config accepts it (`5m`, `1h 30m`, `250ms`).
+pub fn format_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// Parses a byte size: a plain integer, or a number with a unit B, KiB, MiB, GiB (also
+/// KB/MB/GB, taken as powers of 1000, and K/M/G as powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || format!("invalid size {text:?}; use e.g. 4096, 64KiB, 10MiB, 1GiB");
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" | "b" => 1,
+        "KiB" | "K" | "k" | "Ki" => 1 << 10,
+        "MiB" | "M" | "Mi" => 1 << 20,
+        "GiB" | "G" | "Gi" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(bad()),
+    };
+    let v = n * mult as f64;
+    if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(v as u64)
+}
+
+/// Renders a size with the largest binary unit that divides it exactly.
+pub fn format_size(n: u64) -> String {
+    for (unit, m) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if n >= m && n % m == 0 {
+            return format!("{}{unit}", n / m);
+        }
+    }
+    n.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        for (text, want) in [
+            ("4096", Some(4096)),
+            ("64KiB", Some(65536)),
+            ("10MiB", Some(10 << 20)),
+            ("1GiB", Some(1 << 30)),
+            ("1.5KiB", Some(1536)),
+            ("2KB", Some(2000)),
+            ("10 MiB", Some(10 << 20)),
+            ("ten", None),
+            ("5XB", None),
+            ("", None),
+        ] {
+            assert_eq!(parse_size(text).ok(), want, "{text}");
+        }
+        assert_eq!(format_size(10 << 20), "10MiB");
+        assert_eq!(format_size(1000), "1000");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        let err = parse_duration("5 minuets").err().unwrap_or_default();
+        assert!(err.starts_with("invalid duration \"5 minuets\""), "{err}");
+        assert_eq!(format_duration(Duration::from_secs(300)), "5m");
+    }
+}
