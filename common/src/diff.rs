@@ -1,1 +1,301 @@
-//! Diff of two configs and the impact of each change (filled in by the reload work).
+//! Diff of two configs, field by field, with the impact of each change (DESIGN.md
+//! "Change impact"). Pure functions: the daemon applies what they decide.
+
+use crate::config::{Config, ScriptConfig};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// How a change is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Impact {
+    /// Applied at once, no process touched.
+    Live,
+    /// Used from the next run on.
+    NextRun,
+    /// Graceful restart of that script (periodic: when its current run ends).
+    Restart,
+    /// The script is started or scheduled.
+    Start,
+    /// The script is stopped gracefully.
+    Stop,
+    /// Needs a daemon restart: the whole reload is rejected.
+    DaemonRestart,
+}
+
+impl Impact {
+    /// Table spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::NextRun => "next-run",
+            Self::Restart => "restart",
+            Self::Start => "start",
+            Self::Stop => "stop",
+            Self::DaemonRestart => "daemon-restart",
+        }
+    }
+}
+
+/// What happens (or happened) to a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Done at once.
+    Applied,
+    /// Waits for the script's current run to end.
+    Scheduled,
+    /// Refused.
+    Rejected,
+}
+
+impl Outcome {
+    /// Table spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Scheduled => "scheduled",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// One changed field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// Script name; empty for `daemon.*`.
+    pub script: String,
+    /// Field path within the script (`command`, `env.RETENTION`, `log.keep`), `*` for a whole
+    /// script added or removed, or the full key for daemon changes.
+    pub field: String,
+    /// Old value as text; `None` when added.
+    pub old: Option<String>,
+    /// New value as text; `None` when removed.
+    pub new: Option<String>,
+    /// Scope.
+    pub impact: Impact,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// Why it is scheduled or rejected.
+    pub reason: String,
+}
+
+/// What happens to one script.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScriptPlan {
+    /// New script: start or schedule it.
+    Added(ScriptConfig),
+    /// Gone: stop it gracefully and forget it.
+    Removed,
+    /// Some fields changed; the runner gets the whole new config.
+    Changed(ScriptConfig),
+}
+
+/// The result of diffing two configs.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Plan {
+    /// Every change, sorted by script then field (daemon changes first).
+    pub changes: Vec<Change>,
+    /// Per-script actions; unchanged scripts are absent.
+    pub scripts: BTreeMap<String, ScriptPlan>,
+    /// Set when a change needs a daemon restart; the whole plan is then refused.
+    pub rejected: Option<String>,
+}
+
+impl Plan {
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+/// Flattens a serialised config section into `(field path, rendered value)` pairs.
+fn flatten(prefix: &str, value: &Value, out: &mut BTreeMap<String, String>) {
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            for (k, v) in map {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&path, v, out);
+            }
+        }
+        Value::Null => {}
+        Value::String(s) => {
+            out.insert(prefix.to_owned(), s.clone());
+        }
+        other => {
+            out.insert(prefix.to_owned(), other.to_string());
+        }
+    }
+}
+
+/// The fields of a script as `(path, text)`, the form changes are reported in.
+pub fn script_fields(cfg: &ScriptConfig) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if let Ok(v) = serde_json::to_value(cfg) {
+        flatten("", &v, &mut out);
+    }
+    // Absent env: keep nothing; an explicit empty map flattens to nothing as well.
+    out
+}
+
+/// Impact of changing `field` of a script from `old` to `new`.
+pub fn field_impact(field: &str, old: Option<&str>, new: Option<&str>) -> Impact {
+    let top = field.split('.').next().unwrap_or(field);
+    match top {
+        "enabled" => {
+            if new == Some("false") {
+                Impact::Stop
+            } else {
+                Impact::Start
+            }
+        }
+        // Switching between periodic and service changes how the script runs.
+        "interval" if old.is_none() || new.is_none() => Impact::Restart,
+        "interval" | "timeout" => Impact::NextRun,
+        "max_log_lines" | "log" | "stop_grace" => Impact::Live,
+        _ => Impact::Restart, // command, working_dir, env, stop_signal, restart
+    }
+}
+
+/// Field-level changes of one script. Empty when the configs are equal.
+pub fn diff_script(name: &str, old: &ScriptConfig, new: &ScriptConfig) -> Vec<Change> {
+    let (a, b) = (script_fields(old), script_fields(new));
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| {
+            let (o, n) = (a.get(k).cloned(), b.get(k).cloned());
+            Change {
+                script: name.to_owned(),
+                field: k.clone(),
+                impact: field_impact(k, o.as_deref(), n.as_deref()),
+                old: o,
+                new: n,
+                outcome: Outcome::Applied,
+                reason: String::new(),
+            }
+        })
+        .collect()
+}
+
+/// Diffs `old` against `new`. `running_periodic(name)` says whether a periodic script has a
+/// run in progress now: its restart-impact changes are then scheduled for when it ends.
+pub fn plan(old: &Config, new: &Config, running_periodic: &dyn Fn(&str) -> bool) -> Plan {
+    let mut out = Plan::default();
+
+    let (da, db) = (
+        serde_json::to_value(&old.daemon).unwrap_or(Value::Null),
+        serde_json::to_value(&new.daemon).unwrap_or(Value::Null),
+    );
+    let (mut fa, mut fb) = (BTreeMap::new(), BTreeMap::new());
+    flatten("daemon", &da, &mut fa);
+    flatten("daemon", &db, &mut fb);
+    let mut daemon_keys = Vec::new();
+    for key in fa.keys().chain(fb.keys().filter(|k| !fa.contains_key(*k))) {
+        if fa.get(key) != fb.get(key) {
+            daemon_keys.push(key.clone());
+            out.changes.push(Change {
+                script: String::new(),
+                field: key.clone(),
+                old: fa.get(key).cloned(),
+                new: fb.get(key).cloned(),
+                impact: Impact::DaemonRestart,
+                outcome: Outcome::Rejected,
+                reason: "read at start only; restart the daemon to change it".into(),
+            });
+        }
+    }
+
+    for (name, cfg) in &old.scripts {
+        match new.scripts.get(name) {
+            None => {
+                out.scripts.insert(name.clone(), ScriptPlan::Removed);
+                out.changes.push(Change {
+                    script: name.clone(),
+                    field: "*".into(),
+                    old: Some(command_text(cfg)),
+                    new: None,
+                    impact: Impact::Stop,
+                    outcome: Outcome::Applied,
+                    reason: String::new(),
+                });
+            }
+            Some(next) if next != cfg => {
+                let mut changes = diff_script(name, cfg, next);
+                if running_periodic(name) && cfg.is_periodic() {
+                    for c in changes.iter_mut().filter(|c| c.impact == Impact::Restart) {
+                        c.outcome = Outcome::Scheduled;
+                        c.reason = "a run is in progress; applies when it ends".into();
+                    }
+                }
+                out.changes.extend(changes);
+                out.scripts.insert(name.clone(), ScriptPlan::Changed(next.clone()));
+            }
+            Some(_) => {}
+        }
+    }
+    for (name, cfg) in &new.scripts {
+        if !old.scripts.contains_key(name) {
+            out.scripts.insert(name.clone(), ScriptPlan::Added(cfg.clone()));
+            out.changes.push(Change {
+                script: name.clone(),
+                field: "*".into(),
+                old: None,
+                new: Some(command_text(cfg)),
+                impact: Impact::Start,
+                outcome: Outcome::Applied,
+                reason: if cfg.enabled {
+                    String::new()
+                } else {
+                    "added disabled: nothing runs".into()
+                },
+            });
+        }
+    }
+    out.changes
+        .sort_by(|a, b| (a.script.as_str(), a.field.as_str()).cmp(&(b.script.as_str(), b.field.as_str())));
+
+    if !daemon_keys.is_empty() {
+        let reason = format!(
+            "rejected: {} changed, which only a daemon restart can apply; the running config \
+             stays",
+            daemon_keys.join(", ")
+        );
+        for c in out.changes.iter_mut().filter(|c| c.impact != Impact::DaemonRestart) {
+            c.outcome = Outcome::Rejected;
+            c.reason = "the whole reload is rejected".into();
+        }
+        out.rejected = Some(reason);
+    }
+    out
+}
+
+/// Short description of a whole script for added/removed rows.
+fn command_text(cfg: &ScriptConfig) -> String {
+    script_fields(cfg).remove("command").unwrap_or_default()
+}
+
+/// Applies a plan to `old`: the scripts it adds, removes and changes. Used to check that a
+/// plan is complete (applying it to the old config yields the new one).
+pub fn apply(old: &Config, plan: &Plan, new_daemon: &crate::config::DaemonConfig) -> Config {
+    let mut out = old.clone();
+    out.daemon = new_daemon.clone();
+    for (name, p) in &plan.scripts {
+        match p {
+            ScriptPlan::Removed => {
+                out.scripts.remove(name);
+            }
+            ScriptPlan::Added(cfg) | ScriptPlan::Changed(cfg) => {
+                out.scripts.insert(name.clone(), cfg.clone());
+            }
+        }
+    }
+    out
+}

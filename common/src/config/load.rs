@@ -1,6 +1,6 @@
 //! Reading the main file and the files its `include` globs match.
 
-use super::{ConfigErrors, Config};
+use super::{Config, ConfigErrors};
 use sha2::{Digest, Sha256};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -145,14 +145,17 @@ fn read_file(path: &Path, name: &str) -> Result<String, ConfigErrors> {
     String::from_utf8(bytes).map_err(|e| {
         ConfigErrors::file(
             name,
-            format!("not valid UTF-8 (byte {}); save it as UTF-8", e.utf8_error().valid_up_to()),
+            format!(
+                "not valid UTF-8 (byte {}); save it as UTF-8",
+                e.utf8_error().valid_up_to()
+            ),
         )
     })
 }
 
 /// The `include` globs of a main file, leniently: anything malformed yields nothing here
 /// and is reported by validation.
-fn include_patterns(main_text: &str) -> Vec<String> {
+pub fn include_patterns(main_text: &str) -> Vec<String> {
     let Ok(value) = serde_yaml::from_str::<serde_yaml::Value>(main_text) else {
         return Vec::new();
     };

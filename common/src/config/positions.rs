@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
-use yaml_rust2::scanner::Marker;
+use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 /// 1-based line and column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -60,20 +60,16 @@ impl Positions {
 }
 
 enum Frame {
-    Map {
-        path: String,
-        key: Option<String>,
-    },
-    Seq {
-        path: String,
-        index: usize,
-    },
+    Map { path: String, key: Option<String> },
+    Seq { path: String, index: usize },
 }
 
 #[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
     positions: Positions,
+    /// Path of the mapping started by the previous event, if any.
+    new_map: Option<String>,
 }
 
 fn pos(mark: Marker) -> Pos {
@@ -122,15 +118,29 @@ impl Builder {
 
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
+        let new_map = self.new_map.take();
         match ev {
-            Event::Scalar(text, ..) => {
-                self.node_path(Some(&text), mark);
+            Event::Scalar(text, style, ..) => {
+                // A block mapping is marked at its first `:`; move it to its first key.
+                if let Some(v) = new_map.and_then(|m| self.positions.values.get_mut(&m)) {
+                    let k = pos(mark);
+                    if (k.line, k.column) < (v.line, v.column) {
+                        *v = k;
+                    }
+                }
+                let path = self.node_path(Some(&text), mark);
+                // An implicit null (`key:` with nothing after it) is marked where the next
+                // token starts, often another key or past the end: point at its key instead.
+                if let Some(p) = path.filter(|_| text.is_empty() && style == TScalarStyle::Plain) {
+                    self.positions.values.remove(&p);
+                }
             }
             Event::Alias(_) => {
                 self.node_path(Some("*alias"), mark);
             }
             Event::MappingStart(..) => {
                 let path = self.node_path(None, mark).unwrap_or_default();
+                self.new_map = Some(path.clone());
                 self.stack.push(Frame::Map { path, key: None });
             }
             Event::SequenceStart(..) => {
@@ -154,9 +164,24 @@ mod tests {
         let text = "scripts:\n  backup:\n    interval: 5 mins\n    command: [a, b]\n";
         let p = Positions::of(text);
         assert_eq!(p.key("scripts.backup.interval"), Pos { line: 3, column: 5 });
-        assert_eq!(p.value("scripts.backup.interval"), Pos { line: 3, column: 15 });
-        assert_eq!(p.value("scripts.backup.command[1]"), Pos { line: 4, column: 18 });
+        assert_eq!(
+            p.value("scripts.backup.interval"),
+            Pos {
+                line: 3,
+                column: 15
+            }
+        );
+        assert_eq!(
+            p.value("scripts.backup.command[1]"),
+            Pos {
+                line: 4,
+                column: 18
+            }
+        );
         // Missing paths fall back to the closest ancestor.
-        assert_eq!(p.value("scripts.backup.timeout"), Pos { line: 2, column: 3 });
+        assert_eq!(
+            p.value("scripts.backup.timeout"),
+            Pos { line: 2, column: 3 }
+        );
     }
 }

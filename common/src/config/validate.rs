@@ -2,8 +2,8 @@
 
 use super::positions::{Pos, Positions};
 use super::{
-    builtin, CommandSpec, Config, ConfigError, ConfigErrors, ConfigSource, DaemonConfig,
-    LogConfig, RestartPolicy, ScriptConfig, StopSignal,
+    builtin, CommandSpec, Config, ConfigError, ConfigErrors, ConfigSource, DaemonConfig, LogConfig,
+    RestartPolicy, ScriptConfig, StopSignal,
 };
 use crate::units::{parse_duration, parse_size};
 use serde_yaml::Value;
@@ -137,6 +137,11 @@ pub fn validate(source: &ConfigSource) -> Result<Config, ConfigErrors> {
         }
     }
 
+    // The second pass (per-script checks) runs in name order; report in file order.
+    let file_index = |name: &str| source.files.iter().position(|f| f.name == name);
+    v.errors
+        .sort_by_key(|e| (file_index(&e.file).unwrap_or(usize::MAX), e.line, e.column));
+
     if v.errors.is_empty() {
         Ok(Config {
             daemon,
@@ -187,6 +192,8 @@ struct Partial {
     log_max_bytes: Option<u64>,
     log_keep: Option<u32>,
     log_max_line_bytes: Option<u64>,
+    /// The body was not a mapping (already reported).
+    malformed: bool,
 }
 
 struct Validator {
@@ -225,10 +232,10 @@ impl Validator {
         allowed: &[&str],
     ) -> Vec<(String, &'a Value)> {
         let Some(map) = value.as_mapping() else {
-            let what = if path.is_empty() { "the file" } else { path };
+            let what = if path.is_empty() { "the file " } else { "" };
             self.err(
                 path,
-                format!("{what} must be a mapping (key: value), found {}", kind(value)),
+                format!("{what}must be a mapping (key: value), found {}", kind(value)),
             );
             return Vec::new();
         };
@@ -278,7 +285,10 @@ impl Validator {
                 return None;
             }
             other => {
-                self.err(path, format!("expected a duration such as \"30s\", found {}", kind(other)));
+                self.err(
+                    path,
+                    format!("expected a duration such as \"30s\", found {}", kind(other)),
+                );
                 return None;
             }
         };
@@ -304,7 +314,10 @@ impl Validator {
         let parsed = match value {
             Value::Number(n) => n.as_u64().ok_or_else(|| format!("invalid size {n}")),
             Value::String(s) => parse_size(s),
-            other => Err(format!("expected a size such as \"10MiB\", found {}", kind(other))),
+            other => Err(format!(
+                "expected a size such as \"10MiB\", found {}",
+                kind(other)
+            )),
         };
         match parsed {
             Ok(0) => {
@@ -325,7 +338,10 @@ impl Validator {
             _ => {
                 self.err(
                     path,
-                    format!("expected a whole number of at least {min}, found {}", render(value)),
+                    format!(
+                        "expected a whole number of at least {min}, found {}",
+                        render(value)
+                    ),
                 );
                 None
             }
@@ -336,7 +352,10 @@ impl Validator {
         match value {
             Value::Bool(b) => Some(*b),
             other => {
-                self.err(path, format!("expected true or false, found {}", render(other)));
+                self.err(
+                    path,
+                    format!("expected true or false, found {}", render(other)),
+                );
                 None
             }
         }
@@ -403,7 +422,10 @@ impl Validator {
     }
 
     fn partial(&mut self, value: &Value, path: &str, allowed: &[&str], base: &Path) -> Partial {
-        let mut p = Partial::default();
+        let mut p = Partial {
+            malformed: !value.is_mapping(),
+            ..Partial::default()
+        };
         if value.is_null() && path == "defaults" {
             return p;
         }
@@ -527,7 +549,10 @@ impl Validator {
                 Value::Number(n) => n.to_string(),
                 Value::Bool(b) => b.to_string(),
                 other => {
-                    self.err(&p, format!("expected a string value, found {}", kind(other)));
+                    self.err(
+                        &p,
+                        format!("expected a string value, found {}", kind(other)),
+                    );
                     ok = false;
                     continue;
                 }
@@ -548,7 +573,12 @@ impl Validator {
         let Some(command) = p.command.clone() else {
             // A script whose body failed to parse already has errors; only report a missing
             // command when the key is really absent.
-            if !self.errors.iter().any(|e| e.path.starts_with(&format!("{path}.command"))) {
+            if !p.malformed
+                && !self
+                    .errors
+                    .iter()
+                    .any(|e| e.path.starts_with(&format!("{path}.command")))
+            {
                 self.err_key(&path, "missing required key \"command\"".into());
             }
             return None;
@@ -588,7 +618,10 @@ impl Validator {
                     .log_max_bytes
                     .or(d.log_max_bytes)
                     .unwrap_or(LogConfig::default().max_bytes),
-                keep: p.log_keep.or(d.log_keep).unwrap_or(LogConfig::default().keep),
+                keep: p
+                    .log_keep
+                    .or(d.log_keep)
+                    .unwrap_or(LogConfig::default().keep),
                 max_line_bytes: p
                     .log_max_line_bytes
                     .or(d.log_max_line_bytes)
@@ -608,7 +641,10 @@ impl Validator {
             Ok(_) => "is not a directory",
             Err(_) => "does not exist",
         };
-        let msg = format!("working_dir {} {problem}; create it or fix the path", dir.display());
+        let msg = format!(
+            "working_dir {} {problem}; create it or fix the path",
+            dir.display()
+        );
         if explicit {
             self.err(&at, msg);
         } else {
@@ -653,10 +689,9 @@ impl Validator {
                 &at,
                 format!("program {} does not exist", resolved.display()),
             ),
-            Ok(m) if !m.is_file() => self.err(
-                &at,
-                format!("program {} is not a file", resolved.display()),
-            ),
+            Ok(m) if !m.is_file() => {
+                self.err(&at, format!("program {} is not a file", resolved.display()))
+            }
             Ok(m) if m.permissions().mode() & 0o111 == 0 => self.err(
                 &at,
                 format!(
@@ -679,7 +714,10 @@ fn unknown_key(key: &str, allowed: &[&str]) -> String {
         .max_by(|a, b| a.0.total_cmp(&b.0));
     match best {
         Some((_, k)) => format!("unknown key {key:?}; did you mean {k:?}?"),
-        None => format!("unknown key {key:?}; expected one of: {}", allowed.join(", ")),
+        None => format!(
+            "unknown key {key:?}; expected one of: {}",
+            allowed.join(", ")
+        ),
     }
 }
 

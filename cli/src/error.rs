@@ -1,0 +1,91 @@
+//! Exit codes (stable, documented in the README) and the error that carries one.
+
+use std::fmt;
+
+/// Everything went as asked.
+pub const OK: u8 = 0;
+/// The daemon is unreachable, or an internal error.
+pub const FAILURE: u8 = 1;
+/// Bad usage (clap also exits 2).
+pub const USAGE: u8 = 2;
+/// The config is invalid, or the reload was rejected or failed.
+pub const CONFIG: u8 = 3;
+/// No such script or version.
+pub const NOT_FOUND: u8 = 4;
+/// `--dry-run --exit-code`: the plan has changes.
+pub const CHANGES: u8 = 5;
+
+/// An error with the exit code it maps to.
+#[derive(Debug)]
+pub struct CtlError {
+    /// Exit code.
+    pub code: u8,
+    /// Message for stderr.
+    pub message: String,
+    broken_pipe: bool,
+}
+
+impl CtlError {
+    /// An error with an explicit exit code.
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            broken_pipe: false,
+        }
+    }
+
+    /// True when stdout was closed by the reader (`| head`): not an error for the user.
+    pub fn is_broken_pipe(&self) -> bool {
+        self.broken_pipe
+    }
+
+    /// Maps a gRPC status; `precondition` is the exit code FAILED_PRECONDITION means for the
+    /// command at hand (3 for reloads, 1 for control commands).
+    pub fn from_status(status: tonic::Status, precondition: u8) -> Self {
+        use tonic::Code;
+        let code = match status.code() {
+            Code::NotFound => NOT_FOUND,
+            Code::InvalidArgument => USAGE,
+            Code::FailedPrecondition => precondition,
+            _ => FAILURE,
+        };
+        let msg = status.message();
+        let message = match status.code() {
+            Code::Unavailable if msg.is_empty() => "the daemon is not available".to_owned(),
+            Code::PermissionDenied => format!("permission denied: {msg}"),
+            _ => msg.to_owned(),
+        };
+        Self::new(code, message)
+    }
+}
+
+impl fmt::Display for CtlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CtlError {}
+
+impl From<std::io::Error> for CtlError {
+    fn from(e: std::io::Error) -> Self {
+        Self {
+            code: FAILURE,
+            broken_pipe: e.kind() == std::io::ErrorKind::BrokenPipe,
+            message: format!("cannot write output: {e}"),
+        }
+    }
+}
+
+impl From<serde_json::Error> for CtlError {
+    fn from(e: serde_json::Error) -> Self {
+        match e.io_error_kind() {
+            Some(kind) => std::io::Error::from(kind).into(),
+            None => Self::new(FAILURE, format!("cannot encode JSON: {e}")),
+        }
+    }
+}
+
+/// Result of a command: the exit code on success.
+pub type CtlResult<T = u8> = Result<T, CtlError>;

@@ -1,0 +1,329 @@
+//! `ctl`: the command-line client of scriptd. Tables for people, `--output json` for
+//! scripts, stable exit codes (see [`error`]).
+
+pub mod client;
+pub mod error;
+pub mod output;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use error::{CtlError, CtlResult, CHANGES, CONFIG, FAILURE, OK};
+use output::{ControlJson, ReloadJson, ScriptJson, StatusJson};
+use scriptd_common::proto::{self, ControlAction, ReloadResult};
+use scriptd_common::JSON_SCHEMA;
+use std::io::Write;
+use std::path::PathBuf;
+use tokio_stream::StreamExt;
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Tables and lines for people.
+    Table,
+    /// One JSON document (streams: one object per line), each with `"schema": 1`.
+    Json,
+}
+
+/// `ctl` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ctl",
+    version,
+    about = "Drive scriptd: status, reload, events, start/stop/restart/run",
+    after_help = "Exit codes: 0 ok · 1 daemon unreachable or internal error · 2 usage · \
+                  3 config invalid or reload rejected/failed · 4 no such script or version · \
+                  5 with --dry-run --exit-code: the plan has changes"
+)]
+pub struct Cli {
+    /// Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock].
+    #[arg(long, global = true, env = "SCRIPTD_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// Config file to read the socket path from [default: ./scriptd.yaml].
+    #[arg(long, global = true, env = "SCRIPTD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, short, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Daemon, running version, disk vs runtime, and a row per script.
+    Status {
+        /// Only this script.
+        script: Option<String>,
+    },
+    /// Apply (or preview) what is on disk; prints the plan.
+    Reload {
+        /// Preview only: print the plan and its id, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Apply only if this plan (from --dry-run) is still what would be applied.
+        #[arg(long, value_name = "ID", conflicts_with = "dry_run")]
+        plan: Option<String>,
+        /// With --dry-run: exit 5 when the plan has changes, 0 when it has none.
+        #[arg(long, requires = "dry_run")]
+        exit_code: bool,
+    },
+    /// Follow reload and lifecycle events.
+    Events,
+    /// Start a stopped script (services) or resume its schedule (periodic).
+    Start {
+        /// Script name.
+        script: String,
+    },
+    /// Stop a script gracefully and keep it stopped.
+    Stop {
+        /// Script name.
+        script: String,
+    },
+    /// Stop then start a script.
+    Restart {
+        /// Script name.
+        script: String,
+    },
+    /// Run a script once now, also when disabled or between intervals.
+    Run {
+        /// Script name.
+        script: String,
+    },
+    /// Print shell completions.
+    Completions {
+        /// Shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Runs one `ctl` invocation; returns the exit code.
+pub fn run(cli: Cli) -> CtlResult {
+    if let Command::Completions { shell } = cli.command {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut cmd, "ctl", &mut std::io::stdout());
+        return Ok(OK);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CtlError::new(FAILURE, format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(dispatch(cli))
+}
+
+async fn dispatch(cli: Cli) -> CtlResult {
+    let socket = client::resolve_socket(cli.socket.as_deref(), cli.config.as_deref());
+    let mut c = client::connect(&socket).await?;
+    let json = cli.output == OutputFormat::Json;
+    let mut out = std::io::stdout().lock();
+    match cli.command {
+        Command::Status { script } => {
+            let r = c
+                .status(proto::StatusRequest {
+                    script: script.unwrap_or_default(),
+                })
+                .await
+                .map_err(|s| CtlError::from_status(s, FAILURE))?
+                .into_inner();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &StatusJson::from(&r))?;
+                writeln!(out)?;
+            } else {
+                write!(out, "{}", output::status_table(&r, output::colour_enabled()))?;
+            }
+            Ok(OK)
+        }
+        Command::Start { script } => control(&mut c, &mut out, json, script, ControlAction::Start).await,
+        Command::Stop { script } => control(&mut c, &mut out, json, script, ControlAction::Stop).await,
+        Command::Restart { script } => {
+            control(&mut c, &mut out, json, script, ControlAction::Restart).await
+        }
+        Command::Run { script } => control(&mut c, &mut out, json, script, ControlAction::Run).await,
+        Command::Reload {
+            dry_run: true,
+            exit_code,
+            ..
+        } => {
+            let r = c
+                .diff(proto::DiffRequest {})
+                .await
+                .map_err(|s| CtlError::from_status(s, CONFIG))?
+                .into_inner();
+            print_dry_run(&mut out, json, &r)?;
+            Ok(if !r.errors.is_empty() || r.rejected {
+                CONFIG
+            } else if exit_code && !r.changes.is_empty() {
+                CHANGES
+            } else {
+                OK
+            })
+        }
+        Command::Reload { plan, .. } => {
+            let r = c
+                .reload(proto::ReloadRequest {
+                    plan_id: plan.unwrap_or_default(),
+                })
+                .await
+                .map_err(|s| CtlError::from_status(s, CONFIG))?
+                .into_inner();
+            print_reload(&mut out, json, &r)?;
+            let result = ReloadResult::try_from(r.result).unwrap_or(ReloadResult::Unspecified);
+            Ok(match result {
+                ReloadResult::Applied | ReloadResult::Unchanged => OK,
+                ReloadResult::Rejected | ReloadResult::FailedRolledBack => CONFIG,
+                ReloadResult::Unspecified => FAILURE,
+            })
+        }
+        Command::Events => {
+            let mut stream = c
+                .events(proto::EventsRequest {})
+                .await
+                .map_err(|s| CtlError::from_status(s, FAILURE))?
+                .into_inner();
+            while let Some(item) = stream.next().await {
+                let ev = item.map_err(|s| CtlError::from_status(s, FAILURE))?;
+                if json {
+                    serde_json::to_writer(&mut out, &output::EventJson::from(&ev))?;
+                    writeln!(out)?;
+                } else {
+                    writeln!(out, "{}", output::event_line(&ev))?;
+                }
+                out.flush()?;
+            }
+            Ok(OK)
+        }
+        Command::Completions { .. } => Ok(OK),
+    }
+}
+
+async fn control(
+    c: &mut client::Client,
+    out: &mut impl Write,
+    json: bool,
+    script: String,
+    action: ControlAction,
+) -> CtlResult {
+    let r = c
+        .control(proto::ControlRequest {
+            script: script.clone(),
+            action: action as i32,
+        })
+        .await
+        .map_err(|s| CtlError::from_status(s, FAILURE))?
+        .into_inner();
+    let status = r.status.unwrap_or_default();
+    if json {
+        let doc = ControlJson {
+            schema: JSON_SCHEMA,
+            action: action.as_str_name().trim_start_matches("CONTROL_ACTION_").to_lowercase(),
+            message: r.message,
+            script: ScriptJson::from(&status),
+        };
+        serde_json::to_writer_pretty(&mut *out, &doc)?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "{script}: {}", r.message)?;
+    }
+    Ok(OK)
+}
+
+fn errors_json(errors: &[proto::ConfigError]) -> Vec<output::ErrorJson> {
+    errors.iter().map(output::ErrorJson::from).collect()
+}
+
+fn print_dry_run(out: &mut impl Write, json: bool, r: &proto::DiffResponse) -> CtlResult<()> {
+    let result = if !r.errors.is_empty() {
+        "invalid"
+    } else if r.unchanged {
+        "unchanged"
+    } else if r.rejected {
+        "rejected"
+    } else {
+        "would-apply"
+    };
+    if json {
+        let doc = ReloadJson {
+            schema: JSON_SCHEMA,
+            dry_run: true,
+            result: result.into(),
+            attempt_id: None,
+            version: r.base_version,
+            plan_id: (!r.plan_id.is_empty()).then(|| r.plan_id.clone()),
+            changes: r.changes.iter().map(output::ChangeJson::from).collect(),
+            errors: errors_json(&r.errors),
+            message: None,
+        };
+        serde_json::to_writer_pretty(&mut *out, &doc)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    match result {
+        "invalid" => {
+            writeln!(out, "the config on disk is invalid; nothing would be applied:")?;
+            for e in &r.errors {
+                writeln!(out, "  {}", output::error_text(e))?;
+            }
+        }
+        "unchanged" => writeln!(out, "no changes: the files on disk are running as version {}", r.base_version)?,
+        _ => {
+            write!(out, "{}", output::changes_table(&r.changes))?;
+            if r.rejected {
+                writeln!(out, "\nthis reload would be rejected: only a daemon restart can apply a daemon.* change")?;
+            } else {
+                writeln!(
+                    out,
+                    "\nplan {} against version {}: {} change(s)\napply exactly this plan with: ctl reload --plan {}",
+                    r.plan_id,
+                    r.base_version,
+                    r.changes.len(),
+                    r.plan_id
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_reload(out: &mut impl Write, json: bool, r: &proto::ReloadResponse) -> CtlResult<()> {
+    let result = if !r.errors.is_empty() {
+        "invalid"
+    } else {
+        output::result_name(r.result)
+    };
+    if json {
+        let doc = ReloadJson {
+            schema: JSON_SCHEMA,
+            dry_run: false,
+            result: result.into(),
+            attempt_id: Some(r.attempt_id),
+            version: r.version,
+            plan_id: (!r.plan_id.is_empty()).then(|| r.plan_id.clone()),
+            changes: r.changes.iter().map(output::ChangeJson::from).collect(),
+            errors: errors_json(&r.errors),
+            message: (!r.message.is_empty()).then(|| r.message.clone()),
+        };
+        serde_json::to_writer_pretty(&mut *out, &doc)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    if !r.changes.is_empty() {
+        write!(out, "{}", output::changes_table(&r.changes))?;
+        writeln!(out)?;
+    }
+    match result {
+        "applied" => writeln!(out, "reload #{} applied: version {} is running", r.attempt_id, r.version)?,
+        "unchanged" => writeln!(out, "no changes: version {} is running", r.version)?,
+        "invalid" => {
+            writeln!(out, "reload #{} rejected: {}", r.attempt_id, r.message)?;
+            for e in &r.errors {
+                writeln!(out, "  {}", output::error_text(e))?;
+            }
+        }
+        other => writeln!(
+            out,
+            "reload #{} {other}: {}\nversion {} is still running",
+            r.attempt_id, r.message, r.version
+        )?,
+    }
+    Ok(())
+}

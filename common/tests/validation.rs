@@ -1,0 +1,1029 @@
+//! Table-driven tests of config validation (DESIGN.md "Configuration"): every error names
+//! file, line, column and key path, every error is reported at once, and a valid config
+//! yields the effective values with defaults applied.
+
+use scriptd_common::config::{
+    check_permissions, load, validate, CommandSpec, ConfigFile, ConfigSource, RestartPolicy,
+    StopSignal,
+};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tempfile::TempDir;
+
+const MAIN: &str = "scriptd.yaml";
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+/// A config directory in a tempdir.
+struct Dir(TempDir);
+
+impl Dir {
+    fn new() -> Self {
+        Self(tempfile::tempdir().expect("create tempdir"))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// The tempdir path as text, substituted for `{dir}` in YAML and expected messages.
+    fn text(&self) -> String {
+        self.path().display().to_string()
+    }
+
+    fn main(&self) -> PathBuf {
+        self.path().join(MAIN)
+    }
+
+    /// Writes `content` (with `{dir}` replaced) to `name`, creating parent directories.
+    fn write(&self, name: &str, content: &str) -> PathBuf {
+        let path = self.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create parent directory");
+        }
+        std::fs::write(&path, content.replace("{dir}", &self.text())).expect("write file");
+        path
+    }
+
+    /// Writes a file and sets its mode.
+    fn write_mode(&self, name: &str, content: &str, mode: u32) -> PathBuf {
+        let path = self.write(name, content);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        path
+    }
+
+    fn mkdir(&self, name: &str) -> PathBuf {
+        let path = self.path().join(name);
+        std::fs::create_dir_all(&path).expect("create directory");
+        path
+    }
+
+    /// Writes `files` (main file first) and loads the config from disk; returns the
+    /// rendered errors, empty when it is valid.
+    fn load_errors(&self, files: &[(&str, &str)]) -> Vec<String> {
+        for (name, content) in files {
+            self.write(name, content);
+        }
+        match load(&self.main()) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    /// Validates `yaml` as the main file in memory (the main path is inside the tempdir,
+    /// so the default working_dir exists); returns the rendered errors.
+    fn validate_errors(&self, yaml: &str) -> Vec<String> {
+        let source = ConfigSource {
+            main: self.main(),
+            files: vec![ConfigFile {
+                name: MAIN.into(),
+                content: yaml.replace("{dir}", &self.text()),
+            }],
+        };
+        match validate(&source) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+/// Asserts `got` matches `want` one to one, in order. A wanted message ending in `...` is a
+/// prefix; `{dir}` stands for the config directory.
+fn assert_errors(case: &str, dir: &Dir, got: &[String], want: &[&str]) {
+    let want: Vec<String> = want
+        .iter()
+        .map(|w| w.replace("{dir}", &dir.text()))
+        .collect();
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "case {case:?}: expected {} error(s), got {}:\n  {}\nwanted:\n  {}",
+        want.len(),
+        got.len(),
+        got.join("\n  "),
+        want.join("\n  "),
+    );
+    for (g, w) in got.iter().zip(&want) {
+        match w.strip_suffix("...") {
+            Some(prefix) => assert!(
+                g.starts_with(prefix),
+                "case {case:?}:\n  got:    {g}\n  wanted: {w}"
+            ),
+            None => assert_eq!(g, w, "case {case:?}"),
+        }
+    }
+}
+
+/// One in-memory case: a name, the main file's YAML, and the expected errors.
+type Case = (&'static str, &'static str, &'static [&'static str]);
+
+fn run_cases(cases: &[Case]) {
+    let dir = Dir::new();
+    for (name, yaml, want) in cases {
+        let got = dir.validate_errors(yaml);
+        assert_errors(name, &dir, &got, want);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A valid config
+// ---------------------------------------------------------------------------------------
+
+const DESIGN_MAIN: &str = r#"daemon:
+  socket: run/scriptd.sock
+  state_dir: state
+  log_dir: /var/log/scriptd-test
+  debounce: 250ms
+  watch: false
+include: ["scripts.d/*.yaml"]
+defaults:
+  timeout: 10m
+  max_log_lines: 20000
+  stop_grace: 15s
+  log: { max_bytes: 20MiB, keep: 5, max_line_bytes: 32KiB }
+scripts:
+  backup:
+    command: ["{dir}/bin/backup.sh", "--full"]
+    interval: 5m
+    timeout: 2m
+    enabled: true
+    working_dir: {dir}/srv
+    env: { RETENTION: "7" }
+    max_log_lines: 5000
+  web:
+    command: "python3 -m http.server 8080"
+    restart: on-failure
+    stop_signal: TERM
+    stop_grace: 5s
+"#;
+
+const DESIGN_DB: &str = r#"scripts:
+  db:
+    command: [sh, -c, "echo dump"]
+    interval: 1h
+    enabled: false
+    log: { keep: 1 }
+"#;
+
+#[test]
+fn valid_design_example_loads_with_effective_values() {
+    let dir = Dir::new();
+    dir.write_mode("bin/backup.sh", "#!/bin/sh\nexit 0\n", 0o755);
+    dir.mkdir("srv");
+    dir.write("scriptd.yaml", DESIGN_MAIN);
+    dir.write("scripts.d/db.yaml", DESIGN_DB);
+    dir.write("scripts.d/notes.txt", "not yaml: [ and not included\n");
+    let base = dir.path();
+
+    let (source, config) = match load(&dir.main()) {
+        Ok(loaded) => loaded,
+        Err(e) => panic!("the DESIGN.md example should load, got:\n{e}"),
+    };
+
+    // Files: main first, then the included ones; the glob does not match notes.txt.
+    let names: Vec<_> = source.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["scriptd.yaml", "scripts.d/db.yaml"]);
+    assert_eq!(source.main, dir.main());
+
+    // Daemon: relative paths resolved against the main file's directory.
+    let d = &config.daemon;
+    assert_eq!(d.socket, base.join("run/scriptd.sock"));
+    assert_eq!(d.state_dir, base.join("state"));
+    assert_eq!(d.log_dir, PathBuf::from("/var/log/scriptd-test"));
+    assert_eq!(d.debounce, Duration::from_millis(250));
+    assert!(!d.watch);
+    assert_eq!(d.history_limit, 100, "builtin history_limit");
+
+    let names: Vec<_> = config.scripts.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        ["backup", "db", "web"],
+        "included scripts are present"
+    );
+
+    // backup: its own values win over defaults.
+    let backup = &config.scripts["backup"];
+    assert_eq!(
+        backup.command,
+        CommandSpec::Argv(vec![
+            format!("{}/bin/backup.sh", dir.text()),
+            "--full".into()
+        ])
+    );
+    assert!(backup.is_periodic());
+    assert_eq!(backup.interval, Some(Duration::from_secs(300)));
+    assert_eq!(backup.timeout, Some(Duration::from_secs(120)));
+    assert!(backup.enabled);
+    assert_eq!(backup.working_dir, base.join("srv"));
+    assert_eq!(backup.env.get("RETENTION").map(String::as_str), Some("7"));
+    assert_eq!(backup.max_log_lines, 5000);
+    assert_eq!(backup.stop_grace, Duration::from_secs(15), "inherited");
+    assert_eq!(backup.log.max_bytes, 20 << 20, "inherited");
+    assert_eq!(backup.log.keep, 5, "inherited");
+    assert_eq!(backup.log.max_line_bytes, 32 << 10, "inherited");
+
+    // web: a service with a shell command; defaults inherited where it sets nothing.
+    let web = &config.scripts["web"];
+    assert_eq!(
+        web.command,
+        CommandSpec::Shell("python3 -m http.server 8080".into())
+    );
+    assert_eq!(web.argv(), ["/bin/sh", "-c", "python3 -m http.server 8080"]);
+    assert!(!web.is_periodic());
+    assert_eq!(web.timeout, Some(Duration::from_secs(600)), "inherited");
+    assert_eq!(web.max_log_lines, 20000, "inherited");
+    assert_eq!(web.stop_grace, Duration::from_secs(5), "its own");
+    assert_eq!(web.restart, RestartPolicy::OnFailure);
+    assert_eq!(web.stop_signal, StopSignal::TERM);
+    assert_eq!(
+        web.working_dir, base,
+        "working_dir defaults to the config directory"
+    );
+    assert!(web.enabled, "enabled defaults to true");
+    assert!(web.env.is_empty());
+
+    // db: from the included file; log.keep overridden, the rest inherited.
+    let db = &config.scripts["db"];
+    assert_eq!(db.argv(), ["sh", "-c", "echo dump"]);
+    assert_eq!(db.interval, Some(Duration::from_secs(3600)));
+    assert_eq!(db.timeout, Some(Duration::from_secs(600)));
+    assert!(!db.enabled);
+    assert_eq!(db.working_dir, base);
+    assert_eq!(db.log.keep, 1);
+    assert_eq!(db.log.max_bytes, 20 << 20);
+    assert_eq!(db.log.max_line_bytes, 32 << 10);
+    assert_eq!(db.max_log_lines, 20000);
+    assert_eq!(db.stop_signal, StopSignal::TERM);
+}
+
+#[test]
+fn minimal_config_uses_builtin_defaults() {
+    let dir = Dir::new();
+    dir.write("scriptd.yaml", "scripts:\n  a:\n    command: \"true\"\n");
+    let (_, config) = match load(&dir.main()) {
+        Ok(loaded) => loaded,
+        Err(e) => panic!("minimal config should load, got:\n{e}"),
+    };
+    let d = &config.daemon;
+    assert_eq!(d.socket, dir.path().join("run/scriptd.sock"));
+    assert_eq!(d.state_dir, dir.path().join("state"));
+    assert_eq!(d.log_dir, dir.path().join("logs"));
+    assert_eq!(d.debounce, Duration::from_millis(50));
+    assert!(d.watch);
+    let a = &config.scripts["a"];
+    assert_eq!(a.timeout, None);
+    assert_eq!(a.interval, None);
+    assert_eq!(a.max_log_lines, 10_000);
+    assert_eq!(a.stop_grace, Duration::from_secs(10));
+    assert_eq!(a.restart, RestartPolicy::OnFailure);
+    assert_eq!(a.stop_signal, StopSignal::TERM);
+    assert_eq!(a.log.max_bytes, 10 << 20);
+    assert_eq!(a.log.keep, 3);
+    assert_eq!(a.log.max_line_bytes, 64 << 10);
+}
+
+#[test]
+fn empty_main_file_is_an_empty_config() {
+    let dir = Dir::new();
+    assert_errors("empty file", &dir, &dir.validate_errors(""), &[]);
+}
+
+// ---------------------------------------------------------------------------------------
+// One error per case, in memory
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn yaml_syntax_errors() {
+    run_cases(&[
+        (
+            "unclosed flow list",
+            "scripts:\n  a:\n    command: [true\n",
+            &["scriptd.yaml:4:1: invalid YAML: did not find expected ',' or ']'"],
+        ),
+        (
+            "bad indentation",
+            "scripts:\n  a:\n    command: x\n   interval: 5m\n",
+            &["scriptd.yaml:4:4: invalid YAML: ..."],
+        ),
+        (
+            "duplicate key in one mapping",
+            "scripts:\n  a:\n    command: \"true\"\n  a:\n    command: \"true\"\n",
+            &["scriptd.yaml:2:3: invalid YAML: scripts: duplicate entry with key \"a\""],
+        ),
+        (
+            "top level is not a mapping",
+            "- a\n- b\n",
+            &["scriptd.yaml:1:1: the file must be a mapping (key: value), found a list"],
+        ),
+    ]);
+}
+
+#[test]
+fn unknown_keys() {
+    run_cases(&[
+        (
+            "top-level typo",
+            "sripts:\n  a:\n    command: \"true\"\n",
+            &["scriptd.yaml:1:1: sripts: unknown key \"sripts\"; did you mean \"scripts\"?"],
+        ),
+        (
+            "top-level, no close match",
+            "foo: 1\n",
+            &["scriptd.yaml:1:1: foo: unknown key \"foo\"; expected one of: daemon, include, \
+               defaults, scripts"],
+        ),
+        (
+            "script key typo",
+            "scripts:\n  a:\n    command: \"true\"\n    intervall: 5m\n",
+            &["scriptd.yaml:4:5: scripts.a.intervall: unknown key \"intervall\"; did you mean \
+               \"interval\"?"],
+        ),
+        (
+            "script key, no close match",
+            "scripts:\n  a:\n    command: \"true\"\n    frobnicate: 1\n",
+            &["scriptd.yaml:4:5: scripts.a.frobnicate: unknown key \"frobnicate\"; expected one \
+               of: command, interval, timeout, enabled, working_dir, env, max_log_lines, \
+               restart, stop_signal, stop_grace, log"],
+        ),
+        (
+            "daemon key typo",
+            "daemon:\n  sockett: run/s.sock\n",
+            &["scriptd.yaml:2:3: daemon.sockett: unknown key \"sockett\"; did you mean \
+               \"socket\"?"],
+        ),
+        (
+            "script log key typo",
+            "scripts:\n  a:\n    command: \"true\"\n    log:\n      max_byte: 1MiB\n",
+            &["scriptd.yaml:5:7: scripts.a.log.max_byte: unknown key \"max_byte\"; did you mean \
+               \"max_bytes\"?"],
+        ),
+        (
+            "defaults log key, flow style",
+            "defaults:\n  log: { kept: 3 }\n",
+            &["scriptd.yaml:2:10: defaults.log.kept: unknown key \"kept\"; did you mean \"keep\"?"],
+        ),
+        (
+            "interval is not a default",
+            "defaults:\n  interval: 5m\n",
+            &["scriptd.yaml:2:3: defaults.interval: unknown key \"interval\"; ..."],
+        ),
+    ]);
+}
+
+#[test]
+fn durations() {
+    run_cases(&[
+        (
+            "misspelled unit",
+            "scripts:\n  a:\n    command: \"true\"\n    interval: 5 minuets\n",
+            &["scriptd.yaml:4:15: scripts.a.interval: invalid duration \"5 minuets\" ..."],
+        ),
+        (
+            "bare number",
+            "scripts:\n  a:\n    command: \"true\"\n    timeout: 30\n",
+            &["scriptd.yaml:4:14: scripts.a.timeout: invalid duration 30: add a unit, e.g. \
+               \"30s\" or \"30ms\""],
+        ),
+        (
+            "bare number in daemon",
+            "daemon:\n  debounce: 50\n",
+            &["scriptd.yaml:2:13: daemon.debounce: invalid duration 50: add a unit, e.g. \"50s\" \
+               or \"50ms\""],
+        ),
+        (
+            "zero interval",
+            "scripts:\n  a:\n    command: \"true\"\n    interval: 0s\n",
+            &["scriptd.yaml:4:15: scripts.a.interval: must be greater than zero"],
+        ),
+        (
+            "zero timeout in defaults",
+            "defaults:\n  timeout: 0ms\n",
+            &["scriptd.yaml:2:12: defaults.timeout: must be greater than zero"],
+        ),
+        (
+            "not a scalar",
+            "scripts:\n  a:\n    command: \"true\"\n    stop_grace: [1s]\n",
+            &["scriptd.yaml:4:17: scripts.a.stop_grace: expected a duration such as \"30s\", \
+               found a list"],
+        ),
+    ]);
+}
+
+#[test]
+fn scalar_fields() {
+    run_cases(&[
+        (
+            "invalid size",
+            "scripts:\n  a:\n    command: \"true\"\n    log: { max_bytes: 10 MeB }\n",
+            &["scriptd.yaml:4:23: scripts.a.log.max_bytes: invalid size \"10 MeB\"; use e.g. \
+               4096, 64KiB, 10MiB, 1GiB"],
+        ),
+        (
+            "zero size",
+            "defaults:\n  log:\n    max_line_bytes: 0KiB\n",
+            &["scriptd.yaml:3:21: defaults.log.max_line_bytes: must be greater than zero"],
+        ),
+        (
+            "invalid restart policy",
+            "scripts:\n  a:\n    command: \"true\"\n    restart: sometimes\n",
+            &["scriptd.yaml:4:14: scripts.a.restart: invalid restart policy \"sometimes\"; use \
+               always, on-failure or never"],
+        ),
+        (
+            "unknown stop_signal",
+            "scripts:\n  a:\n    command: \"true\"\n    stop_signal: FOO\n",
+            &["scriptd.yaml:4:18: scripts.a.stop_signal: unknown signal \"FOO\"; use one of TERM, \
+               INT, HUP, QUIT, KILL, USR1, USR2"],
+        ),
+        (
+            "unknown stop_signal number",
+            "scripts:\n  a:\n    command: \"true\"\n    stop_signal: 99\n",
+            &["scriptd.yaml:4:18: scripts.a.stop_signal: unknown signal \"99\"; ..."],
+        ),
+        (
+            "restart on a periodic script",
+            "scripts:\n  a:\n    command: \"true\"\n    interval: 1m\n    restart: always\n",
+            &["scriptd.yaml:5:5: scripts.a.restart: restart applies only to services (scripts \
+               without interval); remove it or remove interval"],
+        ),
+        (
+            "max_log_lines 0",
+            "scripts:\n  a:\n    command: \"true\"\n    max_log_lines: 0\n",
+            &["scriptd.yaml:4:20: scripts.a.max_log_lines: expected a whole number of at least \
+               1, found 0"],
+        ),
+        (
+            "max_log_lines negative",
+            "defaults:\n  max_log_lines: -5\n",
+            &["scriptd.yaml:2:18: defaults.max_log_lines: expected a whole number of at least 1, \
+               found -5"],
+        ),
+        (
+            "enabled not a bool (YAML 1.2: yes is a string)",
+            "scripts:\n  a:\n    command: \"true\"\n    enabled: yes\n",
+            &["scriptd.yaml:4:14: scripts.a.enabled: expected true or false, found \"yes\""],
+        ),
+        (
+            "enabled a number",
+            "scripts:\n  a:\n    command: \"true\"\n    enabled: 1\n",
+            &["scriptd.yaml:4:14: scripts.a.enabled: expected true or false, found 1"],
+        ),
+        (
+            "env value is a mapping",
+            "scripts:\n  a:\n    command: \"true\"\n    env:\n      X: { y: 1 }\n",
+            &["scriptd.yaml:5:10: scripts.a.env.X: expected a string value, found a mapping"],
+        ),
+        (
+            "include is not a glob",
+            "include: 5\n",
+            &["scriptd.yaml:1:10: include: expected a glob or a list of globs, found a number"],
+        ),
+        (
+            "include with an invalid glob",
+            "include: [\"ok/*.yaml\", \"[\"]\n",
+            &["scriptd.yaml:1:24: include[1]: invalid glob \"[\": ..."],
+        ),
+    ]);
+}
+
+#[test]
+fn commands() {
+    run_cases(&[
+        (
+            "missing command",
+            "scripts:\n  a:\n    interval: 1m\n",
+            &["scriptd.yaml:2:3: scripts.a: missing required key \"command\""],
+        ),
+        (
+            "script body is empty: one error, at the script's key",
+            "scripts:\n  a:\n",
+            &[
+                "scriptd.yaml:2:3: scripts.a: must be a mapping (key: value), found \
+               nothing (null)",
+            ],
+        ),
+        (
+            "script body is empty, another script follows",
+            "scripts:\n  a:\n  b:\n    command: \"true\"\n",
+            &[
+                "scriptd.yaml:2:3: scripts.a: must be a mapping (key: value), found \
+               nothing (null)",
+            ],
+        ),
+        (
+            "script body is a number",
+            "scripts:\n  a: 5\n",
+            &[
+                "scriptd.yaml:2:6: scripts.a: must be a mapping (key: value), found a \
+               number",
+            ],
+        ),
+        (
+            "empty command string",
+            "scripts:\n  a:\n    command: \"\"\n",
+            &["scriptd.yaml:3:14: scripts.a.command: must not be empty"],
+        ),
+        (
+            "blank command string",
+            "scripts:\n  a:\n    command: \"   \"\n",
+            &["scriptd.yaml:3:14: scripts.a.command: must not be empty"],
+        ),
+        (
+            "empty command list",
+            "scripts:\n  a:\n    command: []\n",
+            &["scriptd.yaml:3:14: scripts.a.command: must not be an empty list"],
+        ),
+        (
+            "command list with a mapping item",
+            "scripts:\n  a:\n    command: [/bin/sh, {x: 1}]\n",
+            &[
+                "scriptd.yaml:3:24: scripts.a.command[1]: arguments must be strings, found a \
+               mapping",
+            ],
+        ),
+        (
+            "command list with a mapping item, block style",
+            "scripts:\n  a:\n    command:\n      - /bin/sh\n      - x: 1\n",
+            &[
+                "scriptd.yaml:5:9: scripts.a.command[1]: arguments must be strings, found a \
+               mapping",
+            ],
+        ),
+        (
+            "command is a block mapping: points at its first key",
+            "scripts:\n  a:\n    command:\n      xyz: 1\n",
+            &[
+                "scriptd.yaml:4:7: scripts.a.command: expected a list of arguments or a shell \
+               command string, found a mapping",
+            ],
+        ),
+        (
+            "command is a number",
+            "scripts:\n  a:\n    command: 5\n",
+            &[
+                "scriptd.yaml:3:14: scripts.a.command: expected a list of arguments or a shell \
+               command string, found a number",
+            ],
+        ),
+        (
+            "numbers and booleans are accepted as arguments",
+            "scripts:\n  a:\n    command: [/bin/sh, -c, true, 5]\n",
+            &[],
+        ),
+    ]);
+}
+
+#[test]
+fn programs_and_working_dirs_in_memory() {
+    run_cases(&[
+        (
+            "absolute program does not exist",
+            "scripts:\n  a:\n    command: [/nonexistent/prog, --x]\n",
+            &["scriptd.yaml:3:15: scripts.a.command[0]: program /nonexistent/prog does not \
+               exist"],
+        ),
+        (
+            "program not in the script's PATH",
+            "scripts:\n  a:\n    command: [no-such-prog-xyz]\n    env: { PATH: /nonexistent-dir }\n",
+            &["scriptd.yaml:3:15: scripts.a.command[0]: program \"no-such-prog-xyz\" not found in \
+               PATH (/nonexistent-dir); give its full path or install it"],
+        ),
+        (
+            "program not in the daemon's PATH",
+            "scripts:\n  a:\n    command: [no-such-prog-xyz-42]\n",
+            &["scriptd.yaml:3:15: scripts.a.command[0]: program \"no-such-prog-xyz-42\" not \
+               found in PATH (..."],
+        ),
+        (
+            "program found in PATH",
+            "scripts:\n  a:\n    command: [sh, -c, \"exit 0\"]\n",
+            &[],
+        ),
+        (
+            "a shell string only needs /bin/sh",
+            "scripts:\n  a:\n    command: \"no-such-prog-xyz --flag\"\n",
+            &[],
+        ),
+        (
+            "working_dir does not exist (relative, resolved against the config dir)",
+            "scripts:\n  a:\n    command: \"true\"\n    working_dir: missing\n",
+            &["scriptd.yaml:4:18: scripts.a.working_dir: working_dir {dir}/missing does not \
+               exist; create it or fix the path"],
+        ),
+        (
+            "working_dir does not exist (absolute)",
+            "scripts:\n  a:\n    command: [/nonexistent/prog]\n    working_dir: /nonexistent/wd\n",
+            // The program is not checked in a directory that does not exist.
+            &["scriptd.yaml:4:18: scripts.a.working_dir: working_dir /nonexistent/wd does not \
+               exist; create it or fix the path"],
+        ),
+        (
+            "working_dir from defaults does not exist: reported on the script",
+            "defaults:\n  working_dir: /nonexistent/wd\nscripts:\n  a:\n    command: \"true\"\n",
+            &["scriptd.yaml:4:3: scripts.a: working_dir /nonexistent/wd does not exist; create \
+               it or fix the path"],
+        ),
+        (
+            "working_dir empty",
+            "scripts:\n  a:\n    command: \"true\"\n    working_dir: \"\"\n",
+            &["scriptd.yaml:4:18: scripts.a.working_dir: must not be empty"],
+        ),
+    ]);
+}
+
+#[test]
+fn script_names() {
+    run_cases(&[
+        (
+            "space and bang",
+            "scripts:\n  \"bad name!\":\n    command: \"true\"\n",
+            &["scriptd.yaml:2:3: scripts.bad name!: invalid script name \"bad name!\": use \
+               letters, digits, '_', '-' and '.', starting with a letter or digit, at most 64 \
+               characters"],
+        ),
+        (
+            "leading dash",
+            "scripts:\n  -x:\n    command: \"true\"\n",
+            &["scriptd.yaml:2:3: scripts.-x: invalid script name \"-x\": ..."],
+        ),
+        (
+            "65 characters",
+            "scripts:\n  aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa:\n    command: \"true\"\n",
+            &["scriptd.yaml:2:3: scripts.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa: invalid script name ..."],
+        ),
+        (
+            "letters, digits, '_', '-' and '.' are fine",
+            "scripts:\n  web-1.main_x:\n    command: \"true\"\n  9lives:\n    command: \"true\"\n",
+            &[],
+        ),
+    ]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Cases that need files on disk
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn program_not_executable() {
+    let dir = Dir::new();
+    dir.write_mode("bin/tool", "#!/bin/sh\n", 0o644);
+    let got = dir.load_errors(&[(MAIN, "scripts:\n  a:\n    command: [\"{dir}/bin/tool\"]\n")]);
+    assert_errors(
+        "mode 0644",
+        &dir,
+        &got,
+        &[
+            "scriptd.yaml:3:15: scripts.a.command[0]: program {dir}/bin/tool is not executable \
+           (mode 644); run `chmod +x {dir}/bin/tool`",
+        ],
+    );
+}
+
+#[test]
+fn program_is_a_directory() {
+    let dir = Dir::new();
+    dir.mkdir("bin/tool");
+    let got = dir.load_errors(&[(MAIN, "scripts:\n  a:\n    command: [\"{dir}/bin/tool\"]\n")]);
+    assert_errors(
+        "directory",
+        &dir,
+        &got,
+        &["scriptd.yaml:3:15: scripts.a.command[0]: program {dir}/bin/tool is not a file"],
+    );
+}
+
+#[test]
+fn relative_program_resolves_against_working_dir() {
+    let dir = Dir::new();
+    dir.write_mode("work/run.sh", "#!/bin/sh\n", 0o755);
+    dir.write_mode("tools/run.sh", "#!/bin/sh\n", 0o755);
+    let cases: &[Case] = &[
+        (
+            "exists and is executable in working_dir",
+            "scripts:\n  a:\n    command: [./run.sh]\n    working_dir: work\n",
+            &[],
+        ),
+        (
+            "relative to the config dir when working_dir is not set",
+            "scripts:\n  a:\n    command: [tools/run.sh]\n",
+            &[],
+        ),
+        (
+            "not in working_dir",
+            "scripts:\n  a:\n    command: [./run.sh]\n",
+            &["scriptd.yaml:3:15: scripts.a.command[0]: program {dir}/./run.sh does not exist"],
+        ),
+        (
+            "resolved against working_dir, not the config dir",
+            "scripts:\n  a:\n    command: [tools/run.sh]\n    working_dir: work\n",
+            &[
+                "scriptd.yaml:3:15: scripts.a.command[0]: program {dir}/work/tools/run.sh does \
+               not exist",
+            ],
+        ),
+    ];
+    for (name, yaml, want) in cases {
+        let got = dir.load_errors(&[(MAIN, yaml)]);
+        assert_errors(name, &dir, &got, want);
+    }
+
+    // And the effective working_dir is absolute.
+    dir.write(
+        MAIN,
+        "scripts:\n  a:\n    command: [./run.sh]\n    working_dir: work\n",
+    );
+    let (_, config) = load(&dir.main()).expect("valid relative program");
+    assert_eq!(config.scripts["a"].working_dir, dir.path().join("work"));
+}
+
+#[test]
+fn working_dir_is_a_file() {
+    let dir = Dir::new();
+    dir.write("afile", "x");
+    let got = dir.load_errors(&[(
+        MAIN,
+        "scripts:\n  a:\n    command: \"true\"\n    working_dir: afile\n",
+    )]);
+    assert_errors(
+        "file",
+        &dir,
+        &got,
+        &[
+            "scriptd.yaml:4:18: scripts.a.working_dir: working_dir {dir}/afile is not a \
+           directory; create it or fix the path",
+        ],
+    );
+}
+
+#[test]
+fn duplicate_script_across_files() {
+    let dir = Dir::new();
+    let got = dir.load_errors(&[
+        (
+            MAIN,
+            "include: \"scripts.d/*.yaml\"\nscripts:\n  backup:\n    command: \"true\"\n",
+        ),
+        (
+            "scripts.d/a.yaml",
+            "scripts:\n  other:\n    command: \"true\"\n",
+        ),
+        (
+            "scripts.d/db.yaml",
+            "# database jobs\nscripts:\n  db:\n    command: \"true\"\n  backup:\n    command: \"true\"\n",
+        ),
+    ]);
+    assert_errors(
+        "duplicate",
+        &dir,
+        &got,
+        &[
+            "scripts.d/db.yaml:5:3: scripts.backup: script \"backup\" is already defined at \
+           scriptd.yaml:3:3; script names must be unique across files",
+        ],
+    );
+}
+
+#[test]
+fn duplicate_script_between_included_files() {
+    let dir = Dir::new();
+    let got = dir.load_errors(&[
+        (MAIN, "include: [\"a.yaml\", \"b.yaml\"]\n"),
+        ("b.yaml", "scripts:\n    x:\n      command: \"true\"\n"),
+        ("a.yaml", "\nscripts:\n  x:\n    command: \"true\"\n"),
+    ]);
+    assert_errors(
+        "between includes",
+        &dir,
+        &got,
+        &[
+            "b.yaml:2:5: scripts.x: script \"x\" is already defined at a.yaml:3:3; script names \
+           must be unique across files",
+        ],
+    );
+}
+
+#[test]
+fn included_file_errors() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "daemon in an included file",
+            "daemon:\n  watch: false\nscripts: {}\n",
+            &["scripts.d/x.yaml:1:1: daemon: unknown key \"daemon\"; expected one of: scripts"],
+        ),
+        (
+            "include in an included file",
+            "scripts: {}\ninclude: [\"more/*.yaml\"]\n",
+            &["scripts.d/x.yaml:2:1: include: unknown key \"include\"; expected one of: scripts"],
+        ),
+        (
+            "defaults in an included file",
+            "defaults:\n  timeout: 1m\n",
+            &["scripts.d/x.yaml:1:1: defaults: unknown key \"defaults\"; ..."],
+        ),
+        (
+            "YAML syntax error in an included file",
+            "scripts:\n  y:\n    command: [true\n",
+            &["scripts.d/x.yaml:4:1: invalid YAML: ..."],
+        ),
+        (
+            "bad value in an included file",
+            "scripts:\n  y:\n    command: \"true\"\n    interval: 5 minuets\n",
+            &["scripts.d/x.yaml:4:15: scripts.y.interval: invalid duration \"5 minuets\" ..."],
+        ),
+        ("empty included file", "", &[]),
+    ];
+    for (name, included, want) in cases {
+        let dir = Dir::new();
+        let got = dir.load_errors(&[
+            (
+                MAIN,
+                "include: [\"scripts.d/*.yaml\"]\nscripts:\n  a:\n    command: \"true\"\n",
+            ),
+            ("scripts.d/x.yaml", included),
+        ]);
+        assert_errors(name, &dir, &got, want);
+    }
+}
+
+#[test]
+fn missing_main_file() {
+    let dir = Dir::new();
+    let errors = load(&dir.main()).expect_err("no main file");
+    let got: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+    assert_errors(
+        "missing",
+        &dir,
+        &got,
+        &["scriptd.yaml: cannot read {dir}/scriptd.yaml: ..."],
+    );
+}
+
+#[test]
+fn all_errors_are_reported_at_once_in_file_order() {
+    let dir = Dir::new();
+    let main = "\
+daemon:
+  debounce: 50
+  sockett: x
+include: [\"scripts.d/*.yaml\"]
+scripts:
+  a:
+    interval: 1m
+  b:
+    command: \"true\"
+    interval: 5 minuets
+    stop_signal: FOO
+  c:
+    command: [/nonexistent/prog]
+    max_log_lines: 0
+  d:
+    command: \"true\"
+    interval: 1m
+    restart: never
+";
+    let included = "\
+scripts:
+  e:
+    command: []
+  a:
+    command: \"true\"
+";
+    let got = dir.load_errors(&[(MAIN, main), ("scripts.d/e.yaml", included)]);
+    assert_errors(
+        "many",
+        &dir,
+        &got,
+        &[
+            "scriptd.yaml:2:13: daemon.debounce: invalid duration 50: add a unit...",
+            "scriptd.yaml:3:3: daemon.sockett: unknown key \"sockett\"; did you mean \"socket\"?",
+            "scriptd.yaml:6:3: scripts.a: missing required key \"command\"",
+            "scriptd.yaml:10:15: scripts.b.interval: invalid duration \"5 minuets\" ...",
+            "scriptd.yaml:11:18: scripts.b.stop_signal: unknown signal \"FOO\"...",
+            "scriptd.yaml:13:15: scripts.c.command[0]: program /nonexistent/prog does not exist",
+            "scriptd.yaml:14:20: scripts.c.max_log_lines: expected a whole number of at least 1, \
+             found 0",
+            "scriptd.yaml:18:5: scripts.d.restart: restart applies only to services...",
+            "scripts.d/e.yaml:3:14: scripts.e.command: must not be an empty list",
+            "scripts.d/e.yaml:4:3: scripts.a: script \"a\" is already defined at \
+             scriptd.yaml:6:3; script names must be unique across files",
+        ],
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Permissions and hashing
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn check_permissions_refuses_group_or_world_writable_files() {
+    let dir = Dir::new();
+    dir.write_mode(
+        MAIN,
+        "include: [\"scripts.d/*.yaml\"]\nscripts:\n  a:\n    command: \"true\"\n",
+        0o644,
+    );
+    dir.write_mode("scripts.d/ok.yaml", "scripts: {}\n", 0o600);
+    let source = load(&dir.main()).expect("valid config").0;
+    check_permissions(&source).expect("0644 and 0600 are accepted");
+
+    for (mode, shown) in [(0o666, "666"), (0o664, "664"), (0o646, "646")] {
+        std::fs::set_permissions(dir.main(), std::fs::Permissions::from_mode(mode))
+            .expect("chmod main");
+        let errors = check_permissions(&source).expect_err("writable by others");
+        let got: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+        assert_errors(
+            &format!("main mode {shown}"),
+            &dir,
+            &got,
+            &[&format!(
+                "scriptd.yaml: refused: the file is writable by group or others (mode {shown}), \
+                 and whoever can write the config can run commands as the daemon's user; run \
+                 `chmod go-w {}/scriptd.yaml`",
+                dir.text()
+            )],
+        );
+    }
+
+    // An included file is checked too, and both are reported.
+    std::fs::set_permissions(
+        dir.path().join("scripts.d/ok.yaml"),
+        std::fs::Permissions::from_mode(0o620),
+    )
+    .expect("chmod included");
+    let errors = check_permissions(&source).expect_err("both writable");
+    let got: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+    assert_errors(
+        "main and included",
+        &dir,
+        &got,
+        &[
+            "scriptd.yaml: refused: the file is writable by group or others (mode 646)...",
+            "scripts.d/ok.yaml: refused: the file is writable by group or others (mode 620), \
+             and whoever can write the config can run commands as the daemon's user; run \
+             `chmod go-w {dir}/scripts.d/ok.yaml`",
+        ],
+    );
+}
+
+#[test]
+fn source_hash_tracks_content() {
+    let dir = Dir::new();
+    dir.write(
+        MAIN,
+        "include: [\"scripts.d/*.yaml\"]\nscripts:\n  a:\n    command: \"true\"\n",
+    );
+    dir.write(
+        "scripts.d/b.yaml",
+        "scripts:\n  b:\n    command: \"true\"\n",
+    );
+    let read = || scriptd_common::config::read_source(&dir.main()).expect("read source");
+
+    let first = read();
+    let h0 = first.hash();
+    assert_eq!(h0.len(), 64, "SHA-256 hex");
+    assert!(h0.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(read().hash(), h0, "stable when nothing changed");
+    assert_eq!(first.clone().hash(), h0);
+
+    // The included file changes.
+    dir.write(
+        "scripts.d/b.yaml",
+        "scripts:\n  b:\n    command: \"false\"\n",
+    );
+    let h1 = read().hash();
+    assert_ne!(h1, h0, "included file changed");
+    assert_eq!(read().hash(), h1, "stable again");
+
+    // The main file changes (even whitespace).
+    dir.write(
+        MAIN,
+        "include: [\"scripts.d/*.yaml\"]\nscripts:\n  a:\n    command: \"true\"\n\n",
+    );
+    let h2 = read().hash();
+    assert_ne!(h2, h1, "main file changed");
+
+    // A new included file appears.
+    dir.write("scripts.d/c.yaml", "");
+    let h3 = read().hash();
+    assert_ne!(h3, h2, "file added");
+
+    // Moving text from one file to another changes it too (names and lengths are hashed).
+    let moved = |a: &str, b: &str| ConfigSource {
+        main: dir.main(),
+        files: vec![
+            ConfigFile {
+                name: MAIN.into(),
+                content: a.into(),
+            },
+            ConfigFile {
+                name: "x.yaml".into(),
+                content: b.into(),
+            },
+        ],
+    };
+    assert_ne!(moved("ab", "c").hash(), moved("a", "bc").hash());
+    assert_eq!(moved("ab", "c").hash(), moved("ab", "c").hash());
+}

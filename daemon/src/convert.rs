@@ -1,0 +1,40 @@
+//! Internal types → gRPC messages.
+
+use scriptd_common::config::ConfigError;
+use scriptd_common::diff::{self, Impact, Outcome};
+use scriptd_common::proto;
+
+/// A plan change as sent on the wire.
+pub fn change(c: &diff::Change) -> proto::Change {
+    proto::Change {
+        script: c.script.clone(),
+        field: c.field.clone(),
+        old_value: c.old.clone().unwrap_or_default(),
+        new_value: c.new.clone().unwrap_or_default(),
+        impact: match c.impact {
+            Impact::Live => proto::Impact::Live,
+            Impact::NextRun => proto::Impact::NextRun,
+            Impact::Restart => proto::Impact::Restart,
+            Impact::Start => proto::Impact::Start,
+            Impact::Stop => proto::Impact::Stop,
+            Impact::DaemonRestart => proto::Impact::DaemonRestart,
+        } as i32,
+        outcome: match c.outcome {
+            Outcome::Applied => proto::Outcome::Applied,
+            Outcome::Scheduled => proto::Outcome::Scheduled,
+            Outcome::Rejected => proto::Outcome::Rejected,
+        } as i32,
+        reason: c.reason.clone(),
+    }
+}
+
+/// A validation error as sent on the wire.
+pub fn error(e: &ConfigError) -> proto::ConfigError {
+    proto::ConfigError {
+        file: e.file.clone(),
+        line: e.line,
+        column: e.column,
+        path: e.path.clone(),
+        message: e.message.clone(),
+    }
+}

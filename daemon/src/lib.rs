@@ -1,0 +1,234 @@
+//! scriptd: supervises scripts and applies edits to its YAML config while it runs.
+//!
+//! Ownership: the reload coordinator ([`reload`]) owns the running config; one runner task
+//! per script ([`runner`]) owns its process; the gRPC handlers ([`server`]) only validate and
+//! forward. Every task listens to one cancellation token.
+
+pub mod convert;
+pub mod events;
+pub mod logs;
+pub mod process;
+pub mod reload;
+pub mod runner;
+pub mod server;
+pub mod shim;
+pub mod socket;
+pub mod watcher;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use scriptd_common::config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Exit code for an invalid config (`--check`, or at startup).
+pub const EXIT_CONFIG_INVALID: u8 = 3;
+
+/// Log output format of the daemon itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `scriptd` command line.
+#[derive(Debug, Parser)]
+#[command(name = "scriptd", version, about = "Supervises scripts and applies config edits live")]
+pub struct Cli {
+    /// Main config file.
+    #[arg(short, long, default_value = "scriptd.yaml", env = "SCRIPTD_CONFIG")]
+    pub config: PathBuf,
+    /// Validate the config and exit: 0 valid, 3 invalid.
+    #[arg(long)]
+    pub check: bool,
+    /// Format of the daemon's own log (stderr).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SCRIPTD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Runs the daemon (or the `--check`) and returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    init_tracing(cli.log_format);
+    let loaded = config::read_source(&cli.config).and_then(|source| {
+        config::check_permissions(&source)?;
+        let cfg = config::validate(&source)?;
+        Ok((source, cfg))
+    });
+    let (source, cfg) = match loaded {
+        Ok(v) => v,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "scriptd: {} is invalid ({} error{})",
+                cli.config.display(),
+                errors.0.len(),
+                if errors.0.len() == 1 { "" } else { "s" }
+            );
+            return Ok(ExitCode::from(EXIT_CONFIG_INVALID));
+        }
+    };
+    if cli.check {
+        println!(
+            "{}: OK ({} file{}, {} script{})",
+            cli.config.display(),
+            source.files.len(),
+            if source.files.len() == 1 { "" } else { "s" },
+            cfg.scripts.len(),
+            if cfg.scripts.len() == 1 { "" } else { "s" }
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(source, cfg))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Result<()> {
+    let daemon = cfg.daemon.clone();
+    for dir in [&daemon.state_dir, &daemon.log_dir] {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create directory {}", dir.display()))?;
+    }
+    let listener = socket::bind(&daemon.socket).await?;
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let events = events::EventBus::default();
+    let shared = Arc::new(runner::Shared {
+        death: process::DeathPipe::new().context("cannot create the shim liveness pipe")?,
+        events: events.clone(),
+        log_dir: daemon.log_dir.clone(),
+        cancel: cancel.clone(),
+    });
+    let main = source.main.clone();
+    let include = config::include_patterns(&source.files[0].content);
+    let (coordinator, snapshot) =
+        reload::Coordinator::start(main.clone(), source, cfg, shared.clone(), tracker.clone());
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(16);
+    tracker.spawn(coordinator.run(reload_rx));
+
+    if daemon.watch {
+        let layout = watcher::Layout {
+            main: main.clone(),
+            include,
+        };
+        let main_for_layout = main.clone();
+        tracker.spawn(watcher::run(
+            layout,
+            daemon.debounce,
+            reload_tx.clone(),
+            cancel.clone(),
+            move || watcher::Layout {
+                include: config::read_source(&main_for_layout)
+                    .map(|s| config::include_patterns(&s.files[0].content))
+                    .unwrap_or_default(),
+                main: main_for_layout.clone(),
+            },
+        ));
+    }
+
+    let service = server::Service::new(
+        server::DaemonInfo {
+            config_path: main.clone(),
+            socket_path: daemon.socket.clone(),
+            started_at_ms: now_ms(),
+        },
+        snapshot,
+        reload_tx.clone(),
+        events,
+    );
+    let server_task = socket::serve(listener, service, cancel.clone());
+
+    let signals = {
+        let cancel = cancel.clone();
+        let reload_tx = reload_tx.clone();
+        async move {
+            let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::hangup()),
+            ) else {
+                tracing::error!("cannot install signal handlers");
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = term.recv() => { tracing::info!("SIGTERM: stopping every script"); break }
+                    _ = int.recv() => { tracing::info!("SIGINT: stopping every script"); break }
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: reloading");
+                        let _ = reload_tx.send(reload::Request {
+                            source: reload::Source::Signal,
+                            dry_run: false,
+                            plan_id: None,
+                            reply: None,
+                        }).await;
+                    }
+                }
+            }
+            cancel.cancel();
+        }
+    };
+    tokio::spawn(signals);
+    drop(reload_tx);
+    notify_systemd("READY=1");
+    tracing::info!(socket = %daemon.socket.display(), config = %main.display(), "scriptd ready");
+
+    let served = server_task.await;
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+    let _ = std::fs::remove_file(&daemon.socket);
+    tracing::info!("scriptd stopped");
+    served
+}
+
+/// Tells systemd (Type=notify) about state changes; a no-op outside systemd.
+pub fn notify_systemd(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let bytes = path.as_encoded_bytes();
+    let result = if let Some(abstract_name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)
+            .and_then(|addr| sock.send_to_addr(state.as_bytes(), &addr))
+    } else {
+        sock.send_to(state.as_bytes(), PathBuf::from(path))
+    };
+    if let Err(e) = result {
+        tracing::debug!("sd_notify failed: {e}");
+    }
+}

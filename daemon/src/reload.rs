@@ -1,0 +1,402 @@
+//! The reload coordinator: the one owner of the running config.
+//!
+//! Every trigger (watcher, `ctl reload`, SIGHUP, dry runs) becomes a [`Request`] on one
+//! queue, handled one at a time, in order: read → validate → diff → classify → reject or
+//! apply → publish. Either the whole new version runs or the old one does.
+
+use crate::events::EventBus;
+use crate::runner::{self, ControlError, ScriptHandle, Shared, UpdateOutcome};
+use scriptd_common::config::{self, Config, ConfigErrors, ConfigSource, ScriptConfig};
+use scriptd_common::diff::{self, Change, Impact, Outcome, Plan, ScriptPlan};
+use scriptd_common::proto::{self, ReloadPhase, ReloadResult};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::task::TaskTracker;
+
+/// What started a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The file watcher.
+    Watch,
+    /// `ctl reload`.
+    Ctl,
+    /// SIGHUP.
+    Signal,
+}
+
+impl Source {
+    /// Spelling in events and history.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Watch => "watch",
+            Self::Ctl => "ctl",
+            Self::Signal => "signal",
+        }
+    }
+}
+
+/// A reload (or dry run) to perform.
+pub struct Request {
+    /// Trigger.
+    pub source: Source,
+    /// Only a preview.
+    pub dry_run: bool,
+    /// Apply only if the plan id still matches.
+    pub plan_id: Option<String>,
+    /// Where the result goes.
+    pub reply: Option<oneshot::Sender<Report>>,
+}
+
+/// The result of one attempt (or dry run).
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Attempt id (0 for dry runs).
+    pub attempt_id: u64,
+    /// How it ended.
+    pub result: Option<ReloadResult>,
+    /// Version running after it.
+    pub version: u64,
+    /// Version the plan was computed against.
+    pub base_version: u64,
+    /// Plan id.
+    pub plan_id: String,
+    /// Changes with outcomes.
+    pub changes: Vec<Change>,
+    /// Validation errors.
+    pub errors: ConfigErrors,
+    /// Why it was rejected or failed.
+    pub message: String,
+}
+
+/// What the rest of the daemon may read of the running state.
+pub struct Snapshot {
+    /// Running version number.
+    pub version: u64,
+    /// Hash of the running version's files.
+    pub hash: String,
+    /// Running config.
+    pub config: Arc<Config>,
+    /// One handle per script.
+    pub handles: BTreeMap<String, ScriptHandle>,
+}
+
+/// Plan id: the base version and the new files' hash, so a plan previewed against one
+/// version and one set of files is never applied to another.
+pub fn plan_id(base_version: u64, new_hash: &str) -> String {
+    format!("v{base_version}-{}", &new_hash[..new_hash.len().min(16)])
+}
+
+/// The coordinator task's state.
+pub struct Coordinator {
+    main: PathBuf,
+    version: u64,
+    source: ConfigSource,
+    config: Arc<Config>,
+    handles: BTreeMap<String, ScriptHandle>,
+    shared: Arc<Shared>,
+    events: EventBus,
+    tracker: TaskTracker,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    attempts: u64,
+}
+
+impl Coordinator {
+    /// Starts every script of the startup config and returns the coordinator with the
+    /// snapshot receiver.
+    pub fn start(
+        main: PathBuf,
+        source: ConfigSource,
+        config: Config,
+        shared: Arc<Shared>,
+        tracker: TaskTracker,
+    ) -> (Self, watch::Receiver<Arc<Snapshot>>) {
+        let handles: BTreeMap<_, _> = config
+            .scripts
+            .iter()
+            .map(|(name, cfg)| {
+                (
+                    name.clone(),
+                    runner::start(name.clone(), cfg.clone(), shared.clone(), &tracker),
+                )
+            })
+            .collect();
+        let config = Arc::new(config);
+        let snap = Arc::new(Snapshot {
+            version: 1,
+            hash: source.hash(),
+            config: config.clone(),
+            handles: handles.clone(),
+        });
+        let (tx, rx) = watch::channel(snap);
+        let events = shared.events.clone();
+        (
+            Self {
+                main,
+                version: 1,
+                source,
+                config,
+                handles,
+                shared,
+                events,
+                tracker,
+                snapshot: tx,
+                attempts: 0,
+            },
+            rx,
+        )
+    }
+
+    /// Handles requests one at a time until the queue closes or the daemon shuts down.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let cancel = self.shared.cancel.clone();
+        loop {
+            let req = tokio::select! {
+                _ = cancel.cancelled() => break,
+                req = rx.recv() => match req { Some(r) => r, None => break },
+            };
+            let report = self.handle(&req).await;
+            if let Some(reply) = req.reply {
+                let _ = reply.send(report);
+            }
+        }
+    }
+
+    fn publish_snapshot(&self) {
+        self.snapshot.send_replace(Arc::new(Snapshot {
+            version: self.version,
+            hash: self.source.hash(),
+            config: self.config.clone(),
+            handles: self.handles.clone(),
+        }));
+    }
+
+    fn phase(&self, id: u64, source: Source, phase: ReloadPhase, report: &Report) {
+        if id == 0 {
+            return;
+        }
+        self.events.reload(proto::ReloadEvent {
+            attempt_id: id,
+            phase: phase as i32,
+            source: source.as_str().into(),
+            version: report.version,
+            changes: report.changes.iter().map(crate::convert::change).collect(),
+            errors: report.errors.0.iter().map(crate::convert::error).collect(),
+            message: report.message.clone(),
+        });
+    }
+
+    async fn handle(&mut self, req: &Request) -> Report {
+        let id = if req.dry_run {
+            0
+        } else {
+            self.attempts += 1;
+            self.attempts
+        };
+        let mut report = Report {
+            attempt_id: id,
+            version: self.version,
+            base_version: self.version,
+            ..Default::default()
+        };
+        self.phase(id, req.source, ReloadPhase::Detected, &report);
+
+        let loaded = config::read_source(&self.main).and_then(|s| {
+            config::check_permissions(&s)?;
+            Ok(s)
+        });
+        let source = match loaded {
+            Ok(s) => s,
+            Err(errors) => return self.reject_invalid(id, req.source, report, errors),
+        };
+        let new_hash = source.hash();
+        report.plan_id = plan_id(self.version, &new_hash);
+        if new_hash == self.source.hash() {
+            report.result = Some(ReloadResult::Unchanged);
+            report.message = "the files on disk are the running version; nothing to do".into();
+            if id != 0 {
+                tracing::info!(attempt = id, source = req.source.as_str(), "config unchanged, nothing to do");
+            }
+            self.phase(id, req.source, ReloadPhase::Unchanged, &report);
+            return report;
+        }
+        let new = match config::validate(&source) {
+            Ok(c) => c,
+            Err(errors) => return self.reject_invalid(id, req.source, report, errors),
+        };
+        self.phase(id, req.source, ReloadPhase::Validated, &report);
+
+        let handles = &self.handles;
+        let plan = diff::plan(&self.config, &new, &|name: &str| {
+            handles.get(name).is_some_and(ScriptHandle::periodic_running)
+        });
+        report.changes = plan.changes.clone();
+        self.phase(id, req.source, ReloadPhase::Planned, &report);
+
+        if let Some(wanted) = &req.plan_id {
+            if *wanted != report.plan_id {
+                report.result = Some(ReloadResult::Rejected);
+                report.message = format!(
+                    "plan {wanted} is stale: the running version or the files moved since it was \
+                     previewed (now {}); preview again with `ctl reload --dry-run`",
+                    report.plan_id
+                );
+                for c in &mut report.changes {
+                    c.outcome = Outcome::Rejected;
+                }
+                self.phase(id, req.source, ReloadPhase::Rejected, &report);
+                return report;
+            }
+        }
+        if let Some(reason) = &plan.rejected {
+            report.result = Some(ReloadResult::Rejected);
+            report.message = reason.clone();
+            if id != 0 {
+                tracing::warn!(attempt = id, "reload rejected: {reason}");
+                self.phase(id, req.source, ReloadPhase::Rejected, &report);
+            }
+            return report;
+        }
+        if req.dry_run {
+            report.result = Some(ReloadResult::Applied);
+            return report;
+        }
+
+        self.phase(id, req.source, ReloadPhase::Applying, &report);
+        match self.apply(&plan).await {
+            Ok(outcomes) => {
+                for c in &mut report.changes {
+                    if c.impact == Impact::Restart {
+                        if let Some(UpdateOutcome::Scheduled) = outcomes.get(&c.script) {
+                            c.outcome = Outcome::Scheduled;
+                            c.reason = "a run is in progress; applies when it ends".into();
+                        } else {
+                            c.outcome = Outcome::Applied;
+                            c.reason.clear();
+                        }
+                    }
+                }
+                self.version += 1;
+                self.source = source;
+                self.config = Arc::new(new);
+                self.publish_snapshot();
+                report.version = self.version;
+                report.result = Some(ReloadResult::Applied);
+                tracing::info!(
+                    attempt = id,
+                    version = self.version,
+                    changes = report.changes.len(),
+                    source = req.source.as_str(),
+                    "reload applied"
+                );
+                self.phase(id, req.source, ReloadPhase::Applied, &report);
+            }
+            Err(msg) => {
+                report.result = Some(ReloadResult::FailedRolledBack);
+                report.message = msg;
+                tracing::error!(attempt = id, "reload failed, rolled back: {}", report.message);
+                self.phase(id, req.source, ReloadPhase::FailedRolledBack, &report);
+            }
+        }
+        report
+    }
+
+    fn reject_invalid(&self, id: u64, source: Source, mut report: Report, errors: ConfigErrors) -> Report {
+        report.result = Some(ReloadResult::Rejected);
+        report.message = format!(
+            "the config is invalid ({} error{}); the running version stays",
+            errors.0.len(),
+            if errors.0.len() == 1 { "" } else { "s" }
+        );
+        if id != 0 {
+            tracing::warn!(attempt = id, "config invalid, keeping the running version:\n{errors}");
+        }
+        report.errors = errors;
+        self.phase(id, source, ReloadPhase::Rejected, &report);
+        report
+    }
+
+    /// Applies a plan; on failure puts every touched script back as it was.
+    async fn apply(&mut self, plan: &Plan) -> Result<BTreeMap<String, UpdateOutcome>, String> {
+        let mut set = tokio::task::JoinSet::new();
+        let mut added = Vec::new();
+        for (name, p) in &plan.scripts {
+            match p {
+                ScriptPlan::Changed(cfg) => {
+                    if let Some(h) = self.handles.get(name).cloned() {
+                        let (name, cfg) = (name.clone(), cfg.clone());
+                        set.spawn(async move {
+                            let r = h.update(cfg).await;
+                            (name, r)
+                        });
+                    }
+                }
+                ScriptPlan::Added(cfg) => {
+                    let (h, started) =
+                        runner::start_reporting(name.clone(), cfg.clone(), self.shared.clone(), &self.tracker);
+                    added.push(name.clone());
+                    self.handles.insert(name.clone(), h);
+                    let name = name.clone();
+                    set.spawn(async move {
+                        let r = match started.await {
+                            Ok(Ok(())) => Ok(UpdateOutcome::Applied),
+                            Ok(Err(e)) => Err(ControlError::Spawn(e)),
+                            Err(_) => Err(ControlError::Gone),
+                        };
+                        (name, r)
+                    });
+                }
+                ScriptPlan::Removed => {}
+            }
+        }
+        let mut outcomes = BTreeMap::new();
+        let mut failures = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok((name, Ok(o))) => {
+                    outcomes.insert(name, o);
+                }
+                Ok((name, Err(e))) => failures.push(format!("{name}: {e}")),
+                Err(e) => failures.push(format!("internal error: {e}")),
+            }
+        }
+        if !failures.is_empty() {
+            self.roll_back(plan, &added).await;
+            return Err(format!(
+                "could not apply ({}); the previous version was put back",
+                failures.join("; ")
+            ));
+        }
+        let mut removals = tokio::task::JoinSet::new();
+        for (name, p) in &plan.scripts {
+            if matches!(p, ScriptPlan::Removed) {
+                if let Some(h) = self.handles.remove(name) {
+                    removals.spawn(async move { h.remove().await });
+                }
+            }
+        }
+        removals.join_all().await;
+        Ok(outcomes)
+    }
+
+    async fn roll_back(&mut self, plan: &Plan, added: &[String]) {
+        let mut set = tokio::task::JoinSet::new();
+        for name in added {
+            if let Some(h) = self.handles.remove(name) {
+                set.spawn(async move { h.remove().await });
+            }
+        }
+        for (name, p) in &plan.scripts {
+            if let (ScriptPlan::Changed(_), Some(old)) = (p, self.config.scripts.get(name)) {
+                if let Some(h) = self.handles.get(name).cloned() {
+                    let old: ScriptConfig = old.clone();
+                    set.spawn(async move {
+                        let _ = h.update(old).await;
+                    });
+                }
+            }
+        }
+        set.join_all().await;
+    }
+}

@@ -1,0 +1,853 @@
+//! One task per script owns its process and takes commands from a queue.
+//!
+//! The runner is the only code that starts, signals or reaps the script's runs. Reloads,
+//! `ctl` commands and shutdown reach it as [`RunnerCmd`]s; what it is doing is published
+//! on a `watch` channel that `Status` reads without asking the task.
+
+use crate::events::EventBus;
+use crate::logs::{self, LogSink, Stream};
+use crate::process::{self, DeathPipe, SpawnError};
+use crate::now_ms;
+use nix::sys::signal::Signal;
+use scriptd_common::config::{RestartPolicy, ScriptConfig};
+use scriptd_common::diff::{diff_script, Impact};
+use scriptd_common::proto::{
+    self, ControlAction, ExitInfo, ScriptEventKind, ScriptState, ScriptStatus,
+};
+use std::os::unix::process::ExitStatusExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// First restart delay of a crashing service.
+pub const BACKOFF_INITIAL: Duration = Duration::from_millis(500);
+/// Longest restart delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A run that lasted this long resets the backoff.
+pub const STABLE_RUN: Duration = Duration::from_secs(10);
+/// How long to wait for a run's output pipes to drain after it exited.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why a control command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The command does not apply in the script's current state.
+    #[error("{0}")]
+    Precondition(String),
+    /// Starting the process failed.
+    #[error("{0}")]
+    Spawn(String),
+    /// The runner is gone (daemon shutting down).
+    #[error("the script's runner has stopped (daemon shutting down?)")]
+    Gone,
+}
+
+/// How a config update was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateOutcome {
+    /// In effect now.
+    Applied,
+    /// Restart-impact changes wait for the current run to end.
+    Scheduled,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, ControlError>>;
+
+/// Commands a runner takes.
+pub enum RunnerCmd {
+    /// `ctl start|stop|restart|run`.
+    Control(ControlAction, Reply<String>),
+    /// A reload changed this script's config.
+    Update(Box<ScriptConfig>, Reply<UpdateOutcome>),
+    /// The script was removed: stop it and end the task.
+    Remove(oneshot::Sender<()>),
+}
+
+/// What the rest of the daemon holds of a runner.
+#[derive(Clone)]
+pub struct ScriptHandle {
+    /// Command queue.
+    pub tx: mpsc::Sender<RunnerCmd>,
+    /// Latest status.
+    pub status: watch::Receiver<ScriptStatus>,
+    /// The script's log pipeline.
+    pub logs: Arc<LogSink>,
+}
+
+impl ScriptHandle {
+    /// Sends a control command and waits for its answer.
+    pub async fn control(&self, action: ControlAction) -> Result<String, ControlError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(RunnerCmd::Control(action, tx))
+            .await
+            .map_err(|_| ControlError::Gone)?;
+        rx.await.map_err(|_| ControlError::Gone)?
+    }
+
+    /// Sends a new config and waits until it is applied or scheduled.
+    pub async fn update(&self, cfg: ScriptConfig) -> Result<UpdateOutcome, ControlError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(RunnerCmd::Update(Box::new(cfg), tx))
+            .await
+            .map_err(|_| ControlError::Gone)?;
+        rx.await.map_err(|_| ControlError::Gone)?
+    }
+
+    /// Stops the script and ends its runner; returns once the process is gone.
+    pub async fn remove(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(RunnerCmd::Remove(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// True when a periodic script has a run in progress.
+    pub fn periodic_running(&self) -> bool {
+        let s = self.status.borrow();
+        s.kind == "periodic" && s.state == ScriptState::Running as i32
+    }
+}
+
+/// What the daemon shares with every runner.
+pub struct Shared {
+    /// Death pipe handed to every shim.
+    pub death: DeathPipe,
+    /// Event bus.
+    pub events: EventBus,
+    /// Directory of the log files.
+    pub log_dir: std::path::PathBuf,
+    /// Daemon shutdown.
+    pub cancel: CancellationToken,
+}
+
+/// Starts the runner task of a script; it starts the script as its config says.
+pub fn start(
+    name: String,
+    cfg: ScriptConfig,
+    shared: Arc<Shared>,
+    tracker: &tokio_util::task::TaskTracker,
+) -> ScriptHandle {
+    spawn_runner(name, cfg, shared, tracker, None)
+}
+
+/// Like [`start`], and also reports whether the first start succeeded (a disabled script
+/// or a periodic one counts as started).
+pub fn start_reporting(
+    name: String,
+    cfg: ScriptConfig,
+    shared: Arc<Shared>,
+    tracker: &tokio_util::task::TaskTracker,
+) -> (ScriptHandle, oneshot::Receiver<Result<(), String>>) {
+    let (tx, rx) = oneshot::channel();
+    (spawn_runner(name, cfg, shared, tracker, Some(tx)), rx)
+}
+
+fn spawn_runner(
+    name: String,
+    cfg: ScriptConfig,
+    shared: Arc<Shared>,
+    tracker: &tokio_util::task::TaskTracker,
+    initial: Option<oneshot::Sender<Result<(), String>>>,
+) -> ScriptHandle {
+    let logs = LogSink::open(&shared.log_dir, &name, cfg.max_log_lines, cfg.log);
+    let (tx, rx) = mpsc::channel(16);
+    let status = ScriptStatus {
+        name: name.clone(),
+        kind: kind(&cfg).into(),
+        enabled: cfg.enabled,
+        interval_ms: cfg.interval.map_or(0, |d| d.as_millis() as u64),
+        ..Default::default()
+    };
+    let (status_tx, status_rx) = watch::channel(status.clone());
+    let (internal_tx, internal_rx) = mpsc::channel(4);
+    let runner = Runner {
+        name,
+        cfg,
+        pending: None,
+        shared,
+        logs: logs.clone(),
+        status,
+        status_tx,
+        run: None,
+        user_stopped: false,
+        next_run: None,
+        after_exit: AfterExit::Natural,
+        waiters: Vec::new(),
+        internal_tx,
+        last_failed: false,
+    };
+    tracker.spawn(runner.run(rx, internal_rx, initial));
+    ScriptHandle {
+        tx,
+        status: status_rx,
+        logs,
+    }
+}
+
+fn kind(cfg: &ScriptConfig) -> &'static str {
+    if cfg.is_periodic() {
+        "periodic"
+    } else {
+        "service"
+    }
+}
+
+/// What to do when the current run ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterExit {
+    /// Whatever the script's kind and policy say.
+    Natural,
+    /// Stay stopped (ctl stop, disabled).
+    Stay,
+    /// Start again at once (ctl restart, restart-impact change).
+    Restart,
+    /// End the task (removed, shutdown).
+    Forget,
+}
+
+/// Someone waiting for the current run to end.
+enum Waiter {
+    Control(Reply<String>),
+    Update(Reply<UpdateOutcome>),
+    Removed(oneshot::Sender<()>),
+}
+
+struct Run {
+    id: u64,
+    pid: u32,
+    started: Instant,
+    started_ms: i64,
+    /// Timeout deadline, fixed when the run started.
+    deadline: Option<Instant>,
+    /// SIGKILL time once a stop began.
+    kill_at: Option<Instant>,
+    stopping: bool,
+    timed_out: bool,
+    /// The run was started by `ctl run` and does not move the schedule.
+    one_off: bool,
+}
+
+/// From the per-run waiter task.
+struct Exited {
+    run_id: u64,
+    status: std::io::Result<std::process::ExitStatus>,
+}
+
+struct Runner {
+    name: String,
+    cfg: ScriptConfig,
+    /// Config waiting for the current (periodic) run to end.
+    pending: Option<ScriptConfig>,
+    shared: Arc<Shared>,
+    logs: Arc<LogSink>,
+    status: ScriptStatus,
+    status_tx: watch::Sender<ScriptStatus>,
+    run: Option<Run>,
+    user_stopped: bool,
+    /// Next periodic tick or backoff restart.
+    next_run: Option<Instant>,
+    after_exit: AfterExit,
+    waiters: Vec<Waiter>,
+    internal_tx: mpsc::Sender<Exited>,
+    last_failed: bool,
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn instant_to_ms(at: Instant) -> i64 {
+    let now = Instant::now();
+    if at >= now {
+        now_ms() + (at - now).as_millis() as i64
+    } else {
+        now_ms() - (now - at).as_millis() as i64
+    }
+}
+
+impl Runner {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<RunnerCmd>,
+        mut internal: mpsc::Receiver<Exited>,
+        initial: Option<oneshot::Sender<Result<(), String>>>,
+    ) {
+        let first = if self.active() {
+            self.start_run(false).await.map(|_| ())
+        } else {
+            Ok(())
+        };
+        if let Some(tx) = initial {
+            let _ = tx.send(first);
+        }
+        let cancel = self.shared.cancel.clone();
+        let mut shutting_down = false;
+        loop {
+            self.publish();
+            if self.after_exit == AfterExit::Forget && self.run.is_none() {
+                break;
+            }
+            let wake = self.next_wake();
+            tokio::select! {
+                _ = cancel.cancelled(), if !shutting_down => {
+                    shutting_down = true;
+                    self.next_run = None;
+                    self.after_exit = AfterExit::Forget;
+                    self.begin_stop();
+                }
+                cmd = rx.recv(), if !shutting_down => match cmd {
+                    Some(cmd) => self.handle(cmd).await,
+                    None => {
+                        self.after_exit = AfterExit::Forget;
+                        self.begin_stop();
+                    }
+                },
+                Some(exited) = internal.recv() => self.on_exit(exited).await,
+                _ = sleep_until(wake) => self.on_timer().await,
+            }
+        }
+        for w in self.waiters.drain(..) {
+            match w {
+                Waiter::Removed(tx) => {
+                    let _ = tx.send(());
+                }
+                Waiter::Control(tx) => {
+                    let _ = tx.send(Err(ControlError::Gone));
+                }
+                Waiter::Update(tx) => {
+                    let _ = tx.send(Err(ControlError::Gone));
+                }
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        let run = self.run.as_ref();
+        [
+            self.next_run,
+            run.and_then(|r| if r.stopping { None } else { r.deadline }),
+            run.and_then(|r| r.kill_at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn active(&self) -> bool {
+        self.cfg.enabled && !self.user_stopped
+    }
+
+    fn publish(&mut self) {
+        let s = &mut self.status;
+        s.kind = kind(&self.cfg).into();
+        s.enabled = self.cfg.enabled;
+        s.interval_ms = self.cfg.interval.map_or(0, |d| d.as_millis() as u64);
+        s.next_run_ms = self.next_run.map_or(0, instant_to_ms);
+        s.pid = self.run.as_ref().map_or(0, |r| r.pid);
+        s.pending_changes = match &self.pending {
+            Some(p) => diff_script(&self.name, &self.cfg, p)
+                .into_iter()
+                .filter(|c| c.impact == Impact::Restart)
+                .map(|c| c.field)
+                .collect(),
+            None => Vec::new(),
+        };
+        s.state = if self.run.is_some() {
+            ScriptState::Running
+        } else if self.next_run.is_some() {
+            if self.cfg.is_periodic() {
+                ScriptState::Waiting
+            } else {
+                ScriptState::BackingOff
+            }
+        } else if !self.cfg.enabled {
+            ScriptState::Disabled
+        } else if self.user_stopped {
+            ScriptState::Stopped
+        } else if self.last_failed {
+            ScriptState::Failed
+        } else {
+            ScriptState::Idle
+        } as i32;
+        self.status_tx.send_replace(s.clone());
+    }
+
+    fn event(&self, kind: ScriptEventKind, message: String, exit: Option<ExitInfo>) {
+        self.shared.events.script(proto::ScriptEvent {
+            script: self.name.clone(),
+            kind: kind as i32,
+            run_id: self.status.run_id,
+            pid: self.run.as_ref().map_or(0, |r| r.pid),
+            exit,
+            message,
+        });
+    }
+
+    /// Starts a run now. `one_off`: `ctl run`, which leaves the schedule alone.
+    async fn start_run(&mut self, one_off: bool) -> Result<u32, String> {
+        let run_id = self.status.run_id + 1;
+        self.status.run_id = run_id;
+        self.last_failed = false;
+        let now = Instant::now();
+        if self.cfg.is_periodic() && !one_off && self.active() {
+            self.next_run = self.cfg.interval.map(|i| now + i);
+        } else if !self.cfg.is_periodic() {
+            self.next_run = None;
+        }
+        match process::spawn(&self.name, run_id, &self.cfg, &self.shared.death).await {
+            Ok(spawned) => {
+                let pid = spawned.pid;
+                self.status.run_count += 1;
+                self.status.last_start_ms = now_ms();
+                self.run = Some(Run {
+                    id: run_id,
+                    pid,
+                    started: now,
+                    started_ms: self.status.last_start_ms,
+                    deadline: if self.cfg.is_periodic() {
+                        self.cfg.timeout.map(|t| now + t)
+                    } else {
+                        None
+                    },
+                    kill_at: None,
+                    stopping: false,
+                    timed_out: false,
+                    one_off,
+                });
+                self.logs
+                    .system(run_id, format!("run {run_id} started (pid {pid})"));
+                self.event(ScriptEventKind::Started, format!("pid {pid}"), None);
+                let tx = self.internal_tx.clone();
+                let sink = self.logs.clone();
+                tokio::spawn(async move {
+                    let out = tokio::spawn(logs::pump(spawned.stdout, sink.clone(), run_id, Stream::Stdout));
+                    let err = tokio::spawn(logs::pump(spawned.stderr, sink, run_id, Stream::Stderr));
+                    let mut shim = spawned.shim;
+                    let status = shim.wait().await;
+                    // The shim has stopped the whole group; the pipes close with it, unless
+                    // something escaped the group with the pipes still open.
+                    for task in [out, err] {
+                        let abort = task.abort_handle();
+                        if tokio::time::timeout(DRAIN_TIMEOUT, task).await.is_err() {
+                            abort.abort();
+                        }
+                    }
+                    let _ = tx.send(Exited { run_id, status }).await;
+                });
+                self.publish();
+                Ok(pid)
+            }
+            Err(e) => {
+                let msg = match &e {
+                    SpawnError::Io(_) | SpawnError::Exec(_) => e.to_string(),
+                };
+                tracing::warn!(script = %self.name, "cannot start: {msg}");
+                self.logs.system(run_id, format!("run {run_id} failed to start: {msg}"));
+                let info = ExitInfo {
+                    code: Some(127),
+                    ended_at_ms: now_ms(),
+                    ..Default::default()
+                };
+                self.status.last_exit = Some(info.clone());
+                self.event(ScriptEventKind::Exited, format!("failed to start: {msg}"), Some(info));
+                self.last_failed = true;
+                if !self.cfg.is_periodic() && !one_off {
+                    self.schedule_restart(true, Duration::ZERO);
+                }
+                self.publish();
+                Err(msg)
+            }
+        }
+    }
+
+    /// Sends the stop signal to the run's group; SIGKILL follows after `stop_grace`.
+    fn begin_stop(&mut self) {
+        let (signal, grace) = (self.cfg.stop_signal, self.cfg.stop_grace);
+        if let Some(run) = self.run.as_mut() {
+            if run.stopping {
+                return;
+            }
+            run.stopping = true;
+            process::signal_group(run.pid, process::signal_from(signal.number()));
+            run.kill_at = Some(Instant::now() + grace);
+        }
+    }
+
+    async fn on_timer(&mut self) {
+        let now = Instant::now();
+        if let Some(run) = self.run.as_mut() {
+            if run.kill_at.is_some_and(|t| t <= now) {
+                run.kill_at = None;
+                process::signal_group(run.pid, Signal::SIGKILL);
+                let pid = run.pid;
+                self.logs.system(
+                    self.status.run_id,
+                    format!("still running after stop_grace: SIGKILL to process group {pid}"),
+                );
+            }
+            let run = self.run.as_mut();
+            if let Some(run) = run.filter(|r| !r.stopping && r.deadline.is_some_and(|t| t <= now)) {
+                run.timed_out = true;
+                let timeout = self.cfg.timeout.unwrap_or_default();
+                self.logs.system(
+                    self.status.run_id,
+                    format!(
+                        "run {} timed out after {}",
+                        self.status.run_id,
+                        humantime::format_duration(timeout)
+                    ),
+                );
+                self.event(ScriptEventKind::TimedOut, String::new(), None);
+                self.begin_stop();
+            }
+        }
+        if self.next_run.is_some_and(|t| t <= now) {
+            if self.run.is_some() {
+                // A periodic tick while the previous run is still going: skipped, counted.
+                if let Some(interval) = self.cfg.interval {
+                    let mut next = self.next_run.unwrap_or(now);
+                    while next <= now {
+                        next += interval;
+                    }
+                    self.next_run = Some(next);
+                    self.status.skipped_ticks += 1;
+                    self.event(ScriptEventKind::TickSkipped, "previous run still going".into(), None);
+                } else {
+                    self.next_run = None;
+                }
+            } else {
+                self.next_run = None;
+                let restart = !self.cfg.is_periodic() && self.status.run_count > 0;
+                if self.start_run(false).await.is_ok() && restart {
+                    self.event(
+                        ScriptEventKind::Restarted,
+                        format!("restart {} after backoff", self.status.restarts),
+                        None,
+                    );
+                }
+            }
+        }
+    }
+
+    fn schedule_restart(&mut self, failed: bool, ran_for: Duration) {
+        let wants = match self.cfg.restart {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => failed,
+            RestartPolicy::Never => false,
+        };
+        if !wants || !self.active() {
+            return;
+        }
+        if ran_for >= STABLE_RUN {
+            self.status.restarts = 0;
+        }
+        let delay = BACKOFF_INITIAL
+            .saturating_mul(1u32 << self.status.restarts.min(16))
+            .min(BACKOFF_MAX);
+        self.status.restarts = self.status.restarts.saturating_add(1);
+        self.next_run = Some(Instant::now() + delay);
+    }
+
+    async fn on_exit(&mut self, exited: Exited) {
+        let Some(run) = self.run.take_if(|r| r.id == exited.run_id) else {
+            return;
+        };
+        let ran_for = run.started.elapsed();
+        let mut info = ExitInfo {
+            timed_out: run.timed_out,
+            ended_at_ms: now_ms(),
+            duration_ms: ran_for.as_millis() as u64,
+            ..Default::default()
+        };
+        match &exited.status {
+            Ok(st) => {
+                info.code = st.code();
+                info.signal = st.signal();
+            }
+            Err(e) => tracing::error!(script = %self.name, "cannot wait for run: {e}"),
+        }
+        let failed = run.timed_out || info.code != Some(0);
+        self.last_failed = failed;
+        let how = match (info.code, info.signal) {
+            (Some(c), _) => format!("exit code {c}"),
+            (None, Some(s)) => format!("signal {}", signal_name(s)),
+            _ => "unknown status".into(),
+        };
+        let how = if run.timed_out { format!("{how}, timed out") } else { how };
+        self.logs.system(
+            run.id,
+            format!("run {} ended: {how} after {}", run.id, humantime::format_duration(Duration::from_millis(info.duration_ms))),
+        );
+        self.status.last_exit = Some(info.clone());
+        self.shared.events.script(proto::ScriptEvent {
+            script: self.name.clone(),
+            kind: ScriptEventKind::Exited as i32,
+            run_id: run.id,
+            pid: run.pid,
+            exit: Some(info),
+            message: how.clone(),
+        });
+        let _ = run.started_ms;
+
+        if let Some(next) = self.pending.take() {
+            let fields: Vec<String> = diff_script(&self.name, &self.cfg, &next)
+                .into_iter()
+                .map(|c| c.field)
+                .collect();
+            self.set_config(next);
+            self.event(
+                ScriptEventKind::ScheduledChangeApplied,
+                format!("applied after run {}: {}", run.id, fields.join(", ")),
+                None,
+            );
+        }
+
+        let after = std::mem::replace(&mut self.after_exit, AfterExit::Natural);
+        let mut start_result = None;
+        match after {
+            AfterExit::Forget => self.after_exit = AfterExit::Forget,
+            AfterExit::Stay => {}
+            AfterExit::Restart => {
+                self.status.restarts = 0;
+                let r = self.start_run(false).await;
+                if r.is_ok() {
+                    self.event(ScriptEventKind::Restarted, String::new(), None);
+                }
+                start_result = Some(r);
+            }
+            AfterExit::Natural => {
+                if !self.cfg.is_periodic() && !run.one_off {
+                    self.schedule_restart(failed, ran_for);
+                }
+            }
+        }
+        for w in std::mem::take(&mut self.waiters) {
+            match w {
+                Waiter::Removed(tx) => {
+                    let _ = tx.send(());
+                }
+                Waiter::Control(tx) => {
+                    let _ = tx.send(match &start_result {
+                        Some(Ok(pid)) => Ok(format!("restarted (pid {pid})")),
+                        Some(Err(e)) => Err(ControlError::Spawn(e.clone())),
+                        None => Ok(format!("stopped ({how})")),
+                    });
+                }
+                Waiter::Update(tx) => {
+                    let _ = tx.send(match &start_result {
+                        Some(Err(e)) => Err(ControlError::Spawn(e.clone())),
+                        _ => Ok(UpdateOutcome::Applied),
+                    });
+                }
+            }
+        }
+    }
+
+    fn set_config(&mut self, cfg: ScriptConfig) {
+        self.logs.set_config(cfg.max_log_lines, cfg.log);
+        self.cfg = cfg;
+    }
+
+    async fn handle(&mut self, cmd: RunnerCmd) {
+        match cmd {
+            RunnerCmd::Control(action, reply) => self.control(action, reply).await,
+            RunnerCmd::Update(cfg, reply) => self.update(*cfg, reply).await,
+            RunnerCmd::Remove(reply) => {
+                self.next_run = None;
+                self.after_exit = AfterExit::Forget;
+                if self.run.is_some() {
+                    self.event(ScriptEventKind::Stopped, "removed from the config".into(), None);
+                    self.begin_stop();
+                    self.waiters.push(Waiter::Removed(reply));
+                } else {
+                    let _ = reply.send(());
+                }
+            }
+        }
+    }
+
+    async fn control(&mut self, action: ControlAction, reply: Reply<String>) {
+        let running_pid = self.run.as_ref().map(|r| r.pid);
+        let answer = match action {
+            ControlAction::Start => {
+                if !self.cfg.enabled {
+                    Err(ControlError::Precondition(format!(
+                        "{} is disabled in the config (enabled: false); enable it there, or use \
+                         `ctl run {}` to run it once",
+                        self.name, self.name
+                    )))
+                } else if let Some(pid) = running_pid {
+                    self.user_stopped = false;
+                    Ok(format!("already running (pid {pid})"))
+                } else {
+                    self.user_stopped = false;
+                    self.status.restarts = 0;
+                    self.start_run(false)
+                        .await
+                        .map(|pid| format!("started (pid {pid})"))
+                        .map_err(ControlError::Spawn)
+                }
+            }
+            ControlAction::Stop => {
+                self.user_stopped = true;
+                self.next_run = None;
+                if running_pid.is_some() {
+                    self.after_exit = AfterExit::Stay;
+                    self.event(ScriptEventKind::Stopped, "ctl stop".into(), None);
+                    self.begin_stop();
+                    self.waiters.push(Waiter::Control(reply));
+                    return;
+                }
+                Ok("already stopped".into())
+            }
+            ControlAction::Restart => {
+                if !self.cfg.enabled {
+                    Err(ControlError::Precondition(format!(
+                        "{} is disabled in the config (enabled: false); use `ctl run {}` to run \
+                         it once",
+                        self.name, self.name
+                    )))
+                } else if running_pid.is_some() {
+                    self.user_stopped = false;
+                    self.after_exit = AfterExit::Restart;
+                    self.begin_stop();
+                    self.waiters.push(Waiter::Control(reply));
+                    return;
+                } else {
+                    self.user_stopped = false;
+                    self.status.restarts = 0;
+                    self.start_run(false)
+                        .await
+                        .map(|pid| format!("started (pid {pid})"))
+                        .map_err(ControlError::Spawn)
+                }
+            }
+            ControlAction::Run => match running_pid {
+                Some(pid) => Ok(format!("already running (pid {pid})")),
+                None => self
+                    .start_run(true)
+                    .await
+                    .map(|pid| format!("started (pid {pid})"))
+                    .map_err(ControlError::Spawn),
+            },
+            ControlAction::Unspecified => Err(ControlError::Precondition("no action given".into())),
+        };
+        let _ = reply.send(answer);
+    }
+
+    async fn update(&mut self, new: ScriptConfig, reply: Reply<UpdateOutcome>) {
+        let old = self.cfg.clone();
+        let changes = diff_script(&self.name, &old, &new);
+        let has = |i: Impact| changes.iter().any(|c| c.impact == i);
+        let running = self.run.is_some();
+
+        if has(Impact::Restart) {
+            if running && old.is_periodic() {
+                // Everything but the restart-impact fields applies now; the rest when the run
+                // ends (DESIGN: "scheduled").
+                let mut now_cfg = new.clone();
+                now_cfg.command = old.command.clone();
+                now_cfg.working_dir = old.working_dir.clone();
+                now_cfg.env = old.env.clone();
+                now_cfg.stop_signal = old.stop_signal;
+                now_cfg.restart = old.restart;
+                now_cfg.interval = old.interval;
+                self.apply_schedule_fields(&old, &now_cfg);
+                self.set_config(now_cfg);
+                self.pending = Some(new);
+                let _ = reply.send(Ok(UpdateOutcome::Scheduled));
+                return;
+            }
+            self.pending = None;
+            if running {
+                // Graceful restart now: stopped with the old signal and grace, started with
+                // the new config.
+                self.begin_stop();
+                self.set_config(new);
+                if self.active() {
+                    self.after_exit = AfterExit::Restart;
+                } else {
+                    self.after_exit = AfterExit::Stay;
+                }
+                self.waiters.push(Waiter::Update(reply));
+                return;
+            }
+            self.apply_schedule_fields(&old, &new);
+            self.set_config(new);
+            let result = if !self.cfg.is_periodic() && self.active() && !self.user_stopped {
+                self.status.restarts = 0;
+                self.start_run(false).await.map(|_| UpdateOutcome::Applied)
+            } else {
+                if self.cfg.is_periodic() && self.active() && self.next_run.is_none() {
+                    self.next_run = Some(Instant::now());
+                }
+                Ok(UpdateOutcome::Applied)
+            };
+            let _ = reply.send(result.map_err(ControlError::Spawn));
+            return;
+        }
+
+        self.set_config(new.clone());
+        if old.enabled && !new.enabled {
+            self.next_run = None;
+            if running && !old.is_periodic() {
+                self.after_exit = AfterExit::Stay;
+                self.event(ScriptEventKind::Stopped, "disabled in the config".into(), None);
+                self.begin_stop();
+                self.waiters.push(Waiter::Update(reply));
+                return;
+            }
+            // A periodic run in progress finishes; no new runs.
+            if running {
+                self.after_exit = AfterExit::Stay;
+            }
+        } else if !old.enabled && new.enabled {
+            self.user_stopped = false;
+            if !running {
+                let r = self.start_run(false).await;
+                let _ = reply.send(r.map(|_| UpdateOutcome::Applied).map_err(ControlError::Spawn));
+                return;
+            }
+            self.after_exit = AfterExit::Natural;
+            if new.is_periodic() {
+                self.next_run = new.interval.map(|i| Instant::now() + i);
+            }
+        } else {
+            self.apply_schedule_fields(&old, &new);
+        }
+        let _ = reply.send(Ok(UpdateOutcome::Applied));
+    }
+
+    /// A changed interval reschedules the next run from the last start; nothing is killed.
+    fn apply_schedule_fields(&mut self, old: &ScriptConfig, new: &ScriptConfig) {
+        if old.interval == new.interval || self.next_run.is_none() {
+            return;
+        }
+        if let (Some(_), Some(interval)) = (old.interval, new.interval) {
+            let now = Instant::now();
+            let base = self
+                .run
+                .as_ref()
+                .map(|r| r.started)
+                .or_else(|| {
+                    let ago = now_ms().saturating_sub(self.status.last_start_ms).max(0) as u64;
+                    (self.status.last_start_ms > 0)
+                        .then(|| now.checked_sub(Duration::from_millis(ago)))
+                        .flatten()
+                })
+                .unwrap_or(now);
+            self.next_run = Some((base + interval).max(now));
+        }
+    }
+}
+
+fn signal_name(sig: i32) -> String {
+    Signal::try_from(sig).map_or_else(|_| sig.to_string(), |s| s.as_str().to_owned())
+}

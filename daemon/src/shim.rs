@@ -1,0 +1,164 @@
+//! The process-group shim: `scriptd __shim SIGNAL GRACE_MS -- PROGRAM ARGS...`.
+//!
+//! The daemon never spawns a script directly. It spawns its own binary in this hidden mode,
+//! and the shim:
+//! - starts the script as the leader of a new process group (the group the daemon signals);
+//! - reports the script's pid, or why it could not be started, on fd 4;
+//! - becomes a child subreaper, so the script's orphaned children are reaped, not zombies;
+//! - watches fd 3, the read end of a pipe whose write end only the daemon holds: when the
+//!   daemon dies, even by `kill -9`, the read returns EOF and the shim stops the whole group
+//!   (stop signal, then SIGKILL after the grace). PR_SET_PDEATHSIG alone would reach only
+//!   the direct child and is cleared on fork;
+//! - when the script exits, stops whatever it left behind in its group, then exits with the
+//!   script's status (re-raising its signal) so the daemon sees the real outcome.
+
+use nix::sys::signal::{kill, raise, signal, SigHandler, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// First argument that selects shim mode.
+pub const ARG: &str = "__shim";
+/// Fd of the daemon-liveness pipe (read end) in the shim.
+pub const DEATH_FD: i32 = 3;
+/// Fd of the spawn-report pipe (write end) in the shim.
+pub const REPORT_FD: i32 = 4;
+
+/// Runs the shim with the arguments after [`ARG`]. Never returns normally when the script is
+/// killed by a signal: the shim re-raises it.
+pub fn main(args: Vec<OsString>) -> ExitCode {
+    let mut report = unsafe_owned_file(REPORT_FD);
+    let parsed = parse(&args);
+    let (stop, grace, argv) = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = writeln!(report, "err {e}");
+            return ExitCode::from(127);
+        }
+    };
+    for fd in [DEATH_FD, REPORT_FD] {
+        // SAFETY: plain fcntl on fds the daemon handed us; the script must not inherit them.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+
+    let mut cmd = std::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]).process_group(0);
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(
+                report,
+                "err cannot execute {}: {e}",
+                argv[0].to_string_lossy()
+            );
+            return ExitCode::from(127);
+        }
+    };
+    let pid = Pid::from_raw(child.id() as i32);
+    let _ = writeln!(report, "ok {pid}");
+    drop(report);
+    // The std handle is not used to wait: waitpid(-1) below reaps the script and adopted
+    // orphans alike.
+    drop(child);
+
+    std::thread::spawn(move || {
+        let mut death = unsafe_owned_file(DEATH_FD);
+        let mut buf = [0u8; 64];
+        // Returns 0 (EOF) only when every write end is closed: the daemon is gone.
+        while matches!(death.read(&mut buf), Ok(n) if n > 0) {}
+        stop_group(pid, stop, grace);
+    });
+
+    let status = wait_for(pid);
+    // Whatever the script left in its group gets the same treatment as a stop.
+    if kill(Pid::from_raw(-pid.as_raw()), None).is_ok() {
+        stop_group(pid, stop, grace);
+    }
+    reap_all(Instant::now() + Duration::from_millis(200));
+    exit_like(status)
+}
+
+type Parsed = (Signal, Duration, Vec<OsString>);
+
+fn parse(args: &[OsString]) -> Result<Parsed, String> {
+    let usage = "usage: scriptd __shim SIGNUM GRACE_MS -- PROGRAM [ARGS...]";
+    let [sig, grace, sep, argv @ ..] = args else {
+        return Err(usage.into());
+    };
+    if sep != "--" || argv.is_empty() {
+        return Err(usage.into());
+    }
+    let sig: i32 = sig.to_str().and_then(|s| s.parse().ok()).ok_or(usage)?;
+    let sig = Signal::try_from(sig).map_err(|e| e.to_string())?;
+    let grace: u64 = grace.to_str().and_then(|s| s.parse().ok()).ok_or(usage)?;
+    Ok((sig, Duration::from_millis(grace), argv.to_vec()))
+}
+
+fn unsafe_owned_file(fd: i32) -> std::fs::File {
+    // SAFETY: the daemon dup2()s these fds into place just before exec; nothing else in this
+    // process owns them.
+    unsafe { std::fs::File::from_raw_fd(fd) }
+}
+
+/// Signals the group, waits up to `grace` for it to empty, then SIGKILLs it.
+fn stop_group(pgid: Pid, stop: Signal, grace: Duration) {
+    let group = Pid::from_raw(-pgid.as_raw());
+    if kill(group, stop).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if kill(group, None).is_err() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = kill(group, Signal::SIGKILL);
+}
+
+/// Reaps children until the script itself exits; returns its status.
+fn wait_for(script: Pid) -> WaitStatus {
+    loop {
+        match waitpid(None::<Pid>, None) {
+            Ok(s) if s.pid() == Some(script) => return s,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return WaitStatus::Exited(script, 127),
+        }
+    }
+}
+
+/// Reaps adopted orphans until none is left or the deadline passes.
+fn reap_all(deadline: Instant) {
+    while Instant::now() < deadline {
+        match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(5)),
+            Ok(_) => {}
+            Err(_) => return, // ECHILD: nothing left
+        }
+    }
+}
+
+fn exit_like(status: WaitStatus) -> ExitCode {
+    match status {
+        WaitStatus::Exited(_, code) => ExitCode::from(code as u8),
+        WaitStatus::Signaled(_, sig, _) => {
+            // No core file for the shim's own re-raise.
+            let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
+            // SAFETY: restoring the default disposition before re-raising.
+            unsafe {
+                let _ = signal(sig, SigHandler::SigDfl);
+            }
+            let _ = raise(sig);
+            ExitCode::from(128 + sig as u8)
+        }
+        _ => ExitCode::from(127),
+    }
+}
