@@ -95,6 +95,9 @@ pub enum Command {
         /// Shell.
         shell: clap_complete::Shell,
     },
+    /// Print the man page (roff).
+    #[command(hide = true)]
+    Man,
 }
 
 /// Runs one `ctl` invocation; returns the exit code.
@@ -102,6 +105,11 @@ pub fn run(cli: Cli) -> CtlResult {
     if let Command::Completions { shell } = cli.command {
         let mut cmd = <Cli as clap::CommandFactory>::command();
         clap_complete::generate(shell, &mut cmd, "ctl", &mut std::io::stdout());
+        return Ok(OK);
+    }
+    if let Command::Man = cli.command {
+        let cmd = <Cli as clap::CommandFactory>::command();
+        clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
         return Ok(OK);
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -192,7 +200,7 @@ async fn dispatch(cli: Cli) -> CtlResult {
             }
             Ok(OK)
         }
-        Command::Completions { .. } => Ok(OK),
+        Command::Completions { .. } | Command::Man => Ok(OK),
     }
 }
 

@@ -51,6 +51,9 @@ pub struct Cli {
     /// Format of the daemon's own log (stderr).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Print the man page (roff) and exit.
+    #[arg(long, hide = true)]
+    pub man: bool,
 }
 
 /// Unix milliseconds now.
@@ -65,6 +68,7 @@ fn init_tracing(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -74,6 +78,11 @@ fn init_tracing(format: LogFormat) {
 
 /// Runs the daemon (or the `--check`) and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if cli.man {
+        let cmd = <Cli as clap::CommandFactory>::command();
+        clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     init_tracing(cli.log_format);
     let loaded = config::read_source(&cli.config).and_then(|source| {
         config::check_permissions(&source)?;

@@ -1,0 +1,100 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_ctl_global_optspecs
+    string join \n socket= config= o/output= h/help V/version
+end
+
+function __fish_ctl_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_ctl_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_ctl_using_subcommand
+    set -l cmd (__fish_ctl_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c ctl -n "__fish_ctl_needs_command" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
+complete -c ctl -n "__fish_ctl_needs_command" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_needs_command" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
+json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
+complete -c ctl -n "__fish_ctl_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ctl -n "__fish_ctl_needs_command" -s V -l version -d 'Print version'
+complete -c ctl -n "__fish_ctl_needs_command" -f -a "status" -d 'Daemon, running version, disk vs runtime, and a row per script'
+complete -c ctl -n "__fish_ctl_needs_command" -f -a "reload" -d 'Apply (or preview) what is on disk; prints the plan'
+complete -c ctl -n "__fish_ctl_needs_command" -f -a "events" -d 'Follow reload and lifecycle events'
+complete -c ctl -n "__fish_ctl_needs_command" -f -a "start" -d 'Start a stopped script (services) or resume its schedule (periodic)'
+complete -c ctl -n "__fish_ctl_needs_command" -f -a "stop" -d 'Stop a script gracefully and keep it stopped'
+complete -c ctl -n "__fish_ctl_needs_command" -f -a "restart" -d 'Stop then start a script'
+complete -c ctl -n "__fish_ctl_needs_command" -f -a "run" -d 'Run a script once now, also when disabled or between intervals'
+complete -c ctl -n "__fish_ctl_needs_command" -f -a "completions" -d 'Print shell completions'
+complete -c ctl -n "__fish_ctl_needs_command" -f -a "man" -d 'Print the man page (roff)'
+complete -c ctl -n "__fish_ctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ctl -n "__fish_ctl_using_subcommand status" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand status" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand status" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
+json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
+complete -c ctl -n "__fish_ctl_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ctl -n "__fish_ctl_using_subcommand reload" -l plan -d 'Apply only if this plan (from --dry-run) is still what would be applied' -r
+complete -c ctl -n "__fish_ctl_using_subcommand reload" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand reload" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand reload" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
+json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
+complete -c ctl -n "__fish_ctl_using_subcommand reload" -l dry-run -d 'Preview only: print the plan and its id, change nothing'
+complete -c ctl -n "__fish_ctl_using_subcommand reload" -l exit-code -d 'With --dry-run: exit 5 when the plan has changes, 0 when it has none'
+complete -c ctl -n "__fish_ctl_using_subcommand reload" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ctl -n "__fish_ctl_using_subcommand events" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand events" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand events" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
+json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
+complete -c ctl -n "__fish_ctl_using_subcommand events" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ctl -n "__fish_ctl_using_subcommand start" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand start" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand start" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
+json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
+complete -c ctl -n "__fish_ctl_using_subcommand start" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ctl -n "__fish_ctl_using_subcommand stop" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand stop" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand stop" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
+json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
+complete -c ctl -n "__fish_ctl_using_subcommand stop" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ctl -n "__fish_ctl_using_subcommand restart" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand restart" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand restart" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
+json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
+complete -c ctl -n "__fish_ctl_using_subcommand restart" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ctl -n "__fish_ctl_using_subcommand run" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand run" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand run" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
+json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
+complete -c ctl -n "__fish_ctl_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ctl -n "__fish_ctl_using_subcommand completions" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand completions" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand completions" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
+json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
+complete -c ctl -n "__fish_ctl_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ctl -n "__fish_ctl_using_subcommand man" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand man" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand man" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
+json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
+complete -c ctl -n "__fish_ctl_using_subcommand man" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run completions man help" -f -a "status" -d 'Daemon, running version, disk vs runtime, and a row per script'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run completions man help" -f -a "reload" -d 'Apply (or preview) what is on disk; prints the plan'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run completions man help" -f -a "events" -d 'Follow reload and lifecycle events'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run completions man help" -f -a "start" -d 'Start a stopped script (services) or resume its schedule (periodic)'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run completions man help" -f -a "stop" -d 'Stop a script gracefully and keep it stopped'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run completions man help" -f -a "restart" -d 'Stop then start a script'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run completions man help" -f -a "run" -d 'Run a script once now, also when disabled or between intervals'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run completions man help" -f -a "completions" -d 'Print shell completions'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run completions man help" -f -a "man" -d 'Print the man page (roff)'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

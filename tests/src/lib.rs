@@ -1,0 +1,297 @@
+//! Harness for end-to-end tests: a temp dir with a config, the real `scriptd` started on it
+//! with its own socket, the real `ctl` run against it, and polling with deadlines (never a
+//! bare sleep).
+//!
+//! The binaries come from the same target directory as the test executable; `cargo test
+//! --workspace` builds them (the daemon and cli packages have integration tests of their
+//! own, which makes cargo build their binaries first). `SCRIPTD_BIN` / `CTL_BIN` override.
+
+use ctl::output::{ScriptJson, StatusJson};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Default deadline for things that should happen "soon".
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+fn bin(name: &str, env: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: run the tests with `cargo test --workspace` (or set {env})",
+        path.display()
+    );
+    path
+}
+
+/// Path of the `scriptd` binary under test.
+pub fn scriptd_bin() -> PathBuf {
+    bin("scriptd", "SCRIPTD_BIN")
+}
+
+/// Path of the `ctl` binary under test.
+pub fn ctl_bin() -> PathBuf {
+    bin("ctl", "CTL_BIN")
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, or panics after `deadline` saying what was
+/// awaited.
+pub fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out after {deadline:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Result of a `ctl` run.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Stdout.
+    pub stdout: String,
+    /// Stderr.
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Self {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// A temp directory holding a config.
+pub struct Env {
+    /// The directory (removed on drop).
+    pub dir: tempfile::TempDir,
+}
+
+/// The `daemon:` section every test config starts with.
+pub const DAEMON_SECTION: &str = "daemon:\n  socket: run/scriptd.sock\n  state_dir: state\n  log_dir: logs\n  debounce: 20ms\n";
+
+impl Env {
+    /// A temp dir with `scriptd.yaml` = [`DAEMON_SECTION`] + `body`.
+    pub fn new(body: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("scriptd-e2e")
+            .tempdir()
+            .expect("temp dir");
+        let env = Self { dir };
+        env.write("scriptd.yaml", &format!("{DAEMON_SECTION}{body}"));
+        env
+    }
+
+    /// Path inside the dir.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Main config path.
+    pub fn config(&self) -> PathBuf {
+        self.path("scriptd.yaml")
+    }
+
+    /// Socket path.
+    pub fn socket(&self) -> PathBuf {
+        self.path("run/scriptd.sock")
+    }
+
+    /// Writes a file atomically (temp file + rename), as most editors save, mode 0644.
+    pub fn write(&self, rel: &str, content: &str) {
+        let path = self.path(rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).expect("create parent dir");
+        }
+        let tmp = path.with_extension("tmp~");
+        fs::write(&tmp, content).expect("write temp file");
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)).expect("chmod");
+        fs::rename(&tmp, &path).expect("rename into place");
+    }
+
+    /// Writes an executable script file (mode 0755) and returns its path.
+    pub fn script(&self, rel: &str, body: &str) -> PathBuf {
+        let path = self.path(rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).expect("create parent dir");
+        }
+        fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+        path
+    }
+
+    /// Replaces the main config body (keeping the daemon section).
+    pub fn set_body(&self, body: &str) {
+        self.write("scriptd.yaml", &format!("{DAEMON_SECTION}{body}"));
+    }
+
+    /// `scriptd --check` on this config.
+    pub fn check(&self) -> Run {
+        Command::new(scriptd_bin())
+            .arg("--check")
+            .arg("--config")
+            .arg(self.config())
+            .output()
+            .expect("run scriptd --check")
+            .into()
+    }
+
+    /// Starts the daemon and waits until `ctl status` answers.
+    pub fn start(&self) -> Daemon {
+        let log = fs::File::create(self.path("daemon.log")).expect("daemon log");
+        let child = Command::new(scriptd_bin())
+            .arg("--config")
+            .arg(self.config())
+            .env("SCRIPTD_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn scriptd");
+        let d = Daemon {
+            child: Some(child),
+            socket: self.socket(),
+            log: self.path("daemon.log"),
+        };
+        wait_for("the daemon to answer `ctl status`", DEADLINE, || {
+            (d.ctl(&["status"]).code == 0).then_some(())
+        });
+        d
+    }
+}
+
+/// A running daemon; stopped with SIGTERM (then SIGKILL) on drop.
+pub struct Daemon {
+    child: Option<Child>,
+    /// Its socket.
+    pub socket: PathBuf,
+    /// Its stderr log file.
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Pid of the daemon process.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Runs `ctl --socket S ARGS`.
+    pub fn ctl(&self, args: &[&str]) -> Run {
+        Command::new(ctl_bin())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .env_remove("SCRIPTD_CONFIG")
+            .output()
+            .expect("run ctl")
+            .into()
+    }
+
+    /// `ctl status --output json`, parsed strictly.
+    pub fn status(&self) -> StatusJson {
+        let r = self.ctl(&["status", "--output", "json"]);
+        assert_eq!(r.code, 0, "ctl status failed: {}", r.stderr);
+        serde_json::from_str(&r.stdout).expect("status JSON parses with the strict schema")
+    }
+
+    /// Status of one script.
+    pub fn script(&self, name: &str) -> ScriptJson {
+        self.status()
+            .scripts
+            .into_iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no script {name} in status"))
+    }
+
+    /// Waits until `pred` holds for the script's status; returns that status.
+    pub fn wait_script(&self, name: &str, what: &str, pred: impl Fn(&ScriptJson) -> bool) -> ScriptJson {
+        wait_for(&format!("{name}: {what}"), DEADLINE, || {
+            let s = self.script(name);
+            pred(&s).then_some(s)
+        })
+    }
+
+    /// The daemon's own log so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
+        nix::sys::signal::kill(pid, sig).expect("signal daemon");
+    }
+
+    /// Waits for the daemon to exit; returns its exit code (None when killed by a signal).
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<i32> {
+        let mut child = self.child.take().expect("daemon running");
+        let status = wait_for("the daemon to exit", deadline, || child.try_wait().ok().flatten());
+        status.code()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let end = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < end {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// True when a process with this pid exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // State is the field after the parenthesised command name.
+            let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next());
+            state != Some("Z")
+        }
+        Err(_) => false,
+    }
+}
+
+/// Pids of every live process whose environment or command line contains `marker`.
+pub fn pids_with_marker(marker: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(marker) && alive(pid) {
+            out.push(pid);
+        }
+    }
+    out
+}
