@@ -153,7 +153,7 @@ async fn dispatch(cli: Cli) -> CtlResult {
             ..
         } => {
             let r = c
-                .diff(proto::DiffRequest {})
+                .diff(proto::DiffRequest::default())
                 .await
                 .map_err(|s| CtlError::from_status(s, CONFIG))?
                 .into_inner();

@@ -213,6 +213,36 @@ impl Scriptd for Service {
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+
+    async fn history(
+        &self,
+        _request: Req<proto::HistoryRequest>,
+    ) -> Result<Response<proto::HistoryResponse>, Status> {
+        Err(Status::unimplemented("history is not implemented yet"))
+    }
+
+    async fn get_version(
+        &self,
+        _request: Req<proto::GetVersionRequest>,
+    ) -> Result<Response<proto::GetVersionResponse>, Status> {
+        Err(Status::unimplemented("history is not implemented yet"))
+    }
+
+    async fn rollback(
+        &self,
+        _request: Req<proto::RollbackRequest>,
+    ) -> Result<Response<proto::ReloadResponse>, Status> {
+        Err(Status::unimplemented("rollback is not implemented yet"))
+    }
+
+    type LogsStream = BoxStream<proto::LogLine>;
+
+    async fn logs(
+        &self,
+        _request: Req<proto::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        Err(Status::unimplemented("logs are not implemented yet"))
+    }
 }
 
 /// A reload report as the `Reload` response.
