@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod error;
+pub mod history;
 pub mod output;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -90,6 +91,35 @@ pub enum Command {
         /// Script name.
         script: String,
     },
+    /// Versions and refused attempts, newest first; `history show V` prints V's files.
+    #[command(args_conflicts_with_subcommands = true)]
+    History {
+        /// At most this many entries.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// `show V`.
+        #[command(subcommand)]
+        show: Option<HistoryCommand>,
+    },
+    /// Difference between two versions: unified diff of the files and the field-level plan.
+    Diff {
+        /// From this version.
+        v1: u64,
+        /// To this version [default: the running version].
+        v2: Option<u64>,
+    },
+    /// Go back to VERSION [default: the version before the running one], as a new version;
+    /// the files on disk are rewritten to match.
+    Rollback {
+        /// Version to restore.
+        version: Option<u64>,
+        /// Preview the plan only.
+        #[arg(long)]
+        dry_run: bool,
+        /// With --dry-run: exit 5 when the plan has changes.
+        #[arg(long, requires = "dry_run")]
+        exit_code: bool,
+    },
     /// Print shell completions.
     Completions {
         /// Shell.
@@ -98,6 +128,16 @@ pub enum Command {
     /// Print the man page (roff).
     #[command(hide = true)]
     Man,
+}
+
+/// `ctl history` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum HistoryCommand {
+    /// The files of one version.
+    Show {
+        /// Version number.
+        version: u64,
+    },
 }
 
 /// Runs one `ctl` invocation; returns the exit code.
@@ -174,7 +214,7 @@ async fn dispatch(cli: Cli) -> CtlResult {
                 .await
                 .map_err(|s| CtlError::from_status(s, CONFIG))?
                 .into_inner();
-            print_reload(&mut out, json, &r)?;
+            print_reload(&mut out, json, &r, false)?;
             let result = ReloadResult::try_from(r.result).unwrap_or(ReloadResult::Unspecified);
             Ok(match result {
                 ReloadResult::Applied | ReloadResult::Unchanged => OK,
@@ -200,6 +240,16 @@ async fn dispatch(cli: Cli) -> CtlResult {
             }
             Ok(OK)
         }
+        Command::History { show: Some(HistoryCommand::Show { version }), .. } => {
+            history::show(&mut c, &mut out, json, version).await
+        }
+        Command::History { limit, show: None } => history::list(&mut c, &mut out, json, limit).await,
+        Command::Diff { v1, v2 } => history::diff(&mut c, &mut out, json, v1, v2).await,
+        Command::Rollback {
+            version,
+            dry_run,
+            exit_code,
+        } => history::rollback(&mut c, &mut out, json, version, dry_run, exit_code).await,
         Command::Completions { .. } | Command::Man => Ok(OK),
     }
 }
@@ -292,18 +342,26 @@ fn print_dry_run(out: &mut impl Write, json: bool, r: &proto::DiffResponse) -> C
     Ok(())
 }
 
-fn print_reload(out: &mut impl Write, json: bool, r: &proto::ReloadResponse) -> CtlResult<()> {
+/// Prints a reload (or rollback) result; `dry_run`: a preview.
+pub(crate) fn print_reload(
+    out: &mut impl Write,
+    json: bool,
+    r: &proto::ReloadResponse,
+    dry_run: bool,
+) -> CtlResult<()> {
     let result = if !r.errors.is_empty() {
         "invalid"
+    } else if dry_run && r.result == ReloadResult::Applied as i32 {
+        "would-apply"
     } else {
         output::result_name(r.result)
     };
     if json {
         let doc = ReloadJson {
             schema: JSON_SCHEMA,
-            dry_run: false,
+            dry_run,
             result: result.into(),
-            attempt_id: Some(r.attempt_id),
+            attempt_id: (!dry_run).then_some(r.attempt_id),
             version: r.version,
             plan_id: (!r.plan_id.is_empty()).then(|| r.plan_id.clone()),
             changes: r.changes.iter().map(output::ChangeJson::from).collect(),
@@ -321,6 +379,12 @@ fn print_reload(out: &mut impl Write, json: bool, r: &proto::ReloadResponse) -> 
     match result {
         "applied" => writeln!(out, "reload #{} applied: version {} is running", r.attempt_id, r.version)?,
         "unchanged" => writeln!(out, "no changes: version {} is running", r.version)?,
+        "would-apply" => writeln!(
+            out,
+            "preview: {} change(s) against version {}; nothing was applied",
+            r.changes.len(),
+            r.version
+        )?,
         "invalid" => {
             writeln!(out, "reload #{} rejected: {}", r.attempt_id, r.message)?;
             for e in &r.errors {

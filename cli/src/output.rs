@@ -29,7 +29,7 @@ pub fn relative(ms: i64) -> String {
         return "-".into();
     }
     let delta = ms - now_ms();
-    let secs = Duration::from_secs((delta.unsigned_abs() / 1000).max(0));
+    let secs = Duration::from_secs(delta.unsigned_abs() / 1000);
     let text = if secs.is_zero() {
         "now".to_owned()
     } else {

@@ -6,6 +6,7 @@
 
 pub mod convert;
 pub mod events;
+pub mod history;
 pub mod logs;
 pub mod process;
 pub mod reload;
@@ -140,8 +141,17 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
     });
     let main = source.main.clone();
     let include = config::include_patterns(&source.files[0].content);
-    let (coordinator, snapshot) =
-        reload::Coordinator::start(main.clone(), source, cfg, shared.clone(), tracker.clone());
+    let history = history::History::open(&daemon.state_dir, daemon.history_limit)
+        .with_context(|| format!("cannot open the history in {}", daemon.state_dir.display()))?;
+    let (coordinator, snapshot) = reload::Coordinator::start(
+        main.clone(),
+        source,
+        cfg,
+        shared.clone(),
+        tracker.clone(),
+        history.clone(),
+    )
+    .context("cannot record the startup version in the history")?;
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(16);
     tracker.spawn(coordinator.run(reload_rx));
 
@@ -174,6 +184,7 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
         snapshot,
         reload_tx.clone(),
         events,
+        history,
     );
     let server_task = socket::serve(listener, service, cancel.clone());
 
@@ -195,12 +206,7 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
                     _ = int.recv() => { tracing::info!("SIGINT: stopping every script"); break }
                     _ = hup.recv() => {
                         tracing::info!("SIGHUP: reloading");
-                        let _ = reload_tx.send(reload::Request {
-                            source: reload::Source::Signal,
-                            dry_run: false,
-                            plan_id: None,
-                            reply: None,
-                        }).await;
+                        let _ = reload_tx.send(reload::Request::new(reload::Source::Signal)).await;
                     }
                 }
             }

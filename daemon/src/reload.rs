@@ -5,6 +5,7 @@
 //! apply → publish. Either the whole new version runs or the old one does.
 
 use crate::events::EventBus;
+use crate::history::{History, HistoryError, Record};
 use crate::runner::{self, ControlError, ScriptHandle, Shared, UpdateOutcome};
 use scriptd_common::config::{self, Config, ConfigErrors, ConfigSource, ScriptConfig};
 use scriptd_common::diff::{self, Change, Impact, Outcome, Plan, ScriptPlan};
@@ -24,6 +25,8 @@ pub enum Source {
     Ctl,
     /// SIGHUP.
     Signal,
+    /// `ctl rollback`.
+    Rollback,
 }
 
 impl Source {
@@ -33,6 +36,7 @@ impl Source {
             Self::Watch => "watch",
             Self::Ctl => "ctl",
             Self::Signal => "signal",
+            Self::Rollback => "rollback",
         }
     }
 }
@@ -45,8 +49,27 @@ pub struct Request {
     pub dry_run: bool,
     /// Apply only if the plan id still matches.
     pub plan_id: Option<String>,
+    /// Apply the files of this recorded version instead of the files on disk (rollback);
+    /// `Some(0)` means the version before the running one.
+    pub target: Option<u64>,
+    /// Uid of the ctl user who asked.
+    pub uid: Option<u32>,
     /// Where the result goes.
     pub reply: Option<oneshot::Sender<Report>>,
+}
+
+impl Request {
+    /// A request from `source` for the files on disk, no reply wanted.
+    pub fn new(source: Source) -> Self {
+        Self {
+            source,
+            dry_run: false,
+            plan_id: None,
+            target: None,
+            uid: None,
+            reply: None,
+        }
+    }
 }
 
 /// The result of one attempt (or dry run).
@@ -68,6 +91,8 @@ pub struct Report {
     pub errors: ConfigErrors,
     /// Why it was rejected or failed.
     pub message: String,
+    /// The requested version does not exist (rollback).
+    pub not_found: bool,
 }
 
 /// What the rest of the daemon may read of the running state.
@@ -100,6 +125,7 @@ pub struct Coordinator {
     tracker: TaskTracker,
     snapshot: watch::Sender<Arc<Snapshot>>,
     attempts: u64,
+    history: History,
 }
 
 impl Coordinator {
@@ -111,7 +137,31 @@ impl Coordinator {
         config: Config,
         shared: Arc<Shared>,
         tracker: TaskTracker,
-    ) -> (Self, watch::Receiver<Arc<Snapshot>>) {
+        history: History,
+    ) -> Result<(Self, watch::Receiver<Arc<Snapshot>>), HistoryError> {
+        // The startup version is recorded only if it differs from the last one.
+        let version = match history.latest()? {
+            Some((v, hash)) if hash == source.hash() => v,
+            latest => {
+                let v = latest.map_or(1, |(v, _)| v + 1);
+                history.record_version(
+                    v,
+                    &source,
+                    &Record {
+                        attempt_id: 0,
+                        source: "startup",
+                        rollback_from: None,
+                        uid: None,
+                        result: "applied",
+                        message: "",
+                        changes: &[],
+                        errors: &[],
+                    },
+                )?;
+                v
+            }
+        };
+        let attempts = history.max_attempt()?;
         let handles: BTreeMap<_, _> = config
             .scripts
             .iter()
@@ -124,17 +174,17 @@ impl Coordinator {
             .collect();
         let config = Arc::new(config);
         let snap = Arc::new(Snapshot {
-            version: 1,
+            version,
             hash: source.hash(),
             config: config.clone(),
             handles: handles.clone(),
         });
         let (tx, rx) = watch::channel(snap);
         let events = shared.events.clone();
-        (
+        Ok((
             Self {
                 main,
-                version: 1,
+                version,
                 source,
                 config,
                 handles,
@@ -142,10 +192,11 @@ impl Coordinator {
                 events,
                 tracker,
                 snapshot: tx,
-                attempts: 0,
+                attempts,
+                history,
             },
             rx,
-        )
+        ))
     }
 
     /// Handles requests one at a time until the queue closes or the daemon shuts down.
@@ -188,6 +239,89 @@ impl Coordinator {
     }
 
     async fn handle(&mut self, req: &Request) -> Report {
+        let mut rollback_from = None;
+        let loaded = match req.target {
+            None => config::read_source(&self.main).and_then(|s| {
+                config::check_permissions(&s)?;
+                Ok(s)
+            }),
+            Some(wanted) => {
+                let history = self.history.clone();
+                let running = self.version;
+                let found = tokio::task::block_in_place(|| {
+                    let v = match wanted {
+                        0 => history.previous(running)?,
+                        v => Some(v),
+                    };
+                    Ok::<_, HistoryError>(match v {
+                        Some(v) => history.version(v)?.map(|(_, files)| (v, files)),
+                        None => None,
+                    })
+                });
+                match found {
+                    Ok(Some((v, files))) => {
+                        rollback_from = Some(v);
+                        Ok(ConfigSource {
+                            main: self.main.clone(),
+                            files,
+                        })
+                    }
+                    Ok(None) => {
+                        return Report {
+                            not_found: true,
+                            version: self.version,
+                            message: if wanted == 0 {
+                                format!("no version before {} in the history", self.version)
+                            } else {
+                                format!("no version {wanted} in the history (see `ctl history`)")
+                            },
+                            ..Default::default()
+                        }
+                    }
+                    Err(e) => Err(ConfigErrors::file("history", e.to_string())),
+                }
+            }
+        };
+        let mut report = self.attempt(req, loaded).await;
+        if req.dry_run {
+            return report;
+        }
+        let rec = Record {
+            attempt_id: report.attempt_id,
+            source: req.source.as_str(),
+            rollback_from,
+            uid: req.uid,
+            result: match report.result {
+                Some(ReloadResult::Applied) => "applied",
+                Some(ReloadResult::FailedRolledBack) => "failed-rolled-back",
+                Some(ReloadResult::Unchanged) => "unchanged",
+                _ => "rejected",
+            },
+            message: &report.message,
+            changes: &report.changes.iter().map(crate::convert::change).collect::<Vec<_>>(),
+            errors: &report.errors.0.iter().map(crate::convert::error).collect::<Vec<_>>(),
+        };
+        let recorded = tokio::task::block_in_place(|| match report.result {
+            Some(ReloadResult::Applied) => self.history.record_version(self.version, &self.source, &rec),
+            Some(ReloadResult::Unchanged) => Ok(()),
+            _ => self.history.record_attempt(&rec),
+        });
+        if let Err(e) = recorded {
+            tracing::error!("cannot record in the history: {e}");
+        }
+        if rollback_from.is_some() && report.result == Some(ReloadResult::Applied) {
+            if let Err(e) = write_back(&self.main, &self.source) {
+                let msg = format!(
+                    "applied, but the files on disk could not be rewritten to match: {e}"
+                );
+                tracing::error!("{msg}");
+                report.message = msg;
+            }
+        }
+        report
+    }
+
+    async fn attempt(&mut self, req: &Request, loaded: Result<ConfigSource, ConfigErrors>) -> Report {
         let id = if req.dry_run {
             0
         } else {
@@ -202,10 +336,6 @@ impl Coordinator {
         };
         self.phase(id, req.source, ReloadPhase::Detected, &report);
 
-        let loaded = config::read_source(&self.main).and_then(|s| {
-            config::check_permissions(&s)?;
-            Ok(s)
-        });
         let source = match loaded {
             Ok(s) => s,
             Err(errors) => return self.reject_invalid(id, req.source, report, errors),
@@ -399,4 +529,33 @@ impl Coordinator {
         }
         set.join_all().await;
     }
+}
+
+/// Writes a version's files back to disk atomically (temp file, fsync, rename, fsync of the
+/// directory), and removes config files on disk that the version does not have, so disk,
+/// runtime and history agree. A symlinked file is written through its link.
+fn write_back(main: &std::path::Path, source: &ConfigSource) -> std::io::Result<()> {
+    use std::io::Write;
+    let base = source.base_dir().to_path_buf();
+    let on_disk = config::read_source(main).map(|s| s.files).unwrap_or_default();
+    for file in &source.files {
+        let link = base.join(&file.name);
+        let path = std::fs::canonicalize(&link).unwrap_or(link);
+        let dir = path.parent().unwrap_or(&base).to_path_buf();
+        std::fs::create_dir_all(&dir)?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.scriptd-rollback"));
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(file.content.as_bytes())?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(&dir)?.sync_all()?;
+    }
+    for stale in on_disk.iter().filter(|f| !source.files.iter().any(|s| s.name == f.name)) {
+        tracing::info!(file = %stale.name, "rollback: removing a config file the restored version does not have");
+        std::fs::remove_file(base.join(&stale.name))?;
+    }
+    Ok(())
 }

@@ -3,6 +3,9 @@
 
 use crate::convert;
 use crate::events::EventBus;
+use crate::history::{History, HistoryError};
+use scriptd_common::config::ConfigFile;
+use scriptd_common::diff;
 use crate::reload::{self, Report, Request, Snapshot, Source};
 use crate::runner::ControlError;
 use scriptd_common::config;
@@ -32,6 +35,7 @@ pub struct Service {
     snapshot: watch::Receiver<Arc<Snapshot>>,
     reloads: mpsc::Sender<Request>,
     events: EventBus,
+    history: History,
     /// Last disk check: (files hash, first validation error if invalid).
     sync_cache: Mutex<Option<(String, Option<String>)>>,
 }
@@ -43,12 +47,14 @@ impl Service {
         snapshot: watch::Receiver<Arc<Snapshot>>,
         reloads: mpsc::Sender<Request>,
         events: EventBus,
+        history: History,
     ) -> Self {
         Self {
             info,
             snapshot,
             reloads,
             events,
+            history,
             sync_cache: Mutex::new(None),
         }
     }
@@ -84,20 +90,89 @@ impl Service {
         }
     }
 
-    async fn reload(&self, dry_run: bool, plan_id: Option<String>) -> Result<Report, Status> {
-        let (tx, rx) = oneshot::channel();
-        self.reloads
-            .send(Request {
-                source: Source::Ctl,
-                dry_run,
-                plan_id,
-                reply: Some(tx),
+    async fn load_version(
+        &self,
+        version: u64,
+    ) -> Result<(proto::HistoryEntry, Vec<ConfigFile>), Status> {
+        let history = self.history.clone();
+        blocking(move || history.version(version))
+            .await?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no version {version} in the history (see `ctl history`)"
+                ))
             })
+    }
+
+    /// The field-level plan from one recorded version to another (0 = running).
+    async fn diff_versions(&self, from: u64, to: u64) -> Result<proto::DiffResponse, Status> {
+        let running = self.snapshot.borrow().version;
+        let (from, to) = (
+            if from == 0 { running } else { from },
+            if to == 0 { running } else { to },
+        );
+        let mut configs = Vec::new();
+        let mut errors = Vec::new();
+        for v in [from, to] {
+            let (_, files) = self.load_version(v).await?;
+            let source = config::ConfigSource {
+                main: self.info.config_path.clone(),
+                files,
+            };
+            match config::validate(&source) {
+                Ok(c) => configs.push(c),
+                Err(e) => errors.extend(e.0.iter().map(convert::error)),
+            }
+        }
+        let changes = match configs.as_slice() {
+            [a, b] => diff::plan(a, b, &|_| false)
+                .changes
+                .iter()
+                .map(convert::change)
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(proto::DiffResponse {
+            base_version: from,
+            plan_id: String::new(),
+            unchanged: changes.is_empty() && errors.is_empty(),
+            rejected: false,
+            changes,
+            errors,
+        })
+    }
+
+    /// Queues a reload request with the caller's uid and waits for its report.
+    async fn submit<T>(&self, request: &Req<T>, mut req: Request) -> Result<Report, Status> {
+        let (tx, rx) = oneshot::channel();
+        req.uid = peer_uid(request);
+        req.reply = Some(tx);
+        self.reloads
+            .send(req)
             .await
             .map_err(|_| Status::unavailable("the daemon is shutting down"))?;
         rx.await
             .map_err(|_| Status::unavailable("the daemon is shutting down"))
     }
+}
+
+/// Runs a blocking history call off the async workers; errors become INTERNAL.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, HistoryError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("history task failed: {e}")))?
+        .map_err(|e| Status::internal(e.to_string()))
+}
+
+/// Uid of the peer that sent `request` (SO_PEERCRED).
+fn peer_uid<T>(request: &Req<T>) -> Option<u32> {
+    request
+        .extensions()
+        .get::<tonic::transport::server::UdsConnectInfo>()
+        .and_then(|i| i.peer_cred)
+        .map(|c| c.uid())
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -163,9 +238,17 @@ impl Scriptd for Service {
 
     async fn diff(
         &self,
-        _request: Req<proto::DiffRequest>,
+        request: Req<proto::DiffRequest>,
     ) -> Result<Response<proto::DiffResponse>, Status> {
-        let r = self.reload(true, None).await?;
+        let (from, to) = (request.get_ref().from_version, request.get_ref().to_version);
+        if from != 0 || to != 0 {
+            return self.diff_versions(from, to).await.map(Response::new);
+        }
+        let req = Request {
+            dry_run: true,
+            ..Request::new(Source::Ctl)
+        };
+        let r = self.submit(&request, req).await?;
         Ok(Response::new(proto::DiffResponse {
             base_version: r.base_version,
             plan_id: r.plan_id,
@@ -180,10 +263,12 @@ impl Scriptd for Service {
         &self,
         request: Req<proto::ReloadRequest>,
     ) -> Result<Response<proto::ReloadResponse>, Status> {
-        let plan = request.into_inner().plan_id;
-        let r = self
-            .reload(false, (!plan.is_empty()).then_some(plan))
-            .await?;
+        let plan = request.get_ref().plan_id.clone();
+        let req = Request {
+            plan_id: (!plan.is_empty()).then_some(plan),
+            ..Request::new(Source::Ctl)
+        };
+        let r = self.submit(&request, req).await?;
         Ok(Response::new(report_to_proto(r)))
     }
 
@@ -216,23 +301,56 @@ impl Scriptd for Service {
 
     async fn history(
         &self,
-        _request: Req<proto::HistoryRequest>,
+        request: Req<proto::HistoryRequest>,
     ) -> Result<Response<proto::HistoryResponse>, Status> {
-        Err(Status::unimplemented("history is not implemented yet"))
+        let limit = match request.get_ref().limit {
+            0 => 20,
+            n => n,
+        };
+        let history = self.history.clone();
+        let entries = blocking(move || history.list(limit)).await?;
+        Ok(Response::new(proto::HistoryResponse {
+            running_version: self.snapshot.borrow().version,
+            entries,
+        }))
     }
 
     async fn get_version(
         &self,
-        _request: Req<proto::GetVersionRequest>,
+        request: Req<proto::GetVersionRequest>,
     ) -> Result<Response<proto::GetVersionResponse>, Status> {
-        Err(Status::unimplemented("history is not implemented yet"))
+        let version = match request.get_ref().version {
+            0 => self.snapshot.borrow().version,
+            v => v,
+        };
+        let (entry, files) = self.load_version(version).await?;
+        Ok(Response::new(proto::GetVersionResponse {
+            entry: Some(entry),
+            files: files
+                .into_iter()
+                .map(|f| proto::VersionFile {
+                    name: f.name,
+                    content: f.content,
+                })
+                .collect(),
+        }))
     }
 
     async fn rollback(
         &self,
-        _request: Req<proto::RollbackRequest>,
+        request: Req<proto::RollbackRequest>,
     ) -> Result<Response<proto::ReloadResponse>, Status> {
-        Err(Status::unimplemented("rollback is not implemented yet"))
+        let r = request.get_ref();
+        let req = Request {
+            dry_run: r.dry_run,
+            target: Some(r.version),
+            ..Request::new(Source::Rollback)
+        };
+        let report = self.submit(&request, req).await?;
+        if report.not_found {
+            return Err(Status::not_found(report.message));
+        }
+        Ok(Response::new(report_to_proto(report)))
     }
 
     type LogsStream = BoxStream<proto::LogLine>;

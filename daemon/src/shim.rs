@@ -73,13 +73,14 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         let mut buf = [0u8; 64];
         // Returns 0 (EOF) only when every write end is closed: the daemon is gone.
         while matches!(death.read(&mut buf), Ok(n) if n > 0) {}
-        stop_group(pid, stop, grace);
+        // The main thread is blocked in waitpid and reaps for us meanwhile.
+        stop_group(pid, stop, grace, false);
     });
 
     let status = wait_for(pid);
     // Whatever the script left in its group gets the same treatment as a stop.
     if kill(Pid::from_raw(-pid.as_raw()), None).is_ok() {
-        stop_group(pid, stop, grace);
+        stop_group(pid, stop, grace, true);
     }
     reap_all(Instant::now() + Duration::from_millis(200));
     exit_like(status)
@@ -107,14 +108,23 @@ fn unsafe_owned_file(fd: i32) -> std::fs::File {
     unsafe { std::fs::File::from_raw_fd(fd) }
 }
 
-/// Signals the group, waits up to `grace` for it to empty, then SIGKILLs it.
-fn stop_group(pgid: Pid, stop: Signal, grace: Duration) {
+/// Signals the group, waits up to `grace` for it to empty, then SIGKILLs it. With `reap`,
+/// reaps dead children while waiting: an unreaped zombie still counts as a member of the
+/// group, so without it a group whose processes all died would be waited on for the whole
+/// grace.
+fn stop_group(pgid: Pid, stop: Signal, grace: Duration, reap: bool) {
     let group = Pid::from_raw(-pgid.as_raw());
     if kill(group, stop).is_err() {
         return;
     }
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
+        if reap {
+            while matches!(
+                waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)),
+                Ok(s) if s != WaitStatus::StillAlive
+            ) {}
+        }
         if kill(group, None).is_err() {
             return;
         }

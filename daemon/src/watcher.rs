@@ -181,10 +181,8 @@ pub async fn run(
         }
         let (reply, done) = oneshot::channel();
         let req = Request {
-            source: Source::Watch,
-            dry_run: false,
-            plan_id: None,
             reply: Some(reply),
+            ..Request::new(Source::Watch)
         };
         if reloads.send(req).await.is_err() {
             return;

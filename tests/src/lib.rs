@@ -53,7 +53,10 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < end, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -86,7 +89,8 @@ pub struct Env {
 }
 
 /// The `daemon:` section every test config starts with.
-pub const DAEMON_SECTION: &str = "daemon:\n  socket: run/scriptd.sock\n  state_dir: state\n  log_dir: logs\n  debounce: 20ms\n";
+pub const DAEMON_SECTION: &str =
+    "daemon:\n  socket: run/scriptd.sock\n  state_dir: state\n  log_dir: logs\n  debounce: 20ms\n";
 
 impl Env {
     /// A temp dir with `scriptd.yaml` = [`DAEMON_SECTION`] + `body`.
@@ -222,7 +226,12 @@ impl Daemon {
     }
 
     /// Waits until `pred` holds for the script's status; returns that status.
-    pub fn wait_script(&self, name: &str, what: &str, pred: impl Fn(&ScriptJson) -> bool) -> ScriptJson {
+    pub fn wait_script(
+        &self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&ScriptJson) -> bool,
+    ) -> ScriptJson {
         wait_for(&format!("{name}: {what}"), DEADLINE, || {
             let s = self.script(name);
             pred(&s).then_some(s)
@@ -243,7 +252,9 @@ impl Daemon {
     /// Waits for the daemon to exit; returns its exit code (None when killed by a signal).
     pub fn wait_exit(&mut self, deadline: Duration) -> Option<i32> {
         let mut child = self.child.take().expect("daemon running");
-        let status = wait_for("the daemon to exit", deadline, || child.try_wait().ok().flatten());
+        let status = wait_for("the daemon to exit", deadline, || {
+            child.try_wait().ok().flatten()
+        });
         status.code()
     }
 }
@@ -271,7 +282,10 @@ pub fn alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
             // State is the field after the parenthesised command name.
-            let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next());
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().next());
             state != Some("Z")
         }
         Err(_) => false,
@@ -285,7 +299,11 @@ pub fn pids_with_marker(marker: &str) -> Vec<u32> {
         return out;
     };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();

@@ -1,0 +1,355 @@
+//! `ctl history`, `ctl history show V`, `ctl diff V1 [V2]`, `ctl rollback [V]`.
+
+use crate::client::Client;
+use crate::error::{CtlError, CtlResult, CHANGES, CONFIG, FAILURE, OK};
+use crate::output::{self, ChangeJson, ErrorJson};
+use scriptd_common::proto;
+use scriptd_common::JSON_SCHEMA;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+
+/// `ctl history --output json`.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryJson {
+    /// Always 1.
+    pub schema: u32,
+    /// Version running now.
+    pub running_version: u64,
+    /// Newest first.
+    pub entries: Vec<HistoryEntryJson>,
+}
+
+/// One version or refused attempt.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryEntryJson {
+    /// Version number; absent for a refused attempt.
+    pub version: Option<u64>,
+    /// True for the running version.
+    pub running: bool,
+    /// Reload attempt id (0 for startup).
+    pub attempt_id: u64,
+    /// When, RFC 3339.
+    pub time: Option<String>,
+    /// startup, watch, ctl, signal, rollback.
+    pub source: String,
+    /// For a rollback: the version restored.
+    pub rollback_from: Option<u64>,
+    /// Uid of who asked (ctl); absent for watch, signal, startup.
+    pub uid: Option<u32>,
+    /// applied, rejected, failed-rolled-back.
+    pub result: String,
+    /// `+1 ~2 -0 scripts`.
+    pub summary: String,
+    /// Why refused.
+    pub message: Option<String>,
+    /// Content hash of the files.
+    pub hash: Option<String>,
+    /// The changes.
+    pub changes: Vec<ChangeJson>,
+    /// Validation errors.
+    pub errors: Vec<ErrorJson>,
+}
+
+/// `ctl history show V --output json`.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VersionJson {
+    /// Always 1.
+    pub schema: u32,
+    /// The version.
+    pub entry: HistoryEntryJson,
+    /// Its files, main file first.
+    pub files: Vec<FileJson>,
+}
+
+/// One file of a version.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileJson {
+    /// Path relative to the main file's directory.
+    pub name: String,
+    /// Full text.
+    pub content: String,
+}
+
+/// `ctl diff --output json`.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DiffJson {
+    /// Always 1.
+    pub schema: u32,
+    /// From this version.
+    pub from: u64,
+    /// To this version.
+    pub to: u64,
+    /// Unified diff of the files (empty when identical).
+    pub unified: String,
+    /// Field-level changes from `from` to `to`.
+    pub changes: Vec<ChangeJson>,
+    /// Validation errors that prevented the field-level plan.
+    pub errors: Vec<ErrorJson>,
+}
+
+fn entry_json(e: &proto::HistoryEntry, running: u64) -> HistoryEntryJson {
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    HistoryEntryJson {
+        version: (e.version > 0).then_some(e.version),
+        running: e.version > 0 && e.version == running,
+        attempt_id: e.attempt_id,
+        time: output::time(e.time_ms),
+        source: e.source.clone(),
+        rollback_from: (e.rollback_from > 0).then_some(e.rollback_from),
+        uid: e.uid,
+        result: e.result.clone(),
+        summary: e.summary.clone(),
+        message: opt(&e.message),
+        hash: opt(&e.hash),
+        changes: e.changes.iter().map(ChangeJson::from).collect(),
+        errors: e.errors.iter().map(ErrorJson::from).collect(),
+    }
+}
+
+fn who(uid: Option<u32>) -> String {
+    match uid {
+        None => "-".into(),
+        Some(uid) => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map_or_else(|| format!("uid {uid}"), |u| u.name),
+    }
+}
+
+fn status_err(s: tonic::Status) -> CtlError {
+    CtlError::from_status(s, CONFIG)
+}
+
+/// `ctl history [--limit N]`.
+pub async fn list(c: &mut Client, out: &mut impl Write, json: bool, limit: u32) -> CtlResult {
+    let r = c
+        .history(proto::HistoryRequest { limit })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    if json {
+        let doc = HistoryJson {
+            schema: JSON_SCHEMA,
+            running_version: r.running_version,
+            entries: r
+                .entries
+                .iter()
+                .map(|e| entry_json(e, r.running_version))
+                .collect(),
+        };
+        serde_json::to_writer_pretty(&mut *out, &doc)?;
+        writeln!(out)?;
+        return Ok(OK);
+    }
+    let mut b = tabled::builder::Builder::default();
+    b.push_record(["VERSION", "TIME", "SOURCE", "WHO", "RESULT", "SUMMARY"]);
+    for e in &r.entries {
+        let version = match e.version {
+            0 => format!("- (#{})", e.attempt_id),
+            v if v == r.running_version => format!("{v} *"),
+            v => v.to_string(),
+        };
+        let source = if e.rollback_from > 0 {
+            format!("rollback-from-{}", e.rollback_from)
+        } else {
+            e.source.clone()
+        };
+        let mut summary = e.summary.clone();
+        if !e.message.is_empty() && e.result != "applied" {
+            summary = format!("{summary}: {}", first_line(&e.message));
+        }
+        b.push_record([
+            version,
+            output::time(e.time_ms).unwrap_or_default(),
+            source,
+            who(e.uid),
+            e.result.clone(),
+            summary,
+        ]);
+    }
+    let mut table = b.build();
+    table.with(tabled::settings::Style::blank());
+    writeln!(out, "{table}\n(* = running; refused attempts have no version)")?;
+    Ok(OK)
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+async fn get(c: &mut Client, version: u64) -> CtlResult<proto::GetVersionResponse> {
+    Ok(c
+        .get_version(proto::GetVersionRequest { version })
+        .await
+        .map_err(status_err)?
+        .into_inner())
+}
+
+/// `ctl history show V`.
+pub async fn show(c: &mut Client, out: &mut impl Write, json: bool, version: u64) -> CtlResult {
+    let r = get(c, version).await?;
+    let entry = r.entry.unwrap_or_default();
+    if json {
+        let doc = VersionJson {
+            schema: JSON_SCHEMA,
+            entry: entry_json(&entry, 0),
+            files: r
+                .files
+                .iter()
+                .map(|f| FileJson {
+                    name: f.name.clone(),
+                    content: f.content.clone(),
+                })
+                .collect(),
+        };
+        serde_json::to_writer_pretty(&mut *out, &doc)?;
+        writeln!(out)?;
+        return Ok(OK);
+    }
+    writeln!(
+        out,
+        "# version {} · {} · {} · {}",
+        entry.version,
+        output::time(entry.time_ms).unwrap_or_default(),
+        entry.source,
+        entry.hash
+    )?;
+    for f in &r.files {
+        writeln!(out, "\n==> {} <==", f.name)?;
+        write!(out, "{}", f.content)?;
+        if !f.content.ends_with('\n') {
+            writeln!(out)?;
+        }
+    }
+    Ok(OK)
+}
+
+/// Unified diff of two versions' files.
+fn unified(from: &proto::GetVersionResponse, to: &proto::GetVersionResponse, a: u64, b: u64) -> String {
+    let mut names: Vec<&str> = from
+        .files
+        .iter()
+        .chain(&to.files)
+        .map(|f| f.name.as_str())
+        .collect();
+    names.dedup();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut text = String::new();
+    for name in names {
+        if !seen.insert(name) {
+            continue;
+        }
+        let find = |r: &proto::GetVersionResponse| {
+            r.files
+                .iter()
+                .find(|f| f.name == name)
+                .map(|f| f.content.clone())
+                .unwrap_or_default()
+        };
+        let (old, new) = (find(from), find(to));
+        if old == new {
+            continue;
+        }
+        let diff = similar::TextDiff::from_lines(&old, &new);
+        text.push_str(
+            &diff
+                .unified_diff()
+                .context_radius(3)
+                .header(&format!("v{a}/{name}"), &format!("v{b}/{name}"))
+                .to_string(),
+        );
+    }
+    text
+}
+
+/// `ctl diff V1 [V2]`: unified diff of the files and the field-level plan.
+pub async fn diff(
+    c: &mut Client,
+    out: &mut impl Write,
+    json: bool,
+    v1: u64,
+    v2: Option<u64>,
+) -> CtlResult {
+    let from = get(c, v1).await?;
+    let to = get(c, v2.unwrap_or(0)).await?;
+    let (a, b) = (
+        from.entry.as_ref().map_or(v1, |e| e.version),
+        to.entry.as_ref().map_or(0, |e| e.version),
+    );
+    let plan = c
+        .diff(proto::DiffRequest {
+            from_version: a,
+            to_version: b,
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    let text = unified(&from, &to, a, b);
+    if json {
+        let doc = DiffJson {
+            schema: JSON_SCHEMA,
+            from: a,
+            to: b,
+            unified: text,
+            changes: plan.changes.iter().map(ChangeJson::from).collect(),
+            errors: plan.errors.iter().map(ErrorJson::from).collect(),
+        };
+        serde_json::to_writer_pretty(&mut *out, &doc)?;
+        writeln!(out)?;
+        return Ok(OK);
+    }
+    if text.is_empty() {
+        writeln!(out, "versions {a} and {b} have the same files")?;
+        return Ok(OK);
+    }
+    let colour = output::colour_enabled();
+    for line in text.lines() {
+        let painted = match line.as_bytes().first() {
+            Some(b'+') if !line.starts_with("+++") => output::paint(line, "32", colour),
+            Some(b'-') if !line.starts_with("---") => output::paint(line, "31", colour),
+            Some(b'@') => output::paint(line, "36", colour),
+            _ => line.to_owned(),
+        };
+        writeln!(out, "{painted}")?;
+    }
+    if !plan.changes.is_empty() {
+        writeln!(out, "\nchanges from version {a} to {b}:")?;
+        write!(out, "{}", output::changes_table(&plan.changes))?;
+    }
+    for e in &plan.errors {
+        writeln!(out, "cannot compute field changes: {}", output::error_text(e))?;
+    }
+    Ok(OK)
+}
+
+/// `ctl rollback [V] [--dry-run] [--exit-code]`.
+pub async fn rollback(
+    c: &mut Client,
+    out: &mut impl Write,
+    json: bool,
+    version: Option<u64>,
+    dry_run: bool,
+    exit_code: bool,
+) -> CtlResult {
+    let r = c
+        .rollback(proto::RollbackRequest {
+            version: version.unwrap_or(0),
+            dry_run,
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    let result = proto::ReloadResult::try_from(r.result).unwrap_or(proto::ReloadResult::Unspecified);
+    crate::print_reload(out, json, &r, dry_run)?;
+    Ok(match result {
+        proto::ReloadResult::Rejected | proto::ReloadResult::FailedRolledBack => CONFIG,
+        proto::ReloadResult::Unspecified => FAILURE,
+        _ if dry_run && exit_code && !r.changes.is_empty() => CHANGES,
+        _ => OK,
+    })
+}
