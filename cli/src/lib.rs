@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod error;
+pub mod logs;
 pub mod history;
 pub mod output;
 
@@ -120,6 +121,8 @@ pub enum Command {
         #[arg(long, requires = "dry_run")]
         exit_code: bool,
     },
+    /// A script's output: the last lines, then with -f live lines.
+    Logs(logs::LogsArgs),
     /// Print shell completions.
     Completions {
         /// Shell.
@@ -250,6 +253,7 @@ async fn dispatch(cli: Cli) -> CtlResult {
             dry_run,
             exit_code,
         } => history::rollback(&mut c, &mut out, json, version, dry_run, exit_code).await,
+        Command::Logs(args) => logs::run(&mut c, &mut out, json, args).await,
         Command::Completions { .. } | Command::Man => Ok(OK),
     }
 }

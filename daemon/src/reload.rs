@@ -282,10 +282,14 @@ impl Coordinator {
                 }
             }
         };
+        if !req.dry_run {
+            crate::notify_systemd("RELOADING=1");
+        }
         let mut report = self.attempt(req, loaded).await;
         if req.dry_run {
             return report;
         }
+        crate::notify_systemd("READY=1");
         let rec = Record {
             attempt_id: report.attempt_id,
             source: req.source.as_str(),
@@ -536,6 +540,7 @@ impl Coordinator {
 /// runtime and history agree. A symlinked file is written through its link.
 fn write_back(main: &std::path::Path, source: &ConfigSource) -> std::io::Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
     let base = source.base_dir().to_path_buf();
     let on_disk = config::read_source(main).map(|s| s.files).unwrap_or_default();
     for file in &source.files {
@@ -545,8 +550,13 @@ fn write_back(main: &std::path::Path, source: &ConfigSource) -> std::io::Result<
         std::fs::create_dir_all(&dir)?;
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let tmp = dir.join(format!(".{name}.scriptd-rollback"));
+        // Keep the replaced file's mode (a private config stays private); a new file gets
+        // 0644 whatever the umask. Never group/other-writable: the daemon would refuse it.
+        let mode =
+            std::fs::metadata(&path).map_or(0o644, |m| m.permissions().mode() & 0o7777) & !0o022;
         {
             let mut f = std::fs::File::create(&tmp)?;
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
             f.write_all(file.content.as_bytes())?;
             f.sync_all()?;
         }

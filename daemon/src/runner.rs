@@ -313,6 +313,8 @@ impl Runner {
                 _ = sleep_until(wake) => self.on_timer().await,
             }
         }
+        // Removed or shutting down: `ctl logs -f` followers get the last lines and end.
+        self.logs.close();
         for w in self.waiters.drain(..) {
             match w {
                 Waiter::Removed(tx) => {
@@ -455,7 +457,7 @@ impl Runner {
                     ended_at_ms: now_ms(),
                     ..Default::default()
                 };
-                self.status.last_exit = Some(info.clone());
+                self.status.last_exit = Some(info);
                 self.event(ScriptEventKind::Exited, format!("failed to start: {msg}"), Some(info));
                 self.last_failed = true;
                 if !self.cfg.is_periodic() && !one_off {
@@ -585,7 +587,7 @@ impl Runner {
             run.id,
             format!("run {} ended: {how} after {}", run.id, humantime::format_duration(Duration::from_millis(info.duration_ms))),
         );
-        self.status.last_exit = Some(info.clone());
+        self.status.last_exit = Some(info);
         self.shared.events.script(proto::ScriptEvent {
             script: self.name.clone(),
             kind: ScriptEventKind::Exited as i32,
@@ -758,7 +760,10 @@ impl Runner {
                 now_cfg.env = old.env.clone();
                 now_cfg.stop_signal = old.stop_signal;
                 now_cfg.restart = old.restart;
-                now_cfg.interval = old.interval;
+                if old.interval.is_some() != new.interval.is_some() {
+                    // Becoming a service is a restart-impact change too.
+                    now_cfg.interval = old.interval;
+                }
                 self.apply_schedule_fields(&old, &now_cfg);
                 self.set_config(now_cfg);
                 self.pending = Some(new);

@@ -357,9 +357,20 @@ impl Scriptd for Service {
 
     async fn logs(
         &self,
-        _request: Req<proto::LogsRequest>,
+        request: Req<proto::LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
-        Err(Status::unimplemented("logs are not implemented yet"))
+        let req = request.into_inner();
+        let query = crate::logs::Query::from_request(&req, crate::now_ms())?;
+        let sink = self
+            .snapshot
+            .borrow()
+            .handles
+            .get(&req.script)
+            .map(|h| h.logs.clone())
+            .ok_or_else(|| Status::not_found(format!("no script named {:?}", req.script)))?;
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(crate::logs::serve(sink, query, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 

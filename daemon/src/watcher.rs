@@ -9,7 +9,7 @@
 //! ends with the last content running.
 
 use crate::reload::{Request, Source};
-use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -85,6 +85,11 @@ impl Layout {
     }
 }
 
+/// A regular file of length 0 (following symlinks).
+fn empty_file(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0)
+}
+
 /// Runs the watcher until `cancel`. `layout` is re-read after every reload so new include
 /// directories are watched.
 pub async fn run(
@@ -99,14 +104,18 @@ pub async fn run(
     let handler = move |res: notify::Result<notify::Event>| {
         let Ok(event) = res else { return };
         // Written data or a new file: open until its IN_CLOSE_WRITE arrives. A rename into
-        // place or a removal is complete at once.
+        // place, a removal or a new directory (a ConfigMap's `..2026_...`, never "closed")
+        // is complete at once.
         let open = matches!(
             event.kind,
-            EventKind::Modify(ModifyKind::Data(_)) | EventKind::Create(_)
+            EventKind::Modify(ModifyKind::Data(_))
+                | EventKind::Create(CreateKind::File | CreateKind::Any | CreateKind::Other)
         );
         let renamed = matches!(
             event.kind,
-            EventKind::Modify(ModifyKind::Name(_) | ModifyKind::Any) | EventKind::Remove(_)
+            EventKind::Modify(ModifyKind::Name(_) | ModifyKind::Any)
+                | EventKind::Remove(_)
+                | EventKind::Create(CreateKind::Folder)
         );
         let closed = matches!(
             event.kind,
@@ -116,7 +125,7 @@ pub async fn run(
             return;
         }
         for path in event.paths {
-            if filter.relevant(&path) || closed {
+            if filter.relevant(&path) {
                 // Full channel: a reload is pending anyway; dropping is fine.
                 let _ = tx.try_send(Touch { path, open });
             }
@@ -152,14 +161,19 @@ pub async fn run(
             t = rx.recv() => match t { Some(t) => t, None => return },
         };
         let mut open: HashSet<PathBuf> = HashSet::new();
-        let note = |t: Touch, open: &mut HashSet<PathBuf>| {
+        // Config files touched in this window.
+        let mut touched: HashSet<PathBuf> = HashSet::new();
+        let note = |t: Touch, open: &mut HashSet<PathBuf>, touched: &mut HashSet<PathBuf>| {
+            if layout.relevant(&t.path) {
+                touched.insert(t.path.clone());
+            }
             if t.open {
                 open.insert(t.path);
             } else {
                 open.remove(&t.path);
             }
         };
-        note(first, &mut open);
+        note(first, &mut open, &mut touched);
         // The window opens at the first event.
         let window = tokio::time::sleep(debounce);
         tokio::pin!(window);
@@ -167,16 +181,19 @@ pub async fn run(
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = &mut window => break,
-                Some(t) = rx.recv() => note(t, &mut open),
+                Some(t) = rx.recv() => note(t, &mut open, &mut touched),
             }
         }
-        // Wait (bounded) for files written in the window to be closed again.
+        // Wait (bounded) for files written in the window to be closed again, and for a
+        // touched config file that is empty now to be written: an editor that truncates and
+        // writes in two opens leaves it empty in between, and an empty included file would
+        // remove its scripts. One that stays empty is read after the bound.
         let deadline = tokio::time::Instant::now() + CLOSE_WAIT;
-        while !open.is_empty() {
+        while !open.is_empty() || touched.iter().any(|p| empty_file(p)) {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep_until(deadline) => break,
-                Some(t) = rx.recv() => note(t, &mut open),
+                Some(t) = rx.recv() => note(t, &mut open, &mut touched),
             }
         }
         let (reply, done) = oneshot::channel();

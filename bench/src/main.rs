@@ -1,0 +1,258 @@
+//! scriptd benchmarks, run on a release build by `bench/run.sh`:
+//!
+//! - `status`: wall time of a whole `ctl status` process with 10 scripts configured;
+//! - `reload`: latency from a config save (rename into place) to the reload's `applied`
+//!   event and to the changed script's `started` event, with 1,000 scripts configured and
+//!   one of them changed per save;
+//! - `rss`: daemon resident memory, idle, with 100 scripts configured.
+//!
+//! Usage: scriptd-bench BIN_DIR [status|reload|rss]... Figures go to stdout as Markdown.
+
+use anyhow::{bail, Context};
+use hyper_util::rt::TokioIo;
+use scriptd_common::proto::scriptd_client::ScriptdClient;
+use scriptd_common::proto::{self, event::Kind, ReloadPhase, ScriptEventKind};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio_stream::StreamExt;
+
+const DAEMON: &str = "daemon:\n  socket: run/s.sock\n  state_dir: state\n  log_dir: logs\n  debounce: 20ms\n";
+
+struct Daemon {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("run/s.sock")
+    }
+}
+
+fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn start(bins: &Path, config: &str) -> anyhow::Result<Daemon> {
+    let dir = tempfile::tempdir()?;
+    write_atomic(&dir.path().join("scriptd.yaml"), config)?;
+    let child = Command::new(bins.join("scriptd"))
+        .arg("--config")
+        .arg(dir.path().join("scriptd.yaml"))
+        .env("SCRIPTD_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start scriptd")?;
+    let d = Daemon { child, dir };
+    let end = Instant::now() + Duration::from_secs(30);
+    while !d.socket().exists() {
+        if Instant::now() > end {
+            bail!("daemon did not create its socket");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(d)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (percentile(&v, 0.5), percentile(&v, 0.99), v[v.len() - 1])
+}
+
+fn bench_status(bins: &Path, out: &mut String) -> anyhow::Result<()> {
+    let mut cfg = format!("{DAEMON}scripts:\n");
+    for i in 0..10 {
+        writeln!(cfg, "  s{i}:\n    command: \"sleep 100000\"")?;
+    }
+    let d = start(bins, &cfg)?;
+    let ctl = bins.join("ctl");
+    let run = || -> anyhow::Result<f64> {
+        let t = Instant::now();
+        let s = Command::new(&ctl)
+            .arg("--socket")
+            .arg(d.socket())
+            .arg("status")
+            .stdout(Stdio::null())
+            .status()?;
+        if !s.success() {
+            bail!("ctl status failed");
+        }
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    };
+    for _ in 0..20 {
+        run()?;
+    }
+    let samples = (0..300).map(|_| run()).collect::<anyhow::Result<Vec<_>>>()?;
+    let (p50, p99, max) = stats(samples);
+    writeln!(
+        out,
+        "| `ctl status`, 10 scripts, whole process (300 runs) | {p50:.2} ms | {p99:.2} ms | {max:.2} ms |"
+    )?;
+    Ok(())
+}
+
+async fn connect(socket: PathBuf) -> anyhow::Result<ScriptdClient<tonic::transport::Channel>> {
+    let ch = tonic::transport::Endpoint::try_from("http://scriptd.invalid")?
+        .connect_with_connector(tower::service_fn(move |_| {
+            let p = socket.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?)) }
+        }))
+        .await?;
+    Ok(ScriptdClient::new(ch))
+}
+
+fn reload_config(n: usize, generation: usize) -> String {
+    let mut cfg = format!("{DAEMON}scripts:\n");
+    // The changed one is a service; the rest are periodic scripts that ran once at start.
+    let _ = writeln!(
+        cfg,
+        "  changed:\n    command: \"sleep 100000\"\n    env: {{ GENERATION: \"{generation}\" }}"
+    );
+    for i in 1..n {
+        let _ = writeln!(cfg, "  p{i}:\n    command: [\"/bin/true\"]\n    interval: 1h");
+    }
+    cfg
+}
+
+fn bench_reload(bins: &Path, out: &mut String) -> anyhow::Result<()> {
+    const SCRIPTS: usize = 1000;
+    const SAVES: usize = 200;
+    let d = start(bins, &reload_config(SCRIPTS, 0))?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let config = d.dir.path().join("scriptd.yaml");
+    let (applied, started) = rt.block_on(async {
+        let mut c = connect(d.socket()).await?;
+        // Let the 1,000 first runs finish.
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = c.status(proto::StatusRequest::default()).await?.into_inner();
+            if s.scripts.iter().all(|s| s.run_count >= 1) {
+                break;
+            }
+            if Instant::now() > end {
+                bail!("scripts did not all start");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut events = c.events(proto::EventsRequest {}).await?.into_inner();
+        let (mut applied, mut started) = (Vec::new(), Vec::new());
+        for g in 1..=SAVES {
+            let text = reload_config(SCRIPTS, g);
+            let t0 = Instant::now();
+            write_atomic(&config, &text)?;
+            let (mut a, mut s) = (None, None);
+            while a.is_none() || s.is_none() {
+                let ev = tokio::time::timeout(Duration::from_secs(10), events.next())
+                    .await
+                    .context("no event within 10 s")?
+                    .context("event stream ended")??;
+                match ev.kind {
+                    Some(Kind::Reload(r)) if r.phase == ReloadPhase::Applied as i32 => {
+                        a = Some(t0.elapsed())
+                    }
+                    Some(Kind::Reload(r)) if r.phase == ReloadPhase::Rejected as i32 => {
+                        bail!("reload rejected: {}", r.message)
+                    }
+                    Some(Kind::Script(e))
+                        if e.script == "changed" && e.kind == ScriptEventKind::Started as i32 =>
+                    {
+                        s = Some(t0.elapsed())
+                    }
+                    _ => {}
+                }
+            }
+            applied.push(a.unwrap_or_default().as_secs_f64() * 1e3);
+            started.push(s.unwrap_or_default().as_secs_f64() * 1e3);
+        }
+        Ok::<_, anyhow::Error>((applied, started))
+    })?;
+    let (p50, p99, max) = stats(applied);
+    writeln!(
+        out,
+        "| save → `applied` event, 1,000 scripts, 1 changed ({SAVES} saves, debounce 20 ms) | {p50:.1} ms | {p99:.1} ms | {max:.1} ms |"
+    )?;
+    let (p50, p99, max) = stats(started);
+    writeln!(
+        out,
+        "| save → changed service running (`started` event) | {p50:.1} ms | {p99:.1} ms | {max:.1} ms |"
+    )?;
+    Ok(())
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("VmRSS not found")
+}
+
+fn bench_rss(bins: &Path, out: &mut String) -> anyhow::Result<()> {
+    let mut cfg = format!("{DAEMON}scripts:\n");
+    for i in 0..100 {
+        writeln!(cfg, "  s{i}:\n    command: [\"/bin/true\"]\n    interval: 1h")?;
+    }
+    let d = start(bins, &cfg)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let mut c = connect(d.socket()).await?;
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = c.status(proto::StatusRequest::default()).await?.into_inner();
+            if s.scripts.iter().all(|s| s.last_exit.is_some()) {
+                return Ok::<_, anyhow::Error>(());
+            }
+            if Instant::now() > end {
+                bail!("scripts did not all run");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })?;
+    std::thread::sleep(Duration::from_secs(1));
+    let kib = rss_kib(d.child.id())?;
+    writeln!(
+        out,
+        "| daemon RSS, idle, 100 scripts configured (each ran once) | {:.1} MB | | |",
+        kib as f64 / 1024.0
+    )?;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let bins = PathBuf::from(args.next().context("usage: scriptd-bench BIN_DIR [status|reload|rss]...")?);
+    let mut which: Vec<String> = args.collect();
+    if which.is_empty() {
+        which = vec!["status".into(), "reload".into(), "rss".into()];
+    }
+    let mut out = String::from("| scenario | median | p99 | max |\n| --- | --- | --- | --- |\n");
+    for w in &which {
+        match w.as_str() {
+            "status" => bench_status(&bins, &mut out)?,
+            "reload" => bench_reload(&bins, &mut out)?,
+            "rss" => bench_rss(&bins, &mut out)?,
+            other => bail!("unknown benchmark {other}"),
+        }
+    }
+    print!("{out}");
+    Ok(())
+}

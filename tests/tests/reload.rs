@@ -1,0 +1,1377 @@
+//! Hot reload end to end: the change-impact table of DESIGN.md row by row, every editor save
+//! pattern the watcher must cope with, bursts of saves, broken saves, plans, dry runs,
+//! rollback of a failed apply, refused permissions, `watch: false` with SIGHUP, and the
+//! reload events.
+//!
+//! Nothing here waits with a bare sleep: it polls with deadlines or follows
+//! `ctl events --output json`. The few fixed windows ([`assert_stays`]) only observe that
+//! something does *not* happen, polling all along.
+
+use ctl::output::{ChangeJson, EventJson, ReloadJson, ScriptJson};
+use scriptd_e2e::{alive, ctl_bin, wait_for, Daemon, Env, DAEMON_SECTION, DEADLINE};
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{symlink, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+// ------------------------------------------------------------------ helpers
+
+/// Daemon section with `watch: false`: changes apply only on `ctl reload` or SIGHUP. Used
+/// where a test needs the `ctl reload` answer itself (the watcher would otherwise race it).
+const NO_WATCH: &str = "daemon:\n  socket: run/scriptd.sock\n  state_dir: state\n  log_dir: logs\n  debounce: 20ms\n  watch: false\n";
+
+/// Two scripts no test changes: every reload must leave them alone.
+const BYSTANDERS: &str = "  keep_svc:\n    command: \"exec sleep 1000\"\n  keep_per:\n    command: \"true\"\n    interval: 1h\n";
+
+/// A shell loop that blocks until `out/release` exists: a run that ends when the test says.
+const BLOCK: &str = "while [ ! -e out/release ]; do sleep 0.02; done";
+
+/// An env with the harness daemon section (watch on) and an `out/` directory for the
+/// scripts' marker files (a subdirectory: the watcher does not see writes there).
+fn new_env(body: &str) -> Env {
+    let env = Env::new(body);
+    fs::create_dir_all(env.path("out")).expect("create out dir");
+    env
+}
+
+/// An env whose daemon section has `watch: false`.
+fn manual_env(body: &str) -> Env {
+    let env = new_env(body);
+    set_manual(&env, body);
+    env
+}
+
+/// Replaces the body of a `watch: false` config (atomically).
+fn set_manual(env: &Env, body: &str) {
+    env.write("scriptd.yaml", &format!("{NO_WATCH}{body}"));
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Unix ms of an RFC 3339 UTC time as `ctl` prints it (`2026-01-02T03:04:05.678Z`).
+fn rfc3339_ms(t: &str) -> i64 {
+    let num = |r: std::ops::Range<usize>| -> i64 {
+        t.get(r)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("malformed time {t:?}"))
+    };
+    let (y, m, d) = (num(0..4), num(5..7), num(8..10));
+    let (hh, mi, ss) = (num(11..13), num(14..16), num(17..19));
+    let ms = if t.as_bytes().get(19) == Some(&b'.') { num(20..23) } else { 0 };
+    // Days from the civil date (H. Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    (days * 86_400 + hh * 3_600 + mi * 60 + ss) * 1_000 + ms
+}
+
+/// Text of a file, empty when missing.
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Waits until `rel` (inside the env) reads exactly `want`.
+fn wait_file(env: &Env, rel: &str, want: &str) {
+    let path = env.path(rel);
+    let mut last = String::new();
+    let found = wait_for_opt(DEADLINE, || {
+        last = read(&path);
+        (last == want).then_some(())
+    });
+    assert!(found.is_some(), "{rel} should read {want:?}, reads {last:?}");
+}
+
+/// Like `wait_for` but returns `None` at the deadline instead of panicking.
+fn wait_for_opt<T>(deadline: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `f` for the whole `window`; panics the first time it does not hold. For asserting
+/// that something does *not* happen.
+fn assert_stays(what: &str, window: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + window;
+    loop {
+        assert!(f(), "{what}: no longer holds");
+        if Instant::now() >= end {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn running(s: &ScriptJson) -> bool {
+    s.state == "running" && s.pid.is_some()
+}
+
+fn pid_of(s: &ScriptJson) -> u32 {
+    s.pid.unwrap_or_else(|| panic!("{} has no pid: {s:?}", s.name))
+}
+
+/// Whether the status lists a script of that name.
+fn listed(d: &Daemon, name: &str) -> bool {
+    d.status().scripts.iter().any(|s| s.name == name)
+}
+
+/// `ctl reload --output json ARGS`: exit code and the parsed document.
+fn reload(d: &Daemon, args: &[&str]) -> (i32, ReloadJson) {
+    let mut all = vec!["reload", "--output", "json"];
+    all.extend_from_slice(args);
+    let r = d.ctl(&all);
+    let doc = serde_json::from_str(&r.stdout)
+        .unwrap_or_else(|e| panic!("`ctl {}` JSON does not parse ({e}): {r:?}", all.join(" ")));
+    (r.code, doc)
+}
+
+/// `ctl reload` that must apply; returns the document.
+fn reload_applied(d: &Daemon) -> ReloadJson {
+    let (code, r) = reload(d, &[]);
+    assert_eq!((code, r.result.as_str()), (0, "applied"), "ctl reload: {r:?}");
+    r
+}
+
+/// The change of `script`.`field` in a plan.
+fn change<'a>(changes: &'a [ChangeJson], script: &str, field: &str) -> &'a ChangeJson {
+    changes
+        .iter()
+        .find(|c| c.script == script && c.field == field)
+        .unwrap_or_else(|| panic!("no change {script}.{field} in {changes:#?}"))
+}
+
+fn assert_change(changes: &[ChangeJson], script: &str, field: &str, impact: &str, outcome: &str) {
+    let c = change(changes, script, field);
+    assert_eq!(
+        (c.impact.as_str(), c.outcome.as_str()),
+        (impact, outcome),
+        "{script}.{field}: {c:?}"
+    );
+}
+
+/// What must not move for the bystanders.
+#[derive(Debug)]
+struct Bystanders {
+    svc_pid: u32,
+    per_runs: u64,
+    per_last_start: String,
+    per_next_ms: i64,
+}
+
+/// Records the bystanders once settled: the service running, the periodic script's first
+/// run over, and long enough ago that rescheduling it "from now" would show.
+fn bystanders(d: &Daemon) -> Bystanders {
+    let svc = d.wait_script("keep_svc", "running", running);
+    let per = d.wait_script("keep_per", "first run over, 500ms ago", |s| {
+        s.state == "waiting"
+            && s.run_count == 1
+            && s
+                .last_start
+                .as_deref()
+                .is_some_and(|t| now_ms() - rfc3339_ms(t) > 500)
+    });
+    Bystanders {
+        svc_pid: pid_of(&svc),
+        per_runs: per.run_count,
+        per_last_start: per.last_start.clone().expect("last start"),
+        per_next_ms: rfc3339_ms(per.next_run.as_deref().expect("keep_per has a next run")),
+    }
+}
+
+/// Unchanged scripts keep their pid and their schedule.
+fn assert_untouched(d: &Daemon, b: &Bystanders) {
+    let svc = d.script("keep_svc");
+    assert_eq!(svc.pid, Some(b.svc_pid), "keep_svc was restarted: {svc:?}");
+    assert!(alive(b.svc_pid), "keep_svc's process is gone");
+    assert_eq!(svc.run_count, 1, "keep_svc was restarted: {svc:?}");
+    let per = d.script("keep_per");
+    assert_eq!(per.run_count, b.per_runs, "keep_per ran again: {per:?}");
+    assert_eq!(per.last_start.as_deref(), Some(b.per_last_start.as_str()));
+    let next = rfc3339_ms(per.next_run.as_deref().expect("keep_per lost its next run"));
+    // The daemon renders an Instant as wall-clock time on every status: allow jitter (a
+    // reschedule from "now" would move it by 500ms or more).
+    assert!(
+        (next - b.per_next_ms).abs() < 150,
+        "keep_per was rescheduled: next run moved by {} ms",
+        next - b.per_next_ms
+    );
+}
+
+fn is_phase(e: &EventJson, phase: &str) -> bool {
+    e.kind == "reload" && e.phase.as_deref() == Some(phase)
+}
+
+fn is_script_event(e: &EventJson, script: &str, event: &str) -> bool {
+    e.kind == "script" && e.script.as_deref() == Some(script) && e.event.as_deref() == Some(event)
+}
+
+/// `ctl events --output json`, followed line by line.
+struct Events {
+    child: Child,
+    rx: mpsc::Receiver<Result<EventJson, String>>,
+    /// Every event received so far.
+    seen: Vec<EventJson>,
+    /// Index in `seen` of the first event no `wait` has consumed.
+    cursor: usize,
+}
+
+impl Events {
+    /// Starts following and returns once the follower provably receives events (an
+    /// unchanged `ctl reload` shows up in the stream). The files on disk must be the running
+    /// version.
+    fn follow(d: &Daemon) -> Self {
+        let mut child = Command::new(ctl_bin())
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(["events", "--output", "json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ctl events");
+        let stdout = child.stdout.take().expect("ctl events stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let parsed = serde_json::from_str::<EventJson>(&line)
+                    .map_err(|e| format!("event line does not parse ({e}): {line}"));
+                if tx.send(parsed).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut ev = Self {
+            child,
+            rx,
+            seen: Vec::new(),
+            cursor: 0,
+        };
+        wait_for("`ctl events` to receive events", DEADLINE, || {
+            let (code, r) = reload(d, &[]);
+            assert_eq!(
+                (code, r.result.as_str()),
+                (0, "unchanged"),
+                "the sync reload must find nothing to do: {r:?}"
+            );
+            let id = r.attempt_id.expect("attempt id");
+            ev.wait_opt(Duration::from_millis(300), |e| {
+                is_phase(e, "unchanged") && e.attempt_id == Some(id)
+            })
+            .map(|_| ())
+        });
+        ev
+    }
+
+    /// Receives one event (waiting at most until `end`) into `seen`.
+    fn pull(&mut self, end: Instant) -> bool {
+        let left = end.saturating_duration_since(Instant::now());
+        match self.rx.recv_timeout(left) {
+            Ok(Ok(e)) => {
+                assert_eq!(e.schema, 1, "event without schema 1: {e:?}");
+                self.seen.push(e);
+                true
+            }
+            Ok(Err(msg)) => panic!("{msg}"),
+            Err(mpsc::RecvTimeoutError::Timeout) => false,
+            Err(mpsc::RecvTimeoutError::Disconnected) => panic!("`ctl events` ended"),
+        }
+    }
+
+    /// The first unconsumed event matching `pred`, within `deadline`; consumes up to it.
+    fn wait_opt(&mut self, deadline: Duration, pred: impl Fn(&EventJson) -> bool) -> Option<EventJson> {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some(i) = self.seen[self.cursor..].iter().position(&pred) {
+                let i = self.cursor + i;
+                self.cursor = i + 1;
+                return Some(self.seen[i].clone_event());
+            }
+            self.cursor = self.seen.len();
+            if !self.pull(end) {
+                return None;
+            }
+        }
+    }
+
+    /// Like [`Self::wait_opt`], panicking at the deadline with what was awaited.
+    fn wait(&mut self, what: &str, pred: impl Fn(&EventJson) -> bool) -> EventJson {
+        match self.wait_opt(DEADLINE, pred) {
+            Some(e) => e,
+            None => panic!(
+                "timed out waiting for event: {what}; events seen:\n{}",
+                self.dump()
+            ),
+        }
+    }
+
+    /// Collects whatever arrives during `window`.
+    fn collect_for(&mut self, window: Duration) {
+        let end = Instant::now() + window;
+        while self.pull(end) {}
+    }
+
+    fn dump(&self) -> String {
+        self.seen
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Panics if any reload so far was rejected or failed, or removed a script.
+    fn assert_no_bad_reload(&self) {
+        for e in &self.seen {
+            let bad = is_phase(e, "rejected")
+                || is_phase(e, "failed-rolled-back")
+                || e.changes
+                    .iter()
+                    .flatten()
+                    .any(|c| c.field == "*" && c.impact == "stop");
+            assert!(!bad, "unexpected reload event {e:?}; all events:\n{}", self.dump());
+        }
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `EventJson` is not `Clone`; round-trip it.
+trait CloneEvent {
+    fn clone_event(&self) -> EventJson;
+}
+
+impl CloneEvent for EventJson {
+    fn clone_event(&self) -> EventJson {
+        serde_json::from_value(serde_json::to_value(self).expect("event to JSON"))
+            .expect("event from JSON")
+    }
+}
+
+// ------------------------------------------------------------------ change impact, row by row
+
+#[test]
+fn added_service_starts_and_added_periodic_runs() {
+    let body = format!("scripts:\n{BYSTANDERS}");
+    let env = manual_env(&body);
+    let d = env.start();
+    let b = bystanders(&d);
+    let started = d.status().daemon.started_at.expect("daemon start time");
+    assert!(
+        (rfc3339_ms(&started) - now_ms()).abs() < 60_000,
+        "time parsing is off: {started}"
+    );
+
+    set_manual(
+        &env,
+        &format!(
+            "{body}  new_svc:\n    command: \"echo up >> out/new_svc; exec sleep 1000\"\n  \
+             new_per:\n    command: \"echo ran >> out/new_per\"\n    interval: 1h\n"
+        ),
+    );
+    let r = reload_applied(&d);
+    assert_eq!(r.version, 2);
+    assert_change(&r.changes, "new_svc", "*", "start", "applied");
+    assert_change(&r.changes, "new_per", "*", "start", "applied");
+    assert_eq!(r.changes.len(), 2, "only the two new scripts changed: {:#?}", r.changes);
+
+    // `ctl reload` returns once the new version is live: the service runs already.
+    let svc = d.script("new_svc");
+    assert!(running(&svc) && alive(pid_of(&svc)), "new_svc not started: {svc:?}");
+    assert_eq!(svc.kind, "service");
+    wait_file(&env, "out/new_svc", "up\n");
+    // The periodic script first runs when added, then every interval from that start.
+    wait_file(&env, "out/new_per", "ran\n");
+    let per = d.wait_script("new_per", "first run over", |s| s.state == "waiting");
+    assert_eq!(per.run_count, 1);
+    let (start, next) = (
+        rfc3339_ms(per.last_start.as_deref().expect("last start")),
+        rfc3339_ms(per.next_run.as_deref().expect("next run")),
+    );
+    assert!((next - start - 3_600_000).abs() < 1_000, "next run not 1h after the start: {per:?}");
+    assert_untouched(&d, &b);
+}
+
+#[test]
+fn removed_scripts_are_stopped_and_forgotten() {
+    let gone = format!(
+        "  gone_svc:\n    command: \"exec sleep 1000\"\n  gone_per:\n    command: \"{BLOCK}\"\n    \
+         interval: 1h\n"
+    );
+    let env = manual_env(&format!("scripts:\n{gone}{BYSTANDERS}"));
+    let d = env.start();
+    let svc = pid_of(&d.wait_script("gone_svc", "running", running));
+    let per = pid_of(&d.wait_script("gone_per", "a run in progress", running));
+    let b = bystanders(&d);
+
+    set_manual(&env, &format!("scripts:\n{BYSTANDERS}"));
+    let r = reload_applied(&d);
+    assert_change(&r.changes, "gone_svc", "*", "stop", "applied");
+    assert_change(&r.changes, "gone_per", "*", "stop", "applied");
+    // Stopped (gracefully) before `ctl reload` returned, and forgotten.
+    assert!(!alive(svc), "gone_svc's process {svc} still runs");
+    assert!(!alive(per), "gone_per's process {per} still runs");
+    assert!(!listed(&d, "gone_svc") && !listed(&d, "gone_per"), "{:?}", d.status());
+    assert_eq!(d.status().running_version, 2);
+    // Its logs stay.
+    assert!(env.path("logs/gone_svc.log").exists(), "the removed script's log file is gone");
+    assert_untouched(&d, &b);
+}
+
+#[test]
+fn disabling_stops_a_service_now_and_lets_a_periodic_run_finish() {
+    // A short interval, so that a periodic script that kept being scheduled would show.
+    let scripts = |enabled: bool| {
+        format!(
+            "scripts:\n  svc:\n    command: \"exec sleep 1000\"\n    enabled: {enabled}\n  per:\n    \
+             command: \"echo start >> out/per; {BLOCK}; echo end >> out/per\"\n    \
+             interval: 300ms\n    enabled: {enabled}\n{BYSTANDERS}"
+        )
+    };
+    let env = manual_env(&scripts(true));
+    let d = env.start();
+    let svc = pid_of(&d.wait_script("svc", "running", running));
+    let per = pid_of(&d.wait_script("per", "a run in progress", running));
+    wait_file(&env, "out/per", "start\n");
+    let b = bystanders(&d);
+
+    set_manual(&env, &scripts(false));
+    let r = reload_applied(&d);
+    assert_change(&r.changes, "svc", "enabled", "stop", "applied");
+    assert_change(&r.changes, "per", "enabled", "stop", "applied");
+
+    // The service is stopped now.
+    assert!(!alive(svc), "svc's process {svc} still runs after disabling");
+    let s = d.script("svc");
+    assert_eq!((s.state.as_str(), s.pid), ("disabled", None), "{s:?}");
+    // The periodic run in progress goes on.
+    let p = d.script("per");
+    assert_eq!((p.state.as_str(), p.pid), ("running", Some(per)), "{p:?}");
+    assert!(alive(per));
+    assert_eq!(p.next_run, None, "a disabled script has no next run: {p:?}");
+
+    // It ends by itself, unharmed...
+    fs::write(env.path("out/release"), "").expect("release the run");
+    let p = d.wait_script("per", "its run to end", |s| s.pid.is_none());
+    assert_eq!(p.state, "disabled");
+    let exit = p.last_exit.expect("last exit");
+    assert_eq!((exit.code, exit.signal), (Some(0), None), "the run was killed");
+    wait_file(&env, "out/per", "start\nend\n");
+    assert!(!alive(per));
+    // ...and no new run follows (the interval is 300ms).
+    assert_stays("no new run of the disabled scripts", Duration::from_millis(800), || {
+        let st = d.status();
+        st.scripts
+            .iter()
+            .filter(|s| s.name == "per" || s.name == "svc")
+            .all(|s| s.state == "disabled" && s.pid.is_none() && s.run_count == 1)
+    });
+    assert_eq!(read(&env.path("out/per")), "start\nend\n");
+    assert_untouched(&d, &b);
+}
+
+#[test]
+fn enabling_starts_like_an_added_script() {
+    let scripts = |enabled: bool| {
+        format!(
+            "scripts:\n  svc:\n    command: \"exec sleep 1000\"\n    enabled: {enabled}\n  per:\n    \
+             command: \"echo ran >> out/per\"\n    interval: 1h\n    enabled: {enabled}\n{BYSTANDERS}"
+        )
+    };
+    let env = manual_env(&scripts(false));
+    let d = env.start();
+    let b = bystanders(&d);
+    for name in ["svc", "per"] {
+        let s = d.script(name);
+        assert_eq!((s.state.as_str(), s.pid, s.run_count), ("disabled", None, 0), "{s:?}");
+    }
+
+    set_manual(&env, &scripts(true));
+    let r = reload_applied(&d);
+    assert_change(&r.changes, "svc", "enabled", "start", "applied");
+    assert_change(&r.changes, "per", "enabled", "start", "applied");
+    let s = d.script("svc");
+    assert!(running(&s) && alive(pid_of(&s)), "svc not started: {s:?}");
+    wait_file(&env, "out/per", "ran\n");
+    let p = d.wait_script("per", "first run over", |s| s.state == "waiting");
+    assert_eq!(p.run_count, 1);
+    assert!(p.next_run.is_some());
+    assert_untouched(&d, &b);
+}
+
+#[test]
+fn interval_change_reschedules_from_the_last_start_and_kills_nothing() {
+    let scripts = |interval: &str| {
+        format!(
+            "scripts:\n  per:\n    command: \"{BLOCK}\"\n    interval: {interval}\n{BYSTANDERS}"
+        )
+    };
+    let env = manual_env(&scripts("1h"));
+    let d = env.start();
+    let before = d.wait_script("per", "a run in progress", running);
+    let pid = pid_of(&before);
+    let start = rfc3339_ms(before.last_start.as_deref().expect("last start"));
+    let b = bystanders(&d);
+    // Long enough after the start that a reschedule from "now" would show.
+    wait_for("per's run to have started 500ms ago", DEADLINE, || {
+        (now_ms() - start > 500).then_some(())
+    });
+
+    set_manual(&env, &scripts("2h"));
+    let r = reload_applied(&d);
+    let c = change(&r.changes, "per", "interval");
+    assert_eq!((c.impact.as_str(), c.outcome.as_str()), ("next-run", "applied"), "{c:?}");
+    assert_eq!((c.old.as_deref(), c.new.as_deref()), (Some("1h"), Some("2h")));
+
+    let after = d.script("per");
+    assert_eq!(after.pid, Some(pid), "the run in progress was touched: {after:?}");
+    assert!(alive(pid));
+    assert_eq!(after.last_start, before.last_start);
+    assert_eq!(after.interval_ms, Some(7_200_000));
+    let next = rfc3339_ms(after.next_run.as_deref().expect("next run"));
+    // last_start is taken once the process runs, the schedule's base just before spawning.
+    assert!(
+        (next - start - 7_200_000).abs() < 200,
+        "next run should be the last start + 2h, is {} ms off",
+        next - start - 7_200_000
+    );
+
+    fs::write(env.path("out/release"), "").expect("release the run");
+    let p = d.wait_script("per", "its run to end", |s| s.state == "waiting");
+    let exit = p.last_exit.expect("last exit");
+    assert_eq!((exit.code, exit.signal), (Some(0), None));
+    assert_eq!(p.run_count, 1);
+    let next = rfc3339_ms(p.next_run.as_deref().expect("next run"));
+    assert!((next - start - 7_200_000).abs() < 200, "the end of the run moved the schedule");
+    assert_untouched(&d, &b);
+}
+
+#[test]
+fn timeout_change_applies_to_the_next_run_only() {
+    let scripts = |timeout: &str| {
+        format!(
+            "scripts:\n  per:\n    command: \"{BLOCK}\"\n    interval: 1h\n    timeout: {timeout}\n{BYSTANDERS}"
+        )
+    };
+    let env = manual_env(&scripts("30s"));
+    let d = env.start();
+    let pid = pid_of(&d.wait_script("per", "a run in progress", running));
+    let b = bystanders(&d);
+
+    set_manual(&env, &scripts("300ms"));
+    let r = reload_applied(&d);
+    assert_change(&r.changes, "per", "timeout", "next-run", "applied");
+    // The current run keeps its 30s deadline: well past 300ms it still runs.
+    assert_stays("the run in progress keeps running", Duration::from_millis(900), || {
+        let s = d.script("per");
+        s.pid == Some(pid) && s.state == "running" && alive(pid)
+    });
+    fs::write(env.path("out/release"), "").expect("release the run");
+    let p = d.wait_script("per", "its run to end", |s| s.state == "waiting");
+    let exit = p.last_exit.expect("last exit");
+    assert_eq!((exit.code, exit.timed_out), (Some(0), false), "{exit:?}");
+
+    // The next run has the new 300ms timeout.
+    fs::remove_file(env.path("out/release")).expect("re-arm the blocking run");
+    let r = d.ctl(&["run", "per"]);
+    assert_eq!(r.code, 0, "ctl run: {r:?}");
+    let p = d.wait_script("per", "the next run to time out", |s| {
+        s.run_count == 2 && s.pid.is_none()
+    });
+    let exit = p.last_exit.expect("last exit");
+    assert!(exit.timed_out, "the next run did not use the new timeout: {exit:?}");
+    assert!(exit.duration_ms < 5_000, "{exit:?}");
+    assert_untouched(&d, &b);
+}
+
+#[test]
+fn log_settings_apply_live_without_touching_the_process() {
+    let scripts = |lines: u32, keep: u32| {
+        format!(
+            "scripts:\n  svc:\n    command: \"exec sleep 1000\"\n    max_log_lines: {lines}\n    \
+             log: {{ keep: {keep}, max_bytes: {keep}MiB }}\n{BYSTANDERS}"
+        )
+    };
+    let env = manual_env(&scripts(100, 3));
+    let d = env.start();
+    let pid = pid_of(&d.wait_script("svc", "running", running));
+    let b = bystanders(&d);
+
+    set_manual(&env, &scripts(5, 1));
+    let r = reload_applied(&d);
+    for field in ["max_log_lines", "log.keep", "log.max_bytes"] {
+        assert_change(&r.changes, "svc", field, "live", "applied");
+    }
+    let s = d.script("svc");
+    assert_eq!((s.pid, s.run_count), (Some(pid), 1), "svc was restarted: {s:?}");
+    assert!(alive(pid));
+    assert_untouched(&d, &b);
+}
+
+#[test]
+fn restart_fields_restart_a_service_gracefully() {
+    let out = |env: &Env| env.path("out/svc").display().to_string();
+    let body = |out: &str, cmd: &str, v: &str, wd: &str, sig: &str, restart: &str| {
+        format!(
+            "scripts:\n  svc:\n    command: 'echo \"{cmd} $V $(pwd)\" >> {out}; exec sleep 1000'\n    \
+             env: {{ V: {v} }}\n    working_dir: {wd}\n    stop_signal: {sig}\n    \
+             restart: {restart}\n{BYSTANDERS}"
+        )
+    };
+    let env = manual_env("scripts: {}\n");
+    let (o, base) = (out(&env), env.dir.path().display().to_string());
+    let wd2 = env.path("wd2");
+    fs::create_dir_all(&wd2).expect("create wd2");
+    let wd2 = wd2.display().to_string();
+    set_manual(&env, &body(&o, "c1", "a", &base, "TERM", "on-failure"));
+    let d = env.start();
+    let mut pid = pid_of(&d.wait_script("svc", "running", running));
+    let mut expected = format!("c1 a {base}\n");
+    wait_file(&env, "out/svc", &expected);
+    let b = bystanders(&d);
+
+    // (field changed, new body, line the new process writes, signal the old one got)
+    let steps = [
+        ("command", body(&o, "c2", "a", &base, "TERM", "on-failure"), format!("c2 a {base}"), "SIGTERM"),
+        ("env.V", body(&o, "c2", "b", &base, "TERM", "on-failure"), format!("c2 b {base}"), "SIGTERM"),
+        ("working_dir", body(&o, "c2", "b", &wd2, "TERM", "on-failure"), format!("c2 b {wd2}"), "SIGTERM"),
+        ("stop_signal", body(&o, "c2", "b", &wd2, "INT", "on-failure"), format!("c2 b {wd2}"), "SIGTERM"),
+        // Stopped with the signal configured until now: INT.
+        ("restart", body(&o, "c2", "b", &wd2, "INT", "always"), format!("c2 b {wd2}"), "SIGINT"),
+    ];
+    for (field, new_body, line, signal) in steps {
+        set_manual(&env, &new_body);
+        let r = reload_applied(&d);
+        assert_change(&r.changes, "svc", field, "restart", "applied");
+        assert_eq!(r.changes.len(), 1, "{field}: {:#?}", r.changes);
+        // Restarted before `ctl reload` returned: a new process, the old one gone.
+        let s = d.script("svc");
+        let new_pid = pid_of(&s);
+        assert_ne!(new_pid, pid, "{field}: svc was not restarted");
+        assert!(!alive(pid), "{field}: the old process {pid} still runs");
+        assert!(running(&s) && alive(new_pid), "{field}: {s:?}");
+        let exit = s.last_exit.expect("last exit");
+        assert_eq!(exit.signal.as_deref(), Some(signal), "{field}: not a graceful stop: {exit:?}");
+        expected.push_str(&line);
+        expected.push('\n');
+        wait_file(&env, "out/svc", &expected);
+        assert_untouched(&d, &b);
+        pid = new_pid;
+    }
+    assert_eq!(d.status().running_version, 6);
+}
+
+#[test]
+fn periodic_command_change_during_a_run_is_scheduled_for_its_end() {
+    let scripts = |tag: &str| {
+        format!(
+            "scripts:\n  per:\n    command: \"echo {tag}-start >> out/per; {BLOCK}; echo {tag}-end >> out/per\"\n    \
+             interval: 1h\n{BYSTANDERS}"
+        )
+    };
+    let env = manual_env(&scripts("v1"));
+    let d = env.start();
+    let pid = pid_of(&d.wait_script("per", "a run in progress", running));
+    wait_file(&env, "out/per", "v1-start\n");
+    let b = bystanders(&d);
+    let mut ev = Events::follow(&d);
+
+    set_manual(&env, &scripts("v2"));
+    let r = reload_applied(&d);
+    assert_change(&r.changes, "per", "command", "restart", "scheduled");
+    assert!(
+        change(&r.changes, "per", "command").reason.is_some(),
+        "a scheduled change says why"
+    );
+    assert_eq!(r.version, 2);
+    let s = d.script("per");
+    assert_eq!(s.pid, Some(pid), "the run in progress was touched: {s:?}");
+    assert!(alive(pid));
+    assert_eq!(s.pending_changes, vec!["command".to_owned()]);
+
+    // The run finishes with the old command...
+    fs::write(env.path("out/release"), "").expect("release the run");
+    let exited = ev.wait("per's run to exit", |e| is_script_event(e, "per", "exited"));
+    assert_eq!(exited.pid, Some(pid));
+    assert_eq!(exited.exit.as_ref().and_then(|x| x.code), Some(0), "{exited:?}");
+    let applied = ev.wait("the scheduled change to be applied", |e| {
+        is_script_event(e, "per", "scheduled-change-applied")
+    });
+    assert!(applied.seq > exited.seq);
+    assert!(
+        applied.message.as_deref().is_some_and(|m| m.contains("command")),
+        "{applied:?}"
+    );
+    wait_file(&env, "out/per", "v1-start\nv1-end\n");
+    let s = d.wait_script("per", "run over", |s| s.state == "waiting");
+    assert!(s.pending_changes.is_empty(), "{s:?}");
+
+    // ...and the next run uses the new one.
+    fs::remove_file(env.path("out/release")).expect("re-arm");
+    fs::write(env.path("out/release"), "").expect("let the next run end at once");
+    let r = d.ctl(&["run", "per"]);
+    assert_eq!(r.code, 0, "ctl run: {r:?}");
+    wait_file(&env, "out/per", "v1-start\nv1-end\nv2-start\nv2-end\n");
+    assert_untouched(&d, &b);
+}
+
+#[test]
+fn daemon_section_change_rejects_the_whole_reload() {
+    let env = new_env(&format!(
+        "scripts:\n  svc:\n    command: \"exec sleep 1000\"\n    env: {{ V: a }}\n{BYSTANDERS}"
+    ));
+    let d = env.start();
+    let pid = pid_of(&d.wait_script("svc", "running", running));
+    let b = bystanders(&d);
+
+    // daemon.log_dir and a script change in the same save.
+    env.write(
+        "scriptd.yaml",
+        &format!(
+            "{}scripts:\n  svc:\n    command: \"exec sleep 1000\"\n    env: {{ V: b }}\n{BYSTANDERS}",
+            DAEMON_SECTION.replace("log_dir: logs\n", "log_dir: logs2\n")
+        ),
+    );
+    let r = d.ctl(&["reload"]);
+    assert_eq!(r.code, 3, "ctl reload: {r:?}");
+    assert!(r.stdout.contains("daemon.log_dir"), "the key is not named: {r:?}");
+
+    let (code, j) = reload(&d, &[]);
+    assert_eq!((code, j.result.as_str()), (3, "rejected"), "{j:?}");
+    assert_eq!(j.version, 1);
+    assert_change(&j.changes, "", "daemon.log_dir", "daemon-restart", "rejected");
+    assert_change(&j.changes, "svc", "env.V", "restart", "rejected");
+    assert!(
+        j.message.as_deref().is_some_and(|m| m.contains("daemon.log_dir")),
+        "{j:?}"
+    );
+
+    let st = d.status();
+    assert_eq!(st.running_version, 1);
+    let s = d.script("svc");
+    assert_eq!((s.pid, s.run_count), (Some(pid), 1), "svc was restarted: {s:?}");
+    assert!(alive(pid));
+    assert!(!env.path("logs2").exists(), "the new log_dir was acted on");
+    assert_untouched(&d, &b);
+}
+
+// ------------------------------------------------------------------ editor save patterns
+
+/// A service that appends its `V` to `out/svc`, plus the bystanders.
+fn svc_body(v: &str) -> String {
+    format!(
+        "scripts:\n  svc:\n    command: 'echo \"$V\" >> out/svc; exec sleep 1000'\n    \
+         env: {{ V: \"{v}\" }}\n{BYSTANDERS}"
+    )
+}
+
+/// Starts `svc_body("one")`, lets `save` write `svc_body("two")` (the whole file text) some
+/// way, and checks that the watcher applied it, once, without ever applying or rejecting
+/// anything else.
+fn watch_case(save: impl FnOnce(&Env, &str)) -> (Env, Daemon, Events) {
+    watch_case_with(|_| {}, save)
+}
+
+/// [`watch_case`] with a `setup` of the env before the daemon starts.
+fn watch_case_with(setup: impl FnOnce(&Env), save: impl FnOnce(&Env, &str)) -> (Env, Daemon, Events) {
+    let env = new_env(&svc_body("one"));
+    setup(&env);
+    let d = env.start();
+    let old = pid_of(&d.wait_script("svc", "running", running));
+    wait_file(&env, "out/svc", "one\n");
+    let b = bystanders(&d);
+    let mut ev = Events::follow(&d);
+
+    save(&env, &format!("{DAEMON_SECTION}{}", svc_body("two")));
+    let saved = Instant::now();
+    let applied = ev.wait("the save to be applied", |e| is_phase(e, "applied"));
+    // Debounced (20ms), not stalled: the watcher gives up waiting for a file to be closed
+    // after 1s, and no save pattern should need that.
+    let took = saved.elapsed();
+    assert!(took < Duration::from_millis(900), "the save took {took:?} to apply");
+    assert_eq!(applied.source.as_deref(), Some("watch"));
+    assert_eq!(applied.version, Some(2));
+    let changes = applied.changes.as_deref().unwrap_or_default();
+    let c = change(changes, "svc", "env.V");
+    assert_eq!((c.old.as_deref(), c.new.as_deref()), (Some("one"), Some("two")));
+    assert_eq!(changes.len(), 1, "{changes:#?}");
+
+    let s = d.wait_script("svc", "restarted", |s| running(s) && s.pid != Some(old));
+    assert!(!alive(old) && alive(pid_of(&s)));
+    wait_file(&env, "out/svc", "one\ntwo\n");
+    let st = d.status();
+    assert_eq!((st.running_version, st.sync.as_str()), (2, "in-sync"));
+    assert_untouched(&d, &b);
+    ev.collect_for(Duration::from_millis(200));
+    ev.assert_no_bad_reload();
+    let applies = ev.seen.iter().filter(|e| is_phase(e, "applied")).count();
+    assert_eq!(applies, 1, "one save, one version:\n{}", ev.dump());
+    (env, d, ev)
+}
+
+#[test]
+fn watch_in_place_write_same_inode() {
+    let (env, _d, _ev) = watch_case(|env, text| {
+        let path = env.config();
+        let ino = fs::metadata(&path).expect("stat").ino();
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .expect("open in place");
+        f.write_all(text.as_bytes()).expect("write in place");
+        drop(f);
+        assert_eq!(fs::metadata(&path).expect("stat").ino(), ino, "not the same inode");
+    });
+    assert_eq!(read(&env.config()), format!("{DAEMON_SECTION}{}", svc_body("two")));
+}
+
+#[test]
+fn watch_truncate_then_write_with_a_pause_never_reads_the_empty_file() {
+    let (_env, _d, _ev) = watch_case(|env, text| {
+        let path = env.config();
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .expect("open and truncate");
+        f.sync_all().expect("sync the empty file");
+        assert_eq!(read(&path), "", "the file is empty on disk now");
+        // The editor's pause between the two steps: far longer than the 20ms debounce.
+        std::thread::sleep(Duration::from_millis(150));
+        f.write_all(text.as_bytes()).expect("write");
+        drop(f);
+    });
+    // watch_case checked that no reload was rejected (an empty file would be: it changes
+    // daemon.*) and that no script was removed.
+}
+
+#[test]
+fn watch_truncate_close_then_write_later_never_applies_the_empty_file() {
+    // The two steps as two separate opens: truncate (and close), pause, write.
+    let (_env, _d, _ev) = watch_case(|env, text| {
+        let path = env.config();
+        drop(
+            fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&path)
+                .expect("truncate"),
+        );
+        assert_eq!(read(&path), "", "the file is empty on disk now");
+        std::thread::sleep(Duration::from_millis(150));
+        let mut f = fs::OpenOptions::new().write(true).open(&path).expect("reopen");
+        f.write_all(text.as_bytes()).expect("write");
+    });
+}
+
+#[test]
+fn watch_truncate_close_then_write_later_of_an_include_removes_nothing() {
+    let inc = |v: &str| {
+        format!(
+            "scripts:\n  inc:\n    command: 'echo \"$V\" >> out/inc; exec sleep 1000'\n    \
+             env: {{ V: {v} }}\n"
+        )
+    };
+    let env = new_env(&format!("include: [\"conf.d/*.yaml\"]\nscripts:\n{BYSTANDERS}"));
+    env.write("conf.d/a.yaml", &inc("one"));
+    let d = env.start();
+    let pid = pid_of(&d.wait_script("inc", "running", running));
+    let b = bystanders(&d);
+    let mut ev = Events::follow(&d);
+
+    let path = env.path("conf.d/a.yaml");
+    drop(
+        fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .expect("truncate"),
+    );
+    std::thread::sleep(Duration::from_millis(150));
+    let mut f = fs::OpenOptions::new().write(true).open(&path).expect("reopen");
+    f.write_all(inc("two").as_bytes()).expect("write");
+    drop(f);
+
+    let applied = ev.wait("the save to be applied", |e| is_phase(e, "applied"));
+    let changes = applied.changes.as_deref().unwrap_or_default();
+    assert_change(changes, "inc", "env.V", "restart", "applied");
+    assert_eq!(changes.len(), 1, "the empty file was applied: {}", ev.dump());
+    ev.collect_for(Duration::from_millis(200));
+    ev.assert_no_bad_reload();
+    let s = d.wait_script("inc", "restarted", |s| running(s) && s.pid != Some(pid));
+    assert!(alive(pid_of(&s)));
+    wait_file(&env, "out/inc", "one\ntwo\n");
+    assert_eq!(d.status().running_version, 2);
+    assert_untouched(&d, &b);
+}
+
+#[test]
+fn watch_write_temp_then_rename() {
+    let (_env, _d, _ev) = watch_case(|env, text| {
+        let tmp = env.path(".scriptd.yaml.swp");
+        fs::write(&tmp, text).expect("write temp");
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)).expect("chmod temp");
+        fs::rename(&tmp, env.config()).expect("rename over");
+    });
+}
+
+#[test]
+fn watch_delete_and_recreate() {
+    let (_env, _d, _ev) = watch_case(|env, text| {
+        let path = env.config();
+        fs::remove_file(&path).expect("delete");
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&path)
+            .expect("recreate");
+        f.write_all(text.as_bytes()).expect("write");
+    });
+}
+
+#[test]
+fn watch_include_file_added_and_removed() {
+    let inc = |name: &str| {
+        format!("scripts:\n  {name}:\n    command: \"echo {name} >> out/{name}; exec sleep 1000\"\n")
+    };
+    let env = new_env(&format!("include: [\"conf.d/*.yaml\"]\nscripts:\n{BYSTANDERS}"));
+    env.write("conf.d/a.yaml", &inc("inc_a"));
+    let d = env.start();
+    let a = pid_of(&d.wait_script("inc_a", "running", running));
+    let b = bystanders(&d);
+    let mut ev = Events::follow(&d);
+
+    // A new file, created in place (not renamed).
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(env.path("conf.d/b.yaml"))
+        .expect("create b.yaml");
+    f.write_all(inc("inc_b").as_bytes()).expect("write b.yaml");
+    drop(f);
+    let applied = ev.wait("b.yaml to be applied", |e| is_phase(e, "applied"));
+    assert_change(applied.changes.as_deref().unwrap_or_default(), "inc_b", "*", "start", "applied");
+    d.wait_script("inc_b", "running", running);
+    wait_file(&env, "out/inc_b", "inc_b\n");
+    assert_eq!(d.script("inc_a").pid, Some(a), "inc_a was touched");
+
+    // A file removed.
+    fs::remove_file(env.path("conf.d/a.yaml")).expect("remove a.yaml");
+    let applied = ev.wait("the removal to be applied", |e| is_phase(e, "applied"));
+    assert_eq!(applied.version, Some(3));
+    assert_change(applied.changes.as_deref().unwrap_or_default(), "inc_a", "*", "stop", "applied");
+    wait_for("inc_a to be forgotten", DEADLINE, || (!listed(&d, "inc_a")).then_some(()));
+    assert!(!alive(a), "inc_a's process still runs");
+    let st = d.status();
+    assert_eq!((st.running_version, st.sync.as_str()), (3, "in-sync"));
+    assert!(running(&d.script("inc_b")));
+    assert_untouched(&d, &b);
+    assert!(
+        !ev.seen.iter().any(|e| is_phase(e, "rejected")),
+        "{}",
+        ev.dump()
+    );
+}
+
+#[test]
+fn watch_kubernetes_configmap_symlink_swap() {
+    let (env, _d, _ev) = watch_case_with(configmap_layout, |env, text| {
+        // Exactly what the kubelet does.
+        let new_dir = env.path("..2026_02");
+        fs::create_dir(&new_dir).expect("create the new timestamped dir");
+        let file = new_dir.join("scriptd.yaml");
+        fs::write(&file, text).expect("write into it");
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).expect("chmod");
+        symlink("..2026_02", env.path("..data_tmp")).expect("symlink ..data_tmp");
+        fs::rename(env.path("..data_tmp"), env.path("..data")).expect("swap ..data");
+        fs::remove_dir_all(env.path("..2026_01")).expect("remove the old dir");
+    });
+    assert!(fs::symlink_metadata(env.config()).expect("stat").file_type().is_symlink());
+}
+
+/// Rewrites an env's main file into a ConfigMap volume layout: `scriptd.yaml` ->
+/// `..data/scriptd.yaml`, `..data` -> `..2026_01`.
+fn configmap_layout(env: &Env) {
+    let text = read(&env.config());
+    fs::remove_file(env.config()).expect("remove the plain file");
+    fs::create_dir(env.path("..2026_01")).expect("create ..2026_01");
+    let file = env.path("..2026_01/scriptd.yaml");
+    fs::write(&file, text).expect("write ..2026_01/scriptd.yaml");
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).expect("chmod");
+    symlink("..2026_01", env.path("..data")).expect("symlink ..data");
+    symlink("..data/scriptd.yaml", env.config()).expect("symlink scriptd.yaml");
+}
+
+// ------------------------------------------------------------------ bursts and broken saves
+
+#[test]
+fn hundred_rapid_saves_end_with_the_last_content_applied_once() {
+    // A service that takes ~100ms to stop, so that saves keep landing while a reload is
+    // being applied: those must be picked up after it.
+    let body = |v: u32| {
+        format!(
+            "scripts:\n  svc:\n    command: 'trap \"sleep 0.1; exit 0\" TERM; echo \"$V\" >> out/svc; \
+             while :; do sleep 0.05; done'\n    env: {{ V: \"{v}\" }}\n{BYSTANDERS}"
+        )
+    };
+    let env = new_env(&body(0));
+    let d = env.start();
+    d.wait_script("svc", "running", running);
+    let b = bystanders(&d);
+    let mut ev = Events::follow(&d);
+
+    for i in 1..=100 {
+        env.set_body(&body(i));
+        // Rapid, but spread over longer than the debounce window and a reload.
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    ev.wait("the last save to be applied", |e| {
+        is_phase(e, "applied")
+            && e.changes
+                .iter()
+                .flatten()
+                .any(|c| c.field == "env.V" && c.new.as_deref() == Some("100"))
+    });
+    // Anything more would be a version applied twice.
+    ev.collect_for(Duration::from_millis(300));
+    ev.assert_no_bad_reload();
+
+    let applied: Vec<&EventJson> = ev.seen.iter().filter(|e| is_phase(e, "applied")).collect();
+    let mut last_version = 1;
+    let mut last_v = 0;
+    for e in &applied {
+        let version = e.version.expect("applied version");
+        assert_eq!(version, last_version + 1, "versions not consecutive:\n{}", ev.dump());
+        last_version = version;
+        let c = change(e.changes.as_deref().unwrap_or_default(), "svc", "env.V");
+        let old: u32 = c.old.as_deref().and_then(|s| s.parse().ok()).expect("old V");
+        let new: u32 = c.new.as_deref().and_then(|s| s.parse().ok()).expect("new V");
+        assert_eq!(old, last_v, "an applied version does not follow the previous one");
+        assert!(new > old, "content applied twice or backwards: {old} -> {new}");
+        last_v = new;
+    }
+    assert_eq!(last_v, 100, "the last save is not what runs");
+    // Every attempt id is unique too.
+    let mut ids: Vec<u64> = applied.iter().filter_map(|e| e.attempt_id).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), applied.len());
+
+    let st = d.status();
+    assert_eq!(st.running_version, last_version);
+    assert_eq!(st.sync, "in-sync");
+    let s = d.script("svc");
+    assert!(running(&s) && alive(pid_of(&s)));
+    wait_for("out/svc to end with 100", DEADLINE, || {
+        read(&env.path("out/svc")).ends_with("\n100\n").then_some(())
+    });
+    assert_untouched(&d, &b);
+}
+
+#[test]
+fn broken_save_is_reported_and_the_old_version_keeps_running() {
+    let env = new_env(&svc_body("one"));
+    let d = env.start();
+    let pid = pid_of(&d.wait_script("svc", "running", running));
+    let b = bystanders(&d);
+    let mut ev = Events::follow(&d);
+
+    env.write(
+        "scriptd.yaml",
+        &format!("{DAEMON_SECTION}scripts:\n  svc:\n    command: [\"unterminated\n"),
+    );
+    let rejected = ev.wait("the broken save to be rejected", |e| is_phase(e, "rejected"));
+    assert_eq!(rejected.source.as_deref(), Some("watch"));
+    let errors = rejected.errors.as_deref().unwrap_or_default();
+    assert!(!errors.is_empty(), "a rejection for a broken file carries its errors");
+    assert!(errors.iter().all(|e| e.file == "scriptd.yaml" && e.line > 0), "{errors:#?}");
+
+    let st = d.status();
+    assert_eq!(st.sync, "invalid");
+    let sync_error = st.sync_error.expect("sync_error when invalid");
+    // file:line:col: ...
+    let mut parts = sync_error.splitn(4, ':');
+    assert_eq!(parts.next(), Some("scriptd.yaml"), "{sync_error}");
+    let line: u32 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let col: u32 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    assert!(line > 0 && col > 0, "no line:col in {sync_error:?}");
+    assert_eq!(st.running_version, 1);
+    assert_eq!(d.script("svc").pid, Some(pid), "the broken save touched svc");
+    assert!(alive(pid));
+    assert_untouched(&d, &b);
+
+    // The next good save is picked up.
+    env.set_body(&svc_body("two"));
+    let applied = ev.wait("the good save to be applied", |e| is_phase(e, "applied"));
+    assert_eq!(applied.version, Some(2));
+    let s = d.wait_script("svc", "restarted", |s| running(s) && s.pid != Some(pid));
+    assert!(alive(pid_of(&s)));
+    wait_file(&env, "out/svc", "one\ntwo\n");
+    let st = d.status();
+    assert_eq!((st.sync.as_str(), st.sync_error, st.running_version), ("in-sync", None, 2));
+    assert_untouched(&d, &b);
+}
+
+// ------------------------------------------------------------------ plans and dry runs
+
+#[test]
+fn plan_id_applies_only_when_nothing_moved() {
+    let env = manual_env(&svc_body("one"));
+    let d = env.start();
+    let pid = pid_of(&d.wait_script("svc", "running", running));
+    let b = bystanders(&d);
+
+    set_manual(&env, &svc_body("two"));
+    let (code, dry) = reload(&d, &["--dry-run"]);
+    assert_eq!((code, dry.result.as_str(), dry.dry_run), (0, "would-apply", true), "{dry:?}");
+    let plan = dry.plan_id.clone().expect("a dry run prints a plan id");
+    assert_change(&dry.changes, "svc", "env.V", "restart", "applied");
+    let text = d.ctl(&["reload", "--dry-run"]);
+    assert_eq!(text.code, 0);
+    assert!(text.stdout.contains(&plan), "the table output names the plan: {text:?}");
+    assert_eq!(d.script("svc").pid, Some(pid), "a dry run restarted svc");
+
+    let (code, r) = reload(&d, &["--plan", &plan]);
+    assert_eq!((code, r.result.as_str(), r.version), (0, "applied", 2), "{r:?}");
+    let applied_pid = pid_of(&d.script("svc"));
+    assert_ne!(applied_pid, pid);
+    wait_file(&env, "out/svc", "one\ntwo\n");
+
+    // Preview, then the files move: the old plan is refused.
+    set_manual(&env, &svc_body("three"));
+    let (_, dry) = reload(&d, &["--dry-run"]);
+    let old_plan = dry.plan_id.expect("plan id");
+    assert_ne!(old_plan, plan);
+    set_manual(&env, &svc_body("four"));
+    let (code, r) = reload(&d, &["--plan", &old_plan]);
+    assert_eq!((code, r.result.as_str(), r.version), (3, "rejected", 2), "{r:?}");
+    assert!(
+        r.message.as_deref().is_some_and(|m| m.contains(&old_plan)),
+        "the refusal names the stale plan: {r:?}"
+    );
+    let st = d.status();
+    assert_eq!((st.running_version, st.sync.as_str()), (2, "changed"));
+    let s = d.script("svc");
+    assert_eq!(s.pid, Some(applied_pid), "a refused plan touched svc");
+    assert!(alive(applied_pid));
+    assert_eq!(read(&env.path("out/svc")), "one\ntwo\n");
+    assert_untouched(&d, &b);
+}
+
+#[test]
+fn dry_run_exit_codes_and_no_side_effects() {
+    let env = manual_env(&svc_body("one"));
+    let d = env.start();
+    let pid = pid_of(&d.wait_script("svc", "running", running));
+    let b = bystanders(&d);
+    let unchanged = |why: &str| {
+        let st = d.status();
+        assert_eq!(st.running_version, 1, "{why}");
+        assert_eq!(d.script("svc").pid, Some(pid), "{why}: svc touched");
+        assert!(alive(pid), "{why}");
+        assert_untouched(&d, &b);
+    };
+
+    let r = d.ctl(&["reload", "--dry-run", "--exit-code"]);
+    assert_eq!(r.code, 0, "no changes: {r:?}");
+    let (code, j) = reload(&d, &["--dry-run", "--exit-code"]);
+    assert_eq!((code, j.result.as_str()), (0, "unchanged"));
+    unchanged("after a dry run without changes");
+
+    set_manual(&env, &svc_body("two"));
+    let r = d.ctl(&["reload", "--dry-run", "--exit-code"]);
+    assert_eq!(r.code, 5, "changes: {r:?}");
+    let (code, j) = reload(&d, &["--dry-run", "--exit-code"]);
+    assert_eq!((code, j.result.as_str()), (5, "would-apply"));
+    assert_eq!(d.ctl(&["reload", "--dry-run"]).code, 0, "without --exit-code");
+    unchanged("after dry runs with changes");
+    assert_eq!(d.status().sync, "changed");
+
+    env.write(
+        "scriptd.yaml",
+        &format!("{NO_WATCH}scripts:\n  svc:\n    command: \"exec sleep 1000\"\n    intervall: 5m\n"),
+    );
+    let r = d.ctl(&["reload", "--dry-run"]);
+    assert_eq!(r.code, 3, "invalid: {r:?}");
+    assert!(r.stdout.contains("intervall"), "{r:?}");
+    let (code, j) = reload(&d, &["--dry-run", "--exit-code"]);
+    assert_eq!((code, j.result.as_str()), (3, "invalid"), "{j:?}");
+    assert!(!j.errors.is_empty());
+    unchanged("after dry runs of an invalid file");
+    assert_eq!(read(&env.path("out/svc")), "one\n");
+}
+
+// ------------------------------------------------------------------ failures and refusals
+
+#[test]
+fn service_that_cannot_spawn_rolls_back_to_the_old_version() {
+    let scripts = |prog: &str| {
+        format!("scripts:\n  svc:\n    command: [\"{prog}\"]\n    stop_grace: 2s\n{BYSTANDERS}")
+    };
+    let env = manual_env(&scripts("./svc.sh"));
+    env.script("svc.sh", "echo old >> out/svc\nexec sleep 1000");
+    // Executable, so validation passes; its interpreter is missing, so exec fails (ENOENT).
+    let bad = env.path("bad.sh");
+    fs::write(&bad, "#!/nonexistent/interp\necho new >> out/svc\n").expect("write bad.sh");
+    fs::set_permissions(&bad, fs::Permissions::from_mode(0o755)).expect("chmod bad.sh");
+    let d = env.start();
+    let pid = pid_of(&d.wait_script("svc", "running", running));
+    wait_file(&env, "out/svc", "old\n");
+    let b = bystanders(&d);
+
+    set_manual(&env, &scripts("./bad.sh"));
+    let (code, r) = reload(&d, &["--dry-run"]);
+    assert_eq!((code, r.result.as_str()), (0, "would-apply"), "validation passes: {r:?}");
+
+    let (code, r) = reload(&d, &[]);
+    assert_eq!((code, r.result.as_str()), (3, "failed-rolled-back"), "{r:?}");
+    assert_eq!(r.version, 1);
+    assert!(r.message.as_deref().is_some_and(|m| m.contains("svc")), "{r:?}");
+
+    // The old service runs again, with the old command.
+    let s = d.script("svc");
+    assert!(running(&s), "svc is not running after the rollback: {s:?}");
+    let new_pid = pid_of(&s);
+    assert!(alive(new_pid));
+    wait_file(&env, "out/svc", "old\nold\n");
+    let st = d.status();
+    assert_eq!((st.running_version, st.sync.as_str()), (1, "changed"));
+    // And it stays so: no backoff restart with the failed config follows.
+    assert_stays("svc keeps running the old command", Duration::from_millis(1_000), || {
+        d.script("svc").pid == Some(new_pid) && alive(new_pid)
+    });
+    assert_eq!(read(&env.path("out/svc")), "old\nold\n");
+    assert!(!alive(pid));
+    assert_untouched(&d, &b);
+}
+
+#[test]
+fn config_writable_by_others_is_refused() {
+    let env = new_env(&svc_body("one"));
+    let d = env.start();
+    let pid = pid_of(&d.wait_script("svc", "running", running));
+    let b = bystanders(&d);
+
+    // New content, saved world-writable.
+    let tmp = env.path("scriptd.yaml.new");
+    fs::write(&tmp, format!("{DAEMON_SECTION}{}", svc_body("two"))).expect("write");
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o666)).expect("chmod 0666");
+    fs::rename(&tmp, env.config()).expect("rename");
+
+    let r = d.ctl(&["reload"]);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(r.stdout.contains("chmod go-w"), "says how to fix it: {r:?}");
+    let (code, j) = reload(&d, &[]);
+    assert_eq!(code, 3);
+    assert!(j.errors.iter().any(|e| e.text.contains("chmod go-w")), "{j:?}");
+    let st = d.status();
+    assert_eq!((st.running_version, st.sync.as_str()), (1, "invalid"));
+    assert!(st.sync_error.is_some_and(|e| e.contains("chmod go-w")));
+    assert_eq!(d.script("svc").pid, Some(pid));
+    assert!(alive(pid));
+    assert_eq!(read(&env.path("out/svc")), "one\n");
+    assert_untouched(&d, &b);
+
+    // Fixed as told, it applies.
+    fs::set_permissions(env.config(), fs::Permissions::from_mode(0o644)).expect("chmod go-w");
+    let r = reload_applied(&d);
+    assert_eq!(r.version, 2);
+    wait_file(&env, "out/svc", "one\ntwo\n");
+}
+
+#[test]
+fn watch_false_applies_only_on_ctl_reload_or_sighup() {
+    let env = manual_env(&svc_body("one"));
+    let d = env.start();
+    let pid = pid_of(&d.wait_script("svc", "running", running));
+    let b = bystanders(&d);
+    let mut ev = Events::follow(&d);
+
+    set_manual(&env, &svc_body("two"));
+    // Far past the 20ms debounce, nothing is applied.
+    assert_stays("the edit is not applied", Duration::from_millis(600), || {
+        let st = d.status();
+        st.running_version == 1 && st.sync == "changed"
+    });
+    assert_eq!(d.script("svc").pid, Some(pid));
+    ev.collect_for(Duration::from_millis(50));
+    assert!(
+        !ev.seen.iter().any(|e| e.kind == "reload" && e.source.as_deref() == Some("watch")),
+        "{}",
+        ev.dump()
+    );
+
+    let r = reload_applied(&d);
+    assert_eq!(r.version, 2);
+    wait_file(&env, "out/svc", "one\ntwo\n");
+
+    set_manual(&env, &svc_body("three"));
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    let applied = ev.wait("SIGHUP to reload", |e| is_phase(e, "applied") && e.version == Some(3));
+    assert_eq!(applied.source.as_deref(), Some("signal"));
+    wait_file(&env, "out/svc", "one\ntwo\nthree\n");
+    let st = d.status();
+    assert_eq!((st.running_version, st.sync.as_str()), (3, "in-sync"));
+    assert_untouched(&d, &b);
+}
+
+// ------------------------------------------------------------------ events
+
+#[test]
+fn events_carry_schema_1_and_every_phase_of_an_attempt() {
+    let env = new_env(&svc_body("one"));
+    let d = env.start();
+    d.wait_script("svc", "running", running);
+    let mut ev = Events::follow(&d);
+
+    // The raw lines carry "schema": 1 (EventJson requires the field, and `pull` checks it).
+    env.set_body(&svc_body("two"));
+    let applied = ev.wait("the save to be applied", |e| is_phase(e, "applied"));
+    let id = applied.attempt_id.expect("attempt id");
+    assert!(
+        ev.seen.iter().any(|e| is_script_event(e, "svc", "started")),
+        "{}",
+        ev.dump()
+    );
+    let phases: Vec<&str> = ev
+        .seen
+        .iter()
+        .filter(|e| e.kind == "reload" && e.attempt_id == Some(id))
+        .map(|e| e.phase.as_deref().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        phases,
+        ["detected", "validated", "planned", "applying", "applied"],
+        "{}",
+        ev.dump()
+    );
+    for e in ev.seen.iter().filter(|e| e.attempt_id == Some(id)) {
+        assert_eq!(e.source.as_deref(), Some("watch"));
+    }
+    assert!(ev.seen.iter().all(|e| e.schema == 1));
+    assert!(ev.seen.iter().any(|e| is_script_event(e, "svc", "exited")));
+    let seqs: Vec<u64> = ev.seen.iter().map(|e| e.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq not increasing: {seqs:?}");
+}
