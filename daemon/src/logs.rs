@@ -10,10 +10,13 @@
 //! it wants) into the sink's line buffer and copies batches out of it under the lock. The
 //! buffer holds the ring (`max_log_lines`) and, while someone follows, at least
 //! [`FOLLOW_WINDOW`] lines; it never holds more than [`MEM_BYTES`]. A follower whose cursor
-//! fell off the front of the buffer gets one marker saying how many lines it missed and
-//! goes on from the front: a slow follower never slows the script or the file, and costs
-//! no memory of its own. Because sequence numbers are gapless, the backlog a reader gets
-//! and the live lines after it meet exactly (no gap, no repeat), and a skip count is exact.
+//! fell off the front of the buffer reads the lines it missed from the log files (opened
+//! under the lock, so a rotation changes nothing) and goes on; only lines gone from the files
+//! too are replaced by one marker saying how many were skipped. So a slow follower never
+//! slows the script or the file and costs no memory of its own, and a fast one loses nothing
+//! while the files hold the lines. Because sequence numbers are gapless, the backlog a
+//! reader gets and the live lines after it meet exactly (no gap, no repeat), and a skip
+//! count is exact.
 
 use scriptd_common::config::LogConfig;
 use scriptd_common::proto;
@@ -31,7 +34,7 @@ use tonic::Status;
 
 /// Lines kept in memory while at least one follower is attached, even when `max_log_lines`
 /// is smaller: how far a follower may fall behind before it gets a skip marker.
-pub const FOLLOW_WINDOW: usize = 64 * 1024;
+pub const FOLLOW_WINDOW: usize = 32 * 1024;
 
 /// Memory cap of one script's line buffer (text plus per-line overhead). Lines pushed out by
 /// it are still in the file: backlog requests read them from there.
@@ -548,18 +551,11 @@ impl LogSink {
             (Some(cutoff), Some(oldest)) => oldest.time_ms >= cutoff,
             _ => true,
         };
-        let files = if q.wants_backlog()
+        let files = (q.wants_backlog()
             && front > q.after_seq.saturating_add(1)
             && file_need != Some(0)
-            && older_may_match
-        {
-            log_files(&g.file.path)
-                .iter()
-                .filter_map(|p| File::open(p).ok())
-                .collect()
-        } else {
-            Vec::new()
-        };
+            && older_may_match)
+            .then(|| g.open_files());
         drop(g);
         Start {
             mem,
@@ -571,14 +567,19 @@ impl LogSink {
         }
     }
 
-    /// Under the lock: lines from `cursor` on (a batch), how many before them were already
-    /// gone from memory, and whether the sink is closed.
-    fn take(&self, cursor: u64) -> (u64, Vec<Arc<LogLine>>, bool) {
+    /// Under the lock: lines from `cursor` on (a batch) and whether the sink is closed; or,
+    /// when `cursor` is older than memory, the files to catch up from and where memory
+    /// starts.
+    fn take(&self, cursor: u64) -> Taken {
         let g = self.lock();
         let front = g.front();
-        let skipped = front.saturating_sub(cursor);
-        let from = cursor.max(front);
-        let idx = usize::try_from(from - front).unwrap_or(usize::MAX);
+        if cursor < front {
+            return Taken::Behind {
+                files: g.open_files(),
+                front,
+            };
+        }
+        let idx = usize::try_from(cursor - front).unwrap_or(usize::MAX);
         let mut bytes = 0;
         let batch = g
             .lines
@@ -590,8 +591,31 @@ impl LogSink {
             })
             .cloned()
             .collect();
-        (skipped, batch, g.closed)
+        Taken::Lines {
+            batch,
+            closed: g.closed,
+        }
     }
+}
+
+impl Inner {
+    fn open_files(&self) -> Vec<File> {
+        log_files(&self.file.path)
+            .iter()
+            .filter_map(|p| File::open(p).ok())
+            .collect()
+    }
+}
+
+enum Taken {
+    Lines {
+        batch: Vec<Arc<LogLine>>,
+        closed: bool,
+    },
+    Behind {
+        files: Vec<File>,
+        front: u64,
+    },
 }
 
 /// A follower attached to a sink: keeps the follow window while it lives.
@@ -607,7 +631,7 @@ struct Start {
     /// Backlog from memory, oldest first, filtered and limited.
     mem: Vec<Arc<LogLine>>,
     /// Log files, oldest first, when the backlog reaches back before memory.
-    files: Vec<File>,
+    files: Option<Vec<File>>,
     /// How many matching lines the files must give (`None`: all that match).
     file_need: Option<u64>,
     /// The files give only lines before this seq (the rest came from memory).
@@ -670,7 +694,8 @@ impl Query {
     }
 }
 
-/// The marker a follower gets in place of `n` lines it was too slow for.
+/// The marker a reader gets in place of `n` lines that were gone (from memory and from the
+/// files) before it could read them.
 pub fn skipped_marker(n: u64) -> proto::LogLine {
     proto::LogLine {
         seq: 0,
@@ -685,13 +710,124 @@ pub fn skipped_marker(n: u64) -> proto::LogLine {
     }
 }
 
-type Tx = mpsc::Sender<Result<proto::LogLine, Status>>;
+type Item = Result<proto::LogLine, Status>;
 
-/// Serves one `Logs` request into `tx`: the backlog (from the files when it reaches back
+/// Lines on their way to one client, sent in batches: one channel operation (and at most
+/// one wake-up) per batch instead of per line.
+struct Out {
+    tx: mpsc::Sender<Vec<Item>>,
+    batch: Vec<Item>,
+    bytes: usize,
+}
+
+impl Out {
+    fn new(tx: mpsc::Sender<Vec<Item>>) -> Self {
+        Self {
+            tx,
+            batch: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Adds a line; true when the batch is full and should be sent.
+    fn push(&mut self, l: proto::LogLine) -> bool {
+        self.bytes += l.text.len() + 32;
+        self.batch.push(Ok(l));
+        self.batch.len() >= BATCH_LINES || self.bytes >= BATCH_BYTES
+    }
+
+    fn take(&mut self) -> Option<Vec<Item>> {
+        self.bytes = 0;
+        (!self.batch.is_empty()).then(|| std::mem::take(&mut self.batch))
+    }
+
+    /// Sends what is batched; false when the client left.
+    async fn flush(&mut self) -> bool {
+        match self.take() {
+            Some(b) => self.tx.send(b).await.is_ok(),
+            None => true,
+        }
+    }
+
+    /// Like `flush`, from a blocking thread.
+    fn flush_blocking(&mut self) -> bool {
+        match self.take() {
+            Some(b) => self.tx.blocking_send(b).is_ok(),
+            None => true,
+        }
+    }
+}
+
+/// The response stream of a `Logs` call: the batches a producer task sends, one line at a
+/// time.
+pub struct Lines {
+    rx: mpsc::Receiver<Vec<Item>>,
+    current: std::vec::IntoIter<Item>,
+}
+
+impl tokio_stream::Stream for Lines {
+    type Item = Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Item>> {
+        loop {
+            if let Some(item) = self.current.next() {
+                return std::task::Poll::Ready(Some(item));
+            }
+            match self.rx.poll_recv(cx) {
+                std::task::Poll::Ready(Some(batch)) => self.current = batch.into_iter(),
+                std::task::Poll::Ready(None) => return std::task::Poll::Ready(None),
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+            }
+        }
+    }
+}
+
+/// Starts serving one `Logs` request: the backlog (from the files when it reaches back
 /// before memory, then from memory), then with `follow` live lines, across rotation and
-/// restarts of the script, until the client leaves (a send fails) or the script is gone.
-pub async fn serve(sink: Arc<LogSink>, q: Query, tx: Tx) {
-    let start = sink.start(&q);
+/// restarts of the script, until the client leaves or the script is gone.
+pub fn stream(sink: Arc<LogSink>, q: Query) -> Lines {
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(serve(sink, q, Out::new(tx)));
+    Lines {
+        rx,
+        current: Vec::new().into_iter(),
+    }
+}
+
+/// Reads `files` on a blocking thread into `out` (see [`read_files`]); hands `out` back, or
+/// `None` when the client left or the read failed (the client was told).
+async fn files_phase(
+    out: Out,
+    files: Vec<File>,
+    q: Query,
+    front: u64,
+    need: Option<u64>,
+    gap_from: Option<u64>,
+) -> Option<Out> {
+    let (tx, q2) = (out.tx.clone(), q);
+    let done = tokio::task::spawn_blocking(move || {
+        let mut out = out;
+        let ok = read_files(&files, &q2, front, need, gap_from, &mut |l| {
+            !out.push(l) || out.flush_blocking()
+        }) && out.flush_blocking();
+        ok.then_some(out)
+    })
+    .await;
+    match done {
+        Ok(out) => out,
+        Err(e) => {
+            let _ = tx
+                .send(vec![Err(Status::internal(format!("reading the log files failed: {e}")))])
+                .await;
+            None
+        }
+    }
+}
+
+async fn serve(sink: Arc<LogSink>, q: Query, mut out: Out) {
     let Start {
         mem,
         files,
@@ -699,68 +835,75 @@ pub async fn serve(sink: Arc<LogSink>, q: Query, tx: Tx) {
         front,
         end,
         following,
-    } = start;
-    if !files.is_empty() {
-        let (q, tx2) = (q.clone(), tx.clone());
-        let done = tokio::task::spawn_blocking(move || {
-            read_files(&files, &q, front, file_need, &mut |l| tx2.blocking_send(Ok(l)).is_ok())
-        })
-        .await;
-        match done {
-            Ok(true) => {}
-            Ok(false) => return, // the client left
-            Err(e) => {
-                let _ = tx
-                    .send(Err(Status::internal(format!("reading the log files failed: {e}"))))
-                    .await;
-                return;
-            }
+    } = sink.start(&q);
+    if let Some(files) = files {
+        // A resume (`after_seq` without a line count) is told about lines that are gone.
+        let gap_from = (q.after_seq > 0 && q.lines == 0).then(|| q.after_seq + 1);
+        match files_phase(out, files, q.clone(), front, file_need, gap_from).await {
+            Some(o) => out = o,
+            None => return,
         }
     }
     for l in mem {
-        if tx.send(Ok(l.to_proto())).await.is_err() {
+        if out.push(l.to_proto()) && !out.flush().await {
             return;
         }
     }
+    if !out.flush().await {
+        return;
+    }
     if let Some(following) = following {
-        follow(&following.0, &q, end, &tx).await;
+        follow(&following.0, q, end, out).await;
     }
 }
 
-/// Live lines from `cursor` on, until the client leaves or the sink closes.
-async fn follow(sink: &LogSink, q: &Query, mut cursor: u64, tx: &Tx) {
+/// Live lines from `cursor` on, until the client leaves or the sink closes. Lines that
+/// left memory before this reader took them are read from the files; only lines gone from
+/// the files too are skipped, with a marker.
+async fn follow(sink: &LogSink, q: Query, mut cursor: u64, mut out: Out) {
     let mut wake = sink.wake.subscribe();
     loop {
         wake.borrow_and_update();
-        let (skipped, batch, closed) = sink.take(cursor);
-        if skipped > 0 {
-            cursor += skipped;
-            if tx.send(Ok(skipped_marker(skipped))).await.is_err() {
-                return;
+        match sink.take(cursor) {
+            Taken::Behind { files, front } => {
+                let catch_up = Query {
+                    after_seq: q.after_seq.max(cursor - 1),
+                    ..q.clone()
+                };
+                match files_phase(out, files, catch_up, front, None, Some(cursor)).await {
+                    Some(o) => out = o,
+                    None => return,
+                }
+                cursor = front;
             }
-        }
-        if batch.is_empty() {
-            if closed || wake.changed().await.is_err() {
-                return;
-            }
-            continue;
-        }
-        cursor += batch.len() as u64;
-        for l in batch {
-            if q.matches(&l) && tx.send(Ok(l.to_proto())).await.is_err() {
-                return;
+            Taken::Lines { batch, closed } => {
+                if batch.is_empty() {
+                    if !out.flush().await || closed || wake.changed().await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                cursor += batch.len() as u64;
+                for l in batch {
+                    if q.matches(&l) && out.push(l.to_proto()) && !out.flush().await {
+                        return;
+                    }
+                }
             }
         }
     }
 }
 
 /// Visits the matching lines of `files` (oldest first) with a seq below `front`; with
-/// `need`, only the last `need` of them. Returns false when `emit` asked to stop.
+/// `need`, only the last `need` of them. With `gap_from`, lines from that seq on that are
+/// no longer in the files are reported with one skip marker where they would be. Returns
+/// false when `emit` asked to stop.
 fn read_files(
     files: &[File],
     q: &Query,
     front: u64,
     need: Option<u64>,
+    gap_from: Option<u64>,
     emit: &mut dyn FnMut(proto::LogLine) -> bool,
 ) -> bool {
     let selects = |r: &RawLine<'_>| {
@@ -808,13 +951,23 @@ fn read_files(
             (i, 0)
         }
     };
+    let mut gap_from = gap_from;
     let mut go_on = true;
-    for f in &files[first..] {
+    for f in files.get(first..).unwrap_or_default() {
         let mut past_front = false;
         scan(f, &mut |r| {
             if r.seq >= front {
                 past_front = true;
                 return false;
+            }
+            if let Some(from) = gap_from.filter(|&from| r.seq >= from) {
+                gap_from = None;
+                if r.seq > from {
+                    go_on = emit(skipped_marker(r.seq - from));
+                    if !go_on {
+                        return false;
+                    }
+                }
             }
             if !selects(&r) {
                 return true;
@@ -835,7 +988,10 @@ fn read_files(
             break;
         }
     }
-    go_on
+    match gap_from {
+        Some(from) if go_on && front > from => emit(skipped_marker(front - from)),
+        _ => go_on,
+    }
 }
 
 /// Calls `visit` with every parseable line of `f` from its start until it returns false.
@@ -1074,7 +1230,9 @@ mod tests {
     fn collect(s: &Arc<LogSink>, q: &Query) -> Vec<proto::LogLine> {
         let start = s.start(q);
         let mut out = Vec::new();
-        read_files(&start.files, q, start.front, start.file_need, &mut |l| {
+        let gap_from = (q.after_seq > 0 && q.lines == 0).then(|| q.after_seq + 1);
+        let files = start.files.unwrap_or_default();
+        read_files(&files, q, start.front, start.file_need, gap_from, &mut |l| {
             out.push(l);
             true
         });
@@ -1125,7 +1283,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lagging_reader_gets_an_exact_skip_count() {
+    fn a_lagging_reader_catches_up_from_the_files() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = sink(dir.path(), 10, cfg(u64::MAX, 1));
         let q = Query {
@@ -1134,11 +1292,41 @@ mod tests {
         };
         let start = s.start(&q);
         push(&s, FOLLOW_WINDOW + 100);
-        let (skipped, batch, _) = s.take(start.end);
-        assert_eq!(skipped, 100);
-        assert_eq!(batch.first().map(|l| l.seq), Some(101));
+        let Taken::Behind { files, front } = s.take(start.end) else {
+            panic!("the reader should be behind memory");
+        };
+        assert_eq!(front, 101);
+        let mut seqs = Vec::new();
+        let catch_up = Query {
+            after_seq: start.end - 1,
+            ..q
+        };
+        read_files(&files, &catch_up, front, None, Some(start.end), &mut |l| {
+            seqs.push(l.seq);
+            true
+        });
+        assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
         drop(start);
         push(&s, 1);
         assert_eq!(s.lock().lines.len(), 10);
+    }
+
+    #[test]
+    fn lines_gone_from_the_files_are_reported_as_skipped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = sink(dir.path(), 10, cfg(2000, 1));
+        for _ in 0..20 {
+            push(&s, 10);
+        }
+        let q = Query {
+            after_seq: 5,
+            ..Query::default()
+        };
+        let out = collect(&s, &q);
+        let first = out.first().expect("some output");
+        assert!(first.skipped > 0, "{first:?}");
+        assert_eq!(out.get(1).map(|l| l.seq), Some(6 + first.skipped));
+        let seqs: Vec<u64> = out.iter().skip(1).map(|l| l.seq).collect();
+        assert_eq!(seqs, (6 + first.skipped..=200).collect::<Vec<_>>());
     }
 }

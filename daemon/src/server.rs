@@ -368,9 +368,7 @@ impl Scriptd for Service {
             .get(&req.script)
             .map(|h| h.logs.clone())
             .ok_or_else(|| Status::not_found(format!("no script named {:?}", req.script)))?;
-        let (tx, rx) = mpsc::channel(256);
-        tokio::spawn(crate::logs::serve(sink, query, tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(crate::logs::stream(sink, query))))
     }
 }
 

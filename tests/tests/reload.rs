@@ -5,7 +5,8 @@
 //!
 //! Nothing here waits with a bare sleep: it polls with deadlines or follows
 //! `ctl events --output json`. The few fixed windows ([`assert_stays`]) only observe that
-//! something does *not* happen, polling all along.
+//! something does *not* happen, polling all along; the other sleeps are part of a simulated
+//! edit (an editor's pause between truncating and writing, the pace of a burst of saves).
 
 use ctl::output::{ChangeJson, EventJson, ReloadJson, ScriptJson};
 use scriptd_e2e::{alive, ctl_bin, wait_for, Daemon, Env, DAEMON_SECTION, DEADLINE};
@@ -64,7 +65,11 @@ fn rfc3339_ms(t: &str) -> i64 {
     };
     let (y, m, d) = (num(0..4), num(5..7), num(8..10));
     let (hh, mi, ss) = (num(11..13), num(14..16), num(17..19));
-    let ms = if t.as_bytes().get(19) == Some(&b'.') { num(20..23) } else { 0 };
+    let ms = if t.as_bytes().get(19) == Some(&b'.') {
+        num(20..23)
+    } else {
+        0
+    };
     // Days from the civil date (H. Hinnant's algorithm).
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
@@ -88,7 +93,10 @@ fn wait_file(env: &Env, rel: &str, want: &str) {
         last = read(&path);
         (last == want).then_some(())
     });
-    assert!(found.is_some(), "{rel} should read {want:?}, reads {last:?}");
+    assert!(
+        found.is_some(),
+        "{rel} should read {want:?}, reads {last:?}"
+    );
 }
 
 /// Like `wait_for` but returns `None` at the deadline instead of panicking.
@@ -123,7 +131,8 @@ fn running(s: &ScriptJson) -> bool {
 }
 
 fn pid_of(s: &ScriptJson) -> u32 {
-    s.pid.unwrap_or_else(|| panic!("{} has no pid: {s:?}", s.name))
+    s.pid
+        .unwrap_or_else(|| panic!("{} has no pid: {s:?}", s.name))
 }
 
 /// Whether the status lists a script of that name.
@@ -144,7 +153,11 @@ fn reload(d: &Daemon, args: &[&str]) -> (i32, ReloadJson) {
 /// `ctl reload` that must apply; returns the document.
 fn reload_applied(d: &Daemon) -> ReloadJson {
     let (code, r) = reload(d, &[]);
-    assert_eq!((code, r.result.as_str()), (0, "applied"), "ctl reload: {r:?}");
+    assert_eq!(
+        (code, r.result.as_str()),
+        (0, "applied"),
+        "ctl reload: {r:?}"
+    );
     r
 }
 
@@ -181,8 +194,7 @@ fn bystanders(d: &Daemon) -> Bystanders {
     let per = d.wait_script("keep_per", "first run over, 500ms ago", |s| {
         s.state == "waiting"
             && s.run_count == 1
-            && s
-                .last_start
+            && s.last_start
                 .as_deref()
                 .is_some_and(|t| now_ms() - rfc3339_ms(t) > 500)
     });
@@ -295,7 +307,11 @@ impl Events {
     }
 
     /// The first unconsumed event matching `pred`, within `deadline`; consumes up to it.
-    fn wait_opt(&mut self, deadline: Duration, pred: impl Fn(&EventJson) -> bool) -> Option<EventJson> {
+    fn wait_opt(
+        &mut self,
+        deadline: Duration,
+        pred: impl Fn(&EventJson) -> bool,
+    ) -> Option<EventJson> {
         let end = Instant::now() + deadline;
         loop {
             if let Some(i) = self.seen[self.cursor..].iter().position(&pred) {
@@ -344,7 +360,11 @@ impl Events {
                     .iter()
                     .flatten()
                     .any(|c| c.field == "*" && c.impact == "stop");
-            assert!(!bad, "unexpected reload event {e:?}; all events:\n{}", self.dump());
+            assert!(
+                !bad,
+                "unexpected reload event {e:?}; all events:\n{}",
+                self.dump()
+            );
         }
     }
 }
@@ -393,11 +413,19 @@ fn added_service_starts_and_added_periodic_runs() {
     assert_eq!(r.version, 2);
     assert_change(&r.changes, "new_svc", "*", "start", "applied");
     assert_change(&r.changes, "new_per", "*", "start", "applied");
-    assert_eq!(r.changes.len(), 2, "only the two new scripts changed: {:#?}", r.changes);
+    assert_eq!(
+        r.changes.len(),
+        2,
+        "only the two new scripts changed: {:#?}",
+        r.changes
+    );
 
     // `ctl reload` returns once the new version is live: the service runs already.
     let svc = d.script("new_svc");
-    assert!(running(&svc) && alive(pid_of(&svc)), "new_svc not started: {svc:?}");
+    assert!(
+        running(&svc) && alive(pid_of(&svc)),
+        "new_svc not started: {svc:?}"
+    );
     assert_eq!(svc.kind, "service");
     wait_file(&env, "out/new_svc", "up\n");
     // The periodic script first runs when added, then every interval from that start.
@@ -408,7 +436,10 @@ fn added_service_starts_and_added_periodic_runs() {
         rfc3339_ms(per.last_start.as_deref().expect("last start")),
         rfc3339_ms(per.next_run.as_deref().expect("next run")),
     );
-    assert!((next - start - 3_600_000).abs() < 1_000, "next run not 1h after the start: {per:?}");
+    assert!(
+        (next - start - 3_600_000).abs() < 1_000,
+        "next run not 1h after the start: {per:?}"
+    );
     assert_untouched(&d, &b);
 }
 
@@ -431,10 +462,17 @@ fn removed_scripts_are_stopped_and_forgotten() {
     // Stopped (gracefully) before `ctl reload` returned, and forgotten.
     assert!(!alive(svc), "gone_svc's process {svc} still runs");
     assert!(!alive(per), "gone_per's process {per} still runs");
-    assert!(!listed(&d, "gone_svc") && !listed(&d, "gone_per"), "{:?}", d.status());
+    assert!(
+        !listed(&d, "gone_svc") && !listed(&d, "gone_per"),
+        "{:?}",
+        d.status()
+    );
     assert_eq!(d.status().running_version, 2);
     // Its logs stay.
-    assert!(env.path("logs/gone_svc.log").exists(), "the removed script's log file is gone");
+    assert!(
+        env.path("logs/gone_svc.log").exists(),
+        "the removed script's log file is gone"
+    );
     assert_untouched(&d, &b);
 }
 
@@ -461,7 +499,10 @@ fn disabling_stops_a_service_now_and_lets_a_periodic_run_finish() {
     assert_change(&r.changes, "per", "enabled", "stop", "applied");
 
     // The service is stopped now.
-    assert!(!alive(svc), "svc's process {svc} still runs after disabling");
+    assert!(
+        !alive(svc),
+        "svc's process {svc} still runs after disabling"
+    );
     let s = d.script("svc");
     assert_eq!((s.state.as_str(), s.pid), ("disabled", None), "{s:?}");
     // The periodic run in progress goes on.
@@ -475,17 +516,25 @@ fn disabling_stops_a_service_now_and_lets_a_periodic_run_finish() {
     let p = d.wait_script("per", "its run to end", |s| s.pid.is_none());
     assert_eq!(p.state, "disabled");
     let exit = p.last_exit.expect("last exit");
-    assert_eq!((exit.code, exit.signal), (Some(0), None), "the run was killed");
+    assert_eq!(
+        (exit.code, exit.signal),
+        (Some(0), None),
+        "the run was killed"
+    );
     wait_file(&env, "out/per", "start\nend\n");
     assert!(!alive(per));
     // ...and no new run follows (the interval is 300ms).
-    assert_stays("no new run of the disabled scripts", Duration::from_millis(800), || {
-        let st = d.status();
-        st.scripts
-            .iter()
-            .filter(|s| s.name == "per" || s.name == "svc")
-            .all(|s| s.state == "disabled" && s.pid.is_none() && s.run_count == 1)
-    });
+    assert_stays(
+        "no new run of the disabled scripts",
+        Duration::from_millis(800),
+        || {
+            let st = d.status();
+            st.scripts
+                .iter()
+                .filter(|s| s.name == "per" || s.name == "svc")
+                .all(|s| s.state == "disabled" && s.pid.is_none() && s.run_count == 1)
+        },
+    );
     assert_eq!(read(&env.path("out/per")), "start\nend\n");
     assert_untouched(&d, &b);
 }
@@ -503,7 +552,11 @@ fn enabling_starts_like_an_added_script() {
     let b = bystanders(&d);
     for name in ["svc", "per"] {
         let s = d.script(name);
-        assert_eq!((s.state.as_str(), s.pid, s.run_count), ("disabled", None, 0), "{s:?}");
+        assert_eq!(
+            (s.state.as_str(), s.pid, s.run_count),
+            ("disabled", None, 0),
+            "{s:?}"
+        );
     }
 
     set_manual(&env, &scripts(true));
@@ -540,11 +593,22 @@ fn interval_change_reschedules_from_the_last_start_and_kills_nothing() {
     set_manual(&env, &scripts("2h"));
     let r = reload_applied(&d);
     let c = change(&r.changes, "per", "interval");
-    assert_eq!((c.impact.as_str(), c.outcome.as_str()), ("next-run", "applied"), "{c:?}");
-    assert_eq!((c.old.as_deref(), c.new.as_deref()), (Some("1h"), Some("2h")));
+    assert_eq!(
+        (c.impact.as_str(), c.outcome.as_str()),
+        ("next-run", "applied"),
+        "{c:?}"
+    );
+    assert_eq!(
+        (c.old.as_deref(), c.new.as_deref()),
+        (Some("1h"), Some("2h"))
+    );
 
     let after = d.script("per");
-    assert_eq!(after.pid, Some(pid), "the run in progress was touched: {after:?}");
+    assert_eq!(
+        after.pid,
+        Some(pid),
+        "the run in progress was touched: {after:?}"
+    );
     assert!(alive(pid));
     assert_eq!(after.last_start, before.last_start);
     assert_eq!(after.interval_ms, Some(7_200_000));
@@ -562,7 +626,10 @@ fn interval_change_reschedules_from_the_last_start_and_kills_nothing() {
     assert_eq!((exit.code, exit.signal), (Some(0), None));
     assert_eq!(p.run_count, 1);
     let next = rfc3339_ms(p.next_run.as_deref().expect("next run"));
-    assert!((next - start - 7_200_000).abs() < 200, "the end of the run moved the schedule");
+    assert!(
+        (next - start - 7_200_000).abs() < 200,
+        "the end of the run moved the schedule"
+    );
     assert_untouched(&d, &b);
 }
 
@@ -582,10 +649,14 @@ fn timeout_change_applies_to_the_next_run_only() {
     let r = reload_applied(&d);
     assert_change(&r.changes, "per", "timeout", "next-run", "applied");
     // The current run keeps its 30s deadline: well past 300ms it still runs.
-    assert_stays("the run in progress keeps running", Duration::from_millis(900), || {
-        let s = d.script("per");
-        s.pid == Some(pid) && s.state == "running" && alive(pid)
-    });
+    assert_stays(
+        "the run in progress keeps running",
+        Duration::from_millis(900),
+        || {
+            let s = d.script("per");
+            s.pid == Some(pid) && s.state == "running" && alive(pid)
+        },
+    );
     fs::write(env.path("out/release"), "").expect("release the run");
     let p = d.wait_script("per", "its run to end", |s| s.state == "waiting");
     let exit = p.last_exit.expect("last exit");
@@ -599,7 +670,10 @@ fn timeout_change_applies_to_the_next_run_only() {
         s.run_count == 2 && s.pid.is_none()
     });
     let exit = p.last_exit.expect("last exit");
-    assert!(exit.timed_out, "the next run did not use the new timeout: {exit:?}");
+    assert!(
+        exit.timed_out,
+        "the next run did not use the new timeout: {exit:?}"
+    );
     assert!(exit.duration_ms < 5_000, "{exit:?}");
     assert_untouched(&d, &b);
 }
@@ -623,7 +697,11 @@ fn log_settings_apply_live_without_touching_the_process() {
         assert_change(&r.changes, "svc", field, "live", "applied");
     }
     let s = d.script("svc");
-    assert_eq!((s.pid, s.run_count), (Some(pid), 1), "svc was restarted: {s:?}");
+    assert_eq!(
+        (s.pid, s.run_count),
+        (Some(pid), 1),
+        "svc was restarted: {s:?}"
+    );
     assert!(alive(pid));
     assert_untouched(&d, &b);
 }
@@ -652,12 +730,37 @@ fn restart_fields_restart_a_service_gracefully() {
 
     // (field changed, new body, line the new process writes, signal the old one got)
     let steps = [
-        ("command", body(&o, "c2", "a", &base, "TERM", "on-failure"), format!("c2 a {base}"), "SIGTERM"),
-        ("env.V", body(&o, "c2", "b", &base, "TERM", "on-failure"), format!("c2 b {base}"), "SIGTERM"),
-        ("working_dir", body(&o, "c2", "b", &wd2, "TERM", "on-failure"), format!("c2 b {wd2}"), "SIGTERM"),
-        ("stop_signal", body(&o, "c2", "b", &wd2, "INT", "on-failure"), format!("c2 b {wd2}"), "SIGTERM"),
+        (
+            "command",
+            body(&o, "c2", "a", &base, "TERM", "on-failure"),
+            format!("c2 a {base}"),
+            "SIGTERM",
+        ),
+        (
+            "env.V",
+            body(&o, "c2", "b", &base, "TERM", "on-failure"),
+            format!("c2 b {base}"),
+            "SIGTERM",
+        ),
+        (
+            "working_dir",
+            body(&o, "c2", "b", &wd2, "TERM", "on-failure"),
+            format!("c2 b {wd2}"),
+            "SIGTERM",
+        ),
+        (
+            "stop_signal",
+            body(&o, "c2", "b", &wd2, "INT", "on-failure"),
+            format!("c2 b {wd2}"),
+            "SIGTERM",
+        ),
         // Stopped with the signal configured until now: INT.
-        ("restart", body(&o, "c2", "b", &wd2, "INT", "always"), format!("c2 b {wd2}"), "SIGINT"),
+        (
+            "restart",
+            body(&o, "c2", "b", &wd2, "INT", "always"),
+            format!("c2 b {wd2}"),
+            "SIGINT",
+        ),
     ];
     for (field, new_body, line, signal) in steps {
         set_manual(&env, &new_body);
@@ -671,7 +774,11 @@ fn restart_fields_restart_a_service_gracefully() {
         assert!(!alive(pid), "{field}: the old process {pid} still runs");
         assert!(running(&s) && alive(new_pid), "{field}: {s:?}");
         let exit = s.last_exit.expect("last exit");
-        assert_eq!(exit.signal.as_deref(), Some(signal), "{field}: not a graceful stop: {exit:?}");
+        assert_eq!(
+            exit.signal.as_deref(),
+            Some(signal),
+            "{field}: not a graceful stop: {exit:?}"
+        );
         expected.push_str(&line);
         expected.push('\n');
         wait_file(&env, "out/svc", &expected);
@@ -713,13 +820,20 @@ fn periodic_command_change_during_a_run_is_scheduled_for_its_end() {
     fs::write(env.path("out/release"), "").expect("release the run");
     let exited = ev.wait("per's run to exit", |e| is_script_event(e, "per", "exited"));
     assert_eq!(exited.pid, Some(pid));
-    assert_eq!(exited.exit.as_ref().and_then(|x| x.code), Some(0), "{exited:?}");
+    assert_eq!(
+        exited.exit.as_ref().and_then(|x| x.code),
+        Some(0),
+        "{exited:?}"
+    );
     let applied = ev.wait("the scheduled change to be applied", |e| {
         is_script_event(e, "per", "scheduled-change-applied")
     });
     assert!(applied.seq > exited.seq);
     assert!(
-        applied.message.as_deref().is_some_and(|m| m.contains("command")),
+        applied
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("command")),
         "{applied:?}"
     );
     wait_file(&env, "out/per", "v1-start\nv1-end\n");
@@ -754,22 +868,37 @@ fn daemon_section_change_rejects_the_whole_reload() {
     );
     let r = d.ctl(&["reload"]);
     assert_eq!(r.code, 3, "ctl reload: {r:?}");
-    assert!(r.stdout.contains("daemon.log_dir"), "the key is not named: {r:?}");
+    assert!(
+        r.stdout.contains("daemon.log_dir"),
+        "the key is not named: {r:?}"
+    );
 
     let (code, j) = reload(&d, &[]);
     assert_eq!((code, j.result.as_str()), (3, "rejected"), "{j:?}");
     assert_eq!(j.version, 1);
-    assert_change(&j.changes, "", "daemon.log_dir", "daemon-restart", "rejected");
+    assert_change(
+        &j.changes,
+        "",
+        "daemon.log_dir",
+        "daemon-restart",
+        "rejected",
+    );
     assert_change(&j.changes, "svc", "env.V", "restart", "rejected");
     assert!(
-        j.message.as_deref().is_some_and(|m| m.contains("daemon.log_dir")),
+        j.message
+            .as_deref()
+            .is_some_and(|m| m.contains("daemon.log_dir")),
         "{j:?}"
     );
 
     let st = d.status();
     assert_eq!(st.running_version, 1);
     let s = d.script("svc");
-    assert_eq!((s.pid, s.run_count), (Some(pid), 1), "svc was restarted: {s:?}");
+    assert_eq!(
+        (s.pid, s.run_count),
+        (Some(pid), 1),
+        "svc was restarted: {s:?}"
+    );
     assert!(alive(pid));
     assert!(!env.path("logs2").exists(), "the new log_dir was acted on");
     assert_untouched(&d, &b);
@@ -793,7 +922,10 @@ fn watch_case(save: impl FnOnce(&Env, &str)) -> (Env, Daemon, Events) {
 }
 
 /// [`watch_case`] with a `setup` of the env before the daemon starts.
-fn watch_case_with(setup: impl FnOnce(&Env), save: impl FnOnce(&Env, &str)) -> (Env, Daemon, Events) {
+fn watch_case_with(
+    setup: impl FnOnce(&Env),
+    save: impl FnOnce(&Env, &str),
+) -> (Env, Daemon, Events) {
     let env = new_env(&svc_body("one"));
     setup(&env);
     let d = env.start();
@@ -808,12 +940,18 @@ fn watch_case_with(setup: impl FnOnce(&Env), save: impl FnOnce(&Env, &str)) -> (
     // Debounced (20ms), not stalled: the watcher gives up waiting for a file to be closed
     // after 1s, and no save pattern should need that.
     let took = saved.elapsed();
-    assert!(took < Duration::from_millis(900), "the save took {took:?} to apply");
+    assert!(
+        took < Duration::from_millis(900),
+        "the save took {took:?} to apply"
+    );
     assert_eq!(applied.source.as_deref(), Some("watch"));
     assert_eq!(applied.version, Some(2));
     let changes = applied.changes.as_deref().unwrap_or_default();
     let c = change(changes, "svc", "env.V");
-    assert_eq!((c.old.as_deref(), c.new.as_deref()), (Some("one"), Some("two")));
+    assert_eq!(
+        (c.old.as_deref(), c.new.as_deref()),
+        (Some("one"), Some("two"))
+    );
     assert_eq!(changes.len(), 1, "{changes:#?}");
 
     let s = d.wait_script("svc", "restarted", |s| running(s) && s.pid != Some(old));
@@ -841,9 +979,16 @@ fn watch_in_place_write_same_inode() {
             .expect("open in place");
         f.write_all(text.as_bytes()).expect("write in place");
         drop(f);
-        assert_eq!(fs::metadata(&path).expect("stat").ino(), ino, "not the same inode");
+        assert_eq!(
+            fs::metadata(&path).expect("stat").ino(),
+            ino,
+            "not the same inode"
+        );
     });
-    assert_eq!(read(&env.config()), format!("{DAEMON_SECTION}{}", svc_body("two")));
+    assert_eq!(
+        read(&env.config()),
+        format!("{DAEMON_SECTION}{}", svc_body("two"))
+    );
 }
 
 #[test]
@@ -880,7 +1025,10 @@ fn watch_truncate_close_then_write_later_never_applies_the_empty_file() {
         );
         assert_eq!(read(&path), "", "the file is empty on disk now");
         std::thread::sleep(Duration::from_millis(150));
-        let mut f = fs::OpenOptions::new().write(true).open(&path).expect("reopen");
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("reopen");
         f.write_all(text.as_bytes()).expect("write");
     });
 }
@@ -893,7 +1041,9 @@ fn watch_truncate_close_then_write_later_of_an_include_removes_nothing() {
              env: {{ V: {v} }}\n"
         )
     };
-    let env = new_env(&format!("include: [\"conf.d/*.yaml\"]\nscripts:\n{BYSTANDERS}"));
+    let env = new_env(&format!(
+        "include: [\"conf.d/*.yaml\"]\nscripts:\n{BYSTANDERS}"
+    ));
     env.write("conf.d/a.yaml", &inc("one"));
     let d = env.start();
     let pid = pid_of(&d.wait_script("inc", "running", running));
@@ -909,14 +1059,22 @@ fn watch_truncate_close_then_write_later_of_an_include_removes_nothing() {
             .expect("truncate"),
     );
     std::thread::sleep(Duration::from_millis(150));
-    let mut f = fs::OpenOptions::new().write(true).open(&path).expect("reopen");
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("reopen");
     f.write_all(inc("two").as_bytes()).expect("write");
     drop(f);
 
     let applied = ev.wait("the save to be applied", |e| is_phase(e, "applied"));
     let changes = applied.changes.as_deref().unwrap_or_default();
     assert_change(changes, "inc", "env.V", "restart", "applied");
-    assert_eq!(changes.len(), 1, "the empty file was applied: {}", ev.dump());
+    assert_eq!(
+        changes.len(),
+        1,
+        "the empty file was applied: {}",
+        ev.dump()
+    );
     ev.collect_for(Duration::from_millis(200));
     ev.assert_no_bad_reload();
     let s = d.wait_script("inc", "restarted", |s| running(s) && s.pid != Some(pid));
@@ -954,9 +1112,13 @@ fn watch_delete_and_recreate() {
 #[test]
 fn watch_include_file_added_and_removed() {
     let inc = |name: &str| {
-        format!("scripts:\n  {name}:\n    command: \"echo {name} >> out/{name}; exec sleep 1000\"\n")
+        format!(
+            "scripts:\n  {name}:\n    command: \"echo {name} >> out/{name}; exec sleep 1000\"\n"
+        )
     };
-    let env = new_env(&format!("include: [\"conf.d/*.yaml\"]\nscripts:\n{BYSTANDERS}"));
+    let env = new_env(&format!(
+        "include: [\"conf.d/*.yaml\"]\nscripts:\n{BYSTANDERS}"
+    ));
     env.write("conf.d/a.yaml", &inc("inc_a"));
     let d = env.start();
     let a = pid_of(&d.wait_script("inc_a", "running", running));
@@ -973,7 +1135,13 @@ fn watch_include_file_added_and_removed() {
     f.write_all(inc("inc_b").as_bytes()).expect("write b.yaml");
     drop(f);
     let applied = ev.wait("b.yaml to be applied", |e| is_phase(e, "applied"));
-    assert_change(applied.changes.as_deref().unwrap_or_default(), "inc_b", "*", "start", "applied");
+    assert_change(
+        applied.changes.as_deref().unwrap_or_default(),
+        "inc_b",
+        "*",
+        "start",
+        "applied",
+    );
     d.wait_script("inc_b", "running", running);
     wait_file(&env, "out/inc_b", "inc_b\n");
     assert_eq!(d.script("inc_a").pid, Some(a), "inc_a was touched");
@@ -982,8 +1150,16 @@ fn watch_include_file_added_and_removed() {
     fs::remove_file(env.path("conf.d/a.yaml")).expect("remove a.yaml");
     let applied = ev.wait("the removal to be applied", |e| is_phase(e, "applied"));
     assert_eq!(applied.version, Some(3));
-    assert_change(applied.changes.as_deref().unwrap_or_default(), "inc_a", "*", "stop", "applied");
-    wait_for("inc_a to be forgotten", DEADLINE, || (!listed(&d, "inc_a")).then_some(()));
+    assert_change(
+        applied.changes.as_deref().unwrap_or_default(),
+        "inc_a",
+        "*",
+        "stop",
+        "applied",
+    );
+    wait_for("inc_a to be forgotten", DEADLINE, || {
+        (!listed(&d, "inc_a")).then_some(())
+    });
     assert!(!alive(a), "inc_a's process still runs");
     let st = d.status();
     assert_eq!((st.running_version, st.sync.as_str()), (3, "in-sync"));
@@ -1009,7 +1185,10 @@ fn watch_kubernetes_configmap_symlink_swap() {
         fs::rename(env.path("..data_tmp"), env.path("..data")).expect("swap ..data");
         fs::remove_dir_all(env.path("..2026_01")).expect("remove the old dir");
     });
-    assert!(fs::symlink_metadata(env.config()).expect("stat").file_type().is_symlink());
+    assert!(fs::symlink_metadata(env.config())
+        .expect("stat")
+        .file_type()
+        .is_symlink());
 }
 
 /// Rewrites an env's main file into a ConfigMap volume layout: `scriptd.yaml` ->
@@ -1064,13 +1243,32 @@ fn hundred_rapid_saves_end_with_the_last_content_applied_once() {
     let mut last_v = 0;
     for e in &applied {
         let version = e.version.expect("applied version");
-        assert_eq!(version, last_version + 1, "versions not consecutive:\n{}", ev.dump());
+        assert_eq!(
+            version,
+            last_version + 1,
+            "versions not consecutive:\n{}",
+            ev.dump()
+        );
         last_version = version;
         let c = change(e.changes.as_deref().unwrap_or_default(), "svc", "env.V");
-        let old: u32 = c.old.as_deref().and_then(|s| s.parse().ok()).expect("old V");
-        let new: u32 = c.new.as_deref().and_then(|s| s.parse().ok()).expect("new V");
-        assert_eq!(old, last_v, "an applied version does not follow the previous one");
-        assert!(new > old, "content applied twice or backwards: {old} -> {new}");
+        let old: u32 = c
+            .old
+            .as_deref()
+            .and_then(|s| s.parse().ok())
+            .expect("old V");
+        let new: u32 = c
+            .new
+            .as_deref()
+            .and_then(|s| s.parse().ok())
+            .expect("new V");
+        assert_eq!(
+            old, last_v,
+            "an applied version does not follow the previous one"
+        );
+        assert!(
+            new > old,
+            "content applied twice or backwards: {old} -> {new}"
+        );
         last_v = new;
     }
     assert_eq!(last_v, 100, "the last save is not what runs");
@@ -1085,7 +1283,9 @@ fn hundred_rapid_saves_end_with_the_last_content_applied_once() {
     let s = d.script("svc");
     assert!(running(&s) && alive(pid_of(&s)));
     wait_for("out/svc to end with 100", DEADLINE, || {
-        read(&env.path("out/svc")).ends_with("\n100\n").then_some(())
+        read(&env.path("out/svc"))
+            .ends_with("\n100\n")
+            .then_some(())
     });
     assert_untouched(&d, &b);
 }
@@ -1102,11 +1302,21 @@ fn broken_save_is_reported_and_the_old_version_keeps_running() {
         "scriptd.yaml",
         &format!("{DAEMON_SECTION}scripts:\n  svc:\n    command: [\"unterminated\n"),
     );
-    let rejected = ev.wait("the broken save to be rejected", |e| is_phase(e, "rejected"));
+    let rejected = ev.wait("the broken save to be rejected", |e| {
+        is_phase(e, "rejected")
+    });
     assert_eq!(rejected.source.as_deref(), Some("watch"));
     let errors = rejected.errors.as_deref().unwrap_or_default();
-    assert!(!errors.is_empty(), "a rejection for a broken file carries its errors");
-    assert!(errors.iter().all(|e| e.file == "scriptd.yaml" && e.line > 0), "{errors:#?}");
+    assert!(
+        !errors.is_empty(),
+        "a rejection for a broken file carries its errors"
+    );
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.file == "scriptd.yaml" && e.line > 0),
+        "{errors:#?}"
+    );
 
     let st = d.status();
     assert_eq!(st.sync, "invalid");
@@ -1118,7 +1328,11 @@ fn broken_save_is_reported_and_the_old_version_keeps_running() {
     let col: u32 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
     assert!(line > 0 && col > 0, "no line:col in {sync_error:?}");
     assert_eq!(st.running_version, 1);
-    assert_eq!(d.script("svc").pid, Some(pid), "the broken save touched svc");
+    assert_eq!(
+        d.script("svc").pid,
+        Some(pid),
+        "the broken save touched svc"
+    );
     assert!(alive(pid));
     assert_untouched(&d, &b);
 
@@ -1130,7 +1344,10 @@ fn broken_save_is_reported_and_the_old_version_keeps_running() {
     assert!(alive(pid_of(&s)));
     wait_file(&env, "out/svc", "one\ntwo\n");
     let st = d.status();
-    assert_eq!((st.sync.as_str(), st.sync_error, st.running_version), ("in-sync", None, 2));
+    assert_eq!(
+        (st.sync.as_str(), st.sync_error, st.running_version),
+        ("in-sync", None, 2)
+    );
     assert_untouched(&d, &b);
 }
 
@@ -1145,16 +1362,27 @@ fn plan_id_applies_only_when_nothing_moved() {
 
     set_manual(&env, &svc_body("two"));
     let (code, dry) = reload(&d, &["--dry-run"]);
-    assert_eq!((code, dry.result.as_str(), dry.dry_run), (0, "would-apply", true), "{dry:?}");
+    assert_eq!(
+        (code, dry.result.as_str(), dry.dry_run),
+        (0, "would-apply", true),
+        "{dry:?}"
+    );
     let plan = dry.plan_id.clone().expect("a dry run prints a plan id");
     assert_change(&dry.changes, "svc", "env.V", "restart", "applied");
     let text = d.ctl(&["reload", "--dry-run"]);
     assert_eq!(text.code, 0);
-    assert!(text.stdout.contains(&plan), "the table output names the plan: {text:?}");
+    assert!(
+        text.stdout.contains(&plan),
+        "the table output names the plan: {text:?}"
+    );
     assert_eq!(d.script("svc").pid, Some(pid), "a dry run restarted svc");
 
     let (code, r) = reload(&d, &["--plan", &plan]);
-    assert_eq!((code, r.result.as_str(), r.version), (0, "applied", 2), "{r:?}");
+    assert_eq!(
+        (code, r.result.as_str(), r.version),
+        (0, "applied", 2),
+        "{r:?}"
+    );
     let applied_pid = pid_of(&d.script("svc"));
     assert_ne!(applied_pid, pid);
     wait_file(&env, "out/svc", "one\ntwo\n");
@@ -1166,7 +1394,11 @@ fn plan_id_applies_only_when_nothing_moved() {
     assert_ne!(old_plan, plan);
     set_manual(&env, &svc_body("four"));
     let (code, r) = reload(&d, &["--plan", &old_plan]);
-    assert_eq!((code, r.result.as_str(), r.version), (3, "rejected", 2), "{r:?}");
+    assert_eq!(
+        (code, r.result.as_str(), r.version),
+        (3, "rejected", 2),
+        "{r:?}"
+    );
     assert!(
         r.message.as_deref().is_some_and(|m| m.contains(&old_plan)),
         "the refusal names the stale plan: {r:?}"
@@ -1205,13 +1437,19 @@ fn dry_run_exit_codes_and_no_side_effects() {
     assert_eq!(r.code, 5, "changes: {r:?}");
     let (code, j) = reload(&d, &["--dry-run", "--exit-code"]);
     assert_eq!((code, j.result.as_str()), (5, "would-apply"));
-    assert_eq!(d.ctl(&["reload", "--dry-run"]).code, 0, "without --exit-code");
+    assert_eq!(
+        d.ctl(&["reload", "--dry-run"]).code,
+        0,
+        "without --exit-code"
+    );
     unchanged("after dry runs with changes");
     assert_eq!(d.status().sync, "changed");
 
     env.write(
         "scriptd.yaml",
-        &format!("{NO_WATCH}scripts:\n  svc:\n    command: \"exec sleep 1000\"\n    intervall: 5m\n"),
+        &format!(
+            "{NO_WATCH}scripts:\n  svc:\n    command: \"exec sleep 1000\"\n    intervall: 5m\n"
+        ),
     );
     let r = d.ctl(&["reload", "--dry-run"]);
     assert_eq!(r.code, 3, "invalid: {r:?}");
@@ -1243,12 +1481,23 @@ fn service_that_cannot_spawn_rolls_back_to_the_old_version() {
 
     set_manual(&env, &scripts("./bad.sh"));
     let (code, r) = reload(&d, &["--dry-run"]);
-    assert_eq!((code, r.result.as_str()), (0, "would-apply"), "validation passes: {r:?}");
+    assert_eq!(
+        (code, r.result.as_str()),
+        (0, "would-apply"),
+        "validation passes: {r:?}"
+    );
 
     let (code, r) = reload(&d, &[]);
-    assert_eq!((code, r.result.as_str()), (3, "failed-rolled-back"), "{r:?}");
+    assert_eq!(
+        (code, r.result.as_str()),
+        (3, "failed-rolled-back"),
+        "{r:?}"
+    );
     assert_eq!(r.version, 1);
-    assert!(r.message.as_deref().is_some_and(|m| m.contains("svc")), "{r:?}");
+    assert!(
+        r.message.as_deref().is_some_and(|m| m.contains("svc")),
+        "{r:?}"
+    );
 
     // The old service runs again, with the old command.
     let s = d.script("svc");
@@ -1259,9 +1508,11 @@ fn service_that_cannot_spawn_rolls_back_to_the_old_version() {
     let st = d.status();
     assert_eq!((st.running_version, st.sync.as_str()), (1, "changed"));
     // And it stays so: no backoff restart with the failed config follows.
-    assert_stays("svc keeps running the old command", Duration::from_millis(1_000), || {
-        d.script("svc").pid == Some(new_pid) && alive(new_pid)
-    });
+    assert_stays(
+        "svc keeps running the old command",
+        Duration::from_millis(1_000),
+        || d.script("svc").pid == Some(new_pid) && alive(new_pid),
+    );
     assert_eq!(read(&env.path("out/svc")), "old\nold\n");
     assert!(!alive(pid));
     assert_untouched(&d, &b);
@@ -1285,7 +1536,10 @@ fn config_writable_by_others_is_refused() {
     assert!(r.stdout.contains("chmod go-w"), "says how to fix it: {r:?}");
     let (code, j) = reload(&d, &[]);
     assert_eq!(code, 3);
-    assert!(j.errors.iter().any(|e| e.text.contains("chmod go-w")), "{j:?}");
+    assert!(
+        j.errors.iter().any(|e| e.text.contains("chmod go-w")),
+        "{j:?}"
+    );
     let st = d.status();
     assert_eq!((st.running_version, st.sync.as_str()), (1, "invalid"));
     assert!(st.sync_error.is_some_and(|e| e.contains("chmod go-w")));
@@ -1311,14 +1565,20 @@ fn watch_false_applies_only_on_ctl_reload_or_sighup() {
 
     set_manual(&env, &svc_body("two"));
     // Far past the 20ms debounce, nothing is applied.
-    assert_stays("the edit is not applied", Duration::from_millis(600), || {
-        let st = d.status();
-        st.running_version == 1 && st.sync == "changed"
-    });
+    assert_stays(
+        "the edit is not applied",
+        Duration::from_millis(600),
+        || {
+            let st = d.status();
+            st.running_version == 1 && st.sync == "changed"
+        },
+    );
     assert_eq!(d.script("svc").pid, Some(pid));
     ev.collect_for(Duration::from_millis(50));
     assert!(
-        !ev.seen.iter().any(|e| e.kind == "reload" && e.source.as_deref() == Some("watch")),
+        !ev.seen
+            .iter()
+            .any(|e| e.kind == "reload" && e.source.as_deref() == Some("watch")),
         "{}",
         ev.dump()
     );
@@ -1329,7 +1589,9 @@ fn watch_false_applies_only_on_ctl_reload_or_sighup() {
 
     set_manual(&env, &svc_body("three"));
     d.signal(nix::sys::signal::Signal::SIGHUP);
-    let applied = ev.wait("SIGHUP to reload", |e| is_phase(e, "applied") && e.version == Some(3));
+    let applied = ev.wait("SIGHUP to reload", |e| {
+        is_phase(e, "applied") && e.version == Some(3)
+    });
     assert_eq!(applied.source.as_deref(), Some("signal"));
     wait_file(&env, "out/svc", "one\ntwo\nthree\n");
     let st = d.status();
@@ -1373,5 +1635,8 @@ fn events_carry_schema_1_and_every_phase_of_an_attempt() {
     assert!(ev.seen.iter().all(|e| e.schema == 1));
     assert!(ev.seen.iter().any(|e| is_script_event(e, "svc", "exited")));
     let seqs: Vec<u64> = ev.seen.iter().map(|e| e.seq).collect();
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq not increasing: {seqs:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "seq not increasing: {seqs:?}"
+    );
 }

@@ -54,16 +54,16 @@ pub fn validate(source: &ConfigSource) -> Result<Config, ConfigErrors> {
     let mut v = Validator {
         errors: Vec::new(),
         file: String::new(),
-        pos: Positions::default(),
+        text: "",
+        pos: std::cell::OnceCell::new(),
     };
     let mut daemon = None;
     let mut defaults = Partial::default();
-    // name -> (file, position, partial script)
-    let mut scripts: BTreeMap<String, (String, Pos, Partial)> = BTreeMap::new();
+    // name -> (file, partial script)
+    let mut scripts: BTreeMap<String, (String, Partial)> = BTreeMap::new();
 
     for (index, file) in source.files.iter().enumerate() {
-        v.file = file.name.clone();
-        v.pos = Positions::of(&file.content);
+        v.set_file(&file.name, &file.content);
         let doc = match serde_yaml::from_str::<Value>(&file.content) {
             Ok(doc) => doc,
             Err(e) => {
@@ -96,7 +96,6 @@ pub fn validate(source: &ConfigSource) -> Result<Config, ConfigErrors> {
                     }
                     for (name, body) in v.entries(value, "scripts", &[]) {
                         let path = format!("scripts.{name}");
-                        let at = v.pos.key(&path);
                         if !valid_name(&name) {
                             v.err_key(
                                 &path,
@@ -108,7 +107,13 @@ pub fn validate(source: &ConfigSource) -> Result<Config, ConfigErrors> {
                             );
                         }
                         let partial = v.partial(body, &path, SCRIPT_KEYS, &base);
-                        if let Some((first_file, first, _)) = scripts.get(&name) {
+                        if let Some((first_file, _)) = scripts.get(&name) {
+                            let first = source
+                                .files
+                                .iter()
+                                .find(|f| f.name == *first_file)
+                                .map(|f| Positions::of(&f.content).key(&path))
+                                .unwrap_or_default();
                             let msg = format!(
                                 "script {name:?} is already defined at {first_file}:{}:{}; \
                                  script names must be unique across files",
@@ -116,7 +121,7 @@ pub fn validate(source: &ConfigSource) -> Result<Config, ConfigErrors> {
                             );
                             v.err_key(&path, msg);
                         } else {
-                            scripts.insert(name, (file.name.clone(), at, partial));
+                            scripts.insert(name, (file.name.clone(), partial));
                         }
                     }
                 }
@@ -127,10 +132,11 @@ pub fn validate(source: &ConfigSource) -> Result<Config, ConfigErrors> {
 
     let daemon = daemon.unwrap_or_else(|| default_daemon(&base));
     let mut out = BTreeMap::new();
-    for (name, (file, _, partial)) in scripts {
-        v.file = file;
-        if let Some(text) = source.files.iter().find(|f| f.name == v.file) {
-            v.pos = Positions::of(&text.content);
+    for (name, (file, partial)) in scripts {
+        if v.file != file {
+            if let Some(f) = source.files.iter().find(|f| f.name == file) {
+                v.set_file(&f.name, &f.content);
+            }
         }
         if let Some(script) = v.finish_script(&name, partial, &defaults, &base) {
             out.insert(name, script);
@@ -196,13 +202,26 @@ struct Partial {
     malformed: bool,
 }
 
-struct Validator {
+/// Positions are computed only when the first error of a file needs one: a valid config is
+/// parsed once.
+struct Validator<'s> {
+    text: &'s str,
     errors: Vec<ConfigError>,
     file: String,
-    pos: Positions,
+    pos: std::cell::OnceCell<Positions>,
 }
 
-impl Validator {
+impl<'s> Validator<'s> {
+    fn set_file(&mut self, name: &str, text: &'s str) {
+        self.file = name.to_owned();
+        self.text = text;
+        self.pos = std::cell::OnceCell::new();
+    }
+
+    fn positions(&self) -> &Positions {
+        self.pos.get_or_init(|| Positions::of(self.text))
+    }
+
     fn push(&mut self, at: Pos, path: &str, message: String) {
         self.errors.push(ConfigError {
             file: self.file.clone(),
@@ -214,12 +233,12 @@ impl Validator {
     }
 
     fn err(&mut self, path: &str, message: String) {
-        let at = self.pos.value(path);
+        let at = self.positions().value(path);
         self.push(at, path, message);
     }
 
     fn err_key(&mut self, path: &str, message: String) {
-        let at = self.pos.key(path);
+        let at = self.positions().key(path);
         self.push(at, path, message);
     }
 
