@@ -16,7 +16,7 @@ pub enum HistoryError {
     Sql(#[from] rusqlite::Error),
     /// Stored JSON did not decode.
     #[error("history database holds a record that does not decode: {0}")]
-    Decode(#[from] serde_json::Error),
+    Decode(#[from] prost::DecodeError),
 }
 
 /// One record to append.
@@ -59,8 +59,7 @@ CREATE TABLE IF NOT EXISTS entries (
     summary       TEXT NOT NULL,
     message       TEXT NOT NULL,
     hash          TEXT NOT NULL,
-    changes       TEXT NOT NULL,           -- JSON
-    errors        TEXT NOT NULL            -- JSON
+    detail        BLOB NOT NULL            -- protobuf ReloadEvent: changes and errors
 );
 CREATE TABLE IF NOT EXISTS files (
     version INTEGER NOT NULL,
@@ -88,90 +87,19 @@ pub fn summary(changes: &[proto::Change]) -> String {
     format!("+{added} ~{} -{removed} scripts", changed.len())
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
-struct ChangeRow {
-    script: String,
-    field: String,
-    old: String,
-    new: String,
-    impact: i32,
-    outcome: i32,
-    reason: String,
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct ErrorRow {
-    file: String,
-    line: u32,
-    column: u32,
-    path: String,
-    message: String,
-}
-
-fn encode_changes(changes: &[proto::Change]) -> Result<String, serde_json::Error> {
-    let rows: Vec<ChangeRow> = changes
-        .iter()
-        .map(|c| ChangeRow {
-            script: c.script.clone(),
-            field: c.field.clone(),
-            old: c.old_value.clone(),
-            new: c.new_value.clone(),
-            impact: c.impact,
-            outcome: c.outcome,
-            reason: c.reason.clone(),
-        })
-        .collect();
-    serde_json::to_string(&rows)
-}
-
-fn decode_changes(text: &str) -> Result<Vec<proto::Change>, serde_json::Error> {
-    let rows: Vec<ChangeRow> = serde_json::from_str(text)?;
-    Ok(rows
-        .into_iter()
-        .map(|r| proto::Change {
-            script: r.script,
-            field: r.field,
-            old_value: r.old,
-            new_value: r.new,
-            impact: r.impact,
-            outcome: r.outcome,
-            reason: r.reason,
-        })
-        .collect())
-}
-
-fn encode_errors(errors: &[proto::ConfigError]) -> Result<String, serde_json::Error> {
-    let rows: Vec<ErrorRow> = errors
-        .iter()
-        .map(|e| ErrorRow {
-            file: e.file.clone(),
-            line: e.line,
-            column: e.column,
-            path: e.path.clone(),
-            message: e.message.clone(),
-        })
-        .collect();
-    serde_json::to_string(&rows)
-}
-
-fn decode_errors(text: &str) -> Result<Vec<proto::ConfigError>, serde_json::Error> {
-    let rows: Vec<ErrorRow> = serde_json::from_str(text)?;
-    Ok(rows
-        .into_iter()
-        .map(|r| proto::ConfigError {
-            file: r.file,
-            line: r.line,
-            column: r.column,
-            path: r.path,
-            message: r.message,
-        })
-        .collect())
+/// Changes and errors of an entry, stored as an encoded `ReloadEvent` (only those fields).
+fn encode_detail(changes: &[proto::Change], errors: &[proto::ConfigError]) -> Vec<u8> {
+    prost::Message::encode_to_vec(&proto::ReloadEvent {
+        changes: changes.to_vec(),
+        errors: errors.to_vec(),
+        ..Default::default()
+    })
 }
 
 const ENTRY_COLUMNS: &str = "version, attempt_id, time_ms, source, rollback_from, uid, result, \
-                             summary, message, hash, changes, errors";
+                             summary, message, hash, detail";
 
-fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(proto::HistoryEntry, String, String)> {
+fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(proto::HistoryEntry, Vec<u8>)> {
     Ok((
         proto::HistoryEntry {
             version: row.get::<_, Option<u64>>(0)?.unwrap_or(0),
@@ -188,15 +116,15 @@ fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(proto::HistoryEn
             changes: Vec::new(),
         },
         row.get(10)?,
-        row.get(11)?,
     ))
 }
 
 fn finish(
-    (mut entry, changes, errors): (proto::HistoryEntry, String, String),
+    (mut entry, detail): (proto::HistoryEntry, Vec<u8>),
 ) -> Result<proto::HistoryEntry, HistoryError> {
-    entry.changes = decode_changes(&changes)?;
-    entry.errors = decode_errors(&errors)?;
+    let detail: proto::ReloadEvent = prost::Message::decode(detail.as_slice())?;
+    entry.changes = detail.changes;
+    entry.errors = detail.errors;
     Ok(entry)
 }
 
@@ -249,7 +177,7 @@ impl History {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            &format!("INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"),
+            &format!("INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"),
             params![
                 version,
                 rec.attempt_id,
@@ -261,8 +189,7 @@ impl History {
                 summary(rec.changes),
                 rec.message,
                 source.hash(),
-                encode_changes(rec.changes)?,
-                encode_errors(rec.errors)?,
+                encode_detail(rec.changes, rec.errors),
             ],
         )?;
         for (i, f) in source.files.iter().enumerate() {
@@ -292,7 +219,7 @@ impl History {
     /// Records a refused attempt (rejected, or failed and rolled back).
     pub fn record_attempt(&self, rec: &Record<'_>) -> Result<(), HistoryError> {
         self.conn().execute(
-            &format!("INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (NULL,?1,?2,?3,?4,?5,?6,?7,?8,'',?9,?10)"),
+            &format!("INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (NULL,?1,?2,?3,?4,?5,?6,?7,?8,'',?9)"),
             params![
                 rec.attempt_id,
                 crate::now_ms(),
@@ -302,8 +229,7 @@ impl History {
                 rec.result,
                 summary(rec.changes),
                 rec.message,
-                encode_changes(rec.changes)?,
-                encode_errors(rec.errors)?,
+                encode_detail(rec.changes, rec.errors),
             ],
         )?;
         Ok(())

@@ -322,6 +322,18 @@ impl Coordinator {
                 report.message = msg;
             }
         }
+        // Recorded (and written back) before anyone is told: a client that reacts to the
+        // terminal event or the new snapshot finds the history and the files up to date.
+        let terminal = match report.result {
+            Some(ReloadResult::Applied) => {
+                self.publish_snapshot();
+                ReloadPhase::Applied
+            }
+            Some(ReloadResult::Unchanged) => ReloadPhase::Unchanged,
+            Some(ReloadResult::FailedRolledBack) => ReloadPhase::FailedRolledBack,
+            _ => ReloadPhase::Rejected,
+        };
+        self.phase(report.attempt_id, req.source, terminal, &report);
         report
     }
 
@@ -342,7 +354,7 @@ impl Coordinator {
 
         let source = match loaded {
             Ok(s) => s,
-            Err(errors) => return self.reject_invalid(id, req.source, report, errors),
+            Err(errors) => return self.reject_invalid(id, report, errors),
         };
         let new_hash = source.hash();
         report.plan_id = plan_id(self.version, &new_hash);
@@ -352,12 +364,11 @@ impl Coordinator {
             if id != 0 {
                 tracing::info!(attempt = id, source = req.source.as_str(), "config unchanged, nothing to do");
             }
-            self.phase(id, req.source, ReloadPhase::Unchanged, &report);
             return report;
         }
         let new = match config::validate(&source) {
             Ok(c) => c,
-            Err(errors) => return self.reject_invalid(id, req.source, report, errors),
+            Err(errors) => return self.reject_invalid(id, report, errors),
         };
         self.phase(id, req.source, ReloadPhase::Validated, &report);
 
@@ -379,7 +390,6 @@ impl Coordinator {
                 for c in &mut report.changes {
                     c.outcome = Outcome::Rejected;
                 }
-                self.phase(id, req.source, ReloadPhase::Rejected, &report);
                 return report;
             }
         }
@@ -388,7 +398,6 @@ impl Coordinator {
             report.message = reason.clone();
             if id != 0 {
                 tracing::warn!(attempt = id, "reload rejected: {reason}");
-                self.phase(id, req.source, ReloadPhase::Rejected, &report);
             }
             return report;
         }
@@ -414,7 +423,6 @@ impl Coordinator {
                 self.version += 1;
                 self.source = source;
                 self.config = Arc::new(new);
-                self.publish_snapshot();
                 report.version = self.version;
                 report.result = Some(ReloadResult::Applied);
                 tracing::info!(
@@ -424,19 +432,17 @@ impl Coordinator {
                     source = req.source.as_str(),
                     "reload applied"
                 );
-                self.phase(id, req.source, ReloadPhase::Applied, &report);
             }
             Err(msg) => {
                 report.result = Some(ReloadResult::FailedRolledBack);
                 report.message = msg;
                 tracing::error!(attempt = id, "reload failed, rolled back: {}", report.message);
-                self.phase(id, req.source, ReloadPhase::FailedRolledBack, &report);
             }
         }
         report
     }
 
-    fn reject_invalid(&self, id: u64, source: Source, mut report: Report, errors: ConfigErrors) -> Report {
+    fn reject_invalid(&self, id: u64, mut report: Report, errors: ConfigErrors) -> Report {
         report.result = Some(ReloadResult::Rejected);
         report.message = format!(
             "the config is invalid ({} error{}); the running version stays",
@@ -447,7 +453,6 @@ impl Coordinator {
             tracing::warn!(attempt = id, "config invalid, keeping the running version:\n{errors}");
         }
         report.errors = errors;
-        self.phase(id, source, ReloadPhase::Rejected, &report);
         report
     }
 

@@ -678,24 +678,31 @@ impl Runner {
     async fn control(&mut self, action: ControlAction, reply: Reply<String>) {
         let running_pid = self.run.as_ref().map(|r| r.pid);
         let answer = match action {
-            ControlAction::Start => {
-                if !self.cfg.enabled {
-                    Err(ControlError::Precondition(format!(
-                        "{} is disabled in the config (enabled: false); enable it there, or use \
-                         `ctl run {}` to run it once",
-                        self.name, self.name
-                    )))
-                } else if let Some(pid) = running_pid {
-                    self.user_stopped = false;
-                    Ok(format!("already running (pid {pid})"))
-                } else {
-                    self.user_stopped = false;
-                    self.status.restarts = 0;
-                    self.start_run(false)
-                        .await
-                        .map(|pid| format!("started (pid {pid})"))
-                        .map_err(ControlError::Spawn)
-                }
+            ControlAction::Start | ControlAction::Restart if !self.cfg.enabled => {
+                Err(ControlError::Precondition(format!(
+                    "{} is disabled in the config (enabled: false); enable it there, or use \
+                     `ctl run {}` to run it once",
+                    self.name, self.name
+                )))
+            }
+            ControlAction::Start if running_pid.is_some() => {
+                self.user_stopped = false;
+                Ok(format!("already running (pid {})", running_pid.unwrap_or_default()))
+            }
+            ControlAction::Restart if running_pid.is_some() => {
+                self.user_stopped = false;
+                self.after_exit = AfterExit::Restart;
+                self.begin_stop();
+                self.waiters.push(Waiter::Control(reply));
+                return;
+            }
+            ControlAction::Start | ControlAction::Restart => {
+                self.user_stopped = false;
+                self.status.restarts = 0;
+                self.start_run(false)
+                    .await
+                    .map(|pid| format!("started (pid {pid})"))
+                    .map_err(ControlError::Spawn)
             }
             ControlAction::Stop => {
                 self.user_stopped = true;
@@ -708,28 +715,6 @@ impl Runner {
                     return;
                 }
                 Ok("already stopped".into())
-            }
-            ControlAction::Restart => {
-                if !self.cfg.enabled {
-                    Err(ControlError::Precondition(format!(
-                        "{} is disabled in the config (enabled: false); use `ctl run {}` to run \
-                         it once",
-                        self.name, self.name
-                    )))
-                } else if running_pid.is_some() {
-                    self.user_stopped = false;
-                    self.after_exit = AfterExit::Restart;
-                    self.begin_stop();
-                    self.waiters.push(Waiter::Control(reply));
-                    return;
-                } else {
-                    self.user_stopped = false;
-                    self.status.restarts = 0;
-                    self.start_run(false)
-                        .await
-                        .map(|pid| format!("started (pid {pid})"))
-                        .map_err(ControlError::Spawn)
-                }
             }
             ControlAction::Run => match running_pid {
                 Some(pid) => Ok(format!("already running (pid {pid})")),

@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# Log capture and follow benchmark (not a test).
+#
+#  1. Throughput: a Python script writes 1,000,000 lines of ~50 bytes as fast as it can.
+#     Ceiling: the same program redirected straight to a file. Through scriptd: the program
+#     run by the daemon, its lines captured into the script's log file (with the default
+#     rotation settings); the time is from the run's start marker to its end marker in the
+#     log file (the end marker is written after every line of the run is in the file).
+#     Both are measured RUNS times, alternating, in the same invocation; medians reported.
+#  2. Follow delay: a script prints 1,000 lines/s, each carrying the time it was written;
+#     a reader of `ctl logs -f --raw` stamps each line on arrival. Median and p99.
+#
+# Usage: bench/logs.sh [RUNS]   (default 5). Needs bash, python3, cargo.
+set -euo pipefail
+
+RUNS=${1:-5}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+cargo build --release --workspace --quiet
+SCRIPTD="$ROOT/target/release/scriptd"
+CTL="$ROOT/target/release/ctl"
+
+DIR=$(mktemp -d /tmp/scriptd-bench.XXXXXX)
+DAEMON_PID=
+cleanup() {
+    if [ -n "$DAEMON_PID" ]; then kill "$DAEMON_PID" 2>/dev/null || true; wait "$DAEMON_PID" 2>/dev/null || true; fi
+    rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+cat > "$DIR/writer.py" <<'EOF'
+import sys
+pad = "x" * 40
+w = sys.stdout.write
+for i in range(1000000):
+    w(f"{i:09d} {pad}\n")
+EOF
+
+cat > "$DIR/ticker.py" <<'EOF'
+import sys, time
+# 1,000 lines/s on an absolute schedule; each line carries its write time (ns).
+n = int(sys.argv[1])
+start = time.monotonic()
+for i in range(n):
+    target = start + i / 1000.0
+    d = target - time.monotonic()
+    if d > 0:
+        time.sleep(d)
+    sys.stdout.write(f"{time.time_ns()} {i}\n")
+    sys.stdout.flush()
+EOF
+
+cat > "$DIR/reader.py" <<'EOF'
+import subprocess, sys, time
+# Reads `ctl logs -f` until `n` lines arrived; prints the delays (ms), one per line.
+ctl, sock, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+p = subprocess.Popen([ctl, "--socket", sock, "logs", "tick", "-f", "-n", "0", "--raw"],
+                     stdout=subprocess.PIPE, bufsize=0)
+out = p.stdout
+buf = b""
+got = 0
+delays = []
+ready = open(sys.argv[4], "w"); ready.write("ready\n"); ready.close()
+while got < n:
+    chunk = out.read1(65536) if hasattr(out, "read1") else out.read(65536)
+    if not chunk:
+        break
+    now = time.time_ns()
+    buf += chunk
+    *lines, buf = buf.split(b"\n")
+    for l in lines:
+        sent = int(l.split(b" ")[0])
+        delays.append((now - sent) / 1e6)
+        got += 1
+p.kill()
+for d in delays:
+    print(f"{d:.3f}")
+EOF
+
+cat > "$DIR/scriptd.yaml" <<EOF
+daemon:
+  socket: run/scriptd.sock
+  state_dir: state
+  log_dir: logs
+scripts:
+  bench:
+    command: ["python3", "$DIR/writer.py"]
+    enabled: false
+  tick:
+    command: ["python3", "-u", "$DIR/ticker.py", "6000"]
+    enabled: false
+EOF
+chmod 644 "$DIR/scriptd.yaml"
+
+"$SCRIPTD" --config "$DIR/scriptd.yaml" > "$DIR/daemon.log" 2>&1 &
+DAEMON_PID=$!
+C=("$CTL" --socket "$DIR/run/scriptd.sock")
+for _ in $(seq 100); do "${C[@]}" status > /dev/null 2>&1 && break; sleep 0.05; done
+
+ms_since_epoch() { python3 -c 'import time; print(time.time_ns() // 1000000)'; }
+
+# Time (ms) between the start and end markers of run RUN of `bench`, from its log files.
+run_ms() {
+    python3 - "$DIR/logs" "$1" <<'EOF'
+import glob, os, sys, datetime
+d, run = sys.argv[1], sys.argv[2]
+files = sorted(glob.glob(os.path.join(d, "bench.log.*")), key=lambda p: -int(p.rsplit(".", 1)[1]))
+files.append(os.path.join(d, "bench.log"))
+start = end = None
+lines = 0
+def ms(t):
+    return datetime.datetime.strptime(t, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp() * 1000
+for f in files:
+    with open(f, "rb") as fh:
+        for raw in fh:
+            parts = raw.split(b" ", 4)
+            if parts[2].decode() != run:
+                continue
+            if parts[3] == b"sys" and b"started" in parts[4]:
+                start = ms(parts[0].decode())
+            elif parts[3] == b"sys" and b"ended" in parts[4]:
+                end = ms(parts[0].decode())
+            elif parts[3].startswith(b"out"):
+                lines += 1
+if lines != 1000000:
+    sys.exit(f"run {run}: {lines} lines in the log files, expected 1000000")
+print(int(end - start))
+EOF
+}
+
+ceil_ms=()
+daemon_ms=()
+for r in $(seq 1 "$RUNS"); do
+    t0=$(ms_since_epoch)
+    python3 "$DIR/writer.py" > "$DIR/ceiling.out"
+    t1=$(ms_since_epoch)
+    ceil_ms+=($((t1 - t0)))
+    rm -f "$DIR/ceiling.out"
+
+    "${C[@]}" run bench > /dev/null
+    for _ in $(seq 600); do
+        grep -q " sys run $r ended" "$DIR/logs/bench.log" 2>/dev/null && break
+        sleep 0.05
+    done
+    daemon_ms+=("$(run_ms "$r")")
+done
+
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+C_MS=$(median "${ceil_ms[@]}")
+D_MS=$(median "${daemon_ms[@]}")
+
+# Follow delay: reader attached first, then the ticker runs 6 s; the first 1,000 lines
+# (start-up) are dropped, 5,000 measured.
+rm -f "$DIR/ready"
+python3 "$DIR/reader.py" "$CTL" "$DIR/run/scriptd.sock" 6000 "$DIR/ready" > "$DIR/delays" &
+READER=$!
+for _ in $(seq 100); do [ -e "$DIR/ready" ] && break; sleep 0.05; done
+sleep 0.3
+"${C[@]}" run tick > /dev/null
+wait "$READER"
+read -r DELAY_N DELAY_MED DELAY_P99 < <(tail -n +1001 "$DIR/delays" | sort -n | awk '{a[NR]=$1} END {printf "%d %.3f %.3f\n", NR, a[int(NR*0.5)], a[int(NR*0.99)]}')
+
+echo
+echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "throughput runs (ms): ceiling ${ceil_ms[*]} | through scriptd ${daemon_ms[*]}"
+echo
+printf '| %-52s | %14s |\n' "metric" "value"
+printf '|%s|%s|\n' "------------------------------------------------------" "----------------"
+printf '| %-52s | %14s |\n' "ceiling: writer > file (1M lines, median ms)" "$C_MS"
+printf '| %-52s | %14s |\n' "through scriptd to the log file (median ms)" "$D_MS"
+printf '| %-52s | %14s |\n' "ceiling lines/s" "$(awk -v m="$C_MS" 'BEGIN {printf "%.0f", 1e6 / m * 1000}')"
+printf '| %-52s | %14s |\n' "through scriptd lines/s" "$(awk -v m="$D_MS" 'BEGIN {printf "%.0f", 1e6 / m * 1000}')"
+printf '| %-52s | %14s |\n' "ratio (target >= 0.9)" "$(awk -v c="$C_MS" -v d="$D_MS" 'BEGIN {printf "%.2f", c / d}')"
+printf '| %-52s | %14s |\n' "follow delay median at 1,000 lines/s (ms, n=$DELAY_N)" "$DELAY_MED"
+printf '| %-52s | %14s |\n' "follow delay p99 at 1,000 lines/s (ms, target <= 5)" "$DELAY_P99"
