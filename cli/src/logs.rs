@@ -84,9 +84,9 @@ impl LogsArgs {
             script: self.script.clone(),
             lines: self.lines.unwrap_or(default_lines),
             follow: self.follow,
-            since_ms: self
-                .since
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)),
+            since_ms: self.since.map_or(0, |d| {
+                u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+            }),
             after_seq: self.after_seq.unwrap_or(0),
             stream: match self.stream {
                 None => LogStream::All,
@@ -159,7 +159,9 @@ pub fn escape_controls(text: &str) -> Cow<'_, str> {
     for c in text.chars() {
         match c {
             '\t' => out.push(c),
-            c if (c as u32) < 0x80 && c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x80 && c.is_control() => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
             c => out.push(c),
         }
@@ -190,7 +192,8 @@ pub fn print_line(
 ) -> std::io::Result<()> {
     match format {
         Format::Json => {
-            serde_json::to_writer(&mut *out, &LogLineJson::from(l)).map_err(std::io::Error::from)?;
+            serde_json::to_writer(&mut *out, &LogLineJson::from(l))
+                .map_err(std::io::Error::from)?;
             out.write_all(b"\n")
         }
         Format::Raw if l.skipped > 0 => {
@@ -217,12 +220,24 @@ pub fn print_line(
                     LogStream::All => ("???", ""),
                 }
             };
-            let label = if l.continued { format!("{label}+") } else { label.to_owned() };
+            let label = if l.continued {
+                format!("{label}+")
+            } else {
+                label.to_owned()
+            };
             let text = escape_controls(&l.text);
             if colour {
                 let daemon = l.skipped > 0 || l.stream == LogStream::System as i32;
-                let label = if code.is_empty() { label } else { paint(&label, code, true) };
-                let text = if daemon { Cow::Owned(paint(&text, code, true)) } else { text };
+                let label = if code.is_empty() {
+                    label
+                } else {
+                    paint(&label, code, true)
+                };
+                let text = if daemon {
+                    Cow::Owned(paint(&text, code, true))
+                } else {
+                    text
+                };
                 writeln!(out, "{} {label} | {text}", paint(&when, "2", true))
             } else {
                 writeln!(out, "{when} {label} | {text}")
@@ -234,7 +249,10 @@ pub fn print_line(
 /// Runs `ctl logs`.
 pub async fn run(c: &mut Client, out: &mut impl Write, json: bool, args: LogsArgs) -> CtlResult {
     if json && args.raw {
-        return Err(CtlError::new(USAGE, "--raw and --output json do not go together"));
+        return Err(CtlError::new(
+            USAGE,
+            "--raw and --output json do not go together",
+        ));
     }
     let format = if json {
         Format::Json

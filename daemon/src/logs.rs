@@ -22,7 +22,7 @@ use scriptd_common::config::LogConfig;
 use scriptd_common::proto;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -145,13 +145,13 @@ impl LogLine {
     }
 
     /// The line as the API sends it.
-    pub fn to_proto(&self) -> proto::LogLine {
+    pub fn into_proto(self) -> proto::LogLine {
         proto::LogLine {
             seq: self.seq,
             time_ms: self.time_ms,
             run_id: self.run_id,
             stream: self.stream.to_proto() as i32,
-            text: self.text.clone(),
+            text: self.text,
             continued: self.continued,
             skipped: 0,
         }
@@ -237,14 +237,13 @@ pub struct LogSink {
 
 struct Inner {
     /// The newest lines, gapless by seq: the ring, plus the follow window.
-    lines: VecDeque<Arc<LogLine>>,
+    lines: VecDeque<LogLine>,
     /// Sum of `LogLine::cost` over `lines`.
     bytes: usize,
     max_lines: usize,
     next_seq: u64,
     cfg: LogConfig,
     file: LogFile,
-    buf: Vec<u8>,
     /// The script is gone (removed, daemon stopping): followers end.
     closed: bool,
 }
@@ -270,20 +269,31 @@ impl Inner {
     }
 }
 
+/// The script's log file. Records are formatted into `buf` and written out in big writes:
+/// when `buf` passes [`FILE_BUF`], when the pump has nothing more to read right now, before
+/// a rotation, and (under the sink's lock) before anyone reads the files, so a reader of the
+/// files always finds every line older than those in memory.
 struct LogFile {
     path: PathBuf,
-    writer: Option<BufWriter<File>>,
+    file: Option<File>,
+    /// Bytes of the current file, counting those still in `buf`.
     size: u64,
+    /// Records not written yet.
+    buf: Vec<u8>,
     /// The last open or write failed (and was reported): report only the first of a streak.
     failing: bool,
 }
+
+/// Records are written out once this many bytes are waiting.
+const FILE_BUF: usize = 256 << 10;
 
 impl LogFile {
     fn open(path: PathBuf) -> Self {
         let mut f = Self {
             path,
-            writer: None,
+            file: None,
             size: 0,
+            buf: Vec::with_capacity(FILE_BUF + READ_CHUNK),
             failing: false,
         };
         f.reopen();
@@ -308,17 +318,23 @@ impl LogFile {
                 {
                     size += 1;
                 }
-                self.writer = Some(BufWriter::with_capacity(64 << 10, f));
-                self.size = size;
-                if std::mem::take(&mut self.failing) {
-                    tracing::info!(path = %self.path.display(), "log file writable again");
-                }
+                self.file = Some(f);
+                self.size = size + self.buf.len() as u64;
+                self.recovered();
             }
-            Err(e) => {
-                if !std::mem::replace(&mut self.failing, true) {
-                    tracing::error!(path = %self.path.display(), "cannot open log file: {e}");
-                }
-            }
+            Err(e) => self.failed("cannot open log file", &e),
+        }
+    }
+
+    fn failed(&mut self, what: &str, e: &std::io::Error) {
+        if !std::mem::replace(&mut self.failing, true) {
+            tracing::error!(path = %self.path.display(), "{what}: {e}");
+        }
+    }
+
+    fn recovered(&mut self) {
+        if std::mem::take(&mut self.failing) {
+            tracing::info!(path = %self.path.display(), "log file writable again");
         }
     }
 
@@ -326,13 +342,23 @@ impl LogFile {
         rotated_path(&self.path, i)
     }
 
+    /// Adds one record; rotates first when it would take the file past `max_bytes`.
+    fn push(&mut self, line: &LogLine, time: &str, cfg: &LogConfig) {
+        let before = self.buf.len();
+        line.write_to(time, &mut self.buf);
+        let len = (self.buf.len() - before) as u64;
+        if self.size + len > cfg.max_bytes && self.size > 0 {
+            self.write_out(before);
+            self.rotate(cfg.keep);
+        }
+        self.size += len;
+    }
+
     /// Rename and reopen: `NAME.log` becomes `NAME.log.1`, `.1` becomes `.2`, and so on;
     /// the oldest beyond `keep` is removed. A follower reading the old file by its open
     /// descriptor keeps reading it.
     fn rotate(&mut self, keep: u32) {
-        if let Some(mut w) = self.writer.take() {
-            let _ = w.flush();
-        }
+        self.file = None;
         if keep == 0 {
             let _ = std::fs::remove_file(&self.path);
         } else {
@@ -351,35 +377,34 @@ impl LogFile {
         self.reopen();
     }
 
-    fn write(&mut self, bytes: &[u8]) {
-        if self.writer.is_none() {
+    /// Writes the first `n` bytes of `buf` to the file.
+    fn write_out(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        if self.file.is_none() {
             self.reopen();
         }
-        if let Some(w) = self.writer.as_mut() {
-            match w.write_all(bytes) {
-                Ok(()) => {
-                    if std::mem::take(&mut self.failing) {
-                        tracing::info!(path = %self.path.display(), "log file writable again");
-                    }
-                }
-                Err(e) => {
-                    if !std::mem::replace(&mut self.failing, true) {
-                        tracing::error!(path = %self.path.display(), "cannot write log file: {e}");
-                    }
-                }
+        if let Some(f) = self.file.as_mut() {
+            match f.write_all(&self.buf[..n]) {
+                Ok(()) => self.recovered(),
+                Err(e) => self.failed("cannot write log file", &e),
             }
-            self.size += bytes.len() as u64;
         }
+        self.buf.drain(..n);
     }
 
     fn flush(&mut self) {
-        if let Some(w) = self.writer.as_mut() {
-            if let Err(e) = w.flush() {
-                if !std::mem::replace(&mut self.failing, true) {
-                    tracing::error!(path = %self.path.display(), "cannot write log file: {e}");
-                }
-            }
+        self.write_out(self.buf.len());
+        if self.buf.capacity() > 2 * (FILE_BUF + READ_CHUNK) {
+            self.buf = Vec::with_capacity(FILE_BUF + READ_CHUNK);
         }
+    }
+}
+
+impl Drop for LogFile {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -428,7 +453,6 @@ impl LogSink {
                 next_seq,
                 cfg,
                 file: LogFile::open(path),
-                buf: Vec::with_capacity(128 << 10),
                 closed: false,
             }),
             wake,
@@ -454,8 +478,13 @@ impl LogSink {
         self.lock().cfg.max_line_bytes as usize
     }
 
-    /// Appends a batch read at one time from one stream.
+    /// Appends a batch read at one time from one stream. The file is written when its
+    /// buffer is full; the pump calls [`flush`](Self::flush) when it has nothing more to read.
     pub fn append(&self, run_id: u64, stream: Stream, pieces: Vec<(String, bool)>) {
+        self.append_batch(run_id, stream, pieces, false);
+    }
+
+    fn append_batch(&self, run_id: u64, stream: Stream, pieces: Vec<(String, bool)>, flush: bool) {
         if pieces.is_empty() {
             return;
         }
@@ -464,47 +493,40 @@ impl LogSink {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         let time = humantime::format_rfc3339_millis(now).to_string();
-        let following = self.followers.load(Ordering::Relaxed) > 0;
         let mut g = self.lock();
+        let following = self.followers.load(Ordering::Relaxed) > 0;
         let inner = &mut *g;
-        inner.buf.clear();
         for (text, continued) in pieces {
-            let line = Arc::new(LogLine {
+            let line = LogLine {
                 seq: inner.next_seq,
                 time_ms,
                 run_id,
                 stream,
                 text,
                 continued,
-            });
+            };
             inner.next_seq += 1;
-            let before = inner.buf.len();
-            line.write_to(&time, &mut inner.buf);
-            if inner.file.size + (inner.buf.len() as u64) > inner.cfg.max_bytes
-                && inner.file.size + (before as u64) > 0
-            {
-                // Rotate before this line: what precedes it goes to the old file.
-                inner.file.write(&inner.buf[..before]);
-                inner.buf.drain(..before);
-                inner.file.rotate(inner.cfg.keep);
-            }
+            inner.file.push(&line, &time, &inner.cfg);
             inner.bytes += line.cost();
             inner.lines.push_back(line);
         }
         inner.trim(following);
-        inner.file.write(&inner.buf);
-        inner.file.flush();
-        if inner.buf.capacity() > 4 * READ_CHUNK {
-            inner.buf = Vec::with_capacity(128 << 10);
+        if flush || inner.file.buf.len() >= FILE_BUF {
+            inner.file.flush();
         }
         let next = inner.next_seq;
         drop(g);
         self.wake.send_replace(next);
     }
 
-    /// A daemon line (run started / ended) in the script's stream.
+    /// Writes out what the file buffer holds.
+    pub fn flush(&self) {
+        self.lock().file.flush();
+    }
+
+    /// A daemon line (run started / ended) in the script's stream, written out at once.
     pub fn system(&self, run_id: u64, text: String) {
-        self.append(run_id, Stream::System, vec![(text, false)]);
+        self.append_batch(run_id, Stream::System, vec![(text, false)], true);
     }
 
     /// The script is gone for good (removed from the config, daemon stopping): followers get
@@ -513,6 +535,7 @@ impl LogSink {
         let next = {
             let mut g = self.lock();
             g.closed = true;
+            g.file.flush();
             g.next_seq
         };
         self.wake.send_replace(next);
@@ -531,7 +554,7 @@ impl LogSink {
             self.followers.fetch_add(1, Ordering::Relaxed);
             Following(self.clone())
         });
-        let g = self.lock();
+        let mut g = self.lock();
         let end = g.next_seq;
         let front = g.front();
         let mut mem = Vec::new();
@@ -571,7 +594,7 @@ impl LogSink {
     /// when `cursor` is older than memory, the files to catch up from and where memory
     /// starts.
     fn take(&self, cursor: u64) -> Taken {
-        let g = self.lock();
+        let mut g = self.lock();
         let front = g.front();
         if cursor < front {
             return Taken::Behind {
@@ -599,7 +622,8 @@ impl LogSink {
 }
 
 impl Inner {
-    fn open_files(&self) -> Vec<File> {
+    fn open_files(&mut self) -> Vec<File> {
+        self.file.flush();
         log_files(&self.file.path)
             .iter()
             .filter_map(|p| File::open(p).ok())
@@ -608,14 +632,8 @@ impl Inner {
 }
 
 enum Taken {
-    Lines {
-        batch: Vec<Arc<LogLine>>,
-        closed: bool,
-    },
-    Behind {
-        files: Vec<File>,
-        front: u64,
-    },
+    Lines { batch: Vec<LogLine>, closed: bool },
+    Behind { files: Vec<File>, front: u64 },
 }
 
 /// A follower attached to a sink: keeps the follow window while it lives.
@@ -629,7 +647,7 @@ impl Drop for Following {
 
 struct Start {
     /// Backlog from memory, oldest first, filtered and limited.
-    mem: Vec<Arc<LogLine>>,
+    mem: Vec<LogLine>,
     /// Log files, oldest first, when the backlog reaches back before memory.
     files: Option<Vec<File>>,
     /// How many matching lines the files must give (`None`: all that match).
@@ -666,7 +684,12 @@ impl Query {
             Ok(proto::LogStream::Stdout) => Some(Stream::Stdout),
             Ok(proto::LogStream::Stderr) => Some(Stream::Stderr),
             Ok(proto::LogStream::System) => Some(Stream::System),
-            Err(_) => return Err(Status::invalid_argument(format!("unknown stream {}", r.stream))),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown stream {}",
+                    r.stream
+                )))
+            }
         };
         Ok(Self {
             lines: r.lines,
@@ -820,7 +843,9 @@ async fn files_phase(
         Ok(out) => out,
         Err(e) => {
             let _ = tx
-                .send(vec![Err(Status::internal(format!("reading the log files failed: {e}")))])
+                .send(vec![Err(Status::internal(format!(
+                    "reading the log files failed: {e}"
+                )))])
                 .await;
             None
         }
@@ -845,7 +870,7 @@ async fn serve(sink: Arc<LogSink>, q: Query, mut out: Out) {
         }
     }
     for l in mem {
-        if out.push(l.to_proto()) && !out.flush().await {
+        if out.push(l.into_proto()) && !out.flush().await {
             return;
         }
     }
@@ -885,7 +910,7 @@ async fn follow(sink: &LogSink, q: Query, mut cursor: u64, mut out: Out) {
                 }
                 cursor += batch.len() as u64;
                 for l in batch {
-                    if q.matches(&l) && out.push(l.to_proto()) && !out.flush().await {
+                    if q.matches(&l) && out.push(l.into_proto()) && !out.flush().await {
                         return;
                     }
                 }
@@ -942,7 +967,8 @@ fn read_files(
                 let mut yes = false;
                 scan(f, &mut |r| {
                     yes = r.seq <= q.after_seq.saturating_add(1)
-                        && q.since_ms.is_none_or(|c| r.time_ms().is_some_and(|t| t <= c));
+                        && q.since_ms
+                            .is_none_or(|c| r.time_ms().is_some_and(|t| t <= c));
                     false
                 });
                 yes
@@ -978,7 +1004,7 @@ fn read_files(
             }
             match r.to_line() {
                 Some(l) => {
-                    go_on = emit(l.to_proto());
+                    go_on = emit(l.into_proto());
                     go_on
                 }
                 None => true,
@@ -1053,7 +1079,10 @@ fn last_seq(path: &Path) -> Option<u64> {
             }
         }
         // Keep the first partial line of this block: its start is in the previous one.
-        let first_nl = block.iter().position(|&b| b == b'\n').unwrap_or(block.len());
+        let first_nl = block
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap_or(block.len());
         tail = block[..first_nl].to_vec();
         if tail.len() > 1 << 20 {
             tail.truncate(1 << 20); // a header is at the start of a line: enough
@@ -1068,12 +1097,28 @@ fn last_seq(path: &Path) -> Option<u64> {
 /// Chunks of up to 64 KiB; a line longer than `log.max_line_bytes` is cut into pieces marked
 /// `continued` (at a character boundary when the text is UTF-8), so memory stays bounded
 /// whatever the script prints; `\r\n` endings lose the `\r`; invalid UTF-8 is replaced; a
-/// last line without a newline is flushed at EOF.
-pub async fn pump<R: AsyncRead + Unpin>(mut reader: R, sink: Arc<LogSink>, run_id: u64, stream: Stream) {
+/// last line without a newline is flushed at EOF. The file is written out whenever there is
+/// nothing more to read right now: one big write for a burst, one small one for a trickle.
+pub async fn pump<R: AsyncRead + Unpin>(
+    mut reader: R,
+    sink: Arc<LogSink>,
+    run_id: u64,
+    stream: Stream,
+) {
     let mut buf = vec![0u8; READ_CHUNK];
     let mut pending: Vec<u8> = Vec::new();
+    let mut unflushed = false;
     loop {
-        let n = match reader.read(&mut buf).await {
+        let read = match read_now(&mut reader, &mut buf).await {
+            Some(r) => r,
+            None => {
+                if std::mem::take(&mut unflushed) {
+                    sink.flush();
+                }
+                reader.read(&mut buf).await
+            }
+        };
+        let n = match read {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
@@ -1098,13 +1143,33 @@ pub async fn pump<R: AsyncRead + Unpin>(mut reader: R, sink: Arc<LogSink>, run_i
         if pending.capacity() > 2 * max + READ_CHUNK {
             pending.shrink_to(max + READ_CHUNK);
         }
+        unflushed |= !pieces.is_empty();
         sink.append(run_id, stream, pieces);
     }
     if !pending.is_empty() {
-        let line = pending.strip_suffix(b"\r").unwrap_or(&pending);
+        let line = pending.strip_suffix(b"\r").unwrap_or(&pending[..]);
         let text = String::from_utf8_lossy(line).into_owned();
         sink.append(run_id, stream, vec![(text, false)]);
     }
+    sink.flush();
+}
+
+/// A read that is ready now (data, EOF or an error), or `None` if it would wait.
+async fn read_now<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut [u8],
+) -> Option<std::io::Result<usize>> {
+    std::future::poll_fn(|cx| {
+        let mut rb = tokio::io::ReadBuf::new(buf);
+        std::task::Poll::Ready(
+            match std::pin::Pin::new(&mut *reader).poll_read(cx, &mut rb) {
+                std::task::Poll::Ready(Ok(())) => Some(Ok(rb.filled().len())),
+                std::task::Poll::Ready(Err(e)) => Some(Err(e)),
+                std::task::Poll::Pending => None,
+            },
+        )
+    })
+    .await
 }
 
 /// Where to cut `bytes` (longer than `max`) so no UTF-8 character is cut in two.
@@ -1130,7 +1195,10 @@ fn split_long(pending: &mut Vec<u8>, max: usize, pieces: &mut Vec<(String, bool)
     let mut start = 0;
     while pending.len() - start > max {
         let cut = cut_point(&pending[start..], max);
-        pieces.push((String::from_utf8_lossy(&pending[start..start + cut]).into_owned(), true));
+        pieces.push((
+            String::from_utf8_lossy(&pending[start..start + cut]).into_owned(),
+            true,
+        ));
         start += cut;
     }
     pending.drain(..start);
@@ -1164,7 +1232,10 @@ mod tests {
         assert_eq!(text, "2023-11-14T22:13:20.123Z 42 7 err+ hello  world \n");
         assert_eq!(LogLine::parse(text.trim_end_matches('\n')), Some(line));
         assert_eq!(LogLine::parse("a 5 6 out text"), None);
-        assert_eq!(LogLine::parse("2023-11-14T22:13:20.123Z 5 6 bad text"), None);
+        assert_eq!(
+            LogLine::parse("2023-11-14T22:13:20.123Z 5 6 bad text"),
+            None
+        );
     }
 
     #[test]
@@ -1195,6 +1266,7 @@ mod tests {
     fn push(s: &LogSink, n: usize) {
         let pieces = (0..n).map(|i| (format!("line {i}"), false)).collect();
         s.append(1, Stream::Stdout, pieces);
+        s.flush();
     }
 
     #[test]
@@ -1209,7 +1281,11 @@ mod tests {
         // An empty current file (crash right after a rotation): resume from `.1`.
         std::fs::write(dir.path().join("s.log"), b"").expect("truncate");
         let s2 = sink(dir.path(), 10, cfg(1000, 2));
-        assert!(s2.next_seq() > 1 && s2.next_seq() <= 101, "{}", s2.next_seq());
+        assert!(
+            s2.next_seq() > 1 && s2.next_seq() <= 101,
+            "{}",
+            s2.next_seq()
+        );
         drop((s, s2));
     }
 
@@ -1217,13 +1293,20 @@ mod tests {
     fn a_cut_last_line_is_ended_before_new_records() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.log");
-        std::fs::write(&path, "2023-11-14T22:13:20.123Z 7 1 out whole\n2023-11-14T22:13:20.123Z 8 1 out cu")
-            .expect("write");
+        std::fs::write(
+            &path,
+            "2023-11-14T22:13:20.123Z 7 1 out whole\n2023-11-14T22:13:20.123Z 8 1 out cu",
+        )
+        .expect("write");
         let s = sink(dir.path(), 10, cfg(1 << 20, 2));
         assert_eq!(s.next_seq(), 9);
         push(&s, 1);
         let text = std::fs::read_to_string(&path).expect("read");
-        let parsed: Vec<_> = text.lines().filter_map(LogLine::parse).map(|l| l.seq).collect();
+        let parsed: Vec<_> = text
+            .lines()
+            .filter_map(LogLine::parse)
+            .map(|l| l.seq)
+            .collect();
         assert_eq!(parsed, vec![7, 8, 9]);
     }
 
@@ -1232,11 +1315,18 @@ mod tests {
         let mut out = Vec::new();
         let gap_from = (q.after_seq > 0 && q.lines == 0).then(|| q.after_seq + 1);
         let files = start.files.unwrap_or_default();
-        read_files(&files, q, start.front, start.file_need, gap_from, &mut |l| {
-            out.push(l);
-            true
-        });
-        out.extend(start.mem.iter().map(|l| l.to_proto()));
+        read_files(
+            &files,
+            q,
+            start.front,
+            start.file_need,
+            gap_from,
+            &mut |l| {
+                out.push(l);
+                true
+            },
+        );
+        out.extend(start.mem.into_iter().map(LogLine::into_proto));
         out
     }
 

@@ -32,9 +32,18 @@ struct Rec {
 fn parse_rec(line: &str) -> Rec {
     let mut p = line.splitn(5, ' ');
     let _time = p.next().expect("time field");
-    let seq = p.next().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("seq in {line:?}"));
-    let run = p.next().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("run in {line:?}"));
-    let stream = p.next().unwrap_or_else(|| panic!("stream in {line:?}")).to_owned();
+    let seq = p
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("seq in {line:?}"));
+    let run = p
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("run in {line:?}"));
+    let stream = p
+        .next()
+        .unwrap_or_else(|| panic!("stream in {line:?}"))
+        .to_owned();
     let text = p.next().unwrap_or("").to_owned();
     Rec {
         seq,
@@ -70,7 +79,13 @@ fn records(env: &Env, script: &str) -> Vec<Rec> {
 /// Asserts records have gapless, growing sequence numbers.
 fn assert_gapless(recs: &[Rec]) {
     for w in recs.windows(2) {
-        assert_eq!(w[1].seq, w[0].seq + 1, "gap or repeat between {:?} and {:?}", w[0], w[1]);
+        assert_eq!(
+            w[1].seq,
+            w[0].seq + 1,
+            "gap or repeat between {:?} and {:?}",
+            w[0],
+            w[1]
+        );
     }
 }
 
@@ -199,21 +214,37 @@ fn a_million_lines_reach_the_file_in_order_and_a_fast_follower_sees_every_one() 
     let mut f = Follower::start(&d, &["big", "-f", "-n", "2000000", "--raw"], LONG);
     ctl_ok(&d, &["run", "big"]);
     for want in 1..=1_000_000u64 {
-        let got = f.line().unwrap_or_else(|| panic!("follower ended before line {want}"));
-        assert_eq!(got, want.to_string(), "follower: line {want} lost or out of order");
+        let got = f
+            .line()
+            .unwrap_or_else(|| panic!("follower ended before line {want}"));
+        assert_eq!(
+            got,
+            want.to_string(),
+            "follower: line {want} lost or out of order"
+        );
     }
     let err = f.stop();
-    assert!(!err.contains("skipped"), "a fast follower was told it skipped lines: {err}");
+    assert!(
+        !err.contains("skipped"),
+        "a fast follower was told it skipped lines: {err}"
+    );
 
     wait_runs(&d, "big", 1, LONG);
     let recs = records(&env, "big");
-    assert_eq!(recs.len(), 1_000_002, "1M lines plus the start and end markers");
+    assert_eq!(
+        recs.len(),
+        1_000_002,
+        "1M lines plus the start and end markers"
+    );
     assert_gapless(&recs);
     assert_eq!(recs[0].seq, 1);
     assert_eq!((recs[0].stream.as_str(), recs[0].run), ("sys", 1));
     assert!(recs[0].text.contains("started"), "{:?}", recs[0]);
     for (i, r) in recs[1..=1_000_000].iter().enumerate() {
-        assert_eq!((r.stream.as_str(), r.text.as_str()), ("out", (i + 1).to_string().as_str()));
+        assert_eq!(
+            (r.stream.as_str(), r.text.as_str()),
+            ("out", (i + 1).to_string().as_str())
+        );
     }
     let last = &recs[1_000_001];
     assert_eq!(last.stream, "sys");
@@ -238,15 +269,25 @@ fn a_slow_follower_gets_skip_markers_that_add_up() {
         gated(&env, "seq 1 1000000")
     ));
     let d = env.start();
-    let mut f = Follower::start(&d, &["slow", "-f", "-n", "2000000", "--output", "json"], LONG);
+    let mut f = Follower::start(
+        &d,
+        &["slow", "-f", "-n", "2000000", "--output", "json"],
+        LONG,
+    );
     ctl_ok(&d, &["run", "slow"]);
     let first = f.record().expect("the run's start marker");
-    assert_eq!((first.seq, first.stream.as_str()), (1, "system"), "{first:?}");
+    assert_eq!(
+        (first.seq, first.stream.as_str()),
+        (1, "system"),
+        "{first:?}"
+    );
     std::fs::write(env.path("go"), "").expect("create go file");
     let (mut expect, mut seen, mut skipped, mut markers) = (first.seq + 1, 1u64, 0u64, 0u64);
     let (mut reads, mut running) = (0u64, true);
     let last_seq = loop {
-        let r = f.record().expect("the follower ended before the run's end marker");
+        let r = f
+            .record()
+            .expect("the follower ended before the run's end marker");
         reads += 1;
         // Slow on purpose while the script runs: 50 ms every 100 records.
         if running && reads % 100 == 0 {
@@ -272,7 +313,11 @@ fn a_slow_follower_gets_skip_markers_that_add_up() {
     drop(f);
     eprintln!("slow follower: {seen} lines seen, {skipped} skipped in {markers} markers");
     assert!(markers > 0, "the slow follower never got a skip marker");
-    assert_eq!(seen + skipped, last_seq, "lines seen + skipped != lines written");
+    assert_eq!(
+        seen + skipped,
+        last_seq,
+        "lines seen + skipped != lines written"
+    );
     assert_eq!(last_seq, 1_000_002);
 }
 
@@ -304,7 +349,12 @@ fn backlog_and_live_lines_meet_without_gap_or_repeat() {
         for _ in 0..4000 {
             let r = f.record().expect("the follower ended early");
             assert_eq!(r.skipped, 0, "-n {n}: a skip marker");
-            assert_eq!(r.seq, prev.seq + 1, "-n {n}: gap or repeat after seq {}", prev.seq);
+            assert_eq!(
+                r.seq,
+                prev.seq + 1,
+                "-n {n}: gap or repeat after seq {}",
+                prev.seq
+            );
             if let (Ok(a), Ok(b)) = (prev.text.parse::<u64>(), r.text.parse::<u64>()) {
                 assert_eq!(b, a + 1, "-n {n}: text out of order at seq {}", r.seq);
             }
@@ -325,7 +375,11 @@ fn a_follower_loses_nothing_across_rotation() {
         gated(&env, "seq 1 200000")
     ));
     let d = env.start();
-    let mut f = Follower::start(&d, &["rot", "-f", "-n", "1000000", "--output", "json"], LONG);
+    let mut f = Follower::start(
+        &d,
+        &["rot", "-f", "-n", "1000000", "--output", "json"],
+        LONG,
+    );
     ctl_ok(&d, &["run", "rot"]);
     let first = f.record().expect("the run's start marker");
     assert_eq!(first.seq, 1);
@@ -333,7 +387,9 @@ fn a_follower_loses_nothing_across_rotation() {
     let mut expect_seq = 2;
     let mut expect_text = 1u64;
     loop {
-        let r = f.record().expect("the follower ended before the end marker");
+        let r = f
+            .record()
+            .expect("the follower ended before the end marker");
         assert_eq!(r.skipped, 0, "a skip marker: {r:?}");
         assert_eq!(r.seq, expect_seq, "gap or repeat");
         expect_seq += 1;
@@ -346,7 +402,11 @@ fn a_follower_loses_nothing_across_rotation() {
     }
     assert_eq!(expect_text, 200_001);
     let files = log_files(&env, "rot");
-    assert!(files.len() > 20, "expected many rotated files, got {}", files.len());
+    assert!(
+        files.len() > 20,
+        "expected many rotated files, got {}",
+        files.len()
+    );
     let recs = records(&env, "rot");
     assert_eq!(recs.len(), 200_002);
     assert_gapless(&recs);
@@ -362,12 +422,18 @@ fn after_seq_resumes_exactly_across_rotated_files() {
     ctl_ok(&d, &["run", "gone"]);
     wait_runs(&d, "res", 1, DEADLINE);
     wait_runs(&d, "gone", 1, DEADLINE);
-    assert!(log_files(&env, "res").len() > 10, "the log should span many rotated files");
+    assert!(
+        log_files(&env, "res").len() > 10,
+        "the log should span many rotated files"
+    );
 
     let recs = json_records(&d, &["res", "--after-seq", "100"]);
     let seqs: Vec<u64> = recs.iter().map(|r| r.seq).collect();
     assert_eq!(seqs, (101..=3002).collect::<Vec<_>>());
-    assert_eq!(recs[0].text, "100", "seq 101 is the 100th line (seq 1 is the start marker)");
+    assert_eq!(
+        recs[0].text, "100",
+        "seq 101 is the 100th line (seq 1 is the start marker)"
+    );
     assert!(recs.iter().all(|r| r.schema == 1 && r.skipped == 0));
 
     // With -n: the last N of those.
@@ -378,13 +444,19 @@ fn after_seq_resumes_exactly_across_rotated_files() {
     assert_eq!(seqs, (2998..=3002).collect::<Vec<_>>());
 
     // -n beyond the ring reads the files.
-    let seqs: Vec<u64> = json_records(&d, &["res", "-n", "1500"]).iter().map(|r| r.seq).collect();
+    let seqs: Vec<u64> = json_records(&d, &["res", "-n", "1500"])
+        .iter()
+        .map(|r| r.seq)
+        .collect();
     assert_eq!(seqs, (1503..=3002).collect::<Vec<_>>());
 
     // Resuming after lines that were rotated away: one marker says how many are gone.
     let recs = json_records(&d, &["gone", "--after-seq", "10"]);
     let marker = &recs[0];
-    assert!(marker.skipped > 0, "expected a skip marker first: {marker:?}");
+    assert!(
+        marker.skipped > 0,
+        "expected a skip marker first: {marker:?}"
+    );
     assert_eq!(recs[1].seq, 11 + marker.skipped);
     let seqs: Vec<u64> = recs[1..].iter().map(|r| r.seq).collect();
     assert_eq!(seqs, (11 + marker.skipped..=3002).collect::<Vec<_>>());
@@ -410,18 +482,32 @@ fn a_50_mb_line_is_split_and_the_daemon_memory_stays_bounded() {
     );
 
     let recs = records(&env, "huge");
-    let pieces: Vec<&Rec> = recs.iter().filter(|r| r.stream.starts_with("out")).collect();
+    let pieces: Vec<&Rec> = recs
+        .iter()
+        .filter(|r| r.stream.starts_with("out"))
+        .collect();
     let total: usize = pieces.iter().map(|r| r.text.len()).sum();
     assert_eq!(total, 50_000_000, "the line's bytes, all of them");
-    assert!(pieces.iter().all(|r| r.text.len() <= 64 * 1024 && r.text.bytes().all(|b| b == b'x')));
+    assert!(pieces
+        .iter()
+        .all(|r| r.text.len() <= 64 * 1024 && r.text.bytes().all(|b| b == b'x')));
     let (last, rest) = pieces.split_last().expect("pieces");
-    assert_eq!(last.stream, "out", "the last piece ends the line (partial line flushed at exit)");
-    assert!(rest.iter().all(|r| r.stream == "out+"), "every other piece is marked continued");
+    assert_eq!(
+        last.stream, "out",
+        "the last piece ends the line (partial line flushed at exit)"
+    );
+    assert!(
+        rest.iter().all(|r| r.stream == "out+"),
+        "every other piece is marked continued"
+    );
     assert_eq!(pieces.len(), 50_000_000usize.div_ceil(64 * 1024));
 
     // --raw joins the pieces again.
     let raw = ctl_ok(&d, &["logs", "huge", "-n", "2", "--raw"]);
-    assert!(raw.ends_with("x\n") && !raw.trim_end().contains('\n'), "one raw line");
+    assert!(
+        raw.ends_with("x\n") && !raw.trim_end().contains('\n'),
+        "one raw line"
+    );
 }
 
 #[test]
@@ -446,7 +532,13 @@ fn invalid_utf8_crlf_binary_and_a_partial_last_line() {
         .collect();
     assert_eq!(
         out,
-        vec!["café ok", "bad \u{FFFD}\u{FFFD} bytes", "lone\rcr", "\u{1}\u{2}junk\u{1b}[31m", "partial"]
+        vec![
+            "café ok",
+            "bad \u{FFFD}\u{FFFD} bytes",
+            "lone\rcr",
+            "\u{1}\u{2}junk\u{1b}[31m",
+            "partial"
+        ]
     );
     let err: Vec<&str> = recs
         .iter()
@@ -460,10 +552,19 @@ fn invalid_utf8_crlf_binary_and_a_partial_last_line() {
     assert!(text.contains(" out | \\x01\\x02junk\\x1b[31m\n"), "{text}");
     assert!(text.contains(" out | lone\\x0dcr\n"), "{text}");
     assert!(text.contains(" err | to stderr\n"), "{text}");
-    assert!(!text.contains('\u{1b}'), "no raw escape reaches the terminal: {text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "no raw escape reaches the terminal: {text}"
+    );
     // --raw gives the bytes back as text.
-    let raw = ctl_ok(&d, &["logs", "junk", "-n", "100", "--raw", "--stream", "stdout"]);
-    assert!(raw.contains("\u{1}\u{2}junk\u{1b}[31m\n") && raw.ends_with("partial\n"), "{raw:?}");
+    let raw = ctl_ok(
+        &d,
+        &["logs", "junk", "-n", "100", "--raw", "--stream", "stdout"],
+    );
+    assert!(
+        raw.contains("\u{1}\u{2}junk\u{1b}[31m\n") && raw.ends_with("partial\n"),
+        "{raw:?}"
+    );
 }
 
 // ------------------------------------------------------------------ markers, restarts, filters
@@ -487,19 +588,31 @@ fn run_markers_filters_and_sequence_across_daemon_restarts() {
         .filter(|r| r.stream == "system")
         .map(|r| r.text.as_str())
         .collect();
-    assert!(sys[0].starts_with("run 1 started") && sys[1].starts_with("run 1 ended: exit code 3"), "{sys:?}");
-    assert!(sys[2].starts_with("run 2 started") && sys[3].starts_with("run 2 ended: exit code 3"), "{sys:?}");
-    let slow = json_records(&d, &["slowpoke", "--stream", "system"]);
-    assert!(slow.iter().any(|r| r.text.contains("timed out")), "{slow:?}");
     assert!(
-        slow.iter().any(|r| r.text.contains("ended") && r.text.contains("timed out")),
+        sys[0].starts_with("run 1 started") && sys[1].starts_with("run 1 ended: exit code 3"),
+        "{sys:?}"
+    );
+    assert!(
+        sys[2].starts_with("run 2 started") && sys[3].starts_with("run 2 ended: exit code 3"),
+        "{sys:?}"
+    );
+    let slow = json_records(&d, &["slowpoke", "--stream", "system"]);
+    assert!(
+        slow.iter().any(|r| r.text.contains("timed out")),
+        "{slow:?}"
+    );
+    assert!(
+        slow.iter()
+            .any(|r| r.text.contains("ended") && r.text.contains("timed out")),
         "{slow:?}"
     );
 
     // Filters.
     let err = json_records(&d, &["mix", "--stream", "stderr"]);
     assert_eq!(err.len(), 2);
-    assert!(err.iter().all(|r| r.stream == "stderr" && r.text == "err-line"));
+    assert!(err
+        .iter()
+        .all(|r| r.stream == "stderr" && r.text == "err-line"));
     let run2 = json_records(&d, &["mix", "--run", "2"]);
     assert_eq!(run2.len(), 4);
     assert!(run2.iter().all(|r| r.run_id == 2));
@@ -524,7 +637,11 @@ fn run_markers_filters_and_sequence_across_daemon_restarts() {
     });
     let after = json_records(&d, &["mix", "--after-seq", &last.to_string()]);
     assert_eq!(after.len(), 4, "{after:?}");
-    assert_eq!(after[0].seq, last + 1, "sequence resumes after the daemon restart");
+    assert_eq!(
+        after[0].seq,
+        last + 1,
+        "sequence resumes after the daemon restart"
+    );
     let recs = records(&env, "mix");
     assert_gapless(&recs);
 }
@@ -590,4 +707,36 @@ fn a_follower_follows_restarts_and_a_closed_pipe_ends_it_quietly() {
         .expect("read stderr");
     assert_eq!(status.code(), Some(0), "stderr: {err}");
     assert_eq!(err, "", "quiet on a closed pipe");
+}
+
+#[test]
+fn log_settings_change_live() {
+    let body = "scripts:\n  live:\n    command: \"seq 1 2000\"\n    enabled: false\n    max_log_lines: 10\n";
+    let env = Env::new(body);
+    let d = env.start();
+    ctl_ok(&d, &["run", "live"]);
+    wait_runs(&d, "live", 1, DEADLINE);
+    assert_eq!(
+        log_files(&env, "live").len(),
+        1,
+        "no rotation with the default max_bytes"
+    );
+
+    let version = d.status().running_version;
+    env.set_body(&format!("{body}    log: {{ max_bytes: 4KiB, keep: 20 }}\n"));
+    wait_for("the reload to apply", DEADLINE, || {
+        (d.status().running_version > version).then_some(())
+    });
+    ctl_ok(&d, &["run", "live"]);
+    wait_runs(&d, "live", 2, DEADLINE);
+    let files = log_files(&env, "live");
+    assert!(
+        files.len() > 10,
+        "the new max_bytes applies at once: {} files",
+        files.len()
+    );
+    assert!(files.len() <= 21, "and the new keep: {} files", files.len());
+    let recs = records(&env, "live");
+    assert_gapless(&recs);
+    assert_eq!(recs.last().map(|r| r.seq), Some(4004));
 }
