@@ -18,7 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio_stream::StreamExt;
 
-const DAEMON: &str = "daemon:\n  socket: run/s.sock\n  state_dir: state\n  log_dir: logs\n  debounce: 20ms\n";
+const DAEMON: &str =
+    "daemon:\n  socket: run/s.sock\n  state_dir: state\n  log_dir: logs\n  debounce: 20ms\n";
 
 struct Daemon {
     child: Child,
@@ -27,7 +28,9 @@ struct Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -100,7 +103,9 @@ fn bench_status(bins: &Path, out: &mut String) -> anyhow::Result<()> {
     for _ in 0..20 {
         run()?;
     }
-    let samples = (0..300).map(|_| run()).collect::<anyhow::Result<Vec<_>>>()?;
+    let samples = (0..300)
+        .map(|_| run())
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let (p50, p99, max) = stats(samples);
     writeln!(
         out,
@@ -113,7 +118,9 @@ async fn connect(socket: PathBuf) -> anyhow::Result<ScriptdClient<tonic::transpo
     let ch = tonic::transport::Endpoint::try_from("http://scriptd.invalid")?
         .connect_with_connector(tower::service_fn(move |_| {
             let p = socket.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?)) }
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?))
+            }
         }))
         .await?;
     Ok(ScriptdClient::new(ch))
@@ -127,7 +134,10 @@ fn reload_config(n: usize, generation: usize) -> String {
         "  changed:\n    command: \"sleep 100000\"\n    env: {{ GENERATION: \"{generation}\" }}"
     );
     for i in 1..n {
-        let _ = writeln!(cfg, "  p{i}:\n    command: [\"/bin/true\"]\n    interval: 1h");
+        let _ = writeln!(
+            cfg,
+            "  p{i}:\n    command: [\"/bin/true\"]\n    interval: 1h"
+        );
     }
     cfg
 }
@@ -136,14 +146,19 @@ fn bench_reload(bins: &Path, out: &mut String) -> anyhow::Result<()> {
     const SCRIPTS: usize = 1000;
     const SAVES: usize = 200;
     let d = start(bins, &reload_config(SCRIPTS, 0))?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let config = d.dir.path().join("scriptd.yaml");
     let (applied, started) = rt.block_on(async {
         let mut c = connect(d.socket()).await?;
         // Let the 1,000 first runs finish.
         let end = Instant::now() + Duration::from_secs(60);
         loop {
-            let s = c.status(proto::StatusRequest::default()).await?.into_inner();
+            let s = c
+                .status(proto::StatusRequest::default())
+                .await?
+                .into_inner();
             if s.scripts.iter().all(|s| s.run_count >= 1) {
                 break;
             }
@@ -209,15 +224,23 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 fn bench_rss(bins: &Path, out: &mut String) -> anyhow::Result<()> {
     let mut cfg = format!("{DAEMON}scripts:\n");
     for i in 0..100 {
-        writeln!(cfg, "  s{i}:\n    command: [\"/bin/true\"]\n    interval: 1h")?;
+        writeln!(
+            cfg,
+            "  s{i}:\n    command: [\"/bin/true\"]\n    interval: 1h"
+        )?;
     }
     let d = start(bins, &cfg)?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let mut c = connect(d.socket()).await?;
         let end = Instant::now() + Duration::from_secs(30);
         loop {
-            let s = c.status(proto::StatusRequest::default()).await?.into_inner();
+            let s = c
+                .status(proto::StatusRequest::default())
+                .await?
+                .into_inner();
             if s.scripts.iter().all(|s| s.last_exit.is_some()) {
                 return Ok::<_, anyhow::Error>(());
             }
@@ -239,7 +262,10 @@ fn bench_rss(bins: &Path, out: &mut String) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let bins = PathBuf::from(args.next().context("usage: scriptd-bench BIN_DIR [status|reload|rss]...")?);
+    let bins = PathBuf::from(
+        args.next()
+            .context("usage: scriptd-bench BIN_DIR [status|reload|rss]...")?,
+    );
     let mut which: Vec<String> = args.collect();
     if which.is_empty() {
         which = vec!["status".into(), "reload".into(), "rss".into()];

@@ -19,10 +19,7 @@ pub fn resolve_socket(socket: Option<&Path>, config: Option<&Path>) -> PathBuf {
     let config = config
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("scriptd.yaml"));
-    let base = config
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let base = config.parent().map(Path::to_path_buf).unwrap_or_default();
     let from_config = std::fs::read_to_string(&config)
         .ok()
         .and_then(|text| serde_yaml::from_str::<serde_yaml::Value>(&text).ok())

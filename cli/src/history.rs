@@ -174,7 +174,10 @@ pub async fn list(c: &mut Client, out: &mut impl Write, json: bool, limit: u32) 
     }
     let mut table = b.build();
     table.with(tabled::settings::Style::blank());
-    writeln!(out, "{table}\n(* = running; refused attempts have no version)")?;
+    writeln!(
+        out,
+        "{table}\n(* = running; refused attempts have no version)"
+    )?;
     Ok(OK)
 }
 
@@ -183,8 +186,7 @@ fn first_line(s: &str) -> &str {
 }
 
 async fn get(c: &mut Client, version: u64) -> CtlResult<proto::GetVersionResponse> {
-    Ok(c
-        .get_version(proto::GetVersionRequest { version })
+    Ok(c.get_version(proto::GetVersionRequest { version })
         .await
         .map_err(status_err)?
         .into_inner())
@@ -230,7 +232,12 @@ pub async fn show(c: &mut Client, out: &mut impl Write, json: bool, version: u64
 }
 
 /// Unified diff of two versions' files.
-fn unified(from: &proto::GetVersionResponse, to: &proto::GetVersionResponse, a: u64, b: u64) -> String {
+fn unified(
+    from: &proto::GetVersionResponse,
+    to: &proto::GetVersionResponse,
+    a: u64,
+    b: u64,
+) -> String {
     let mut names: Vec<&str> = from
         .files
         .iter()
@@ -322,7 +329,11 @@ pub async fn diff(
         write!(out, "{}", output::changes_table(&plan.changes))?;
     }
     for e in &plan.errors {
-        writeln!(out, "cannot compute field changes: {}", output::error_text(e))?;
+        writeln!(
+            out,
+            "cannot compute field changes: {}",
+            output::error_text(e)
+        )?;
     }
     Ok(OK)
 }
@@ -344,7 +355,8 @@ pub async fn rollback(
         .await
         .map_err(status_err)?
         .into_inner();
-    let result = proto::ReloadResult::try_from(r.result).unwrap_or(proto::ReloadResult::Unspecified);
+    let result =
+        proto::ReloadResult::try_from(r.result).unwrap_or(proto::ReloadResult::Unspecified);
     crate::print_reload(out, json, &r, dry_run)?;
     Ok(match result {
         proto::ReloadResult::Rejected | proto::ReloadResult::FailedRolledBack => CONFIG,

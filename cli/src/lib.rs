@@ -3,8 +3,8 @@
 
 pub mod client;
 pub mod error;
-pub mod logs;
 pub mod history;
+pub mod logs;
 pub mod output;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -180,16 +180,26 @@ async fn dispatch(cli: Cli) -> CtlResult {
                 serde_json::to_writer_pretty(&mut out, &StatusJson::from(&r))?;
                 writeln!(out)?;
             } else {
-                write!(out, "{}", output::status_table(&r, output::colour_enabled()))?;
+                write!(
+                    out,
+                    "{}",
+                    output::status_table(&r, output::colour_enabled())
+                )?;
             }
             Ok(OK)
         }
-        Command::Start { script } => control(&mut c, &mut out, json, script, ControlAction::Start).await,
-        Command::Stop { script } => control(&mut c, &mut out, json, script, ControlAction::Stop).await,
+        Command::Start { script } => {
+            control(&mut c, &mut out, json, script, ControlAction::Start).await
+        }
+        Command::Stop { script } => {
+            control(&mut c, &mut out, json, script, ControlAction::Stop).await
+        }
         Command::Restart { script } => {
             control(&mut c, &mut out, json, script, ControlAction::Restart).await
         }
-        Command::Run { script } => control(&mut c, &mut out, json, script, ControlAction::Run).await,
+        Command::Run { script } => {
+            control(&mut c, &mut out, json, script, ControlAction::Run).await
+        }
         Command::Reload {
             dry_run: true,
             exit_code,
@@ -243,10 +253,13 @@ async fn dispatch(cli: Cli) -> CtlResult {
             }
             Ok(OK)
         }
-        Command::History { show: Some(HistoryCommand::Show { version }), .. } => {
-            history::show(&mut c, &mut out, json, version).await
+        Command::History {
+            show: Some(HistoryCommand::Show { version }),
+            ..
+        } => history::show(&mut c, &mut out, json, version).await,
+        Command::History { limit, show: None } => {
+            history::list(&mut c, &mut out, json, limit).await
         }
-        Command::History { limit, show: None } => history::list(&mut c, &mut out, json, limit).await,
         Command::Diff { v1, v2 } => history::diff(&mut c, &mut out, json, v1, v2).await,
         Command::Rollback {
             version,
@@ -277,7 +290,10 @@ async fn control(
     if json {
         let doc = ControlJson {
             schema: JSON_SCHEMA,
-            action: action.as_str_name().trim_start_matches("CONTROL_ACTION_").to_lowercase(),
+            action: action
+                .as_str_name()
+                .trim_start_matches("CONTROL_ACTION_")
+                .to_lowercase(),
             message: r.message,
             script: ScriptJson::from(&status),
         };
@@ -321,12 +337,19 @@ fn print_dry_run(out: &mut impl Write, json: bool, r: &proto::DiffResponse) -> C
     }
     match result {
         "invalid" => {
-            writeln!(out, "the config on disk is invalid; nothing would be applied:")?;
+            writeln!(
+                out,
+                "the config on disk is invalid; nothing would be applied:"
+            )?;
             for e in &r.errors {
                 writeln!(out, "  {}", output::error_text(e))?;
             }
         }
-        "unchanged" => writeln!(out, "no changes: the files on disk are running as version {}", r.base_version)?,
+        "unchanged" => writeln!(
+            out,
+            "no changes: the files on disk are running as version {}",
+            r.base_version
+        )?,
         _ => {
             write!(out, "{}", output::changes_table(&r.changes))?;
             if r.rejected {
@@ -381,7 +404,11 @@ pub(crate) fn print_reload(
         writeln!(out)?;
     }
     match result {
-        "applied" => writeln!(out, "reload #{} applied: version {} is running", r.attempt_id, r.version)?,
+        "applied" => writeln!(
+            out,
+            "reload #{} applied: version {} is running",
+            r.attempt_id, r.version
+        )?,
         "unchanged" => writeln!(out, "no changes: version {} is running", r.version)?,
         "would-apply" => writeln!(
             out,

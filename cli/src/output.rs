@@ -560,7 +560,16 @@ pub fn status_table(r: &proto::StatusResponse, colour: bool) -> String {
         sync_shown,
     ));
     let mut builder = tabled::builder::Builder::default();
-    builder.push_record(["NAME", "KIND", "STATE", "PID", "RUNS", "LAST START", "LAST EXIT", "NEXT RUN"]);
+    builder.push_record([
+        "NAME",
+        "KIND",
+        "STATE",
+        "PID",
+        "RUNS",
+        "LAST START",
+        "LAST EXIT",
+        "NEXT RUN",
+    ]);
     for s in &r.scripts {
         let state = state_name(s.state);
         let mut state_text = paint(state, state_colour(state), colour);
@@ -571,7 +580,11 @@ pub fn status_table(r: &proto::StatusResponse, colour: bool) -> String {
             s.name.clone(),
             s.kind.clone(),
             state_text,
-            if s.pid > 0 { s.pid.to_string() } else { "-".into() },
+            if s.pid > 0 {
+                s.pid.to_string()
+            } else {
+                "-".into()
+            },
             s.run_count.to_string(),
             relative(s.last_start_ms),
             s.last_exit.as_ref().map_or("-".into(), exit_text),
@@ -600,7 +613,11 @@ pub fn changes_table(changes: &[proto::Change]) -> String {
             outcome.push_str(&format!(" ({})", c.reason));
         }
         builder.push_record([
-            if c.script.is_empty() { "(daemon)".into() } else { c.script.clone() },
+            if c.script.is_empty() {
+                "(daemon)".into()
+            } else {
+                c.script.clone()
+            },
             c.field.clone(),
             arrow,
             impact_name(c.impact).into(),

@@ -20,14 +20,21 @@ fn ctl(args: &[&str]) -> (i32, String, String) {
 fn unreachable_daemon_exits_1_naming_the_socket() {
     let (code, _, stderr) = ctl(&["--socket", "/nonexistent/scriptd.sock", "status"]);
     assert_eq!(code, 1);
-    assert!(stderr.contains("cannot reach scriptd at /nonexistent/scriptd.sock"), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach scriptd at /nonexistent/scriptd.sock"),
+        "{stderr}"
+    );
     assert!(stderr.contains("is the daemon running?"), "{stderr}");
 }
 
 #[test]
 fn usage_errors_exit_2() {
     assert_eq!(ctl(&["frobnicate"]).0, 2);
-    assert_eq!(ctl(&["reload", "--exit-code"]).0, 2, "--exit-code requires --dry-run");
+    assert_eq!(
+        ctl(&["reload", "--exit-code"]).0,
+        2,
+        "--exit-code requires --dry-run"
+    );
     assert_eq!(ctl(&["status", "--output", "yaml"]).0, 2);
 }
 
@@ -35,5 +42,9 @@ fn usage_errors_exit_2() {
 fn completions_are_printed() {
     let (code, stdout, _) = ctl(&["completions", "bash"]);
     assert_eq!(code, 0);
-    assert!(stdout.contains("_ctl()"), "{}", &stdout[..stdout.len().min(200)]);
+    assert!(
+        stdout.contains("_ctl()"),
+        "{}",
+        &stdout[..stdout.len().min(200)]
+    );
 }

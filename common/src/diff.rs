@@ -236,14 +236,16 @@ pub fn plan(old: &Config, new: &Config, running_periodic: &dyn Fn(&str) -> bool)
                     }
                 }
                 out.changes.extend(changes);
-                out.scripts.insert(name.clone(), ScriptPlan::Changed(next.clone()));
+                out.scripts
+                    .insert(name.clone(), ScriptPlan::Changed(next.clone()));
             }
             Some(_) => {}
         }
     }
     for (name, cfg) in &new.scripts {
         if !old.scripts.contains_key(name) {
-            out.scripts.insert(name.clone(), ScriptPlan::Added(cfg.clone()));
+            out.scripts
+                .insert(name.clone(), ScriptPlan::Added(cfg.clone()));
             out.changes.push(Change {
                 script: name.clone(),
                 field: "*".into(),
@@ -259,8 +261,9 @@ pub fn plan(old: &Config, new: &Config, running_periodic: &dyn Fn(&str) -> bool)
             });
         }
     }
-    out.changes
-        .sort_by(|a, b| (a.script.as_str(), a.field.as_str()).cmp(&(b.script.as_str(), b.field.as_str())));
+    out.changes.sort_by(|a, b| {
+        (a.script.as_str(), a.field.as_str()).cmp(&(b.script.as_str(), b.field.as_str()))
+    });
 
     if !daemon_keys.is_empty() {
         let reason = format!(
@@ -268,7 +271,11 @@ pub fn plan(old: &Config, new: &Config, running_periodic: &dyn Fn(&str) -> bool)
              stays",
             daemon_keys.join(", ")
         );
-        for c in out.changes.iter_mut().filter(|c| c.impact != Impact::DaemonRestart) {
+        for c in out
+            .changes
+            .iter_mut()
+            .filter(|c| c.impact != Impact::DaemonRestart)
+        {
             c.outcome = Outcome::Rejected;
             c.reason = "the whole reload is rejected".into();
         }

@@ -52,19 +52,83 @@ fn each_field_has_its_impact() {
     type Edit = fn(&mut ScriptConfig);
     let cases: Vec<(&str, Edit, &str, Impact)> = vec![
         ("disable", |s| s.enabled = false, "enabled", Impact::Stop),
-        ("interval", |s| s.interval = Some(Duration::from_secs(30)), "interval", Impact::NextRun),
-        ("periodic to service", |s| s.interval = None, "interval", Impact::Restart),
-        ("timeout", |s| s.timeout = Some(Duration::from_secs(1)), "timeout", Impact::NextRun),
-        ("max_log_lines", |s| s.max_log_lines = 5, "max_log_lines", Impact::Live),
+        (
+            "interval",
+            |s| s.interval = Some(Duration::from_secs(30)),
+            "interval",
+            Impact::NextRun,
+        ),
+        (
+            "periodic to service",
+            |s| s.interval = None,
+            "interval",
+            Impact::Restart,
+        ),
+        (
+            "timeout",
+            |s| s.timeout = Some(Duration::from_secs(1)),
+            "timeout",
+            Impact::NextRun,
+        ),
+        (
+            "max_log_lines",
+            |s| s.max_log_lines = 5,
+            "max_log_lines",
+            Impact::Live,
+        ),
         ("log.keep", |s| s.log.keep = 9, "log.keep", Impact::Live),
-        ("log.max_bytes", |s| s.log.max_bytes = 1, "log.max_bytes", Impact::Live),
-        ("stop_grace", |s| s.stop_grace = Duration::from_secs(1), "stop_grace", Impact::Live),
-        ("command", |s| s.command = CommandSpec::Shell("x".into()), "command", Impact::Restart),
-        ("working_dir", |s| s.working_dir = "/tmp".into(), "working_dir", Impact::Restart),
-        ("env value", |s| { s.env.insert("A".into(), "2".into()); }, "env.A", Impact::Restart),
-        ("env added", |s| { s.env.insert("B".into(), "2".into()); }, "env.B", Impact::Restart),
-        ("stop_signal", |s| s.stop_signal = StopSignal::INT, "stop_signal", Impact::Restart),
-        ("restart", |s| s.restart = RestartPolicy::Always, "restart", Impact::Restart),
+        (
+            "log.max_bytes",
+            |s| s.log.max_bytes = 1,
+            "log.max_bytes",
+            Impact::Live,
+        ),
+        (
+            "stop_grace",
+            |s| s.stop_grace = Duration::from_secs(1),
+            "stop_grace",
+            Impact::Live,
+        ),
+        (
+            "command",
+            |s| s.command = CommandSpec::Shell("x".into()),
+            "command",
+            Impact::Restart,
+        ),
+        (
+            "working_dir",
+            |s| s.working_dir = "/tmp".into(),
+            "working_dir",
+            Impact::Restart,
+        ),
+        (
+            "env value",
+            |s| {
+                s.env.insert("A".into(), "2".into());
+            },
+            "env.A",
+            Impact::Restart,
+        ),
+        (
+            "env added",
+            |s| {
+                s.env.insert("B".into(), "2".into());
+            },
+            "env.B",
+            Impact::Restart,
+        ),
+        (
+            "stop_signal",
+            |s| s.stop_signal = StopSignal::INT,
+            "stop_signal",
+            Impact::Restart,
+        ),
+        (
+            "restart",
+            |s| s.restart = RestartPolicy::Always,
+            "restart",
+            Impact::Restart,
+        ),
     ];
     for (name, edit, field, impact) in cases {
         let old = script();
@@ -80,7 +144,10 @@ fn each_field_has_its_impact() {
     disabled.enabled = false;
     let enable = diff_script("s", &disabled, &script());
     assert_eq!(enable[0].impact, Impact::Start);
-    assert_eq!((enable[0].old.as_deref(), enable[0].new.as_deref()), (Some("false"), Some("true")));
+    assert_eq!(
+        (enable[0].old.as_deref(), enable[0].new.as_deref()),
+        (Some("false"), Some("true"))
+    );
 }
 
 #[test]
@@ -117,7 +184,11 @@ fn daemon_change_rejects_everything_and_names_the_key() {
     let reason = p.rejected.expect("rejected");
     assert!(reason.contains("daemon.log_dir"), "{reason}");
     assert!(p.changes.iter().all(|c| c.outcome == Outcome::Rejected));
-    let d = p.changes.iter().find(|c| c.field == "daemon.log_dir").expect("daemon row");
+    let d = p
+        .changes
+        .iter()
+        .find(|c| c.field == "daemon.log_dir")
+        .expect("daemon row");
     assert_eq!(d.impact, Impact::DaemonRestart);
     assert_eq!(d.new.as_deref(), Some("/elsewhere"));
 }
@@ -131,33 +202,39 @@ fn arb_script() -> impl Strategy<Value = ScriptConfig> {
         prop::sample::select(vec!["/srv", "/tmp"]),
         prop::collection::btree_map("[A-C]", "[0-2]", 0..3),
         1u64..4,
-        prop::sample::select(vec![RestartPolicy::Always, RestartPolicy::OnFailure, RestartPolicy::Never]),
+        prop::sample::select(vec![
+            RestartPolicy::Always,
+            RestartPolicy::OnFailure,
+            RestartPolicy::Never,
+        ]),
         prop::sample::select(StopSignal::ALL.to_vec()),
         1u64..3,
         1u32..3,
     )
-        .prop_map(|(cmd, interval, timeout, enabled, wd, env, lines, restart, sig, grace, keep)| {
-            ScriptConfig {
-                command: if cmd.starts_with('/') {
-                    CommandSpec::Argv(vec![cmd.into()])
-                } else {
-                    CommandSpec::Shell(cmd.into())
-                },
-                interval: interval.map(Duration::from_secs),
-                timeout: timeout.map(Duration::from_secs),
-                enabled,
-                working_dir: wd.into(),
-                env,
-                max_log_lines: lines,
-                restart,
-                stop_signal: sig,
-                stop_grace: Duration::from_secs(grace),
-                log: LogConfig {
-                    keep,
-                    ..LogConfig::default()
-                },
-            }
-        })
+        .prop_map(
+            |(cmd, interval, timeout, enabled, wd, env, lines, restart, sig, grace, keep)| {
+                ScriptConfig {
+                    command: if cmd.starts_with('/') {
+                        CommandSpec::Argv(vec![cmd.into()])
+                    } else {
+                        CommandSpec::Shell(cmd.into())
+                    },
+                    interval: interval.map(Duration::from_secs),
+                    timeout: timeout.map(Duration::from_secs),
+                    enabled,
+                    working_dir: wd.into(),
+                    env,
+                    max_log_lines: lines,
+                    restart,
+                    stop_signal: sig,
+                    stop_grace: Duration::from_secs(grace),
+                    log: LogConfig {
+                        keep,
+                        ..LogConfig::default()
+                    },
+                }
+            },
+        )
 }
 
 fn arb_config() -> impl Strategy<Value = Config> {

@@ -75,7 +75,11 @@ pub fn summary(changes: &[proto::Change]) -> String {
     use std::collections::BTreeSet;
     let (mut added, mut changed, mut removed) = (0, BTreeSet::new(), 0);
     for c in changes {
-        match (c.field.as_str(), c.old_value.is_empty(), c.new_value.is_empty()) {
+        match (
+            c.field.as_str(),
+            c.old_value.is_empty(),
+            c.new_value.is_empty(),
+        ) {
             ("*", true, _) => added += 1,
             ("*", _, true) => removed += 1,
             _ if !c.script.is_empty() => {
@@ -161,9 +165,11 @@ impl History {
 
     /// The highest attempt id recorded, so attempt ids keep growing across restarts.
     pub fn max_attempt(&self) -> Result<u64, HistoryError> {
-        Ok(self
-            .conn()
-            .query_row("SELECT COALESCE(MAX(attempt_id), 0) FROM entries", [], |r| r.get(0))?)
+        Ok(self.conn().query_row(
+            "SELECT COALESCE(MAX(attempt_id), 0) FROM entries",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
     /// Records an applied version with its files; prunes old versions beyond the limit
@@ -177,7 +183,9 @@ impl History {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            &format!("INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"),
+            &format!(
+                "INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"
+            ),
             params![
                 version,
                 rec.attempt_id,
@@ -219,7 +227,9 @@ impl History {
     /// Records a refused attempt (rejected, or failed and rolled back).
     pub fn record_attempt(&self, rec: &Record<'_>) -> Result<(), HistoryError> {
         self.conn().execute(
-            &format!("INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (NULL,?1,?2,?3,?4,?5,?6,?7,?8,'',?9)"),
+            &format!(
+                "INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (NULL,?1,?2,?3,?4,?5,?6,?7,?8,'',?9)"
+            ),
             params![
                 rec.attempt_id,
                 crate::now_ms(),
@@ -330,7 +340,11 @@ mod tests {
             ..Default::default()
         };
         for v in 1..=3 {
-            h.record_version(v, &source(&format!("v{v}")), &rec(std::slice::from_ref(&change)))?;
+            h.record_version(
+                v,
+                &source(&format!("v{v}")),
+                &rec(std::slice::from_ref(&change)),
+            )?;
         }
         h.record_attempt(&Record {
             result: "rejected",
@@ -338,7 +352,11 @@ mod tests {
             ..rec(&[])
         })?;
         let list = h.list(10)?;
-        assert_eq!(list.len(), 3, "version 1 pruned (limit 2), the attempt kept");
+        assert_eq!(
+            list.len(),
+            3,
+            "version 1 pruned (limit 2), the attempt kept"
+        );
         assert_eq!(list[0].result, "rejected");
         assert_eq!(list[1].version, 3);
         assert_eq!(list[1].summary, "+1 ~0 -0 scripts");

@@ -41,7 +41,11 @@ pub enum LogFormat {
 
 /// `scriptd` command line.
 #[derive(Debug, Parser)]
-#[command(name = "scriptd", version, about = "Supervises scripts and applies config edits live")]
+#[command(
+    name = "scriptd",
+    version,
+    about = "Supervises scripts and applies config edits live"
+)]
 pub struct Cli {
     /// Main config file.
     #[arg(short, long, default_value = "scriptd.yaml", env = "SCRIPTD_CONFIG")]

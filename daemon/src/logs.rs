@@ -233,6 +233,8 @@ pub struct LogSink {
     wake: watch::Sender<u64>,
     /// Live followers attached; while there are any, the buffer keeps [`FOLLOW_WINDOW`].
     followers: AtomicUsize,
+    /// Run id of the newest record in the files when the sink was opened.
+    last_run_id: u64,
 }
 
 struct Inner {
@@ -439,11 +441,9 @@ impl LogSink {
     /// (or the last line of the newest rotated file, when the current one is empty).
     pub fn open(dir: &Path, script: &str, max_lines: u64, cfg: LogConfig) -> Arc<Self> {
         let path = log_path(dir, script);
-        let next_seq = log_files(&path)
-            .iter()
-            .rev()
-            .find_map(|p| last_seq(p))
-            .map_or(1, |s| s + 1);
+        let last = log_files(&path).iter().rev().find_map(|p| last_record(p));
+        let next_seq = last.map_or(1, |(seq, _)| seq + 1);
+        let last_run_id = last.map_or(0, |(_, run)| run);
         let (wake, _) = watch::channel(next_seq);
         Arc::new(Self {
             inner: Mutex::new(Inner {
@@ -457,7 +457,14 @@ impl LogSink {
             }),
             wake,
             followers: AtomicUsize::new(0),
+            last_run_id,
         })
+    }
+
+    /// Run id of the newest record found in the files at open: run ids continue from it
+    /// across daemon restarts, so `--run ID` never matches two runs.
+    pub fn last_run_id(&self) -> u64 {
+        self.last_run_id
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -1048,7 +1055,8 @@ fn scan(f: &File, visit: &mut dyn FnMut(RawLine<'_>) -> bool) {
 /// The seq of the last record of a log file, if it has one. Reads backwards from the end,
 /// so the cost does not depend on the file's size; a line cut short by a crash still
 /// counts when its seq field is whole.
-fn last_seq(path: &Path) -> Option<u64> {
+/// Sequence number and run id of the last complete record of a log file.
+fn last_record(path: &Path) -> Option<(u64, u64)> {
     let mut f = File::open(path).ok()?;
     let len = f.metadata().ok()?.len();
     const BLOCK: u64 = 64 << 10;
@@ -1075,7 +1083,7 @@ fn last_seq(path: &Path) -> Option<u64> {
             let rest = &block[s..];
             let line = rest.split(|&b| b == b'\n').next().unwrap_or(rest);
             if let Some(r) = RawLine::parse(line) {
-                return Some(r.seq);
+                return Some((r.seq, r.run_id));
             }
         }
         // Keep the first partial line of this block: its start is in the previous one.

@@ -32,7 +32,8 @@ impl DeathPipe {
     /// Creates the pipe, both ends close-on-exec and numbered 10 or above so that moving the
     /// read end to fd 3 in a child cannot clobber anything.
     pub fn new() -> std::io::Result<Self> {
-        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+        let (r, w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
         Ok(Self {
             read: high_fd(r)?,
             _write: high_fd(w)?,
@@ -70,7 +71,8 @@ pub async fn spawn(
     death: &DeathPipe,
 ) -> Result<Spawned, SpawnError> {
     let exe = std::env::current_exe()?;
-    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+    let (report_r, report_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
     let report_w = high_fd(report_w)?;
     let death_fd: RawFd = death.read.as_raw_fd();
     let report_fd: RawFd = report_w.as_raw_fd();
@@ -93,7 +95,8 @@ pub async fn spawn(
     // SAFETY: only async-signal-safe calls (dup2) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(death_fd, shim::DEATH_FD) < 0 || libc::dup2(report_fd, shim::REPORT_FD) < 0
+            if libc::dup2(death_fd, shim::DEATH_FD) < 0
+                || libc::dup2(report_fd, shim::REPORT_FD) < 0
             {
                 return Err(std::io::Error::last_os_error());
             }

@@ -302,11 +302,23 @@ impl Coordinator {
                 _ => "rejected",
             },
             message: &report.message,
-            changes: &report.changes.iter().map(crate::convert::change).collect::<Vec<_>>(),
-            errors: &report.errors.0.iter().map(crate::convert::error).collect::<Vec<_>>(),
+            changes: &report
+                .changes
+                .iter()
+                .map(crate::convert::change)
+                .collect::<Vec<_>>(),
+            errors: &report
+                .errors
+                .0
+                .iter()
+                .map(crate::convert::error)
+                .collect::<Vec<_>>(),
         };
         let recorded = tokio::task::block_in_place(|| match report.result {
-            Some(ReloadResult::Applied) => self.history.record_version(self.version, &self.source, &rec),
+            Some(ReloadResult::Applied) => {
+                self.history
+                    .record_version(self.version, &self.source, &rec)
+            }
             Some(ReloadResult::Unchanged) => Ok(()),
             _ => self.history.record_attempt(&rec),
         });
@@ -315,9 +327,8 @@ impl Coordinator {
         }
         if rollback_from.is_some() && report.result == Some(ReloadResult::Applied) {
             if let Err(e) = write_back(&self.main, &self.source) {
-                let msg = format!(
-                    "applied, but the files on disk could not be rewritten to match: {e}"
-                );
+                let msg =
+                    format!("applied, but the files on disk could not be rewritten to match: {e}");
                 tracing::error!("{msg}");
                 report.message = msg;
             }
@@ -337,7 +348,11 @@ impl Coordinator {
         report
     }
 
-    async fn attempt(&mut self, req: &Request, loaded: Result<ConfigSource, ConfigErrors>) -> Report {
+    async fn attempt(
+        &mut self,
+        req: &Request,
+        loaded: Result<ConfigSource, ConfigErrors>,
+    ) -> Report {
         let id = if req.dry_run {
             0
         } else {
@@ -362,7 +377,11 @@ impl Coordinator {
             report.result = Some(ReloadResult::Unchanged);
             report.message = "the files on disk are the running version; nothing to do".into();
             if id != 0 {
-                tracing::info!(attempt = id, source = req.source.as_str(), "config unchanged, nothing to do");
+                tracing::info!(
+                    attempt = id,
+                    source = req.source.as_str(),
+                    "config unchanged, nothing to do"
+                );
             }
             return report;
         }
@@ -374,7 +393,9 @@ impl Coordinator {
 
         let handles = &self.handles;
         let plan = diff::plan(&self.config, &new, &|name: &str| {
-            handles.get(name).is_some_and(ScriptHandle::periodic_running)
+            handles
+                .get(name)
+                .is_some_and(ScriptHandle::periodic_running)
         });
         report.changes = plan.changes.clone();
         self.phase(id, req.source, ReloadPhase::Planned, &report);
@@ -436,7 +457,11 @@ impl Coordinator {
             Err(msg) => {
                 report.result = Some(ReloadResult::FailedRolledBack);
                 report.message = msg;
-                tracing::error!(attempt = id, "reload failed, rolled back: {}", report.message);
+                tracing::error!(
+                    attempt = id,
+                    "reload failed, rolled back: {}",
+                    report.message
+                );
             }
         }
         report
@@ -450,7 +475,10 @@ impl Coordinator {
             if errors.0.len() == 1 { "" } else { "s" }
         );
         if id != 0 {
-            tracing::warn!(attempt = id, "config invalid, keeping the running version:\n{errors}");
+            tracing::warn!(
+                attempt = id,
+                "config invalid, keeping the running version:\n{errors}"
+            );
         }
         report.errors = errors;
         report
@@ -472,8 +500,12 @@ impl Coordinator {
                     }
                 }
                 ScriptPlan::Added(cfg) => {
-                    let (h, started) =
-                        runner::start_reporting(name.clone(), cfg.clone(), self.shared.clone(), &self.tracker);
+                    let (h, started) = runner::start_reporting(
+                        name.clone(),
+                        cfg.clone(),
+                        self.shared.clone(),
+                        &self.tracker,
+                    );
                     added.push(name.clone());
                     self.handles.insert(name.clone(), h);
                     let name = name.clone();
@@ -547,13 +579,18 @@ fn write_back(main: &std::path::Path, source: &ConfigSource) -> std::io::Result<
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
     let base = source.base_dir().to_path_buf();
-    let on_disk = config::read_source(main).map(|s| s.files).unwrap_or_default();
+    let on_disk = config::read_source(main)
+        .map(|s| s.files)
+        .unwrap_or_default();
     for file in &source.files {
         let link = base.join(&file.name);
         let path = std::fs::canonicalize(&link).unwrap_or(link);
         let dir = path.parent().unwrap_or(&base).to_path_buf();
         std::fs::create_dir_all(&dir)?;
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let tmp = dir.join(format!(".{name}.scriptd-rollback"));
         // Keep the replaced file's mode (a private config stays private); a new file gets
         // 0644 whatever the umask. Never group/other-writable: the daemon would refuse it.
@@ -568,7 +605,10 @@ fn write_back(main: &std::path::Path, source: &ConfigSource) -> std::io::Result<
         std::fs::rename(&tmp, &path)?;
         std::fs::File::open(&dir)?.sync_all()?;
     }
-    for stale in on_disk.iter().filter(|f| !source.files.iter().any(|s| s.name == f.name)) {
+    for stale in on_disk
+        .iter()
+        .filter(|f| !source.files.iter().any(|s| s.name == f.name))
+    {
         tracing::info!(file = %stale.name, "rollback: removing a config file the restored version does not have");
         std::fs::remove_file(base.join(&stale.name))?;
     }

@@ -6,8 +6,8 @@
 
 use crate::events::EventBus;
 use crate::logs::{self, LogSink, Stream};
-use crate::process::{self, DeathPipe, SpawnError};
 use crate::now_ms;
+use crate::process::{self, DeathPipe, SpawnError};
 use nix::sys::signal::Signal;
 use scriptd_common::config::{RestartPolicy, ScriptConfig};
 use scriptd_common::diff::{diff_script, Impact};
@@ -156,6 +156,7 @@ fn spawn_runner(
     let logs = LogSink::open(&shared.log_dir, &name, cfg.max_log_lines, cfg.log);
     let (tx, rx) = mpsc::channel(16);
     let status = ScriptStatus {
+        run_id: logs.last_run_id(),
         name: name.clone(),
         kind: kind(&cfg).into(),
         enabled: cfg.enabled,
@@ -429,8 +430,14 @@ impl Runner {
                 let tx = self.internal_tx.clone();
                 let sink = self.logs.clone();
                 tokio::spawn(async move {
-                    let out = tokio::spawn(logs::pump(spawned.stdout, sink.clone(), run_id, Stream::Stdout));
-                    let err = tokio::spawn(logs::pump(spawned.stderr, sink, run_id, Stream::Stderr));
+                    let out = tokio::spawn(logs::pump(
+                        spawned.stdout,
+                        sink.clone(),
+                        run_id,
+                        Stream::Stdout,
+                    ));
+                    let err =
+                        tokio::spawn(logs::pump(spawned.stderr, sink, run_id, Stream::Stderr));
                     let mut shim = spawned.shim;
                     let status = shim.wait().await;
                     // The shim has stopped the whole group; the pipes close with it, unless
@@ -451,14 +458,19 @@ impl Runner {
                     SpawnError::Io(_) | SpawnError::Exec(_) => e.to_string(),
                 };
                 tracing::warn!(script = %self.name, "cannot start: {msg}");
-                self.logs.system(run_id, format!("run {run_id} failed to start: {msg}"));
+                self.logs
+                    .system(run_id, format!("run {run_id} failed to start: {msg}"));
                 let info = ExitInfo {
                     code: Some(127),
                     ended_at_ms: now_ms(),
                     ..Default::default()
                 };
                 self.status.last_exit = Some(info);
-                self.event(ScriptEventKind::Exited, format!("failed to start: {msg}"), Some(info));
+                self.event(
+                    ScriptEventKind::Exited,
+                    format!("failed to start: {msg}"),
+                    Some(info),
+                );
                 self.last_failed = true;
                 if !self.cfg.is_periodic() && !one_off {
                     self.schedule_restart(true, Duration::ZERO);
@@ -520,7 +532,11 @@ impl Runner {
                     }
                     self.next_run = Some(next);
                     self.status.skipped_ticks += 1;
-                    self.event(ScriptEventKind::TickSkipped, "previous run still going".into(), None);
+                    self.event(
+                        ScriptEventKind::TickSkipped,
+                        "previous run still going".into(),
+                        None,
+                    );
                 } else {
                     self.next_run = None;
                 }
@@ -582,10 +598,18 @@ impl Runner {
             (None, Some(s)) => format!("signal {}", signal_name(s)),
             _ => "unknown status".into(),
         };
-        let how = if run.timed_out { format!("{how}, timed out") } else { how };
+        let how = if run.timed_out {
+            format!("{how}, timed out")
+        } else {
+            how
+        };
         self.logs.system(
             run.id,
-            format!("run {} ended: {how} after {}", run.id, humantime::format_duration(Duration::from_millis(info.duration_ms))),
+            format!(
+                "run {} ended: {how} after {}",
+                run.id,
+                humantime::format_duration(Duration::from_millis(info.duration_ms))
+            ),
         );
         self.status.last_exit = Some(info);
         self.shared.events.script(proto::ScriptEvent {
@@ -665,7 +689,11 @@ impl Runner {
                 self.next_run = None;
                 self.after_exit = AfterExit::Forget;
                 if self.run.is_some() {
-                    self.event(ScriptEventKind::Stopped, "removed from the config".into(), None);
+                    self.event(
+                        ScriptEventKind::Stopped,
+                        "removed from the config".into(),
+                        None,
+                    );
                     self.begin_stop();
                     self.waiters.push(Waiter::Removed(reply));
                 } else {
@@ -687,7 +715,10 @@ impl Runner {
             }
             ControlAction::Start if running_pid.is_some() => {
                 self.user_stopped = false;
-                Ok(format!("already running (pid {})", running_pid.unwrap_or_default()))
+                Ok(format!(
+                    "already running (pid {})",
+                    running_pid.unwrap_or_default()
+                ))
             }
             ControlAction::Restart if running_pid.is_some() => {
                 self.user_stopped = false;
@@ -789,7 +820,11 @@ impl Runner {
             self.next_run = None;
             if running && !old.is_periodic() {
                 self.after_exit = AfterExit::Stay;
-                self.event(ScriptEventKind::Stopped, "disabled in the config".into(), None);
+                self.event(
+                    ScriptEventKind::Stopped,
+                    "disabled in the config".into(),
+                    None,
+                );
                 self.begin_stop();
                 self.waiters.push(Waiter::Update(reply));
                 return;
@@ -802,7 +837,10 @@ impl Runner {
             self.user_stopped = false;
             if !running {
                 let r = self.start_run(false).await;
-                let _ = reply.send(r.map(|_| UpdateOutcome::Applied).map_err(ControlError::Spawn));
+                let _ = reply.send(
+                    r.map(|_| UpdateOutcome::Applied)
+                        .map_err(ControlError::Spawn),
+                );
                 return;
             }
             self.after_exit = AfterExit::Natural;

@@ -4,11 +4,11 @@
 use crate::convert;
 use crate::events::EventBus;
 use crate::history::{History, HistoryError};
-use scriptd_common::config::ConfigFile;
-use scriptd_common::diff;
 use crate::reload::{self, Report, Request, Snapshot, Source};
 use crate::runner::ControlError;
 use scriptd_common::config;
+use scriptd_common::config::ConfigFile;
+use scriptd_common::diff;
 use scriptd_common::proto::scriptd_server::Scriptd;
 use scriptd_common::proto::{self, event::Kind, ConfigSync, ControlAction};
 use std::path::PathBuf;
@@ -216,7 +216,9 @@ impl Scriptd for Service {
         let action = ControlAction::try_from(req.action)
             .ok()
             .filter(|a| *a != ControlAction::Unspecified)
-            .ok_or_else(|| Status::invalid_argument("action must be start, stop, restart or run"))?;
+            .ok_or_else(|| {
+                Status::invalid_argument("action must be start, stop, restart or run")
+            })?;
         let handle = self
             .snapshot
             .borrow()

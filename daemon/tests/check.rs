@@ -38,7 +38,10 @@ fn invalid_config_exits_3_with_every_error() {
         stderr.contains("scriptd.yaml:4:5: scripts.a.intervall: unknown key \"intervall\"; did you mean \"interval\"?"),
         "{stderr}"
     );
-    assert!(stderr.contains("scriptd.yaml:7:14: scripts.b.timeout: invalid duration 30"), "{stderr}");
+    assert!(
+        stderr.contains("scriptd.yaml:7:14: scripts.b.timeout: invalid duration 30"),
+        "{stderr}"
+    );
     assert!(stderr.contains("is invalid (2 errors)"), "{stderr}");
 }
 

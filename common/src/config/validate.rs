@@ -254,7 +254,10 @@ impl<'s> Validator<'s> {
             let what = if path.is_empty() { "the file " } else { "" };
             self.err(
                 path,
-                format!("{what}must be a mapping (key: value), found {}", kind(value)),
+                format!(
+                    "{what}must be a mapping (key: value), found {}",
+                    kind(value)
+                ),
             );
             return Vec::new();
         };
