@@ -37,6 +37,10 @@ complete -c ctl -n "__fish_ctl_needs_command" -f -a "start" -d 'Start a stopped 
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "stop" -d 'Stop a script gracefully and keep it stopped'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "restart" -d 'Stop then start a script'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "run" -d 'Run a script once now, also when disabled or between intervals'
+complete -c ctl -n "__fish_ctl_needs_command" -f -a "history" -d 'Versions and refused attempts, newest first; `history show V` prints V\'s files'
+complete -c ctl -n "__fish_ctl_needs_command" -f -a "diff" -d 'Difference between two versions: unified diff of the files and the field-level plan'
+complete -c ctl -n "__fish_ctl_needs_command" -f -a "rollback" -d 'Go back to VERSION [default: the version before the running one], as a new version; the files on disk are rewritten to match'
+complete -c ctl -n "__fish_ctl_needs_command" -f -a "logs" -d 'A script\'s output: the last lines, then with -f live lines'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "completions" -d 'Print shell completions'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "man" -d 'Print the man page (roff)'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -78,6 +82,47 @@ complete -c ctl -n "__fish_ctl_using_subcommand run" -l config -d 'Config file t
 complete -c ctl -n "__fish_ctl_using_subcommand run" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -l limit -d 'At most this many entries' -r
+complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
+json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
+complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -f -a "show" -d 'The files of one version'
+complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ctl -n "__fish_ctl_using_subcommand history; and __fish_seen_subcommand_from show" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand history; and __fish_seen_subcommand_from show" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand history; and __fish_seen_subcommand_from show" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
+json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
+complete -c ctl -n "__fish_ctl_using_subcommand history; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ctl -n "__fish_ctl_using_subcommand history; and __fish_seen_subcommand_from help" -f -a "show" -d 'The files of one version'
+complete -c ctl -n "__fish_ctl_using_subcommand history; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ctl -n "__fish_ctl_using_subcommand diff" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand diff" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand diff" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
+json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
+complete -c ctl -n "__fish_ctl_using_subcommand diff" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ctl -n "__fish_ctl_using_subcommand rollback" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand rollback" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand rollback" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
+json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
+complete -c ctl -n "__fish_ctl_using_subcommand rollback" -l dry-run -d 'Preview the plan only'
+complete -c ctl -n "__fish_ctl_using_subcommand rollback" -l exit-code -d 'With --dry-run: exit 5 when the plan has changes'
+complete -c ctl -n "__fish_ctl_using_subcommand rollback" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ctl -n "__fish_ctl_using_subcommand logs" -s n -l lines -d 'Print the last N lines first (0: none) [default: 20; with --since or --after-seq: every line they select]' -r
+complete -c ctl -n "__fish_ctl_using_subcommand logs" -l since -d 'Only lines written in the last DUR (`90s`, `5m`, `1h 30m`)' -r
+complete -c ctl -n "__fish_ctl_using_subcommand logs" -l after-seq -d 'Only lines after this sequence number: resumes exactly where an earlier reader stopped (the `seq` of `--output json`), reading the rotated files when needed' -r
+complete -c ctl -n "__fish_ctl_using_subcommand logs" -l stream -d 'Only this stream (default: stdout, stderr and the daemon\'s lines)' -r -f -a "stdout\t'The script\'s stdout'
+stderr\t'The script\'s stderr'
+system\t'The daemon\'s lines about runs (started, ended, timed out)'"
+complete -c ctl -n "__fish_ctl_using_subcommand logs" -l run -d 'Only the lines of this run (the run id of `ctl status`)' -r
+complete -c ctl -n "__fish_ctl_using_subcommand logs" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand logs" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand logs" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
+json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
+complete -c ctl -n "__fish_ctl_using_subcommand logs" -s f -l follow -d 'Keep printing lines as they are written, across log rotation and restarts of the script, until interrupted (or the script is removed)'
+complete -c ctl -n "__fish_ctl_using_subcommand logs" -l raw -d 'Print only the text of stdout and stderr lines, nothing added'
+complete -c ctl -n "__fish_ctl_using_subcommand logs" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand completions" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand completions" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand completions" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
@@ -88,13 +133,18 @@ complete -c ctl -n "__fish_ctl_using_subcommand man" -l config -d 'Config file t
 complete -c ctl -n "__fish_ctl_using_subcommand man" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand man" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run completions man help" -f -a "status" -d 'Daemon, running version, disk vs runtime, and a row per script'
-complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run completions man help" -f -a "reload" -d 'Apply (or preview) what is on disk; prints the plan'
-complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run completions man help" -f -a "events" -d 'Follow reload and lifecycle events'
-complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run completions man help" -f -a "start" -d 'Start a stopped script (services) or resume its schedule (periodic)'
-complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run completions man help" -f -a "stop" -d 'Stop a script gracefully and keep it stopped'
-complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run completions man help" -f -a "restart" -d 'Stop then start a script'
-complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run completions man help" -f -a "run" -d 'Run a script once now, also when disabled or between intervals'
-complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run completions man help" -f -a "completions" -d 'Print shell completions'
-complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run completions man help" -f -a "man" -d 'Print the man page (roff)'
-complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "status" -d 'Daemon, running version, disk vs runtime, and a row per script'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "reload" -d 'Apply (or preview) what is on disk; prints the plan'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "events" -d 'Follow reload and lifecycle events'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "start" -d 'Start a stopped script (services) or resume its schedule (periodic)'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "stop" -d 'Stop a script gracefully and keep it stopped'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "restart" -d 'Stop then start a script'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "run" -d 'Run a script once now, also when disabled or between intervals'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "history" -d 'Versions and refused attempts, newest first; `history show V` prints V\'s files'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "diff" -d 'Difference between two versions: unified diff of the files and the field-level plan'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "rollback" -d 'Go back to VERSION [default: the version before the running one], as a new version; the files on disk are rewritten to match'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "logs" -d 'A script\'s output: the last lines, then with -f live lines'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "completions" -d 'Print shell completions'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "man" -d 'Print the man page (roff)'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and __fish_seen_subcommand_from history" -f -a "show" -d 'The files of one version'
