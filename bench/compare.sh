@@ -81,3 +81,4 @@ trap 'exit 129' HUP
 python3 bench/compare.py --root . --bin "target/$profile" --profile "$profile" --venv "$venv" --work "$work" "${args[@]}" &
 driver=$!
 wait "$driver"
+echo "bench/compare.sh: ${SECONDS} s in all (build, venv, benchmark)" >&2

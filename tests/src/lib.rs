@@ -2,15 +2,20 @@
 //! with its own socket, the real `ctl` run against it, and polling with deadlines (never a
 //! bare sleep).
 //!
+//! [`Events`] follows `ctl events --output json` for tests that wait on reload and script
+//! events.
+//!
 //! The binaries come from the same target directory as the test executable; `cargo test
 //! --workspace` builds them (the daemon and cli packages have integration tests of their
 //! own, which makes cargo build their binaries first). `SCRIPTD_BIN` / `CTL_BIN` override.
 
-use ctl::output::{ScriptJson, StatusJson};
+use ctl::output::{EventJson, ReloadJson, ScriptJson, StatusJson};
 use std::fs;
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Default deadline for things that should happen "soon".
@@ -197,16 +202,30 @@ impl Daemon {
         self.child.as_ref().map_or(0, Child::id)
     }
 
-    /// Runs `ctl --socket S ARGS`.
-    pub fn ctl(&self, args: &[&str]) -> Run {
-        Command::new(ctl_bin())
-            .arg("--socket")
+    /// The command `ctl --socket S ARGS`, not started: for a `ctl` the caller spawns itself
+    /// (a follower) or whose stdio it sets up.
+    pub fn ctl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(ctl_bin());
+        cmd.arg("--socket")
             .arg(&self.socket)
             .args(args)
-            .env_remove("SCRIPTD_CONFIG")
-            .output()
-            .expect("run ctl")
-            .into()
+            .env_remove("SCRIPTD_CONFIG");
+        cmd
+    }
+
+    /// Runs `ctl --socket S ARGS`.
+    pub fn ctl(&self, args: &[&str]) -> Run {
+        self.ctl_command(args).output().expect("run ctl").into()
+    }
+
+    /// `ctl reload --output json ARGS`: exit code and the document, parsed strictly.
+    pub fn reload(&self, args: &[&str]) -> (i32, ReloadJson) {
+        let mut all = vec!["reload", "--output", "json"];
+        all.extend_from_slice(args);
+        let r = self.ctl(&all);
+        let doc = serde_json::from_str(&r.stdout)
+            .unwrap_or_else(|e| panic!("`ctl {}` JSON does not parse ({e}): {r:?}", all.join(" ")));
+        (r.code, doc)
     }
 
     /// `ctl status --output json`, parsed strictly.
@@ -312,4 +331,166 @@ pub fn pids_with_marker(marker: &str) -> Vec<u32> {
         }
     }
     out
+}
+
+/// Whether `e` is a reload event in `phase` (`applied`, `rejected`, `unchanged`, ...).
+pub fn is_phase(e: &EventJson, phase: &str) -> bool {
+    e.kind == "reload" && e.phase.as_deref() == Some(phase)
+}
+
+/// `ctl events --output json` run in the background and followed line by line; killed on
+/// drop. Every event received is kept in [`Events::seen`]; the `wait` methods consume them in
+/// order, so an event is matched by at most one wait.
+pub struct Events {
+    child: Child,
+    rx: mpsc::Receiver<Result<EventJson, String>>,
+    /// Every event received so far.
+    seen: Vec<EventJson>,
+    /// Index in `seen` of the first event no `wait` has consumed.
+    cursor: usize,
+}
+
+impl Events {
+    /// Starts following and returns once the follower provably receives events: it runs
+    /// `ctl reload` of the unchanged files until that attempt's `unchanged` event shows up in
+    /// the stream. The files on disk must be the running version.
+    pub fn follow(d: &Daemon) -> Self {
+        let mut child = d
+            .ctl_command(&["events", "--output", "json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ctl events");
+        let stdout = child.stdout.take().expect("ctl events stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let parsed = serde_json::from_str::<EventJson>(&line)
+                    .map_err(|e| format!("event line does not parse ({e}): {line}"));
+                if tx.send(parsed).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut ev = Self {
+            child,
+            rx,
+            seen: Vec::new(),
+            cursor: 0,
+        };
+        wait_for("`ctl events` to receive events", DEADLINE, || {
+            let (code, r) = d.reload(&[]);
+            assert_eq!(
+                (code, r.result.as_str()),
+                (0, "unchanged"),
+                "the sync reload must find nothing to do: {r:?}"
+            );
+            let id = r.attempt_id.expect("attempt id");
+            ev.wait_opt(Duration::from_millis(300), |e| {
+                is_phase(e, "unchanged") && e.attempt_id == Some(id)
+            })
+            .map(|_| ())
+        });
+        ev
+    }
+
+    /// Every event received so far, consumed or not, in order.
+    pub fn seen(&self) -> &[EventJson] {
+        &self.seen
+    }
+
+    /// Receives one event (waiting at most until `end`) into `seen`; false at `end`.
+    fn pull(&mut self, end: Instant) -> bool {
+        let left = end.saturating_duration_since(Instant::now());
+        match self.rx.recv_timeout(left) {
+            Ok(Ok(e)) => {
+                assert_eq!(e.schema, 1, "event without schema 1: {e:?}");
+                self.seen.push(e);
+                true
+            }
+            Ok(Err(msg)) => panic!("{msg}"),
+            Err(mpsc::RecvTimeoutError::Timeout) => false,
+            Err(mpsc::RecvTimeoutError::Disconnected) => panic!("`ctl events` ended"),
+        }
+    }
+
+    /// The first unconsumed event matching `pred`, within `deadline`; consumes it and every
+    /// event before it. `None` at the deadline.
+    pub fn wait_opt(
+        &mut self,
+        deadline: Duration,
+        pred: impl Fn(&EventJson) -> bool,
+    ) -> Option<EventJson> {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some(i) = self.seen[self.cursor..].iter().position(&pred) {
+                let i = self.cursor + i;
+                self.cursor = i + 1;
+                return Some(clone_event(&self.seen[i]));
+            }
+            self.cursor = self.seen.len();
+            if !self.pull(end) {
+                return None;
+            }
+        }
+    }
+
+    /// Like [`Self::wait_opt`] with [`DEADLINE`], panicking at the deadline with what was
+    /// awaited and every event seen.
+    pub fn wait(&mut self, what: &str, pred: impl Fn(&EventJson) -> bool) -> EventJson {
+        match self.wait_opt(DEADLINE, pred) {
+            Some(e) => e,
+            None => panic!(
+                "timed out waiting for event: {what}; events seen:\n{}",
+                self.dump()
+            ),
+        }
+    }
+
+    /// Collects whatever arrives during `window` into [`Self::seen`].
+    pub fn collect_for(&mut self, window: Duration) {
+        let end = Instant::now() + window;
+        while self.pull(end) {}
+    }
+
+    /// Every event seen so far, one JSON line each: for failure messages.
+    pub fn dump(&self) -> String {
+        self.seen
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Panics if any reload so far was rejected or failed, or removed a script.
+    pub fn assert_no_bad_reload(&self) {
+        for e in &self.seen {
+            let bad = is_phase(e, "rejected")
+                || is_phase(e, "failed-rolled-back")
+                || e.changes
+                    .iter()
+                    .flatten()
+                    .any(|c| c.field == "*" && c.impact == "stop");
+            assert!(
+                !bad,
+                "unexpected reload event {e:?}; all events:\n{}",
+                self.dump()
+            );
+        }
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A copy of an event (`EventJson` is not `Clone`): a round trip through JSON.
+fn clone_event(e: &EventJson) -> EventJson {
+    serde_json::from_value(serde_json::to_value(e).expect("event to JSON"))
+        .expect("event from JSON")
 }

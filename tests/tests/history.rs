@@ -6,18 +6,15 @@
 
 use ctl::history::DiffJson;
 use ctl::history::{FileJson, HistoryEntryJson, HistoryJson, VersionJson};
-use ctl::output::{EventJson, ReloadJson};
+use ctl::output::ReloadJson;
 use scriptd_common::config::{read_source, ConfigFile, ConfigSource};
 use scriptd_e2e::{
-    alive, ctl_bin, pids_with_marker, wait_for, Daemon, Env, DAEMON_SECTION, DEADLINE,
+    alive, is_phase, pids_with_marker, wait_for, Daemon, Env, Events, DAEMON_SECTION, DEADLINE,
 };
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 // ------------------------------------------------------------------ helpers
 
@@ -140,82 +137,6 @@ fn reload_json(d: &Daemon, args: &[&str], code: i32) -> ReloadJson {
     doc
 }
 
-/// `ctl events -o json` followed in the background; killed on drop.
-struct Events {
-    child: Child,
-    rx: mpsc::Receiver<EventJson>,
-}
-
-impl Events {
-    /// Starts following and returns once the subscription is live (a `ctl reload` of the
-    /// unchanged files is seen on the stream).
-    fn follow(d: &Daemon) -> Self {
-        let mut child = Command::new(ctl_bin())
-            .arg("--socket")
-            .arg(&d.socket)
-            .args(["events", "-o", "json"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn ctl events");
-        let stdout = child.stdout.take().expect("ctl events stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let ev: EventJson = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("event JSON does not parse strictly: {e}\n{line}"));
-                if tx.send(ev).is_err() {
-                    break;
-                }
-            }
-        });
-        let ev = Self { child, rx };
-        // The stream is live once an event caused after the spawn arrives.
-        let end = Instant::now() + DEADLINE;
-        loop {
-            assert!(Instant::now() < end, "ctl events never delivered an event");
-            let r = d.ctl(&["reload"]);
-            assert_eq!(r.code, 0, "ctl reload of unchanged files: {}", r.stderr);
-            if ev
-                .try_wait(Duration::from_millis(500), |e| {
-                    e.source.as_deref() == Some("ctl") && e.phase.as_deref() == Some("unchanged")
-                })
-                .is_some()
-            {
-                return ev;
-            }
-        }
-    }
-
-    /// Next event matching `pred` within `deadline`, skipping others.
-    fn try_wait(&self, deadline: Duration, pred: impl Fn(&EventJson) -> bool) -> Option<EventJson> {
-        let end = Instant::now() + deadline;
-        loop {
-            let left = end.checked_duration_since(Instant::now())?;
-            match self.rx.recv_timeout(left) {
-                Ok(e) if pred(&e) => return Some(e),
-                Ok(_) => {}
-                Err(mpsc::RecvTimeoutError::Timeout) => return None,
-                Err(mpsc::RecvTimeoutError::Disconnected) => panic!("ctl events ended"),
-            }
-        }
-    }
-
-    fn wait(&self, what: &str, pred: impl Fn(&EventJson) -> bool) -> EventJson {
-        self.try_wait(DEADLINE, pred)
-            .unwrap_or_else(|| panic!("timed out after {DEADLINE:?} waiting for event: {what}"))
-    }
-}
-
-impl Drop for Events {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 // ------------------------------------------------------------------ 1. rollback
 
 /// Main file of the rollback test: three services, `d` comes from an included file.
@@ -260,7 +181,7 @@ fn rollback_restores_the_previous_version_touching_only_what_differs() {
     std::fs::set_permissions(env.config(), std::fs::Permissions::from_mode(0o600))
         .expect("chmod 600 the main file");
 
-    let events = Events::follow(&d);
+    let mut events = Events::follow(&d);
     // Default target: the version before the running one (3).
     let r = reload_json(&d, &["rollback"], 0);
     assert_eq!(r.result, "applied", "rollback: {r:?}");
@@ -340,7 +261,7 @@ fn rollback_restores_the_previous_version_touching_only_what_differs() {
 
     // The watcher sees the rewritten files and finds nothing to do.
     events.wait("the rollback applied", |e| {
-        e.source.as_deref() == Some("rollback") && e.phase.as_deref() == Some("applied")
+        is_phase(e, "applied") && e.source.as_deref() == Some("rollback")
     });
     let seen = events.wait("the watcher's reload of the written-back files", |e| {
         e.source.as_deref() == Some("watch")

@@ -9,9 +9,9 @@
 //! is its job). No assertion depends on timing.
 
 use ctl::logs::LogLineJson;
-use scriptd_e2e::{ctl_bin, wait_for, Daemon, Env, DEADLINE};
+use scriptd_e2e::{wait_for, Daemon, Env, DEADLINE};
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdout, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -117,10 +117,8 @@ struct Follower {
 
 impl Follower {
     fn start(d: &Daemon, args: &[&str], deadline: Duration) -> Self {
-        let mut child = Command::new(ctl_bin())
-            .arg("--socket")
-            .arg(&d.socket)
-            .arg("logs")
+        let mut child = d
+            .ctl_command(&["logs"])
             .args(args)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -182,6 +180,18 @@ impl Drop for Follower {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// An env whose one script, `name`, runs the shell script `body` (written to `NAME.sh`), with
+/// the further settings `settings` (YAML lines under the script, `    key: value\n`).
+fn env_with_script(name: &str, body: &str, settings: &str) -> Env {
+    let env = Env::new("");
+    let script = env.script(&format!("{name}.sh"), body);
+    env.set_body(&format!(
+        "scripts:\n  {name}:\n    command: [\"{}\"]\n{settings}",
+        script.display()
+    ));
+    env
 }
 
 fn ctl_ok(d: &Daemon, args: &[&str]) -> String {
@@ -251,38 +261,45 @@ fn a_million_lines_reach_the_file_in_order_and_a_fast_follower_sees_every_one() 
     assert!(last.text.contains("ended: exit code 0"), "{last:?}");
 }
 
-/// A command that waits for the file `go` in the test dir, then runs `then`: the test
-/// attaches its follower first (it sees the run's start marker), then lets the flood go.
-fn gated(env: &Env, then: &str) -> String {
-    format!(
-        "while [ ! -e {go} ]; do sleep 0.01; done; exec {then}",
-        go = env.path("go").display()
-    )
-}
-
-#[test]
-fn a_slow_follower_gets_skip_markers_that_add_up() {
-    // Small files: lines rotated out before the slow follower reads them are skipped.
+/// A disabled script `name` whose run waits for the file `go` in the test dir, then runs
+/// `then`, with the log settings `log` (`{ max_bytes: .., keep: .. }`). Starts the daemon, a
+/// JSON follower of `name` with a backlog of `-n backlog`, and the run; reads the run's start
+/// marker (seq 1) and then lets the flood go (creates `go`). The follower sees every line the
+/// run writes, from the start marker on, as they come.
+fn gated_run_followed(name: &str, then: &str, log: &str, backlog: &str) -> (Env, Daemon, Follower) {
     let env = Env::new("");
+    let go = env.path("go");
+    let command = format!(
+        "while [ ! -e {} ]; do sleep 0.01; done; exec {then}",
+        go.display()
+    );
     env.set_body(&format!(
-        "scripts:\n  slow:\n    command: \"{}\"\n    enabled: false\n    log: {{ max_bytes: 1MiB, keep: 1 }}\n",
-        gated(&env, "seq 1 1000000")
+        "scripts:\n  {name}:\n    command: \"{command}\"\n    enabled: false\n    log: {log}\n"
     ));
     let d = env.start();
-    let mut f = Follower::start(
-        &d,
-        &["slow", "-f", "-n", "2000000", "--output", "json"],
-        LONG,
-    );
-    ctl_ok(&d, &["run", "slow"]);
+    let mut f = Follower::start(&d, &[name, "-f", "-n", backlog, "--output", "json"], LONG);
+    ctl_ok(&d, &["run", name]);
     let first = f.record().expect("the run's start marker");
     assert_eq!(
         (first.seq, first.stream.as_str()),
         (1, "system"),
         "{first:?}"
     );
-    std::fs::write(env.path("go"), "").expect("create go file");
-    let (mut expect, mut seen, mut skipped, mut markers) = (first.seq + 1, 1u64, 0u64, 0u64);
+    std::fs::write(&go, "").expect("create go file");
+    (env, d, f)
+}
+
+#[test]
+fn a_slow_follower_gets_skip_markers_that_add_up() {
+    // Small files: lines rotated out before the slow follower reads them are skipped.
+    let (_env, d, mut f) = gated_run_followed(
+        "slow",
+        "seq 1 1000000",
+        "{ max_bytes: 1MiB, keep: 1 }",
+        "2000000",
+    );
+    // The start marker (seq 1) is read.
+    let (mut expect, mut seen, mut skipped, mut markers) = (2, 1u64, 0u64, 0u64);
     let (mut reads, mut running) = (0u64, true);
     let last_seq = loop {
         let r = f
@@ -325,17 +342,13 @@ fn a_slow_follower_gets_skip_markers_that_add_up() {
 
 #[test]
 fn backlog_and_live_lines_meet_without_gap_or_repeat() {
-    let env = Env::new("");
-    let script = env.script(
-        "count.sh",
-        "exec python3 -u -c 'import time\nfor i in range(1, 10**8):\n    print(i)\n    time.sleep(0.0003)\n'",
-    );
     // A small ring and small files: backlogs come from memory, from files, or both, and
     // the files rotate while the followers read.
-    env.set_body(&format!(
-        "scripts:\n  count:\n    command: [\"{}\"]\n    restart: never\n    max_log_lines: 100\n    log: {{ max_bytes: 64KiB, keep: 50 }}\n",
-        script.display()
-    ));
+    let env = env_with_script(
+        "count",
+        "exec python3 -u -c 'import time\nfor i in range(1, 10**8):\n    print(i)\n    time.sleep(0.0003)\n'",
+        "    restart: never\n    max_log_lines: 100\n    log: { max_bytes: 64KiB, keep: 50 }\n",
+    );
     let d = env.start();
     wait_for("3000 lines in the log", LONG, || {
         (records(&env, "count").len() >= 3000).then_some(())
@@ -369,21 +382,13 @@ fn backlog_and_live_lines_meet_without_gap_or_repeat() {
 
 #[test]
 fn a_follower_loses_nothing_across_rotation() {
-    let env = Env::new("");
-    env.set_body(&format!(
-        "scripts:\n  rot:\n    command: \"{}\"\n    enabled: false\n    log: {{ max_bytes: 64KiB, keep: 500 }}\n",
-        gated(&env, "seq 1 200000")
-    ));
-    let d = env.start();
-    let mut f = Follower::start(
-        &d,
-        &["rot", "-f", "-n", "1000000", "--output", "json"],
-        LONG,
+    let (env, _d, mut f) = gated_run_followed(
+        "rot",
+        "seq 1 200000",
+        "{ max_bytes: 64KiB, keep: 500 }",
+        "1000000",
     );
-    ctl_ok(&d, &["run", "rot"]);
-    let first = f.record().expect("the run's start marker");
-    assert_eq!(first.seq, 1);
-    std::fs::write(env.path("go"), "").expect("create go file");
+    // The start marker (seq 1) is read.
     let mut expect_seq = 2;
     let mut expect_text = 1u64;
     loop {
@@ -512,15 +517,11 @@ fn a_50_mb_line_is_split_and_the_daemon_memory_stays_bounded() {
 
 #[test]
 fn invalid_utf8_crlf_binary_and_a_partial_last_line() {
-    let env = Env::new("");
-    let script = env.script(
-        "junk.sh",
+    let env = env_with_script(
+        "junk",
         "printf 'caf\\303\\251 ok\\r\\n'\nprintf 'bad \\377\\376 bytes\\r\\n'\nprintf 'lone\\rcr\\n'\nprintf '\\001\\002junk\\033[31m\\n'\nprintf 'to stderr\\r\\n' >&2\nprintf 'partial'",
+        "    enabled: false\n",
     );
-    env.set_body(&format!(
-        "scripts:\n  junk:\n    command: [\"{}\"]\n    enabled: false\n",
-        script.display()
-    ));
     let d = env.start();
     ctl_ok(&d, &["run", "junk"]);
     wait_runs(&d, "junk", 1, DEADLINE);
@@ -648,15 +649,11 @@ fn run_markers_filters_and_sequence_across_daemon_restarts() {
 
 #[test]
 fn a_follower_follows_restarts_and_a_closed_pipe_ends_it_quietly() {
-    let env = Env::new("");
-    let script = env.script(
-        "tick.sh",
+    let env = env_with_script(
+        "tick",
         "exec python3 -u -c 'import time\nfor i in range(1, 10**8):\n    print(\"tick\", i)\n    time.sleep(0.01)\n'",
+        "    restart: never\n",
     );
-    env.set_body(&format!(
-        "scripts:\n  tick:\n    command: [\"{}\"]\n    restart: never\n",
-        script.display()
-    ));
     let d = env.start();
     let mut f = Follower::start(&d, &["tick", "-f", "-n", "0", "--output", "json"], LONG);
     // Wait for a live line, then restart the script twice; the same follower sees it all.
@@ -680,10 +677,8 @@ fn a_follower_follows_restarts_and_a_closed_pipe_ends_it_quietly() {
     drop(f);
 
     // `ctl logs -f tick | head -n 5`: ctl exits 0, quietly, once the reader is gone.
-    let mut child = Command::new(ctl_bin())
-        .arg("--socket")
-        .arg(&d.socket)
-        .args(["logs", "tick", "-f"])
+    let mut child = d
+        .ctl_command(&["logs", "tick", "-f"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

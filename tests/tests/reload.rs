@@ -9,13 +9,11 @@
 //! edit (an editor's pause between truncating and writing, the pace of a burst of saves).
 
 use ctl::output::{ChangeJson, EventJson, ReloadJson, ScriptJson};
-use scriptd_e2e::{alive, ctl_bin, wait_for, Daemon, Env, DAEMON_SECTION, DEADLINE};
+use scriptd_e2e::{alive, is_phase, wait_for, Daemon, Env, Events, DAEMON_SECTION, DEADLINE};
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::{symlink, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 // ------------------------------------------------------------------ helpers
@@ -140,19 +138,9 @@ fn listed(d: &Daemon, name: &str) -> bool {
     d.status().scripts.iter().any(|s| s.name == name)
 }
 
-/// `ctl reload --output json ARGS`: exit code and the parsed document.
-fn reload(d: &Daemon, args: &[&str]) -> (i32, ReloadJson) {
-    let mut all = vec!["reload", "--output", "json"];
-    all.extend_from_slice(args);
-    let r = d.ctl(&all);
-    let doc = serde_json::from_str(&r.stdout)
-        .unwrap_or_else(|e| panic!("`ctl {}` JSON does not parse ({e}): {r:?}", all.join(" ")));
-    (r.code, doc)
-}
-
 /// `ctl reload` that must apply; returns the document.
 fn reload_applied(d: &Daemon) -> ReloadJson {
-    let (code, r) = reload(d, &[]);
+    let (code, r) = d.reload(&[]);
     assert_eq!(
         (code, r.result.as_str()),
         (0, "applied"),
@@ -176,6 +164,17 @@ fn assert_change(changes: &[ChangeJson], script: &str, field: &str, impact: &str
         (impact, outcome),
         "{script}.{field}: {c:?}"
     );
+}
+
+/// `name` still runs its first process, `pid`: not restarted.
+fn assert_not_restarted(d: &Daemon, name: &str, pid: u32) {
+    let s = d.script(name);
+    assert_eq!(
+        (s.pid, s.run_count),
+        (Some(pid), 1),
+        "{name} was restarted: {s:?}"
+    );
+    assert!(alive(pid), "{name}'s process {pid} is gone");
 }
 
 /// What must not move for the bystanders.
@@ -225,167 +224,9 @@ fn assert_untouched(d: &Daemon, b: &Bystanders) {
     );
 }
 
-fn is_phase(e: &EventJson, phase: &str) -> bool {
-    e.kind == "reload" && e.phase.as_deref() == Some(phase)
-}
-
+/// Whether `e` is the script event `event` (`started`, `exited`, ...) of `script`.
 fn is_script_event(e: &EventJson, script: &str, event: &str) -> bool {
     e.kind == "script" && e.script.as_deref() == Some(script) && e.event.as_deref() == Some(event)
-}
-
-/// `ctl events --output json`, followed line by line.
-struct Events {
-    child: Child,
-    rx: mpsc::Receiver<Result<EventJson, String>>,
-    /// Every event received so far.
-    seen: Vec<EventJson>,
-    /// Index in `seen` of the first event no `wait` has consumed.
-    cursor: usize,
-}
-
-impl Events {
-    /// Starts following and returns once the follower provably receives events (an
-    /// unchanged `ctl reload` shows up in the stream). The files on disk must be the running
-    /// version.
-    fn follow(d: &Daemon) -> Self {
-        let mut child = Command::new(ctl_bin())
-            .arg("--socket")
-            .arg(&d.socket)
-            .args(["events", "--output", "json"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn ctl events");
-        let stdout = child.stdout.take().expect("ctl events stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let parsed = serde_json::from_str::<EventJson>(&line)
-                    .map_err(|e| format!("event line does not parse ({e}): {line}"));
-                if tx.send(parsed).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut ev = Self {
-            child,
-            rx,
-            seen: Vec::new(),
-            cursor: 0,
-        };
-        wait_for("`ctl events` to receive events", DEADLINE, || {
-            let (code, r) = reload(d, &[]);
-            assert_eq!(
-                (code, r.result.as_str()),
-                (0, "unchanged"),
-                "the sync reload must find nothing to do: {r:?}"
-            );
-            let id = r.attempt_id.expect("attempt id");
-            ev.wait_opt(Duration::from_millis(300), |e| {
-                is_phase(e, "unchanged") && e.attempt_id == Some(id)
-            })
-            .map(|_| ())
-        });
-        ev
-    }
-
-    /// Receives one event (waiting at most until `end`) into `seen`.
-    fn pull(&mut self, end: Instant) -> bool {
-        let left = end.saturating_duration_since(Instant::now());
-        match self.rx.recv_timeout(left) {
-            Ok(Ok(e)) => {
-                assert_eq!(e.schema, 1, "event without schema 1: {e:?}");
-                self.seen.push(e);
-                true
-            }
-            Ok(Err(msg)) => panic!("{msg}"),
-            Err(mpsc::RecvTimeoutError::Timeout) => false,
-            Err(mpsc::RecvTimeoutError::Disconnected) => panic!("`ctl events` ended"),
-        }
-    }
-
-    /// The first unconsumed event matching `pred`, within `deadline`; consumes up to it.
-    fn wait_opt(
-        &mut self,
-        deadline: Duration,
-        pred: impl Fn(&EventJson) -> bool,
-    ) -> Option<EventJson> {
-        let end = Instant::now() + deadline;
-        loop {
-            if let Some(i) = self.seen[self.cursor..].iter().position(&pred) {
-                let i = self.cursor + i;
-                self.cursor = i + 1;
-                return Some(self.seen[i].clone_event());
-            }
-            self.cursor = self.seen.len();
-            if !self.pull(end) {
-                return None;
-            }
-        }
-    }
-
-    /// Like [`Self::wait_opt`], panicking at the deadline with what was awaited.
-    fn wait(&mut self, what: &str, pred: impl Fn(&EventJson) -> bool) -> EventJson {
-        match self.wait_opt(DEADLINE, pred) {
-            Some(e) => e,
-            None => panic!(
-                "timed out waiting for event: {what}; events seen:\n{}",
-                self.dump()
-            ),
-        }
-    }
-
-    /// Collects whatever arrives during `window`.
-    fn collect_for(&mut self, window: Duration) {
-        let end = Instant::now() + window;
-        while self.pull(end) {}
-    }
-
-    fn dump(&self) -> String {
-        self.seen
-            .iter()
-            .map(|e| serde_json::to_string(e).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    /// Panics if any reload so far was rejected or failed, or removed a script.
-    fn assert_no_bad_reload(&self) {
-        for e in &self.seen {
-            let bad = is_phase(e, "rejected")
-                || is_phase(e, "failed-rolled-back")
-                || e.changes
-                    .iter()
-                    .flatten()
-                    .any(|c| c.field == "*" && c.impact == "stop");
-            assert!(
-                !bad,
-                "unexpected reload event {e:?}; all events:\n{}",
-                self.dump()
-            );
-        }
-    }
-}
-
-impl Drop for Events {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `EventJson` is not `Clone`; round-trip it.
-trait CloneEvent {
-    fn clone_event(&self) -> EventJson;
-}
-
-impl CloneEvent for EventJson {
-    fn clone_event(&self) -> EventJson {
-        serde_json::from_value(serde_json::to_value(self).expect("event to JSON"))
-            .expect("event from JSON")
-    }
 }
 
 // ------------------------------------------------------------------ change impact, row by row
@@ -696,74 +537,48 @@ fn log_settings_apply_live_without_touching_the_process() {
     for field in ["max_log_lines", "log.keep", "log.max_bytes"] {
         assert_change(&r.changes, "svc", field, "live", "applied");
     }
-    let s = d.script("svc");
-    assert_eq!(
-        (s.pid, s.run_count),
-        (Some(pid), 1),
-        "svc was restarted: {s:?}"
-    );
-    assert!(alive(pid));
+    assert_not_restarted(&d, "svc", pid);
     assert_untouched(&d, &b);
 }
 
 #[test]
 fn restart_fields_restart_a_service_gracefully() {
-    let out = |env: &Env| env.path("out/svc").display().to_string();
-    let body = |out: &str, cmd: &str, v: &str, wd: &str, sig: &str, restart: &str| {
+    let env = manual_env("scripts: {}\n");
+    let out = env.path("out/svc").display().to_string();
+    // A config of the service: [command tag, V, working_dir, stop_signal, restart]. Each
+    // process it starts appends `line(config)` to out/svc.
+    let body = |[cmd, v, wd, sig, restart]: [&str; 5]| {
         format!(
             "scripts:\n  svc:\n    command: 'echo \"{cmd} $V $(pwd)\" >> {out}; exec sleep 1000'\n    \
              env: {{ V: {v} }}\n    working_dir: {wd}\n    stop_signal: {sig}\n    \
              restart: {restart}\n{BYSTANDERS}"
         )
     };
-    let env = manual_env("scripts: {}\n");
-    let (o, base) = (out(&env), env.dir.path().display().to_string());
+    let line = |[cmd, v, wd, ..]: [&str; 5]| format!("{cmd} {v} {wd}\n");
+    let base = env.dir.path().display().to_string();
     let wd2 = env.path("wd2");
     fs::create_dir_all(&wd2).expect("create wd2");
     let wd2 = wd2.display().to_string();
-    set_manual(&env, &body(&o, "c1", "a", &base, "TERM", "on-failure"));
+    let (base, wd2) = (base.as_str(), wd2.as_str());
+    let first = ["c1", "a", base, "TERM", "on-failure"];
+    set_manual(&env, &body(first));
     let d = env.start();
     let mut pid = pid_of(&d.wait_script("svc", "running", running));
-    let mut expected = format!("c1 a {base}\n");
+    let mut expected = line(first);
     wait_file(&env, "out/svc", &expected);
     let b = bystanders(&d);
 
-    // (field changed, new body, line the new process writes, signal the old one got)
+    // (field changed, the config after the change)
     let steps = [
-        (
-            "command",
-            body(&o, "c2", "a", &base, "TERM", "on-failure"),
-            format!("c2 a {base}"),
-            "SIGTERM",
-        ),
-        (
-            "env.V",
-            body(&o, "c2", "b", &base, "TERM", "on-failure"),
-            format!("c2 b {base}"),
-            "SIGTERM",
-        ),
-        (
-            "working_dir",
-            body(&o, "c2", "b", &wd2, "TERM", "on-failure"),
-            format!("c2 b {wd2}"),
-            "SIGTERM",
-        ),
-        (
-            "stop_signal",
-            body(&o, "c2", "b", &wd2, "INT", "on-failure"),
-            format!("c2 b {wd2}"),
-            "SIGTERM",
-        ),
-        // Stopped with the signal configured until now: INT.
-        (
-            "restart",
-            body(&o, "c2", "b", &wd2, "INT", "always"),
-            format!("c2 b {wd2}"),
-            "SIGINT",
-        ),
+        ("command", ["c2", "a", base, "TERM", "on-failure"]),
+        ("env.V", ["c2", "b", base, "TERM", "on-failure"]),
+        ("working_dir", ["c2", "b", wd2, "TERM", "on-failure"]),
+        ("stop_signal", ["c2", "b", wd2, "INT", "on-failure"]),
+        ("restart", ["c2", "b", wd2, "INT", "always"]),
     ];
-    for (field, new_body, line, signal) in steps {
-        set_manual(&env, &new_body);
+    let mut old = first;
+    for (field, config) in steps {
+        set_manual(&env, &body(config));
         let r = reload_applied(&d);
         assert_change(&r.changes, "svc", field, "restart", "applied");
         assert_eq!(r.changes.len(), 1, "{field}: {:#?}", r.changes);
@@ -773,17 +588,17 @@ fn restart_fields_restart_a_service_gracefully() {
         assert_ne!(new_pid, pid, "{field}: svc was not restarted");
         assert!(!alive(pid), "{field}: the old process {pid} still runs");
         assert!(running(&s) && alive(new_pid), "{field}: {s:?}");
+        // Stopped with the signal configured until now (SIGINT after the stop_signal step).
         let exit = s.last_exit.expect("last exit");
         assert_eq!(
-            exit.signal.as_deref(),
-            Some(signal),
+            exit.signal,
+            Some(format!("SIG{}", old[3])),
             "{field}: not a graceful stop: {exit:?}"
         );
-        expected.push_str(&line);
-        expected.push('\n');
+        expected.push_str(&line(config));
         wait_file(&env, "out/svc", &expected);
         assert_untouched(&d, &b);
-        pid = new_pid;
+        (pid, old) = (new_pid, config);
     }
     assert_eq!(d.status().running_version, 6);
 }
@@ -873,7 +688,7 @@ fn daemon_section_change_rejects_the_whole_reload() {
         "the key is not named: {r:?}"
     );
 
-    let (code, j) = reload(&d, &[]);
+    let (code, j) = d.reload(&[]);
     assert_eq!((code, j.result.as_str()), (3, "rejected"), "{j:?}");
     assert_eq!(j.version, 1);
     assert_change(
@@ -893,13 +708,7 @@ fn daemon_section_change_rejects_the_whole_reload() {
 
     let st = d.status();
     assert_eq!(st.running_version, 1);
-    let s = d.script("svc");
-    assert_eq!(
-        (s.pid, s.run_count),
-        (Some(pid), 1),
-        "svc was restarted: {s:?}"
-    );
-    assert!(alive(pid));
+    assert_not_restarted(&d, "svc", pid);
     assert!(!env.path("logs2").exists(), "the new log_dir was acted on");
     assert_untouched(&d, &b);
 }
@@ -962,7 +771,7 @@ fn watch_case_with(
     assert_untouched(&d, &b);
     ev.collect_for(Duration::from_millis(200));
     ev.assert_no_bad_reload();
-    let applies = ev.seen.iter().filter(|e| is_phase(e, "applied")).count();
+    let applies = ev.seen().iter().filter(|e| is_phase(e, "applied")).count();
     assert_eq!(applies, 1, "one save, one version:\n{}", ev.dump());
     (env, d, ev)
 }
@@ -1014,23 +823,26 @@ fn watch_truncate_then_write_with_a_pause_never_reads_the_empty_file() {
 #[test]
 fn watch_truncate_close_then_write_later_never_applies_the_empty_file() {
     // The two steps as two separate opens: truncate (and close), pause, write.
-    let (_env, _d, _ev) = watch_case(|env, text| {
-        let path = env.config();
-        drop(
-            fs::OpenOptions::new()
-                .write(true)
-                .truncate(true)
-                .open(&path)
-                .expect("truncate"),
-        );
-        assert_eq!(read(&path), "", "the file is empty on disk now");
-        std::thread::sleep(Duration::from_millis(150));
-        let mut f = fs::OpenOptions::new()
+    let (_env, _d, _ev) = watch_case(|env, text| truncate_close_then_write(&env.config(), text));
+}
+
+/// Saves `text` to `path` in two separate opens: truncate (and close), a pause far longer
+/// than the 20ms debounce, then write.
+fn truncate_close_then_write(path: &Path, text: &str) {
+    drop(
+        fs::OpenOptions::new()
             .write(true)
-            .open(&path)
-            .expect("reopen");
-        f.write_all(text.as_bytes()).expect("write");
-    });
+            .truncate(true)
+            .open(path)
+            .expect("truncate"),
+    );
+    assert_eq!(read(path), "", "the file is empty on disk now");
+    std::thread::sleep(Duration::from_millis(150));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("reopen");
+    f.write_all(text.as_bytes()).expect("write");
 }
 
 #[test]
@@ -1050,21 +862,7 @@ fn watch_truncate_close_then_write_later_of_an_include_removes_nothing() {
     let b = bystanders(&d);
     let mut ev = Events::follow(&d);
 
-    let path = env.path("conf.d/a.yaml");
-    drop(
-        fs::OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .open(&path)
-            .expect("truncate"),
-    );
-    std::thread::sleep(Duration::from_millis(150));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .expect("reopen");
-    f.write_all(inc("two").as_bytes()).expect("write");
-    drop(f);
+    truncate_close_then_write(&env.path("conf.d/a.yaml"), &inc("two"));
 
     let applied = ev.wait("the save to be applied", |e| is_phase(e, "applied"));
     let changes = applied.changes.as_deref().unwrap_or_default();
@@ -1099,14 +897,21 @@ fn watch_delete_and_recreate() {
     let (_env, _d, _ev) = watch_case(|env, text| {
         let path = env.config();
         fs::remove_file(&path).expect("delete");
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&path)
-            .expect("recreate");
-        f.write_all(text.as_bytes()).expect("write");
+        create_in_place(&path, text);
     });
+}
+
+/// Creates `path` (which must not exist) with mode 0644 and writes `text` into it: a new file
+/// written in place, not renamed into place.
+fn create_in_place(path: &Path, text: &str) {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)
+        .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    f.write_all(text.as_bytes())
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
 #[test]
@@ -1126,14 +931,7 @@ fn watch_include_file_added_and_removed() {
     let mut ev = Events::follow(&d);
 
     // A new file, created in place (not renamed).
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(env.path("conf.d/b.yaml"))
-        .expect("create b.yaml");
-    f.write_all(inc("inc_b").as_bytes()).expect("write b.yaml");
-    drop(f);
+    create_in_place(&env.path("conf.d/b.yaml"), &inc("inc_b"));
     let applied = ev.wait("b.yaml to be applied", |e| is_phase(e, "applied"));
     assert_change(
         applied.changes.as_deref().unwrap_or_default(),
@@ -1166,7 +964,7 @@ fn watch_include_file_added_and_removed() {
     assert!(running(&d.script("inc_b")));
     assert_untouched(&d, &b);
     assert!(
-        !ev.seen.iter().any(|e| is_phase(e, "rejected")),
+        !ev.seen().iter().any(|e| is_phase(e, "rejected")),
         "{}",
         ev.dump()
     );
@@ -1176,11 +974,7 @@ fn watch_include_file_added_and_removed() {
 fn watch_kubernetes_configmap_symlink_swap() {
     let (env, _d, _ev) = watch_case_with(configmap_layout, |env, text| {
         // Exactly what the kubelet does.
-        let new_dir = env.path("..2026_02");
-        fs::create_dir(&new_dir).expect("create the new timestamped dir");
-        let file = new_dir.join("scriptd.yaml");
-        fs::write(&file, text).expect("write into it");
-        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).expect("chmod");
+        configmap_dir(env, "..2026_02", text);
         symlink("..2026_02", env.path("..data_tmp")).expect("symlink ..data_tmp");
         fs::rename(env.path("..data_tmp"), env.path("..data")).expect("swap ..data");
         fs::remove_dir_all(env.path("..2026_01")).expect("remove the old dir");
@@ -1196,12 +990,18 @@ fn watch_kubernetes_configmap_symlink_swap() {
 fn configmap_layout(env: &Env) {
     let text = read(&env.config());
     fs::remove_file(env.config()).expect("remove the plain file");
-    fs::create_dir(env.path("..2026_01")).expect("create ..2026_01");
-    let file = env.path("..2026_01/scriptd.yaml");
-    fs::write(&file, text).expect("write ..2026_01/scriptd.yaml");
-    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).expect("chmod");
+    configmap_dir(env, "..2026_01", &text);
     symlink("..2026_01", env.path("..data")).expect("symlink ..data");
     symlink("..data/scriptd.yaml", env.config()).expect("symlink scriptd.yaml");
+}
+
+/// Creates a ConfigMap volume's timestamped dir `dir` (in the env) holding `scriptd.yaml` =
+/// `text`, mode 0644.
+fn configmap_dir(env: &Env, dir: &str, text: &str) {
+    fs::create_dir(env.path(dir)).unwrap_or_else(|e| panic!("create {dir}: {e}"));
+    let file = env.path(dir).join("scriptd.yaml");
+    fs::write(&file, text).unwrap_or_else(|e| panic!("write {dir}/scriptd.yaml: {e}"));
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).expect("chmod");
 }
 
 // ------------------------------------------------------------------ bursts and broken saves
@@ -1238,7 +1038,11 @@ fn hundred_rapid_saves_end_with_the_last_content_applied_once() {
     ev.collect_for(Duration::from_millis(300));
     ev.assert_no_bad_reload();
 
-    let applied: Vec<&EventJson> = ev.seen.iter().filter(|e| is_phase(e, "applied")).collect();
+    let applied: Vec<&EventJson> = ev
+        .seen()
+        .iter()
+        .filter(|e| is_phase(e, "applied"))
+        .collect();
     let mut last_version = 1;
     let mut last_v = 0;
     for e in &applied {
@@ -1361,7 +1165,7 @@ fn plan_id_applies_only_when_nothing_moved() {
     let b = bystanders(&d);
 
     set_manual(&env, &svc_body("two"));
-    let (code, dry) = reload(&d, &["--dry-run"]);
+    let (code, dry) = d.reload(&["--dry-run"]);
     assert_eq!(
         (code, dry.result.as_str(), dry.dry_run),
         (0, "would-apply", true),
@@ -1377,7 +1181,7 @@ fn plan_id_applies_only_when_nothing_moved() {
     );
     assert_eq!(d.script("svc").pid, Some(pid), "a dry run restarted svc");
 
-    let (code, r) = reload(&d, &["--plan", &plan]);
+    let (code, r) = d.reload(&["--plan", &plan]);
     assert_eq!(
         (code, r.result.as_str(), r.version),
         (0, "applied", 2),
@@ -1389,11 +1193,11 @@ fn plan_id_applies_only_when_nothing_moved() {
 
     // Preview, then the files move: the old plan is refused.
     set_manual(&env, &svc_body("three"));
-    let (_, dry) = reload(&d, &["--dry-run"]);
+    let (_, dry) = d.reload(&["--dry-run"]);
     let old_plan = dry.plan_id.expect("plan id");
     assert_ne!(old_plan, plan);
     set_manual(&env, &svc_body("four"));
-    let (code, r) = reload(&d, &["--plan", &old_plan]);
+    let (code, r) = d.reload(&["--plan", &old_plan]);
     assert_eq!(
         (code, r.result.as_str(), r.version),
         (3, "rejected", 2),
@@ -1428,14 +1232,14 @@ fn dry_run_exit_codes_and_no_side_effects() {
 
     let r = d.ctl(&["reload", "--dry-run", "--exit-code"]);
     assert_eq!(r.code, 0, "no changes: {r:?}");
-    let (code, j) = reload(&d, &["--dry-run", "--exit-code"]);
+    let (code, j) = d.reload(&["--dry-run", "--exit-code"]);
     assert_eq!((code, j.result.as_str()), (0, "unchanged"));
     unchanged("after a dry run without changes");
 
     set_manual(&env, &svc_body("two"));
     let r = d.ctl(&["reload", "--dry-run", "--exit-code"]);
     assert_eq!(r.code, 5, "changes: {r:?}");
-    let (code, j) = reload(&d, &["--dry-run", "--exit-code"]);
+    let (code, j) = d.reload(&["--dry-run", "--exit-code"]);
     assert_eq!((code, j.result.as_str()), (5, "would-apply"));
     assert_eq!(
         d.ctl(&["reload", "--dry-run"]).code,
@@ -1454,7 +1258,7 @@ fn dry_run_exit_codes_and_no_side_effects() {
     let r = d.ctl(&["reload", "--dry-run"]);
     assert_eq!(r.code, 3, "invalid: {r:?}");
     assert!(r.stdout.contains("intervall"), "{r:?}");
-    let (code, j) = reload(&d, &["--dry-run", "--exit-code"]);
+    let (code, j) = d.reload(&["--dry-run", "--exit-code"]);
     assert_eq!((code, j.result.as_str()), (3, "invalid"), "{j:?}");
     assert!(!j.errors.is_empty());
     unchanged("after dry runs of an invalid file");
@@ -1480,14 +1284,14 @@ fn service_that_cannot_spawn_rolls_back_to_the_old_version() {
     let b = bystanders(&d);
 
     set_manual(&env, &scripts("./bad.sh"));
-    let (code, r) = reload(&d, &["--dry-run"]);
+    let (code, r) = d.reload(&["--dry-run"]);
     assert_eq!(
         (code, r.result.as_str()),
         (0, "would-apply"),
         "validation passes: {r:?}"
     );
 
-    let (code, r) = reload(&d, &[]);
+    let (code, r) = d.reload(&[]);
     assert_eq!(
         (code, r.result.as_str()),
         (3, "failed-rolled-back"),
@@ -1534,7 +1338,7 @@ fn config_writable_by_others_is_refused() {
     let r = d.ctl(&["reload"]);
     assert_eq!(r.code, 3, "{r:?}");
     assert!(r.stdout.contains("chmod go-w"), "says how to fix it: {r:?}");
-    let (code, j) = reload(&d, &[]);
+    let (code, j) = d.reload(&[]);
     assert_eq!(code, 3);
     assert!(
         j.errors.iter().any(|e| e.text.contains("chmod go-w")),
@@ -1576,7 +1380,7 @@ fn watch_false_applies_only_on_ctl_reload_or_sighup() {
     assert_eq!(d.script("svc").pid, Some(pid));
     ev.collect_for(Duration::from_millis(50));
     assert!(
-        !ev.seen
+        !ev.seen()
             .iter()
             .any(|e| e.kind == "reload" && e.source.as_deref() == Some("watch")),
         "{}",
@@ -1613,12 +1417,14 @@ fn events_carry_schema_1_and_every_phase_of_an_attempt() {
     let applied = ev.wait("the save to be applied", |e| is_phase(e, "applied"));
     let id = applied.attempt_id.expect("attempt id");
     assert!(
-        ev.seen.iter().any(|e| is_script_event(e, "svc", "started")),
+        ev.seen()
+            .iter()
+            .any(|e| is_script_event(e, "svc", "started")),
         "{}",
         ev.dump()
     );
     let phases: Vec<&str> = ev
-        .seen
+        .seen()
         .iter()
         .filter(|e| e.kind == "reload" && e.attempt_id == Some(id))
         .map(|e| e.phase.as_deref().unwrap_or("?"))
@@ -1629,12 +1435,15 @@ fn events_carry_schema_1_and_every_phase_of_an_attempt() {
         "{}",
         ev.dump()
     );
-    for e in ev.seen.iter().filter(|e| e.attempt_id == Some(id)) {
+    for e in ev.seen().iter().filter(|e| e.attempt_id == Some(id)) {
         assert_eq!(e.source.as_deref(), Some("watch"));
     }
-    assert!(ev.seen.iter().all(|e| e.schema == 1));
-    assert!(ev.seen.iter().any(|e| is_script_event(e, "svc", "exited")));
-    let seqs: Vec<u64> = ev.seen.iter().map(|e| e.seq).collect();
+    assert!(ev.seen().iter().all(|e| e.schema == 1));
+    assert!(ev
+        .seen()
+        .iter()
+        .any(|e| is_script_event(e, "svc", "exited")));
+    let seqs: Vec<u64> = ev.seen().iter().map(|e| e.seq).collect();
     assert!(
         seqs.windows(2).all(|w| w[0] < w[1]),
         "seq not increasing: {seqs:?}"
