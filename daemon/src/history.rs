@@ -189,7 +189,11 @@ fn prepare_state_dir(dir: &Path) -> Result<(), HistoryError> {
             .create(dir)
             .map_err(io_err(dir))?;
     }
-    let mode = std::fs::metadata(dir).map_err(io_err(dir))?.permissions().mode() & 0o7777;
+    let mode = std::fs::metadata(dir)
+        .map_err(io_err(dir))?
+        .permissions()
+        .mode()
+        & 0o7777;
     if mode & 0o077 != 0 {
         tracing::warn!(
             "state_dir {} is accessible by group or others (mode {mode:o}); it holds the \
@@ -550,7 +554,11 @@ mod tests {
             .filter(|e| e.version == 0)
             .map(|e| e.attempt_id)
             .collect();
-        assert_eq!(attempts, (5..25).rev().collect::<Vec<_>>(), "newest 20 kept");
+        assert_eq!(
+            attempts,
+            (5..25).rev().collect::<Vec<_>>(),
+            "newest 20 kept"
+        );
         assert!(list.iter().any(|e| e.version == 1), "the version stays");
         let actions = h.actions(1000)?;
         assert_eq!(actions.len(), 20);
@@ -574,7 +582,11 @@ mod tests {
         let state = dir.path().join("a/state");
         let h = History::open(&state, 5)?;
         h.record_version(1, &source("secret"), &rec(&[]))?;
-        assert_eq!(mode(&state), 0o700, "a state_dir the daemon creates is 0700");
+        assert_eq!(
+            mode(&state),
+            0o700,
+            "a state_dir the daemon creates is 0700"
+        );
         for name in [DB_FILE].iter().chain(&DB_COMPANIONS) {
             let p = state.join(name);
             assert!(p.exists(), "{name} exists while the store is open");

@@ -327,16 +327,15 @@ impl Coordinator {
         match tokio::task::block_in_place(|| write_back(&self.main, &self.source)) {
             Ok(written) => {
                 if unchanged {
-                    report.message = if written {
-                        format!(
-                            "version {target}'s files are already running (version {running}); \
-                             the files on disk were rewritten to match"
-                        )
+                    let what = if target == running {
+                        format!("version {running} is running")
                     } else {
-                        format!(
-                            "version {target}'s files are already running (version {running}) \
-                             and on disk; nothing to do"
-                        )
+                        format!("version {target}'s files are running (as version {running})")
+                    };
+                    report.message = if written {
+                        format!("{what}; the files on disk were rewritten to match")
+                    } else {
+                        format!("{what} and on disk; nothing to do")
                     };
                 }
                 written
@@ -726,8 +725,7 @@ fn stage(base: &Path, file: &config::ConfigFile) -> Result<(PathBuf, PathBuf), W
     let tmp = dir.join(format!(".{name}.scriptd-rollback"));
     // Keep the replaced file's mode (a private config stays private); a new file gets 0644
     // whatever the umask. Never group/other-writable: the daemon would refuse it.
-    let mode =
-        std::fs::metadata(&path).map_or(0o644, |m| m.permissions().mode() & 0o7777) & !0o022;
+    let mode = std::fs::metadata(&path).map_or(0o644, |m| m.permissions().mode() & 0o7777) & !0o022;
     let written = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)

@@ -369,6 +369,9 @@ impl Scriptd for Service {
             0 => 20,
             n => n,
         };
+        // Read before the entries: a version is recorded before it is published, so the
+        // running version is always among the entries listed after it.
+        let running_version = self.snapshot.borrow().version;
         let history = self.history.clone();
         let (entries, actions) = if request.get_ref().actions {
             (Vec::new(), blocking(move || history.actions(limit)).await?)
@@ -376,7 +379,7 @@ impl Scriptd for Service {
             (blocking(move || history.list(limit)).await?, Vec::new())
         };
         Ok(Response::new(proto::HistoryResponse {
-            running_version: self.snapshot.borrow().version,
+            running_version,
             entries,
             actions,
         }))
