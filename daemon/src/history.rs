@@ -45,7 +45,7 @@ pub struct Record<'a> {
     pub rollback_from: Option<u64>,
     /// Peer uid of the ctl user.
     pub uid: Option<u32>,
-    /// applied, rejected, failed-rolled-back.
+    /// applied, rejected, failed-rolled-back, unchanged (a rollback that rewrote the disk).
     pub result: &'a str,
     /// Why refused.
     pub message: &'a str,

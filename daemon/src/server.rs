@@ -167,6 +167,40 @@ impl Service {
         })
     }
 
+    /// Records a Control call and its outcome in the history's audit trail.
+    async fn audit(
+        &self,
+        uid: Option<u32>,
+        req: &proto::ControlRequest,
+        action: Option<ControlAction>,
+        outcome: &Result<proto::ControlResponse, Status>,
+    ) -> Result<(), Status> {
+        let action = action.map_or_else(
+            || format!("action {}", req.action),
+            |a| {
+                a.as_str_name()
+                    .trim_start_matches("CONTROL_ACTION_")
+                    .to_lowercase()
+            },
+        );
+        let (result, message) = match outcome {
+            Ok(r) => ("ok", r.message.clone()),
+            Err(s) => (audit_result(s.code()), s.message().to_owned()),
+        };
+        let history = self.history.clone();
+        let script = req.script.clone();
+        blocking(move || {
+            history.record_action(&crate::history::Action {
+                uid,
+                action: &action,
+                script: &script,
+                result,
+                message: &message,
+            })
+        })
+        .await
+    }
+
     /// Queues a reload request with the caller's uid and waits for its report.
     async fn submit<T>(&self, request: &Req<T>, mut req: Request) -> Result<Report, Status> {
         let (tx, rx) = oneshot::channel();
@@ -253,49 +287,21 @@ impl Scriptd for Service {
         let action = ControlAction::try_from(req.action)
             .ok()
             .filter(|a| *a != ControlAction::Unspecified);
-        let outcome = match action {
+        let mut outcome = match action {
             Some(action) => self.control_script(&req.script, action).await,
             None => Err(Status::invalid_argument(
                 "action must be start, stop, restart or run",
             )),
         };
         // Every call is in the audit trail, whatever its outcome.
-        let action_name = action.map_or_else(
-            || format!("action {}", req.action),
-            |a| {
-                a.as_str_name()
-                    .trim_start_matches("CONTROL_ACTION_")
-                    .to_lowercase()
-            },
-        );
-        let (result, message) = match &outcome {
-            Ok(r) => ("ok", r.message.clone()),
-            Err(s) => (audit_result(s.code()), s.message().to_owned()),
-        };
-        let history = self.history.clone();
-        let script = req.script.clone();
-        let recorded = blocking(move || {
-            history.record_action(&crate::history::Action {
-                uid,
-                action: &action_name,
-                script: &script,
-                result,
-                message: &message,
-            })
-        })
-        .await;
-        match (outcome, recorded) {
-            (Ok(mut r), Err(e)) => {
-                tracing::error!("cannot record a control action in the history: {e}");
-                r.message = format!(
-                    "{} (not recorded in the history: {})",
-                    r.message,
-                    e.message()
-                );
-                Ok(Response::new(r))
+        if let Err(e) = self.audit(uid, &req, action, &outcome).await {
+            let e = e.message();
+            tracing::error!("cannot record a control action in the history: {e}");
+            if let Ok(r) = &mut outcome {
+                r.message = format!("{} (not recorded in the history: {e})", r.message);
             }
-            (outcome, _) => outcome.map(Response::new),
         }
+        outcome.map(Response::new)
     }
 
     async fn diff(

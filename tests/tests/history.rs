@@ -1458,7 +1458,7 @@ fn a_failed_write_back_is_reported_and_recorded_and_rollback_repairs_it() {
 // ------------------------------------------------------------------ 12. history write fails
 
 #[test]
-fn a_reload_that_cannot_be_recorded_still_applies_and_says_so() {
+fn a_reload_or_control_action_that_cannot_be_recorded_still_happens_and_says_so() {
     let env = manual_env(&one_script("1").replace("3101", "9951"));
     let d = env.start();
     let mut events = Events::follow(&d);
@@ -1482,7 +1482,20 @@ fn a_reload_that_cannot_be_recorded_still_applies_and_says_so() {
             .is_some_and(|m| m.contains("could not be recorded")),
         "the event says so too: {ev:?}"
     );
+    // A control action that cannot be recorded still happens, and says so.
+    let r = d.ctl(&["restart", "a"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("not recorded in the history"),
+        "{}",
+        r.stdout
+    );
     drop(lock);
+    assert_eq!(
+        json_value(&d, &["history", "--actions", "-o", "json"])["actions"],
+        Value::Array(Vec::new()),
+        "the restart is missing, as reported"
+    );
 
     let h = history(&d, 1000);
     assert_eq!(h.running_version, 2, "the reload stands");
