@@ -1,4 +1,5 @@
-//! `ctl history`, `ctl history show V`, `ctl diff V1 [V2]`, `ctl rollback [V]`.
+//! `ctl history`, `ctl history --actions`, `ctl history show V`, `ctl diff V1 [V2]`,
+//! `ctl rollback [V]`.
 
 use crate::client::Client;
 use crate::error::{CtlError, CtlResult, CHANGES, CONFIG, FAILURE, OK};
@@ -38,7 +39,8 @@ pub struct HistoryEntryJson {
     pub rollback_from: Option<u64>,
     /// Uid of who asked (ctl); absent for watch, signal, startup.
     pub uid: Option<u32>,
-    /// applied, rejected, failed-rolled-back.
+    /// applied, rejected, failed-rolled-back; unchanged: a rollback to the running files that
+    /// rewrote the files on disk.
     pub result: String,
     /// `+1 ~2 -0 scripts`.
     pub summary: String,
@@ -50,6 +52,34 @@ pub struct HistoryEntryJson {
     pub changes: Vec<ChangeJson>,
     /// Validation errors.
     pub errors: Vec<ErrorJson>,
+}
+
+/// `ctl history --actions --output json`.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ActionsJson {
+    /// Always 1.
+    pub schema: u32,
+    /// Newest first.
+    pub actions: Vec<ActionJson>,
+}
+
+/// One control action (start, stop, restart, run) and how it ended.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ActionJson {
+    /// When, RFC 3339.
+    pub time: Option<String>,
+    /// Uid of who asked.
+    pub uid: Option<u32>,
+    /// start, stop, restart, run.
+    pub action: String,
+    /// The script named.
+    pub script: String,
+    /// ok, not-found, refused, failed, invalid, error.
+    pub result: String,
+    /// What the daemon answered.
+    pub message: Option<String>,
 }
 
 /// `ctl history show V --output json`.
@@ -121,6 +151,15 @@ fn who(uid: Option<u32>) -> String {
     }
 }
 
+/// `rollback-from-N` for a rollback, else the source.
+fn source_text(e: &proto::HistoryEntry) -> String {
+    if e.rollback_from > 0 {
+        format!("rollback-from-{}", e.rollback_from)
+    } else {
+        e.source.clone()
+    }
+}
+
 fn status_err(s: tonic::Status) -> CtlError {
     CtlError::from_status(s, CONFIG)
 }
@@ -128,7 +167,10 @@ fn status_err(s: tonic::Status) -> CtlError {
 /// `ctl history [--limit N]`.
 pub async fn list(c: &mut Client, out: &mut impl Write, json: bool, limit: u32) -> CtlResult {
     let r = c
-        .history(proto::HistoryRequest { limit })
+        .history(proto::HistoryRequest {
+            limit,
+            actions: false,
+        })
         .await
         .map_err(status_err)?
         .into_inner();
@@ -154,19 +196,14 @@ pub async fn list(c: &mut Client, out: &mut impl Write, json: bool, limit: u32) 
             v if v == r.running_version => format!("{v} *"),
             v => v.to_string(),
         };
-        let source = if e.rollback_from > 0 {
-            format!("rollback-from-{}", e.rollback_from)
-        } else {
-            e.source.clone()
-        };
         let mut summary = e.summary.clone();
-        if !e.message.is_empty() && e.result != "applied" {
+        if !e.message.is_empty() {
             summary = format!("{summary}: {}", first_line(&e.message));
         }
         b.push_record([
             version,
             output::time(e.time_ms).unwrap_or_default(),
-            source,
+            source_text(e),
             who(e.uid),
             e.result.clone(),
             summary,
@@ -176,8 +213,57 @@ pub async fn list(c: &mut Client, out: &mut impl Write, json: bool, limit: u32) 
     table.with(tabled::settings::Style::blank());
     writeln!(
         out,
-        "{table}\n(* = running; refused attempts have no version)"
+        "{table}\n(* = running; refused attempts have no version; \
+         start/stop/restart/run: ctl history --actions)"
     )?;
+    Ok(OK)
+}
+
+/// `ctl history --actions [--limit N]`: who started, stopped, restarted or ran what.
+pub async fn actions(c: &mut Client, out: &mut impl Write, json: bool, limit: u32) -> CtlResult {
+    let r = c
+        .history(proto::HistoryRequest {
+            limit,
+            actions: true,
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    if json {
+        let doc = ActionsJson {
+            schema: JSON_SCHEMA,
+            actions: r
+                .actions
+                .iter()
+                .map(|a| ActionJson {
+                    time: output::time(a.time_ms),
+                    uid: a.uid,
+                    action: a.action.clone(),
+                    script: a.script.clone(),
+                    result: a.result.clone(),
+                    message: (!a.message.is_empty()).then(|| a.message.clone()),
+                })
+                .collect(),
+        };
+        serde_json::to_writer_pretty(&mut *out, &doc)?;
+        writeln!(out)?;
+        return Ok(OK);
+    }
+    let mut b = tabled::builder::Builder::default();
+    b.push_record(["TIME", "WHO", "ACTION", "SCRIPT", "RESULT", "MESSAGE"]);
+    for a in &r.actions {
+        b.push_record([
+            output::time(a.time_ms).unwrap_or_default(),
+            who(a.uid),
+            a.action.clone(),
+            a.script.clone(),
+            a.result.clone(),
+            first_line(&a.message).to_owned(),
+        ]);
+    }
+    let mut table = b.build();
+    table.with(tabled::settings::Style::blank());
+    writeln!(out, "{table}")?;
     Ok(OK)
 }
 
@@ -199,7 +285,7 @@ pub async fn show(c: &mut Client, out: &mut impl Write, json: bool, version: u64
     if json {
         let doc = VersionJson {
             schema: JSON_SCHEMA,
-            entry: entry_json(&entry, 0),
+            entry: entry_json(&entry, r.running_version),
             files: r
                 .files
                 .iter()
@@ -215,12 +301,21 @@ pub async fn show(c: &mut Client, out: &mut impl Write, json: bool, version: u64
     }
     writeln!(
         out,
-        "# version {} · {} · {} · {}",
+        "# version {}{} · {} · {} · by {} · {}",
         entry.version,
+        if entry.version == r.running_version {
+            " (running)"
+        } else {
+            ""
+        },
         output::time(entry.time_ms).unwrap_or_default(),
-        entry.source,
+        source_text(&entry),
+        who(entry.uid),
         entry.hash
     )?;
+    if !entry.message.is_empty() {
+        writeln!(out, "# {}", first_line(&entry.message))?;
+    }
     for f in &r.files {
         writeln!(out, "\n==> {} <==", f.name)?;
         write!(out, "{}", f.content)?;
@@ -238,16 +333,10 @@ fn unified(
     a: u64,
     b: u64,
 ) -> String {
-    let mut names: Vec<&str> = from
-        .files
-        .iter()
-        .chain(&to.files)
-        .map(|f| f.name.as_str())
-        .collect();
-    names.dedup();
     let mut seen = std::collections::BTreeSet::new();
     let mut text = String::new();
-    for name in names {
+    // Every file name of either version, once, in order of appearance.
+    for name in from.files.iter().chain(&to.files).map(|f| f.name.as_str()) {
         if !seen.insert(name) {
             continue;
         }
@@ -358,7 +447,12 @@ pub async fn rollback(
     let result =
         proto::ReloadResult::try_from(r.result).unwrap_or(proto::ReloadResult::Unspecified);
     crate::print_reload(out, json, &r, dry_run)?;
+    if !json && result == proto::ReloadResult::Unchanged && !r.message.is_empty() {
+        // Whether the files on disk were rewritten to match the running version.
+        writeln!(out, "{}", r.message)?;
+    }
     Ok(match result {
+        _ if r.disk_differs => CONFIG,
         proto::ReloadResult::Rejected | proto::ReloadResult::FailedRolledBack => CONFIG,
         proto::ReloadResult::Unspecified => FAILURE,
         _ if dry_run && exit_code && !r.changes.is_empty() => CHANGES,

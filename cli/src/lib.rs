@@ -92,12 +92,17 @@ pub enum Command {
         /// Script name.
         script: String,
     },
-    /// Versions and refused attempts, newest first; `history show V` prints V's files.
+    /// Versions and refused attempts, newest first; `history show V` prints V's files;
+    /// `history --actions` lists who started, stopped, restarted or ran which script.
     #[command(args_conflicts_with_subcommands = true)]
     History {
         /// At most this many entries.
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// List the control actions (start, stop, restart, run: time, uid, script, result)
+        /// instead of the config versions.
+        #[arg(long)]
+        actions: bool,
         /// `show V`.
         #[command(subcommand)]
         show: Option<HistoryCommand>,
@@ -257,9 +262,14 @@ async fn dispatch(cli: Cli) -> CtlResult {
             show: Some(HistoryCommand::Show { version }),
             ..
         } => history::show(&mut c, &mut out, json, version).await,
-        Command::History { limit, show: None } => {
-            history::list(&mut c, &mut out, json, limit).await
-        }
+        Command::History {
+            limit,
+            actions: true,
+            show: None,
+        } => history::actions(&mut c, &mut out, json, limit).await,
+        Command::History {
+            limit, show: None, ..
+        } => history::list(&mut c, &mut out, json, limit).await,
         Command::Diff { v1, v2 } => history::diff(&mut c, &mut out, json, v1, v2).await,
         Command::Rollback {
             version,
@@ -404,11 +414,17 @@ pub(crate) fn print_reload(
         writeln!(out)?;
     }
     match result {
-        "applied" => writeln!(
-            out,
-            "reload #{} applied: version {} is running",
-            r.attempt_id, r.version
-        )?,
+        "applied" => {
+            writeln!(
+                out,
+                "reload #{} applied: version {} is running",
+                r.attempt_id, r.version
+            )?;
+            // What went wrong after the apply: the history record, a rollback's write-back.
+            if !r.message.is_empty() {
+                writeln!(out, "warning: {}", r.message)?;
+            }
+        }
         "unchanged" => writeln!(out, "no changes: version {} is running", r.version)?,
         "would-apply" => writeln!(
             out,

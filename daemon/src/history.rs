@@ -1,11 +1,14 @@
-//! The history store: every applied version (with the full text of every file) and every
-//! refused attempt, in SQLite (WAL) under `state_dir`. It survives a crash or `kill -9` of
-//! the daemon at any moment: each record is one transaction.
+//! The history store: every applied version (with the full text of every file), every
+//! refused attempt and every control action (start, stop, restart, run), in SQLite (WAL)
+//! under `state_dir`. It survives a crash or `kill -9` of the daemon at any moment: each
+//! record is one transaction. The files hold the full config text (`env` values included),
+//! so `state_dir` is created 0700 and the database files are 0600.
 
 use rusqlite::{params, Connection, OptionalExtension};
 use scriptd_common::config::{ConfigFile, ConfigSource};
 use scriptd_common::proto;
-use std::path::Path;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A history store error.
@@ -14,10 +17,23 @@ pub enum HistoryError {
     /// SQLite failed.
     #[error("history database: {0}")]
     Sql(#[from] rusqlite::Error),
-    /// Stored JSON did not decode.
+    /// A stored change/error detail (an encoded protobuf `ReloadEvent`) did not decode.
     #[error("history database holds a record that does not decode: {0}")]
     Decode(#[from] prost::DecodeError),
+    /// Creating or securing `state_dir` or a database file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The directory or file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
 }
+
+/// Name of the database file under `state_dir`.
+const DB_FILE: &str = "history.db";
+/// SQLite's companion files of a WAL database.
+const DB_COMPANIONS: [&str; 2] = ["history.db-wal", "history.db-shm"];
 
 /// One record to append.
 pub struct Record<'a> {
@@ -29,7 +45,7 @@ pub struct Record<'a> {
     pub rollback_from: Option<u64>,
     /// Peer uid of the ctl user.
     pub uid: Option<u32>,
-    /// applied, rejected, failed-rolled-back.
+    /// applied, rejected, failed-rolled-back, unchanged (a rollback that rewrote the disk).
     pub result: &'a str,
     /// Why refused.
     pub message: &'a str,
@@ -39,10 +55,25 @@ pub struct Record<'a> {
     pub errors: &'a [proto::ConfigError],
 }
 
+/// One control action to append.
+pub struct Action<'a> {
+    /// Peer uid of the ctl user.
+    pub uid: Option<u32>,
+    /// start, stop, restart, run.
+    pub action: &'a str,
+    /// Script named in the request.
+    pub script: &'a str,
+    /// ok, not-found, refused, failed, invalid, error.
+    pub result: &'a str,
+    /// The response message or the error.
+    pub message: &'a str,
+}
+
 /// Handle to the store; cheap to clone, blocking calls (use from `spawn_blocking`).
 #[derive(Clone)]
 pub struct History {
     db: Arc<Mutex<Connection>>,
+    dir: PathBuf,
     limit: u32,
 }
 
@@ -67,6 +98,15 @@ CREATE TABLE IF NOT EXISTS files (
     name    TEXT NOT NULL,
     content TEXT NOT NULL,
     PRIMARY KEY (version, idx)
+);
+CREATE TABLE IF NOT EXISTS actions (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    time_ms  INTEGER NOT NULL,
+    uid      INTEGER,
+    action   TEXT NOT NULL,
+    script   TEXT NOT NULL,
+    result   TEXT NOT NULL,
+    message  TEXT NOT NULL
 );
 ";
 
@@ -132,10 +172,69 @@ fn finish(
     Ok(entry)
 }
 
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> HistoryError + '_ {
+    move |source| HistoryError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Creates `state_dir` (and missing parents) 0700 if it does not exist; warns when an
+/// existing one can be entered or read by group or others.
+fn prepare_state_dir(dir: &Path) -> Result<(), HistoryError> {
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err(dir))?;
+    }
+    let mode = std::fs::metadata(dir)
+        .map_err(io_err(dir))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            "state_dir {} is accessible by group or others (mode {mode:o}); it holds the \
+             history with the full text of every config version, env values included: run \
+             `chmod 700 {}`",
+            dir.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Makes `path` mode 0600, creating it empty (0600 whatever the umask) if `create`.
+fn restrict(path: &Path, create: bool) -> Result<(), HistoryError> {
+    if create {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(io_err(path))?;
+    } else if !path.exists() {
+        return Ok(());
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err(path))
+}
+
 impl History {
-    /// Opens (creating) `state_dir/history.db`.
+    /// Opens (creating) `state_dir/history.db`: `state_dir` 0700 if the daemon creates it,
+    /// the database and its WAL files 0600.
     pub fn open(state_dir: &Path, limit: u32) -> Result<Self, HistoryError> {
-        let conn = Connection::open(state_dir.join("history.db"))?;
+        prepare_state_dir(state_dir)?;
+        let path = state_dir.join(DB_FILE);
+        // Created 0600 before SQLite opens it: SQLite gives the -wal and -shm files the
+        // mode of the database file. An older, wider database is narrowed here too.
+        restrict(&path, true)?;
+        for companion in DB_COMPANIONS {
+            restrict(&state_dir.join(companion), false)?;
+        }
+        let conn = Connection::open(&path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // WAL + NORMAL: a committed record survives a crash or kill -9 of the daemon.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -143,8 +242,19 @@ impl History {
         conn.execute_batch(SCHEMA)?;
         Ok(Self {
             db: Arc::new(Mutex::new(conn)),
+            dir: state_dir.to_path_buf(),
             limit: limit.max(1),
         })
+    }
+
+    /// The directory holding the database (`state_dir`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// How many refused attempts, and how many control actions, are kept: ten per version.
+    fn audit_limit(&self) -> u64 {
+        u64::from(self.limit) * 10
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -213,20 +323,17 @@ impl History {
                 "DELETE FROM entries WHERE version IS NOT NULL AND version <= ?1",
                 params![cutoff],
             )?;
-            // Refused attempts are kept in proportion: the newest `limit * 10`.
-            tx.execute(
-                "DELETE FROM entries WHERE version IS NULL AND id NOT IN \
-                 (SELECT id FROM entries WHERE version IS NULL ORDER BY id DESC LIMIT ?1)",
-                params![u64::from(self.limit) * 10],
-            )?;
         }
         tx.commit()?;
         Ok(())
     }
 
-    /// Records a refused attempt (rejected, or failed and rolled back).
+    /// Records a refused attempt (rejected, or failed and rolled back); keeps the newest
+    /// ten per version of `history_limit`.
     pub fn record_attempt(&self, rec: &Record<'_>) -> Result<(), HistoryError> {
-        self.conn().execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
             &format!(
                 "INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (NULL,?1,?2,?3,?4,?5,?6,?7,?8,'',?9)"
             ),
@@ -242,7 +349,58 @@ impl History {
                 encode_detail(rec.changes, rec.errors),
             ],
         )?;
+        tx.execute(
+            "DELETE FROM entries WHERE version IS NULL AND id NOT IN \
+             (SELECT id FROM entries WHERE version IS NULL ORDER BY id DESC LIMIT ?1)",
+            params![self.audit_limit()],
+        )?;
+        tx.commit()?;
         Ok(())
+    }
+
+    /// Records a control action; keeps the newest ten per version of `history_limit`.
+    pub fn record_action(&self, a: &Action<'_>) -> Result<(), HistoryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO actions (time_ms, uid, action, script, result, message) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                crate::now_ms(),
+                a.uid,
+                a.action,
+                a.script,
+                a.result,
+                a.message
+            ],
+        )?;
+        tx.execute(
+            "DELETE FROM actions WHERE id NOT IN \
+             (SELECT id FROM actions ORDER BY id DESC LIMIT ?1)",
+            params![self.audit_limit()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The newest `limit` control actions, newest first.
+    pub fn actions(&self, limit: u32) -> Result<Vec<proto::ActionEntry>, HistoryError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT time_ms, uid, action, script, result, message FROM actions \
+             ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit], |r| {
+            Ok(proto::ActionEntry {
+                time_ms: r.get(0)?,
+                uid: r.get(1)?,
+                action: r.get(2)?,
+                script: r.get(3)?,
+                result: r.get(4)?,
+                message: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// The newest `limit` entries, newest first.
@@ -367,6 +525,87 @@ mod tests {
         assert_eq!(files[0].content, "v3");
         assert_eq!(h.previous(3)?, Some(2));
         assert_eq!(h.latest()?.map(|l| l.0), Some(3));
+        Ok(())
+    }
+
+    #[test]
+    fn refused_attempts_and_actions_are_pruned_on_their_own() -> Result<(), HistoryError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Limit 2: at most 20 refused attempts and 20 actions, with no new version at all.
+        let h = History::open(dir.path(), 2)?;
+        h.record_version(1, &source("v1"), &rec(&[]))?;
+        for i in 0..25 {
+            h.record_attempt(&Record {
+                attempt_id: i,
+                result: "rejected",
+                ..rec(&[])
+            })?;
+            h.record_action(&Action {
+                uid: Some(0),
+                action: "run",
+                script: &format!("s{i}"),
+                result: "ok",
+                message: "started",
+            })?;
+        }
+        let list = h.list(1000)?;
+        let attempts: Vec<u64> = list
+            .iter()
+            .filter(|e| e.version == 0)
+            .map(|e| e.attempt_id)
+            .collect();
+        assert_eq!(
+            attempts,
+            (5..25).rev().collect::<Vec<_>>(),
+            "newest 20 kept"
+        );
+        assert!(list.iter().any(|e| e.version == 1), "the version stays");
+        let actions = h.actions(1000)?;
+        assert_eq!(actions.len(), 20);
+        assert_eq!(actions[0].script, "s24", "newest first");
+        assert_eq!(actions[19].script, "s5");
+        assert_eq!(actions[0].uid, Some(0));
+        assert_eq!(
+            (actions[0].action.as_str(), actions[0].result.as_str()),
+            ("run", "ok")
+        );
+        Ok(())
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).expect("stat").permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn state_dir_and_database_files_are_private() -> Result<(), HistoryError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("a/state");
+        let h = History::open(&state, 5)?;
+        h.record_version(1, &source("secret"), &rec(&[]))?;
+        assert_eq!(
+            mode(&state),
+            0o700,
+            "a state_dir the daemon creates is 0700"
+        );
+        for name in [DB_FILE].iter().chain(&DB_COMPANIONS) {
+            let p = state.join(name);
+            assert!(p.exists(), "{name} exists while the store is open");
+            assert_eq!(mode(&p), 0o600, "{name}");
+        }
+        drop(h);
+
+        // An existing wider database is narrowed; an existing state_dir keeps its mode.
+        let wide = dir.path().join("wide");
+        std::fs::create_dir(&wide).expect("mkdir");
+        std::fs::set_permissions(&wide, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::write(wide.join(DB_FILE), "").expect("touch");
+        std::fs::set_permissions(wide.join(DB_FILE), std::fs::Permissions::from_mode(0o644))
+            .expect("chmod");
+        let h = History::open(&wide, 5)?;
+        h.record_version(1, &source("secret"), &rec(&[]))?;
+        assert_eq!(mode(&wide.join(DB_FILE)), 0o600);
+        assert_eq!(mode(&wide.join(DB_COMPANIONS[0])), 0o600);
+        assert_eq!(mode(&wide), 0o755, "only warned about, not changed");
         Ok(())
     }
 }

@@ -142,10 +142,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Result<()> {
     let daemon = cfg.daemon.clone();
-    for dir in [&daemon.state_dir, &daemon.log_dir] {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create directory {}", dir.display()))?;
-    }
+    // state_dir is created (0700) by the history store.
+    std::fs::create_dir_all(&daemon.log_dir)
+        .with_context(|| format!("cannot create directory {}", daemon.log_dir.display()))?;
     let listener = socket::bind(&daemon.socket).await?;
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();

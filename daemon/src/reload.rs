@@ -11,7 +11,7 @@ use scriptd_common::config::{self, Config, ConfigErrors, ConfigSource, ScriptCon
 use scriptd_common::diff::{self, Change, Impact, Outcome, Plan, ScriptPlan};
 use scriptd_common::proto::{self, ReloadPhase, ReloadResult};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::task::TaskTracker;
@@ -93,6 +93,8 @@ pub struct Report {
     pub message: String,
     /// The requested version does not exist (rollback).
     pub not_found: bool,
+    /// Rollback: the files on disk could not be rewritten to match the running version.
+    pub disk_differs: bool,
 }
 
 /// What the rest of the daemon may read of the running state.
@@ -290,51 +292,13 @@ impl Coordinator {
             return report;
         }
         crate::notify_systemd("READY=1");
-        let rec = Record {
-            attempt_id: report.attempt_id,
-            source: req.source.as_str(),
-            rollback_from,
-            uid: req.uid,
-            result: match report.result {
-                Some(ReloadResult::Applied) => "applied",
-                Some(ReloadResult::FailedRolledBack) => "failed-rolled-back",
-                Some(ReloadResult::Unchanged) => "unchanged",
-                _ => "rejected",
-            },
-            message: &report.message,
-            changes: &report
-                .changes
-                .iter()
-                .map(crate::convert::change)
-                .collect::<Vec<_>>(),
-            errors: &report
-                .errors
-                .0
-                .iter()
-                .map(crate::convert::error)
-                .collect::<Vec<_>>(),
+        let disk_touched = match rollback_from {
+            Some(target) => self.write_back_rollback(target, &mut report),
+            None => false,
         };
-        let recorded = tokio::task::block_in_place(|| match report.result {
-            Some(ReloadResult::Applied) => {
-                self.history
-                    .record_version(self.version, &self.source, &rec)
-            }
-            Some(ReloadResult::Unchanged) => Ok(()),
-            _ => self.history.record_attempt(&rec),
-        });
-        if let Err(e) = recorded {
-            tracing::error!("cannot record in the history: {e}");
-        }
-        if rollback_from.is_some() && report.result == Some(ReloadResult::Applied) {
-            if let Err(e) = write_back(&self.main, &self.source) {
-                let msg =
-                    format!("applied, but the files on disk could not be rewritten to match: {e}");
-                tracing::error!("{msg}");
-                report.message = msg;
-            }
-        }
-        // Recorded (and written back) before anyone is told: a client that reacts to the
-        // terminal event or the new snapshot finds the history and the files up to date.
+        self.record(req, rollback_from, disk_touched, &mut report);
+        // Written back and recorded before anyone is told: a client that reacts to the
+        // terminal event or the new snapshot finds the files and the history up to date.
         let terminal = match report.result {
             Some(ReloadResult::Applied) => {
                 self.publish_snapshot();
@@ -346,6 +310,108 @@ impl Coordinator {
         };
         self.phase(report.attempt_id, req.source, terminal, &report);
         report
+    }
+
+    /// A rollback that left the target's files running (applied, or already running) writes
+    /// them to disk, before anything is recorded: a `kill -9` in between leaves disk and
+    /// runtime agreeing, and the next start records the files as a startup version instead
+    /// of undoing the rollback. A failure sets `disk_differs` (ctl exits 3) and says what to
+    /// do. Returns whether the disk was (or was to be) changed.
+    fn write_back_rollback(&self, target: u64, report: &mut Report) -> bool {
+        let unchanged = match report.result {
+            Some(ReloadResult::Applied) => false,
+            Some(ReloadResult::Unchanged) => true,
+            _ => return false,
+        };
+        let running = self.version;
+        match tokio::task::block_in_place(|| write_back(&self.main, &self.source)) {
+            Ok(written) => {
+                if unchanged {
+                    let what = if target == running {
+                        format!("version {running} is running")
+                    } else {
+                        format!("version {target}'s files are running (as version {running})")
+                    };
+                    report.message = if written {
+                        format!("{what}; the files on disk were rewritten to match")
+                    } else {
+                        format!("{what} and on disk; nothing to do")
+                    };
+                }
+                written
+            }
+            Err(e) => {
+                report.disk_differs = true;
+                report.message = format!(
+                    "version {running} is running, but the files on disk could not be rewritten \
+                     to match it ({e}): disk and runtime disagree, and the next save, `ctl \
+                     reload` or daemon restart applies what is on disk; fix the cause, then run \
+                     `ctl rollback {running}` to write the files again"
+                );
+                tracing::error!(attempt = report.attempt_id, "{}", report.message);
+                true
+            }
+        }
+    }
+
+    /// Records the attempt: an applied version with its files, a refused one with its
+    /// errors, an unchanged one only if it was a rollback that rewrote (or failed to
+    /// rewrite) the files on disk. A failure to record does not undo the reload (the
+    /// version is live): it is added to the message, and so to the terminal event and to
+    /// ctl's output, and logged.
+    fn record(
+        &self,
+        req: &Request,
+        rollback_from: Option<u64>,
+        disk_touched: bool,
+        report: &mut Report,
+    ) {
+        let result = match report.result {
+            Some(ReloadResult::Applied) => "applied",
+            Some(ReloadResult::FailedRolledBack) => "failed-rolled-back",
+            Some(ReloadResult::Unchanged) if disk_touched => "unchanged",
+            Some(ReloadResult::Unchanged) => return,
+            _ => "rejected",
+        };
+        let changes: Vec<_> = report.changes.iter().map(crate::convert::change).collect();
+        let errors: Vec<_> = report.errors.0.iter().map(crate::convert::error).collect();
+        let rec = Record {
+            attempt_id: report.attempt_id,
+            source: req.source.as_str(),
+            rollback_from,
+            uid: req.uid,
+            result,
+            message: &report.message,
+            changes: &changes,
+            errors: &errors,
+        };
+        let recorded = tokio::task::block_in_place(|| {
+            if result == "applied" {
+                self.history
+                    .record_version(self.version, &self.source, &rec)
+            } else {
+                self.history.record_attempt(&rec)
+            }
+        });
+        if let Err(e) = recorded {
+            let note = if result == "applied" {
+                format!(
+                    "version {} is running but could not be recorded in the history ({e}): `ctl \
+                     history` does not list it and `ctl rollback` cannot return to it; check \
+                     that {} is writable and its disk not full",
+                    self.version,
+                    self.history.dir().display()
+                )
+            } else {
+                format!("this attempt could not be recorded in the history ({e})")
+            };
+            tracing::error!(attempt = report.attempt_id, "{note}");
+            report.message = if report.message.is_empty() {
+                note
+            } else {
+                format!("{}; {note}", report.message)
+            };
+        }
     }
 
     async fn attempt(
@@ -572,45 +638,117 @@ impl Coordinator {
     }
 }
 
-/// Writes a version's files back to disk atomically (temp file, fsync, rename, fsync of the
-/// directory), and removes config files on disk that the version does not have, so disk,
-/// runtime and history agree. A symlinked file is written through its link.
-fn write_back(main: &std::path::Path, source: &ConfigSource) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::PermissionsExt;
-    let base = source.base_dir().to_path_buf();
-    let on_disk = config::read_source(main)
-        .map(|s| s.files)
+/// Why a rollback's files could not be written back: the path and the OS error.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+struct WriteBackError {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+fn at(path: &Path) -> impl FnOnce(std::io::Error) -> WriteBackError + '_ {
+    move |source| WriteBackError {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes a version's files back to disk so disk, runtime and history agree; `false` when
+/// the disk already holds exactly those files. In three steps, so that a failure in the
+/// first (the likely one: no space, no permission) leaves the disk as it was:
+/// 1. every file is written to a temp file beside its target and fsynced;
+/// 2. each temp file is renamed over its target (a symlinked file is written through its
+///    link), then the directories are fsynced;
+/// 3. config files the version does not have are removed: every file that an include glob of
+///    the version's main file, or of the main file on disk before step 2 (best effort: its
+///    globs even when the rest of it does not parse), matches.
+fn write_back(main: &Path, source: &ConfigSource) -> Result<bool, WriteBackError> {
+    if config::read_source(main).is_ok_and(|s| s.files == source.files) {
+        return Ok(false);
+    }
+    let base = source.base_dir();
+    let mut patterns = std::fs::read_to_string(main)
+        .map(|text| config::include_patterns(&text))
         .unwrap_or_default();
+    if let Some(target_main) = source.files.first() {
+        patterns.extend(config::include_patterns(&target_main.content));
+    }
+    let stale: Vec<(String, PathBuf)> = config::include_matches(main, &patterns)
+        .into_iter()
+        .filter(|(name, _)| !source.files.iter().any(|f| f.name == *name))
+        .collect();
+
+    let mut staged = Vec::new();
     for file in &source.files {
-        let link = base.join(&file.name);
-        let path = std::fs::canonicalize(&link).unwrap_or(link);
-        let dir = path.parent().unwrap_or(&base).to_path_buf();
-        std::fs::create_dir_all(&dir)?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.scriptd-rollback"));
-        // Keep the replaced file's mode (a private config stays private); a new file gets
-        // 0644 whatever the umask. Never group/other-writable: the daemon would refuse it.
-        let mode =
-            std::fs::metadata(&path).map_or(0o644, |m| m.permissions().mode() & 0o7777) & !0o022;
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-            f.write_all(file.content.as_bytes())?;
-            f.sync_all()?;
+        match stage(base, file) {
+            Ok(s) => staged.push(s),
+            Err(e) => {
+                discard(&staged);
+                return Err(e);
+            }
         }
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(&dir)?.sync_all()?;
     }
-    for stale in on_disk
-        .iter()
-        .filter(|f| !source.files.iter().any(|s| s.name == f.name))
-    {
-        tracing::info!(file = %stale.name, "rollback: removing a config file the restored version does not have");
-        std::fs::remove_file(base.join(&stale.name))?;
+    let mut dirs = std::collections::BTreeSet::new();
+    for (i, (tmp, path)) in staged.iter().enumerate() {
+        if let Err(e) = std::fs::rename(tmp, path) {
+            discard(&staged[i..]);
+            return Err(at(path)(e));
+        }
+        dirs.insert(path.parent().unwrap_or(base).to_path_buf());
     }
-    Ok(())
+    for (name, path) in &stale {
+        tracing::info!(file = %name, "rollback: removing a config file the restored version does not have");
+        std::fs::remove_file(path).map_err(at(path))?;
+        dirs.insert(path.parent().unwrap_or(base).to_path_buf());
+    }
+    for dir in &dirs {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(at(dir))?;
+    }
+    Ok(true)
+}
+
+/// Step 1 of [`write_back`] for one file: its content in a fsynced temp file beside the file
+/// it replaces; returns (temp file, target).
+fn stage(base: &Path, file: &config::ConfigFile) -> Result<(PathBuf, PathBuf), WriteBackError> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let link = base.join(&file.name);
+    let path = std::fs::canonicalize(&link).unwrap_or(link);
+    let dir = path.parent().unwrap_or(base);
+    std::fs::create_dir_all(dir).map_err(at(dir))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.scriptd-rollback"));
+    // Keep the replaced file's mode (a private config stays private); a new file gets 0644
+    // whatever the umask. Never group/other-writable: the daemon would refuse it.
+    let mode = std::fs::metadata(&path).map_or(0o644, |m| m.permissions().mode() & 0o7777) & !0o022;
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.write_all(file.content.as_bytes())?;
+        f.sync_all()
+    })();
+    match written {
+        Ok(()) => Ok((tmp, path)),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(at(&tmp)(e))
+        }
+    }
+}
+
+/// Removes the temp files of a write-back that stopped half-way.
+fn discard(staged: &[(PathBuf, PathBuf)]) {
+    for (tmp, _) in staged {
+        let _ = std::fs::remove_file(tmp);
+    }
 }

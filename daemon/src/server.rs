@@ -142,6 +142,65 @@ impl Service {
         })
     }
 
+    /// Forwards a control action to the script's runner.
+    async fn control_script(
+        &self,
+        script: &str,
+        action: ControlAction,
+    ) -> Result<proto::ControlResponse, Status> {
+        let handle = self
+            .snapshot
+            .borrow()
+            .handles
+            .get(script)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("no script named {script:?}")))?;
+        let message = handle.control(action).await.map_err(|e| match e {
+            ControlError::Precondition(m) => Status::failed_precondition(m),
+            ControlError::Spawn(m) => Status::aborted(format!("cannot start {script}: {m}")),
+            ControlError::Gone => Status::unavailable(e.to_string()),
+        })?;
+        let status = handle.status.borrow().clone();
+        Ok(proto::ControlResponse {
+            status: Some(status),
+            message,
+        })
+    }
+
+    /// Records a Control call and its outcome in the history's audit trail.
+    async fn audit(
+        &self,
+        uid: Option<u32>,
+        req: &proto::ControlRequest,
+        action: Option<ControlAction>,
+        outcome: &Result<proto::ControlResponse, Status>,
+    ) -> Result<(), Status> {
+        let action = action.map_or_else(
+            || format!("action {}", req.action),
+            |a| {
+                a.as_str_name()
+                    .trim_start_matches("CONTROL_ACTION_")
+                    .to_lowercase()
+            },
+        );
+        let (result, message) = match outcome {
+            Ok(r) => ("ok", r.message.clone()),
+            Err(s) => (audit_result(s.code()), s.message().to_owned()),
+        };
+        let history = self.history.clone();
+        let script = req.script.clone();
+        blocking(move || {
+            history.record_action(&crate::history::Action {
+                uid,
+                action: &action,
+                script: &script,
+                result,
+                message: &message,
+            })
+        })
+        .await
+    }
+
     /// Queues a reload request with the caller's uid and waits for its report.
     async fn submit<T>(&self, request: &Req<T>, mut req: Request) -> Result<Report, Status> {
         let (tx, rx) = oneshot::channel();
@@ -173,6 +232,17 @@ fn peer_uid<T>(request: &Req<T>) -> Option<u32> {
         .get::<tonic::transport::server::UdsConnectInfo>()
         .and_then(|i| i.peer_cred)
         .map(|c| c.uid())
+}
+
+/// The `result` of a failed control action in the audit trail.
+fn audit_result(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::NotFound => "not-found",
+        tonic::Code::FailedPrecondition => "refused",
+        tonic::Code::Aborted => "failed",
+        tonic::Code::InvalidArgument => "invalid",
+        _ => "error",
+    }
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -212,30 +282,26 @@ impl Scriptd for Service {
         &self,
         request: Req<proto::ControlRequest>,
     ) -> Result<Response<proto::ControlResponse>, Status> {
+        let uid = peer_uid(&request);
         let req = request.into_inner();
         let action = ControlAction::try_from(req.action)
             .ok()
-            .filter(|a| *a != ControlAction::Unspecified)
-            .ok_or_else(|| {
-                Status::invalid_argument("action must be start, stop, restart or run")
-            })?;
-        let handle = self
-            .snapshot
-            .borrow()
-            .handles
-            .get(&req.script)
-            .cloned()
-            .ok_or_else(|| Status::not_found(format!("no script named {:?}", req.script)))?;
-        let message = handle.control(action).await.map_err(|e| match e {
-            ControlError::Precondition(m) => Status::failed_precondition(m),
-            ControlError::Spawn(m) => Status::aborted(format!("cannot start {}: {m}", req.script)),
-            ControlError::Gone => Status::unavailable(e.to_string()),
-        })?;
-        let status = handle.status.borrow().clone();
-        Ok(Response::new(proto::ControlResponse {
-            status: Some(status),
-            message,
-        }))
+            .filter(|a| *a != ControlAction::Unspecified);
+        let mut outcome = match action {
+            Some(action) => self.control_script(&req.script, action).await,
+            None => Err(Status::invalid_argument(
+                "action must be start, stop, restart or run",
+            )),
+        };
+        // Every call is in the audit trail, whatever its outcome.
+        if let Err(e) = self.audit(uid, &req, action, &outcome).await {
+            let e = e.message();
+            tracing::error!("cannot record a control action in the history: {e}");
+            if let Ok(r) = &mut outcome {
+                r.message = format!("{} (not recorded in the history: {e})", r.message);
+            }
+        }
+        outcome.map(Response::new)
     }
 
     async fn diff(
@@ -309,11 +375,19 @@ impl Scriptd for Service {
             0 => 20,
             n => n,
         };
+        // Read before the entries: a version is recorded before it is published, so the
+        // running version is always among the entries listed after it.
+        let running_version = self.snapshot.borrow().version;
         let history = self.history.clone();
-        let entries = blocking(move || history.list(limit)).await?;
+        let (entries, actions) = if request.get_ref().actions {
+            (Vec::new(), blocking(move || history.actions(limit)).await?)
+        } else {
+            (blocking(move || history.list(limit)).await?, Vec::new())
+        };
         Ok(Response::new(proto::HistoryResponse {
-            running_version: self.snapshot.borrow().version,
+            running_version,
             entries,
+            actions,
         }))
     }
 
@@ -321,8 +395,9 @@ impl Scriptd for Service {
         &self,
         request: Req<proto::GetVersionRequest>,
     ) -> Result<Response<proto::GetVersionResponse>, Status> {
+        let running_version = self.snapshot.borrow().version;
         let version = match request.get_ref().version {
-            0 => self.snapshot.borrow().version,
+            0 => running_version,
             v => v,
         };
         let (entry, files) = self.load_version(version).await?;
@@ -335,6 +410,7 @@ impl Scriptd for Service {
                     content: f.content,
                 })
                 .collect(),
+            running_version,
         }))
     }
 
@@ -384,6 +460,7 @@ pub fn report_to_proto(r: Report) -> proto::ReloadResponse {
         errors: r.errors.0.iter().map(convert::error).collect(),
         message: r.message,
         plan_id: r.plan_id,
+        disk_differs: r.disk_differs,
     }
 }
 

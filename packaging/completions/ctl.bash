@@ -466,7 +466,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__history)
-            opts="-o -h --limit --socket --config --output --help show help"
+            opts="-o -h --limit --actions --socket --config --output --help show help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

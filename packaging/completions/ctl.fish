@@ -37,7 +37,7 @@ complete -c ctl -n "__fish_ctl_needs_command" -f -a "start" -d 'Start a stopped 
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "stop" -d 'Stop a script gracefully and keep it stopped'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "restart" -d 'Stop then start a script'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "run" -d 'Run a script once now, also when disabled or between intervals'
-complete -c ctl -n "__fish_ctl_needs_command" -f -a "history" -d 'Versions and refused attempts, newest first; `history show V` prints V\'s files'
+complete -c ctl -n "__fish_ctl_needs_command" -f -a "history" -d 'Versions and refused attempts, newest first; `history show V` prints V\'s files; `history --actions` lists who started, stopped, restarted or ran which script'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "diff" -d 'Difference between two versions: unified diff of the files and the field-level plan'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "rollback" -d 'Go back to VERSION [default: the version before the running one], as a new version; the files on disk are rewritten to match'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "logs" -d 'A script\'s output: the last lines, then with -f live lines'
@@ -87,6 +87,7 @@ complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_sub
 complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
+complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -l actions -d 'List the control actions (start, stop, restart, run: time, uid, script, result) instead of the config versions'
 complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -f -a "show" -d 'The files of one version'
 complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -140,7 +141,7 @@ complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcom
 complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "stop" -d 'Stop a script gracefully and keep it stopped'
 complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "restart" -d 'Stop then start a script'
 complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "run" -d 'Run a script once now, also when disabled or between intervals'
-complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "history" -d 'Versions and refused attempts, newest first; `history show V` prints V\'s files'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "history" -d 'Versions and refused attempts, newest first; `history show V` prints V\'s files; `history --actions` lists who started, stopped, restarted or ran which script'
 complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "diff" -d 'Difference between two versions: unified diff of the files and the field-level plan'
 complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "rollback" -d 'Go back to VERSION [default: the version before the running one], as a new version; the files on disk are rewritten to match'
 complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "logs" -d 'A script\'s output: the last lines, then with -f live lines'

@@ -1,8 +1,10 @@
 //! History and rollback end to end: versions recorded for every applied edit, `ctl rollback`
-//! (default target, dry runs, exit codes), the files written back to disk, history across
-//! daemon restarts and a `kill -9` in the middle of a burst of reloads, refused attempts in
-//! the audit trail, the strict JSON documents, and retention. Every wait polls with a
-//! deadline; nothing relies on a bare sleep.
+//! (default target, dry runs, exit codes, refusals), the files written back to disk (stale
+//! includes removed, a failed write-back reported), history across daemon restarts and a
+//! `kill -9` in the middle of a burst of reloads or right after a rollback, refused and failed
+//! attempts in the audit trail, control actions with their uid, the table output, the JSON
+//! documents checked against a fixed schema, retention, and a history write that fails.
+//! Every wait polls with a deadline; nothing relies on a bare sleep.
 
 use ctl::history::DiffJson;
 use ctl::history::{FileJson, HistoryEntryJson, HistoryJson, VersionJson};
@@ -11,6 +13,7 @@ use scriptd_common::config::{read_source, ConfigFile, ConfigSource};
 use scriptd_e2e::{
     alive, is_phase, pids_with_marker, wait_for, Daemon, Env, Events, DAEMON_SECTION, DEADLINE,
 };
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -789,4 +792,716 @@ fn history_limit_keeps_the_last_versions_and_the_running_one() {
     assert_eq!(show(&d, 7).files[0].content, disk_files(&env)[0].1);
     let r = d.ctl(&["rollback", "4"]);
     assert_eq!(r.code, 4, "version 4 is gone now: {}{}", r.stdout, r.stderr);
+}
+
+// ------------------------------------------------------------------ 8. refusals and failures
+
+/// A `daemon:` section without the watcher: only `ctl` triggers reloads.
+fn no_watch() -> String {
+    format!("{DAEMON_SECTION}  watch: false\n")
+}
+
+/// Replaces the main file of a `watch: false` config.
+fn set_manual(env: &Env, body: &str) {
+    env.write("scriptd.yaml", &format!("{}{body}", no_watch()));
+}
+
+/// An `Env` whose config has the watcher off.
+fn manual_env(body: &str) -> Env {
+    let env = Env::new("");
+    set_manual(&env, body);
+    env
+}
+
+#[test]
+fn rollback_that_needs_a_daemon_restart_is_rejected_and_recorded() {
+    let body = one_script("1").replace("3101", "8101");
+    let env = Env::new(&body);
+    let d = env.start();
+    wait_version(&d, 1);
+    stop(d);
+    // A daemon.* edit only a restart applies: version 2, from startup.
+    let slower = DAEMON_SECTION.replace("debounce: 20ms", "debounce: 30ms");
+    assert_ne!(slower, DAEMON_SECTION);
+    env.write("scriptd.yaml", &format!("{slower}{body}"));
+    let d = env.start();
+    let before = wait_version(&d, 2);
+    assert_eq!(entry(&before, 2).source, "startup");
+    let disk_before = disk_files(&env);
+
+    let r = reload_json(&d, &["rollback", "1", "--dry-run"], 3);
+    assert_eq!(r.result, "rejected", "the preview says so: {r:?}");
+    let r = reload_json(&d, &["rollback", "1"], 3);
+    assert_eq!(r.result, "rejected", "{r:?}");
+    assert_eq!(r.version, 2, "version 2 stays running");
+    let msg = r.message.expect("a rejection says why");
+    assert!(msg.contains("daemon.debounce"), "names the key: {msg}");
+
+    assert_eq!(
+        disk_files(&env),
+        disk_before,
+        "the files on disk are untouched"
+    );
+    let h = history(&d, 1000);
+    assert_eq!(h.running_version, 2);
+    assert_eq!(
+        versions(&h),
+        vec![2, 1],
+        "no version from a refused rollback"
+    );
+    assert_eq!(h.entries.len(), 3, "{:?}", h.entries);
+    let e = &h.entries[0];
+    assert_eq!(
+        (
+            e.version,
+            e.source.as_str(),
+            e.rollback_from,
+            e.result.as_str()
+        ),
+        (None, "rollback", Some(1), "rejected"),
+        "{e:?}"
+    );
+    assert_eq!(e.uid, Some(my_uid()), "who tried is recorded");
+    assert!(
+        e.changes.iter().any(|c| c.field == "daemon.debounce"
+            && c.impact == "daemon-restart"
+            && c.outcome == "rejected"),
+        "the refused change is recorded: {:?}",
+        e.changes
+    );
+    assert_eq!(d.status().sync, "in-sync");
+}
+
+#[test]
+fn failed_and_rolled_back_attempt_is_recorded_with_its_error() {
+    let scripts =
+        |prog: &str| format!("scripts:\n  svc:\n    command: [\"{prog}\"]\n    stop_grace: 2s\n");
+    let env = manual_env(&scripts("./svc.sh"));
+    env.script("svc.sh", "exec sleep 2000.8201");
+    // Executable, so validation passes; its interpreter is missing, so exec fails.
+    let bad = env.path("bad.sh");
+    std::fs::write(&bad, "#!/nonexistent/interp\n").expect("write bad.sh");
+    std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let d = env.start();
+    pids(&d, &["svc"]);
+
+    set_manual(&env, &scripts("./bad.sh"));
+    let r = reload_json(&d, &["reload"], 3);
+    assert_eq!(
+        (r.result.as_str(), r.version),
+        ("failed-rolled-back", 1),
+        "{r:?}"
+    );
+    let reported = r.message.expect("the failure says why");
+
+    let h = history(&d, 1000);
+    assert_eq!(h.running_version, 1);
+    assert_eq!(versions(&h), vec![1], "a failed attempt gets no version");
+    let e = &h.entries[0];
+    assert_eq!(
+        (e.version, e.source.as_str(), e.result.as_str()),
+        (None, "ctl", "failed-rolled-back"),
+        "{e:?}"
+    );
+    assert_eq!(e.uid, Some(my_uid()));
+    assert_eq!(
+        e.message.as_deref(),
+        Some(reported.as_str()),
+        "the error is recorded"
+    );
+    assert!(reported.contains("svc"), "names the script: {reported}");
+    assert!(
+        e.changes
+            .iter()
+            .any(|c| c.script == "svc" && c.field == "command" && c.impact == "restart"),
+        "the plan that failed is recorded: {:?}",
+        e.changes
+    );
+    let r = d.ctl(&["history"]);
+    assert!(
+        r.stdout.contains("failed-rolled-back"),
+        "the table shows it:\n{}",
+        r.stdout
+    );
+}
+
+// ------------------------------------------------------------------ 9. tables and JSON schema
+
+/// The JSON type of a value, as the schema lists it.
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Asserts that `v` is an object with exactly the keys of `schema`, each of one of its
+/// types (`"string|null"`); returns the object's values by key.
+fn assert_schema<'a>(
+    what: &str,
+    v: &'a Value,
+    schema: &[(&str, &str)],
+) -> &'a serde_json::Map<String, Value> {
+    let obj = v
+        .as_object()
+        .unwrap_or_else(|| panic!("{what} is not an object: {v}"));
+    let keys: BTreeSet<&str> = obj.keys().map(String::as_str).collect();
+    let want: BTreeSet<&str> = schema.iter().map(|(k, _)| *k).collect();
+    assert_eq!(keys, want, "{what}: the keys changed: {v}");
+    for (key, types) in schema {
+        let t = json_type(&obj[*key]);
+        assert!(
+            types.split('|').any(|x| x == t),
+            "{what}.{key} is {t}, the schema says {types}: {v}"
+        );
+    }
+    obj
+}
+
+/// Parses a ctl JSON document as an untyped value.
+fn json_value(d: &Daemon, args: &[&str]) -> Value {
+    let r = d.ctl(args);
+    assert_eq!(r.code, 0, "ctl {args:?}: {}", r.stderr);
+    serde_json::from_str(&r.stdout)
+        .unwrap_or_else(|e| panic!("ctl {args:?} is not JSON: {e}\n{}", r.stdout))
+}
+
+const ENTRY_SCHEMA: &[(&str, &str)] = &[
+    ("version", "number|null"),
+    ("running", "bool"),
+    ("attempt_id", "number"),
+    ("time", "string|null"),
+    ("source", "string"),
+    ("rollback_from", "number|null"),
+    ("uid", "number|null"),
+    ("result", "string"),
+    ("summary", "string"),
+    ("message", "string|null"),
+    ("hash", "string|null"),
+    ("changes", "array"),
+    ("errors", "array"),
+];
+const CHANGE_SCHEMA: &[(&str, &str)] = &[
+    ("script", "string"),
+    ("field", "string"),
+    ("old", "string|null"),
+    ("new", "string|null"),
+    ("impact", "string"),
+    ("outcome", "string"),
+    ("reason", "string|null"),
+];
+const ERROR_SCHEMA: &[(&str, &str)] = &[
+    ("file", "string"),
+    ("line", "number"),
+    ("column", "number"),
+    ("path", "string"),
+    ("message", "string"),
+    ("text", "string"),
+];
+
+/// Checks a history entry and its changes and errors against the schema.
+fn assert_entry_schema(what: &str, v: &Value) {
+    let e = assert_schema(what, v, ENTRY_SCHEMA);
+    for c in e["changes"].as_array().into_iter().flatten() {
+        assert_schema(&format!("{what}.changes[]"), c, CHANGE_SCHEMA);
+    }
+    for err in e["errors"].as_array().into_iter().flatten() {
+        assert_schema(&format!("{what}.errors[]"), err, ERROR_SCHEMA);
+    }
+}
+
+/// The user name `ctl` shows in the WHO column for our uid.
+fn my_name() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map_or_else(|| format!("uid {}", my_uid()), |u| u.name)
+}
+
+/// The row of a blank-style table whose first cell starts with `first`, as words; our user
+/// name (which may hold a space: `uid 1000`) is one word, `ME`.
+fn row(table: &str, first: &str) -> Vec<String> {
+    table
+        .lines()
+        .find(|l| l.trim_start().starts_with(first))
+        .unwrap_or_else(|| panic!("no row starting with {first:?}:\n{table}"))
+        .replace(&format!(" {} ", my_name()), " ME ")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The column at which `word` starts in the line that starts with `first`.
+fn column(table: &str, first: &str, word: &str) -> usize {
+    let line = table
+        .lines()
+        .find(|l| l.trim_start().starts_with(first))
+        .unwrap_or_else(|| panic!("no row starting with {first:?}:\n{table}"));
+    line.find(word)
+        .unwrap_or_else(|| panic!("no {word:?} in {line:?}"))
+}
+
+fn four_scripts(x: &str, with_d: bool) -> String {
+    let mut body = format!(
+        "defaults:\n  stop_grace: 2s\nscripts:\n\
+         \x20 a:\n    command: \"sleep 2000.9101\"\n    env: {{ X: \"{x}\" }}\n\
+         \x20 b:\n    command: \"sleep 2000.9201\"\n    env: {{ X: \"{x}\" }}\n\
+         \x20 c:\n    command: \"sleep 2000.9301\"\n"
+    );
+    if with_d {
+        body.push_str("  d:\n    command: \"sleep 2000.9401\"\n");
+    }
+    body
+}
+
+#[test]
+fn history_tables_and_json_documents_keep_their_shape() {
+    let env = manual_env(&four_scripts("1", false));
+    let d = env.start();
+    // v2 by `ctl reload`: d added, a and b changed.
+    set_manual(&env, &four_scripts("2", true));
+    assert_eq!(reload_json(&d, &["reload"], 0).version, 2);
+    // A refused attempt with a validation error.
+    env.write("scriptd.yaml", "{ not: yaml");
+    let r = reload_json(&d, &["reload"], 3);
+    assert_eq!(r.result, "invalid", "{r:?}");
+    let refused = r.attempt_id.expect("attempt id");
+    // v3: a rollback to v1 (from a broken file on disk).
+    let r = reload_json(&d, &["rollback", "1"], 0);
+    assert_eq!((r.result.as_str(), r.version), ("applied", 3), "{r:?}");
+
+    // ctl history: the table.
+    let r = d.ctl(&["history"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let t = &r.stdout;
+    assert_eq!(
+        row(t, "VERSION"),
+        vec!["VERSION", "TIME", "SOURCE", "WHO", "RESULT", "SUMMARY"],
+        "{t}"
+    );
+    let me = my_name();
+    let r3 = row(t, "3 *");
+    assert_eq!(r3[..2], ["3", "*"], "{t}");
+    assert_eq!(r3[3..6], ["rollback-from-1", "ME", "applied"], "{t}");
+    assert_eq!(r3[6..].join(" "), "+0 ~2 -1 scripts", "{t}");
+    let r2 = row(t, "2 ");
+    assert_eq!(r2[2..5], ["ctl", "ME", "applied"], "{t}");
+    assert_eq!(r2[5..].join(" "), "+1 ~2 -0 scripts", "{t}");
+    let attempt = format!("- (#{refused})");
+    let ra = row(t, &attempt);
+    assert_eq!(ra[3..6], ["ctl", "ME", "rejected"], "{t}");
+    assert!(
+        ra[6..]
+            .join(" ")
+            .starts_with("+0 ~0 -0 scripts: the config is invalid"),
+        "a refusal shows why: {t}"
+    );
+    let r1 = row(t, "1 ");
+    assert_eq!(r1[2..5], ["startup", "-", "applied"], "{t}");
+    assert_eq!(r1[5..].join(" "), "+0 ~0 -0 scripts", "{t}");
+    // Columns line up under their headers.
+    for (header, first, cell) in [
+        ("SOURCE", "3 *", "rollback-from-1"),
+        ("SOURCE", "1 ", "startup"),
+        ("WHO", "2 ", me.as_str()),
+        ("RESULT", &attempt, "rejected"),
+        ("SUMMARY", "2 ", "+1 ~2 -0"),
+    ] {
+        assert_eq!(
+            column(t, "VERSION", header),
+            column(t, first, cell),
+            "{cell} is under {header}:\n{t}"
+        );
+    }
+    assert!(t.contains("(* = running"), "the legend: {t}");
+
+    // ctl history show: the table form.
+    let v3 = show(&d, 3);
+    let r = d.ctl(&["history", "show", "3"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut want = format!(
+        "# version 3 (running) · {} · rollback-from-1 · by {me} · {}\n",
+        v3.entry.time.as_deref().expect("time"),
+        v3.entry.hash.as_deref().expect("hash")
+    );
+    for f in &v3.files {
+        want.push_str(&format!("\n==> {} <==\n{}", f.name, f.content));
+    }
+    assert_eq!(r.stdout, want, "the table form of history show");
+    let r = d.ctl(&["history", "show", "2"]);
+    assert!(
+        r.stdout.starts_with("# version 2 · ") && r.stdout.contains(" · ctl · by "),
+        "{}",
+        r.stdout
+    );
+
+    // The running flag of `history show` (JSON).
+    assert!(v3.entry.running, "version 3 runs");
+    assert!(!show(&d, 2).entry.running, "version 2 does not");
+    assert!(!show(&d, 1).entry.running, "version 1 does not");
+
+    // The JSON documents against a fixed schema, independent of ctl's own types.
+    let h = json_value(&d, &["history", "-o", "json"]);
+    let top = assert_schema(
+        "history",
+        &h,
+        &[
+            ("schema", "number"),
+            ("running_version", "number"),
+            ("entries", "array"),
+        ],
+    );
+    assert_eq!(top["schema"], 1);
+    assert_eq!(top["running_version"], 3);
+    let entries = top["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 4, "3 versions and 1 attempt: {h}");
+    for e in entries {
+        assert_entry_schema("history.entries[]", e);
+    }
+    let (v3j, attempt_j) = (&entries[0], &entries[1]);
+    assert_eq!(v3j["version"], 3);
+    assert_eq!(v3j["running"], true);
+    assert_eq!(v3j["rollback_from"], 1);
+    assert_eq!(v3j["uid"], my_uid());
+    assert!(v3j["hash"].is_string() && v3j["time"].is_string());
+    assert!(!v3j["changes"].as_array().expect("changes").is_empty());
+    assert!(attempt_j["version"].is_null() && attempt_j["hash"].is_null());
+    assert!(attempt_j["message"].is_string());
+    assert!(!attempt_j["errors"].as_array().expect("errors").is_empty());
+    assert_eq!(entries[3]["uid"], Value::Null, "startup has no uid");
+
+    let v = json_value(&d, &["history", "show", "3", "-o", "json"]);
+    let top = assert_schema(
+        "history show",
+        &v,
+        &[
+            ("schema", "number"),
+            ("entry", "object"),
+            ("files", "array"),
+        ],
+    );
+    assert_eq!(top["schema"], 1);
+    assert_entry_schema("history show.entry", &top["entry"]);
+    assert_eq!(top["entry"]["running"], true);
+    for f in top["files"].as_array().expect("files") {
+        assert_schema(
+            "history show.files[]",
+            f,
+            &[("name", "string"), ("content", "string")],
+        );
+    }
+}
+
+// ------------------------------------------------------------------ 10. control actions
+
+#[test]
+fn control_actions_are_recorded_with_who_and_result() {
+    let env = Env::new(
+        "scripts:\n\
+         \x20 svc:\n    command: \"sleep 2000.9501\"\n    stop_grace: 2s\n\
+         \x20 per:\n    command: \"true\"\n    interval: 1h\n\
+         \x20 off:\n    command: \"sleep 2000.9601\"\n    enabled: false\n",
+    );
+    let d = env.start();
+    pids(&d, &["svc"]);
+    let versions_before = history(&d, 1000);
+    // The history holds config text with env values: private, whatever the umask.
+    let mode = |rel: &str| {
+        std::fs::metadata(env.path(rel))
+            .unwrap_or_else(|e| panic!("stat {rel}: {e}"))
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode("state"), 0o700, "the state_dir the daemon created");
+    for db in [
+        "state/history.db",
+        "state/history.db-wal",
+        "state/history.db-shm",
+    ] {
+        assert_eq!(mode(db), 0o600, "{db}");
+    }
+    for (args, code) in [
+        (&["stop", "svc"][..], 0),
+        (&["start", "svc"], 0),
+        (&["restart", "svc"], 0),
+        (&["run", "per"], 0),
+        (&["stop", "nosuch"], 4),
+        (&["start", "off"], 1),
+    ] {
+        let r = d.ctl(args);
+        assert_eq!(r.code, code, "ctl {args:?}: {}{}", r.stdout, r.stderr);
+    }
+
+    let doc = json_value(&d, &["history", "--actions", "-o", "json"]);
+    let top = assert_schema(
+        "history --actions",
+        &doc,
+        &[("schema", "number"), ("actions", "array")],
+    );
+    assert_eq!(top["schema"], 1);
+    let actions = top["actions"].as_array().expect("actions");
+    for a in actions {
+        assert_schema(
+            "history --actions.actions[]",
+            a,
+            &[
+                ("time", "string|null"),
+                ("uid", "number|null"),
+                ("action", "string"),
+                ("script", "string"),
+                ("result", "string"),
+                ("message", "string|null"),
+            ],
+        );
+        assert_eq!(a["uid"], my_uid(), "who asked: {a}");
+        assert!(a["time"].is_string(), "when: {a}");
+    }
+    let got: Vec<(&str, &str, &str)> = actions
+        .iter()
+        .map(|a| {
+            (
+                a["action"].as_str().unwrap_or_default(),
+                a["script"].as_str().unwrap_or_default(),
+                a["result"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("start", "off", "refused"),
+            ("stop", "nosuch", "not-found"),
+            ("run", "per", "ok"),
+            ("restart", "svc", "ok"),
+            ("start", "svc", "ok"),
+            ("stop", "svc", "ok"),
+        ],
+        "every control call, newest first: {doc}"
+    );
+    let message = |i: usize| actions[i]["message"].as_str().unwrap_or_default();
+    assert!(message(4).starts_with("started (pid "), "{doc}");
+    assert!(message(1).contains("nosuch"), "{doc}");
+    assert!(message(0).contains("disabled"), "{doc}");
+
+    let r = d.ctl(&["history", "--actions", "--limit", "2"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let t = &r.stdout;
+    assert_eq!(
+        row(t, "TIME"),
+        vec!["TIME", "WHO", "ACTION", "SCRIPT", "RESULT", "MESSAGE"],
+        "{t}"
+    );
+    assert_eq!(t.lines().count(), 3, "--limit 2: header and two rows:\n{t}");
+    let line = t
+        .lines()
+        .find(|l| l.contains("nosuch"))
+        .unwrap_or_else(|| panic!("the not-found action is listed:\n{t}"));
+    let words = row(t, line.trim_start());
+    assert_eq!(words[1..5], ["ME", "stop", "nosuch", "not-found"], "{t}");
+    assert_eq!(
+        column(t, "TIME", "RESULT"),
+        line.find("not-found").unwrap_or(0),
+        "{t}"
+    );
+
+    // Control actions are no config versions; they persist across a restart.
+    assert_eq!(
+        history(&d, 1000),
+        versions_before,
+        "no version or attempt from control"
+    );
+    stop(d);
+    let d = env.start();
+    assert_eq!(
+        json_value(&d, &["history", "--actions", "-o", "json"]),
+        doc,
+        "the actions survive a restart"
+    );
+}
+
+// ------------------------------------------------------------------ 11. write-back
+
+#[test]
+fn rollback_removes_a_later_include_even_if_the_main_file_is_broken_and_survives_kill_9() {
+    let main = |x: &str| {
+        format!(
+            "include: [\"scripts.d/*.yaml\"]\n\
+             scripts:\n  a:\n    command: \"sleep 2000.9701\"\n    env: {{ X: \"{x}\" }}\n    \
+             stop_grace: 2s\n"
+        )
+    };
+    let env = manual_env(&main("1"));
+    std::fs::create_dir_all(env.path("scripts.d")).expect("mkdir scripts.d");
+    let mut d = env.start();
+    set_manual(&env, &main("2"));
+    assert_eq!(reload_json(&d, &["reload"], 0).version, 2);
+    env.write(
+        "scripts.d/d.yaml",
+        "scripts:\n  d:\n    command: \"sleep 2000.9801\"\n    stop_grace: 2s\n",
+    );
+    assert_eq!(reload_json(&d, &["reload"], 0).version, 3);
+    set_manual(&env, &main("4"));
+    assert_eq!(reload_json(&d, &["reload"], 0).version, 4);
+    pids(&d, &["a", "d"]);
+    // The main file on disk does not parse: its include globs cannot be read.
+    env.write(
+        "scriptd.yaml",
+        "include: [\"scripts.d/*.yaml\"\n  {{ broken",
+    );
+
+    let r = reload_json(&d, &["rollback", "2"], 0);
+    assert_eq!((r.result.as_str(), r.version), ("applied", 5), "{r:?}");
+    assert!(
+        r.changes
+            .iter()
+            .any(|c| c.script == "d" && c.field == "*" && c.impact == "stop"),
+        "d is removed: {:?}",
+        r.changes
+    );
+    let v2 = show(&d, 2);
+    assert_eq!(
+        disk_files(&env),
+        pairs(&v2.files),
+        "the disk holds version 2"
+    );
+    assert!(
+        !env.path("scripts.d/d.yaml").exists(),
+        "the include version 3 added is gone"
+    );
+    let st = d.status();
+    assert_eq!((st.running_version, st.sync.as_str()), (5, "in-sync"));
+    let names: Vec<&str> = st.scripts.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, vec!["a"]);
+    let before = history(&d, 1000);
+    assert_eq!(entry(&before, 5).rollback_from, Some(2));
+
+    // Killed right after the rollback, restarted on the files on disk: nothing new.
+    d.signal(nix::sys::signal::Signal::SIGKILL);
+    assert_eq!(d.wait_exit(DEADLINE), None, "the daemon died of SIGKILL");
+    drop(d);
+    let d = env.start();
+    let after = history(&d, 1000);
+    assert_eq!(
+        after, before,
+        "disk == history: the restart records nothing"
+    );
+    assert_eq!(pairs(&show(&d, 5).files), disk_files(&env));
+    assert_eq!(d.status().sync, "in-sync");
+}
+
+#[test]
+fn a_failed_write_back_is_reported_and_recorded_and_rollback_repairs_it() {
+    let env = manual_env(&one_script("1").replace("3101", "9901"));
+    let d = env.start();
+    set_manual(&env, &one_script("2").replace("3101", "9901"));
+    assert_eq!(reload_json(&d, &["reload"], 0).version, 2);
+    let v2_on_disk = disk_files(&env);
+    // The write-back's temp file for the main file cannot be created: a directory is there.
+    let blocker = env.path(".scriptd.yaml.scriptd-rollback");
+    std::fs::create_dir(&blocker).expect("mkdir the blocker");
+
+    let r = reload_json(&d, &["rollback", "1"], 3);
+    assert_eq!((r.result.as_str(), r.version), ("applied", 3), "{r:?}");
+    let msg = r.message.expect("the failure says what happened");
+    for want in [
+        "could not be rewritten",
+        ".scriptd.yaml.scriptd-rollback",
+        "ctl rollback 3",
+    ] {
+        assert!(msg.contains(want), "the message has {want:?}: {msg}");
+    }
+    assert_eq!(disk_files(&env), v2_on_disk, "nothing on disk changed");
+    let st = d.status();
+    assert_eq!((st.running_version, st.sync.as_str()), (3, "changed"));
+    let h = history(&d, 1000);
+    let e3 = entry(&h, 3);
+    assert_eq!((e3.result.as_str(), e3.rollback_from), ("applied", Some(1)));
+    assert_eq!(
+        e3.message.as_deref(),
+        Some(msg.as_str()),
+        "recorded honestly"
+    );
+
+    // Fixed, `ctl rollback 3` writes the running version's files.
+    std::fs::remove_dir(&blocker).expect("remove the blocker");
+    let r = d.ctl(&["rollback", "3"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("rewritten to match"), "{}", r.stdout);
+    assert_eq!(disk_files(&env), pairs(&show(&d, 3).files));
+    assert_eq!(d.status().sync, "in-sync");
+    let h = history(&d, 1000);
+    assert_eq!(versions(&h), vec![3, 2, 1], "no new version");
+    let e = &h.entries[0];
+    assert_eq!(
+        (
+            e.version,
+            e.source.as_str(),
+            e.result.as_str(),
+            e.rollback_from
+        ),
+        (None, "rollback", "unchanged", Some(3)),
+        "the rewrite of the files is in the audit trail: {e:?}"
+    );
+    assert_eq!(e.uid, Some(my_uid()));
+    // Once in sync, the same rollback has nothing to do and records nothing.
+    let r = reload_json(&d, &["rollback", "3"], 0);
+    assert_eq!(r.result, "unchanged");
+    assert!(r.message.is_some_and(|m| m.contains("nothing to do")));
+    assert_eq!(history(&d, 1000), h, "nothing recorded");
+}
+
+// ------------------------------------------------------------------ 12. history write fails
+
+#[test]
+fn a_reload_or_control_action_that_cannot_be_recorded_still_happens_and_says_so() {
+    let env = manual_env(&one_script("1").replace("3101", "9951"));
+    let d = env.start();
+    let mut events = Events::follow(&d);
+    // Another writer holds the database's write lock past the daemon's busy timeout.
+    let lock = rusqlite::Connection::open(env.path("state/history.db")).expect("open the db");
+    lock.execute_batch("BEGIN IMMEDIATE")
+        .expect("take the write lock");
+
+    set_manual(&env, &one_script("2").replace("3101", "9951"));
+    let r = reload_json(&d, &["reload"], 0);
+    assert_eq!((r.result.as_str(), r.version), ("applied", 2), "{r:?}");
+    let msg = r.message.expect("the record failure is reported");
+    assert!(
+        msg.contains("could not be recorded in the history"),
+        "{msg}"
+    );
+    let ev = events.wait("the applied event", |e| is_phase(e, "applied"));
+    assert!(
+        ev.message
+            .as_deref()
+            .is_some_and(|m| m.contains("could not be recorded")),
+        "the event says so too: {ev:?}"
+    );
+    // A control action that cannot be recorded still happens, and says so.
+    let r = d.ctl(&["restart", "a"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("not recorded in the history"),
+        "{}",
+        r.stdout
+    );
+    drop(lock);
+    assert_eq!(
+        json_value(&d, &["history", "--actions", "-o", "json"])["actions"],
+        Value::Array(Vec::new()),
+        "the restart is missing, as reported"
+    );
+
+    let h = history(&d, 1000);
+    assert_eq!(h.running_version, 2, "the reload stands");
+    assert_eq!(versions(&h), vec![1], "version 2 is missing, as reported");
+    set_manual(&env, &one_script("3").replace("3101", "9951"));
+    let r = reload_json(&d, &["reload"], 0);
+    assert_eq!((r.version, r.message), (3, None), "recording works again");
+    assert_eq!(versions(&history(&d, 1000)), vec![3, 1]);
 }

@@ -64,36 +64,13 @@ pub fn read_source(main: &Path) -> Result<ConfigSource, ConfigErrors> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| main.display().to_string());
-    let base = main.parent().unwrap_or(Path::new("/")).to_path_buf();
     let content = read_file(&main, &main_name)?;
     let mut errors = Vec::new();
     let mut files = vec![ConfigFile {
         name: main_name.clone(),
         content,
     }];
-    let mut included: Vec<(String, PathBuf)> = Vec::new();
-    for pattern in include_patterns(&files[0].content) {
-        let full = base.join(&pattern);
-        let Ok(paths) = glob::glob(&full.to_string_lossy()) else {
-            // Reported with its position by validation.
-            continue;
-        };
-        for path in paths.flatten() {
-            if path == main || !path.is_file() {
-                continue;
-            }
-            let name = path
-                .strip_prefix(&base)
-                .unwrap_or(&path)
-                .to_string_lossy()
-                .into_owned();
-            if !included.iter().any(|(n, _)| *n == name) {
-                included.push((name, path));
-            }
-        }
-    }
-    included.sort();
-    for (name, path) in included {
+    for (name, path) in include_matches(&main, &include_patterns(&files[0].content)) {
         match read_file(&path, &name) {
             Ok(content) => files.push(ConfigFile { name, content }),
             Err(e) => errors.extend(e.0),
@@ -104,6 +81,35 @@ pub fn read_source(main: &Path) -> Result<ConfigSource, ConfigErrors> {
     } else {
         Err(ConfigErrors(errors))
     }
+}
+
+/// The files the include `patterns` of the main file `main` (absolute) match: regular files
+/// other than the main file, as (name relative to the main file's directory, path), sorted
+/// by name, each once. A malformed pattern matches nothing (validation reports it).
+pub fn include_matches(main: &Path, patterns: &[String]) -> Vec<(String, PathBuf)> {
+    let base = main.parent().unwrap_or(Path::new("/"));
+    let mut included: Vec<(String, PathBuf)> = Vec::new();
+    for pattern in patterns {
+        let full = base.join(pattern);
+        let Ok(paths) = glob::glob(&full.to_string_lossy()) else {
+            continue;
+        };
+        for path in paths.flatten() {
+            if path == main || !path.is_file() {
+                continue;
+            }
+            let name = path
+                .strip_prefix(base)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .into_owned();
+            if !included.iter().any(|(n, _)| *n == name) {
+                included.push((name, path));
+            }
+        }
+    }
+    included.sort();
+    included
 }
 
 /// Checks that no file of the config can be written by other users: whoever can write the
