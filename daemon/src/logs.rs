@@ -130,6 +130,12 @@ impl Block {
         self.ends.push((self.text.len(), continued));
     }
 
+    /// Adds a line that is already text.
+    fn push_str(&mut self, text: &str, continued: bool) {
+        self.text.push_str(text);
+        self.ends.push((self.text.len(), continued));
+    }
+
     /// Number of lines.
     pub fn len(&self) -> usize {
         self.ends.len()
@@ -138,6 +144,26 @@ impl Block {
     /// True when the block holds no line.
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
+    }
+
+    /// Every line, in order.
+    fn lines(&self) -> impl Iterator<Item = LineRef<'_>> {
+        let mut start = 0;
+        self.ends
+            .iter()
+            .enumerate()
+            .map(move |(i, &(end, continued))| {
+                let text = &self.text[start..end];
+                start = end;
+                LineRef {
+                    seq: self.first_seq + i as u64,
+                    time_ms: self.time_ms,
+                    run_id: self.run_id,
+                    stream: self.stream,
+                    text,
+                    continued,
+                }
+            })
     }
 
     fn line(&self, i: usize) -> LineRef<'_> {
@@ -177,18 +203,8 @@ struct LineRef<'a> {
     continued: bool,
 }
 
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+fn push_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 impl LineRef<'_> {
@@ -663,8 +679,10 @@ impl LogSink {
         let inner = &mut *g;
         block.first_seq = inner.next_seq;
         inner.next_seq += block.len() as u64;
-        for i in 0..block.len() {
-            inner.file.push(block.line(i), &time, &inner.cfg);
+        // A record is the text plus a header of about 40 bytes.
+        inner.file.buf.reserve(block.text.len() + 48 * block.len());
+        for line in block.lines() {
+            inner.file.push(line, &time, &inner.cfg);
         }
         inner.file.flush();
         inner.count += block.len();
@@ -1290,18 +1308,25 @@ impl Splitter {
     /// pieces marked `continued`, so `pending` never holds more than `max` bytes.
     fn split(&mut self, data: &[u8], max: usize, run_id: u64, stream: Stream) -> Block {
         let mut block = Block::new(run_id, stream, data.len() + self.pending.len());
-        let mut rest = data;
-        while let Some(i) = memchr::memchr(b'\n', rest) {
-            if self.pending.is_empty() && i <= max {
-                block.push(strip_cr(&rest[..i]), false);
+        // One UTF-8 check for the whole chunk; lines inside its valid part need none.
+        let valid = std::str::from_utf8(data)
+            .unwrap_or_else(|e| std::str::from_utf8(&data[..e.valid_up_to()]).unwrap_or_default());
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', data) {
+            if self.pending.is_empty() && end - start <= max {
+                match valid.get(start..end) {
+                    Some(line) => block.push_str(line.strip_suffix('\r').unwrap_or(line), false),
+                    None => block.push(strip_cr(&data[start..end]), false),
+                }
             } else {
-                self.pending.extend_from_slice(&rest[..i]);
+                self.pending.extend_from_slice(&data[start..end]);
                 split_long(&mut self.pending, max, &mut block);
                 block.push(strip_cr(&self.pending), false);
                 self.pending.clear();
             }
-            rest = &rest[i + 1..];
+            start = end + 1;
         }
+        let rest = &data[start..];
         self.pending.extend_from_slice(rest);
         split_long(&mut self.pending, max, &mut block);
         if self.pending.capacity() > 2 * max + READ_CHUNK {
