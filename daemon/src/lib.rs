@@ -7,6 +7,7 @@
 pub mod convert;
 pub mod events;
 pub mod history;
+pub mod lock;
 pub mod logs;
 pub mod process;
 pub mod reload;
@@ -96,7 +97,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     init_tracing(cli.log_format);
     let loaded = config::read_source(&cli.config).and_then(|source| {
-        config::check_permissions(&source)?;
+        let source = config::secure_source(source)?;
         let cfg = config::validate(&source)?;
         Ok((source, cfg))
     });
@@ -146,7 +147,15 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create directory {}", dir.display()))?;
     }
-    let listener = socket::bind(&daemon.socket).await?;
+    let (listener, _socket) = socket::bind(&daemon.socket, &daemon.access)?;
+    let _state = lock::acquire(&daemon.state_dir.join("scriptd.lock"), |pid| {
+        format!(
+            "another scriptd{} already uses the state directory {}: two daemons must not share \
+             a daemon.state_dir; stop it first, or give this one another state_dir",
+            lock::pid_text(pid),
+            daemon.state_dir.display()
+        )
+    })?;
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let events = events::EventBus::default();
@@ -203,7 +212,7 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
         events,
         history,
     );
-    let server_task = socket::serve(listener, service, cancel.clone());
+    let server_task = socket::serve(listener, service, daemon.access.clone(), cancel.clone());
 
     let signals = {
         let cancel = cancel.clone();
@@ -239,7 +248,6 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
     cancel.cancel();
     tracker.close();
     tracker.wait().await;
-    let _ = std::fs::remove_file(&daemon.socket);
     tracing::info!("scriptd stopped");
     served
 }
