@@ -211,12 +211,12 @@ fn files_writable_by_others_are_refused_and_every_one_is_reported() {
         [
             format!(
                 "scriptd.yaml: refused: the file is writable by others (mode 646), {WHY}; run \
-                 `chmod o-w {}/scriptd.yaml`",
+                 `chmod go-w {}/scriptd.yaml`",
                 c.d()
             ),
             format!(
                 "scripts.d/b.yaml: refused: the file is writable by others (mode 602), {WHY}; \
-                 run `chmod o-w {}/scripts.d/b.yaml`",
+                 run `chmod go-w {}/scripts.d/b.yaml`",
                 c.d()
             ),
         ]
@@ -235,7 +235,7 @@ fn directories_up_to_the_root_are_checked_and_sticky_ones_accepted() {
         got[0],
         format!(
             "scriptd.yaml: refused: directory {} is writable by others (mode 757), {WHY}; run \
-             `chmod o-w {}`",
+             `chmod go-w {}`",
             c.d(),
             c.d()
         )
@@ -329,12 +329,12 @@ fn group_write_is_accepted_for_the_owners_private_group_only() {
         [
             format!(
                 "scriptd.yaml: refused: the file is writable by group gid 54399, which is not \
-                 the owner's private group, (mode 664), {WHY}; run `chmod g-w {}/scriptd.yaml`",
+                 the owner's private group, (mode 664), {WHY}; run `chmod go-w {}/scriptd.yaml`",
                 c.d()
             ),
             format!(
                 "scriptd.yaml: refused: directory {} is writable by group gid 54399, which is \
-                 not the owner's private group, (mode 775), {WHY}; run `chmod g-w {}`",
+                 not the owner's private group, (mode 775), {WHY}; run `chmod go-w {}`",
                 c.d(),
                 c.d()
             ),
@@ -349,7 +349,7 @@ fn group_write_is_accepted_for_the_owners_private_group_only() {
         c.errors(),
         [format!(
             "scriptd.yaml: refused: the file is writable by others (mode 666), {WHY}; run `chmod \
-             o-w {}/scriptd.yaml`",
+             go-w {}/scriptd.yaml`",
             c.d()
         )]
     );

@@ -257,20 +257,17 @@ fn check_node(path: &Path, dir: bool, me: u32) -> Vec<String> {
                 )
             }
             Problem::Writable { group, others } => {
-                let (who, flag) = match (group, others) {
-                    (true, true) => (format!("group {} and others", group_label(st.gid)), "go"),
-                    (true, false) => (
-                        format!(
-                            "group {}, which is not the owner's private group,",
-                            group_label(st.gid)
-                        ),
-                        "g",
+                let who = match (group, others) {
+                    (true, true) => format!("group {} and others", group_label(st.gid)),
+                    (true, false) => format!(
+                        "group {}, which is not the owner's private group,",
+                        group_label(st.gid)
                     ),
-                    _ => ("others".to_owned(), "o"),
+                    _ => "others".to_owned(),
                 };
                 format!(
                     "refused: {what} is writable by {who} (mode {:o}), and {why}; run `chmod \
-                     {flag}-w {}`",
+                     go-w {}`",
                     st.mode,
                     path.display()
                 )
