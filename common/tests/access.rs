@@ -120,8 +120,10 @@ fn access_errors_name_file_line_column_and_entry() {
     let got = errors_of(dir.path(), "daemon:\n  access: { user: root }\n").expect_err("map");
     assert_eq!(
         got,
-        ["scriptd.yaml:2:11: daemon.access: expected a list of entries such as { user: alice, \
-          role: operate } or { group: ops, role: read }, found a mapping"]
+        [
+            "scriptd.yaml:2:11: daemon.access: expected a list of entries such as { user: alice, \
+          role: operate } or { group: ops, role: read }, found a mapping"
+        ]
     );
     let got = errors_of(dir.path(), "daemon:\n  acess: []\n").expect_err("typo");
     assert_eq!(
@@ -202,7 +204,11 @@ const WHY: &str = "and whoever can write the config can run commands as the daem
 #[test]
 fn files_writable_by_others_are_refused_and_every_one_is_reported() {
     let c = Conf::new();
-    assert_eq!(c.errors(), Vec::<String>::new(), "0644 and 0600 are accepted");
+    assert_eq!(
+        c.errors(),
+        Vec::<String>::new(),
+        "0644 and 0600 are accepted"
+    );
 
     chmod(&c.path(MAIN), 0o646);
     chmod(&c.path("scripts.d/b.yaml"), 0o602);
@@ -319,7 +325,11 @@ fn group_write_is_accepted_for_the_owners_private_group_only() {
     let c = Conf::new();
     chmod(&c.path(MAIN), 0o664);
     chmod(&c.dir, 0o775);
-    assert_eq!(c.errors(), Vec::<String>::new(), "664/775 in the private group");
+    assert_eq!(
+        c.errors(),
+        Vec::<String>::new(),
+        "664/775 in the private group"
+    );
 
     // The same modes with a shared group (54399 has no entry: nobody's private group).
     chown(&c.path(MAIN), None, Some(54399));
@@ -358,7 +368,9 @@ fn group_write_is_accepted_for_the_owners_private_group_only() {
 #[test]
 fn files_and_directories_owned_by_another_user_are_refused() {
     if !is_root() {
-        eprintln!("SKIPPED files_and_directories_owned_by_another_user_are_refused: needs root to chown");
+        eprintln!(
+            "SKIPPED files_and_directories_owned_by_another_user_are_refused: needs root to chown"
+        );
         return;
     }
     let c = Conf::new();
@@ -368,7 +380,9 @@ fn files_and_directories_owned_by_another_user_are_refused() {
     let owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(65534))
         .ok()
         .flatten()
-        .map_or("uid 65534".to_owned(), |u| format!("{} (uid 65534)", u.name));
+        .map_or("uid 65534".to_owned(), |u| {
+            format!("{} (uid 65534)", u.name)
+        });
     assert_eq!(
         got,
         [

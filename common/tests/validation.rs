@@ -3,8 +3,7 @@
 //! yields the effective values with defaults applied.
 
 use scriptd_common::config::{
-    load, validate, CommandSpec, ConfigFile, ConfigSource, RestartPolicy,
-    StopSignal,
+    load, validate, CommandSpec, ConfigFile, ConfigSource, RestartPolicy, StopSignal,
 };
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -239,7 +239,10 @@ impl Policy {
         } else {
             let mut groups = vec![gid];
             if self.access.names_groups() {
-                groups.extend(pid.and_then(|p| supplementary_groups(p, uid)).unwrap_or_default());
+                groups.extend(
+                    pid.and_then(|p| supplementary_groups(p, uid))
+                        .unwrap_or_default(),
+                );
             }
             self.access.role_of(uid, &groups)
         };
@@ -528,7 +531,8 @@ mod tests {
         );
         let e = check(Some(&peer(None)), Role::Read, "Status").unwrap_err();
         assert!(
-            e.message().starts_with("uid 54321 has no role on this scriptd"),
+            e.message()
+                .starts_with("uid 54321 has no role on this scriptd"),
             "{}",
             e.message()
         );
@@ -556,6 +560,10 @@ mod tests {
         expected.sort_unstable();
         got.sort_unstable();
         assert_eq!(got, expected);
-        assert_eq!(supplementary_groups(pid, me.wrapping_add(1)), None, "other uid");
+        assert_eq!(
+            supplementary_groups(pid, me.wrapping_add(1)),
+            None,
+            "other uid"
+        );
     }
 }

@@ -74,7 +74,10 @@ impl Clients {
             to
         };
         let ctl = copy(ctl_bin(), "ctl");
-        let probe = copy(PathBuf::from(env!("CARGO_BIN_EXE_grpc-probe")), "grpc-probe");
+        let probe = copy(
+            PathBuf::from(env!("CARGO_BIN_EXE_grpc-probe")),
+            "grpc-probe",
+        );
         Self {
             _dir: dir,
             ctl,
@@ -217,7 +220,8 @@ fn a_uid_without_a_role_is_refused_by_every_service() {
         let r = clients.probe(&d, &stranger, what);
         assert_eq!(r.code, 1, "{what}: {r:?}");
         assert!(
-            r.stdout.starts_with("PermissionDenied uid 54320 has no role"),
+            r.stdout
+                .starts_with("PermissionDenied uid 54320 has no role"),
             "{what}: {r:?}"
         );
     }
@@ -561,7 +565,11 @@ fn two_daemons_started_at_once_exactly_one_wins() {
                 .success()
                 .then(|| serde_json::from_slice::<serde_json::Value>(&r.stdout).expect("JSON"))
         });
-        assert_eq!(st["daemon"]["pid"], serde_json::json!(won.id()), "round {round}");
+        assert_eq!(
+            st["daemon"]["pid"],
+            serde_json::json!(won.id()),
+            "round {round}"
+        );
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(won.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
@@ -607,7 +615,8 @@ fn permission_errors_are_reported_with_the_validation_errors() {
     assert!(
         r.stderr
             .contains("scriptd.yaml: refused: the file is writable by others (mode 666)")
-            || r.stderr.contains("scriptd.yaml: refused: the file is writable by group"),
+            || r.stderr
+                .contains("scriptd.yaml: refused: the file is writable by group"),
         "{r:?}"
     );
     assert!(

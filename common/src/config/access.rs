@@ -173,7 +173,11 @@ mod tests {
         assert_eq!(access.role_of(1000, &[1000, 50]), Some(Role::Operate));
         assert_eq!(access.role_of(2000, &[60]), Some(Role::Read));
         assert_eq!(access.role_of(2000, &[2000, 61]), None);
-        assert_eq!(Access::default().role_of(0, &[0]), None, "no implicit rights");
+        assert_eq!(
+            Access::default().role_of(0, &[0]),
+            None,
+            "no implicit rights"
+        );
         assert!(access.names_groups());
         assert!(!Access(vec![user(1, Role::Read)]).names_groups());
     }

@@ -362,13 +362,28 @@ mod tests {
     fn files_owned_by_the_daemon_user_or_root_and_not_writable_by_others() {
         assert!(judge(st(ME, 100, 0o644), false, ME, &upg).is_empty());
         assert!(judge(st(0, 0, 0o600), false, ME, &upg).is_empty());
-        assert_eq!(judge(st(1001, 100, 0o644), false, ME, &upg), [Problem::Owner]);
-        assert_eq!(judge(st(ME, 100, 0o666), false, ME, &upg), writable(true, true));
-        assert_eq!(judge(st(ME, 100, 0o646), false, ME, &upg), writable(false, true));
+        assert_eq!(
+            judge(st(1001, 100, 0o644), false, ME, &upg),
+            [Problem::Owner]
+        );
+        assert_eq!(
+            judge(st(ME, 100, 0o666), false, ME, &upg),
+            writable(true, true)
+        );
+        assert_eq!(
+            judge(st(ME, 100, 0o646), false, ME, &upg),
+            writable(false, true)
+        );
         // Group write: accepted for the owner's private group only.
         assert!(judge(st(ME, 1000, 0o664), false, ME, &upg).is_empty());
-        assert_eq!(judge(st(ME, 100, 0o664), false, ME, &upg), writable(true, false));
-        assert_eq!(judge(st(ME, 1000, 0o666), false, ME, &upg), writable(false, true));
+        assert_eq!(
+            judge(st(ME, 100, 0o664), false, ME, &upg),
+            writable(true, false)
+        );
+        assert_eq!(
+            judge(st(ME, 1000, 0o666), false, ME, &upg),
+            writable(false, true)
+        );
     }
 
     #[test]
@@ -377,19 +392,46 @@ mod tests {
         assert!(judge(st(0, 0, 0o755), true, ME, &upg).is_empty());
         assert!(judge(st(0, 0, 0o1777), true, ME, &upg).is_empty(), "/tmp");
         assert_eq!(judge(st(0, 0, 0o777), true, ME, &upg), writable(true, true));
-        assert_eq!(judge(st(ME, 100, 0o770), true, ME, &upg), writable(true, false));
-        assert_eq!(judge(st(1001, 1001, 0o1777), true, ME, &upg), [Problem::Owner]);
+        assert_eq!(
+            judge(st(ME, 100, 0o770), true, ME, &upg),
+            writable(true, false)
+        );
+        assert_eq!(
+            judge(st(1001, 1001, 0o1777), true, ME, &upg),
+            [Problem::Owner]
+        );
         // The sticky bit means nothing on a file.
-        assert_eq!(judge(st(ME, 100, 0o1666), false, ME, &upg), writable(true, true));
+        assert_eq!(
+            judge(st(ME, 100, 0o1666), false, ME, &upg),
+            writable(true, true)
+        );
     }
 
     #[test]
     fn private_group_is_named_after_its_only_member() {
         let none: &[String] = &[];
         assert!(is_private_group("alice", 1000, "alice", 1000, none));
-        assert!(is_private_group("alice", 1000, "alice", 1000, &["alice".into()]));
-        assert!(!is_private_group("alice", 1000, "alice", 1000, &["bob".into()]));
-        assert!(!is_private_group("alice", 100, "alice", 1000, none), "not primary");
-        assert!(!is_private_group("alice", 100, "users", 100, none), "shared name");
+        assert!(is_private_group(
+            "alice",
+            1000,
+            "alice",
+            1000,
+            &["alice".into()]
+        ));
+        assert!(!is_private_group(
+            "alice",
+            1000,
+            "alice",
+            1000,
+            &["bob".into()]
+        ));
+        assert!(
+            !is_private_group("alice", 100, "alice", 1000, none),
+            "not primary"
+        );
+        assert!(
+            !is_private_group("alice", 100, "users", 100, none),
+            "shared name"
+        );
     }
 }

@@ -13,8 +13,7 @@ mod validate;
 pub use access::{Access, AccessRule, Role, Subject};
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{
-    check_permissions, include_patterns, load, read_source, secure_source, ConfigFile,
-    ConfigSource,
+    check_permissions, include_patterns, load, read_source, secure_source, ConfigFile, ConfigSource,
 };
 pub use validate::validate;
 
