@@ -60,12 +60,12 @@ impl Drop for SocketGuard {
 pub fn bind(path: &Path, access: &Access) -> anyhow::Result<(UnixListener, SocketGuard)> {
     let (dir_mode, socket_mode) = modes(access);
     let dir = path.parent().unwrap_or(Path::new("/"));
-    prepare_dir(dir, dir_mode)?;
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    prepare_dir(dir, dir_mode, &[path, Path::new(&lock_path)])?;
     if !access.is_empty() {
         warn_unreachable(dir);
     }
-    let mut lock_path = path.as_os_str().to_owned();
-    lock_path.push(".lock");
     let lock = lock::acquire(Path::new(&lock_path), |pid| {
         format!(
             "another scriptd{} is already listening on {} (it holds {}); stop it first, or give \
@@ -91,14 +91,19 @@ pub fn bind(path: &Path, access: &Access) -> anyhow::Result<(UnixListener, Socke
     Ok((listener, guard))
 }
 
-/// The socket's directory belongs to scriptd: created with `mode`, or, when it exists and
-/// the daemon's user owns it, set to `mode`. A shared directory (world-writable or sticky,
-/// such as `/tmp`) or one owned by another user is refused rather than changed.
-fn prepare_dir(dir: &Path, mode: u32) -> anyhow::Result<()> {
+/// The socket's directory belongs to scriptd: created with `mode` (its parents with the
+/// usual mode), or, when it exists, is owned by the daemon's user and holds nothing but
+/// `own` (the socket and its lock), set to `mode`. Refused rather than changed: a directory
+/// owned by another user, a shared one (world-writable or sticky, such as `/tmp`), and one
+/// that holds other files and has another mode (such as `/run`).
+fn prepare_dir(dir: &Path, mode: u32, own: &[&Path]) -> anyhow::Result<()> {
     let meta = match std::fs::metadata(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create directory {}", parent.display()))?;
+            }
             std::fs::DirBuilder::new()
-                .recursive(true)
                 .mode(mode)
                 .create(dir)
                 .with_context(|| format!("cannot create socket directory {}", dir.display()))?;
@@ -138,14 +143,30 @@ fn prepare_dir(dir: &Path, mode: u32) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    if current != mode {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
-            .with_context(|| format!("cannot set mode {mode:o} on {}", dir.display()))?;
-        tracing::info!(
-            dir = %dir.display(),
-            "socket directory mode {current:o} changed to {mode:o}"
+    if current == mode {
+        return Ok(());
+    }
+    let others = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list socket directory {}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| !own.contains(&p.as_path()));
+    if let Some(other) = others {
+        bail!(
+            "the socket's directory {} has mode {current:o} and holds other files (such as \
+             {}), so scriptd leaves its mode alone; give daemon.socket a directory of its own \
+             (e.g. {}/scriptd/scriptd.sock), which scriptd creates with mode {mode:o}",
+            dir.display(),
+            other.display(),
+            dir.display()
         );
     }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set mode {mode:o} on {}", dir.display()))?;
+    tracing::info!(
+        dir = %dir.display(),
+        "socket directory mode {current:o} changed to {mode:o}"
+    );
     Ok(())
 }
 

@@ -150,6 +150,19 @@ fn pid_of(d: &Daemon) -> u32 {
         .expect("pid")
 }
 
+/// Stops a daemon the test spawned itself (SIGTERM) and checks it exits 0.
+fn stop(daemon: &mut std::process::Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("signal the daemon");
+    let status = wait_for("the daemon to stop", DEADLINE, || {
+        daemon.try_wait().expect("wait for the daemon")
+    });
+    assert!(status.success(), "the daemon exits 0 on SIGTERM: {status}");
+}
+
 fn assert_denied(r: &Run, needle: &str) {
     assert_eq!(r.code, 1, "denied: exit 1: {r:?}");
     assert!(
@@ -477,6 +490,48 @@ fn an_existing_socket_directory_is_tightened() {
 }
 
 #[test]
+fn a_socket_directory_holding_other_files_keeps_its_mode_and_is_refused() {
+    // Like `socket: /run/scriptd.sock`: scriptd must not chmod /run.
+    let env = socket_env("scriptd.sock");
+    chmod(env.dir.path(), 0o755);
+    let r = scriptd_exits(&env.config());
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "the socket's directory {} has mode 755 and holds other files (such as {}/",
+            env.dir.path().display(),
+            env.dir.path().display()
+        )),
+        "{r:?}"
+    );
+    assert_eq!(mode(env.dir.path()), 0o755, "left as it was");
+
+    // At the mode scriptd wants, such a directory is fine.
+    chmod(env.dir.path(), 0o700);
+    let mut daemon = Command::new(scriptd_bin())
+        .arg("--config")
+        .arg(env.config())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn scriptd");
+    let socket = env.path("scriptd.sock");
+    wait_for("the daemon to answer on scriptd.sock", DEADLINE, || {
+        let r = Command::new(ctl_bin())
+            .arg("--socket")
+            .arg(&socket)
+            .arg("status")
+            .output()
+            .expect("ctl status");
+        r.status.success().then_some(())
+    });
+    assert_eq!(mode(&socket), 0o600);
+    assert_eq!(mode(env.dir.path()), 0o700);
+    stop(&mut daemon);
+}
+
+#[test]
 fn a_shared_socket_directory_is_refused() {
     let env = socket_env("shared/scriptd.sock");
     fs::create_dir(env.path("shared")).expect("mkdir shared");
@@ -570,15 +625,7 @@ fn two_daemons_started_at_once_exactly_one_wins() {
             serde_json::json!(won.id()),
             "round {round}"
         );
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(won.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .expect("stop the winner");
-        let status = wait_for("the winner to stop", DEADLINE, || {
-            won.try_wait().expect("wait winner")
-        });
-        assert!(status.success(), "round {round}: {status}");
+        stop(&mut won);
     }
 }
 
