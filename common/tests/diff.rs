@@ -3,7 +3,8 @@
 
 use proptest::prelude::*;
 use scriptd_common::config::{
-    CommandSpec, Config, DaemonConfig, LogConfig, RestartPolicy, ScriptConfig, StopSignal,
+    Access, AccessRule, CommandSpec, Config, DaemonConfig, LogConfig, RestartPolicy, Role,
+    ScriptConfig, StopSignal, Subject,
 };
 use scriptd_common::diff::{apply, diff_script, plan, Impact, Outcome, ScriptPlan};
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ fn daemon() -> DaemonConfig {
         debounce: Duration::from_millis(50),
         watch: true,
         history_limit: 100,
+        access: Access::default(),
     }
 }
 
@@ -191,6 +193,34 @@ fn daemon_change_rejects_everything_and_names_the_key() {
         .expect("daemon row");
     assert_eq!(d.impact, Impact::DaemonRestart);
     assert_eq!(d.new.as_deref(), Some("/elsewhere"));
+}
+
+#[test]
+fn access_change_is_a_daemon_restart() {
+    let old = config(&[("a", script())]);
+    let mut new = old.clone();
+    new.daemon.access = Access(vec![AccessRule {
+        subject: Subject::User {
+            uid: 1000,
+            name: Some("alice".into()),
+        },
+        role: Role::Operate,
+    }]);
+    let p = plan(&old, &new, &|_| false);
+    let reason = p.rejected.expect("rejected");
+    assert!(reason.contains("daemon.access"), "{reason}");
+    let d = p
+        .changes
+        .iter()
+        .find(|c| c.field == "daemon.access")
+        .expect("daemon.access row");
+    assert_eq!(d.impact, Impact::DaemonRestart);
+    assert_eq!(d.outcome, Outcome::Rejected);
+    assert_eq!(d.old.as_deref(), Some("[]"));
+    assert_eq!(
+        d.new.as_deref(),
+        Some(r#"["user alice (uid 1000): operate"]"#)
+    );
 }
 
 fn arb_script() -> impl Strategy<Value = ScriptConfig> {

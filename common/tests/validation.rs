@@ -3,8 +3,7 @@
 //! yields the effective values with defaults applied.
 
 use scriptd_common::config::{
-    check_permissions, load, validate, CommandSpec, ConfigFile, ConfigSource, RestartPolicy,
-    StopSignal,
+    load, validate, CommandSpec, ConfigFile, ConfigSource, RestartPolicy, StopSignal,
 };
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -914,59 +913,8 @@ scripts:
 }
 
 // ---------------------------------------------------------------------------------------
-// Permissions and hashing
+// Hashing (permissions: tests/access.rs)
 // ---------------------------------------------------------------------------------------
-
-#[test]
-fn check_permissions_refuses_group_or_world_writable_files() {
-    let dir = Dir::new();
-    dir.write_mode(
-        MAIN,
-        "include: [\"scripts.d/*.yaml\"]\nscripts:\n  a:\n    command: \"true\"\n",
-        0o644,
-    );
-    dir.write_mode("scripts.d/ok.yaml", "scripts: {}\n", 0o600);
-    let source = load(&dir.main()).expect("valid config").0;
-    check_permissions(&source).expect("0644 and 0600 are accepted");
-
-    for (mode, shown) in [(0o666, "666"), (0o664, "664"), (0o646, "646")] {
-        std::fs::set_permissions(dir.main(), std::fs::Permissions::from_mode(mode))
-            .expect("chmod main");
-        let errors = check_permissions(&source).expect_err("writable by others");
-        let got: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
-        assert_errors(
-            &format!("main mode {shown}"),
-            &dir,
-            &got,
-            &[&format!(
-                "scriptd.yaml: refused: the file is writable by group or others (mode {shown}), \
-                 and whoever can write the config can run commands as the daemon's user; run \
-                 `chmod go-w {}/scriptd.yaml`",
-                dir.text()
-            )],
-        );
-    }
-
-    // An included file is checked too, and both are reported.
-    std::fs::set_permissions(
-        dir.path().join("scripts.d/ok.yaml"),
-        std::fs::Permissions::from_mode(0o620),
-    )
-    .expect("chmod included");
-    let errors = check_permissions(&source).expect_err("both writable");
-    let got: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
-    assert_errors(
-        "main and included",
-        &dir,
-        &got,
-        &[
-            "scriptd.yaml: refused: the file is writable by group or others (mode 646)...",
-            "scripts.d/ok.yaml: refused: the file is writable by group or others (mode 620), \
-             and whoever can write the config can run commands as the daemon's user; run \
-             `chmod go-w {dir}/scripts.d/ok.yaml`",
-        ],
-    );
-}
 
 #[test]
 fn source_hash_tracks_content() {

@@ -7,6 +7,7 @@
 pub mod convert;
 pub mod events;
 pub mod history;
+pub mod lock;
 pub mod logs;
 pub mod process;
 pub mod reload;
@@ -96,7 +97,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     init_tracing(cli.log_format);
     let loaded = config::read_source(&cli.config).and_then(|source| {
-        config::check_permissions(&source)?;
+        let source = config::secure_source(source)?;
         let cfg = config::validate(&source)?;
         Ok((source, cfg))
     });
@@ -142,10 +143,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Result<()> {
     let daemon = cfg.daemon.clone();
-    // state_dir is created (0700) by the history store.
     std::fs::create_dir_all(&daemon.log_dir)
         .with_context(|| format!("cannot create directory {}", daemon.log_dir.display()))?;
-    let listener = socket::bind(&daemon.socket).await?;
+    // Only the daemon's user may enter state_dir: the history holds the full config text.
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&daemon.state_dir)
+        .with_context(|| format!("cannot create directory {}", daemon.state_dir.display()))?;
+    let (listener, _socket) = socket::bind(&daemon.socket, &daemon.access)?;
+    let _state = lock::acquire(&daemon.state_dir.join("scriptd.lock"), |pid| {
+        format!(
+            "another scriptd{} already uses the state directory {}: two daemons must not share \
+             a daemon.state_dir; stop it first, or give this one another state_dir",
+            lock::pid_text(pid),
+            daemon.state_dir.display()
+        )
+    })?;
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let events = events::EventBus::default();
@@ -202,7 +214,7 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
         events,
         history,
     );
-    let server_task = socket::serve(listener, service, cancel.clone());
+    let server_task = socket::serve(listener, service, daemon.access.clone(), cancel.clone());
 
     let signals = {
         let cancel = cancel.clone();
@@ -238,7 +250,6 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
     cancel.cancel();
     tracker.close();
     tracker.wait().await;
-    let _ = std::fs::remove_file(&daemon.socket);
     tracing::info!("scriptd stopped");
     served
 }

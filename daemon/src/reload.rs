@@ -243,10 +243,7 @@ impl Coordinator {
     async fn handle(&mut self, req: &Request) -> Report {
         let mut rollback_from = None;
         let loaded = match req.target {
-            None => config::read_source(&self.main).and_then(|s| {
-                config::check_permissions(&s)?;
-                Ok(s)
-            }),
+            None => config::read_source(&self.main).and_then(config::secure_source),
             Some(wanted) => {
                 let history = self.history.clone();
                 let running = self.version;

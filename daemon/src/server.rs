@@ -76,8 +76,8 @@ impl Service {
         let verdict = match cache.as_ref() {
             Some((h, v)) if *h == hash => v.clone(),
             _ => {
-                let v = config::check_permissions(&source)
-                    .and_then(|_| config::validate(&source))
+                let v = config::secure_source(source)
+                    .and_then(|s| config::validate(&s))
                     .err()
                     .map(|e| e.first().map(ToString::to_string).unwrap_or_default());
                 *cache = Some((hash, v.clone()));
@@ -204,7 +204,7 @@ impl Service {
     /// Queues a reload request with the caller's uid and waits for its report.
     async fn submit<T>(&self, request: &Req<T>, mut req: Request) -> Result<Report, Status> {
         let (tx, rx) = oneshot::channel();
-        req.uid = peer_uid(request);
+        req.uid = crate::socket::peer_of(request).map(|p| p.uid);
         req.reply = Some(tx);
         self.reloads
             .send(req)
@@ -225,13 +225,9 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| Status::internal(e.to_string()))
 }
 
-/// Uid of the peer that sent `request` (SO_PEERCRED).
+/// Uid of the peer that sent `request` (SO_PEERCRED, recorded at connect).
 fn peer_uid<T>(request: &Req<T>) -> Option<u32> {
-    request
-        .extensions()
-        .get::<tonic::transport::server::UdsConnectInfo>()
-        .and_then(|i| i.peer_cred)
-        .map(|c| c.uid())
+    crate::socket::peer_of(request).map(|p| p.uid)
 }
 
 /// The `result` of a failed control action in the audit trail.
@@ -419,6 +415,9 @@ impl Scriptd for Service {
         request: Req<proto::RollbackRequest>,
     ) -> Result<Response<proto::ReloadResponse>, Status> {
         let r = request.get_ref();
+        if !r.dry_run {
+            crate::socket::require(&request, config::Role::Operate, "Rollback")?;
+        }
         let req = Request {
             dry_run: r.dry_run,
             target: Some(r.version),

@@ -52,3 +52,54 @@ fn missing_config_exits_3() {
     assert_eq!(code, 3);
     assert!(stderr.contains("cannot read"), "{stderr}");
 }
+
+#[test]
+fn packaged_config_is_valid_and_agrees_with_the_unit() {
+    let packaging = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging");
+    let (code, stdout, stderr) = check(&packaging.join("etc"));
+    assert_eq!(code, 0, "stderr: {stderr}");
+    assert!(stdout.contains("OK (1 file, 1 script)"), "{stdout}");
+
+    let read = |rel: &str| std::fs::read_to_string(packaging.join(rel)).expect(rel);
+    let source = scriptd_common::config::read_source(&packaging.join("etc/scriptd.yaml"))
+        .expect("read the packaged config");
+    let cfg = scriptd_common::config::validate(&source).expect("valid");
+    assert!(
+        cfg.scripts.values().all(|s| !s.enabled),
+        "a fresh install starts nothing"
+    );
+
+    // The unit creates the directories the config names, and points at the installed file.
+    let unit = read("scriptd.service");
+    let setting = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("{key}= in scriptd.service"))
+            .to_owned()
+    };
+    let d = &cfg.daemon;
+    let runtime = format!("/run/{}", setting("RuntimeDirectory"));
+    assert_eq!(d.socket.parent(), Some(std::path::Path::new(&runtime)));
+    assert_eq!(
+        d.state_dir,
+        std::path::Path::new("/var/lib").join(setting("StateDirectory"))
+    );
+    assert_eq!(
+        d.log_dir,
+        std::path::Path::new("/var/log").join(setting("LogsDirectory"))
+    );
+    let installed = "/etc/scriptd/scriptd.yaml";
+    assert_eq!(setting("Type"), "notify");
+    assert!(setting("ExecStart").contains(&format!("--config {installed}")));
+    assert!(setting("ExecStartPre").contains(&format!("--check --config {installed}")));
+    assert!(
+        setting("ExecReload").contains(&format!("--socket {} reload", d.socket.display())),
+        "ExecReload talks to the configured socket"
+    );
+    assert!(
+        read("debian/install")
+            .lines()
+            .any(|l| l == "packaging/etc/scriptd.yaml etc/scriptd"),
+        "the deb installs the config"
+    );
+}

@@ -66,6 +66,38 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option
     }
 }
 
+/// Runs the `scriptd` binary on `config` and waits (with a deadline) for it to exit: a
+/// daemon that should refuse to start but keeps running fails the test instead of hanging.
+pub fn scriptd_exits(config: &Path) -> Run {
+    let child = Command::new(scriptd_bin())
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn scriptd");
+    exits(child, &format!("scriptd --config {}", config.display()))
+}
+
+/// Waits (with a deadline) for `child`, whose stdout and stderr are piped, to exit; kills it
+/// and fails the test if it keeps running.
+pub fn exits(mut child: Child, what: &str) -> Run {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            break;
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} kept running; it should have exited");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("collect output").into()
+}
+
 /// Result of a `ctl` run.
 #[derive(Debug)]
 pub struct Run {

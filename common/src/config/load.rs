@@ -1,8 +1,8 @@
 //! Reading the main file and the files its `include` globs match.
 
-use super::{Config, ConfigErrors};
+use super::{Config, ConfigError, ConfigErrors};
 use sha2::{Digest, Sha256};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// One config file as read.
@@ -70,11 +70,16 @@ pub fn read_source(main: &Path) -> Result<ConfigSource, ConfigErrors> {
         name: main_name.clone(),
         content,
     }];
-    for (name, path) in include_matches(&main, &include_patterns(&files[0].content)) {
+    let mut glob_errors = Vec::new();
+    let patterns = include_patterns(&files[0].content);
+    for (name, path) in collect_includes(&main, &patterns, &mut glob_errors) {
         match read_file(&path, &name) {
             Ok(content) => files.push(ConfigFile { name, content }),
             Err(e) => errors.extend(e.0),
         }
+    }
+    for message in glob_errors {
+        errors.extend(ConfigErrors::file(&main_name, message).0);
     }
     if errors.is_empty() {
         Ok(ConfigSource { main, files })
@@ -85,8 +90,18 @@ pub fn read_source(main: &Path) -> Result<ConfigSource, ConfigErrors> {
 
 /// The files the include `patterns` of the main file `main` (absolute) match: regular files
 /// other than the main file, as (name relative to the main file's directory, path), sorted
-/// by name, each once. A malformed pattern matches nothing (validation reports it).
+/// by name, each once. A malformed pattern matches nothing (validation reports it); an
+/// entry that cannot be read is skipped.
 pub fn include_matches(main: &Path, patterns: &[String]) -> Vec<(String, PathBuf)> {
+    collect_includes(main, patterns, &mut Vec::new())
+}
+
+/// [`include_matches`], with a message in `errors` for each entry that cannot be read.
+fn collect_includes(
+    main: &Path,
+    patterns: &[String],
+    errors: &mut Vec<String>,
+) -> Vec<(String, PathBuf)> {
     let base = main.parent().unwrap_or(Path::new("/"));
     let mut included: Vec<(String, PathBuf)> = Vec::new();
     for pattern in patterns {
@@ -94,7 +109,18 @@ pub fn include_matches(main: &Path, patterns: &[String]) -> Vec<(String, PathBuf
         let Ok(paths) = glob::glob(&full.to_string_lossy()) else {
             continue;
         };
-        for path in paths.flatten() {
+        for entry in paths {
+            let path = match entry {
+                Ok(p) => p,
+                Err(e) => {
+                    errors.push(format!(
+                        "include {pattern:?}: cannot read {}: {}",
+                        e.path().display(),
+                        e.error()
+                    ));
+                    continue;
+                }
+            };
             if path == main || !path.is_file() {
                 continue;
             }
@@ -112,36 +138,189 @@ pub fn include_matches(main: &Path, patterns: &[String]) -> Vec<(String, PathBuf
     included
 }
 
-/// Checks that no file of the config can be written by other users: whoever can write the
-/// config can run commands as the daemon's user.
+/// Checks that no one but the daemon's user and root can change what the daemon runs (like
+/// sshd's StrictModes): every file of the config, and every directory on the way from it up
+/// to `/` (symlinks resolved), must be owned by the daemon's user or root and must not be
+/// writable by others. Group write is accepted when the group is the owner's private group
+/// (the user-private-group convention of Fedora, RHEL and Debian: a group named after the
+/// user, the user's primary group, with no other members); a directory with the sticky bit
+/// (such as `/tmp`) is accepted, since others may not rename or delete what they do not own.
+/// A file or directory whose metadata cannot be read is an error, not skipped.
 pub fn check_permissions(source: &ConfigSource) -> Result<(), ConfigErrors> {
+    let me = nix::unistd::geteuid().as_raw();
     let base = source.base_dir();
-    let errors: Vec<_> = source
-        .files
-        .iter()
-        .filter_map(|f| {
-            let path = base.join(&f.name);
-            let mode = std::fs::metadata(&path).ok()?.permissions().mode();
-            (mode & 0o022 != 0).then(|| {
-                ConfigErrors::file(
-                    &f.name,
-                    format!(
-                        "refused: the file is writable by group or others (mode {:o}), and whoever \
-                         can write the config can run commands as the daemon's user; run \
-                         `chmod go-w {}`",
-                        mode & 0o7777,
-                        path.display()
-                    ),
-                )
-                .0
-            })
-        })
-        .flatten()
-        .collect();
+    let mut checked_dirs = std::collections::BTreeSet::new();
+    let mut errors = Vec::new();
+    for f in &source.files {
+        let path = base.join(&f.name);
+        let mut problems = Vec::new();
+        match std::fs::canonicalize(&path) {
+            Err(e) => problems.push(format!(
+                "refused: cannot check who may write {}: {e}",
+                path.display()
+            )),
+            Ok(real) => {
+                problems.extend(check_node(&real, false, me));
+                for dir in real.ancestors().skip(1) {
+                    if checked_dirs.insert(dir.to_path_buf()) {
+                        problems.extend(check_node(dir, true, me));
+                    }
+                }
+            }
+        }
+        errors.extend(problems.into_iter().map(|message| ConfigError {
+            file: f.name.clone(),
+            line: 0,
+            column: 0,
+            path: String::new(),
+            message,
+        }));
+    }
     if errors.is_empty() {
         Ok(())
     } else {
         Err(ConfigErrors(errors))
+    }
+}
+
+/// `source` when [`check_permissions`] accepts it; otherwise its errors together with every
+/// validation error, so that one run shows everything there is to fix.
+pub fn secure_source(source: ConfigSource) -> Result<ConfigSource, ConfigErrors> {
+    let Err(mut errors) = check_permissions(&source) else {
+        return Ok(source);
+    };
+    if let Err(invalid) = super::validate(&source) {
+        errors.0.extend(invalid.0);
+    }
+    let index = |name: &str| source.files.iter().position(|f| f.name == name);
+    // Stable: within a file, the file-level permission errors (line 0) come first.
+    errors
+        .0
+        .sort_by_key(|e| (index(&e.file).unwrap_or(usize::MAX), e.line, e.column));
+    Err(errors)
+}
+
+/// Owner, group and mode of a file or directory.
+#[derive(Debug, Clone, Copy)]
+struct Stat {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+}
+
+/// What is wrong with one file or directory.
+#[derive(Debug, PartialEq, Eq)]
+enum Problem {
+    /// Owned by someone other than the daemon's user or root.
+    Owner,
+    /// Writable by the group (not the owner's private group) and/or others.
+    Writable { group: bool, others: bool },
+}
+
+/// The problems of a file (`dir == false`) or directory, for a daemon running as `me`;
+/// `private_group(uid, gid)` says whether `gid` is the private group of user `uid`.
+fn judge(st: Stat, dir: bool, me: u32, private_group: &dyn Fn(u32, u32) -> bool) -> Vec<Problem> {
+    let mut out = Vec::new();
+    if st.uid != me && st.uid != 0 {
+        out.push(Problem::Owner);
+    }
+    let sticky_dir = dir && st.mode & 0o1000 != 0;
+    let others = !sticky_dir && st.mode & 0o002 != 0;
+    let group = !sticky_dir && st.mode & 0o020 != 0 && !private_group(st.uid, st.gid);
+    if group || others {
+        out.push(Problem::Writable { group, others });
+    }
+    out
+}
+
+/// The problems of the file or directory at `path`, as messages.
+fn check_node(path: &Path, dir: bool, me: u32) -> Vec<String> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => {
+            return vec![format!(
+                "refused: cannot check who may write {}: {e}",
+                path.display()
+            )]
+        }
+    };
+    let st = Stat {
+        uid: meta.uid(),
+        gid: meta.gid(),
+        mode: meta.mode() & 0o7777,
+    };
+    let what = if dir {
+        format!("directory {}", path.display())
+    } else {
+        "the file".to_owned()
+    };
+    let why = "whoever can write the config can run commands as the daemon's user";
+    judge(st, dir, me, &private_group)
+        .into_iter()
+        .map(|problem| match problem {
+            Problem::Owner => {
+                let allowed = if me == 0 {
+                    "root (scriptd's user)".to_owned()
+                } else {
+                    format!("scriptd's user ({}) or root", user_label(me))
+                };
+                format!(
+                    "refused: {what} is owned by {}, but only {allowed} may own it, and {why}; \
+                     run `chown {me} {}`",
+                    user_label(st.uid),
+                    path.display()
+                )
+            }
+            Problem::Writable { group, others } => {
+                let who = match (group, others) {
+                    (true, true) => format!("group {} and others", group_label(st.gid)),
+                    (true, false) => format!(
+                        "group {}, which is not the owner's private group,",
+                        group_label(st.gid)
+                    ),
+                    _ => "others".to_owned(),
+                };
+                format!(
+                    "refused: {what} is writable by {who} (mode {:o}), and {why}; run `chmod \
+                     go-w {}`",
+                    st.mode,
+                    path.display()
+                )
+            }
+        })
+        .collect()
+}
+
+/// Whether `gid` is the private group of user `uid`: the user's primary group, named after
+/// the user, with no other members.
+fn private_group(uid: u32, gid: u32) -> bool {
+    use nix::unistd::{Gid, Group, Uid, User};
+    let (Ok(Some(user)), Ok(Some(group))) = (
+        User::from_uid(Uid::from_raw(uid)),
+        Group::from_gid(Gid::from_raw(gid)),
+    ) else {
+        return false;
+    };
+    is_private_group(&user.name, user.gid.as_raw(), &group.name, gid, &group.mem)
+}
+
+fn is_private_group(user: &str, user_gid: u32, group: &str, gid: u32, members: &[String]) -> bool {
+    user_gid == gid && group == user && members.iter().all(|m| m == user)
+}
+
+/// `alice (uid 1000)`, or `uid 1000` when the user database does not know it.
+fn user_label(uid: u32) -> String {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(u)) => format!("{} (uid {uid})", u.name),
+        _ => format!("uid {uid}"),
+    }
+}
+
+/// `users (gid 100)`, or `gid 100` when the group database does not know it.
+fn group_label(gid: u32) -> String {
+    match nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)) {
+        Ok(Some(g)) => format!("{} (gid {gid})", g.name),
+        _ => format!("gid {gid}"),
     }
 }
 
@@ -172,5 +351,102 @@ pub fn include_patterns(main_text: &str) -> Vec<String> {
             .filter_map(|v| v.as_str().map(str::to_owned))
             .collect(),
         _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: u32 = 1000;
+
+    fn st(uid: u32, gid: u32, mode: u32) -> Stat {
+        Stat { uid, gid, mode }
+    }
+
+    /// gid 1000 is the private group of uid 1000; nothing else is private.
+    fn upg(uid: u32, gid: u32) -> bool {
+        uid == 1000 && gid == 1000
+    }
+
+    fn writable(group: bool, others: bool) -> Vec<Problem> {
+        vec![Problem::Writable { group, others }]
+    }
+
+    #[test]
+    fn files_owned_by_the_daemon_user_or_root_and_not_writable_by_others() {
+        assert!(judge(st(ME, 100, 0o644), false, ME, &upg).is_empty());
+        assert!(judge(st(0, 0, 0o600), false, ME, &upg).is_empty());
+        assert_eq!(
+            judge(st(1001, 100, 0o644), false, ME, &upg),
+            [Problem::Owner]
+        );
+        assert_eq!(
+            judge(st(ME, 100, 0o666), false, ME, &upg),
+            writable(true, true)
+        );
+        assert_eq!(
+            judge(st(ME, 100, 0o646), false, ME, &upg),
+            writable(false, true)
+        );
+        // Group write: accepted for the owner's private group only.
+        assert!(judge(st(ME, 1000, 0o664), false, ME, &upg).is_empty());
+        assert_eq!(
+            judge(st(ME, 100, 0o664), false, ME, &upg),
+            writable(true, false)
+        );
+        assert_eq!(
+            judge(st(ME, 1000, 0o666), false, ME, &upg),
+            writable(false, true)
+        );
+    }
+
+    #[test]
+    fn directories_follow_the_same_rules_and_sticky_ones_are_accepted() {
+        assert!(judge(st(ME, 1000, 0o775), true, ME, &upg).is_empty());
+        assert!(judge(st(0, 0, 0o755), true, ME, &upg).is_empty());
+        assert!(judge(st(0, 0, 0o1777), true, ME, &upg).is_empty(), "/tmp");
+        assert_eq!(judge(st(0, 0, 0o777), true, ME, &upg), writable(true, true));
+        assert_eq!(
+            judge(st(ME, 100, 0o770), true, ME, &upg),
+            writable(true, false)
+        );
+        assert_eq!(
+            judge(st(1001, 1001, 0o1777), true, ME, &upg),
+            [Problem::Owner]
+        );
+        // The sticky bit means nothing on a file.
+        assert_eq!(
+            judge(st(ME, 100, 0o1666), false, ME, &upg),
+            writable(true, true)
+        );
+    }
+
+    #[test]
+    fn private_group_is_named_after_its_only_member() {
+        let none: &[String] = &[];
+        assert!(is_private_group("alice", 1000, "alice", 1000, none));
+        assert!(is_private_group(
+            "alice",
+            1000,
+            "alice",
+            1000,
+            &["alice".into()]
+        ));
+        assert!(!is_private_group(
+            "alice",
+            1000,
+            "alice",
+            1000,
+            &["bob".into()]
+        ));
+        assert!(
+            !is_private_group("alice", 100, "alice", 1000, none),
+            "not primary"
+        );
+        assert!(
+            !is_private_group("alice", 100, "users", 100, none),
+            "shared name"
+        );
     }
 }

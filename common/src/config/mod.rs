@@ -4,15 +4,17 @@
 //! [`load`] reads the files from disk, [`validate`] turns their text into a [`Config`] or
 //! every [`ConfigError`] at once.
 
+mod access;
 mod error;
 mod load;
 mod positions;
 mod validate;
 
+pub use access::{Access, AccessRule, Role, Subject};
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{
-    check_permissions, include_matches, include_patterns, load, read_source, ConfigFile,
-    ConfigSource,
+    check_permissions, include_matches, include_patterns, load, read_source, secure_source,
+    ConfigFile, ConfigSource,
 };
 pub use validate::validate;
 
@@ -47,6 +49,8 @@ pub struct DaemonConfig {
     pub watch: bool,
     /// How many versions the history keeps.
     pub history_limit: u32,
+    /// Who else may use the socket, and with which role.
+    pub access: Access,
 }
 
 /// One script with its defaults applied.

@@ -2,8 +2,8 @@
 
 use super::positions::{Pos, Positions};
 use super::{
-    builtin, CommandSpec, Config, ConfigError, ConfigErrors, ConfigSource, DaemonConfig, LogConfig,
-    RestartPolicy, ScriptConfig, StopSignal,
+    access, builtin, Access, AccessRule, CommandSpec, Config, ConfigError, ConfigErrors,
+    ConfigSource, DaemonConfig, LogConfig, RestartPolicy, Role, ScriptConfig, StopSignal, Subject,
 };
 use crate::units::{parse_duration, parse_size};
 use serde_yaml::Value;
@@ -21,7 +21,9 @@ const DAEMON_KEYS: &[&str] = &[
     "debounce",
     "watch",
     "history_limit",
+    "access",
 ];
+const ACCESS_KEYS: &[&str] = &["user", "group", "role"];
 const DEFAULT_KEYS: &[&str] = &[
     "timeout",
     "max_log_lines",
@@ -179,6 +181,7 @@ fn default_daemon(base: &Path) -> DaemonConfig {
         debounce: builtin::DEBOUNCE,
         watch: true,
         history_limit: builtin::HISTORY_LIMIT,
+        access: Access::default(),
     }
 }
 
@@ -411,10 +414,148 @@ impl<'s> Validator<'s> {
                         .and_then(|n| u32::try_from(n).ok())
                         .unwrap_or(d.history_limit)
                 }
+                "access" => d.access = self.access(val, &p),
                 _ => {}
             }
         }
         d
+    }
+
+    /// `daemon.access`: a list of `{ user: NAME|UID, role }` / `{ group: NAME|GID, role }`.
+    fn access(&mut self, value: &Value, path: &str) -> Access {
+        let items = match value {
+            Value::Null => return Access::default(),
+            Value::Sequence(items) => items,
+            other => {
+                self.err(
+                    path,
+                    format!(
+                        "expected a list of entries such as {{ user: alice, role: operate }} or \
+                         {{ group: ops, role: read }}, found {}",
+                        kind(other)
+                    ),
+                );
+                return Access::default();
+            }
+        };
+        let mut rules: Vec<(String, AccessRule)> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let at = format!("{path}[{i}]");
+            let errors_before = self.errors.len();
+            let (mut subject, mut role) = (None, None);
+            let (mut named, mut has_role) = (false, false);
+            let entries = self.entries(item, &at, ACCESS_KEYS);
+            // A misspelt key was reported with a hint; do not also call it missing.
+            let misspelt = self.errors.len() > errors_before;
+            for (key, val) in entries {
+                let p = format!("{at}.{key}");
+                if key == "role" {
+                    has_role = true;
+                    role = self.string(val, &p).and_then(|s| {
+                        let role = Role::parse(&s);
+                        if role.is_none() {
+                            self.err(
+                                &p,
+                                format!(
+                                    "invalid role {s:?}; use read (status, logs, history, \
+                                     events, dry runs) or operate (everything)"
+                                ),
+                            );
+                        }
+                        role
+                    });
+                } else if named {
+                    self.err_key(
+                        &p,
+                        "an entry names either a user or a group, not both; give the other \
+                         its own entry"
+                            .into(),
+                    );
+                } else {
+                    named = true;
+                    subject = self.subject(val, &p, key == "group");
+                }
+            }
+            if !item.is_mapping() {
+                continue; // reported by entries()
+            }
+            if !named && !misspelt {
+                self.err(&at, "missing \"user\" or \"group\"".into());
+            }
+            if !has_role && !misspelt {
+                self.err(&at, "missing \"role\" (read or operate)".into());
+            }
+            let (Some(subject), Some(role)) = (subject, role) else {
+                continue;
+            };
+            let same = |s: &Subject| match (s, &subject) {
+                (Subject::User { uid: a, .. }, Subject::User { uid: b, .. }) => a == b,
+                (Subject::Group { gid: a, .. }, Subject::Group { gid: b, .. }) => a == b,
+                _ => false,
+            };
+            if let Some((first, _)) = rules.iter().find(|(_, r)| same(&r.subject)) {
+                let key = match subject {
+                    Subject::User { .. } => "user",
+                    Subject::Group { .. } => "group",
+                };
+                self.err(
+                    &format!("{at}.{key}"),
+                    format!(
+                        "{subject} is already listed at {first}; give each user or group one \
+                         entry"
+                    ),
+                );
+                continue;
+            }
+            rules.push((at, AccessRule { subject, role }));
+        }
+        Access(rules.into_iter().map(|(_, r)| r).collect())
+    }
+
+    /// A user or group given by name or numeric id.
+    fn subject(&mut self, value: &Value, path: &str, group: bool) -> Option<Subject> {
+        let id_kind = if group { "gid" } else { "uid" };
+        let (id, name) = match value {
+            Value::Number(n) => match n.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(id) => (id, None),
+                None => {
+                    self.err(path, format!("invalid {id_kind} {n}"));
+                    return None;
+                }
+            },
+            Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+                match s.parse::<u32>() {
+                    Ok(id) => (id, None),
+                    Err(_) => {
+                        self.err(path, format!("invalid {id_kind} {s}"));
+                        return None;
+                    }
+                }
+            }
+            Value::String(s) => match access::lookup(s, group) {
+                Ok(id) => (id, Some(s.clone())),
+                Err(e) => {
+                    self.err(path, e);
+                    return None;
+                }
+            },
+            other => {
+                self.err(
+                    path,
+                    format!(
+                        "expected a {} name or a numeric {id_kind}, found {}",
+                        if group { "group" } else { "user" },
+                        kind(other)
+                    ),
+                );
+                return None;
+            }
+        };
+        Some(if group {
+            Subject::Group { gid: id, name }
+        } else {
+            Subject::User { uid: id, name }
+        })
     }
 
     fn include(&mut self, value: &Value) {
