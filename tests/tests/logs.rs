@@ -735,3 +735,121 @@ fn log_settings_change_live() {
     assert_gapless(&recs);
     assert_eq!(recs.last().map(|r| r.seq), Some(4004));
 }
+
+// ------------------------------------------------------------------ filters and resumes
+
+#[test]
+fn since_leaves_out_older_lines_in_the_files() {
+    // Two runs from "two hours ago" are already in the log file when the daemon starts; the
+    // new run's lines are the only ones younger than an hour.
+    let env = Env::new("scripts:\n  aged:\n    command: \"echo fresh\"\n    enabled: false\n");
+    std::fs::create_dir_all(env.path("logs")).expect("mkdir logs");
+    let old = humantime::format_rfc3339_millis(
+        std::time::SystemTime::now() - Duration::from_secs(2 * 3600),
+    );
+    std::fs::write(
+        env.path("logs/aged.log"),
+        format!("{old} 1 1 sys run 1 started\n{old} 2 1 out stale\n{old} 3 1 sys run 1 ended: exit code 0 after 1ms\n"),
+    )
+    .expect("write an old log");
+    let d = env.start();
+    ctl_ok(&d, &["run", "aged"]);
+    wait_runs(&d, "aged", 1, DEADLINE);
+
+    let recent = json_records(&d, &["aged", "--since", "1h"]);
+    let texts: Vec<&str> = recent.iter().map(|r| r.text.as_str()).collect();
+    assert_eq!(recent.len(), 3, "only the new run: {texts:?}");
+    assert_eq!(recent[0].seq, 4, "the sequence goes on after the old lines");
+    assert_eq!(recent[0].run_id, 2, "so do run ids");
+    assert_eq!(texts[1], "fresh");
+    assert!(recent.iter().all(|r| r.text != "stale"));
+    // Without --since the old lines are there, from the file.
+    let all = json_records(&d, &["aged", "-n", "100"]);
+    assert_eq!(
+        all.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (1..=6).collect::<Vec<_>>()
+    );
+    // A cutoff older than every line keeps them all.
+    assert_eq!(json_records(&d, &["aged", "--since", "3h"]).len(), 6);
+}
+
+#[test]
+fn a_follower_resumes_after_a_sequence_number_and_follows_on() {
+    let env = Env::new(
+        "scripts:\n  tick:\n    command: \"seq 1 100\"\n    enabled: false\n  selfkill:\n    command: \"echo bye; kill -KILL $$\"\n    enabled: false\n",
+    );
+    let d = env.start();
+    ctl_ok(&d, &["run", "tick"]);
+    wait_runs(&d, "tick", 1, DEADLINE);
+    // Run 1 is seq 1 (start) .. 102 (end). Resume after 50, then follow into run 2.
+    let mut f = Follower::start(
+        &d,
+        &["tick", "-f", "--after-seq", "50", "--output", "json"],
+        LONG,
+    );
+    let mut expect = 51;
+    loop {
+        let r = f.record().expect("the follower ended early");
+        assert_eq!(r.skipped, 0, "{r:?}");
+        assert_eq!(r.seq, expect, "gap or repeat");
+        expect += 1;
+        if r.seq == 102 {
+            assert!(r.text.starts_with("run 1 ended"), "{r:?}");
+            break;
+        }
+    }
+    ctl_ok(&d, &["run", "tick"]);
+    loop {
+        let r = f.record().expect("the follower ended before run 2 ended");
+        assert_eq!(r.seq, expect, "gap or repeat in live lines");
+        expect += 1;
+        if r.stream == "system" && r.text.starts_with("run 2 ended") {
+            break;
+        }
+    }
+    assert_eq!(expect, 205, "run 2 is seq 103..=204");
+
+    // A run killed by a signal says so in its end marker.
+    ctl_ok(&d, &["run", "selfkill"]);
+    wait_runs(&d, "selfkill", 1, DEADLINE);
+    let sys = json_records(&d, &["selfkill", "--stream", "system"]);
+    assert!(
+        sys.iter()
+            .any(|r| r.text.starts_with("run 1 ended: signal SIGKILL")),
+        "{sys:?}"
+    );
+}
+
+#[test]
+fn a_stalled_follower_catches_up_from_rotated_files_without_losing_a_line() {
+    // The follower reads nothing until the run is over: by then memory holds only the last
+    // 32K lines (the follow window), so it must read what it missed from the rotated files.
+    // Many small files keep every line, so it gets no skip marker.
+    let (_env, d, mut f) = gated_run_followed(
+        "lag",
+        "seq 1 200000",
+        "{ max_bytes: 64KiB, keep: 1000 }",
+        "1000000",
+    );
+    wait_runs(&d, "lag", 1, LONG);
+    let mut expect = 2u64;
+    let mut text = 1u64;
+    loop {
+        let r = f
+            .record()
+            .expect("the follower ended before the end marker");
+        assert_eq!(
+            r.skipped, 0,
+            "a skip marker although the files hold every line: {r:?}"
+        );
+        assert_eq!(r.seq, expect, "gap or repeat");
+        expect += 1;
+        if r.stream == "stdout" {
+            assert_eq!(r.text, text.to_string());
+            text += 1;
+        } else if r.text.contains("ended") {
+            break;
+        }
+    }
+    assert_eq!(text, 200_001, "every line");
+}
