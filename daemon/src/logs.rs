@@ -946,14 +946,6 @@ impl Out {
             None => true,
         }
     }
-
-    /// Like `flush`, from a blocking thread.
-    fn flush_blocking(&mut self) -> bool {
-        match self.take() {
-            Some(b) => self.tx.blocking_send(b).is_ok(),
-            None => true,
-        }
-    }
 }
 
 /// The response stream of a `Logs` call: the batches a producer task sends, one line at a
@@ -995,38 +987,6 @@ pub fn stream(sink: Arc<LogSink>, q: Query) -> Lines {
     }
 }
 
-/// Reads `files` on a blocking thread into `out` (see [`read_files`]); hands `out` back, or
-/// `None` when the client left or the read failed (the client was told).
-async fn files_phase(
-    out: Out,
-    files: Vec<File>,
-    q: Query,
-    front: u64,
-    need: Option<u64>,
-    gap_from: Option<u64>,
-) -> Option<Out> {
-    let (tx, q2) = (out.tx.clone(), q);
-    let done = tokio::task::spawn_blocking(move || {
-        let mut out = out;
-        let ok = read_files(&files, &q2, front, need, gap_from, &mut |l| {
-            !out.push(l) || out.flush_blocking()
-        }) && out.flush_blocking();
-        ok.then_some(out)
-    })
-    .await;
-    match done {
-        Ok(out) => out,
-        Err(e) => {
-            let _ = tx
-                .send(vec![Err(Status::internal(format!(
-                    "reading the log files failed: {e}"
-                )))])
-                .await;
-            None
-        }
-    }
-}
-
 async fn serve(sink: Arc<LogSink>, q: Query, mut out: Out) {
     let Start {
         mem,
@@ -1039,7 +999,8 @@ async fn serve(sink: Arc<LogSink>, q: Query, mut out: Out) {
     if let Some(files) = files {
         // A resume (`after_seq` without a line count) is told about lines that are gone.
         let gap_from = (q.after_seq > 0 && q.lines == 0).then(|| q.after_seq + 1);
-        match files_phase(out, files, q.clone(), front, file_need, gap_from).await {
+        let reader = FileReader::new(files, q.clone(), front, file_need, gap_from);
+        match files_phase(out, reader).await {
             Some(o) => out = o,
             None => return,
         }
@@ -1070,7 +1031,8 @@ async fn follow(sink: &LogSink, q: Query, mut cursor: u64, mut out: Out) {
                     after_seq: q.after_seq.max(cursor - 1),
                     ..q.clone()
                 };
-                match files_phase(out, files, catch_up, front, None, Some(cursor)).await {
+                let reader = FileReader::new(files, catch_up, front, None, Some(cursor));
+                match files_phase(out, reader).await {
                     Some(o) => out = o,
                     None => return,
                 }
@@ -1098,104 +1060,208 @@ async fn follow(sink: &LogSink, q: Query, mut cursor: u64, mut out: Out) {
     }
 }
 
-/// Visits the matching lines of `files` (oldest first) with a seq below `front`; with
-/// `need`, only the last `need` of them. With `gap_from`, lines from that seq on that are
-/// no longer in the files are reported with one skip marker where they would be. Returns
-/// false when `emit` asked to stop.
-fn read_files(
-    files: &[File],
-    q: &Query,
+/// Reads the matching lines of log files (oldest first) with a seq below `front`, a batch at
+/// a time, so that a reader waiting on a slow client holds no thread: with `need`, only the
+/// last `need` of them; with `gap_from`, lines from that seq on that are no longer in the
+/// files are reported with one skip marker where they would be.
+struct FileReader {
+    /// Files not opened for reading yet, oldest first.
+    files: VecDeque<File>,
+    current: Option<BufReader<File>>,
+    q: Query,
     front: u64,
     need: Option<u64>,
     gap_from: Option<u64>,
-    emit: &mut dyn FnMut(proto::LogLine) -> bool,
-) -> bool {
-    let selects = |r: &RawLine<'_>| {
-        r.seq < front
-            && q.matches_raw(r.seq, r.run_id, r.stream)
-            && q.since_ms
-                .is_none_or(|c| r.time_ms().is_some_and(|t| t >= c))
-    };
-    // Where to start: the tail of `need` lines is found by counting from the newest file
-    // back; a resume (after_seq / since) starts at the newest file that begins before it.
-    let (first, mut skip) = match need {
-        Some(need) => {
-            let mut have = 0u64;
-            let mut at = (0, 0);
-            for (i, f) in files.iter().enumerate().rev() {
-                let mut n = 0u64;
-                scan(f, &mut |r| {
-                    if r.seq >= front {
-                        return false;
-                    }
-                    if selects(&r) {
-                        n += 1;
-                    }
-                    true
-                });
-                have += n;
-                if have >= need {
-                    at = (i, have - need);
-                    break;
-                }
-            }
-            at
-        }
-        None => {
-            let starts_before = |f: &File| {
-                let mut yes = false;
-                scan(f, &mut |r| {
-                    yes = r.seq <= q.after_seq.saturating_add(1)
-                        && q.since_ms
-                            .is_none_or(|c| r.time_ms().is_some_and(|t| t <= c));
-                    false
-                });
-                yes
-            };
-            let i = files.iter().rposition(starts_before).unwrap_or(0);
-            (i, 0)
-        }
-    };
-    let mut gap_from = gap_from;
-    let mut go_on = true;
-    for f in files.get(first..).unwrap_or_default() {
-        let mut past_front = false;
-        scan(f, &mut |r| {
-            if r.seq >= front {
-                past_front = true;
-                return false;
-            }
-            if let Some(from) = gap_from.filter(|&from| r.seq >= from) {
-                gap_from = None;
-                if r.seq > from {
-                    go_on = emit(skipped_marker(r.seq - from));
-                    if !go_on {
-                        return false;
-                    }
-                }
-            }
-            if !selects(&r) {
-                return true;
-            }
-            if skip > 0 {
-                skip -= 1;
-                return true;
-            }
-            match r.to_proto() {
-                Some(l) => {
-                    go_on = emit(l);
-                    go_on
-                }
-                None => true,
-            }
-        });
-        if !go_on || past_front {
-            break;
+    /// Matching lines still to pass over before the tail of `need` lines starts.
+    skip: u64,
+    positioned: bool,
+    done: bool,
+    line: Vec<u8>,
+}
+
+impl FileReader {
+    fn new(
+        files: Vec<File>,
+        q: Query,
+        front: u64,
+        need: Option<u64>,
+        gap_from: Option<u64>,
+    ) -> Self {
+        Self {
+            files: files.into(),
+            current: None,
+            q,
+            front,
+            need,
+            gap_from,
+            skip: 0,
+            positioned: false,
+            done: false,
+            line: Vec::with_capacity(1024),
         }
     }
-    match gap_from {
-        Some(from) if go_on && front > from => emit(skipped_marker(front - from)),
-        _ => go_on,
+
+    fn selects(&self, r: &RawLine<'_>) -> bool {
+        r.seq < self.front
+            && self.q.matches_raw(r.seq, r.run_id, r.stream)
+            && self
+                .q
+                .since_ms
+                .is_none_or(|c| r.time_ms().is_some_and(|t| t >= c))
+    }
+
+    /// Finds the first file to read: for the tail of `need` lines, by counting matches from
+    /// the newest file back; for a resume (after_seq / since), the newest file that begins
+    /// before it.
+    fn position(&mut self) {
+        let first = match self.need {
+            Some(need) => {
+                let mut have = 0u64;
+                let mut at = 0;
+                for (i, f) in self.files.iter().enumerate().rev() {
+                    let mut n = 0u64;
+                    scan(f, &mut |r| {
+                        if r.seq >= self.front {
+                            return false;
+                        }
+                        if self.selects(&r) {
+                            n += 1;
+                        }
+                        true
+                    });
+                    have += n;
+                    if have >= need {
+                        (at, self.skip) = (i, have - need);
+                        break;
+                    }
+                }
+                at
+            }
+            None => {
+                let q = &self.q;
+                let starts_before = |f: &File| {
+                    let mut yes = false;
+                    scan(f, &mut |r| {
+                        yes = r.seq <= q.after_seq.saturating_add(1)
+                            && q.since_ms
+                                .is_none_or(|c| r.time_ms().is_some_and(|t| t <= c));
+                        false
+                    });
+                    yes
+                };
+                self.files.iter().rposition(starts_before).unwrap_or(0)
+            }
+        };
+        self.files.drain(..first.min(self.files.len()));
+        self.positioned = true;
+    }
+
+    /// Appends the next lines (and markers) to `batch`, up to a batch's worth; false when
+    /// there is nothing more.
+    fn next_batch(&mut self, batch: &mut Vec<proto::LogLine>) -> bool {
+        if !self.positioned {
+            self.position();
+        }
+        let mut bytes = 0;
+        while !self.done {
+            if batch.len() >= BATCH_LINES || bytes >= BATCH_BYTES {
+                return true;
+            }
+            let Some(reader) = self.current.as_mut() else {
+                match self.files.pop_front() {
+                    Some(mut f) => {
+                        if f.seek(SeekFrom::Start(0)).is_ok() {
+                            self.current = Some(BufReader::with_capacity(256 << 10, f));
+                        }
+                    }
+                    None => self.finish(batch),
+                }
+                continue;
+            };
+            self.line.clear();
+            match reader.read_until(b'\n', &mut self.line) {
+                Ok(n) if n > 0 && self.line.last() == Some(&b'\n') => {}
+                // The end of the file, or a line being written right now: not ours to read.
+                _ => {
+                    self.current = None;
+                    continue;
+                }
+            }
+            let line = std::mem::take(&mut self.line);
+            if let Some(r) = RawLine::parse(&line) {
+                bytes += r.text.len();
+                self.visit(&r, batch);
+            }
+            self.line = line;
+        }
+        false
+    }
+
+    fn visit(&mut self, r: &RawLine<'_>, batch: &mut Vec<proto::LogLine>) {
+        if r.seq >= self.front {
+            self.finish(batch);
+            return;
+        }
+        if let Some(from) = self.gap_from.filter(|&from| r.seq >= from) {
+            self.gap_from = None;
+            if r.seq > from {
+                batch.push(skipped_marker(r.seq - from));
+            }
+        }
+        if !self.selects(r) {
+            return;
+        }
+        if self.skip > 0 {
+            self.skip -= 1;
+            return;
+        }
+        if let Some(l) = r.to_proto() {
+            batch.push(l);
+        }
+    }
+
+    /// No more lines: lines from `gap_from` up to `front` that no file holds are skipped.
+    fn finish(&mut self, batch: &mut Vec<proto::LogLine>) {
+        if let Some(from) = self.gap_from.take().filter(|&from| self.front > from) {
+            batch.push(skipped_marker(self.front - from));
+        }
+        self.files.clear();
+        self.current = None;
+        self.done = true;
+    }
+}
+
+/// Sends what `reader` reads to the client, each batch read on a blocking thread; hands
+/// `out` back, or `None` when the client left or the read failed (the client was told).
+async fn files_phase(mut out: Out, mut reader: FileReader) -> Option<Out> {
+    loop {
+        let read = tokio::task::spawn_blocking(move || {
+            let mut batch = Vec::new();
+            let more = reader.next_batch(&mut batch);
+            (reader, batch, more)
+        })
+        .await;
+        let (r, batch, more) = match read {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = out
+                    .tx
+                    .send(vec![Err(Status::internal(format!(
+                        "reading the log files failed: {e}"
+                    )))])
+                    .await;
+                return None;
+            }
+        };
+        reader = r;
+        for l in batch {
+            if out.push(l) && !out.flush().await {
+                return None;
+            }
+        }
+        if !more {
+            return Some(out);
+        }
     }
 }
 
@@ -1563,22 +1629,23 @@ mod tests {
         assert_eq!(parsed, vec![7, 8, 9]);
     }
 
+    fn read_all(mut reader: FileReader) -> Vec<proto::LogLine> {
+        let mut out = Vec::new();
+        let mut batches = 0;
+        while reader.next_batch(&mut out) {
+            batches += 1;
+            assert!(batches < 1_000_000, "the reader never ends");
+        }
+        out
+    }
+
     fn collect(s: &Arc<LogSink>, q: &Query) -> Vec<proto::LogLine> {
         let start = s.start(q);
         let mut out = Vec::new();
         let gap_from = (q.after_seq > 0 && q.lines == 0).then(|| q.after_seq + 1);
         let files = start.files.unwrap_or_default();
-        read_files(
-            &files,
-            q,
-            start.front,
-            start.file_need,
-            gap_from,
-            &mut |l| {
-                out.push(l);
-                true
-            },
-        );
+        let reader = FileReader::new(files, q.clone(), start.front, start.file_need, gap_from);
+        out.extend(read_all(reader));
         out.extend(start.mem);
         out
     }
@@ -1641,15 +1708,12 @@ mod tests {
             panic!("the reader should be behind memory");
         };
         assert_eq!(front, 101);
-        let mut seqs = Vec::new();
         let catch_up = Query {
             after_seq: start.end - 1,
             ..q
         };
-        read_files(&files, &catch_up, front, None, Some(start.end), &mut |l| {
-            seqs.push(l.seq);
-            true
-        });
+        let reader = FileReader::new(files, catch_up, front, None, Some(start.end));
+        let seqs: Vec<u64> = read_all(reader).iter().map(|l| l.seq).collect();
         assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
         drop(start);
         push(&s, 1);
