@@ -341,6 +341,21 @@ fn read_file(path: &Path, name: &str) -> Result<String, ConfigErrors> {
 /// The `include` globs of a main file, leniently: anything malformed yields nothing here
 /// and is reported by validation.
 pub fn include_patterns(main_text: &str) -> Vec<String> {
+    // The daemon reads the files on every `ctl status` (to tell whether the disk matches
+    // what runs), and the main file rarely changes: parse a given text once.
+    static LAST: std::sync::Mutex<Option<(String, Vec<String>)>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((text, patterns)) = last.as_ref() {
+        if text == main_text {
+            return patterns.clone();
+        }
+    }
+    let patterns = parse_include_patterns(main_text);
+    *last = Some((main_text.to_owned(), patterns.clone()));
+    patterns
+}
+
+fn parse_include_patterns(main_text: &str) -> Vec<String> {
     let Ok(value) = serde_yaml::from_str::<serde_yaml::Value>(main_text) else {
         return Vec::new();
     };
