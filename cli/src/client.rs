@@ -9,16 +9,27 @@ use tonic::transport::{Channel, Endpoint};
 /// The gRPC client.
 pub type Client = ScriptdClient<Channel>;
 
+/// The packaged install's config, tried when no config is given and `./scriptd.yaml` does
+/// not exist.
+pub const SYSTEM_CONFIG: &str = "/etc/scriptd/scriptd.yaml";
+
 /// The socket to use: `--socket`/`SCRIPTD_SOCKET`, else `daemon.socket` of the config
-/// (`--config`/`SCRIPTD_CONFIG`, else `./scriptd.yaml` when it exists), else
-/// `./run/scriptd.sock` (the daemon's default next to `./scriptd.yaml`).
+/// (`--config`/`SCRIPTD_CONFIG`, else `./scriptd.yaml` when it exists, else
+/// [`SYSTEM_CONFIG`] when it exists), else `./run/scriptd.sock` (the daemon's default next
+/// to `./scriptd.yaml`).
 pub fn resolve_socket(socket: Option<&Path>, config: Option<&Path>) -> PathBuf {
     if let Some(s) = socket {
         return s.to_path_buf();
     }
-    let config = config
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("scriptd.yaml"));
+    let config = config.map(Path::to_path_buf).unwrap_or_else(|| {
+        let local = PathBuf::from("scriptd.yaml");
+        let system = PathBuf::from(SYSTEM_CONFIG);
+        if !local.exists() && system.exists() {
+            system
+        } else {
+            local
+        }
+    });
     let base = config.parent().map(Path::to_path_buf).unwrap_or_default();
     let from_config = std::fs::read_to_string(&config)
         .ok()

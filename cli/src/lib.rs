@@ -39,7 +39,8 @@ pub struct Cli {
     /// Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock].
     #[arg(long, global = true, env = "SCRIPTD_SOCKET")]
     pub socket: Option<PathBuf>,
-    /// Config file to read the socket path from [default: ./scriptd.yaml].
+    /// Config file to read the socket path from [default: ./scriptd.yaml, else
+    /// /etc/scriptd/scriptd.yaml].
     #[arg(long, global = true, env = "SCRIPTD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Output format.
