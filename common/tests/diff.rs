@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use scriptd_common::config::{
-    CommandSpec, Config, DaemonConfig, LogConfig, RestartPolicy, ScriptConfig, StopSignal,
+    Backoff, CommandSpec, Config, DaemonConfig, LogConfig, RestartPolicy, ScriptConfig, StopSignal,
 };
 use scriptd_common::diff::{apply, diff_script, plan, Impact, Outcome, ScriptPlan};
 use std::collections::BTreeMap;
@@ -34,6 +34,7 @@ fn script() -> ScriptConfig {
         stop_signal: StopSignal::TERM,
         stop_grace: Duration::from_secs(5),
         log: LogConfig::default(),
+        backoff: Backoff::default(),
     }
 }
 
@@ -232,6 +233,7 @@ fn arb_script() -> impl Strategy<Value = ScriptConfig> {
                         keep,
                         ..LogConfig::default()
                     },
+                    backoff: Backoff::default(),
                 }
             },
         )
