@@ -2,7 +2,8 @@
 //!
 //! Ownership: the reload coordinator ([`reload`]) owns the running config; one runner task
 //! per script ([`runner`]) owns its process; the gRPC handlers ([`server`]) only validate and
-//! forward. Every task listens to one cancellation token.
+//! forward. Every task listens to one cancellation token; the gRPC server and its open
+//! streams stop on a second one, cancelled once every runner has stopped its script.
 
 pub mod convert;
 pub mod events;
@@ -259,8 +260,10 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
     for first in started {
         let _ = first.await;
     }
-    notify_systemd(Notify::Ready);
-    tracing::info!(socket = %daemon.socket.display(), config = %main.display(), "scriptd ready");
+    if !cancel.is_cancelled() {
+        notify_systemd(Notify::Ready);
+        tracing::info!(socket = %daemon.socket.display(), config = %main.display(), "scriptd ready");
+    }
 
     let failed = tokio::select! {
         _ = cancel.cancelled() => None,

@@ -1382,20 +1382,21 @@ fn backoff_grows_is_capped_and_resets_after_a_stable_run() {
     let script = env.script(
         "crash.sh",
         &format!(
-            "n=$(($(cat {c} 2>/dev/null || echo 0) + 1)); echo $n > {c}\ndate +%s%N >> {s}\n[ $n -eq 5 ] && sleep 2.5\nexit 1",
+            "n=$(($(cat {c} 2>/dev/null || echo 0) + 1)); echo $n > {c}\ndate +%s%N >> {s}\n[ $n -eq 5 ] && sleep 3.5\nexit 1",
             c = count.display(),
             s = starts.display()
         ),
     );
     let body = |delay: &str| {
         format!(
-            "scripts:\n  crash:\n    command: [\"{}\"]\n    restart_delay: {delay}\n    restart_delay_max: 300ms\n    restart_reset_after: 2s\n",
+            "scripts:\n  crash:\n    command: [\"{}\"]\n    restart_delay: {delay}\n    restart_delay_max: 300ms\n    restart_reset_after: 3s\n",
             script.display()
         )
     };
     env.set_body(&body("100ms"));
     let d = env.start();
-    let delays = wait_for("six restart delays", DEADLINE, || {
+    // Six restarts, one after a 3.5 s run: longer than the usual deadline.
+    let delays = wait_for("six restart delays", 3 * DEADLINE, || {
         let d = restart_delays(&d, "crash");
         (d.len() >= 6).then_some(d)
     });
@@ -1452,7 +1453,8 @@ fn a_tick_that_finds_the_run_still_going_is_skipped_and_counted() {
 #[test]
 fn restart_policies_and_the_idle_and_failed_states() {
     let env = Env::new(
-        "scripts:\n  always:\n    command: \"exit 0\"\n    restart: always\n    restart_delay: 100ms\n  \
+        "scripts:\n  always:\n    command: \"exit 0\"\n    restart: always\n    restart_delay: 100ms\n    \
+         restart_delay_max: 200ms\n  \
          never-fails:\n    command: \"exit 3\"\n    restart: never\n  never-ok:\n    command: \"exit 0\"\n    restart: never\n  \
          onfail-ok:\n    command: \"exit 0\"\n    restart: on-failure\n",
     );
