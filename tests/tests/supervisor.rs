@@ -1133,6 +1133,44 @@ fn a_scheduled_change_reverted_before_the_run_ends_is_dropped() {
 }
 
 #[test]
+fn a_change_scheduled_by_a_reload_that_failed_and_rolled_back_is_dropped() {
+    let env = Env::new("");
+    // Executable, so validation passes; its interpreter is missing, so exec fails.
+    let bad = env.path("bad.sh");
+    fs::write(&bad, "#!/nonexistent/interp\n").expect("write bad.sh");
+    fs::set_permissions(&bad, fs::Permissions::from_mode(0o755)).expect("chmod bad.sh");
+    let svc = |prog: &str| format!("  svc:\n    command: [\"{prog}\", \"1000.1602\"]\n");
+    env.set_body(&(gated(&env, "original", "") + &svc("sleep")));
+    let d = env.start();
+    d.wait_script("per", "the first run", |s| s.state == "running");
+    let mut ev = Events::follow(&d);
+
+    // per's command change is scheduled behind its run; svc cannot start: all rolled back.
+    env.set_body(&(gated(&env, "edited", "") + &svc(bad.to_str().expect("utf-8"))));
+    ev.wait("the reload to fail and roll back", |e| {
+        is_phase(e, "failed-rolled-back")
+    });
+    let s = d.script("per");
+    assert!(
+        s.pending_changes.is_empty(),
+        "still pending after the rollback: {s:?}"
+    );
+
+    fs::write(env.path("go"), "").expect("create go");
+    ev.wait("the run to end", |e| {
+        e.event.as_deref() == Some("exited") && e.script.as_deref() == Some("per")
+    });
+    assert_eq!(d.ctl(&["run", "per"]).code, 0);
+    d.wait_script("per", "the second run to end", |s| {
+        s.run_count == 2 && s.pid.is_none()
+    });
+    let out = d
+        .ctl(&["logs", "per", "--stream", "stdout", "--raw"])
+        .stdout;
+    assert_eq!(out, "original\noriginal\n", "the rolled-back command ran");
+}
+
+#[test]
 fn disabling_a_running_periodic_script_with_a_command_change_runs_it_no_more() {
     let env = Env::new("");
     // A short interval: were the schedule kept, the next tick would start a run soon.
