@@ -156,7 +156,9 @@ pub fn field_impact(field: &str, old: Option<&str>, new: Option<&str>) -> Impact
         }
         // Switching between periodic and service changes how the script runs.
         "interval" if old.is_none() || new.is_none() => Impact::Restart,
-        "interval" | "timeout" => Impact::NextRun,
+        "interval" | "timeout" | "restart_delay" | "restart_delay_max" | "restart_reset_after" => {
+            Impact::NextRun
+        }
         "max_log_lines" | "log" | "stop_grace" => Impact::Live,
         _ => Impact::Restart, // command, working_dir, env, stop_signal, restart
     }

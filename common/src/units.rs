@@ -2,10 +2,22 @@
 
 use std::time::Duration;
 
-/// Parses a humantime duration, with a message fit for a validation error.
+/// Longest duration the config accepts: 100 years (humantime years of 365.25 days). Far
+/// beyond any sane interval, timeout or grace, and far inside what the daemon's clock
+/// arithmetic and the shim's millisecond argument can hold.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
+
+/// Parses a humantime duration of at most [`MAX_DURATION`], with a message fit for a
+/// validation error.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("invalid duration {text:?} ({e}); use e.g. 250ms, 30s, 5m, 1h 30m"))
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("invalid duration {text:?} ({e}); use e.g. 250ms, 30s, 5m, 1h 30m"))?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "duration {text:?} is too long: at most 100y (100 years)"
+        ));
+    }
+    Ok(d)
 }
 
 /// Renders a duration the way the config accepts it (`5m`, `1h 30m`, `250ms`).
@@ -40,16 +52,6 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok(v as u64)
 }
 
-/// Renders a size with the largest binary unit that divides it exactly.
-pub fn format_size(n: u64) -> String {
-    for (unit, m) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if n >= m && n % m == 0 {
-            return format!("{}{unit}", n / m);
-        }
-    }
-    n.to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,8 +72,6 @@ mod tests {
         ] {
             assert_eq!(parse_size(text).ok(), want, "{text}");
         }
-        assert_eq!(format_size(10 << 20), "10MiB");
-        assert_eq!(format_size(1000), "1000");
     }
 
     #[test]
@@ -81,5 +81,11 @@ mod tests {
         let err = parse_duration("5 minuets").err().unwrap_or_default();
         assert!(err.starts_with("invalid duration \"5 minuets\""), "{err}");
         assert_eq!(format_duration(Duration::from_secs(300)), "5m");
+        assert_eq!(parse_duration("100y"), Ok(MAX_DURATION));
+        let err = parse_duration("300000000000y").err().unwrap_or_default();
+        assert_eq!(
+            err,
+            "duration \"300000000000y\" is too long: at most 100y (100 years)"
+        );
     }
 }

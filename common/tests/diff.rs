@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use scriptd_common::config::{
-    Access, AccessRule, CommandSpec, Config, DaemonConfig, LogConfig, RestartPolicy, Role,
+    Access, AccessRule, Backoff, CommandSpec, Config, DaemonConfig, LogConfig, RestartPolicy, Role,
     ScriptConfig, StopSignal, Subject,
 };
 use scriptd_common::diff::{apply, diff_script, plan, Impact, Outcome, ScriptPlan};
@@ -36,6 +36,7 @@ fn script() -> ScriptConfig {
         stop_signal: StopSignal::TERM,
         stop_grace: Duration::from_secs(5),
         log: LogConfig::default(),
+        backoff: Backoff::default(),
     }
 }
 
@@ -262,6 +263,7 @@ fn arb_script() -> impl Strategy<Value = ScriptConfig> {
                         keep,
                         ..LogConfig::default()
                     },
+                    backoff: Backoff::default(),
                 }
             },
         )

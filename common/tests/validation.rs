@@ -3,7 +3,7 @@
 //! yields the effective values with defaults applied.
 
 use scriptd_common::config::{
-    load, validate, CommandSpec, ConfigFile, ConfigSource, RestartPolicy, StopSignal,
+    load, validate, Backoff, CommandSpec, ConfigFile, ConfigSource, RestartPolicy, StopSignal,
 };
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -232,7 +232,10 @@ fn valid_design_example_loads_with_effective_values() {
     );
     assert_eq!(web.argv(), ["/bin/sh", "-c", "python3 -m http.server 8080"]);
     assert!(!web.is_periodic());
-    assert_eq!(web.timeout, Some(Duration::from_secs(600)), "inherited");
+    assert_eq!(
+        web.timeout, None,
+        "defaults.timeout is for periodic scripts; a service has none"
+    );
     assert_eq!(web.max_log_lines, 20000, "inherited");
     assert_eq!(web.stop_grace, Duration::from_secs(5), "its own");
     assert_eq!(web.restart, RestartPolicy::OnFailure);
@@ -282,6 +285,10 @@ fn minimal_config_uses_builtin_defaults() {
     assert_eq!(a.log.max_bytes, 10 << 20);
     assert_eq!(a.log.keep, 3);
     assert_eq!(a.log.max_line_bytes, 64 << 10);
+    assert_eq!(a.backoff, Backoff::default());
+    assert_eq!(a.backoff.delay, Duration::from_millis(500));
+    assert_eq!(a.backoff.max_delay, Duration::from_secs(30));
+    assert_eq!(a.backoff.reset_after, Duration::from_secs(10));
 }
 
 #[test]
@@ -345,7 +352,8 @@ fn unknown_keys() {
             "scripts:\n  a:\n    command: \"true\"\n    frobnicate: 1\n",
             &["scriptd.yaml:4:5: scripts.a.frobnicate: unknown key \"frobnicate\"; expected one \
                of: command, interval, timeout, enabled, working_dir, env, max_log_lines, \
-               restart, stop_signal, stop_grace, log"],
+               restart, restart_delay, restart_delay_max, restart_reset_after, stop_signal, \
+               stop_grace, log"],
         ),
         (
             "daemon key typo",
@@ -409,6 +417,220 @@ fn durations() {
                found a list"],
         ),
     ]);
+}
+
+#[test]
+fn durations_longer_than_100_years_are_refused() {
+    const TOO_LONG: &str = "is too long: at most 100y (100 years)";
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "interval",
+            "scripts:\n  a:\n    command: \"true\"\n    interval: 300000000000y\n",
+            "scriptd.yaml:4:15: scripts.a.interval: duration \"300000000000y\"",
+        ),
+        (
+            "timeout",
+            "scripts:\n  a:\n    command: \"true\"\n    interval: 1m\n    timeout: 101y\n",
+            "scriptd.yaml:5:14: scripts.a.timeout: duration \"101y\"",
+        ),
+        (
+            "stop_grace",
+            "scripts:\n  a:\n    command: \"true\"\n    stop_grace: 200years\n",
+            "scriptd.yaml:4:17: scripts.a.stop_grace: duration \"200years\"",
+        ),
+        (
+            "stop_grace in defaults",
+            "defaults:\n  stop_grace: 99999999999d\n",
+            "scriptd.yaml:2:15: defaults.stop_grace: duration \"99999999999d\"",
+        ),
+        (
+            "restart_delay_max",
+            "scripts:\n  a:\n    command: \"true\"\n    restart_delay_max: 1000y\n",
+            "scriptd.yaml:4:24: scripts.a.restart_delay_max: duration \"1000y\"",
+        ),
+        (
+            "debounce",
+            "daemon:\n  debounce: 500y\n",
+            "scriptd.yaml:2:13: daemon.debounce: duration \"500y\"",
+        ),
+    ];
+    let dir = Dir::new();
+    for (name, yaml, at) in cases {
+        let want = format!("{at} {TOO_LONG}");
+        assert_errors(name, &dir, &dir.validate_errors(yaml), &[want.as_str()]);
+    }
+    // The limit itself is accepted.
+    assert_errors(
+        "exactly 100 years",
+        &dir,
+        &dir.validate_errors(
+            "scripts:\n  a:\n    command: \"true\"\n    interval: 100y\n    timeout: 100y\n    \
+             stop_grace: 100y\n",
+        ),
+        &[],
+    );
+}
+
+#[test]
+fn service_and_periodic_only_fields() {
+    run_cases(&[
+        (
+            "timeout on a service",
+            "scripts:\n  web:\n    command: \"true\"\n    timeout: 5s\n",
+            &[
+                "scriptd.yaml:4:5: scripts.web.timeout: timeout applies only to periodic scripts \
+               (with interval); a service runs until it is stopped: remove timeout or add \
+               interval",
+            ],
+        ),
+        (
+            "timeout from defaults on a service is ignored",
+            "defaults:\n  timeout: 5s\nscripts:\n  web:\n    command: \"true\"\n",
+            &[],
+        ),
+        (
+            "timeout next to an interval that does not parse: only the interval is reported",
+            "scripts:\n  a:\n    command: \"true\"\n    interval: soon\n    timeout: 5s\n",
+            &["scriptd.yaml:4:15: scripts.a.interval: invalid duration \"soon\" ..."],
+        ),
+        (
+            "restart on a periodic script",
+            "scripts:\n  a:\n    command: \"true\"\n    interval: 1m\n    restart: always\n",
+            &[
+                "scriptd.yaml:5:5: scripts.a.restart: restart applies only to services (scripts \
+               without interval); remove it or remove interval",
+            ],
+        ),
+        (
+            "backoff fields on a periodic script",
+            "scripts:\n  a:\n    command: \"true\"\n    interval: 1m\n    restart_delay: 1s\n    \
+             restart_delay_max: 5s\n    restart_reset_after: 1m\n",
+            &[
+                "scriptd.yaml:5:5: scripts.a.restart_delay: restart_delay applies only to \
+                 services ...",
+                "scriptd.yaml:6:5: scripts.a.restart_delay_max: restart_delay_max applies only \
+                 to services ...",
+                "scriptd.yaml:7:5: scripts.a.restart_reset_after: restart_reset_after applies \
+                 only to services ...",
+            ],
+        ),
+        (
+            "backoff fields in defaults apply to services only",
+            "defaults:\n  restart_delay: 1s\nscripts:\n  a:\n    command: \"true\"\n    \
+             interval: 1m\n",
+            &[],
+        ),
+    ]);
+}
+
+#[test]
+fn restart_backoff_fields() {
+    run_cases(&[
+        (
+            "zero delay",
+            "scripts:\n  a:\n    command: \"true\"\n    restart_delay: 0s\n",
+            &["scriptd.yaml:4:20: scripts.a.restart_delay: must be greater than zero"],
+        ),
+        (
+            "zero reset_after in defaults",
+            "defaults:\n  restart_reset_after: 0ms\n",
+            &["scriptd.yaml:2:24: defaults.restart_reset_after: must be greater than zero"],
+        ),
+        (
+            "bare number",
+            "scripts:\n  a:\n    command: \"true\"\n    restart_delay_max: 30\n",
+            &[
+                "scriptd.yaml:4:24: scripts.a.restart_delay_max: invalid duration 30: add a \
+               unit, ...",
+            ],
+        ),
+        (
+            "max below delay in one script",
+            "scripts:\n  a:\n    command: \"true\"\n    restart_delay: 10s\n    \
+             restart_delay_max: 2s\n",
+            &[
+                "scriptd.yaml:5:24: scripts.a.restart_delay_max: restart_delay_max (2s) is \
+               shorter than restart_delay (10s); raise restart_delay_max or lower \
+               restart_delay",
+            ],
+        ),
+        (
+            "max below delay in defaults: reported once, not per script",
+            "defaults:\n  restart_delay: 10s\n  restart_delay_max: 2s\nscripts:\n  a:\n    \
+             command: \"true\"\n  b:\n    command: \"true\"\n",
+            &[
+                "scriptd.yaml:3:22: defaults.restart_delay_max: restart_delay_max (2s) is \
+               shorter than restart_delay (10s); ...",
+            ],
+        ),
+        (
+            "script delay above the max of defaults",
+            "defaults:\n  restart_delay_max: 2s\nscripts:\n  a:\n    command: \"true\"\n    \
+             restart_delay: 1m\n",
+            &[
+                "scriptd.yaml:6:20: scripts.a.restart_delay: restart_delay_max (2s) is shorter \
+               than restart_delay (1m); ...",
+            ],
+        ),
+        (
+            "script max below the delay of defaults",
+            "defaults:\n  restart_delay: 1m\nscripts:\n  a:\n    command: \"true\"\n    \
+             restart_delay_max: 2s\n",
+            &[
+                "scriptd.yaml:6:24: scripts.a.restart_delay_max: restart_delay_max (2s) is \
+               shorter than restart_delay (1m); ...",
+            ],
+        ),
+    ]);
+}
+
+#[test]
+fn restart_backoff_effective_values() {
+    let dir = Dir::new();
+    dir.write(
+        MAIN,
+        "defaults:\n  restart_delay: 2s\n  restart_reset_after: 1m\nscripts:\n  a:\n    \
+         command: \"true\"\n  b:\n    command: \"true\"\n    restart_delay_max: 10s\n  c:\n    \
+         command: \"true\"\n    restart_delay: 1m\n",
+    );
+    let (_, config) = load(&dir.main()).unwrap_or_else(|e| panic!("valid config, got:\n{e}"));
+    let secs = Duration::from_secs;
+    let b = |name: &str| config.scripts[name].backoff;
+    assert_eq!(
+        b("a"),
+        Backoff {
+            delay: secs(2),
+            max_delay: secs(30),
+            reset_after: secs(60)
+        },
+        "delay and reset from defaults, built-in max"
+    );
+    assert_eq!(b("b").max_delay, secs(10), "its own max");
+    assert_eq!(b("b").delay, secs(2));
+    assert_eq!(
+        b("c").max_delay,
+        secs(60),
+        "no max set anywhere: the built-in 30s is raised to the delay"
+    );
+}
+
+#[test]
+fn backoff_grows_doubling_up_to_its_max() {
+    let b = Backoff {
+        delay: Duration::from_millis(100),
+        max_delay: Duration::from_millis(700),
+        reset_after: Duration::from_secs(1),
+    };
+    let got: Vec<u64> = (0..6).map(|n| b.delay_for(n).as_millis() as u64).collect();
+    assert_eq!(got, [100, 200, 400, 700, 700, 700]);
+    // Far beyond any shift width: still the max, no overflow.
+    assert_eq!(b.delay_for(u32::MAX), Duration::from_millis(700));
+    let huge = Backoff {
+        delay: Duration::from_secs(3_000_000_000),
+        max_delay: Duration::from_secs(3_155_760_000),
+        reset_after: Duration::from_secs(1),
+    };
+    assert_eq!(huge.delay_for(40), huge.max_delay);
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //!
 //! Ownership: the reload coordinator ([`reload`]) owns the running config; one runner task
 //! per script ([`runner`]) owns its process; the gRPC handlers ([`server`]) only validate and
-//! forward. Every task listens to one cancellation token.
+//! forward. Every task listens to one cancellation token; the gRPC server and its open
+//! streams stop on a second one, cancelled once every runner has stopped its script.
 
 pub mod convert;
 pub mod events;
@@ -23,13 +24,17 @@ use scriptd_common::config;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Exit code for an invalid config (`--check`, or at startup).
 pub const EXIT_CONFIG_INVALID: u8 = 3;
+
+/// At shutdown, once every script has stopped, how long open gRPC calls get to finish
+/// before their connections are closed.
+const SERVER_LINGER: Duration = Duration::from_secs(2);
 
 /// Log output format of the daemon itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -96,12 +101,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     init_tracing(cli.log_format);
-    let loaded = config::read_source(&cli.config).and_then(|source| {
-        let source = config::secure_source(source)?;
-        let cfg = config::validate(&source)?;
-        Ok((source, cfg))
-    });
-    let (source, cfg) = match loaded {
+    let (source, cfg) = match config::load(&cli.config) {
         Ok(v) => v,
         Err(errors) => {
             eprintln!("{errors}");
@@ -137,12 +137,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(source, cfg))?;
+    let served = runtime.block_on(serve(source, cfg));
+    // Whatever is still blocked on a client that went quiet is not waited for.
+    runtime.shutdown_timeout(SERVER_LINGER);
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Result<()> {
     let daemon = cfg.daemon.clone();
+    // Before anything starts: a daemon that SIGTERM could not stop cleanly must not run.
+    let handler = |kind: SignalKind, name: &str| {
+        signal(kind).with_context(|| format!("cannot install the {name} handler"))
+    };
+    let (mut term, mut int, mut hup) = (
+        handler(SignalKind::terminate(), "SIGTERM")?,
+        handler(SignalKind::interrupt(), "SIGINT")?,
+        handler(SignalKind::hangup(), "SIGHUP")?,
+    );
     std::fs::create_dir_all(&daemon.log_dir)
         .with_context(|| format!("cannot create directory {}", daemon.log_dir.display()))?;
     // Only the daemon's user may enter state_dir: the history holds the full config text.
@@ -158,20 +170,38 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
             daemon.state_dir.display()
         )
     })?;
+    // The socket and the state directory are ours, so no other daemon runs on this config:
+    // what the group records name is left over from one that was killed with its shims.
+    let groups = process::GroupRecords::open(&daemon.state_dir).with_context(|| {
+        format!(
+            "cannot create the process group records in {}",
+            daemon.state_dir.display()
+        )
+    })?;
+    for (script, pgid, n) in groups.sweep() {
+        tracing::warn!(
+            script = %script,
+            "killed process group {pgid} ({n} process{}) left behind by a previous daemon",
+            if n == 1 { "" } else { "es" }
+        );
+    }
     let cancel = CancellationToken::new();
+    // Cancelled once every script has stopped: the gRPC server stops, open streams end.
+    let server_stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let events = events::EventBus::default();
     let shared = Arc::new(runner::Shared {
         death: process::DeathPipe::new().context("cannot create the shim liveness pipe")?,
         events: events.clone(),
         log_dir: daemon.log_dir.clone(),
+        groups,
         cancel: cancel.clone(),
     });
     let main = source.main.clone();
     let include = config::include_patterns(&source.files[0].content);
     let history = history::History::open(&daemon.state_dir, daemon.history_limit)
         .with_context(|| format!("cannot open the history in {}", daemon.state_dir.display()))?;
-    let (coordinator, snapshot) = reload::Coordinator::start(
+    let (coordinator, snapshot, started) = reload::Coordinator::start(
         main.clone(),
         source,
         cfg,
@@ -213,21 +243,20 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
         reload_tx.clone(),
         events,
         history,
+        server_stop.clone(),
     );
-    let server_task = socket::serve(listener, service, daemon.access.clone(), cancel.clone());
+    // Serves until every script has stopped: `ctl status` still answers during a shutdown.
+    let mut server = tokio::spawn(socket::serve(
+        listener,
+        service,
+        daemon.access.clone(),
+        server_stop.clone(),
+    ));
 
     let signals = {
         let cancel = cancel.clone();
         let reload_tx = reload_tx.clone();
         async move {
-            let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::hangup()),
-            ) else {
-                tracing::error!("cannot install signal handlers");
-                return;
-            };
             loop {
                 tokio::select! {
                     _ = term.recv() => { tracing::info!("SIGTERM: stopping every script"); break }
@@ -243,19 +272,83 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
     };
     tokio::spawn(signals);
     drop(reload_tx);
-    notify_systemd("READY=1");
-    tracing::info!(socket = %daemon.socket.display(), config = %main.display(), "scriptd ready");
+    // READY once the startup config is applied: every script started (or failed to).
+    for first in started {
+        let _ = first.await;
+    }
+    if !cancel.is_cancelled() {
+        notify_systemd(Notify::Ready);
+        tracing::info!(socket = %daemon.socket.display(), config = %main.display(), "scriptd ready");
+    }
 
-    let served = server_task.await;
+    let failed = tokio::select! {
+        _ = cancel.cancelled() => None,
+        r = &mut server => Some(r),
+    };
+    notify_systemd(Notify::Stopping);
     cancel.cancel();
     tracker.close();
     tracker.wait().await;
+    server_stop.cancel();
+    let served = match failed {
+        Some(r) => r,
+        None => match tokio::time::timeout(SERVER_LINGER, &mut server).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!(
+                    "gRPC calls still open {}s after every script stopped; closing them",
+                    SERVER_LINGER.as_secs()
+                );
+                server.abort();
+                Ok(Ok(()))
+            }
+        },
+    };
     tracing::info!("scriptd stopped");
-    served
+    served.context("the gRPC server task failed")?
 }
 
-/// Tells systemd (Type=notify) about state changes; a no-op outside systemd.
-pub fn notify_systemd(state: &str) {
+/// What the daemon tells systemd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notify {
+    /// `READY=1`: started (the socket bound, the startup config applied) or reloaded.
+    Ready,
+    /// `RELOADING=1` with `MONOTONIC_USEC`, which `Type=notify-reload` requires.
+    Reloading,
+    /// `STOPPING=1`: shutting down.
+    Stopping,
+}
+
+impl Notify {
+    /// The datagram sent.
+    pub fn message(self) -> String {
+        match self {
+            Self::Ready => "READY=1".into(),
+            Self::Reloading => format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()),
+            Self::Stopping => "STOPPING=1".into(),
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC in microseconds, the clock systemd compares `MONOTONIC_USEC` with.
+fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
+        return 0;
+    }
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let micros = u64::try_from(ts.tv_nsec / 1000).unwrap_or(0);
+    secs.saturating_mul(1_000_000).saturating_add(micros)
+}
+
+/// Tells systemd (`Type=notify` or `notify-reload`) about state changes; a no-op outside
+/// systemd.
+pub fn notify_systemd(what: Notify) {
+    let state = what.message();
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };

@@ -131,8 +131,9 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    /// Starts every script of the startup config and returns the coordinator with the
-    /// snapshot receiver.
+    /// Starts every script of the startup config and returns the coordinator, the snapshot
+    /// receiver, and one receiver per script that reports once its first start was tried.
+    #[allow(clippy::type_complexity)]
     pub fn start(
         main: PathBuf,
         source: ConfigSource,
@@ -140,7 +141,14 @@ impl Coordinator {
         shared: Arc<Shared>,
         tracker: TaskTracker,
         history: History,
-    ) -> Result<(Self, watch::Receiver<Arc<Snapshot>>), HistoryError> {
+    ) -> Result<
+        (
+            Self,
+            watch::Receiver<Arc<Snapshot>>,
+            Vec<oneshot::Receiver<Result<(), String>>>,
+        ),
+        HistoryError,
+    > {
         // The startup version is recorded only if it differs from the last one.
         let version = match history.latest()? {
             Some((v, hash)) if hash == source.hash() => v,
@@ -164,16 +172,14 @@ impl Coordinator {
             }
         };
         let attempts = history.max_attempt()?;
-        let handles: BTreeMap<_, _> = config
-            .scripts
-            .iter()
-            .map(|(name, cfg)| {
-                (
-                    name.clone(),
-                    runner::start(name.clone(), cfg.clone(), shared.clone(), &tracker),
-                )
-            })
-            .collect();
+        let mut started = Vec::new();
+        let mut handles = BTreeMap::new();
+        for (name, cfg) in &config.scripts {
+            let (h, first) =
+                runner::start_reporting(name.clone(), cfg.clone(), shared.clone(), &tracker);
+            handles.insert(name.clone(), h);
+            started.push(first);
+        }
         let config = Arc::new(config);
         let snap = Arc::new(Snapshot {
             version,
@@ -198,6 +204,7 @@ impl Coordinator {
                 history,
             },
             rx,
+            started,
         ))
     }
 
@@ -282,13 +289,13 @@ impl Coordinator {
             }
         };
         if !req.dry_run {
-            crate::notify_systemd("RELOADING=1");
+            crate::notify_systemd(crate::Notify::Reloading);
         }
         let mut report = self.attempt(req, loaded).await;
         if req.dry_run {
             return report;
         }
-        crate::notify_systemd("READY=1");
+        crate::notify_systemd(crate::Notify::Ready);
         let disk_touched = match rollback_from {
             Some(target) => self.write_back_rollback(target, &mut report),
             None => false,

@@ -7,7 +7,7 @@
 use crate::events::EventBus;
 use crate::logs::{self, LogSink, Stream};
 use crate::now_ms;
-use crate::process::{self, DeathPipe, SpawnError};
+use crate::process::{self, DeathPipe, GroupRecords};
 use nix::sys::signal::Signal;
 use scriptd_common::config::{RestartPolicy, ScriptConfig};
 use scriptd_common::diff::{diff_script, Impact};
@@ -21,12 +21,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// First restart delay of a crashing service.
-pub const BACKOFF_INITIAL: Duration = Duration::from_millis(500);
-/// Longest restart delay.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// A run that lasted this long resets the backoff.
-pub const STABLE_RUN: Duration = Duration::from_secs(10);
 /// How long to wait for a run's output pipes to drain after it exited.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -120,39 +114,23 @@ pub struct Shared {
     pub events: EventBus,
     /// Directory of the log files.
     pub log_dir: std::path::PathBuf,
+    /// Where the process group of every running script is recorded, for the startup sweep
+    /// after a crash.
+    pub groups: GroupRecords,
     /// Daemon shutdown.
     pub cancel: CancellationToken,
 }
 
-/// Starts the runner task of a script; it starts the script as its config says.
-pub fn start(
-    name: String,
-    cfg: ScriptConfig,
-    shared: Arc<Shared>,
-    tracker: &tokio_util::task::TaskTracker,
-) -> ScriptHandle {
-    spawn_runner(name, cfg, shared, tracker, None)
-}
-
-/// Like [`start`], and also reports whether the first start succeeded (a disabled script
-/// or a periodic one counts as started).
+/// Starts the runner task of a script, which starts the script as its config says; the
+/// receiver reports whether that first start succeeded (a disabled script counts as
+/// started) once it has been attempted.
 pub fn start_reporting(
     name: String,
     cfg: ScriptConfig,
     shared: Arc<Shared>,
     tracker: &tokio_util::task::TaskTracker,
 ) -> (ScriptHandle, oneshot::Receiver<Result<(), String>>) {
-    let (tx, rx) = oneshot::channel();
-    (spawn_runner(name, cfg, shared, tracker, Some(tx)), rx)
-}
-
-fn spawn_runner(
-    name: String,
-    cfg: ScriptConfig,
-    shared: Arc<Shared>,
-    tracker: &tokio_util::task::TaskTracker,
-    initial: Option<oneshot::Sender<Result<(), String>>>,
-) -> ScriptHandle {
+    let (initial, started) = oneshot::channel();
     let logs = LogSink::open(&shared.log_dir, &name, cfg.max_log_lines, cfg.log);
     let (tx, rx) = mpsc::channel(16);
     let status = ScriptStatus {
@@ -160,7 +138,7 @@ fn spawn_runner(
         name: name.clone(),
         kind: kind(&cfg).into(),
         enabled: cfg.enabled,
-        interval_ms: cfg.interval.map_or(0, |d| d.as_millis() as u64),
+        interval_ms: cfg.interval.map_or(0, millis),
         ..Default::default()
     };
     let (status_tx, status_rx) = watch::channel(status.clone());
@@ -182,11 +160,12 @@ fn spawn_runner(
         last_failed: false,
     };
     tracker.spawn(runner.run(rx, internal_rx, initial));
-    ScriptHandle {
+    let handle = ScriptHandle {
         tx,
         status: status_rx,
         logs,
-    }
+    };
+    (handle, started)
 }
 
 fn kind(cfg: &ScriptConfig) -> &'static str {
@@ -219,9 +198,12 @@ enum Waiter {
 
 struct Run {
     id: u64,
+    /// Pid of the script, the id of its process group.
     pid: u32,
+    /// Start time of the script (clock ticks after boot), which tells its group from a later
+    /// one with the same id.
+    group_start: Option<u64>,
     started: Instant,
-    started_ms: i64,
     /// Timeout deadline, fixed when the run started.
     deadline: Option<Instant>,
     /// SIGKILL time once a stop began.
@@ -266,11 +248,29 @@ async fn sleep_until(at: Option<Instant>) {
 
 fn instant_to_ms(at: Instant) -> i64 {
     let now = Instant::now();
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     if at >= now {
-        now_ms() + (at - now).as_millis() as i64
+        now_ms().saturating_add(ms(at - now))
     } else {
-        now_ms() - (now - at).as_millis() as i64
+        now_ms().saturating_sub(ms(now - at))
     }
+}
+
+/// `at + d`, without the panic of `+` on overflow: validation caps durations at 100 years,
+/// and a far future is as good as never.
+fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .or_else(|| at.checked_add(scriptd_common::units::MAX_DURATION))
+        .unwrap_or(at)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A duration for people, to the millisecond.
+fn human(d: Duration) -> String {
+    humantime::format_duration(Duration::from_millis(millis(d))).to_string()
 }
 
 impl Runner {
@@ -278,16 +278,14 @@ impl Runner {
         mut self,
         mut rx: mpsc::Receiver<RunnerCmd>,
         mut internal: mpsc::Receiver<Exited>,
-        initial: Option<oneshot::Sender<Result<(), String>>>,
+        initial: oneshot::Sender<Result<(), String>>,
     ) {
         let first = if self.active() {
             self.start_run(false).await.map(|_| ())
         } else {
             Ok(())
         };
-        if let Some(tx) = initial {
-            let _ = tx.send(first);
-        }
+        let _ = initial.send(first);
         let cancel = self.shared.cancel.clone();
         let mut shutting_down = false;
         loop {
@@ -351,7 +349,7 @@ impl Runner {
         let s = &mut self.status;
         s.kind = kind(&self.cfg).into();
         s.enabled = self.cfg.enabled;
-        s.interval_ms = self.cfg.interval.map_or(0, |d| d.as_millis() as u64);
+        s.interval_ms = self.cfg.interval.map_or(0, millis);
         s.next_run_ms = self.next_run.map_or(0, instant_to_ms);
         s.pid = self.run.as_ref().map_or(0, |r| r.pid);
         s.pending_changes = match &self.pending {
@@ -400,7 +398,7 @@ impl Runner {
         self.last_failed = false;
         let now = Instant::now();
         if self.cfg.is_periodic() && !one_off && self.active() {
-            self.next_run = self.cfg.interval.map(|i| now + i);
+            self.next_run = self.cfg.interval.map(|i| later(now, i));
         } else if !self.cfg.is_periodic() {
             self.next_run = None;
         }
@@ -409,13 +407,14 @@ impl Runner {
                 let pid = spawned.pid;
                 self.status.run_count += 1;
                 self.status.last_start_ms = now_ms();
+                let group_start = self.shared.groups.record(&self.name, pid);
                 self.run = Some(Run {
                     id: run_id,
                     pid,
+                    group_start,
                     started: now,
-                    started_ms: self.status.last_start_ms,
                     deadline: if self.cfg.is_periodic() {
-                        self.cfg.timeout.map(|t| now + t)
+                        self.cfg.timeout.map(|t| later(now, t))
                     } else {
                         None
                     },
@@ -454,9 +453,7 @@ impl Runner {
                 Ok(pid)
             }
             Err(e) => {
-                let msg = match &e {
-                    SpawnError::Io(_) | SpawnError::Exec(_) => e.to_string(),
-                };
+                let msg = e.to_string();
                 tracing::warn!(script = %self.name, "cannot start: {msg}");
                 self.logs
                     .system(run_id, format!("run {run_id} failed to start: {msg}"));
@@ -473,7 +470,7 @@ impl Runner {
                 );
                 self.last_failed = true;
                 if !self.cfg.is_periodic() && !one_off {
-                    self.schedule_restart(true, Duration::ZERO);
+                    self.schedule_restart(run_id, true, Duration::ZERO);
                 }
                 self.publish();
                 Err(msg)
@@ -490,7 +487,7 @@ impl Runner {
             }
             run.stopping = true;
             process::signal_group(run.pid, process::signal_from(signal.number()));
-            run.kill_at = Some(Instant::now() + grace);
+            run.kill_at = Some(later(Instant::now(), grace));
         }
     }
 
@@ -528,7 +525,7 @@ impl Runner {
                 if let Some(interval) = self.cfg.interval {
                     let mut next = self.next_run.unwrap_or(now);
                     while next <= now {
-                        next += interval;
+                        next = later(next, interval);
                     }
                     self.next_run = Some(next);
                     self.status.skipped_ticks += 1;
@@ -540,7 +537,7 @@ impl Runner {
                 } else {
                     self.next_run = None;
                 }
-            } else {
+            } else if self.active() {
                 self.next_run = None;
                 let restart = !self.cfg.is_periodic() && self.status.run_count > 0;
                 if self.start_run(false).await.is_ok() && restart {
@@ -550,11 +547,17 @@ impl Runner {
                         None,
                     );
                 }
+            } else {
+                // Stopped or disabled since this was scheduled: nothing starts.
+                self.next_run = None;
             }
         }
     }
 
-    fn schedule_restart(&mut self, failed: bool, ran_for: Duration) {
+    /// Schedules the next start of a service that ended, if its policy wants one: after
+    /// `restart_delay`, doubling with each consecutive restart up to `restart_delay_max`; a
+    /// run that lasted `restart_reset_after` starts over. The delay goes to the script's log.
+    fn schedule_restart(&mut self, run_id: u64, failed: bool, ran_for: Duration) {
         let wants = match self.cfg.restart {
             RestartPolicy::Always => true,
             RestartPolicy::OnFailure => failed,
@@ -563,14 +566,21 @@ impl Runner {
         if !wants || !self.active() {
             return;
         }
-        if ran_for >= STABLE_RUN {
+        let backoff = self.cfg.backoff;
+        if ran_for >= backoff.reset_after {
             self.status.restarts = 0;
         }
-        let delay = BACKOFF_INITIAL
-            .saturating_mul(1u32 << self.status.restarts.min(16))
-            .min(BACKOFF_MAX);
+        let delay = backoff.delay_for(self.status.restarts);
         self.status.restarts = self.status.restarts.saturating_add(1);
-        self.next_run = Some(Instant::now() + delay);
+        self.next_run = Some(later(Instant::now(), delay));
+        self.logs.system(
+            run_id,
+            format!(
+                "restarting in {} (restart {} since the last stable run)",
+                human(delay),
+                self.status.restarts
+            ),
+        );
     }
 
     async fn on_exit(&mut self, exited: Exited) {
@@ -591,6 +601,18 @@ impl Runner {
             }
             Err(e) => tracing::error!(script = %self.name, "cannot wait for run: {e}"),
         }
+        if let Some(start) = run.group_start {
+            let left = process::kill_leftovers(run.pid, start);
+            if left > 0 {
+                let msg = format!(
+                    "the shim was killed and left {left} process(es) in group {}: SIGKILL",
+                    run.pid
+                );
+                tracing::warn!(script = %self.name, "{msg}");
+                self.logs.system(run.id, msg);
+            }
+        }
+        self.shared.groups.forget(&self.name);
         let failed = run.timed_out || info.code != Some(0);
         self.last_failed = failed;
         let how = match (info.code, info.signal) {
@@ -620,19 +642,26 @@ impl Runner {
             exit: Some(info),
             message: how.clone(),
         });
-        let _ = run.started_ms;
 
         if let Some(next) = self.pending.take() {
             let fields: Vec<String> = diff_script(&self.name, &self.cfg, &next)
                 .into_iter()
                 .map(|c| c.field)
                 .collect();
+            let became_service = self.cfg.is_periodic() && !next.is_periodic();
             self.set_config(next);
             self.event(
                 ScriptEventKind::ScheduledChangeApplied,
                 format!("applied after run {}: {}", run.id, fields.join(", ")),
                 None,
             );
+            if became_service {
+                // The periodic schedule is gone; a service starts at once (as if added).
+                self.next_run = None;
+                if self.after_exit == AfterExit::Natural && self.active() {
+                    self.after_exit = AfterExit::Restart;
+                }
+            }
         }
 
         let after = std::mem::replace(&mut self.after_exit, AfterExit::Natural);
@@ -650,7 +679,7 @@ impl Runner {
             }
             AfterExit::Natural => {
                 if !self.cfg.is_periodic() && !run.one_off {
-                    self.schedule_restart(failed, ran_for);
+                    self.schedule_restart(run.id, failed, ran_for);
                 }
             }
         }
@@ -736,8 +765,9 @@ impl Runner {
                     .map_err(ControlError::Spawn)
             }
             ControlAction::Stop => {
+                let was_stopped = self.user_stopped;
                 self.user_stopped = true;
-                self.next_run = None;
+                let due = self.next_run.take();
                 if running_pid.is_some() {
                     self.after_exit = AfterExit::Stay;
                     self.event(ScriptEventKind::Stopped, "ctl stop".into(), None);
@@ -745,7 +775,25 @@ impl Runner {
                     self.waiters.push(Waiter::Control(reply));
                     return;
                 }
-                Ok("already stopped".into())
+                let until = "; it stays stopped until `ctl start`";
+                Ok(match due {
+                    Some(at) => {
+                        let what = if self.cfg.is_periodic() {
+                            "the next run"
+                        } else {
+                            "the pending restart"
+                        };
+                        let msg = format!(
+                            "not running; cancelled {what} (due in {}){until}",
+                            human(at.saturating_duration_since(Instant::now()))
+                        );
+                        self.event(ScriptEventKind::Stopped, format!("ctl stop: {msg}"), None);
+                        msg
+                    }
+                    None if was_stopped => "already stopped".into(),
+                    None if !self.cfg.enabled => "not running (disabled in the config)".into(),
+                    None => format!("not running{until}"),
+                })
             }
             ControlAction::Run => match running_pid {
                 Some(pid) => Ok(format!("already running (pid {pid})")),
@@ -762,61 +810,85 @@ impl Runner {
 
     async fn update(&mut self, new: ScriptConfig, reply: Reply<UpdateOutcome>) {
         let old = self.cfg.clone();
-        let changes = diff_script(&self.name, &old, &new);
-        let has = |i: Impact| changes.iter().any(|c| c.impact == i);
+        let restart = diff_script(&self.name, &old, &new)
+            .iter()
+            .any(|c| c.impact == Impact::Restart);
         let running = self.run.is_some();
-
-        if has(Impact::Restart) {
-            if running && old.is_periodic() {
-                // Everything but the restart-impact fields applies now; the rest when the run
-                // ends (DESIGN: "scheduled").
-                let mut now_cfg = new.clone();
-                now_cfg.command = old.command.clone();
-                now_cfg.working_dir = old.working_dir.clone();
-                now_cfg.env = old.env.clone();
-                now_cfg.stop_signal = old.stop_signal;
-                now_cfg.restart = old.restart;
-                if old.interval.is_some() != new.interval.is_some() {
-                    // Becoming a service is a restart-impact change too.
-                    now_cfg.interval = old.interval;
-                }
-                self.apply_schedule_fields(&old, &now_cfg);
-                self.set_config(now_cfg);
-                self.pending = Some(new);
-                let _ = reply.send(Ok(UpdateOutcome::Scheduled));
-                return;
-            }
-            self.pending = None;
-            if running {
-                // Graceful restart now: stopped with the old signal and grace, started with
-                // the new config.
-                self.begin_stop();
-                self.set_config(new);
-                if self.active() {
-                    self.after_exit = AfterExit::Restart;
-                } else {
-                    self.after_exit = AfterExit::Stay;
-                }
-                self.waiters.push(Waiter::Update(reply));
-                return;
-            }
-            self.apply_schedule_fields(&old, &new);
-            self.set_config(new);
-            let result = if !self.cfg.is_periodic() && self.active() && !self.user_stopped {
-                self.status.restarts = 0;
-                self.start_run(false).await.map(|_| UpdateOutcome::Applied)
-            } else {
-                if self.cfg.is_periodic() && self.active() && self.next_run.is_none() {
-                    self.next_run = Some(Instant::now());
-                }
-                Ok(UpdateOutcome::Applied)
-            };
-            let _ = reply.send(result.map_err(ControlError::Spawn));
-            return;
+        if !old.enabled && new.enabled {
+            self.user_stopped = false;
         }
 
-        self.set_config(new.clone());
-        if old.enabled && !new.enabled {
+        if restart && running && old.is_periodic() {
+            // Everything but the restart-impact fields applies now; those when the run ends
+            // (DESIGN: "scheduled").
+            let mut now_cfg = new.clone();
+            now_cfg.command = old.command.clone();
+            now_cfg.working_dir = old.working_dir.clone();
+            now_cfg.env = old.env.clone();
+            now_cfg.stop_signal = old.stop_signal;
+            now_cfg.restart = old.restart;
+            if old.interval.is_some() != new.interval.is_some() {
+                // Becoming a service is a restart-impact change too.
+                now_cfg.interval = old.interval;
+            }
+            self.pending = Some(new);
+            self.apply_in_place(now_cfg, reply, UpdateOutcome::Scheduled)
+                .await;
+            return;
+        }
+        // The newest config decides: a change an earlier reload scheduled and this one
+        // reverts (or a rollback undoes) is dropped, not applied when the run ends.
+        self.pending = None;
+        if !restart {
+            self.apply_in_place(new, reply, UpdateOutcome::Applied)
+                .await;
+            return;
+        }
+        if running {
+            // Graceful restart now: stopped with the old signal and grace, started with
+            // the new config.
+            self.begin_stop();
+            self.set_config(new);
+            self.after_exit = if self.active() {
+                AfterExit::Restart
+            } else {
+                AfterExit::Stay
+            };
+            self.waiters.push(Waiter::Update(reply));
+            return;
+        }
+        self.apply_schedule_fields(&old, &new);
+        self.set_config(new);
+        let result = if !self.active() {
+            self.next_run = None;
+            Ok(UpdateOutcome::Applied)
+        } else if !self.cfg.is_periodic() {
+            self.status.restarts = 0;
+            self.start_run(false).await.map(|_| UpdateOutcome::Applied)
+        } else {
+            if self.next_run.is_none() || !old.is_periodic() {
+                // Enabled, or a service that became periodic: its first run is now.
+                self.next_run = Some(Instant::now());
+            }
+            Ok(UpdateOutcome::Applied)
+        };
+        let _ = reply.send(result.map_err(ControlError::Spawn));
+    }
+
+    /// Applies a config whose restart-impact fields are the ones in effect: nothing is
+    /// restarted. Disabling stops a service now; a periodic run in progress finishes.
+    async fn apply_in_place(
+        &mut self,
+        new: ScriptConfig,
+        reply: Reply<UpdateOutcome>,
+        outcome: UpdateOutcome,
+    ) {
+        let old = self.cfg.clone();
+        let (enabling, disabling) = (!old.enabled && new.enabled, old.enabled && !new.enabled);
+        let interval = new.interval;
+        self.set_config(new);
+        let running = self.run.is_some();
+        if disabling {
             self.next_run = None;
             if running && !old.is_periodic() {
                 self.after_exit = AfterExit::Stay;
@@ -833,24 +905,21 @@ impl Runner {
             if running {
                 self.after_exit = AfterExit::Stay;
             }
-        } else if !old.enabled && new.enabled {
-            self.user_stopped = false;
+        } else if enabling {
             if !running {
                 let r = self.start_run(false).await;
-                let _ = reply.send(
-                    r.map(|_| UpdateOutcome::Applied)
-                        .map_err(ControlError::Spawn),
-                );
+                let _ = reply.send(r.map(|_| outcome).map_err(ControlError::Spawn));
                 return;
             }
             self.after_exit = AfterExit::Natural;
-            if new.is_periodic() {
-                self.next_run = new.interval.map(|i| Instant::now() + i);
+            if let Some(interval) = interval {
+                self.next_run = Some(later(Instant::now(), interval));
             }
         } else {
+            let new = self.cfg.clone();
             self.apply_schedule_fields(&old, &new);
         }
-        let _ = reply.send(Ok(UpdateOutcome::Applied));
+        let _ = reply.send(Ok(outcome));
     }
 
     /// A changed interval reschedules the next run from the last start; nothing is killed.
@@ -871,7 +940,7 @@ impl Runner {
                         .flatten()
                 })
                 .unwrap_or(now);
-            self.next_run = Some((base + interval).max(now));
+            self.next_run = Some(later(base, interval).max(now));
         }
     }
 }

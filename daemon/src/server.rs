@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request as Req, Response, Status};
 
 /// Facts about the daemon process reported by `Status`.
@@ -36,6 +37,8 @@ pub struct Service {
     reloads: mpsc::Sender<Request>,
     events: EventBus,
     history: History,
+    /// Cancelled at shutdown, once every script has stopped: open `Events` streams end.
+    stop: CancellationToken,
     /// Last disk check: (files hash, first validation error if invalid).
     sync_cache: Mutex<Option<(String, Option<String>)>>,
 }
@@ -48,6 +51,7 @@ impl Service {
         reloads: mpsc::Sender<Request>,
         events: EventBus,
         history: History,
+        stop: CancellationToken,
     ) -> Self {
         Self {
             info,
@@ -55,6 +59,7 @@ impl Service {
             reloads,
             events,
             history,
+            stop,
             sync_cache: Mutex::new(None),
         }
     }
@@ -344,9 +349,16 @@ impl Scriptd for Service {
     ) -> Result<Response<Self::EventsStream>, Status> {
         let mut sub = self.events.subscribe();
         let (tx, rx) = mpsc::channel(64);
+        let stop = self.stop.clone();
         tokio::spawn(async move {
             loop {
-                let item = match sub.recv().await {
+                // Events already published (the scripts' last exits) go out before the end.
+                let got = tokio::select! {
+                    biased;
+                    got = sub.recv() => got,
+                    _ = stop.cancelled() => break,
+                };
+                let item = match got {
                     Ok(ev) => (*ev).clone(),
                     Err(broadcast::error::RecvError::Lagged(n)) => proto::Event {
                         time_ms: crate::now_ms(),

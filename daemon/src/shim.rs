@@ -2,7 +2,12 @@
 //!
 //! The daemon never spawns a script directly. It spawns its own binary in this hidden mode,
 //! and the shim:
-//! - starts the script as the leader of a new process group (the group the daemon signals);
+//! - names itself `shim:SCRIPT` (comm), so `pkill scriptd` / `pgrep -x scriptd` find the
+//!   daemon only;
+//! - starts the script as the leader of a new process group (the group the daemon signals),
+//!   with PR_SET_PDEATHSIG(SIGKILL): should the shim itself be killed, the script dies with
+//!   it (what the script forked is swept by the next daemon start, see
+//!   [`crate::process::GroupRecords`]);
 //! - reports the script's pid, or why it could not be started, on fd 4;
 //! - becomes a child subreaper, so the script's orphaned children are reaped, not zombies;
 //! - watches fd 3, the read end of a pipe whose write end only the daemon holds: when the
@@ -45,11 +50,26 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         // SAFETY: plain fcntl on fds the daemon handed us; the script must not inherit them.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
+    set_name(&std::env::var("SCRIPTD_SCRIPT").unwrap_or_default());
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
 
     let mut cmd = std::process::Command::new(&argv[0]);
     cmd.args(&argv[1..]).process_group(0);
+    let shim_pid = nix::unistd::getpid();
+    // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The shim died before the line above: no signal will come, so stop here.
+            if libc::getppid() != shim_pid.as_raw() {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
     let child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -86,6 +106,17 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     exit_like(status)
 }
 
+/// Sets the thread's (and so the process's) comm to `shim:NAME`, cut to the kernel's 15
+/// bytes.
+fn set_name(script: &str) {
+    let mut name = format!("shim:{script}").into_bytes();
+    name.truncate(15);
+    name.retain(|&b| b != 0);
+    name.push(0);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
+}
+
 type Parsed = (Signal, Duration, Vec<OsString>);
 
 fn parse(args: &[OsString]) -> Result<Parsed, String> {
@@ -117,8 +148,9 @@ fn stop_group(pgid: Pid, stop: Signal, grace: Duration, reap: bool) {
     if kill(group, stop).is_err() {
         return;
     }
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
+    // A grace past the clock's range waits as long as the group lives.
+    let deadline = Instant::now().checked_add(grace);
+    while deadline.is_none_or(|d| Instant::now() < d) {
         if reap {
             while matches!(
                 waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)),

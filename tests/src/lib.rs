@@ -197,11 +197,17 @@ impl Env {
 
     /// Starts the daemon and waits until `ctl status` answers.
     pub fn start(&self) -> Daemon {
+        self.start_with_env(&[])
+    }
+
+    /// Like [`Self::start`], with extra environment variables for the daemon.
+    pub fn start_with_env(&self, vars: &[(&str, &str)]) -> Daemon {
         let log = fs::File::create(self.path("daemon.log")).expect("daemon log");
         let child = Command::new(scriptd_bin())
             .arg("--config")
             .arg(self.config())
             .env("SCRIPTD_LOG", "debug")
+            .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)

@@ -49,9 +49,10 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Reads and validates the config at `main`.
+/// What the daemon does at startup and `scriptd --check`: reads the config at `main`,
+/// refuses files other users could write ([`check_permissions`]) and validates it.
 pub fn load(main: &Path) -> Result<(ConfigSource, Config), ConfigErrors> {
-    let source = read_source(main)?;
+    let source = secure_source(read_source(main)?)?;
     let config = super::validate(&source)?;
     Ok((source, config))
 }

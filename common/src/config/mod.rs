@@ -1,8 +1,8 @@
 //! The config model of DESIGN.md: one main file, optional included files, `defaults`
 //! inherited by every script.
 //!
-//! [`load`] reads the files from disk, [`validate`] turns their text into a [`Config`] or
-//! every [`ConfigError`] at once.
+//! [`load`] reads the files from disk, checks their permissions and validates them;
+//! [`validate`] turns their text into a [`Config`] or every [`ConfigError`] at once.
 
 mod access;
 mod error;
@@ -81,6 +81,10 @@ pub struct ScriptConfig {
     pub stop_grace: Duration,
     /// Log file rotation and line cap.
     pub log: LogConfig,
+    /// Delays between restarts of a service (`restart_delay`, `restart_delay_max`,
+    /// `restart_reset_after`).
+    #[serde(flatten)]
+    pub backoff: Backoff,
 }
 
 impl ScriptConfig {
@@ -219,6 +223,40 @@ impl Default for LogConfig {
     }
 }
 
+/// How long a crashing service waits before each restart: `delay`, doubling with every
+/// consecutive restart up to `max_delay`; a run that lasted `reset_after` starts over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Backoff {
+    /// `restart_delay`: the delay before the first restart.
+    #[serde(rename = "restart_delay", serialize_with = "ser_duration")]
+    pub delay: Duration,
+    /// `restart_delay_max`: the longest delay.
+    #[serde(rename = "restart_delay_max", serialize_with = "ser_duration")]
+    pub max_delay: Duration,
+    /// `restart_reset_after`: a run at least this long resets the delay to `delay`.
+    #[serde(rename = "restart_reset_after", serialize_with = "ser_duration")]
+    pub reset_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            delay: builtin::RESTART_DELAY,
+            max_delay: builtin::RESTART_DELAY_MAX,
+            reset_after: builtin::RESTART_RESET_AFTER,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before restart number `n` (0 = the first since the last stable run):
+    /// `delay × 2ⁿ`, at most `max_delay`.
+    pub fn delay_for(&self, n: u32) -> Duration {
+        let factor = 1u32.checked_shl(n).unwrap_or(u32::MAX);
+        self.delay.saturating_mul(factor).min(self.max_delay)
+    }
+}
+
 /// Built-in defaults, used where neither the script nor `defaults:` sets a field.
 pub mod builtin {
     use std::time::Duration;
@@ -227,6 +265,12 @@ pub mod builtin {
     pub const MAX_LOG_LINES: u64 = 10_000;
     /// `stop_grace`
     pub const STOP_GRACE: Duration = Duration::from_secs(10);
+    /// `restart_delay`
+    pub const RESTART_DELAY: Duration = Duration::from_millis(500);
+    /// `restart_delay_max` (raised to `restart_delay` when only that is set)
+    pub const RESTART_DELAY_MAX: Duration = Duration::from_secs(30);
+    /// `restart_reset_after`
+    pub const RESTART_RESET_AFTER: Duration = Duration::from_secs(10);
     /// `daemon.debounce`
     pub const DEBOUNCE: Duration = Duration::from_millis(50);
     /// `daemon.history_limit`

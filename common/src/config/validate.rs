@@ -2,10 +2,10 @@
 
 use super::positions::{Pos, Positions};
 use super::{
-    access, builtin, Access, AccessRule, CommandSpec, Config, ConfigError, ConfigErrors,
+    access, builtin, Access, AccessRule, Backoff, CommandSpec, Config, ConfigError, ConfigErrors,
     ConfigSource, DaemonConfig, LogConfig, RestartPolicy, Role, ScriptConfig, StopSignal, Subject,
 };
-use crate::units::{parse_duration, parse_size};
+use crate::units::{format_duration, parse_duration, parse_size};
 use serde_yaml::Value;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -30,6 +30,9 @@ const DEFAULT_KEYS: &[&str] = &[
     "stop_grace",
     "stop_signal",
     "restart",
+    "restart_delay",
+    "restart_delay_max",
+    "restart_reset_after",
     "log",
     "working_dir",
     "env",
@@ -43,9 +46,19 @@ const SCRIPT_KEYS: &[&str] = &[
     "env",
     "max_log_lines",
     "restart",
+    "restart_delay",
+    "restart_delay_max",
+    "restart_reset_after",
     "stop_signal",
     "stop_grace",
     "log",
+];
+/// Keys that only services (scripts without `interval`) take.
+const SERVICE_ONLY_KEYS: &[&str] = &[
+    "restart",
+    "restart_delay",
+    "restart_delay_max",
+    "restart_reset_after",
 ];
 const LOG_KEYS: &[&str] = &["max_bytes", "keep", "max_line_bytes"];
 
@@ -190,6 +203,8 @@ fn default_daemon(base: &Path) -> DaemonConfig {
 struct Partial {
     command: Option<CommandSpec>,
     interval: Option<Duration>,
+    /// `interval` is written (even if it did not parse).
+    interval_given: bool,
     timeout: Option<Duration>,
     enabled: Option<bool>,
     working_dir: Option<PathBuf>,
@@ -198,6 +213,9 @@ struct Partial {
     restart: Option<RestartPolicy>,
     stop_signal: Option<StopSignal>,
     stop_grace: Option<Duration>,
+    restart_delay: Option<Duration>,
+    restart_delay_max: Option<Duration>,
+    restart_reset_after: Option<Duration>,
     log_max_bytes: Option<u64>,
     log_keep: Option<u32>,
     log_max_line_bytes: Option<u64>,
@@ -596,7 +614,10 @@ impl<'s> Validator<'s> {
             let at = format!("{path}.{key}");
             match key.as_str() {
                 "command" => p.command = self.command(val, &at),
-                "interval" => p.interval = self.positive_duration(val, &at),
+                "interval" => {
+                    p.interval_given = true;
+                    p.interval = self.positive_duration(val, &at);
+                }
                 "timeout" => p.timeout = self.positive_duration(val, &at),
                 "enabled" => p.enabled = self.bool(val, &at),
                 "working_dir" => p.working_dir = self.path(val, &at, base),
@@ -637,6 +658,9 @@ impl<'s> Validator<'s> {
                     })
                 }
                 "stop_grace" => p.stop_grace = self.duration(val, &at),
+                "restart_delay" => p.restart_delay = self.positive_duration(val, &at),
+                "restart_delay_max" => p.restart_delay_max = self.positive_duration(val, &at),
+                "restart_reset_after" => p.restart_reset_after = self.positive_duration(val, &at),
                 "log" => {
                     for (lk, lv) in self.entries(val, &at, LOG_KEYS) {
                         let lp = format!("{at}.{lk}");
@@ -652,6 +676,14 @@ impl<'s> Validator<'s> {
                     }
                 }
                 _ => {}
+            }
+        }
+        if let (Some(delay), Some(max)) = (p.restart_delay, p.restart_delay_max) {
+            if max < delay {
+                self.err(
+                    &format!("{path}.restart_delay_max"),
+                    delay_order_message(delay, max),
+                );
             }
         }
         p
@@ -746,13 +778,55 @@ impl<'s> Validator<'s> {
             }
             return None;
         };
-        if p.interval.is_some() && p.restart.is_some() {
+        if p.interval.is_some() {
+            let given = [
+                p.restart.is_some(),
+                p.restart_delay.is_some(),
+                p.restart_delay_max.is_some(),
+                p.restart_reset_after.is_some(),
+            ];
+            for (key, _) in SERVICE_ONLY_KEYS.iter().zip(given).filter(|(_, g)| *g) {
+                self.err_key(
+                    &format!("{path}.{key}"),
+                    format!(
+                        "{key} applies only to services (scripts without interval); remove it \
+                         or remove interval"
+                    ),
+                );
+            }
+        }
+        if !p.interval_given && p.timeout.is_some() {
             self.err_key(
-                &format!("{path}.restart"),
-                "restart applies only to services (scripts without interval); remove it or \
-                 remove interval"
+                &format!("{path}.timeout"),
+                "timeout applies only to periodic scripts (with interval); a service runs until \
+                 it is stopped: remove timeout or add interval"
                     .into(),
             );
+        }
+        let delay = p
+            .restart_delay
+            .or(d.restart_delay)
+            .unwrap_or(builtin::RESTART_DELAY);
+        // Without a max anywhere, the built-in one is raised to the delay: `restart_delay: 1m`
+        // alone means a steady minute.
+        let max_delay = p
+            .restart_delay_max
+            .or(d.restart_delay_max)
+            .unwrap_or(builtin::RESTART_DELAY_MAX.max(delay));
+        if max_delay < delay {
+            // Both from the same section are reported where that section is parsed.
+            let mixed = p.restart_delay.is_some() != p.restart_delay_max.is_some();
+            if mixed {
+                let key = if p.restart_delay_max.is_some() {
+                    "restart_delay_max"
+                } else {
+                    "restart_delay"
+                };
+                self.err(
+                    &format!("{path}.{key}"),
+                    delay_order_message(delay, max_delay),
+                );
+            }
         }
         let explicit_dir = p.working_dir.is_some();
         let working_dir = p
@@ -765,7 +839,12 @@ impl<'s> Validator<'s> {
         let script = ScriptConfig {
             command,
             interval: p.interval,
-            timeout: p.timeout.or(d.timeout),
+            // A service has no timeout; one inherited from `defaults` is for periodic scripts.
+            timeout: if p.interval.is_some() {
+                p.timeout.or(d.timeout)
+            } else {
+                None
+            },
             enabled: p.enabled.unwrap_or(true),
             working_dir,
             env,
@@ -789,6 +868,14 @@ impl<'s> Validator<'s> {
                     .log_max_line_bytes
                     .or(d.log_max_line_bytes)
                     .unwrap_or(LogConfig::default().max_line_bytes),
+            },
+            backoff: Backoff {
+                delay,
+                max_delay,
+                reset_after: p
+                    .restart_reset_after
+                    .or(d.restart_reset_after)
+                    .unwrap_or(builtin::RESTART_RESET_AFTER),
             },
         };
         if dir_ok {
@@ -867,6 +954,15 @@ impl<'s> Validator<'s> {
             Ok(_) => {}
         }
     }
+}
+
+fn delay_order_message(delay: Duration, max: Duration) -> String {
+    format!(
+        "restart_delay_max ({}) is shorter than restart_delay ({}); raise restart_delay_max or \
+         lower restart_delay",
+        format_duration(max),
+        format_duration(delay)
+    )
 }
 
 fn unknown_key(key: &str, allowed: &[&str]) -> String {
