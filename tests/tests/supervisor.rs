@@ -952,7 +952,7 @@ fn check_reports_each_problem_with_its_location_and_exits_3() {
     assert_eq!(r.code, 3, "{r:?}");
     assert!(
         r.stderr
-            .contains("scriptd.yaml: refused: the file is writable by group or others (mode 666)"),
+            .contains("scriptd.yaml: refused: the file is writable by others (mode 666)"),
         "{}",
         r.stderr
     );
