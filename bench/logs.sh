@@ -21,7 +21,7 @@ cargo build --release --workspace --quiet
 DIR=$(mktemp -d /tmp/scriptd-bench.XXXXXX)
 # Private copies: a rebuild during the run must not swap the binary under the daemon (its
 # shim re-executes the daemon's own binary).
-cp "$ROOT/target/release/scriptd" "$ROOT/target/release/ctl" "$DIR/"
+cp "$ROOT/target/release/scriptd" "$ROOT/target/release/scriptd-shim" "$ROOT/target/release/ctl" "$DIR/"
 SCRIPTD="$DIR/scriptd"
 CTL="$DIR/ctl"
 DAEMON_PID=

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::OnceLock;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStderr, ChildStdout};
 
@@ -67,6 +68,35 @@ pub struct Spawned {
     pub stderr: ChildStderr,
 }
 
+/// The shim to start: `scriptd-shim` next to the daemon's binary (or in
+/// `../libexec/scriptd/`, where packages put helpers), else the daemon's own binary, which
+/// has the shim built in. `/proc/self/exe` still runs the daemon's binary after an upgrade
+/// replaced the file.
+fn shim_program() -> &'static Path {
+    static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
+    PROGRAM.get_or_init(|| {
+        let own = PathBuf::from("/proc/self/exe");
+        let Some(dir) = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(Path::to_path_buf))
+        else {
+            return own;
+        };
+        [
+            dir.join("scriptd-shim"),
+            dir.join("../libexec/scriptd/scriptd-shim"),
+        ]
+        .into_iter()
+        .find(|p| is_executable(p))
+        .unwrap_or(own)
+    })
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
 /// Starts `cfg` through the shim; returns once the program is executing (or failed to).
 pub async fn spawn(
     name: &str,
@@ -74,7 +104,7 @@ pub async fn spawn(
     cfg: &ScriptConfig,
     death: &DeathPipe,
 ) -> Result<Spawned, SpawnError> {
-    let exe = std::env::current_exe()?;
+    let exe = shim_program();
     let (report_r, report_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
     let report_w = high_fd(report_w)?;

@@ -1,7 +1,8 @@
-//! The process-group shim: `scriptd __shim SIGNAL GRACE_MS -- PROGRAM ARGS...`.
+//! The process-group shim: `scriptd-shim __shim SIGNAL GRACE_MS -- PROGRAM ARGS...` (or the
+//! daemon's own binary in this hidden mode, when `scriptd-shim` is not installed next to it).
 //!
-//! The daemon never spawns a script directly. It spawns its own binary in this hidden mode,
-//! and the shim:
+//! The daemon never spawns a script directly. It spawns the shim, a single-threaded process
+//! that waits on one `poll` for both the script's exit and the daemon's death, and:
 //! - names itself `shim:SCRIPT` (comm), so `pkill scriptd` / `pgrep -x scriptd` find the
 //!   daemon only;
 //! - starts the script as the leader of a new process group (the group the daemon signals),
@@ -17,12 +18,14 @@
 //! - when the script exits, stops whatever it left behind in its group, then exits with the
 //!   script's status (re-raising its signal) so the daemon sees the real outcome.
 
-use nix::sys::signal::{kill, raise, signal, SigHandler, Signal};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, raise, signal, SigHandler, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::ffi::OsString;
-use std::io::{Read, Write};
-use std::os::fd::FromRawFd;
+use std::io::Write;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -54,6 +57,20 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
 
+    // SIGCHLD is read from a signalfd: blocked from now on, so none is lost (the script
+    // starts with an empty signal mask: std resets it in the child).
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    let sigchld = match mask
+        .thread_block()
+        .and_then(|()| SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC))
+    {
+        Ok(fd) => fd,
+        Err(e) => {
+            let _ = writeln!(report, "err cannot wait for the script: {e}");
+            return ExitCode::from(127);
+        }
+    };
     let mut cmd = std::process::Command::new(&argv[0]);
     cmd.args(&argv[1..]).process_group(0);
     let shim_pid = nix::unistd::getpid();
@@ -84,26 +101,90 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     let pid = Pid::from_raw(child.id() as i32);
     let _ = writeln!(report, "ok {pid}");
     drop(report);
-    // The std handle is not used to wait: waitpid(-1) below reaps the script and adopted
-    // orphans alike.
+    // The std handle is not used to wait: waitpid(-1) reaps the script and adopted orphans
+    // alike.
     drop(child);
 
-    std::thread::spawn(move || {
-        let mut death = unsafe_owned_file(DEATH_FD);
-        let mut buf = [0u8; 64];
-        // Returns 0 (EOF) only when every write end is closed: the daemon is gone.
-        while matches!(death.read(&mut buf), Ok(n) if n > 0) {}
-        // The main thread is blocked in waitpid and reaps for us meanwhile.
-        stop_group(pid, stop, grace, false);
-    });
-
-    let status = wait_for(pid);
+    let status = supervise(pid, stop, grace, &sigchld);
     // Whatever the script left in its group gets the same treatment as a stop.
     if kill(Pid::from_raw(-pid.as_raw()), None).is_ok() {
-        stop_group(pid, stop, grace, true);
+        stop_group(pid, stop, grace);
     }
     reap_all(Instant::now() + Duration::from_millis(200));
     exit_like(status)
+}
+
+/// One thread waits for everything: the script's exit (SIGCHLD, through a signalfd) and the
+/// daemon's death (EOF on [`DEATH_FD`]), after which the group gets `stop`, then SIGKILL
+/// once `grace` has passed. Returns the script's status.
+fn supervise(script: Pid, stop: Signal, grace: Duration, sigchld: &SignalFd) -> WaitStatus {
+    // SAFETY: DEATH_FD was dup2()ed into place by the daemon and is owned by nothing else.
+    let death = unsafe { OwnedFd::from_raw_fd(DEATH_FD) };
+    let group = Pid::from_raw(-script.as_raw());
+    let mut daemon_alive = true;
+    let mut kill_at: Option<Instant> = None;
+    loop {
+        if let Some(status) = reap_until(script) {
+            return status;
+        }
+        if kill_at.is_some_and(|at| Instant::now() >= at) {
+            let _ = kill(group, Signal::SIGKILL);
+            kill_at = None;
+        }
+        let timeout = kill_at.map_or(PollTimeout::NONE, |at| {
+            let left = at.saturating_duration_since(Instant::now()).as_millis();
+            PollTimeout::try_from(left.saturating_add(1)).unwrap_or(PollTimeout::MAX)
+        });
+        let mut fds = vec![PollFd::new(sigchld.as_fd(), PollFlags::POLLIN)];
+        if daemon_alive {
+            fds.push(PollFd::new(death.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return WaitStatus::Exited(script, 127),
+        }
+        let death_ready = daemon_alive
+            && fds
+                .get(1)
+                .and_then(PollFd::revents)
+                .is_some_and(|r| !r.is_empty());
+        while matches!(sigchld.read_signal(), Ok(Some(_))) {}
+        if death_ready {
+            let mut buf = [0u8; 64];
+            // 0 (EOF) only when every write end is closed: the daemon is gone.
+            if matches!(nix::unistd::read(&death, &mut buf), Ok(0) | Err(_)) {
+                daemon_alive = false;
+                if kill(group, stop).is_ok() {
+                    // A grace past the clock's range waits as long as the group lives.
+                    kill_at = Instant::now().checked_add(grace).or(Some(far_future()));
+                }
+            }
+        }
+    }
+}
+
+/// A time no grace reaches.
+fn far_future() -> Instant {
+    let mut at = Instant::now();
+    for years in [100u64, 10, 1] {
+        if let Some(t) = at.checked_add(Duration::from_secs(years * 365 * 24 * 3600)) {
+            at = t;
+        }
+    }
+    at
+}
+
+/// Reaps whatever has exited; the script's status once it is among them.
+fn reap_until(script: Pid) -> Option<WaitStatus> {
+    loop {
+        match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => return None,
+            Ok(s) if s.pid() == Some(script) => return Some(s),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            // ECHILD: the script is gone without a status we could read.
+            Err(_) => return Some(WaitStatus::Exited(script, 127)),
+        }
+    }
 }
 
 /// Sets the thread's (and so the process's) comm to `shim:NAME`, cut to the kernel's 15
@@ -139,11 +220,10 @@ fn unsafe_owned_file(fd: i32) -> std::fs::File {
     unsafe { std::fs::File::from_raw_fd(fd) }
 }
 
-/// Signals the group, waits up to `grace` for it to empty, then SIGKILLs it. With `reap`,
-/// reaps dead children while waiting: an unreaped zombie still counts as a member of the
-/// group, so without it a group whose processes all died would be waited on for the whole
-/// grace.
-fn stop_group(pgid: Pid, stop: Signal, grace: Duration, reap: bool) {
+/// Signals the group, waits up to `grace` for it to empty, then SIGKILLs it, reaping dead
+/// children while waiting: an unreaped zombie still counts as a member of the group, so
+/// without it a group whose processes all died would be waited on for the whole grace.
+fn stop_group(pgid: Pid, stop: Signal, grace: Duration) {
     let group = Pid::from_raw(-pgid.as_raw());
     if kill(group, stop).is_err() {
         return;
@@ -151,30 +231,16 @@ fn stop_group(pgid: Pid, stop: Signal, grace: Duration, reap: bool) {
     // A grace past the clock's range waits as long as the group lives.
     let deadline = Instant::now().checked_add(grace);
     while deadline.is_none_or(|d| Instant::now() < d) {
-        if reap {
-            while matches!(
-                waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)),
-                Ok(s) if s != WaitStatus::StillAlive
-            ) {}
-        }
+        while matches!(
+            waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)),
+            Ok(s) if s != WaitStatus::StillAlive
+        ) {}
         if kill(group, None).is_err() {
             return;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     let _ = kill(group, Signal::SIGKILL);
-}
-
-/// Reaps children until the script itself exits; returns its status.
-fn wait_for(script: Pid) -> WaitStatus {
-    loop {
-        match waitpid(None::<Pid>, None) {
-            Ok(s) if s.pid() == Some(script) => return s,
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => return WaitStatus::Exited(script, 127),
-        }
-    }
 }
 
 /// Reaps adopted orphans until none is left or the deadline passes.

@@ -202,8 +202,13 @@ impl Env {
 
     /// Like [`Self::start`], with extra environment variables for the daemon.
     pub fn start_with_env(&self, vars: &[(&str, &str)]) -> Daemon {
+        self.start_binary(&scriptd_bin(), vars)
+    }
+
+    /// Like [`Self::start_with_env`], with the daemon binary at `bin`.
+    pub fn start_binary(&self, bin: &Path, vars: &[(&str, &str)]) -> Daemon {
         let log = fs::File::create(self.path("daemon.log")).expect("daemon log");
-        let child = Command::new(scriptd_bin())
+        let child = Command::new(bin)
             .arg("--config")
             .arg(self.config())
             .env("SCRIPTD_LOG", "debug")

@@ -5,8 +5,8 @@
 
 use ctl::output::EventJson;
 use scriptd_e2e::{
-    alive, ctl_bin, is_phase, pids_with_marker, scriptd_exits, wait_for, Daemon, Env, Events, Run,
-    DEADLINE,
+    alive, ctl_bin, is_phase, pids_with_marker, scriptd_bin, scriptd_exits, wait_for, Daemon, Env,
+    Events, Run, DEADLINE,
 };
 use std::fs;
 use std::io::Read;
@@ -1144,6 +1144,42 @@ fn shims_do_not_look_like_the_daemon() {
     for p in &pids {
         assert_ne!(comm(*p), "scriptd", "pid {p}: {}", cmdline(*p));
     }
+    // The small `scriptd-shim` executable next to the daemon's binary runs it.
+    assert_eq!(exe_name(shim), "scriptd-shim");
+}
+
+/// The file name of the executable a process runs.
+fn exe_name(pid: u32) -> String {
+    fs::read_link(format!("/proc/{pid}/exe"))
+        .expect("read /proc/PID/exe")
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_daemon_binary_alone_runs_scripts_through_its_built_in_shim() {
+    // A copy of `scriptd` without `scriptd-shim` beside it: its own binary is the shim.
+    let marker = "1000.1702";
+    let env = forking_env(marker);
+    let bin_dir = tempfile::tempdir().expect("temp dir for the binary");
+    let bin = bin_dir.path().join("scriptd");
+    fs::copy(scriptd_bin(), &bin).expect("copy scriptd");
+    let d = env.start_binary(&bin, &[]);
+    let pids = forked(marker);
+    let shim = pids
+        .iter()
+        .copied()
+        .find(|&p| cmdline(p).contains("__shim"))
+        .expect("a shim");
+    assert_eq!(exe_name(shim), "scriptd");
+    assert_eq!(comm(shim), "shim:forker");
+    assert!(d.script("forker").pid.is_some());
+    let r = d.ctl(&["stop", "forker"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    wait_for("the forked processes to be gone", DEADLINE, || {
+        pids_with_marker(marker).is_empty().then_some(())
+    });
 }
 
 /// The forking service, its shim and the shell that leads the group (the script itself).
