@@ -1435,6 +1435,7 @@ pub async fn pump(pipe: impl PipeEnd, sink: Arc<LogSink>, run_id: u64, stream: S
     };
     let mut lines = Splitter::default();
     let mut buf: Vec<u8> = Vec::new();
+    let mut widened = false;
     'stream: loop {
         if rx.readable().await.is_err() {
             break;
@@ -1444,7 +1445,11 @@ pub async fn pump(pipe: impl PipeEnd, sink: Arc<LogSink>, run_id: u64, stream: S
             buf.clear();
             match rx.try_read_buf(&mut buf) {
                 Ok(0) => break 'stream,
-                Ok(_) => {
+                Ok(n) => {
+                    if n == READ_CHUNK && !widened {
+                        widened = true;
+                        widen(&rx);
+                    }
                     let max = sink.max_line_bytes().max(4);
                     sink.append(lines.split(&buf, max, run_id, stream));
                 }
@@ -1457,6 +1462,18 @@ pub async fn pump(pipe: impl PipeEnd, sink: Arc<LogSink>, run_id: u64, stream: S
         buf = Vec::new();
     }
     sink.append(lines.finish(run_id, stream));
+}
+
+/// Pipe capacity for a script that floods its output.
+const FLOOD_PIPE: i32 = 1 << 20;
+
+/// Gives the pipe of a script that filled it a bigger buffer, so the script blocks less
+/// often while the daemon writes a chunk out. Only flooding streams get one (the kernel
+/// counts pipe buffers against the user's limit); when the kernel refuses, nothing changes.
+fn widen(rx: &pipe::Receiver) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl(F_SETPIPE_SZ) with an integer argument on a descriptor we own.
+    unsafe { libc::fcntl(rx.as_raw_fd(), libc::F_SETPIPE_SZ, FLOOD_PIPE) };
 }
 
 /// Where to cut `bytes` (longer than `max`) so no UTF-8 character is cut in two.

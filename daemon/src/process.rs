@@ -70,25 +70,28 @@ pub struct Spawned {
 
 /// The shim to start: `scriptd-shim` next to the daemon's binary (or in
 /// `../libexec/scriptd/`, where packages put helpers), else the daemon's own binary, which
-/// has the shim built in. `/proc/self/exe` still runs the daemon's binary after an upgrade
-/// replaced the file.
+/// has the shim built in (by its path, or by `/proc/self/exe` once an upgrade replaced the
+/// file).
 fn shim_program() -> &'static Path {
     static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
     PROGRAM.get_or_init(|| {
-        let own = PathBuf::from("/proc/self/exe");
-        let Some(dir) = std::env::current_exe()
-            .ok()
-            .and_then(|exe| exe.parent().map(Path::to_path_buf))
-        else {
-            return own;
+        let Ok(exe) = std::env::current_exe() else {
+            return PathBuf::from("/proc/self/exe");
         };
+        let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
         [
             dir.join("scriptd-shim"),
             dir.join("../libexec/scriptd/scriptd-shim"),
         ]
         .into_iter()
         .find(|p| is_executable(p))
-        .unwrap_or(own)
+        .unwrap_or_else(|| {
+            if exe.exists() {
+                exe
+            } else {
+                PathBuf::from("/proc/self/exe")
+            }
+        })
     })
 }
 
