@@ -149,7 +149,7 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
     let listener = socket::bind(&daemon.socket).await?;
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let events = events::EventBus::default();
+    let events = events::EventBus::new(cancel.clone());
     let shared = Arc::new(runner::Shared {
         death: process::DeathPipe::new().context("cannot create the shim liveness pipe")?,
         events: events.clone(),
@@ -157,7 +157,6 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
         cancel: cancel.clone(),
     });
     let main = source.main.clone();
-    let include = config::include_patterns(&source.files[0].content);
     let history = history::History::open(&daemon.state_dir, daemon.history_limit)
         .with_context(|| format!("cannot open the history in {}", daemon.state_dir.display()))?;
     let (coordinator, snapshot) = reload::Coordinator::start(
@@ -173,22 +172,11 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
     tracker.spawn(coordinator.run(reload_rx));
 
     if daemon.watch {
-        let layout = watcher::Layout {
-            main: main.clone(),
-            include,
-        };
-        let main_for_layout = main.clone();
         tracker.spawn(watcher::run(
-            layout,
+            main.clone(),
             daemon.debounce,
             reload_tx.clone(),
             cancel.clone(),
-            move || watcher::Layout {
-                include: config::read_source(&main_for_layout)
-                    .map(|s| config::include_patterns(&s.files[0].content))
-                    .unwrap_or_default(),
-                main: main_for_layout.clone(),
-            },
         ));
     }
 
@@ -205,11 +193,38 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
     );
     let server_task = socket::serve(listener, service, cancel.clone());
 
+    // The signal loop never waits for the reload queue (a SIGTERM is never held up behind
+    // it): it only wakes this task. One signal reload at a time; SIGHUPs meanwhile leave one
+    // permit in the Notify, that is one more reload after it, however many they were.
+    let hup = Arc::new(tokio::sync::Notify::new());
+    tracker.spawn({
+        let (hup, cancel, reload_tx) = (hup.clone(), cancel.clone(), reload_tx.clone());
+        async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = hup.notified() => {}
+                }
+                let (reply, done) = tokio::sync::oneshot::channel();
+                let req = reload::Request {
+                    reply: Some(reply),
+                    ..reload::Request::new(reload::Source::Signal)
+                };
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    sent = reload_tx.send(req) => if sent.is_err() { break },
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = done => {}
+                }
+            }
+        }
+    });
     let signals = {
         let cancel = cancel.clone();
-        let reload_tx = reload_tx.clone();
         async move {
-            let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            let (Ok(mut term), Ok(mut int), Ok(mut hup_signal)) = (
                 signal(SignalKind::terminate()),
                 signal(SignalKind::interrupt()),
                 signal(SignalKind::hangup()),
@@ -221,9 +236,9 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
                 tokio::select! {
                     _ = term.recv() => { tracing::info!("SIGTERM: stopping every script"); break }
                     _ = int.recv() => { tracing::info!("SIGINT: stopping every script"); break }
-                    _ = hup.recv() => {
+                    _ = hup_signal.recv() => {
                         tracing::info!("SIGHUP: reloading");
-                        let _ = reload_tx.send(reload::Request::new(reload::Source::Signal)).await;
+                        hup.notify_one();
                     }
                 }
             }

@@ -4,18 +4,17 @@
 use crate::convert;
 use crate::events::EventBus;
 use crate::history::{History, HistoryError};
-use crate::reload::{self, Report, Request, Snapshot, Source};
+use crate::reload::{Report, Request, Snapshot, Source};
 use crate::runner::ControlError;
 use scriptd_common::config;
 use scriptd_common::config::ConfigFile;
 use scriptd_common::diff;
 use scriptd_common::proto::scriptd_server::Scriptd;
-use scriptd_common::proto::{self, event::Kind, ConfigSync, ControlAction};
+use scriptd_common::proto::{self, ConfigSync, ControlAction};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::Stream;
 use tonic::{Request as Req, Response, Status};
 
@@ -280,25 +279,7 @@ impl Scriptd for Service {
         &self,
         _request: Req<proto::EventsRequest>,
     ) -> Result<Response<Self::EventsStream>, Status> {
-        let mut sub = self.events.subscribe();
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                let item = match sub.recv().await {
-                    Ok(ev) => (*ev).clone(),
-                    Err(broadcast::error::RecvError::Lagged(n)) => proto::Event {
-                        time_ms: crate::now_ms(),
-                        seq: 0,
-                        kind: Some(Kind::Missed(n)),
-                    },
-                    Err(broadcast::error::RecvError::Closed) => break,
-                };
-                if tx.send(Ok(item)).await.is_err() {
-                    break; // the client left
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(self.events.follow())))
     }
 
     async fn history(
@@ -386,6 +367,3 @@ pub fn report_to_proto(r: Report) -> proto::ReloadResponse {
         plan_id: r.plan_id,
     }
 }
-
-/// Re-export for the plan id of dry runs.
-pub use reload::plan_id;

@@ -449,12 +449,6 @@ impl Events {
         }
     }
 
-    /// Collects whatever arrives during `window` into [`Self::seen`].
-    pub fn collect_for(&mut self, window: Duration) {
-        let end = Instant::now() + window;
-        while self.pull(end) {}
-    }
-
     /// Every event seen so far, one JSON line each: for failure messages.
     pub fn dump(&self) -> String {
         self.seen

@@ -10,7 +10,10 @@ mod positions;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use load::{check_permissions, include_patterns, load, read_source, ConfigFile, ConfigSource};
+pub use load::{
+    check_permissions, include_patterns, load, read_source, ConfigFile, ConfigSource,
+    INCLUDE_MATCH,
+};
 pub use validate::validate;
 
 use serde::Serialize;
