@@ -162,7 +162,11 @@ fn an_empty_env_has_no_rows_and_absent_differs_from_empty() {
     let added = diff_script("s", &old, &new);
     assert_eq!(added.len(), 1, "{added:?}");
     assert_eq!(
-        (added[0].field.as_str(), added[0].old.as_deref(), added[0].new.as_deref()),
+        (
+            added[0].field.as_str(),
+            added[0].old.as_deref(),
+            added[0].new.as_deref()
+        ),
         ("env.B", None, Some(""))
     );
     let mut newer = new.clone();
@@ -174,7 +178,11 @@ fn an_empty_env_has_no_rows_and_absent_differs_from_empty() {
     );
     let removed = diff_script("s", &newer, &old);
     assert_eq!(
-        (removed.len(), removed[0].old.as_deref(), removed[0].new.as_deref()),
+        (
+            removed.len(),
+            removed[0].old.as_deref(),
+            removed[0].new.as_deref()
+        ),
         (1, Some("x"), None)
     );
 }
@@ -397,7 +405,10 @@ fn set_script_field(s: &mut ScriptConfig, field: &str, new: Option<&str>) {
     }
     let optional = ["interval", "timeout"];
     let Some(text) = new else {
-        assert!(optional.contains(&field), "{field} removed, but it is never absent");
+        assert!(
+            optional.contains(&field),
+            "{field} removed, but it is never absent"
+        );
         match field {
             "interval" => s.interval = None,
             _ => s.timeout = None,

@@ -178,7 +178,10 @@ fn valid_design_example_loads_with_effective_values() {
     dir.write("scripts.d/notes.txt", "not yaml: [ and not included\n");
     // Dotfiles are never included: an editor's swap file, Ansible's temp file mid-save.
     dir.write("scripts.d/.db.yaml.swp", "not yaml: [ and not included\n");
-    dir.write("scripts.d/.ansible_tmpXa.yaml", "not yaml: [ and not included\n");
+    dir.write(
+        "scripts.d/.ansible_tmpXa.yaml",
+        "not yaml: [ and not included\n",
+    );
     let base = dir.path();
 
     let (source, config) = match load(&dir.main()) {

@@ -125,7 +125,11 @@ mod tests {
             }
         }
         assert!(missed > 0, "no missed marker");
-        assert_eq!(last, Some(format!("s{}", total - 1)), "the newest event arrives");
+        assert_eq!(
+            last,
+            Some(format!("s{}", total - 1)),
+            "the newest event arrives"
+        );
     }
 
     #[tokio::test]

@@ -202,14 +202,14 @@ impl Coordinator {
         let handles: Arc<BTreeMap<_, _>> = Arc::new(
             config
                 .scripts
-            .iter()
-            .map(|(name, cfg)| {
-                (
-                    name.clone(),
-                    runner::start(name.clone(), cfg.clone(), shared.clone(), &tracker),
-                )
-            })
-            .collect(),
+                .iter()
+                .map(|(name, cfg)| {
+                    (
+                        name.clone(),
+                        runner::start(name.clone(), cfg.clone(), shared.clone(), &tracker),
+                    )
+                })
+                .collect(),
         );
         let config = Arc::new(config);
         let snap = Arc::new(Snapshot {
@@ -641,7 +641,9 @@ impl Coordinator {
             if let (ScriptPlan::Changed(_), Some(old)) = (p, self.config.scripts.get(name)) {
                 if let Some(h) = self.handles.get(name).cloned() {
                     let (name, old): (String, ScriptConfig) = (name.clone(), old.clone());
-                    set.spawn(async move { h.update(old).await.map(|_| ()).map_err(|e| (name, e)) });
+                    set.spawn(
+                        async move { h.update(old).await.map(|_| ()).map_err(|e| (name, e)) },
+                    );
                 }
             }
         }

@@ -157,7 +157,13 @@ fn handler(
     tx: mpsc::Sender<Touch>,
 ) -> impl Fn(notify::Result<notify::Event>) + Send + 'static {
     move |res: notify::Result<notify::Event>| {
-        let main = || layout.read().unwrap_or_else(|e| e.into_inner()).main.clone();
+        let main = || {
+            layout
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .main
+                .clone()
+        };
         let event = match res {
             Ok(event) => event,
             Err(e) => {
@@ -420,11 +426,11 @@ mod tests {
     fn an_overflow_or_an_error_touches_the_main_file() {
         use notify::event::Flag;
         let l = layout(&["conf.d/*.yaml"]);
-        let main = (PathBuf::from("/etc/scriptd/scriptd.yaml"), false);
+        let main = || vec![(PathBuf::from("/etc/scriptd/scriptd.yaml"), false)];
         let overflow = notify::Event::new(EventKind::Other).set_flag(Flag::Rescan);
-        assert_eq!(touches(&l, Ok(overflow)), [main.clone()]);
+        assert_eq!(touches(&l, Ok(overflow)), main());
         let error = notify::Error::generic("inotify read failed");
-        assert_eq!(touches(&l, Err(error)), [main]);
+        assert_eq!(touches(&l, Err(error)), main());
     }
 
     #[test]

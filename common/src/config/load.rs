@@ -231,13 +231,17 @@ fn scan_include(main_text: &str) -> Option<Vec<String>> {
             Event::MappingEnd => break,
             Event::Scalar(key, _, 0, None) if key == "include" => {
                 return match next()? {
-                    Event::Scalar(text, style, 0, None) => Some(string(text, style).into_iter().collect()),
+                    Event::Scalar(text, style, 0, None) => {
+                        Some(string(text, style).into_iter().collect())
+                    }
                     Event::SequenceStart(0, None) => {
                         let mut out = Vec::new();
                         loop {
                             match next()? {
                                 Event::SequenceEnd => break Some(out),
-                                Event::Scalar(text, style, 0, None) => out.extend(string(text, style)),
+                                Event::Scalar(text, style, 0, None) => {
+                                    out.extend(string(text, style))
+                                }
                                 _ => return None,
                             }
                         }

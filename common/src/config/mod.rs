@@ -11,8 +11,7 @@ mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{
-    check_permissions, include_patterns, load, read_source, ConfigFile, ConfigSource,
-    INCLUDE_MATCH,
+    check_permissions, include_patterns, load, read_source, ConfigFile, ConfigSource, INCLUDE_MATCH,
 };
 pub use validate::validate;
 
