@@ -265,9 +265,9 @@ pub struct ChangeJson {
     pub script: String,
     /// Field, `*` for a whole script.
     pub field: String,
-    /// Old value.
+    /// Old value; null when the field or script is added ("" is an empty value).
     pub old: Option<String>,
-    /// New value.
+    /// New value; null when the field or script is removed ("" is an empty value).
     pub new: Option<String>,
     /// live, next-run, restart, start, stop, daemon-restart.
     pub impact: String,
@@ -360,8 +360,8 @@ impl From<&proto::Change> for ChangeJson {
         Self {
             script: c.script.clone(),
             field: c.field.clone(),
-            old: opt(&c.old_value),
-            new: opt(&c.new_value),
+            old: c.old_value.clone(),
+            new: c.new_value.clone(),
             impact: impact_name(c.impact).into(),
             outcome: outcome_name(c.outcome).into(),
             reason: opt(&c.reason),
@@ -598,15 +598,25 @@ pub fn status_table(r: &proto::StatusResponse, colour: bool) -> String {
     out
 }
 
+/// A value in the plan table; the empty string shows as `""`, so a value changed from ""
+/// (`"" → x`) differs from an added one (`+ x`).
+fn value_text(v: &str) -> &str {
+    if v.is_empty() {
+        "\"\""
+    } else {
+        v
+    }
+}
+
 /// The plan table.
 pub fn changes_table(changes: &[proto::Change]) -> String {
     let mut builder = tabled::builder::Builder::default();
     builder.push_record(["SCRIPT", "FIELD", "OLD → NEW", "IMPACT", "OUTCOME"]);
     for c in changes {
-        let arrow = match (c.old_value.is_empty(), c.new_value.is_empty()) {
-            (true, _) => format!("+ {}", c.new_value),
-            (_, true) => format!("- {}", c.old_value),
-            _ => format!("{} → {}", c.old_value, c.new_value),
+        let arrow = match (&c.old_value, &c.new_value) {
+            (None, new) => format!("+ {}", value_text(new.as_deref().unwrap_or_default())),
+            (Some(old), None) => format!("- {}", value_text(old)),
+            (Some(old), Some(new)) => format!("{} → {}", value_text(old), value_text(new)),
         };
         let mut outcome = outcome_name(c.outcome).to_owned();
         if !c.reason.is_empty() {

@@ -2,13 +2,11 @@
 //! "Change impact"). Pure functions: the daemon applies what they decide.
 
 use crate::config::{Config, ScriptConfig};
-use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// How a change is applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Impact {
     /// Applied at once, no process touched.
     Live,
@@ -24,23 +22,8 @@ pub enum Impact {
     DaemonRestart,
 }
 
-impl Impact {
-    /// Table spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Live => "live",
-            Self::NextRun => "next-run",
-            Self::Restart => "restart",
-            Self::Start => "start",
-            Self::Stop => "stop",
-            Self::DaemonRestart => "daemon-restart",
-        }
-    }
-}
-
 /// What happens (or happened) to a change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
     /// Done at once.
     Applied,
@@ -50,19 +33,8 @@ pub enum Outcome {
     Rejected,
 }
 
-impl Outcome {
-    /// Table spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Applied => "applied",
-            Self::Scheduled => "scheduled",
-            Self::Rejected => "rejected",
-        }
-    }
-}
-
 /// One changed field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     /// Script name; empty for `daemon.*`.
     pub script: String,
@@ -113,7 +85,8 @@ impl Plan {
 /// Flattens a serialised config section into `(field path, rendered value)` pairs.
 fn flatten(prefix: &str, value: &Value, out: &mut BTreeMap<String, String>) {
     match value {
-        Value::Object(map) if !map.is_empty() => {
+        // An empty map (an empty `env`) has no field at all: each entry is a field.
+        Value::Object(map) => {
             for (k, v) in map {
                 let path = if prefix.is_empty() {
                     k.clone()
@@ -139,7 +112,6 @@ pub fn script_fields(cfg: &ScriptConfig) -> BTreeMap<String, String> {
     if let Ok(v) = serde_json::to_value(cfg) {
         flatten("", &v, &mut out);
     }
-    // Absent env: keep nothing; an explicit empty map flattens to nothing as well.
     out
 }
 
@@ -289,22 +261,4 @@ pub fn plan(old: &Config, new: &Config, running_periodic: &dyn Fn(&str) -> bool)
 /// Short description of a whole script for added/removed rows.
 fn command_text(cfg: &ScriptConfig) -> String {
     script_fields(cfg).remove("command").unwrap_or_default()
-}
-
-/// Applies a plan to `old`: the scripts it adds, removes and changes. Used to check that a
-/// plan is complete (applying it to the old config yields the new one).
-pub fn apply(old: &Config, plan: &Plan, new_daemon: &crate::config::DaemonConfig) -> Config {
-    let mut out = old.clone();
-    out.daemon = new_daemon.clone();
-    for (name, p) in &plan.scripts {
-        match p {
-            ScriptPlan::Removed => {
-                out.scripts.remove(name);
-            }
-            ScriptPlan::Added(cfg) | ScriptPlan::Changed(cfg) => {
-                out.scripts.insert(name.clone(), cfg.clone());
-            }
-        }
-    }
-    out
 }

@@ -1,12 +1,14 @@
 //! Diff and impact classification: a table of single-field changes, and properties over
-//! generated configs.
+//! generated pairs of configs (the new one a mutation of the old one: some scripts kept,
+//! some changed in a few fields, some removed, some added, sometimes the daemon section).
 
 use proptest::prelude::*;
 use scriptd_common::config::{
     Access, AccessRule, Backoff, CommandSpec, Config, DaemonConfig, LogConfig, RestartPolicy, Role,
     ScriptConfig, StopSignal, Subject,
 };
-use scriptd_common::diff::{apply, diff_script, plan, Impact, Outcome, ScriptPlan};
+use scriptd_common::diff::{diff_script, plan, script_fields, Change, Impact, Outcome, ScriptPlan};
+use scriptd_common::units::parse_duration;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -154,6 +156,41 @@ fn each_field_has_its_impact() {
 }
 
 #[test]
+fn an_empty_env_has_no_rows_and_absent_differs_from_empty() {
+    let mut old = script();
+    old.env.clear();
+    let mut new = old.clone();
+    new.env.insert("B".into(), String::new());
+    // One row per variable; the empty map itself is no field.
+    let added = diff_script("s", &old, &new);
+    assert_eq!(added.len(), 1, "{added:?}");
+    assert_eq!(
+        (
+            added[0].field.as_str(),
+            added[0].old.as_deref(),
+            added[0].new.as_deref()
+        ),
+        ("env.B", None, Some(""))
+    );
+    let mut newer = new.clone();
+    newer.env.insert("B".into(), "x".into());
+    let changed = diff_script("s", &new, &newer);
+    assert_eq!(
+        (changed[0].old.as_deref(), changed[0].new.as_deref()),
+        (Some(""), Some("x"))
+    );
+    let removed = diff_script("s", &newer, &old);
+    assert_eq!(
+        (
+            removed.len(),
+            removed[0].old.as_deref(),
+            removed[0].new.as_deref()
+        ),
+        (1, Some("x"), None)
+    );
+}
+
+#[test]
 fn added_removed_and_scheduled() {
     let mut changed = script();
     changed.command = CommandSpec::Shell("new".into());
@@ -224,14 +261,17 @@ fn access_change_is_a_daemon_restart() {
     );
 }
 
+/// Number of script fields [`mix`] knows.
+const FIELDS: u32 = 11;
+
 fn arb_script() -> impl Strategy<Value = ScriptConfig> {
     (
-        prop::sample::select(vec!["/bin/true", "/bin/sh", "echo hi"]),
+        prop::sample::select(vec!["/bin/true", "/bin/sh", "echo hi", ""]),
         prop::option::of(1u64..5),
         prop::option::of(1u64..5),
         any::<bool>(),
         prop::sample::select(vec!["/srv", "/tmp"]),
-        prop::collection::btree_map("[A-C]", "[0-2]", 0..3),
+        prop::collection::btree_map("[A-C]", "[0-2]?", 0..3),
         1u64..4,
         prop::sample::select(vec![
             RestartPolicy::Always,
@@ -240,10 +280,10 @@ fn arb_script() -> impl Strategy<Value = ScriptConfig> {
         ]),
         prop::sample::select(StopSignal::ALL.to_vec()),
         1u64..3,
-        1u32..3,
+        (1u32..3, 1u64..3),
     )
         .prop_map(
-            |(cmd, interval, timeout, enabled, wd, env, lines, restart, sig, grace, keep)| {
+            |(cmd, interval, timeout, enabled, wd, env, lines, restart, sig, grace, (keep, mb))| {
                 ScriptConfig {
                     command: if cmd.starts_with('/') {
                         CommandSpec::Argv(vec![cmd.into()])
@@ -261,12 +301,80 @@ fn arb_script() -> impl Strategy<Value = ScriptConfig> {
                     stop_grace: Duration::from_secs(grace),
                     log: LogConfig {
                         keep,
+                        max_bytes: mb << 20,
                         ..LogConfig::default()
                     },
                     backoff: Backoff::default(),
                 }
             },
         )
+}
+
+/// `a` with the fields whose bit is set in `mask` taken from `b`.
+fn mix(a: &ScriptConfig, b: &ScriptConfig, mask: u32) -> ScriptConfig {
+    let take = |i: u32| mask & (1 << i) != 0;
+    let mut out = a.clone();
+    if take(0) {
+        out.command = b.command.clone();
+    }
+    if take(1) {
+        out.interval = b.interval;
+    }
+    if take(2) {
+        out.timeout = b.timeout;
+    }
+    if take(3) {
+        out.enabled = b.enabled;
+    }
+    if take(4) {
+        out.working_dir = b.working_dir.clone();
+    }
+    if take(5) {
+        out.env = b.env.clone();
+    }
+    if take(6) {
+        out.max_log_lines = b.max_log_lines;
+    }
+    if take(7) {
+        out.restart = b.restart;
+    }
+    if take(8) {
+        out.stop_signal = b.stop_signal;
+    }
+    if take(9) {
+        out.stop_grace = b.stop_grace;
+    }
+    if take(10) {
+        out.log = b.log;
+    }
+    out
+}
+
+/// What a new config does to one old script.
+#[derive(Debug, Clone)]
+enum Edit {
+    Keep,
+    Remove,
+    /// Some fields (mask bits) taken from another script; possibly all equal.
+    Change(ScriptConfig, u32),
+}
+
+fn arb_edit() -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        3 => Just(Edit::Keep),
+        1 => Just(Edit::Remove),
+        4 => (arb_script(), 1u32..(1 << FIELDS)).prop_map(|(s, m)| Edit::Change(s, m)),
+    ]
+}
+
+/// The daemon section, changed in one key a quarter of the time.
+fn arb_daemon() -> impl Strategy<Value = DaemonConfig> {
+    prop_oneof![
+        6 => Just(daemon()),
+        1 => Just(DaemonConfig { log_dir: "/elsewhere".into(), ..daemon() }),
+        1 => Just(DaemonConfig { debounce: Duration::from_millis(20), ..daemon() }),
+        1 => Just(DaemonConfig { watch: false, ..daemon() }),
+    ]
 }
 
 fn arb_config() -> impl Strategy<Value = Config> {
@@ -276,7 +384,150 @@ fn arb_config() -> impl Strategy<Value = Config> {
     })
 }
 
+/// An old config and a new one derived from it.
+fn arb_pair() -> impl Strategy<Value = (Config, Config)> {
+    arb_config()
+        .prop_flat_map(|a| {
+            let n = a.scripts.len();
+            (
+                Just(a),
+                prop::collection::vec(arb_edit(), n),
+                prop::collection::btree_map("[f-h]", arb_script(), 0..3),
+                arb_daemon(),
+            )
+        })
+        .prop_map(|(a, edits, added, daemon)| {
+            let mut b = Config {
+                daemon,
+                scripts: BTreeMap::new(),
+            };
+            for ((name, cfg), edit) in a.scripts.iter().zip(edits) {
+                match edit {
+                    Edit::Keep => {
+                        b.scripts.insert(name.clone(), cfg.clone());
+                    }
+                    Edit::Remove => {}
+                    Edit::Change(other, mask) => {
+                        b.scripts.insert(name.clone(), mix(cfg, &other, mask));
+                    }
+                }
+            }
+            b.scripts.extend(added);
+            (a, b)
+        })
+}
+
+fn duration(text: &str) -> Duration {
+    parse_duration(text).unwrap_or_else(|e| panic!("duration {text:?}: {e}"))
+}
+
+fn number<T: std::str::FromStr>(field: &str, text: &str) -> T {
+    text.parse()
+        .unwrap_or_else(|_| panic!("{field}: not a number: {text:?}"))
+}
+
+/// Sets one script field from its change row's new value (`None`: the field is gone).
+fn set_script_field(s: &mut ScriptConfig, field: &str, new: Option<&str>) {
+    if let Some(var) = field.strip_prefix("env.") {
+        match new {
+            Some(v) => s.env.insert(var.to_owned(), v.to_owned()),
+            None => s.env.remove(var),
+        };
+        return;
+    }
+    let optional = ["interval", "timeout"];
+    let Some(text) = new else {
+        assert!(
+            optional.contains(&field),
+            "{field} removed, but it is never absent"
+        );
+        match field {
+            "interval" => s.interval = None,
+            _ => s.timeout = None,
+        }
+        return;
+    };
+    match field {
+        "command" => {
+            s.command = match serde_json::from_str::<Vec<String>>(text) {
+                Ok(argv) => CommandSpec::Argv(argv),
+                Err(_) => CommandSpec::Shell(text.to_owned()),
+            }
+        }
+        "interval" => s.interval = Some(duration(text)),
+        "timeout" => s.timeout = Some(duration(text)),
+        "enabled" => s.enabled = number(field, text),
+        "working_dir" => s.working_dir = text.into(),
+        "max_log_lines" => s.max_log_lines = number(field, text),
+        "restart" => {
+            s.restart = match text {
+                "always" => RestartPolicy::Always,
+                "on-failure" => RestartPolicy::OnFailure,
+                "never" => RestartPolicy::Never,
+                other => panic!("restart {other:?}"),
+            }
+        }
+        "stop_signal" => {
+            s.stop_signal = StopSignal::parse(text).unwrap_or_else(|| panic!("signal {text:?}"))
+        }
+        "stop_grace" => s.stop_grace = duration(text),
+        "log.keep" => s.log.keep = number(field, text),
+        "log.max_bytes" => s.log.max_bytes = number(field, text),
+        "log.max_line_bytes" => s.log.max_line_bytes = number(field, text),
+        other => panic!("a change row for a field the test does not know: {other}"),
+    }
+}
+
+/// Sets one daemon key from its change row's new value.
+fn set_daemon_field(d: &mut DaemonConfig, field: &str, new: Option<&str>) {
+    let text = new.unwrap_or_else(|| panic!("{field} removed, but it is never absent"));
+    match field {
+        "daemon.socket" => d.socket = text.into(),
+        "daemon.state_dir" => d.state_dir = text.into(),
+        "daemon.log_dir" => d.log_dir = text.into(),
+        "daemon.debounce" => d.debounce = duration(text),
+        "daemon.watch" => d.watch = number(field, text),
+        "daemon.history_limit" => d.history_limit = number(field, text),
+        other => panic!("a change row for a daemon key the test does not know: {other}"),
+    }
+}
+
+/// The new config as the change rows describe it: `old` with every row's new value set.
+/// An added script's row carries only its command; its config comes from the plan.
+fn rebuild(old: &Config, p: &scriptd_common::diff::Plan) -> Config {
+    let mut out = old.clone();
+    for c in &p.changes {
+        if c.script.is_empty() {
+            set_daemon_field(&mut out.daemon, &c.field, c.new.as_deref());
+        } else if c.field == "*" {
+            match (&c.old, &c.new, p.scripts.get(&c.script)) {
+                (None, Some(_), Some(ScriptPlan::Added(cfg))) => {
+                    out.scripts.insert(c.script.clone(), cfg.clone());
+                }
+                (Some(_), None, Some(ScriptPlan::Removed)) => {
+                    out.scripts.remove(&c.script);
+                }
+                other => panic!("whole-script row {c:?} does not match its plan: {other:?}"),
+            }
+        } else {
+            let s = out
+                .scripts
+                .get_mut(&c.script)
+                .unwrap_or_else(|| panic!("a field row of an unknown script: {c:?}"));
+            set_script_field(s, &c.field, c.new.as_deref());
+        }
+    }
+    out
+}
+
+/// The rows of one script.
+fn rows<'a>(p: &'a scriptd_common::diff::Plan, name: &'a str) -> impl Iterator<Item = &'a Change> {
+    p.changes.iter().filter(move |c| c.script == name)
+}
+
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
     #[test]
     fn plan_against_itself_is_empty(c in arb_config()) {
         let p = plan(&c, &c, &|_| true);
@@ -286,26 +537,64 @@ proptest! {
     }
 
     #[test]
-    fn unchanged_scripts_never_appear(a in arb_config(), b in arb_config()) {
-        let p = plan(&a, &b, &|_| false);
+    fn unchanged_scripts_never_appear((a, b) in arb_pair(), busy in any::<bool>()) {
+        let p = plan(&a, &b, &|_| busy);
         for (name, cfg) in &a.scripts {
             if b.scripts.get(name) == Some(cfg) {
                 prop_assert!(!p.scripts.contains_key(name), "{} is unchanged but planned", name);
-                prop_assert!(p.changes.iter().all(|c| &c.script != name));
+                prop_assert!(rows(&p, name).next().is_none(), "{} is unchanged but has rows", name);
             } else {
-                prop_assert!(p.changes.iter().any(|c| &c.script == name), "{} changed but has no row", name);
+                prop_assert!(p.scripts.contains_key(name), "{} changed but is not planned", name);
+                prop_assert!(rows(&p, name).next().is_some(), "{} changed but has no row", name);
             }
         }
     }
 
     #[test]
-    fn applying_the_plan_yields_the_new_config(a in arb_config(), b in arb_config()) {
+    fn applying_the_rows_yields_the_new_config((a, b) in arb_pair()) {
         let p = plan(&a, &b, &|_| false);
-        prop_assert_eq!(apply(&a, &p, &b.daemon), b);
+        prop_assert_eq!(rebuild(&a, &p), b.clone());
+        // Every row says what really was there before, and something changed.
+        for c in &p.changes {
+            prop_assert_ne!(&c.old, &c.new, "{:?}", c);
+            if c.field != "*" && !c.script.is_empty() {
+                let before = script_fields(&a.scripts[&c.script]).remove(&c.field);
+                prop_assert_eq!(&c.old, &before, "{:?}", c);
+            }
+        }
+        // A changed script's runner gets exactly the new config.
+        for (name, sp) in &p.scripts {
+            match sp {
+                ScriptPlan::Changed(cfg) | ScriptPlan::Added(cfg) => {
+                    prop_assert_eq!(Some(cfg), b.scripts.get(name));
+                }
+                ScriptPlan::Removed => prop_assert!(!b.scripts.contains_key(name)),
+            }
+        }
     }
 
     #[test]
-    fn scheduled_only_for_restart_of_running_periodic(a in arb_config(), b in arb_config()) {
+    fn a_daemon_change_rejects_the_whole_plan((a, b) in arb_pair()) {
+        let p = plan(&a, &b, &|_| false);
+        let daemon_rows: Vec<&Change> = p.changes.iter().filter(|c| c.script.is_empty()).collect();
+        if a.daemon == b.daemon {
+            prop_assert!(daemon_rows.is_empty());
+            prop_assert!(p.rejected.is_none());
+            prop_assert!(p.changes.iter().all(|c| c.outcome != Outcome::Rejected));
+        } else {
+            prop_assert!(!daemon_rows.is_empty());
+            let reason = p.rejected.clone().unwrap_or_default();
+            for c in &daemon_rows {
+                prop_assert_eq!(c.impact, Impact::DaemonRestart);
+                prop_assert!(c.field.starts_with("daemon."));
+                prop_assert!(reason.contains(&c.field), "{} not named in {}", c.field, reason);
+            }
+            prop_assert!(p.changes.iter().all(|c| c.outcome == Outcome::Rejected));
+        }
+    }
+
+    #[test]
+    fn scheduled_only_for_restart_of_running_periodic((a, b) in arb_pair()) {
         let p = plan(&a, &b, &|_| true);
         for c in &p.changes {
             if c.outcome == Outcome::Scheduled {

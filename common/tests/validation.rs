@@ -175,6 +175,12 @@ fn valid_design_example_loads_with_effective_values() {
     dir.write("scriptd.yaml", DESIGN_MAIN);
     dir.write("scripts.d/db.yaml", DESIGN_DB);
     dir.write("scripts.d/notes.txt", "not yaml: [ and not included\n");
+    // Dotfiles are never included: an editor's swap file, Ansible's temp file mid-save.
+    dir.write("scripts.d/.db.yaml.swp", "not yaml: [ and not included\n");
+    dir.write(
+        "scripts.d/.ansible_tmpXa.yaml",
+        "not yaml: [ and not included\n",
+    );
     let base = dir.path();
 
     let (source, config) = match load(&dir.main()) {
@@ -182,7 +188,8 @@ fn valid_design_example_loads_with_effective_values() {
         Err(e) => panic!("the DESIGN.md example should load, got:\n{e}"),
     };
 
-    // Files: main first, then the included ones; the glob does not match notes.txt.
+    // Files: main first, then the included ones; the glob matches neither notes.txt nor
+    // the dotfiles.
     let names: Vec<_> = source.files.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(names, ["scriptd.yaml", "scripts.d/db.yaml"]);
     assert_eq!(source.main, dir.main());

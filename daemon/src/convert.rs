@@ -9,8 +9,8 @@ pub fn change(c: &diff::Change) -> proto::Change {
     proto::Change {
         script: c.script.clone(),
         field: c.field.clone(),
-        old_value: c.old.clone().unwrap_or_default(),
-        new_value: c.new.clone().unwrap_or_default(),
+        old_value: c.old.clone(),
+        new_value: c.new.clone(),
         impact: match c.impact {
             Impact::Live => proto::Impact::Live,
             Impact::NextRun => proto::Impact::NextRun,

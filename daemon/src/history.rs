@@ -117,8 +117,8 @@ pub fn summary(changes: &[proto::Change]) -> String {
     for c in changes {
         match (
             c.field.as_str(),
-            c.old_value.is_empty(),
-            c.new_value.is_empty(),
+            c.old_value.is_none(),
+            c.new_value.is_none(),
         ) {
             ("*", true, _) => added += 1,
             ("*", _, true) => removed += 1,
@@ -494,7 +494,7 @@ mod tests {
         let change = proto::Change {
             script: "a".into(),
             field: "*".into(),
-            new_value: "x".into(),
+            new_value: Some("x".into()),
             ..Default::default()
         };
         for v in 1..=3 {

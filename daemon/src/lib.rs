@@ -150,7 +150,7 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
     let handler = |kind: SignalKind, name: &str| {
         signal(kind).with_context(|| format!("cannot install the {name} handler"))
     };
-    let (mut term, mut int, mut hup) = (
+    let (mut term, mut int, mut hup_signal) = (
         handler(SignalKind::terminate(), "SIGTERM")?,
         handler(SignalKind::interrupt(), "SIGINT")?,
         handler(SignalKind::hangup(), "SIGHUP")?,
@@ -189,7 +189,8 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
     // Cancelled once every script has stopped: the gRPC server stops, open streams end.
     let server_stop = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let events = events::EventBus::default();
+    // Event streams end once every script has stopped: followers get the last exits.
+    let events = events::EventBus::new(server_stop.clone());
     let shared = Arc::new(runner::Shared {
         death: process::DeathPipe::new().context("cannot create the shim liveness pipe")?,
         events: events.clone(),
@@ -198,7 +199,6 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
         cancel: cancel.clone(),
     });
     let main = source.main.clone();
-    let include = config::include_patterns(&source.files[0].content);
     let history = history::History::open(&daemon.state_dir, daemon.history_limit)
         .with_context(|| format!("cannot open the history in {}", daemon.state_dir.display()))?;
     let (coordinator, snapshot, started) = reload::Coordinator::start(
@@ -214,22 +214,11 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
     tracker.spawn(coordinator.run(reload_rx));
 
     if daemon.watch {
-        let layout = watcher::Layout {
-            main: main.clone(),
-            include,
-        };
-        let main_for_layout = main.clone();
         tracker.spawn(watcher::run(
-            layout,
+            main.clone(),
             daemon.debounce,
             reload_tx.clone(),
             cancel.clone(),
-            move || watcher::Layout {
-                include: config::read_source(&main_for_layout)
-                    .map(|s| config::include_patterns(&s.files[0].content))
-                    .unwrap_or_default(),
-                main: main_for_layout.clone(),
-            },
         ));
     }
 
@@ -243,7 +232,6 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
         reload_tx.clone(),
         events,
         history,
-        server_stop.clone(),
     );
     // Serves until every script has stopped: `ctl status` still answers during a shutdown.
     let mut server = tokio::spawn(socket::serve(
@@ -253,17 +241,44 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
         server_stop.clone(),
     ));
 
+    // The signal loop never waits for the reload queue (a SIGTERM is never held up behind
+    // it): it only wakes this task. One signal reload at a time; SIGHUPs meanwhile leave one
+    // permit in the Notify, that is one more reload after it, however many they were.
+    let hup = Arc::new(tokio::sync::Notify::new());
+    tracker.spawn({
+        let (hup, cancel, reload_tx) = (hup.clone(), cancel.clone(), reload_tx.clone());
+        async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = hup.notified() => {}
+                }
+                let (reply, done) = tokio::sync::oneshot::channel();
+                let req = reload::Request {
+                    reply: Some(reply),
+                    ..reload::Request::new(reload::Source::Signal)
+                };
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    sent = reload_tx.send(req) => if sent.is_err() { break },
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = done => {}
+                }
+            }
+        }
+    });
     let signals = {
         let cancel = cancel.clone();
-        let reload_tx = reload_tx.clone();
         async move {
             loop {
                 tokio::select! {
                     _ = term.recv() => { tracing::info!("SIGTERM: stopping every script"); break }
                     _ = int.recv() => { tracing::info!("SIGINT: stopping every script"); break }
-                    _ = hup.recv() => {
+                    _ = hup_signal.recv() => {
                         tracing::info!("SIGHUP: reloading");
-                        let _ = reload_tx.send(reload::Request::new(reload::Source::Signal)).await;
+                        hup.notify_one();
                     }
                 }
             }

@@ -13,6 +13,7 @@ use scriptd_common::proto::{self, ReloadPhase, ReloadResult};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::task::TaskTracker;
 
@@ -105,8 +106,41 @@ pub struct Snapshot {
     pub hash: String,
     /// Running config.
     pub config: Arc<Config>,
-    /// One handle per script.
-    pub handles: BTreeMap<String, ScriptHandle>,
+    /// One handle per script (shared with the coordinator until a script is added or
+    /// removed: publishing a snapshot copies no map).
+    pub handles: Arc<BTreeMap<String, ScriptHandle>>,
+}
+
+/// Time spent in each step of one attempt, for the debug log.
+struct Steps {
+    last: Instant,
+    done: Vec<(&'static str, Duration)>,
+}
+
+impl Steps {
+    fn new() -> Self {
+        Self {
+            last: Instant::now(),
+            done: Vec::new(),
+        }
+    }
+
+    /// Ends the step `name` now.
+    fn mark(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.done.push((name, now - self.last));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Steps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (name, d)) in self.done.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{name} {:.1}ms", d.as_secs_f64() * 1e3)?;
+        }
+        Ok(())
+    }
 }
 
 /// Plan id: the base version and the new files' hash, so a plan previewed against one
@@ -120,8 +154,10 @@ pub struct Coordinator {
     main: PathBuf,
     version: u64,
     source: ConfigSource,
+    /// `source.hash()`, computed once per version.
+    hash: String,
     config: Arc<Config>,
-    handles: BTreeMap<String, ScriptHandle>,
+    handles: Arc<BTreeMap<String, ScriptHandle>>,
     shared: Arc<Shared>,
     events: EventBus,
     tracker: TaskTracker,
@@ -150,8 +186,9 @@ impl Coordinator {
         HistoryError,
     > {
         // The startup version is recorded only if it differs from the last one.
+        let hash = source.hash();
         let version = match history.latest()? {
-            Some((v, hash)) if hash == source.hash() => v,
+            Some((v, latest)) if latest == hash => v,
             latest => {
                 let v = latest.map_or(1, |(v, _)| v + 1);
                 history.record_version(
@@ -180,10 +217,11 @@ impl Coordinator {
             handles.insert(name.clone(), h);
             started.push(first);
         }
+        let handles = Arc::new(handles);
         let config = Arc::new(config);
         let snap = Arc::new(Snapshot {
             version,
-            hash: source.hash(),
+            hash: hash.clone(),
             config: config.clone(),
             handles: handles.clone(),
         });
@@ -194,6 +232,7 @@ impl Coordinator {
                 main,
                 version,
                 source,
+                hash,
                 config,
                 handles,
                 shared,
@@ -223,13 +262,15 @@ impl Coordinator {
         }
     }
 
-    fn publish_snapshot(&self) {
+    /// Publishes the running state; returns the previous snapshot, whose config the caller
+    /// may drop once nobody waits any more.
+    fn publish_snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.send_replace(Arc::new(Snapshot {
             version: self.version,
-            hash: self.source.hash(),
+            hash: self.hash.clone(),
             config: self.config.clone(),
             handles: self.handles.clone(),
-        }));
+        }))
     }
 
     fn phase(&self, id: u64, source: Source, phase: ReloadPhase, report: &Report) {
@@ -248,6 +289,7 @@ impl Coordinator {
     }
 
     async fn handle(&mut self, req: &Request) -> Report {
+        let mut steps = Steps::new();
         let mut rollback_from = None;
         let loaded = match req.target {
             None => config::read_source(&self.main).and_then(config::secure_source),
@@ -291,7 +333,8 @@ impl Coordinator {
         if !req.dry_run {
             crate::notify_systemd(crate::Notify::Reloading);
         }
-        let mut report = self.attempt(req, loaded).await;
+        steps.mark("read");
+        let mut report = self.attempt(req, loaded, &mut steps).await;
         if req.dry_run {
             return report;
         }
@@ -301,11 +344,13 @@ impl Coordinator {
             None => false,
         };
         self.record(req, rollback_from, disk_touched, &mut report);
+        steps.mark("record");
         // Written back and recorded before anyone is told: a client that reacts to the
         // terminal event or the new snapshot finds the files and the history up to date.
+        let mut retired = None;
         let terminal = match report.result {
             Some(ReloadResult::Applied) => {
-                self.publish_snapshot();
+                retired = Some(self.publish_snapshot());
                 ReloadPhase::Applied
             }
             Some(ReloadResult::Unchanged) => ReloadPhase::Unchanged,
@@ -313,6 +358,10 @@ impl Coordinator {
             _ => ReloadPhase::Rejected,
         };
         self.phase(report.attempt_id, req.source, terminal, &report);
+        steps.mark("publish");
+        // The previous version's config is freed after everyone was told.
+        drop(retired);
+        tracing::debug!(attempt = report.attempt_id, "reload steps: {steps}");
         report
     }
 
@@ -422,6 +471,7 @@ impl Coordinator {
         &mut self,
         req: &Request,
         loaded: Result<ConfigSource, ConfigErrors>,
+        steps: &mut Steps,
     ) -> Report {
         let id = if req.dry_run {
             0
@@ -443,7 +493,25 @@ impl Coordinator {
         };
         let new_hash = source.hash();
         report.plan_id = plan_id(self.version, &new_hash);
-        if new_hash == self.source.hash() {
+        // Decided before the unchanged short cut: files that hash the same as the running
+        // version do not prove that the base did not move since the plan was previewed.
+        let stale = req
+            .plan_id
+            .as_ref()
+            .filter(|wanted| **wanted != report.plan_id)
+            .map(|wanted| {
+                format!(
+                    "plan {wanted} is stale: the running version or the files moved since it was \
+                     previewed (now {}); preview again with `ctl reload --dry-run`",
+                    report.plan_id
+                )
+            });
+        if new_hash == self.hash {
+            if let Some(msg) = stale {
+                report.result = Some(ReloadResult::Rejected);
+                report.message = msg;
+                return report;
+            }
             report.result = Some(ReloadResult::Unchanged);
             report.message = "the files on disk are the running version; nothing to do".into();
             if id != 0 {
@@ -459,6 +527,7 @@ impl Coordinator {
             Ok(c) => c,
             Err(errors) => return self.reject_invalid(id, report, errors),
         };
+        steps.mark("validate");
         self.phase(id, req.source, ReloadPhase::Validated, &report);
 
         let handles = &self.handles;
@@ -469,20 +538,15 @@ impl Coordinator {
         });
         report.changes = plan.changes.clone();
         self.phase(id, req.source, ReloadPhase::Planned, &report);
+        steps.mark("plan");
 
-        if let Some(wanted) = &req.plan_id {
-            if *wanted != report.plan_id {
-                report.result = Some(ReloadResult::Rejected);
-                report.message = format!(
-                    "plan {wanted} is stale: the running version or the files moved since it was \
-                     previewed (now {}); preview again with `ctl reload --dry-run`",
-                    report.plan_id
-                );
-                for c in &mut report.changes {
-                    c.outcome = Outcome::Rejected;
-                }
-                return report;
+        if let Some(msg) = stale {
+            report.result = Some(ReloadResult::Rejected);
+            report.message = msg;
+            for c in &mut report.changes {
+                c.outcome = Outcome::Rejected;
             }
+            return report;
         }
         if let Some(reason) = &plan.rejected {
             report.result = Some(ReloadResult::Rejected);
@@ -498,7 +562,9 @@ impl Coordinator {
         }
 
         self.phase(id, req.source, ReloadPhase::Applying, &report);
-        match self.apply(&plan).await {
+        let applied = self.apply(&plan).await;
+        steps.mark("apply");
+        match applied {
             Ok(outcomes) => {
                 for c in &mut report.changes {
                     if c.impact == Impact::Restart {
@@ -513,6 +579,7 @@ impl Coordinator {
                 }
                 self.version += 1;
                 self.source = source;
+                self.hash = new_hash;
                 self.config = Arc::new(new);
                 report.version = self.version;
                 report.result = Some(ReloadResult::Applied);
@@ -527,11 +594,7 @@ impl Coordinator {
             Err(msg) => {
                 report.result = Some(ReloadResult::FailedRolledBack);
                 report.message = msg;
-                tracing::error!(
-                    attempt = id,
-                    "reload failed, rolled back: {}",
-                    report.message
-                );
+                tracing::error!(attempt = id, "reload failed: {}", report.message);
             }
         }
         report
@@ -577,7 +640,7 @@ impl Coordinator {
                         &self.tracker,
                     );
                     added.push(name.clone());
-                    self.handles.insert(name.clone(), h);
+                    Arc::make_mut(&mut self.handles).insert(name.clone(), h);
                     let name = name.clone();
                     set.spawn(async move {
                         let r = match started.await {
@@ -603,16 +666,26 @@ impl Coordinator {
             }
         }
         if !failures.is_empty() {
-            self.roll_back(plan, &added).await;
-            return Err(format!(
-                "could not apply ({}); the previous version was put back",
-                failures.join("; ")
-            ));
+            let failed_back = self.roll_back(plan, &added).await;
+            return Err(if failed_back.is_empty() {
+                format!(
+                    "could not apply ({}); the previous version was put back",
+                    failures.join("; ")
+                )
+            } else {
+                format!(
+                    "could not apply ({}); putting the previous version back failed too ({}): \
+                     those scripts have their previous config but are not running it; fix the \
+                     cause, then save again or `ctl restart` them",
+                    failures.join("; "),
+                    failed_back.join("; ")
+                )
+            });
         }
         let mut removals = tokio::task::JoinSet::new();
         for (name, p) in &plan.scripts {
             if matches!(p, ScriptPlan::Removed) {
-                if let Some(h) = self.handles.remove(name) {
+                if let Some(h) = Arc::make_mut(&mut self.handles).remove(name) {
                     removals.spawn(async move { h.remove().await });
                 }
             }
@@ -621,24 +694,38 @@ impl Coordinator {
         Ok(outcomes)
     }
 
-    async fn roll_back(&mut self, plan: &Plan, added: &[String]) {
+    /// Puts every script the failed apply touched back as it was; returns what could not be
+    /// (`name: error`).
+    async fn roll_back(&mut self, plan: &Plan, added: &[String]) -> Vec<String> {
         let mut set = tokio::task::JoinSet::new();
         for name in added {
-            if let Some(h) = self.handles.remove(name) {
-                set.spawn(async move { h.remove().await });
+            if let Some(h) = Arc::make_mut(&mut self.handles).remove(name) {
+                set.spawn(async move {
+                    h.remove().await;
+                    Ok(())
+                });
             }
         }
         for (name, p) in &plan.scripts {
             if let (ScriptPlan::Changed(_), Some(old)) = (p, self.config.scripts.get(name)) {
                 if let Some(h) = self.handles.get(name).cloned() {
-                    let old: ScriptConfig = old.clone();
-                    set.spawn(async move {
-                        let _ = h.update(old).await;
-                    });
+                    let (name, old): (String, ScriptConfig) = (name.clone(), old.clone());
+                    set.spawn(
+                        async move { h.update(old).await.map(|_| ()).map_err(|e| (name, e)) },
+                    );
                 }
             }
         }
-        set.join_all().await;
+        let mut failed = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err((name, e))) => failed.push(format!("{name}: {e}")),
+                Err(e) => failed.push(format!("internal error: {e}")),
+            }
+        }
+        failed.sort();
+        failed
     }
 }
 

@@ -4,20 +4,18 @@
 use crate::convert;
 use crate::events::EventBus;
 use crate::history::{History, HistoryError};
-use crate::reload::{self, Report, Request, Snapshot, Source};
+use crate::reload::{Report, Request, Snapshot, Source};
 use crate::runner::ControlError;
 use scriptd_common::config;
 use scriptd_common::config::ConfigFile;
 use scriptd_common::diff;
 use scriptd_common::proto::scriptd_server::Scriptd;
-use scriptd_common::proto::{self, event::Kind, ConfigSync, ControlAction};
+use scriptd_common::proto::{self, ConfigSync, ControlAction};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::Stream;
-use tokio_util::sync::CancellationToken;
 use tonic::{Request as Req, Response, Status};
 
 /// Facts about the daemon process reported by `Status`.
@@ -37,8 +35,6 @@ pub struct Service {
     reloads: mpsc::Sender<Request>,
     events: EventBus,
     history: History,
-    /// Cancelled at shutdown, once every script has stopped: open `Events` streams end.
-    stop: CancellationToken,
     /// Last disk check: (files hash, first validation error if invalid).
     sync_cache: Mutex<Option<(String, Option<String>)>>,
 }
@@ -51,7 +47,6 @@ impl Service {
         reloads: mpsc::Sender<Request>,
         events: EventBus,
         history: History,
-        stop: CancellationToken,
     ) -> Self {
         Self {
             info,
@@ -59,7 +54,6 @@ impl Service {
             reloads,
             events,
             history,
-            stop,
             sync_cache: Mutex::new(None),
         }
     }
@@ -347,32 +341,7 @@ impl Scriptd for Service {
         &self,
         _request: Req<proto::EventsRequest>,
     ) -> Result<Response<Self::EventsStream>, Status> {
-        let mut sub = self.events.subscribe();
-        let (tx, rx) = mpsc::channel(64);
-        let stop = self.stop.clone();
-        tokio::spawn(async move {
-            loop {
-                // Events already published (the scripts' last exits) go out before the end.
-                let got = tokio::select! {
-                    biased;
-                    got = sub.recv() => got,
-                    _ = stop.cancelled() => break,
-                };
-                let item = match got {
-                    Ok(ev) => (*ev).clone(),
-                    Err(broadcast::error::RecvError::Lagged(n)) => proto::Event {
-                        time_ms: crate::now_ms(),
-                        seq: 0,
-                        kind: Some(Kind::Missed(n)),
-                    },
-                    Err(broadcast::error::RecvError::Closed) => break,
-                };
-                if tx.send(Ok(item)).await.is_err() {
-                    break; // the client left
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(self.events.follow())))
     }
 
     async fn history(
@@ -474,6 +443,3 @@ pub fn report_to_proto(r: Report) -> proto::ReloadResponse {
         disk_differs: r.disk_differs,
     }
 }
-
-/// Re-export for the plan id of dry runs.
-pub use reload::plan_id;

@@ -492,7 +492,8 @@ impl Events {
         }
     }
 
-    /// Collects whatever arrives during `window` into [`Self::seen`].
+    /// Collects whatever arrives during `window` into [`Self::seen`]: for tests that prove
+    /// something did not happen in a while.
     pub fn collect_for(&mut self, window: Duration) {
         let end = Instant::now() + window;
         while self.pull(end) {}

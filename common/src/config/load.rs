@@ -49,6 +49,17 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// How include globs match: like a shell, a `*` or `?` does not match a leading dot, so
+/// dotfiles in an include directory (an editor's `.app.yaml.swp`, Ansible's
+/// `.ansible_tmpXa.yaml`, files being written) are never read; a glob that spells the dot
+/// (`conf.d/.*.yaml`) still matches them.
+pub const INCLUDE_MATCH: glob::MatchOptions = glob::MatchOptions {
+    case_sensitive: true,
+    // What `glob::glob_with` does anyway; the watcher matches single paths with it too.
+    require_literal_separator: true,
+    require_literal_leading_dot: true,
+};
+
 /// What the daemon does at startup and `scriptd --check`: reads the config at `main`,
 /// refuses files other users could write ([`check_permissions`]) and validates it.
 pub fn load(main: &Path) -> Result<(ConfigSource, Config), ConfigErrors> {
@@ -57,8 +68,9 @@ pub fn load(main: &Path) -> Result<(ConfigSource, Config), ConfigErrors> {
     Ok((source, config))
 }
 
-/// Reads the main file and every file its `include` globs match, and refuses files other
-/// users could write. Syntax errors are left to [`super::validate`].
+/// Reads the main file and every file its `include` globs match ([`INCLUDE_MATCH`]: not
+/// dotfiles). Syntax errors are left to [`super::validate`], permissions to
+/// [`check_permissions`].
 pub fn read_source(main: &Path) -> Result<ConfigSource, ConfigErrors> {
     let main = std::path::absolute(main).unwrap_or_else(|_| main.to_path_buf());
     let main_name = main
@@ -107,7 +119,7 @@ fn collect_includes(
     let mut included: Vec<(String, PathBuf)> = Vec::new();
     for pattern in patterns {
         let full = base.join(pattern);
-        let Ok(paths) = glob::glob(&full.to_string_lossy()) else {
+        let Ok(paths) = glob::glob_with(&full.to_string_lossy(), INCLUDE_MATCH) else {
             continue;
         };
         for entry in paths {
@@ -341,6 +353,10 @@ fn read_file(path: &Path, name: &str) -> Result<String, ConfigErrors> {
 
 /// The `include` globs of a main file, leniently: anything malformed yields nothing here
 /// and is reported by validation.
+///
+/// Read on every reload before the included files can be, so it does not build the whole
+/// document: a scan of the YAML events stops at the top-level `include` key (unknown
+/// constructs fall back to a full parse, which gives the same answer).
 pub fn include_patterns(main_text: &str) -> Vec<String> {
     // The daemon reads the files on every `ctl status` (to tell whether the disk matches
     // what runs), and the main file rarely changes: parse a given text once.
@@ -351,12 +367,21 @@ pub fn include_patterns(main_text: &str) -> Vec<String> {
             return patterns.clone();
         }
     }
-    let patterns = parse_include_patterns(main_text);
+    let patterns = find_include_patterns(main_text);
     *last = Some((main_text.to_owned(), patterns.clone()));
     patterns
 }
 
-fn parse_include_patterns(main_text: &str) -> Vec<String> {
+fn find_include_patterns(main_text: &str) -> Vec<String> {
+    // The key can only be spelled without the word in a double-quoted key with escapes.
+    if !main_text.contains("include") && !main_text.contains('\\') {
+        return Vec::new();
+    }
+    scan_include(main_text).unwrap_or_else(|| parse_include(main_text))
+}
+
+/// [`include_patterns`] by building the whole document.
+fn parse_include(main_text: &str) -> Vec<String> {
     let Ok(value) = serde_yaml::from_str::<serde_yaml::Value>(main_text) else {
         return Vec::new();
     };
@@ -367,6 +392,90 @@ fn parse_include_patterns(main_text: &str) -> Vec<String> {
             .filter_map(|v| v.as_str().map(str::to_owned))
             .collect(),
         _ => Vec::new(),
+    }
+}
+
+/// [`include_patterns`] from the event stream of a plain block or flow mapping, stopping at
+/// the `include` key; `None` for anything it does not handle exactly like the full parse
+/// (aliases, tags, complex keys, more than one document, syntax errors before the key). A
+/// syntax error after the key is not seen: the globs are read, and validation reports it.
+fn scan_include(main_text: &str) -> Option<Vec<String>> {
+    use yaml_rust2::parser::{Event, Parser};
+    use yaml_rust2::scanner::TScalarStyle;
+    // A second document (which the full parse refuses) starts with a marker line.
+    if main_text
+        .lines()
+        .skip(1)
+        .any(|l| l.starts_with("---") || l.starts_with("..."))
+    {
+        return None;
+    }
+    let mut parser = Parser::new_from_str(main_text);
+    let mut next = move || parser.next_token().ok().map(|(event, _)| event);
+    // A scalar as the full parse types it: a plain `5`, `true` or `~` is no string.
+    let string = |text: String, style: TScalarStyle| {
+        (style != TScalarStyle::Plain
+            || matches!(
+                serde_yaml::from_str::<serde_yaml::Value>(&text),
+                Ok(serde_yaml::Value::String(_))
+            ))
+        .then_some(text)
+    };
+    if !matches!(next()?, Event::StreamStart) || !matches!(next()?, Event::DocumentStart) {
+        return None;
+    }
+    if !matches!(next()?, Event::MappingStart(0, None)) {
+        return None;
+    }
+    loop {
+        match next()? {
+            Event::MappingEnd => break,
+            Event::Scalar(key, _, 0, None) if key == "include" => {
+                return match next()? {
+                    Event::Scalar(text, style, 0, None) => {
+                        Some(string(text, style).into_iter().collect())
+                    }
+                    Event::SequenceStart(0, None) => {
+                        let mut out = Vec::new();
+                        loop {
+                            match next()? {
+                                Event::SequenceEnd => break Some(out),
+                                Event::Scalar(text, style, 0, None) => {
+                                    out.extend(string(text, style))
+                                }
+                                _ => return None,
+                            }
+                        }
+                    }
+                    _ => None,
+                };
+            }
+            Event::Scalar(_, _, 0, None) => skip_value(&mut next)?,
+            _ => return None,
+        }
+    }
+    // No `include` key: the full parse finds none either, if this was the only document.
+    match (next()?, next()?) {
+        (Event::DocumentEnd, Event::StreamEnd) => Some(Vec::new()),
+        _ => None,
+    }
+}
+
+/// Skips one value (scalar or whole collection) of the event stream; `None` on an alias, an
+/// anchor or a tag, or at the end of the stream.
+fn skip_value(next: &mut impl FnMut() -> Option<yaml_rust2::parser::Event>) -> Option<()> {
+    use yaml_rust2::parser::Event;
+    let mut depth = 0usize;
+    loop {
+        match next()? {
+            Event::Scalar(_, _, 0, None) => {}
+            Event::MappingStart(0, None) | Event::SequenceStart(0, None) => depth += 1,
+            Event::MappingEnd | Event::SequenceEnd => depth = depth.checked_sub(1)?,
+            _ => return None,
+        }
+        if depth == 0 {
+            return Some(());
+        }
     }
 }
 
@@ -463,6 +572,49 @@ mod tests {
         assert!(
             !is_private_group("alice", 100, "users", 100, none),
             "shared name"
+        );
+    }
+
+    #[test]
+    fn the_include_scan_agrees_with_the_full_parse() {
+        let docs = [
+            "include: [\"a/*.yaml\", 'b.yaml']\nscripts: {}\n",
+            "include: \"conf.d/*.yaml\"\n",
+            "include: conf.d/*.yaml\n",
+            "scripts:\n  a:\n    command: [x, {y: z}]\n    env: { A: 1 }\ninclude:\n  - c.yaml\n  - 5\n  - \"6\"\n",
+            "scripts:\n  a:\n    command: x\n",
+            "include: 5\n",
+            "include: true\n",
+            "include: ~\n",
+            "include:\n",
+            "include: [a, [b]]\n",
+            "include: {a: b}\n",
+            "{include: [a.yaml], scripts: {}}\n",
+            "base: &b [x.yaml]\ninclude: *b\n",
+            "include: !!str x.yaml\n",
+            "---\ninclude: [a.yaml]\n...\n",
+            "include: [a.yaml]\n---\ninclude: [b.yaml]\n",
+            "scripts: {}\n---\nscripts: {}\n",
+            "",
+            "# only a comment\n",
+            "- a\n- b\n",
+            "just a string\n",
+            "scripts: [unterminated\ninclude: [a.yaml]\n",
+            "? [complex, key]\n: value\ninclude: [a.yaml]\n",
+            "\"incl\\u0075de\": [a.yaml]\n",
+            "scripts: {}\n",
+        ];
+        for doc in docs {
+            assert_eq!(include_patterns(doc), parse_include(doc), "{doc:?}");
+        }
+        // The scan itself (not the fallback) handles the usual shapes.
+        assert_eq!(
+            scan_include("include: [\"a/*.yaml\"]\nscripts: {}\n"),
+            Some(vec!["a/*.yaml".to_owned()])
+        );
+        assert_eq!(
+            scan_include("scripts:\n  a:\n    command: [x]\n"),
+            Some(Vec::new())
         );
     }
 }

@@ -14,7 +14,7 @@ pub use access::{Access, AccessRule, Role, Subject};
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{
     check_permissions, include_matches, include_patterns, load, read_source, secure_source,
-    ConfigFile, ConfigSource,
+    ConfigFile, ConfigSource, INCLUDE_MATCH,
 };
 pub use validate::validate;
 

@@ -7,7 +7,7 @@ use super::{
 };
 use crate::units::{format_duration, parse_duration, parse_size};
 use serde_yaml::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -71,6 +71,7 @@ pub fn validate(source: &ConfigSource) -> Result<Config, ConfigErrors> {
         file: String::new(),
         text: "",
         pos: std::cell::OnceCell::new(),
+        stats: HashMap::new(),
     };
     let mut daemon = None;
     let mut defaults = Partial::default();
@@ -223,16 +224,42 @@ struct Partial {
     malformed: bool,
 }
 
+/// What validation needs to know of a path on disk.
+#[derive(Debug, Clone, Copy)]
+enum Stat {
+    Missing,
+    Dir,
+    /// A regular file and its permission bits.
+    File(u32),
+    Other,
+}
+
 /// Positions are computed only when the first error of a file needs one: a valid config is
-/// parsed once.
+/// parsed once. Paths are looked up once per validation: a thousand scripts in one
+/// directory running one program cost two `stat`s, not two thousand.
 struct Validator<'s> {
     text: &'s str,
     errors: Vec<ConfigError>,
     file: String,
     pos: std::cell::OnceCell<Positions>,
+    stats: HashMap<PathBuf, Stat>,
 }
 
 impl<'s> Validator<'s> {
+    fn stat(&mut self, path: &Path) -> Stat {
+        if let Some(s) = self.stats.get(path) {
+            return *s;
+        }
+        let s = match std::fs::metadata(path) {
+            Err(_) => Stat::Missing,
+            Ok(m) if m.is_dir() => Stat::Dir,
+            Ok(m) if m.is_file() => Stat::File(m.permissions().mode()),
+            Ok(_) => Stat::Other,
+        };
+        self.stats.insert(path.to_path_buf(), s);
+        s
+    }
+
     fn set_file(&mut self, name: &str, text: &'s str) {
         self.file = name.to_owned();
         self.text = text;
@@ -293,12 +320,12 @@ impl<'s> Validator<'s> {
                     continue;
                 }
             };
-            let full = if path.is_empty() {
-                key.clone()
-            } else {
-                format!("{path}.{key}")
-            };
             if !allowed.is_empty() && !allowed.contains(&key.as_str()) {
+                let full = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
                 self.err_key(&full, unknown_key(&key, allowed));
                 continue;
             }
@@ -886,10 +913,10 @@ impl<'s> Validator<'s> {
 
     fn check_dir(&mut self, dir: &Path, script_path: &str, explicit: bool) -> bool {
         let at = format!("{script_path}.working_dir");
-        let problem = match std::fs::metadata(dir) {
-            Ok(m) if m.is_dir() => return true,
-            Ok(_) => "is not a directory",
-            Err(_) => "does not exist",
+        let problem = match self.stat(dir) {
+            Stat::Dir => return true,
+            Stat::Missing => "does not exist",
+            Stat::File(_) | Stat::Other => "is not a directory",
         };
         let msg = format!(
             "working_dir {} {problem}; create it or fix the path",
@@ -917,10 +944,10 @@ impl<'s> Validator<'s> {
                 .cloned()
                 .or_else(|| std::env::var("PATH").ok())
                 .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-            match std::env::split_paths(&search)
+            let found = std::env::split_paths(&search)
                 .map(|d| d.join(&program))
-                .find(|p| p.is_file())
-            {
+                .find(|p| matches!(self.stat(p), Stat::File(_)));
+            match found {
                 Some(p) => p,
                 None => {
                     self.err(
@@ -934,24 +961,24 @@ impl<'s> Validator<'s> {
                 }
             }
         };
-        match std::fs::metadata(&resolved) {
-            Err(_) => self.err(
+        match self.stat(&resolved) {
+            Stat::Missing => self.err(
                 &at,
                 format!("program {} does not exist", resolved.display()),
             ),
-            Ok(m) if !m.is_file() => {
+            Stat::Dir | Stat::Other => {
                 self.err(&at, format!("program {} is not a file", resolved.display()))
             }
-            Ok(m) if m.permissions().mode() & 0o111 == 0 => self.err(
+            Stat::File(mode) if mode & 0o111 == 0 => self.err(
                 &at,
                 format!(
                     "program {} is not executable (mode {:o}); run `chmod +x {}`",
                     resolved.display(),
-                    m.permissions().mode() & 0o7777,
+                    mode & 0o7777,
                     resolved.display()
                 ),
             ),
-            Ok(_) => {}
+            Stat::File(_) => {}
         }
     }
 }
