@@ -262,7 +262,7 @@ fn access_change_is_a_daemon_restart() {
 }
 
 /// Number of script fields [`mix`] knows.
-const FIELDS: u32 = 11;
+const FIELDS: u32 = 12;
 
 fn arb_script() -> impl Strategy<Value = ScriptConfig> {
     (
@@ -280,10 +280,22 @@ fn arb_script() -> impl Strategy<Value = ScriptConfig> {
         ]),
         prop::sample::select(StopSignal::ALL.to_vec()),
         1u64..3,
-        (1u32..3, 1u64..3),
+        (1u32..3, 1u64..3, 1u64..3),
     )
         .prop_map(
-            |(cmd, interval, timeout, enabled, wd, env, lines, restart, sig, grace, (keep, mb))| {
+            |(
+                cmd,
+                interval,
+                timeout,
+                enabled,
+                wd,
+                env,
+                lines,
+                restart,
+                sig,
+                grace,
+                (keep, mb, delay),
+            )| {
                 ScriptConfig {
                     command: if cmd.starts_with('/') {
                         CommandSpec::Argv(vec![cmd.into()])
@@ -304,7 +316,10 @@ fn arb_script() -> impl Strategy<Value = ScriptConfig> {
                         max_bytes: mb << 20,
                         ..LogConfig::default()
                     },
-                    backoff: Backoff::default(),
+                    backoff: Backoff {
+                        delay: Duration::from_millis(500 * delay),
+                        ..Backoff::default()
+                    },
                 }
             },
         )
@@ -347,6 +362,9 @@ fn mix(a: &ScriptConfig, b: &ScriptConfig, mask: u32) -> ScriptConfig {
     if take(10) {
         out.log = b.log;
     }
+    if take(11) {
+        out.backoff = b.backoff;
+    }
     out
 }
 
@@ -356,14 +374,14 @@ enum Edit {
     Keep,
     Remove,
     /// Some fields (mask bits) taken from another script; possibly all equal.
-    Change(ScriptConfig, u32),
+    Change(Box<ScriptConfig>, u32),
 }
 
 fn arb_edit() -> impl Strategy<Value = Edit> {
     prop_oneof![
         3 => Just(Edit::Keep),
         1 => Just(Edit::Remove),
-        4 => (arb_script(), 1u32..(1 << FIELDS)).prop_map(|(s, m)| Edit::Change(s, m)),
+        4 => (arb_script(), 1u32..(1 << FIELDS)).prop_map(|(s, m)| Edit::Change(Box::new(s), m)),
     ]
 }
 
@@ -474,6 +492,9 @@ fn set_script_field(s: &mut ScriptConfig, field: &str, new: Option<&str>) {
         "log.keep" => s.log.keep = number(field, text),
         "log.max_bytes" => s.log.max_bytes = number(field, text),
         "log.max_line_bytes" => s.log.max_line_bytes = number(field, text),
+        "restart_delay" => s.backoff.delay = duration(text),
+        "restart_delay_max" => s.backoff.max_delay = duration(text),
+        "restart_reset_after" => s.backoff.reset_after = duration(text),
         other => panic!("a change row for a field the test does not know: {other}"),
     }
 }
