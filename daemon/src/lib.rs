@@ -210,16 +210,16 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
         history.clone(),
     )
     .context("cannot record the startup version in the history")?;
+    let startup_hash = snapshot.borrow().hash.clone();
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(16);
     tracker.spawn(coordinator.run(reload_rx));
 
+    // The watches are in place before anyone is served: a save that a client makes once
+    // `ctl status` answers is never missed.
     if daemon.watch {
-        tracker.spawn(watcher::run(
-            main.clone(),
-            daemon.debounce,
-            reload_tx.clone(),
-            cancel.clone(),
-        ));
+        if let Some(w) = watcher::start(main.clone(), &startup_hash) {
+            tracker.spawn(w.run(daemon.debounce, reload_tx.clone(), cancel.clone()));
+        }
     }
 
     let service = server::Service::new(

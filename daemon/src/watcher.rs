@@ -18,7 +18,7 @@
 
 use crate::reload::{Request, Source};
 use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind};
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use scriptd_common::config;
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
@@ -262,16 +262,23 @@ impl Watches {
     }
 }
 
-/// Runs the watcher of the config whose main file is `main` (absolute) until `cancel`.
-pub async fn run(
+/// The file watcher, its watches in place: nothing saved from now on is missed.
+pub struct Watcher {
     main: PathBuf,
-    debounce: Duration,
-    reloads: mpsc::Sender<Request>,
-    cancel: CancellationToken,
-) {
+    layout: Arc<RwLock<Layout>>,
+    watches: Watches,
+    tx: mpsc::Sender<Touch>,
+    rx: mpsc::Receiver<Touch>,
+}
+
+/// Watches the config whose main file is `main` (absolute) and started as the files that
+/// hash to `running_hash`; a save made since they were read (before the watches existed)
+/// is picked up as if it came now. `None` when the watcher cannot be created (said in the
+/// daemon log: reloads then need `ctl reload` or SIGHUP).
+pub fn start(main: PathBuf, running_hash: &str) -> Option<Watcher> {
     let start = Layout::read(&main).unwrap_or_else(|| Layout::new(main.clone(), &[]));
     let layout = Arc::new(RwLock::new(start.clone()));
-    let (tx, mut rx) = mpsc::channel::<Touch>(1024);
+    let (tx, rx) = mpsc::channel::<Touch>(1024);
     let watcher = match RecommendedWatcher::new(
         handler(layout.clone(), tx.clone()),
         notify::Config::default(),
@@ -279,7 +286,7 @@ pub async fn run(
         Ok(w) => w,
         Err(e) => {
             tracing::error!("cannot start the file watcher: {e}; use `ctl reload` or SIGHUP");
-            return;
+            return None;
         }
     };
     let mut watches = Watches {
@@ -287,78 +294,111 @@ pub async fn run(
         dirs: HashMap::new(),
     };
     watches.update(&start);
+    let moved =
+        scriptd_common::config::read_source(&main).map_or(true, |s| s.hash() != running_hash);
+    if moved {
+        tracing::info!("the config changed while the daemon started; reading it again");
+        let _ = tx.try_send(Touch {
+            path: main.clone(),
+            open: false,
+        });
+    }
+    Some(Watcher {
+        main,
+        layout,
+        watches,
+        tx,
+        rx,
+    })
+}
 
-    loop {
-        let first = tokio::select! {
-            _ = cancel.cancelled() => return,
-            t = rx.recv() => match t { Some(t) => t, None => return },
-        };
-        let mut open: HashSet<PathBuf> = HashSet::new();
-        // Config files touched in this window (every touch the callback lets through is).
-        let mut touched: HashSet<PathBuf> = HashSet::new();
-        let note = |t: Touch, open: &mut HashSet<PathBuf>, touched: &mut HashSet<PathBuf>| {
-            touched.insert(t.path.clone());
-            if t.open {
-                open.insert(t.path);
-            } else {
-                open.remove(&t.path);
-            }
-        };
-        note(first, &mut open, &mut touched);
-        // The window opens at the first event.
-        let window = tokio::time::sleep(debounce);
-        tokio::pin!(window);
+impl Watcher {
+    /// Turns saves into reloads, debounced, until `cancel`.
+    pub async fn run(
+        self,
+        debounce: Duration,
+        reloads: mpsc::Sender<Request>,
+        cancel: CancellationToken,
+    ) {
+        let Self {
+            main,
+            layout,
+            mut watches,
+            tx,
+            mut rx,
+        } = self;
         loop {
-            tokio::select! {
+            let first = tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = &mut window => break,
-                Some(t) = rx.recv() => note(t, &mut open, &mut touched),
-            }
-        }
-        // Wait (bounded) for files written in the window to be closed again, for a touched
-        // config file that is empty now to be written (an editor that truncates and writes in
-        // two opens leaves it empty in between, and an empty included file would remove its
-        // scripts), and for a main file that was deleted to be created again. What is still
-        // so after the bound is read as it is.
-        let deadline = tokio::time::Instant::now() + CLOSE_WAIT;
-        let waiting = |open: &HashSet<PathBuf>, touched: &HashSet<PathBuf>| {
-            !open.is_empty()
-                || touched.iter().any(|p| empty_file(p))
-                || (touched.contains(&main) && !main.exists())
-        };
-        while waiting(&open, &touched) {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep_until(deadline) => {
-                    tracing::info!(
-                        open = ?open,
-                        "config files still open for writing, empty or missing after {CLOSE_WAIT:?}: \
-                         reading the config anyway"
-                    );
-                    break;
+                t = rx.recv() => match t { Some(t) => t, None => return },
+            };
+            let mut open: HashSet<PathBuf> = HashSet::new();
+            // Config files touched in this window (every touch the callback lets through is).
+            let mut touched: HashSet<PathBuf> = HashSet::new();
+            let note = |t: Touch, open: &mut HashSet<PathBuf>, touched: &mut HashSet<PathBuf>| {
+                touched.insert(t.path.clone());
+                if t.open {
+                    open.insert(t.path);
+                } else {
+                    open.remove(&t.path);
                 }
-                Some(t) = rx.recv() => note(t, &mut open, &mut touched),
+            };
+            note(first, &mut open, &mut touched);
+            // The window opens at the first event.
+            let window = tokio::time::sleep(debounce);
+            tokio::pin!(window);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = &mut window => break,
+                    Some(t) = rx.recv() => note(t, &mut open, &mut touched),
+                }
             }
-        }
-        let (reply, done) = oneshot::channel();
-        let req = Request {
-            reply: Some(reply),
-            ..Request::new(Source::Watch)
-        };
-        if reloads.send(req).await.is_err() {
-            return;
-        }
-        let _ = done.await;
-        // The reload may have changed the include globs: filter and watch by the new ones.
-        let fresh = Layout::read(&main).unwrap_or_else(|| current(&layout));
-        *layout.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
-        if watches.update(&fresh) {
-            // Files may have landed in a new directory before its watch existed.
-            tracing::debug!("a new directory is watched; reading the config again");
-            let _ = tx.try_send(Touch {
-                path: main.clone(),
-                open: false,
-            });
+            // Wait (bounded) for files written in the window to be closed again, for a touched
+            // config file that is empty now to be written (an editor that truncates and writes in
+            // two opens leaves it empty in between, and an empty included file would remove its
+            // scripts), and for a main file that was deleted to be created again. What is still
+            // so after the bound is read as it is.
+            let deadline = tokio::time::Instant::now() + CLOSE_WAIT;
+            let waiting = |open: &HashSet<PathBuf>, touched: &HashSet<PathBuf>| {
+                !open.is_empty()
+                    || touched.iter().any(|p| empty_file(p))
+                    || (touched.contains(&main) && !main.exists())
+            };
+            while waiting(&open, &touched) {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        tracing::info!(
+                            open = ?open,
+                            "config files still open for writing, empty or missing after {CLOSE_WAIT:?}: \
+                             reading the config anyway"
+                        );
+                        break;
+                    }
+                    Some(t) = rx.recv() => note(t, &mut open, &mut touched),
+                }
+            }
+            let (reply, done) = oneshot::channel();
+            let req = Request {
+                reply: Some(reply),
+                ..Request::new(Source::Watch)
+            };
+            if reloads.send(req).await.is_err() {
+                return;
+            }
+            let _ = done.await;
+            // The reload may have changed the include globs: filter and watch by the new ones.
+            let fresh = Layout::read(&main).unwrap_or_else(|| current(&layout));
+            *layout.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+            if watches.update(&fresh) {
+                // Files may have landed in a new directory before its watch existed.
+                tracing::debug!("a new directory is watched; reading the config again");
+                let _ = tx.try_send(Touch {
+                    path: main.clone(),
+                    open: false,
+                });
+            }
         }
     }
 }
