@@ -2,14 +2,15 @@
 # scriptd vs supervisord on identical workloads, in one run, reported as ratios
 # (BENCHMARKS.md, "scriptd vs supervisord").
 #
-# Builds scriptd in release mode, installs supervisor from PyPI into bench/.venv when it is
+# Builds scriptd in release mode (the `dist` profile the package ships: fat LTO, size-optimised
+# but for the log path), installs supervisor from PyPI into bench/.venv when it is
 # missing, then runs bench/compare.py: each scenario for both supervisors, alternating A B A B
 # over several rounds, in a temp dir (Unix sockets and files only). Prints a Markdown report.
 #
 # Usage: bench/compare.sh [--rounds N] [--only 1,2,3,4,5,6] [--markdown FILE] [--json FILE]
 #                         [--profile release|dist] [--keep]
 #   --rounds N   rounds per scenario (default: 5 for scenarios 1-3, 3 for 4-6)
-#   --profile P  cargo profile to build and measure (default: release)
+#   --profile P  cargo profile to build and measure (default: dist)
 #   --keep       leave the work directory (configs, logs) behind for inspection
 #
 # Every process it starts is stopped by pid at the end, also on Ctrl-C or SIGTERM: the driver
@@ -19,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 keep=0
-profile=release
+profile=dist
 args=()
 while [ $# -gt 0 ]; do
   case $1 in

@@ -16,12 +16,12 @@ set -euo pipefail
 RUNS=${1:-5}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-cargo build --release --workspace --quiet
+cargo build --profile dist --locked -p scriptd -p ctl --quiet
 
 DIR=$(mktemp -d /tmp/scriptd-bench.XXXXXX)
 # Private copies: a rebuild during the run must not swap the binary under the daemon (its
 # shim re-executes the daemon's own binary).
-cp "$ROOT/target/release/scriptd" "$ROOT/target/release/scriptd-shim" "$ROOT/target/release/ctl" "$DIR/"
+cp "$ROOT/target/dist/scriptd" "$ROOT/target/dist/scriptd-shim" "$ROOT/target/dist/ctl" "$DIR/"
 SCRIPTD="$DIR/scriptd"
 CTL="$DIR/ctl"
 DAEMON_PID=

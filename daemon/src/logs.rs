@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 /// Lines kept in memory while at least one follower is attached, even when `max_log_lines`
@@ -1424,7 +1425,17 @@ fn strip_cr(line: &[u8]) -> &[u8] {
 /// boundary when the text is UTF-8), so memory stays bounded whatever the script prints;
 /// `\r\n` endings lose the `\r`; invalid UTF-8 is replaced; a last line without a newline
 /// is flushed at EOF.
-pub async fn pump(pipe: impl PipeEnd, sink: Arc<LogSink>, run_id: u64, stream: Stream) {
+///
+/// `stop` ends it early (a process that escaped the run's group still holds the pipe after
+/// the run ended): what the pipe holds then is read, the partial last line flushed, and a
+/// daemon line says reading stopped.
+pub async fn pump(
+    pipe: impl PipeEnd,
+    sink: Arc<LogSink>,
+    run_id: u64,
+    stream: Stream,
+    stop: CancellationToken,
+) {
     let rx = match pipe.into_fd().and_then(pipe::Receiver::from_owned_fd) {
         Ok(rx) => rx,
         Err(e) => {
@@ -1436,12 +1447,17 @@ pub async fn pump(pipe: impl PipeEnd, sink: Arc<LogSink>, run_id: u64, stream: S
     let mut lines = Splitter::default();
     let mut buf: Vec<u8> = Vec::new();
     let mut widened = false;
+    let mut stopped = false;
     'stream: loop {
-        if rx.readable().await.is_err() {
-            break;
+        tokio::select! {
+            ready = rx.readable() => if ready.is_err() { break },
+            _ = stop.cancelled(), if !stopped => stopped = true,
         }
         buf.reserve_exact(READ_CHUNK);
-        loop {
+        // After `stop`, only what the pipe holds now (a bounded amount) is still read.
+        let mut reads = 0;
+        while !stopped || reads < STOP_DRAIN_READS {
+            reads += 1;
             buf.clear();
             match rx.try_read_buf(&mut buf) {
                 Ok(0) => break 'stream,
@@ -1458,11 +1474,26 @@ pub async fn pump(pipe: impl PipeEnd, sink: Arc<LogSink>, run_id: u64, stream: S
                 Err(_) => break 'stream,
             }
         }
+        if stopped {
+            sink.append(lines.finish(run_id, stream));
+            sink.system(
+                run_id,
+                format!(
+                    "stopped reading std{}: the run ended, but a process outside its group \
+                     still holds the pipe open",
+                    stream.as_str()
+                ),
+            );
+            return;
+        }
         // The pipe is empty: give the buffer back until the script writes again.
         buf = Vec::new();
     }
     sink.append(lines.finish(run_id, stream));
 }
+
+/// Reads of a pipe still made after the pump was told to stop (up to 4 MiB).
+const STOP_DRAIN_READS: usize = 64;
 
 /// Pipe capacity for a script that floods its output.
 const FLOOD_PIPE: i32 = 1 << 20;

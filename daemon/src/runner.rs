@@ -429,23 +429,36 @@ impl Runner {
                 let tx = self.internal_tx.clone();
                 let sink = self.logs.clone();
                 tokio::spawn(async move {
+                    let drained = CancellationToken::new();
                     let out = tokio::spawn(logs::pump(
                         spawned.stdout,
                         sink.clone(),
                         run_id,
                         Stream::Stdout,
+                        drained.clone(),
                     ));
-                    let err =
-                        tokio::spawn(logs::pump(spawned.stderr, sink, run_id, Stream::Stderr));
+                    let err = tokio::spawn(logs::pump(
+                        spawned.stderr,
+                        sink,
+                        run_id,
+                        Stream::Stderr,
+                        drained.clone(),
+                    ));
                     let mut shim = spawned.shim;
                     let status = shim.wait().await;
                     // The shim has stopped the whole group; the pipes close with it, unless
                     // something escaped the group with the pipes still open.
-                    for task in [out, err] {
-                        let abort = task.abort_handle();
-                        if tokio::time::timeout(DRAIN_TIMEOUT, task).await.is_err() {
-                            abort.abort();
-                        }
+                    let pumps = async {
+                        let _ = out.await;
+                        let _ = err.await;
+                    };
+                    tokio::pin!(pumps);
+                    if tokio::time::timeout(DRAIN_TIMEOUT, &mut pumps)
+                        .await
+                        .is_err()
+                    {
+                        drained.cancel(); // they read what is there, then stop
+                        pumps.await;
                     }
                     let _ = tx.send(Exited { run_id, status }).await;
                 });

@@ -853,3 +853,52 @@ fn a_stalled_follower_catches_up_from_rotated_files_without_losing_a_line() {
     }
     assert_eq!(text, 200_001, "every line");
 }
+
+#[test]
+fn output_held_open_by_an_escaped_process_still_ends_with_the_partial_line() {
+    // The script leaves a process in a session of its own (out of the reach of the group
+    // kill) that keeps stdout open: the run's output is read until a bound after the run
+    // ended, its partial last line included, and the log says reading stopped.
+    let marker = "30.4242";
+    let env = Env::new("");
+    let up = env.path("escaped");
+    // The run waits until the escaped process has left its group (before that, the group
+    // kill at the run's end would take it along).
+    let script = env.script(
+        "leaky.sh",
+        &format!(
+            "printf 'no newline'\nsetsid sh -c 'touch {up}; exec sleep {marker}' &\nwhile [ ! -e {up} ]; do sleep 0.01; done\nexit 0",
+            up = up.display()
+        ),
+    );
+    env.set_body(&format!(
+        "scripts:\n  leaky:\n    command: [\"{}\"]\n    enabled: false\n",
+        script.display()
+    ));
+    let d = env.start();
+    ctl_ok(&d, &["run", "leaky"]);
+    let recs = wait_for("the run's end marker", LONG, || {
+        let recs = records(&env, "leaky");
+        recs.iter()
+            .any(|r| r.stream == "sys" && r.text.contains("ended"))
+            .then_some(recs)
+    });
+    for pid in scriptd_e2e::pids_with_marker(marker) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let texts: Vec<(&str, &str)> = recs
+        .iter()
+        .map(|r| (r.stream.as_str(), r.text.as_str()))
+        .collect();
+    assert!(texts.contains(&("out", "no newline")), "{texts:?}");
+    assert!(
+        texts
+            .iter()
+            .any(|(s, t)| *s == "sys" && t.starts_with("stopped reading stdout")),
+        "{texts:?}"
+    );
+    assert_gapless(&recs);
+}

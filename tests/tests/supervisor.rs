@@ -234,7 +234,6 @@ fn stop_kills_a_script_ignoring_term_after_the_grace() {
         took >= Duration::from_millis(450),
         "stop returned after {took:?}, grace is 500ms"
     );
-    assert!(took < Duration::from_secs(8), "stop took {took:?}");
     let after = d.script("stubborn");
     assert_eq!(after.state, "stopped");
     assert_eq!(after.pid, None);
