@@ -31,7 +31,13 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-cargo build --profile "$profile" --locked -p scriptd -p ctl
+if [ "$profile" = dist ]; then
+  packaging/dist.sh # what the package ships: target/dist-bin
+  bins=target/dist-bin
+else
+  cargo build --profile "$profile" --locked -p scriptd -p ctl
+  bins=target/$profile
+fi
 
 venv=bench/.venv
 if [ ! -x "$venv/bin/supervisord" ] || ! "$venv/bin/python" -c 'import supervisor' 2>/dev/null; then
@@ -79,7 +85,7 @@ trap 'exit 129' HUP
 
 # In the background so that a signal to this script is handled at once (the trap stops the
 # driver, which stops everything it started).
-python3 bench/compare.py --root . --bin "target/$profile" --profile "$profile" --venv "$venv" --work "$work" "${args[@]}" &
+python3 bench/compare.py --root . --bin "$bins" --profile "$profile" --venv "$venv" --work "$work" "${args[@]}" &
 driver=$!
 wait "$driver"
 echo "bench/compare.sh: ${SECONDS} s in all (build, venv, benchmark)" >&2

@@ -141,13 +141,12 @@ fn entry_json(e: &proto::HistoryEntry, running: u64) -> HistoryEntryJson {
     }
 }
 
-fn who(uid: Option<u32>) -> String {
+/// Who asked: the user name the daemon found for the uid, else the uid.
+fn who(uid: Option<u32>, user: &str) -> String {
     match uid {
         None => "-".into(),
-        Some(uid) => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-            .ok()
-            .flatten()
-            .map_or_else(|| format!("uid {uid}"), |u| u.name),
+        Some(_) if !user.is_empty() => user.to_owned(),
+        Some(uid) => format!("uid {uid}"),
     }
 }
 
@@ -204,7 +203,7 @@ pub async fn list(c: &mut Client, out: &mut impl Write, json: bool, limit: u32) 
             version,
             output::time(e.time_ms).unwrap_or_default(),
             source_text(e),
-            who(e.uid),
+            who(e.uid, &e.user),
             e.result.clone(),
             summary,
         ]);
@@ -254,7 +253,7 @@ pub async fn actions(c: &mut Client, out: &mut impl Write, json: bool, limit: u3
     for a in &r.actions {
         b.push_record([
             output::time(a.time_ms).unwrap_or_default(),
-            who(a.uid),
+            who(a.uid, &a.user),
             a.action.clone(),
             a.script.clone(),
             a.result.clone(),
@@ -310,7 +309,7 @@ pub async fn show(c: &mut Client, out: &mut impl Write, json: bool, version: u64
         },
         output::time(entry.time_ms).unwrap_or_default(),
         source_text(&entry),
-        who(entry.uid),
+        who(entry.uid, &entry.user),
         entry.hash
     )?;
     if !entry.message.is_empty() {

@@ -80,9 +80,12 @@ impl EventBus {
                     },
                     Err(broadcast::error::RecvError::Closed) => break,
                 };
+                // Sent if the client takes it, also at shutdown; a client that stopped
+                // reading is let go then.
                 tokio::select! {
-                    _ = closed.cancelled() => break,
+                    biased;
                     sent = tx.send(Ok(item)) => if sent.is_err() { break }, // the client left
+                    _ = closed.cancelled() => break,
                 }
             }
         });

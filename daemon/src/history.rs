@@ -158,6 +158,7 @@ fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(proto::HistoryEn
             hash: row.get(9)?,
             errors: Vec::new(),
             changes: Vec::new(),
+            user: String::new(), // named by the server
         },
         row.get(10)?,
     ))
@@ -398,6 +399,7 @@ impl History {
                 script: r.get(3)?,
                 result: r.get(4)?,
                 message: r.get(5)?,
+                user: String::new(), // named by the server
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

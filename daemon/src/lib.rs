@@ -304,6 +304,7 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
     cancel.cancel();
     tracker.close();
     tracker.wait().await;
+    tracing::debug!("every script has stopped: closing open streams and the server");
     server_stop.cancel();
     let served = match failed {
         Some(r) => r,

@@ -224,6 +224,29 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| Status::internal(e.to_string()))
 }
 
+/// User names of uids, each looked up once (the user database can be slow: NSS, LDAP).
+#[derive(Default)]
+struct UserNames(std::collections::HashMap<u32, String>);
+
+impl UserNames {
+    /// The name of `uid`; empty for none or an unknown uid.
+    fn of(&mut self, uid: Option<u32>) -> String {
+        let Some(uid) = uid else {
+            return String::new();
+        };
+        self.0
+            .entry(uid)
+            .or_insert_with(|| {
+                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+                    .unwrap_or_default()
+            })
+            .clone()
+    }
+}
+
 /// Uid of the peer that sent `request` (SO_PEERCRED, recorded at connect).
 fn peer_uid<T>(request: &Req<T>) -> Option<u32> {
     crate::socket::peer_of(request).map(|p| p.uid)
@@ -357,9 +380,29 @@ impl Scriptd for Service {
         let running_version = self.snapshot.borrow().version;
         let history = self.history.clone();
         let (entries, actions) = if request.get_ref().actions {
-            (Vec::new(), blocking(move || history.actions(limit)).await?)
+            let actions = blocking(move || {
+                history.actions(limit).map(|mut actions| {
+                    let mut names = UserNames::default();
+                    for a in &mut actions {
+                        a.user = names.of(a.uid);
+                    }
+                    actions
+                })
+            })
+            .await?;
+            (Vec::new(), actions)
         } else {
-            (blocking(move || history.list(limit)).await?, Vec::new())
+            let entries = blocking(move || {
+                history.list(limit).map(|mut entries| {
+                    let mut names = UserNames::default();
+                    for e in &mut entries {
+                        e.user = names.of(e.uid);
+                    }
+                    entries
+                })
+            })
+            .await?;
+            (entries, Vec::new())
         };
         Ok(Response::new(proto::HistoryResponse {
             running_version,
@@ -377,7 +420,8 @@ impl Scriptd for Service {
             0 => running_version,
             v => v,
         };
-        let (entry, files) = self.load_version(version).await?;
+        let (mut entry, files) = self.load_version(version).await?;
+        entry.user = UserNames::default().of(entry.uid);
         Ok(Response::new(proto::GetVersionResponse {
             entry: Some(entry),
             files: files

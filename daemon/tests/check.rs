@@ -104,11 +104,13 @@ fn packaged_config_is_valid_and_agrees_with_the_unit() {
     );
     // The daemon (/usr/bin/scriptd) looks for its shim in ../libexec/scriptd/.
     let install = read("debian/install");
-    assert!(install.lines().any(|l| l == "target/dist/scriptd usr/bin"));
+    assert!(install
+        .lines()
+        .any(|l| l == "target/dist-bin/scriptd usr/bin"));
     assert!(
         install
             .lines()
-            .any(|l| l == "target/dist/scriptd-shim usr/libexec/scriptd"),
+            .any(|l| l == "target/dist-bin/scriptd-shim usr/libexec/scriptd"),
         "the deb installs the shim where the daemon looks for it"
     );
 }

@@ -25,7 +25,7 @@ function __fish_ctl_using_subcommand
 end
 
 complete -c ctl -n "__fish_ctl_needs_command" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
-complete -c ctl -n "__fish_ctl_needs_command" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_needs_command" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_needs_command" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -45,46 +45,46 @@ complete -c ctl -n "__fish_ctl_needs_command" -f -a "completions" -d 'Print shel
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "man" -d 'Print the man page (roff)'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ctl -n "__fish_ctl_using_subcommand status" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
-complete -c ctl -n "__fish_ctl_using_subcommand status" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand status" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand status" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand reload" -l plan -d 'Apply only if this plan (from --dry-run) is still what would be applied' -r
 complete -c ctl -n "__fish_ctl_using_subcommand reload" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
-complete -c ctl -n "__fish_ctl_using_subcommand reload" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand reload" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand reload" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand reload" -l dry-run -d 'Preview only: print the plan and its id, change nothing'
 complete -c ctl -n "__fish_ctl_using_subcommand reload" -l exit-code -d 'With --dry-run: exit 5 when the plan has changes, 0 when it has none'
 complete -c ctl -n "__fish_ctl_using_subcommand reload" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand events" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
-complete -c ctl -n "__fish_ctl_using_subcommand events" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand events" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand events" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand events" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand start" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
-complete -c ctl -n "__fish_ctl_using_subcommand start" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand start" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand start" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand start" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand stop" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
-complete -c ctl -n "__fish_ctl_using_subcommand stop" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand stop" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand stop" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand stop" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand restart" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
-complete -c ctl -n "__fish_ctl_using_subcommand restart" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand restart" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand restart" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand restart" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand run" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
-complete -c ctl -n "__fish_ctl_using_subcommand run" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand run" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand run" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -l limit -d 'At most this many entries' -r
 complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
-complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -l actions -d 'List the control actions (start, stop, restart, run: time, uid, script, result) instead of the config versions'
@@ -92,19 +92,19 @@ complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_sub
 complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -f -a "show" -d 'The files of one version'
 complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ctl -n "__fish_ctl_using_subcommand history; and __fish_seen_subcommand_from show" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
-complete -c ctl -n "__fish_ctl_using_subcommand history; and __fish_seen_subcommand_from show" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand history; and __fish_seen_subcommand_from show" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand history; and __fish_seen_subcommand_from show" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand history; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand history; and __fish_seen_subcommand_from help" -f -a "show" -d 'The files of one version'
 complete -c ctl -n "__fish_ctl_using_subcommand history; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ctl -n "__fish_ctl_using_subcommand diff" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
-complete -c ctl -n "__fish_ctl_using_subcommand diff" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand diff" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand diff" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand diff" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand rollback" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
-complete -c ctl -n "__fish_ctl_using_subcommand rollback" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand rollback" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand rollback" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand rollback" -l dry-run -d 'Preview the plan only'
@@ -118,19 +118,19 @@ stderr\t'The script\'s stderr'
 system\t'The daemon\'s lines about runs (started, ended, timed out)'"
 complete -c ctl -n "__fish_ctl_using_subcommand logs" -l run -d 'Only the lines of this run (the run id of `ctl status`)' -r
 complete -c ctl -n "__fish_ctl_using_subcommand logs" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
-complete -c ctl -n "__fish_ctl_using_subcommand logs" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand logs" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand logs" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand logs" -s f -l follow -d 'Keep printing lines as they are written, across log rotation and restarts of the script, until interrupted (or the script is removed)'
 complete -c ctl -n "__fish_ctl_using_subcommand logs" -l raw -d 'Print only the text of stdout and stderr lines, nothing added'
 complete -c ctl -n "__fish_ctl_using_subcommand logs" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand completions" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
-complete -c ctl -n "__fish_ctl_using_subcommand completions" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand completions" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand completions" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand man" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
-complete -c ctl -n "__fish_ctl_using_subcommand man" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand man" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand man" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand man" -s h -l help -d 'Print help (see more with \'--help\')'
