@@ -40,7 +40,7 @@ pub const FOLLOW_WINDOW: usize = 32 * 1024;
 
 /// Memory cap of one script's line buffer (text plus per-line overhead). Lines pushed out by
 /// it are still in the file: backlog requests read them from there.
-pub const MEM_BYTES: usize = 16 << 20;
+pub const MEM_BYTES: usize = 4 << 20;
 
 /// Bookkeeping bytes counted per buffered block on top of its text and line table.
 const BLOCK_OVERHEAD: usize = 128;

@@ -481,8 +481,9 @@ fn a_50_mb_line_is_split_and_the_daemon_memory_stays_bounded() {
     let after = vm_hwm_kb(d.pid());
     let growth_mb = after.saturating_sub(before) / 1024;
     eprintln!("daemon VmHWM: {before} kB before, {after} kB after the 50 MB line");
+    // The line buffer of a script holds at most 4 MiB; the rest is read buffers.
     assert!(
-        growth_mb < 40,
+        growth_mb < 12,
         "daemon peak RSS grew by {growth_mb} MB for a 50 MB line ({before} kB -> {after} kB)"
     );
 
