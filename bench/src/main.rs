@@ -90,11 +90,8 @@ fn bench_status(bins: &Path, out: &mut String) -> anyhow::Result<()> {
     let d = start(bins, &cfg)?;
     let socket = d.socket();
     let ctl = bins.join("ctl");
-    let status: Vec<&std::ffi::OsStr> = vec![
-        "--socket".as_ref(),
-        socket.as_os_str(),
-        "status".as_ref(),
-    ];
+    let status: Vec<&std::ffi::OsStr> =
+        vec!["--socket".as_ref(), socket.as_os_str(), "status".as_ref()];
     let time = |program: &Path, args: &[&std::ffi::OsStr]| -> anyhow::Result<f64> {
         let t = Instant::now();
         let s = Command::new(program)

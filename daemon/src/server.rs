@@ -229,6 +229,20 @@ async fn blocking<T: Send + 'static>(
 struct UserNames(std::collections::HashMap<u32, String>);
 
 impl UserNames {
+    /// `items` with the user name of each one's uid filled in (`field`: its uid and where
+    /// the name goes).
+    fn name_all<T>(
+        mut items: Vec<T>,
+        field: impl Fn(&mut T) -> (Option<u32>, &mut String),
+    ) -> Vec<T> {
+        let mut names = Self::default();
+        for item in &mut items {
+            let (uid, user) = field(item);
+            *user = names.of(uid);
+        }
+        items
+    }
+
     /// The name of `uid`; empty for none or an unknown uid.
     fn of(&mut self, uid: Option<u32>) -> String {
         let Some(uid) = uid else {
@@ -381,25 +395,17 @@ impl Scriptd for Service {
         let history = self.history.clone();
         let (entries, actions) = if request.get_ref().actions {
             let actions = blocking(move || {
-                history.actions(limit).map(|mut actions| {
-                    let mut names = UserNames::default();
-                    for a in &mut actions {
-                        a.user = names.of(a.uid);
-                    }
-                    actions
-                })
+                history
+                    .actions(limit)
+                    .map(|a| UserNames::name_all(a, |a| (a.uid, &mut a.user)))
             })
             .await?;
             (Vec::new(), actions)
         } else {
             let entries = blocking(move || {
-                history.list(limit).map(|mut entries| {
-                    let mut names = UserNames::default();
-                    for e in &mut entries {
-                        e.user = names.of(e.uid);
-                    }
-                    entries
-                })
+                history
+                    .list(limit)
+                    .map(|e| UserNames::name_all(e, |e| (e.uid, &mut e.user)))
             })
             .await?;
             (entries, Vec::new())
