@@ -34,13 +34,20 @@ pub struct DeathPipe {
 }
 
 impl DeathPipe {
-    /// Creates the pipe, both ends close-on-exec and numbered 10 or above so that moving the
-    /// read end to fd 3 in a child cannot clobber anything.
+    /// Creates the pipe, both ends numbered 10 or above; the write end is close-on-exec, the
+    /// read end is inherited by every process the daemon starts (only shims: each passes it
+    /// on to nobody), so that no code has to run between fork and exec and the shim can be
+    /// started with `posix_spawn`, without copying the daemon's address space.
     pub fn new() -> std::io::Result<Self> {
         let (r, w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+        let read = high_fd(r)?;
+        // SAFETY: clearing FD_CLOEXEC on a descriptor we own.
+        if unsafe { libc::fcntl(read.as_raw_fd(), libc::F_SETFD, 0) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
         Ok(Self {
-            read: high_fd(r)?,
+            read,
             _write: high_fd(w)?,
         })
     }
@@ -110,9 +117,7 @@ pub async fn spawn(
     let exe = shim_program();
     let (report_r, report_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
-    let report_w = high_fd(report_w)?;
     let death_fd: RawFd = death.read.as_raw_fd();
-    let report_fd: RawFd = report_w.as_raw_fd();
 
     let grace_ms = u64::try_from(cfg.stop_grace.as_millis()).unwrap_or(u64::MAX);
     let mut cmd = tokio::process::Command::new(exe);
@@ -122,6 +127,7 @@ pub async fn spawn(
         .arg(shim::ARG)
         .arg(cfg.stop_signal.number().to_string())
         .arg(grace_ms.to_string())
+        .arg(death_fd.to_string())
         .arg("--")
         .args(cfg.argv())
         .current_dir(&cfg.working_dir)
@@ -130,28 +136,27 @@ pub async fn spawn(
         .envs(&cfg.env)
         .env("SCRIPTD_SCRIPT", name)
         .env("SCRIPTD_RUN_ID", run_id.to_string())
-        .stdin(Stdio::null())
+        // The shim reports on its stdin (the script's is /dev/null): stdio is the only
+        // descriptor `posix_spawn` can place without code running in the child.
+        .stdin(Stdio::from(report_w))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(false);
-    // SAFETY: only async-signal-safe calls (dup2) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(death_fd, shim::DEATH_FD) < 0
-                || libc::dup2(report_fd, shim::REPORT_FD) < 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    let started = std::time::Instant::now();
+    // Dropped with `cmd` once spawned: only the shim holds the write end, EOF once it reported.
     let spawned = cmd.spawn();
-    drop(report_w); // only the shim holds the write end now: EOF once it reported
+    drop(cmd);
     let mut shim = spawned?;
+    let exec = started.elapsed();
     let mut reader = tokio::net::unix::pipe::Receiver::from_owned_fd(report_r)?;
     let mut text = String::new();
     reader.read_to_string(&mut text).await?;
+    tracing::debug!(
+        script = name,
+        "shim started in {exec:?}, the script {:?} later",
+        started.elapsed() - exec
+    );
     let line = text.trim();
     let pid = match line.strip_prefix("ok ").and_then(|p| p.parse::<u32>().ok()) {
         Some(pid) => pid,

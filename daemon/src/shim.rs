@@ -9,9 +9,9 @@
 //!   with PR_SET_PDEATHSIG(SIGKILL): should the shim itself be killed, the script dies with
 //!   it (what the script forked is swept by the next daemon start, see
 //!   [`crate::process::GroupRecords`]);
-//! - reports the script's pid, or why it could not be started, on fd 4;
+//! - reports the script's pid, or why it could not be started, on its stdin (a pipe);
 //! - becomes a child subreaper, so the script's orphaned children are reaped, not zombies;
-//! - watches fd 3, the read end of a pipe whose write end only the daemon holds: when the
+//! - watches the read end of a pipe whose write end only the daemon holds: when the
 //!   daemon dies, even by `kill -9`, the read returns EOF and the shim stops the whole group
 //!   (stop signal, then SIGKILL after the grace). PR_SET_PDEATHSIG alone would reach only
 //!   the direct child and is cleared on fork;
@@ -32,24 +32,30 @@ use std::time::{Duration, Instant};
 
 /// First argument that selects shim mode.
 pub const ARG: &str = "__shim";
-/// Fd of the daemon-liveness pipe (read end) in the shim.
-pub const DEATH_FD: i32 = 3;
-/// Fd of the spawn-report pipe (write end) in the shim.
-pub const REPORT_FD: i32 = 4;
+/// Fd of the spawn-report pipe (write end) in the shim: its stdin (the script's stdin is
+/// /dev/null).
+const REPORT_FD: i32 = 0;
 
 /// Runs the shim with the arguments after [`ARG`]. Never returns normally when the script is
 /// killed by a signal: the shim re-raises it.
 pub fn main(args: Vec<OsString>) -> ExitCode {
-    let mut report = unsafe_owned_file(REPORT_FD);
+    // SAFETY: the daemon started us with the report pipe as stdin; nothing else in this
+    // process owns it.
+    let mut report = unsafe { std::fs::File::from_raw_fd(REPORT_FD) };
     let parsed = parse(&args);
-    let (stop, grace, argv) = match parsed {
+    let Parsed {
+        stop,
+        grace,
+        death_fd,
+        argv,
+    } = match parsed {
         Ok(p) => p,
         Err(e) => {
             let _ = writeln!(report, "err {e}");
             return ExitCode::from(127);
         }
     };
-    for fd in [DEATH_FD, REPORT_FD] {
+    for fd in [death_fd, REPORT_FD] {
         // SAFETY: plain fcntl on fds the daemon handed us; the script must not inherit them.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
@@ -72,7 +78,9 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         }
     };
     let mut cmd = std::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..]).process_group(0);
+    cmd.args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .process_group(0);
     let shim_pid = nix::unistd::getpid();
     // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
     unsafe {
@@ -105,7 +113,10 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     // alike.
     drop(child);
 
-    let status = supervise(pid, stop, grace, &sigchld);
+    // SAFETY: the daemon's liveness pipe, which the shim inherited at `death_fd` (from its
+    // arguments) and nothing else in this process owns.
+    let death = unsafe { OwnedFd::from_raw_fd(death_fd) };
+    let status = supervise(pid, stop, grace, &sigchld, death);
     // Whatever the script left in its group gets the same treatment as a stop.
     if kill(Pid::from_raw(-pid.as_raw()), None).is_ok() {
         stop_group(pid, stop, grace);
@@ -117,9 +128,13 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
 /// One thread waits for everything: the script's exit (SIGCHLD, through a signalfd) and the
 /// daemon's death (EOF on [`DEATH_FD`]), after which the group gets `stop`, then SIGKILL
 /// once `grace` has passed. Returns the script's status.
-fn supervise(script: Pid, stop: Signal, grace: Duration, sigchld: &SignalFd) -> WaitStatus {
-    // SAFETY: DEATH_FD was dup2()ed into place by the daemon and is owned by nothing else.
-    let death = unsafe { OwnedFd::from_raw_fd(DEATH_FD) };
+fn supervise(
+    script: Pid,
+    stop: Signal,
+    grace: Duration,
+    sigchld: &SignalFd,
+    death: OwnedFd,
+) -> WaitStatus {
     let group = Pid::from_raw(-script.as_raw());
     let mut daemon_alive = true;
     let mut kill_at: Option<Instant> = None;
@@ -198,26 +213,36 @@ fn set_name(script: &str) {
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
 }
 
-type Parsed = (Signal, Duration, Vec<OsString>);
+/// The shim's arguments.
+#[derive(Debug, PartialEq)]
+struct Parsed {
+    stop: Signal,
+    grace: Duration,
+    /// The inherited read end of the daemon's liveness pipe.
+    death_fd: i32,
+    argv: Vec<OsString>,
+}
 
 fn parse(args: &[OsString]) -> Result<Parsed, String> {
-    let usage = "usage: scriptd __shim SIGNUM GRACE_MS -- PROGRAM [ARGS...]";
-    let [sig, grace, sep, argv @ ..] = args else {
+    let usage = "usage: scriptd-shim __shim SIGNUM GRACE_MS DEATH_FD -- PROGRAM [ARGS...]";
+    let [sig, grace, death, sep, argv @ ..] = args else {
         return Err(usage.into());
     };
     if sep != "--" || argv.is_empty() {
         return Err(usage.into());
     }
-    let sig: i32 = sig.to_str().and_then(|s| s.parse().ok()).ok_or(usage)?;
-    let sig = Signal::try_from(sig).map_err(|e| e.to_string())?;
-    let grace: u64 = grace.to_str().and_then(|s| s.parse().ok()).ok_or(usage)?;
-    Ok((sig, Duration::from_millis(grace), argv.to_vec()))
-}
-
-fn unsafe_owned_file(fd: i32) -> std::fs::File {
-    // SAFETY: the daemon dup2()s these fds into place just before exec; nothing else in this
-    // process owns them.
-    unsafe { std::fs::File::from_raw_fd(fd) }
+    let number = |s: &OsString| s.to_str().and_then(|s| s.parse::<u64>().ok()).ok_or(usage);
+    let sig = i32::try_from(number(sig)?).map_err(|e| e.to_string())?;
+    let death_fd = i32::try_from(number(death)?).map_err(|e| e.to_string())?;
+    if death_fd <= 2 {
+        return Err(usage.into());
+    }
+    Ok(Parsed {
+        stop: Signal::try_from(sig).map_err(|e| e.to_string())?,
+        grace: Duration::from_millis(number(grace)?),
+        death_fd,
+        argv: argv.to_vec(),
+    })
 }
 
 /// Signals the group, waits up to `grace` for it to empty, then SIGKILLs it, reaping dead
@@ -268,5 +293,37 @@ fn exit_like(status: WaitStatus) -> ExitCode {
             ExitCode::from(128 + sig as u8)
         }
         _ => ExitCode::from(127),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn arguments() {
+        assert_eq!(
+            parse(&args(&["15", "2500", "11", "--", "/bin/sh", "-c", "x"])),
+            Ok(Parsed {
+                stop: Signal::SIGTERM,
+                grace: Duration::from_millis(2500),
+                death_fd: 11,
+                argv: args(&["/bin/sh", "-c", "x"]),
+            })
+        );
+        for bad in [
+            &["15", "2500", "--", "/bin/true"][..],
+            &["15", "2500", "11", "/bin/true"],
+            &["15", "2500", "11", "--"],
+            &["15", "2500", "1", "--", "/bin/true"],
+            &["99", "2500", "11", "--", "/bin/true"],
+            &["15", "-1", "11", "--", "/bin/true"],
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad:?}");
+        }
     }
 }
