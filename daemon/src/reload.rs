@@ -55,8 +55,35 @@ pub struct Request {
     pub target: Option<u64>,
     /// Uid of the ctl user who asked.
     pub uid: Option<u32>,
+    /// The files as the watcher validated them while its debounce window was open: used
+    /// when the files read for the attempt hash the same, which takes the validation off
+    /// the path from a save to the change running.
+    pub prevalidated: Option<Prevalidated>,
     /// Where the result goes.
     pub reply: Option<oneshot::Sender<Report>>,
+}
+
+/// A config validated ahead of its reload (see [`Request::prevalidated`]).
+#[derive(Debug)]
+pub struct Prevalidated {
+    /// Hash of the files validated.
+    hash: String,
+    config: Config,
+}
+
+impl Prevalidated {
+    /// Reads and validates the config at `main` as a reload would; `None` when it is not
+    /// valid (the reload then finds and reports why).
+    pub fn read(main: &Path) -> Option<Self> {
+        let source = config::read_source(main)
+            .and_then(config::secure_source)
+            .ok()?;
+        let config = config::validate(&source).ok()?;
+        Some(Self {
+            hash: source.hash(),
+            config,
+        })
+    }
 }
 
 impl Request {
@@ -68,6 +95,7 @@ impl Request {
             plan_id: None,
             target: None,
             uid: None,
+            prevalidated: None,
             reply: None,
         }
     }
@@ -255,7 +283,8 @@ impl Coordinator {
                 _ = cancel.cancelled() => break,
                 req = rx.recv() => match req { Some(r) => r, None => break },
             };
-            let report = self.handle(&req).await;
+            let mut req = req;
+            let report = self.handle(&mut req).await;
             if let Some(reply) = req.reply {
                 let _ = reply.send(report);
             }
@@ -288,7 +317,7 @@ impl Coordinator {
         });
     }
 
-    async fn handle(&mut self, req: &Request) -> Report {
+    async fn handle(&mut self, req: &mut Request) -> Report {
         let mut steps = Steps::new();
         let mut rollback_from = None;
         let loaded = match req.target {
@@ -469,7 +498,7 @@ impl Coordinator {
 
     async fn attempt(
         &mut self,
-        req: &Request,
+        req: &mut Request,
         loaded: Result<ConfigSource, ConfigErrors>,
         steps: &mut Steps,
     ) -> Report {
@@ -523,9 +552,13 @@ impl Coordinator {
             }
             return report;
         }
-        let new = match config::validate(&source) {
-            Ok(c) => c,
-            Err(errors) => return self.reject_invalid(id, report, errors),
+        let prevalidated = req.prevalidated.take().filter(|p| p.hash == new_hash);
+        let new = match prevalidated {
+            Some(p) => p.config,
+            None => match config::validate(&source) {
+                Ok(c) => c,
+                Err(errors) => return self.reject_invalid(id, report, errors),
+            },
         };
         steps.mark("validate");
         self.phase(id, req.source, ReloadPhase::Validated, &report);

@@ -16,7 +16,7 @@
 //! same as the running version). An inotify queue overflow or a notify error is treated the
 //! same way, as a touch of the main file: everything is read again.
 
-use crate::reload::{Request, Source};
+use crate::reload::{Prevalidated, Request, Source};
 use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use scriptd_common::config;
@@ -344,7 +344,14 @@ impl Watcher {
                 }
             };
             note(first, &mut open, &mut touched);
-            // The window opens at the first event.
+            // The window opens at the first event. Meanwhile the files are read and
+            // validated as they are now: a save that is complete already (a rename into
+            // place) needs no validation once the window closes; anything written later
+            // hashes differently and is validated by the reload itself.
+            let ahead = tokio::task::spawn_blocking({
+                let main = main.clone();
+                move || Prevalidated::read(&main)
+            });
             let window = tokio::time::sleep(debounce);
             tokio::pin!(window);
             loop {
@@ -382,6 +389,7 @@ impl Watcher {
             let (reply, done) = oneshot::channel();
             let req = Request {
                 reply: Some(reply),
+                prevalidated: ahead.await.ok().flatten(),
                 ..Request::new(Source::Watch)
             };
             if reloads.send(req).await.is_err() {
