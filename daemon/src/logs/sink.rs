@@ -1,0 +1,348 @@
+//! [`LogSink`]: the log state of one script behind one lock — the ring in memory, the log
+//! file, the settings — and what readers take out of it (a backlog, a batch of live lines,
+//! or the files to catch up from).
+
+use super::backlog::last_record;
+use super::file::{log_files, log_path, LogFile};
+use super::follow::Query;
+use super::record::{Block, Stream};
+use super::ring::Ring;
+use super::{BATCH_BYTES, BATCH_LINES};
+use scriptd_common::config::LogConfig;
+use scriptd_common::proto;
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+use tokio::sync::watch;
+
+/// The log state of one script.
+pub struct LogSink {
+    inner: Mutex<Inner>,
+    /// Carries `next_seq` after every append (and on close): readers wait on it.
+    pub(super) wake: watch::Sender<u64>,
+    /// Live followers attached; while there are any, the buffer keeps
+    /// [`FOLLOW_WINDOW`](super::FOLLOW_WINDOW).
+    followers: AtomicUsize,
+    /// Run id of the newest record in the files when the sink was opened.
+    last_run_id: u64,
+}
+
+struct Inner {
+    ring: Ring,
+    cfg: LogConfig,
+    file: LogFile,
+    /// The script is gone (removed, daemon stopping): followers end.
+    closed: bool,
+}
+
+impl Inner {
+    /// Flushes the file and opens every log file for reading, oldest first.
+    fn open_files(&mut self) -> Vec<File> {
+        self.file.flush();
+        log_files(&self.file.path)
+            .iter()
+            .filter_map(|p| File::open(p).ok())
+            .collect()
+    }
+}
+
+impl LogSink {
+    /// Opens (or creates) the script's log file and resumes the sequence after its last line
+    /// (or the last line of the newest rotated file, when the current one is empty).
+    pub fn open(dir: &Path, script: &str, max_lines: u64, cfg: LogConfig) -> Arc<Self> {
+        let path = log_path(dir, script);
+        let last = log_files(&path).iter().rev().find_map(|p| last_record(p));
+        let next_seq = last.map_or(1, |(seq, _)| seq + 1);
+        let last_run_id = last.map_or(0, |(_, run)| run);
+        let (wake, _) = watch::channel(next_seq);
+        Arc::new(Self {
+            inner: Mutex::new(Inner {
+                ring: Ring::new(max_lines as usize, next_seq),
+                cfg,
+                file: LogFile::open(path),
+                closed: false,
+            }),
+            wake,
+            followers: AtomicUsize::new(0),
+            last_run_id,
+        })
+    }
+
+    /// Run id of the newest record found in the files at open: run ids continue from it
+    /// across daemon restarts, so `--run ID` never matches two runs.
+    pub fn last_run_id(&self) -> u64 {
+        self.last_run_id
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn following(&self) -> bool {
+        self.followers.load(Ordering::Relaxed) > 0
+    }
+
+    /// Live change of the ring size and file settings.
+    pub fn set_config(&self, max_lines: u64, cfg: LogConfig) {
+        let following = self.following();
+        let mut g = self.lock();
+        g.ring.max_lines = max_lines as usize;
+        g.cfg = cfg;
+        g.ring.trim(following);
+    }
+
+    /// Current line cap.
+    pub fn max_line_bytes(&self) -> usize {
+        self.lock().cfg.max_line_bytes as usize
+    }
+
+    /// Takes a block read at one time from one stream: numbers its lines, writes them to
+    /// the file (one write), keeps them in memory and wakes followers.
+    pub fn append(&self, mut block: Block) {
+        if block.is_empty() {
+            return;
+        }
+        let now = SystemTime::now();
+        block.time_ms = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let time = humantime::format_rfc3339_millis(now).to_string();
+        let following = self.following();
+        let mut g = self.lock();
+        let inner = &mut *g;
+        inner.ring.number(&mut block);
+        // A record is the text plus a header of about 40 bytes.
+        inner.file.buf.reserve(block.text.len() + 48 * block.len());
+        for line in block.lines() {
+            inner.file.push(line, &time, &inner.cfg);
+        }
+        inner.file.flush();
+        inner.ring.push(block, following);
+        let next = inner.ring.next_seq;
+        drop(g);
+        self.wake.send_replace(next);
+    }
+
+    /// A daemon line (run started / ended) in the script's stream.
+    pub fn system(&self, run_id: u64, text: String) {
+        let mut block = Block::new(run_id, Stream::System, text.len());
+        block.push(text.as_bytes(), false);
+        self.append(block);
+    }
+
+    /// The script is gone for good (removed, daemon stopping): followers get what is left
+    /// and end.
+    pub fn close(&self) {
+        let next = {
+            let mut g = self.lock();
+            g.closed = true;
+            g.file.flush();
+            g.ring.next_seq
+        };
+        self.wake.send_replace(next);
+    }
+
+    /// Under the lock: the backlog in memory, the files (opened now, so a rotation while
+    /// they are read changes nothing) when the backlog reaches back before memory, and the
+    /// seq where live lines start.
+    pub(super) fn start(self: &Arc<Self>, q: &Query) -> Start {
+        let following = q.follow.then(|| {
+            self.followers.fetch_add(1, Ordering::Relaxed);
+            Following(self.clone())
+        });
+        let mut g = self.lock();
+        let end = g.ring.next_seq;
+        let front = g.ring.front();
+        let mut mem = Vec::new();
+        if q.wants_backlog() {
+            for l in g.ring.lines_rev() {
+                if l.seq <= q.after_seq || (q.lines > 0 && mem.len() as u64 >= q.lines) {
+                    break;
+                }
+                if q.matches(&l) {
+                    mem.push(l.to_proto());
+                }
+            }
+            mem.reverse();
+        }
+        let file_need = (q.lines > 0).then(|| q.lines - mem.len() as u64);
+        let older_may_match = match (q.since_ms, g.ring.oldest_time_ms()) {
+            (Some(cutoff), Some(oldest)) => oldest >= cutoff,
+            _ => true,
+        };
+        let files = (q.wants_backlog()
+            && front > q.after_seq.saturating_add(1)
+            && file_need != Some(0)
+            && older_may_match)
+            .then(|| g.open_files());
+        drop(g);
+        Start {
+            mem,
+            files,
+            file_need,
+            front,
+            end,
+            following,
+        }
+    }
+
+    /// Under the lock: the lines from `cursor` on that `q` wants (a batch), how many lines
+    /// the batch covers, and whether the sink is closed; or, when `cursor` is older than
+    /// memory, the files to catch up from and where memory starts.
+    pub(super) fn take(&self, cursor: u64, q: &Query) -> Taken {
+        let mut g = self.lock();
+        let front = g.ring.front();
+        if cursor < front {
+            return Taken::Behind {
+                files: g.open_files(),
+                front,
+            };
+        }
+        let (mut bytes, mut covered) = (0, 0);
+        let mut batch = Vec::new();
+        for l in g.ring.lines_from(cursor) {
+            if covered >= BATCH_LINES || (bytes > 0 && bytes + l.text.len() > BATCH_BYTES) {
+                break;
+            }
+            covered += 1;
+            bytes += l.text.len();
+            if q.matches(&l) {
+                batch.push(l.to_proto());
+            }
+        }
+        Taken::Lines {
+            batch,
+            covered: covered as u64,
+            closed: g.closed,
+        }
+    }
+}
+
+pub(super) enum Taken {
+    Lines {
+        batch: Vec<proto::LogLine>,
+        covered: u64,
+        closed: bool,
+    },
+    Behind {
+        files: Vec<File>,
+        front: u64,
+    },
+}
+
+/// A follower attached to a sink: keeps the follow window while it lives.
+pub(super) struct Following(pub(super) Arc<LogSink>);
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.0.followers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub(super) struct Start {
+    /// Backlog from memory, oldest first, filtered and limited.
+    pub(super) mem: Vec<proto::LogLine>,
+    /// Log files, oldest first, when the backlog reaches back before memory.
+    pub(super) files: Option<Vec<File>>,
+    /// How many matching lines the files must give (`None`: all that match).
+    pub(super) file_need: Option<u64>,
+    /// The files give only lines before this seq (the rest came from memory).
+    pub(super) front: u64,
+    /// Live lines start at this seq.
+    pub(super) end: u64,
+    pub(super) following: Option<Following>,
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::logs::record::RawLine;
+    use crate::logs::MEM_BYTES;
+
+    pub(crate) fn cfg(max_bytes: u64, keep: u32) -> LogConfig {
+        LogConfig {
+            max_bytes,
+            keep,
+            max_line_bytes: 64 << 10,
+        }
+    }
+
+    fn parse(line: &str) -> Option<proto::LogLine> {
+        RawLine::parse(line.as_bytes()).and_then(|r| r.to_proto())
+    }
+
+    pub(crate) fn sink(dir: &Path, max_lines: u64, c: LogConfig) -> Arc<LogSink> {
+        LogSink::open(dir, "s", max_lines, c)
+    }
+
+    pub(crate) fn push(s: &LogSink, n: usize) {
+        let mut block = Block::new(1, Stream::Stdout, 0);
+        for i in 0..n {
+            block.push(format!("line {i}").as_bytes(), false);
+        }
+        s.append(block);
+    }
+
+    /// Lines in memory.
+    pub(crate) fn in_memory(s: &LogSink) -> usize {
+        s.lock().ring.count
+    }
+
+    fn next_seq(s: &LogSink) -> u64 {
+        s.lock().ring.next_seq
+    }
+
+    #[test]
+    fn sequence_resumes_after_reopen_and_rotation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = sink(dir.path(), 10, cfg(1000, 2));
+        push(&s, 100);
+        assert_eq!(next_seq(&s), 101);
+        drop(s);
+        let s = sink(dir.path(), 10, cfg(1000, 2));
+        assert_eq!(next_seq(&s), 101);
+        // An empty current file (crash right after a rotation): resume from `.1`.
+        std::fs::write(dir.path().join("s.log"), b"").expect("truncate");
+        let s2 = sink(dir.path(), 10, cfg(1000, 2));
+        assert!(
+            next_seq(&s2) > 1 && next_seq(&s2) <= 101,
+            "{}",
+            next_seq(&s2)
+        );
+        drop((s, s2));
+    }
+
+    #[test]
+    fn a_cut_last_line_is_ended_before_new_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.log");
+        std::fs::write(
+            &path,
+            "2023-11-14T22:13:20.123Z 7 1 out whole\n2023-11-14T22:13:20.123Z 8 1 out cu",
+        )
+        .expect("write");
+        let s = sink(dir.path(), 10, cfg(1 << 20, 2));
+        assert_eq!(next_seq(&s), 9);
+        push(&s, 1);
+        let text = std::fs::read_to_string(&path).expect("read");
+        let parsed: Vec<_> = text.lines().filter_map(parse).map(|l| l.seq).collect();
+        assert_eq!(parsed, vec![7, 8, 9]);
+    }
+
+    #[test]
+    fn memory_is_capped_in_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = sink(dir.path(), 100_000, cfg(u64::MAX, 1));
+        let big = "x".repeat(64 << 10);
+        for _ in 0..(2 * MEM_BYTES / big.len()) {
+            let mut block = Block::new(1, Stream::Stdout, big.len());
+            block.push(big.as_bytes(), true);
+            s.append(block);
+        }
+        let g = s.lock();
+        assert!(g.ring.bytes <= MEM_BYTES);
+        assert!(g.ring.count < MEM_BYTES / big.len() + 1);
+    }
+}
