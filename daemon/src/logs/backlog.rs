@@ -3,6 +3,7 @@
 //! on after a restart).
 
 use super::follow::Query;
+use super::paths::open_read;
 use super::record::{skipped_marker, RawLine};
 use super::{BATCH_BYTES, BATCH_LINES};
 use scriptd_common::proto;
@@ -212,7 +213,7 @@ fn scan(f: &File, visit: &mut dyn FnMut(RawLine<'_>) -> bool) {
 /// counts when its seq field is whole.
 /// Sequence number and run id of the last complete record of a log file.
 pub(super) fn last_record(path: &Path) -> Option<(u64, u64)> {
-    let mut f = File::open(path).ok()?;
+    let mut f = open_read(path).ok()?;
     let len = f.metadata().ok()?.len();
     const BLOCK: u64 = 64 << 10;
     let mut end = len;

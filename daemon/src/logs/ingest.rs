@@ -63,6 +63,7 @@ pub async fn pump(
             return;
         }
     };
+    let _open = sink.hold_file();
     let mut lines = Splitter::default();
     let mut buf: Vec<u8> = Vec::new();
     let mut widened = false;

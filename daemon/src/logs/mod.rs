@@ -27,7 +27,9 @@
 //! | `ingest.rs` | reading a run's pipes into the sink |
 //! | `ring.rs` | the newest lines in memory, gapless by sequence number |
 //! | `sink.rs` | [`LogSink`]: one script's log state, its lock and what readers take from it |
-//! | `file.rs` | the log file: no-follow opens, writes, rotation, when a descriptor is held |
+//! | `paths.rs` | where the log files are; opening them without following symlinks |
+//! | `file.rs` | the log file: writes, rotation, when a descriptor is held |
+//! | `write_failures.rs` | how failed writes are reported (once, then a count per minute) |
 //! | `backlog.rs` | reading lines back from the log files |
 //! | `follow.rs` | serving one `Logs` request: backlog, then live lines |
 
@@ -35,14 +37,16 @@ mod backlog;
 mod file;
 mod follow;
 mod ingest;
+mod paths;
 mod record;
 mod ring;
 mod sink;
 mod split;
+mod write_failures;
 
-pub use file::log_path;
 pub use follow::{stream, Lines, Query};
 pub use ingest::{pump, PipeEnd};
+pub use paths::log_path;
 pub use record::{skipped_marker, Block, Stream};
 pub use sink::LogSink;
 

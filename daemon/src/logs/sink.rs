@@ -3,8 +3,9 @@
 //! or the files to catch up from).
 
 use super::backlog::last_record;
-use super::file::{log_files, log_path, LogFile};
+use super::file::LogFile;
 use super::follow::Query;
+use super::paths::{log_files, log_path, open_all_read};
 use super::record::{Block, Stream};
 use super::ring::Ring;
 use super::{BATCH_BYTES, BATCH_LINES};
@@ -41,10 +42,8 @@ impl Inner {
     /// Flushes the file and opens every log file for reading, oldest first.
     fn open_files(&mut self) -> Vec<File> {
         self.file.flush();
-        log_files(&self.file.path)
-            .iter()
-            .filter_map(|p| File::open(p).ok())
-            .collect()
+        self.file.settle();
+        open_all_read(&self.file.path)
     }
 }
 
@@ -61,7 +60,7 @@ impl LogSink {
             inner: Mutex::new(Inner {
                 ring: Ring::new(max_lines as usize, next_seq),
                 cfg,
-                file: LogFile::open(path),
+                file: LogFile::new(path),
                 closed: false,
             }),
             wake,
@@ -119,10 +118,19 @@ impl LogSink {
             inner.file.push(line, &time, &inner.cfg);
         }
         inner.file.flush();
+        inner.file.settle();
         inner.ring.push(block, following);
         let next = inner.ring.next_seq;
         drop(g);
         self.wake.send_replace(next);
+    }
+
+    /// Keeps the log file open until the guard is dropped: a run's pumps hold it while they
+    /// read, so a chatty run does not open the file for every chunk, and a script without a
+    /// run holds no descriptor.
+    pub(super) fn hold_file(self: &Arc<Self>) -> FileHold {
+        self.lock().file.hold();
+        FileHold(self.clone())
     }
 
     /// A daemon line (run started / ended) in the script's stream.
@@ -139,6 +147,7 @@ impl LogSink {
             let mut g = self.lock();
             g.closed = true;
             g.file.flush();
+            g.file.settle();
             g.ring.next_seq
         };
         self.wake.send_replace(next);
@@ -230,6 +239,15 @@ pub(super) enum Taken {
         files: Vec<File>,
         front: u64,
     },
+}
+
+/// Keeps the sink's log file open while it lives (see [`LogSink::hold_file`]).
+pub(super) struct FileHold(Arc<LogSink>);
+
+impl Drop for FileHold {
+    fn drop(&mut self) {
+        self.0.lock().file.release();
+    }
 }
 
 /// A follower attached to a sink: keeps the follow window while it lives.
