@@ -91,6 +91,7 @@ fn split_long(pending: &mut Vec<u8>, max: usize, block: &mut Block) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn texts(b: &Block) -> Vec<(String, bool)> {
         (0..b.len())
@@ -143,5 +144,82 @@ mod tests {
             texts(&s.finish(3, Stream::Stdout)),
             vec![("ta".into(), false)]
         );
+    }
+
+    /// Feeds `data` cut at `cuts` (offsets, any order) and returns every line and piece,
+    /// with the partial last line flushed at the end.
+    fn feed(data: &[u8], cuts: &[usize], max: usize) -> Vec<(String, bool)> {
+        let mut at: Vec<usize> = cuts.iter().map(|&c| c % (data.len() + 1)).collect();
+        at.push(0);
+        at.push(data.len());
+        at.sort_unstable();
+        let mut s = Splitter::default();
+        let mut out = Vec::new();
+        for w in at.windows(2) {
+            out.extend(texts(&s.split(&data[w[0]..w[1]], max, 1, Stream::Stdout)));
+        }
+        out.extend(texts(&s.finish(1, Stream::Stdout)));
+        out
+    }
+
+    /// Bytes rich in what the splitter cares about: newlines, `\r`, multi-byte characters
+    /// and their pieces, invalid bytes.
+    fn bytes() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(b"\n".to_vec()),
+            Just(b"\r\n".to_vec()),
+            Just(b"\r".to_vec()),
+            Just("é".as_bytes().to_vec()),
+            Just("€".as_bytes().to_vec()),
+            Just("😀".as_bytes().to_vec()),
+            Just(vec![0xe2, 0x82]),
+            Just(vec![0xff]),
+            proptest::collection::vec(b'a'..=b'z', 1..12),
+        ];
+        proptest::collection::vec(piece, 0..60).prop_map(|v| v.concat())
+    }
+
+    /// Valid UTF-8 text with newlines, `\r\n` and multi-byte characters.
+    fn text() -> impl Strategy<Value = String> {
+        proptest::string::string_regex("([a-z ]{0,9}|\r\n|\n|é|€|😀){0,60}").expect("valid regex")
+    }
+
+    proptest! {
+        #[test]
+        fn any_chunking_gives_the_same_lines_and_pieces(
+            data in bytes(),
+            cuts in proptest::collection::vec(any::<usize>(), 0..12),
+            max in 4usize..40,
+        ) {
+            prop_assert_eq!(feed(&data, &cuts, max), feed(&data, &[], max));
+        }
+
+        #[test]
+        fn pieces_join_back_into_the_lines(
+            data in text(),
+            cuts in proptest::collection::vec(any::<usize>(), 0..12),
+            max in 4usize..40,
+        ) {
+            let out = feed(data.as_bytes(), &cuts, max);
+            let mut lines = Vec::new();
+            let mut current = String::new();
+            for (piece, continued) in &out {
+                prop_assert!(piece.len() <= max, "piece {:?} longer than {}", piece, max);
+                current.push_str(piece);
+                if !continued {
+                    lines.push(std::mem::take(&mut current));
+                }
+            }
+            prop_assert_eq!(current, "", "the last piece ends its line");
+            let mut want: Vec<&str> = data.split('\n').collect();
+            if want.last() == Some(&"") {
+                want.pop();
+            }
+            let want: Vec<&str> = want
+                .into_iter()
+                .map(|l| l.strip_suffix('\r').unwrap_or(l))
+                .collect();
+            prop_assert_eq!(lines, want);
+        }
     }
 }
