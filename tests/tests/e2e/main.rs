@@ -4,6 +4,7 @@
 
 mod access;
 mod history;
+mod log_safety;
 mod logs;
 mod reload;
 mod supervisor;
