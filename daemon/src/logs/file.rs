@@ -17,9 +17,9 @@ use std::time::Instant;
 /// those in memory. Records that cannot be written (disk full, file gone) are kept and
 /// written with the next block, up to [`UNWRITTEN_MAX`] bytes.
 ///
-/// The file is open only while it is held (a run's pipes are being read, see
-/// [`LogFile::hold`]): otherwise it is opened for a write and closed after it, so an idle,
-/// waiting, disabled or stopped script holds no descriptor.
+/// The file is opened by a write and stays open after it only while it is held (a run's
+/// pipes are being read, see [`LogFile::hold`]), so an idle, waiting, disabled or stopped
+/// script holds no descriptor.
 pub(super) struct LogFile {
     pub(super) path: PathBuf,
     file: Option<File>,

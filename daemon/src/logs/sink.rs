@@ -125,9 +125,9 @@ impl LogSink {
         self.wake.send_replace(next);
     }
 
-    /// Keeps the log file open until the guard is dropped: a run's pumps hold it while they
-    /// read, so a chatty run does not open the file for every chunk, and a script without a
-    /// run holds no descriptor.
+    /// Keeps the log file open between writes until the guard is dropped: a run's pumps
+    /// hold it while they read, so a chatty run does not open the file for every chunk,
+    /// and a script without a run holds no descriptor.
     pub(super) fn hold_file(self: &Arc<Self>) -> FileHold {
         self.lock().file.hold();
         FileHold(self.clone())
