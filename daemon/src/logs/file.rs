@@ -64,7 +64,8 @@ impl LogFile {
         self.holds += 1;
     }
 
-    /// Ends one [`Self::hold`]; the last one writes what is pending and closes the file.
+    /// Ends one [`Self::hold`]; the last one closes the file (records still pending are
+    /// written by the next write, or when the sink closes).
     pub(super) fn release(&mut self) {
         self.holds = self.holds.saturating_sub(1);
         self.settle();
