@@ -29,6 +29,8 @@ pub(super) struct LogFile {
     pub(super) buf: Vec<u8>,
     /// Holders that keep the file open between writes.
     holds: usize,
+    /// The end of the file found at the first open was checked (and a cut line ended).
+    ended: bool,
     failures: WriteFailures,
     /// The last failure, for the summaries.
     last_error: String,
@@ -54,6 +56,7 @@ impl LogFile {
             on_disk,
             buf: Vec::new(),
             holds: 0,
+            ended: false,
             failures: WriteFailures::default(),
             last_error: String::new(),
         }
@@ -84,8 +87,9 @@ impl LogFile {
         self.file.is_some()
     }
 
-    /// Opens the file (no-follow, regular files only). A line cut short by a crash is ended
-    /// first, so the next record starts a line.
+    /// Opens the file (no-follow, regular files only). At the first open, a line cut short
+    /// by a crash is ended, so the next record starts a line; later opens go on where the
+    /// last write stopped (a record cut by a failed write goes on with the rest in `buf`).
     fn reopen(&mut self) {
         let mut f = match open_append(&self.path) {
             Ok(f) => f,
@@ -93,7 +97,8 @@ impl LogFile {
         };
         let mut size = f.metadata().map(|m| m.len()).unwrap_or(0);
         let mut last = [0u8; 1];
-        if size > 0
+        if !std::mem::replace(&mut self.ended, true)
+            && size > 0
             && f.read_at(&mut last, size - 1).is_ok()
             && last[0] != b'\n'
             && f.write_all(b"\n").is_ok()
@@ -344,5 +349,28 @@ mod tests {
         write(&mut f, 1, &c);
         let text = std::fs::read_to_string(&path).expect("read");
         assert_eq!(text.lines().count(), 4, "{text}");
+    }
+
+    #[test]
+    fn only_the_first_open_ends_a_cut_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.log");
+        std::fs::write(&path, "2023-11-14T22:13:20.123Z 1 1 out cut by a cra").expect("write");
+        let c = cfg(1 << 20, 2);
+        let mut f = LogFile::new(path.clone());
+        write(&mut f, 1, &c);
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text.lines().count(), 2, "the cut line is ended: {text}");
+        // A record cut by a failed write: its start is on disk, the rest still in `buf`.
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open");
+        file.write_all(b"2023-11-14T22:13:20.123Z 3 1 out ha")
+            .expect("append");
+        f.buf.extend_from_slice(b"lf\n");
+        f.flush();
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.ends_with(" 3 1 out half\n"), "{text}");
     }
 }
