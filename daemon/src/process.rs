@@ -190,6 +190,11 @@ pub fn signal_group(pgid: u32, signal: Signal) {
     }
 }
 
+/// Signal from its Linux number.
+pub fn signal_from(number: i32) -> Signal {
+    Signal::try_from(number).unwrap_or(Signal::SIGTERM)
+}
+
 /// The process groups of running scripts, one file per script under
 /// `state_dir/groups/NAME`: `PGID START` (the leader's start time in clock ticks since
 /// boot, from `/proc/PGID/stat`, which tells the recorded process from a later one that got

@@ -505,7 +505,7 @@ impl Runner {
                 return;
             }
             run.stopping = true;
-            process::signal_group(run.pid, signal.signal());
+            process::signal_group(run.pid, process::signal_from(signal.number()));
             run.kill_at = Some(later(Instant::now(), grace));
         }
     }
