@@ -6,7 +6,7 @@
 //! every change from here, and applies the non-restart ones with [`Field::copy`]. The
 //! README's reference and impact tables are checked against it by a test
 //! (`common/tests/fields.rs`). A new field is one row here, its parsing in
-//! `validate/script.rs`, and its member of [`ScriptConfig`](super::ScriptConfig).
+//! `validate/script.rs`, and its member of [`ScriptConfig`].
 
 use super::ScriptConfig;
 use crate::diff::Impact;

@@ -17,7 +17,7 @@ pub use load::{
     check_permissions, include_matches, include_patterns, load, read_source, secure_source,
     ConfigFile, ConfigSource, INCLUDE_MATCH,
 };
-pub use validate::{validate, validate_with, Host, Stat, System, DUPLICATES_LISTED};
+pub use validate::{validate, validate_with, Host, Stat, SystemHost, DUPLICATES_LISTED};
 
 use nix::sys::signal::Signal;
 use serde::Serialize;

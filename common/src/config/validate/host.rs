@@ -1,6 +1,6 @@
 //! The checks that look at the machine: directories and programs on disk (`stat`, the
 //! `PATH` search) and user and group names (NSS). Validation reaches the machine only
-//! through [`Host`]; [`System`] is the real one, tests give a fake.
+//! through [`Host`]; [`SystemHost`] is the real one, tests give a fake.
 //!
 //! Everything here blocks (a `stat` of an NFS path, an LDAP lookup): callers on a tokio
 //! runtime validate on a blocking thread.
@@ -38,11 +38,11 @@ pub trait Host {
 /// The real machine. Paths are looked up once per validation: a thousand scripts in one
 /// directory running one program cost two `stat`s, not two thousand.
 #[derive(Debug, Default)]
-pub struct System {
+pub struct SystemHost {
     stats: HashMap<PathBuf, Stat>,
 }
 
-impl Host for System {
+impl Host for SystemHost {
     fn stat(&mut self, path: &Path) -> Stat {
         if let Some(s) = self.stats.get(path) {
             return *s;

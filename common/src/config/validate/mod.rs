@@ -15,7 +15,7 @@ mod host;
 mod script;
 mod values;
 
-pub use host::{Host, Stat, System};
+pub use host::{Host, Stat, SystemHost};
 
 use super::fields::{DEFAULT_KEYS, SCRIPT_KEYS};
 use super::positions::{Pos, Positions};
@@ -33,9 +33,10 @@ const INCLUDED_KEYS: &[&str] = &["scripts"];
 pub const DUPLICATES_LISTED: usize = 10;
 
 /// Validates every file of `source` against this machine and builds the effective
-/// config, or returns every error found. Blocks (see [`host`]).
+/// config, or returns every error found. Blocks: it looks at the disk and the user and
+/// group databases.
 pub fn validate(source: &ConfigSource) -> Result<Config, ConfigErrors> {
-    validate_with(source, &mut System::default())
+    validate_with(source, &mut SystemHost::default())
 }
 
 /// [`validate`] with the machine's directories, programs, users and groups as `host`
