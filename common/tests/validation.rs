@@ -1467,3 +1467,20 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn counts_past_32_bits_are_errors_not_defaults() {
+    run_cases(&[
+        (
+            "log.keep",
+            "scripts:\n  a:\n    command: [\"/bin/true\"]\n    log: { keep: 4294967296 }\n",
+            &["scriptd.yaml:4:18: scripts.a.log.keep: 4294967296 is too large: at most 4294967295"],
+        ),
+        (
+            "daemon.history_limit",
+            "daemon:\n  history_limit: 4294967296\n",
+            &["scriptd.yaml:2:18: daemon.history_limit: 4294967296 is too large: at most \
+               4294967295"],
+        ),
+    ]);
+}

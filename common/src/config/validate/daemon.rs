@@ -45,10 +45,7 @@ impl Validator<'_> {
                 "debounce" => d.debounce = self.duration(val, &p).unwrap_or(d.debounce),
                 "watch" => d.watch = self.bool(val, &p).unwrap_or(d.watch),
                 "history_limit" => {
-                    d.history_limit = self
-                        .count(val, &p, 1)
-                        .and_then(|n| u32::try_from(n).ok())
-                        .unwrap_or(d.history_limit)
+                    d.history_limit = self.count_u32(val, &p, 1).unwrap_or(d.history_limit)
                 }
                 "access" => d.access = self.access(val, &p),
                 _ => {}

@@ -118,10 +118,7 @@ impl Validator<'_> {
                         match lk.as_str() {
                             "max_bytes" => p.log_max_bytes = self.size(lv, &lp),
                             "max_line_bytes" => p.log_max_line_bytes = self.size(lv, &lp),
-                            "keep" => {
-                                p.log_keep =
-                                    self.count(lv, &lp, 0).and_then(|n| u32::try_from(n).ok())
-                            }
+                            "keep" => p.log_keep = self.count_u32(lv, &lp, 0),
                             _ => {}
                         }
                     }

@@ -92,6 +92,18 @@ impl Validator<'_> {
         }
     }
 
+    /// [`Self::count`] that must also fit in 32 bits.
+    pub(super) fn count_u32(&mut self, value: &Value, path: &str, min: u64) -> Option<u32> {
+        let n = self.count(value, path, min)?;
+        match u32::try_from(n) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                self.err(path, format!("{n} is too large: at most {}", u32::MAX));
+                None
+            }
+        }
+    }
+
     pub(super) fn bool(&mut self, value: &Value, path: &str) -> Option<bool> {
         match value {
             Value::Bool(b) => Some(*b),
