@@ -1262,25 +1262,42 @@ fn ten_thousand_duplicate_names_are_summed_up() {
 }
 
 #[test]
-fn a_few_duplicates_are_each_listed() {
+fn one_summary_only_for_two_or_more_unlisted_duplicates() {
     let dir = Dir::new();
-    let scripts: String = (0..=DUPLICATES_LISTED)
-        .map(|i| format!("  s{i}:\n    command: [\"/bin/true\"]\n"))
-        .collect();
-    let got = dir.load_errors(&[
+    for (n, summary) in [
+        (DUPLICATES_LISTED + 1, None),
         (
-            MAIN,
-            &format!("include: [\"again.yaml\"]\nscripts:\n{scripts}"),
+            DUPLICATES_LISTED + 2,
+            Some("and 1 more script of this file are already defined"),
         ),
-        ("again.yaml", &format!("scripts:\n{scripts}")),
-    ]);
-    // One more than are listed: the last one is summed up as "and 0 more".
-    assert_eq!(got.len(), DUPLICATES_LISTED + 1, "{got:#?}");
-    assert!(
-        got[DUPLICATES_LISTED].contains("and 0 more scripts of this file"),
-        "{}",
-        got[DUPLICATES_LISTED]
-    );
+        (
+            DUPLICATES_LISTED + 3,
+            Some("and 2 more scripts of this file are already defined"),
+        ),
+    ] {
+        let scripts: String = (0..n)
+            .map(|i| format!("  s{i:02}:\n    command: [\"/bin/true\"]\n"))
+            .collect();
+        let got = dir.load_errors(&[
+            (
+                MAIN,
+                &format!("include: [\"again.yaml\"]\nscripts:\n{scripts}"),
+            ),
+            ("again.yaml", &format!("scripts:\n{scripts}")),
+        ]);
+        let listed = got
+            .iter()
+            .filter(|e| e.contains("is already defined at"))
+            .count();
+        match summary {
+            None => assert_eq!(listed, n, "{got:#?}"),
+            Some(text) => {
+                assert_eq!(listed, DUPLICATES_LISTED, "{got:#?}");
+                assert_eq!(got.len(), DUPLICATES_LISTED + 1, "{got:#?}");
+                assert!(got[DUPLICATES_LISTED].contains(text), "{got:#?}");
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -54,8 +54,8 @@ pub fn validate_with(source: &ConfigSource, host: &mut dyn Host) -> Result<Confi
     let mut defaults = Partial::default();
     // name -> (index of its file, partial script)
     let mut scripts: BTreeMap<String, (usize, Partial)> = BTreeMap::new();
-    // per file: (duplicates found, the first one not listed)
-    let mut duplicates: Vec<(usize, Option<String>)> = vec![(0, None); source.files.len()];
+    // per file: (duplicates found, the first one not listed and the file defining it)
+    let mut duplicates: Vec<(usize, Option<(String, usize)>)> = vec![(0, None); source.files.len()];
 
     for (index, file) in source.files.iter().enumerate() {
         v.file = index;
@@ -109,7 +109,7 @@ pub fn validate_with(source: &ConfigSource, host: &mut dyn Host) -> Result<Confi
                                 if *count <= DUPLICATES_LISTED {
                                     v.duplicate(&name, first);
                                 } else if unlisted.is_none() {
-                                    *unlisted = Some(name);
+                                    *unlisted = Some((name, first));
                                 }
                             }
                             None => {
@@ -123,20 +123,24 @@ pub fn validate_with(source: &ConfigSource, host: &mut dyn Host) -> Result<Confi
         }
     }
     for (index, (count, unlisted)) in duplicates.into_iter().enumerate() {
-        if let Some(name) = unlisted {
-            v.file = index;
-            let more = count - DUPLICATES_LISTED;
-            v.err_key(
-                &format!("scripts.{name}"),
-                format!(
-                    "script {name:?} and {} more script{} of this file are already defined in \
-                     another file (only the first {DUPLICATES_LISTED} are listed); script names \
-                     must be unique across files: is a file included twice?",
-                    more - 1,
-                    if more == 2 { "" } else { "s" }
-                ),
-            );
+        let Some((name, first)) = unlisted else {
+            continue;
+        };
+        v.file = index;
+        let more = count - DUPLICATES_LISTED - 1;
+        if more == 0 {
+            v.duplicate(&name, first);
+            continue;
         }
+        v.err_key(
+            &format!("scripts.{name}"),
+            format!(
+                "script {name:?} and {more} more script{} of this file are already defined in \
+                 another file (only the first {DUPLICATES_LISTED} are listed); script names must \
+                 be unique across files: is a file included twice?",
+                if more == 1 { "" } else { "s" }
+            ),
+        );
     }
 
     let daemon = daemon.unwrap_or_else(|| daemon::default_daemon(&base));
