@@ -90,19 +90,7 @@ pub fn sync_name(s: i32) -> &'static str {
 }
 
 fn signal_name(sig: i32) -> String {
-    match sig {
-        1 => "SIGHUP".into(),
-        2 => "SIGINT".into(),
-        3 => "SIGQUIT".into(),
-        6 => "SIGABRT".into(),
-        9 => "SIGKILL".into(),
-        10 => "SIGUSR1".into(),
-        11 => "SIGSEGV".into(),
-        12 => "SIGUSR2".into(),
-        13 => "SIGPIPE".into(),
-        15 => "SIGTERM".into(),
-        n => format!("signal {n}"),
-    }
+    scriptd_common::signals::describe(sig, "signal ")
 }
 
 // ------------------------------------------------------------------ JSON documents

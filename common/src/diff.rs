@@ -1,7 +1,7 @@
 //! Diff of two configs, field by field, with the impact of each change (DESIGN.md
 //! "Change impact"). Pure functions: the daemon applies what they decide.
 
-use crate::config::{Config, ScriptConfig};
+use crate::config::{fields, Config, ScriptConfig};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -115,25 +115,27 @@ pub fn script_fields(cfg: &ScriptConfig) -> BTreeMap<String, String> {
     out
 }
 
-/// Impact of changing `field` of a script from `old` to `new`.
+/// Impact of changing `field` of a script from `old` to `new`, as the field table
+/// ([`fields::FIELDS`]) says; a field the table does not know restarts the script.
 pub fn field_impact(field: &str, old: Option<&str>, new: Option<&str>) -> Impact {
-    let top = field.split('.').next().unwrap_or(field);
-    match top {
-        "enabled" => {
-            if new == Some("false") {
-                Impact::Stop
-            } else {
-                Impact::Start
-            }
+    fields::field(field).map_or(Impact::Restart, |f| f.rule.impact(old, new))
+}
+
+/// `current` with the non-restart `changes` of a script applied from `new`: what a script
+/// runs with while its restart-impact changes wait. `changes` are the rows of a diff whose
+/// new side is `new` (and whose old side agrees with `current` on every non-restart field).
+pub fn apply_except_restart(
+    current: &ScriptConfig,
+    new: &ScriptConfig,
+    changes: &[Change],
+) -> ScriptConfig {
+    let mut out = current.clone();
+    for c in changes.iter().filter(|c| c.impact != Impact::Restart) {
+        if let Some(f) = fields::field(&c.field) {
+            (f.copy)(&mut out, new, &c.field);
         }
-        // Switching between periodic and service changes how the script runs.
-        "interval" if old.is_none() || new.is_none() => Impact::Restart,
-        "interval" | "timeout" | "restart_delay" | "restart_delay_max" | "restart_reset_after" => {
-            Impact::NextRun
-        }
-        "max_log_lines" | "log" | "stop_grace" => Impact::Live,
-        _ => Impact::Restart, // command, working_dir, env, stop_signal, restart
     }
+    out
 }
 
 /// Field-level changes of one script. Empty when the configs are equal.

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod diff;
+pub mod signals;
 pub mod units;
 
 /// Generated gRPC code for `scriptd.v1`.

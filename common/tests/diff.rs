@@ -7,7 +7,9 @@ use scriptd_common::config::{
     Access, AccessRule, Backoff, CommandSpec, Config, DaemonConfig, LogConfig, RestartPolicy, Role,
     ScriptConfig, StopSignal, Subject,
 };
-use scriptd_common::diff::{diff_script, plan, script_fields, Change, Impact, Outcome, ScriptPlan};
+use scriptd_common::diff::{
+    apply_except_restart, diff_script, plan, script_fields, Change, Impact, Outcome, ScriptPlan,
+};
 use scriptd_common::units::parse_duration;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -622,6 +624,29 @@ proptest! {
                 prop_assert_eq!(c.impact, Impact::Restart);
                 prop_assert!(a.scripts.get(&c.script).is_some_and(ScriptConfig::is_periodic));
             }
+        }
+    }
+
+    /// What a runner does while a periodic run is in progress: the plan's non-restart rows
+    /// apply now, which leaves exactly its restart rows to wait for the run's end.
+    #[test]
+    fn applying_the_non_restart_rows_leaves_only_the_restart_rows((a, b) in arb_pair()) {
+        let p = plan(&a, &b, &|_| true);
+        for (name, sp) in &p.scripts {
+            let ScriptPlan::Changed(new) = sp else { continue };
+            let planned: Vec<Change> = rows(&p, name).cloned().collect();
+            let now = apply_except_restart(&a.scripts[name], new, &planned);
+            let left = diff_script(name, &now, new);
+            for c in &left {
+                prop_assert_eq!(c.impact, Impact::Restart, "{:?} left after applying {:?}", c, planned);
+            }
+            let restart_rows: Vec<&str> = planned
+                .iter()
+                .filter(|c| c.impact == Impact::Restart)
+                .map(|c| c.field.as_str())
+                .collect();
+            let left_rows: Vec<&str> = left.iter().map(|c| c.field.as_str()).collect();
+            prop_assert_eq!(left_rows, restart_rows);
         }
     }
 }

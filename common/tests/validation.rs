@@ -2,9 +2,12 @@
 //! file, line, column and key path, every error is reported at once, and a valid config
 //! yields the effective values with defaults applied.
 
+use proptest::prelude::*;
 use scriptd_common::config::{
-    load, validate, Backoff, CommandSpec, ConfigFile, ConfigSource, RestartPolicy, StopSignal,
+    load, validate, validate_with, Backoff, CommandSpec, ConfigFile, ConfigSource, Host,
+    RestartPolicy, ScriptConfig, Stat, StopSignal, DUPLICATES_LISTED,
 };
+use scriptd_common::diff::script_fields;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -1203,4 +1206,298 @@ fn source_hash_tracks_content() {
     };
     assert_ne!(moved("ab", "c").hash(), moved("a", "bc").hash());
     assert_eq!(moved("ab", "c").hash(), moved("ab", "c").hash());
+}
+
+// ---------------------------------------------------------------------------------------
+// Size: validation is linear, and many duplicates are summed up
+// ---------------------------------------------------------------------------------------
+
+/// A file included by mistake redefines every script: 10,000 duplicates are found with
+/// bounded work (each a map look-up, positions indexed once per file) and listed
+/// `DUPLICATES_LISTED` at a time plus one summary, not 10,000 lines.
+#[test]
+fn ten_thousand_duplicate_names_are_summed_up() {
+    const N: usize = 10_000;
+    let dir = Dir::new();
+    let scripts: String = (0..N)
+        .map(|i| format!("  s{i:05}:\n    command: [\"/bin/true\"]\n"))
+        .collect();
+    let source = ConfigSource {
+        main: dir.main(),
+        files: vec![
+            ConfigFile {
+                name: MAIN.into(),
+                content: format!("include: [\"again.yaml\"]\nscripts:\n{scripts}"),
+            },
+            ConfigFile {
+                name: "again.yaml".into(),
+                content: format!("scripts:\n{scripts}"),
+            },
+        ],
+    };
+    let errors = validate(&source).expect_err("duplicates").0;
+    assert_eq!(errors.len(), DUPLICATES_LISTED + 1, "{errors:#?}");
+    for (i, e) in errors.iter().take(DUPLICATES_LISTED).enumerate() {
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "again.yaml:{}:3: scripts.s{i:05}: script \"s{i:05}\" is already defined at \
+                 scriptd.yaml:{}:3; script names must be unique across files",
+                2 + 2 * i,
+                3 + 2 * i
+            )
+        );
+    }
+    let last = DUPLICATES_LISTED;
+    assert_eq!(
+        errors[last].to_string(),
+        format!(
+            "again.yaml:{}:3: scripts.s{last:05}: script \"s{last:05}\" and {} more scripts of \
+             this file are already defined in another file (only the first {DUPLICATES_LISTED} \
+             are listed); script names must be unique across files: is a file included twice?",
+            2 + 2 * last,
+            N - DUPLICATES_LISTED - 1
+        )
+    );
+}
+
+#[test]
+fn one_summary_only_for_two_or_more_unlisted_duplicates() {
+    let dir = Dir::new();
+    for (n, summary) in [
+        (DUPLICATES_LISTED + 1, None),
+        (
+            DUPLICATES_LISTED + 2,
+            Some("and 1 more script of this file are already defined"),
+        ),
+        (
+            DUPLICATES_LISTED + 3,
+            Some("and 2 more scripts of this file are already defined"),
+        ),
+    ] {
+        let scripts: String = (0..n)
+            .map(|i| format!("  s{i:02}:\n    command: [\"/bin/true\"]\n"))
+            .collect();
+        let got = dir.load_errors(&[
+            (
+                MAIN,
+                &format!("include: [\"again.yaml\"]\nscripts:\n{scripts}"),
+            ),
+            ("again.yaml", &format!("scripts:\n{scripts}")),
+        ]);
+        let listed = got
+            .iter()
+            .filter(|e| e.contains("is already defined at"))
+            .count();
+        match summary {
+            None => assert_eq!(listed, n, "{got:#?}"),
+            Some(text) => {
+                assert_eq!(listed, DUPLICATES_LISTED, "{got:#?}");
+                assert_eq!(got.len(), DUPLICATES_LISTED + 1, "{got:#?}");
+                assert!(got[DUPLICATES_LISTED].contains(text), "{got:#?}");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Properties of the pure part (the machine replaced by a fake Host)
+// ---------------------------------------------------------------------------------------
+
+/// `/srv` and `/tmp` are directories; every program is an executable file.
+struct FakeHost;
+
+impl Host for FakeHost {
+    fn stat(&mut self, path: &Path) -> Stat {
+        match path.to_str() {
+            Some("/srv" | "/tmp") => Stat::Dir,
+            _ => Stat::File(0o755),
+        }
+    }
+
+    fn lookup(&mut self, name: &str, _group: bool) -> Result<u32, String> {
+        Err(format!("no {name:?} here"))
+    }
+
+    fn search_path(&self) -> Option<String> {
+        Some("/bin".into())
+    }
+}
+
+fn validate_fake(yaml: &str) -> Result<scriptd_common::config::Config, Vec<String>> {
+    let source = ConfigSource {
+        main: PathBuf::from("/srv/scriptd.yaml"),
+        files: vec![ConfigFile {
+            name: MAIN.into(),
+            content: yaml.into(),
+        }],
+    };
+    validate_with(&source, &mut FakeHost).map_err(|e| e.0.iter().map(ToString::to_string).collect())
+}
+
+/// One script written as YAML, with the config it must validate to.
+fn arb_script() -> impl Strategy<Value = (String, ScriptConfig)> {
+    (
+        prop::option::of(1u64..100_000),
+        prop::option::of(1u64..100_000),
+        prop::option::of(any::<bool>()),
+        prop::option::of(prop::sample::select(vec!["/srv", "/tmp"])),
+        prop::collection::btree_map("[A-Z][A-Z0-9_]{0,6}", "[a-z0-9 ]{0,8}", 0..3),
+        prop::option::of(1u64..1 << 40),
+        prop::option::of(prop::sample::select(StopSignal::ALL.to_vec())),
+        prop::option::of(0u32..100),
+        prop::option::of((
+            1u64..1 << 34,
+            prop::sample::select(vec!["", "KiB", "MiB", "GiB"]),
+        )),
+    )
+        .prop_map(
+            |(interval, timeout, enabled, wd, env, lines, sig, keep, bytes)| {
+                let mut yaml = String::from("    command: [\"/bin/true\", \"-x\"]\n");
+                let mut cfg = ScriptConfig {
+                    command: CommandSpec::Argv(vec!["/bin/true".into(), "-x".into()]),
+                    interval: None,
+                    timeout: None,
+                    enabled: true,
+                    working_dir: "/srv".into(),
+                    env: env.clone(),
+                    max_log_lines: 10_000,
+                    restart: RestartPolicy::OnFailure,
+                    stop_signal: StopSignal::TERM,
+                    stop_grace: Duration::from_secs(10),
+                    log: Default::default(),
+                    backoff: Backoff::default(),
+                };
+                if let Some(ms) = interval {
+                    yaml += &format!("    interval: {ms}ms\n");
+                    cfg.interval = Some(Duration::from_millis(ms));
+                    if let Some(ms) = timeout {
+                        yaml += &format!("    timeout: {ms}ms\n");
+                        cfg.timeout = Some(Duration::from_millis(ms));
+                    }
+                }
+                if let Some(e) = enabled {
+                    yaml += &format!("    enabled: {e}\n");
+                    cfg.enabled = e;
+                }
+                if let Some(wd) = wd {
+                    yaml += &format!("    working_dir: {wd}\n");
+                    cfg.working_dir = wd.into();
+                }
+                if !env.is_empty() {
+                    yaml += "    env:\n";
+                    for (k, v) in &env {
+                        yaml += &format!("      {k}: \"{v}\"\n");
+                    }
+                }
+                if let Some(n) = lines {
+                    yaml += &format!("    max_log_lines: {n}\n");
+                    cfg.max_log_lines = n;
+                }
+                if let Some(sig) = sig {
+                    yaml += &format!("    stop_signal: SIG{}\n", sig.name());
+                    cfg.stop_signal = sig;
+                }
+                if keep.is_some() || bytes.is_some() {
+                    yaml += "    log:\n";
+                }
+                if let Some(k) = keep {
+                    yaml += &format!("      keep: {k}\n");
+                    cfg.log.keep = k;
+                }
+                if let Some((n, unit)) = bytes {
+                    let mult = match unit {
+                        "KiB" => 1 << 10,
+                        "MiB" => 1 << 20,
+                        "GiB" => 1 << 30,
+                        _ => 1,
+                    };
+                    yaml += &format!("      max_bytes: {n}{unit}\n");
+                    cfg.log.max_bytes = n * mult;
+                }
+                (yaml, cfg)
+            },
+        )
+}
+
+/// Any YAML value, for the places a field's value goes.
+fn arb_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("~".to_owned()),
+        Just("[]".to_owned()),
+        Just("{}".to_owned()),
+        Just("[a, 1, {b: c}]".to_owned()),
+        Just("{ x: { y: z } }".to_owned()),
+        any::<i64>().prop_map(|n| n.to_string()),
+        any::<f64>().prop_map(|n| format!("{n:?}")),
+        any::<bool>().prop_map(|b| b.to_string()),
+        "[a-zA-Z0-9 .:/-]{0,12}".prop_map(|s| format!("\"{s}\"")),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// A script written with any mix of fields validates to exactly what it says, the rest
+    /// from the built-in defaults.
+    #[test]
+    fn written_scripts_validate_to_what_they_say((yaml, want) in arb_script()) {
+        let text = format!("scripts:\n  s:\n{yaml}");
+        let cfg = validate_fake(&text).map_err(|e| TestCaseError::fail(format!("{text}\n{e:#?}")))?;
+        prop_assert_eq!(&cfg.scripts["s"], &want, "{}", text);
+    }
+
+    /// Any value in any field's place is either taken or reported at that field, with
+    /// file, line and column; never a panic.
+    #[test]
+    fn any_value_in_any_field_is_an_error_at_that_field(
+        field in prop::sample::select(scriptd_common::config::fields::FIELDS.to_vec()),
+        value in arb_value(),
+    ) {
+        let key = match field.subkey() {
+            Some(_) if field.name == "env.*" => format!("    env:\n      X: {value}\n"),
+            Some(sub) => format!("    {}:\n      {sub}: {value}\n", field.key()),
+            None => format!("    {}: {value}\n", field.name),
+        };
+        let command = if field.name == "command" { "" } else { "    command: [\"/bin/true\"]\n" };
+        let text = format!("scripts:\n  s:\n{command}{key}");
+        match validate_fake(&text) {
+            Err(errors) => {
+                for e in &errors {
+                    prop_assert!(
+                        e.starts_with("scriptd.yaml:") && e.contains(": scripts.s"),
+                        "{}\n{:#?}", text, errors
+                    );
+                }
+                let written = format!("scripts.s.{}", field.key());
+                prop_assert!(
+                    errors.iter().any(|e| e.contains(&written)),
+                    "no error at {}: {}\n{:#?}", written, text, errors
+                );
+            }
+            Ok(cfg) => {
+                // Taken: the field is in the script's rows.
+                let row = if field.name == "env.*" { "env.X" } else { field.name };
+                let rows = script_fields(&cfg.scripts["s"]);
+                prop_assert!(rows.contains_key(row), "{} taken but not set: {:?}", row, rows);
+            }
+        }
+    }
+}
+
+#[test]
+fn counts_past_32_bits_are_errors_not_defaults() {
+    run_cases(&[
+        (
+            "log.keep",
+            "scripts:\n  a:\n    command: [\"/bin/true\"]\n    log: { keep: 4294967296 }\n",
+            &["scriptd.yaml:4:18: scripts.a.log.keep: 4294967296 is too large: at most 4294967295"],
+        ),
+        (
+            "daemon.history_limit",
+            "daemon:\n  history_limit: 4294967296\n",
+            &["scriptd.yaml:2:18: daemon.history_limit: 4294967296 is too large: at most \
+               4294967295"],
+        ),
+    ]);
 }

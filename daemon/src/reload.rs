@@ -654,13 +654,18 @@ impl Coordinator {
     async fn apply(&mut self, plan: &Plan) -> Result<BTreeMap<String, UpdateOutcome>, String> {
         let mut set = tokio::task::JoinSet::new();
         let mut added = Vec::new();
+        let mut rows: BTreeMap<&str, Vec<Change>> = BTreeMap::new();
+        for c in &plan.changes {
+            rows.entry(c.script.as_str()).or_default().push(c.clone());
+        }
         for (name, p) in &plan.scripts {
             match p {
                 ScriptPlan::Changed(cfg) => {
                     if let Some(h) = self.handles.get(name).cloned() {
                         let (name, cfg) = (name.clone(), cfg.clone());
+                        let changes = rows.remove(name.as_str()).unwrap_or_default();
                         set.spawn(async move {
-                            let r = h.update(cfg).await;
+                            let r = h.update(cfg, changes).await;
                             (name, r)
                         });
                     }
@@ -740,12 +745,13 @@ impl Coordinator {
             }
         }
         for (name, p) in &plan.scripts {
-            if let (ScriptPlan::Changed(_), Some(old)) = (p, self.config.scripts.get(name)) {
+            if let (ScriptPlan::Changed(new), Some(old)) = (p, self.config.scripts.get(name)) {
                 if let Some(h) = self.handles.get(name).cloned() {
+                    let back = diff::diff_script(name, new, old);
                     let (name, old): (String, ScriptConfig) = (name.clone(), old.clone());
-                    set.spawn(
-                        async move { h.update(old).await.map(|_| ()).map_err(|e| (name, e)) },
-                    );
+                    set.spawn(async move {
+                        h.update(old, back).await.map(|_| ()).map_err(|e| (name, e))
+                    });
                 }
             }
         }

@@ -10,7 +10,7 @@ use crate::now_ms;
 use crate::process::{self, DeathPipe, GroupRecords};
 use nix::sys::signal::Signal;
 use scriptd_common::config::{RestartPolicy, ScriptConfig};
-use scriptd_common::diff::{diff_script, Impact};
+use scriptd_common::diff::{apply_except_restart, diff_script, Change, Impact};
 use scriptd_common::proto::{
     self, ControlAction, ExitInfo, ScriptEventKind, ScriptState, ScriptStatus,
 };
@@ -53,8 +53,9 @@ type Reply<T> = oneshot::Sender<Result<T, ControlError>>;
 pub enum RunnerCmd {
     /// `ctl start|stop|restart|run`.
     Control(ControlAction, Reply<String>),
-    /// A reload changed this script's config.
-    Update(Box<ScriptConfig>, Reply<UpdateOutcome>),
+    /// A reload changed this script's config: the new config and the plan's rows for this
+    /// script (their impacts decide what is restarted).
+    Update(Box<ScriptConfig>, Vec<Change>, Reply<UpdateOutcome>),
     /// The script was removed: stop it and end the task.
     Remove(oneshot::Sender<()>),
 }
@@ -81,11 +82,16 @@ impl ScriptHandle {
         rx.await.map_err(|_| ControlError::Gone)?
     }
 
-    /// Sends a new config and waits until it is applied or scheduled.
-    pub async fn update(&self, cfg: ScriptConfig) -> Result<UpdateOutcome, ControlError> {
+    /// Sends a new config with the plan's change rows for this script (diffed against the
+    /// config the script last got) and waits until it is applied or scheduled.
+    pub async fn update(
+        &self,
+        cfg: ScriptConfig,
+        changes: Vec<Change>,
+    ) -> Result<UpdateOutcome, ControlError> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(RunnerCmd::Update(Box::new(cfg), tx))
+            .send(RunnerCmd::Update(Box::new(cfg), changes, tx))
             .await
             .map_err(|_| ControlError::Gone)?;
         rx.await.map_err(|_| ControlError::Gone)?
@@ -726,7 +732,7 @@ impl Runner {
     async fn handle(&mut self, cmd: RunnerCmd) {
         match cmd {
             RunnerCmd::Control(action, reply) => self.control(action, reply).await,
-            RunnerCmd::Update(cfg, reply) => self.update(*cfg, reply).await,
+            RunnerCmd::Update(cfg, changes, reply) => self.update(*cfg, changes, reply).await,
             RunnerCmd::Remove(reply) => {
                 self.next_run = None;
                 self.after_exit = AfterExit::Forget;
@@ -821,29 +827,29 @@ impl Runner {
         let _ = reply.send(answer);
     }
 
-    async fn update(&mut self, new: ScriptConfig, reply: Reply<UpdateOutcome>) {
+    async fn update(
+        &mut self,
+        new: ScriptConfig,
+        changes: Vec<Change>,
+        reply: Reply<UpdateOutcome>,
+    ) {
         let old = self.cfg.clone();
-        let restart = diff_script(&self.name, &old, &new)
-            .iter()
-            .any(|c| c.impact == Impact::Restart);
+        // The plan diffed the config the script last got; while a change waits for the run
+        // to end, that is the pending one, not the one in effect.
+        let changes = match self.pending {
+            Some(_) => diff_script(&self.name, &old, &new),
+            None => changes,
+        };
+        let restart = changes.iter().any(|c| c.impact == Impact::Restart);
         let running = self.run.is_some();
         if !old.enabled && new.enabled {
             self.user_stopped = false;
         }
 
         if restart && running && old.is_periodic() {
-            // Everything but the restart-impact fields applies now; those when the run ends
+            // Everything but the restart-impact changes applies now; those when the run ends
             // (DESIGN: "scheduled").
-            let mut now_cfg = new.clone();
-            now_cfg.command = old.command.clone();
-            now_cfg.working_dir = old.working_dir.clone();
-            now_cfg.env = old.env.clone();
-            now_cfg.stop_signal = old.stop_signal;
-            now_cfg.restart = old.restart;
-            if old.interval.is_some() != new.interval.is_some() {
-                // Becoming a service is a restart-impact change too.
-                now_cfg.interval = old.interval;
-            }
+            let now_cfg = apply_except_restart(&old, &new, &changes);
             self.pending = Some(new);
             self.apply_in_place(now_cfg, reply, UpdateOutcome::Scheduled)
                 .await;
@@ -959,5 +965,5 @@ impl Runner {
 }
 
 fn signal_name(sig: i32) -> String {
-    Signal::try_from(sig).map_or_else(|_| sig.to_string(), |s| s.as_str().to_owned())
+    scriptd_common::signals::describe(sig, "")
 }

@@ -6,6 +6,7 @@
 
 mod access;
 mod error;
+pub mod fields;
 mod load;
 mod positions;
 mod validate;
@@ -16,8 +17,9 @@ pub use load::{
     check_permissions, include_matches, include_patterns, load, read_source, secure_source,
     ConfigFile, ConfigSource, INCLUDE_MATCH,
 };
-pub use validate::validate;
+pub use validate::{validate, validate_with, Host, Stat, SystemHost, DUPLICATES_LISTED};
 
+use nix::sys::signal::Signal;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -166,39 +168,35 @@ impl StopSignal {
         Self::USR2,
     ];
 
+    /// The signal it is.
+    pub fn signal(self) -> Signal {
+        match self {
+            Self::TERM => Signal::SIGTERM,
+            Self::INT => Signal::SIGINT,
+            Self::HUP => Signal::SIGHUP,
+            Self::QUIT => Signal::SIGQUIT,
+            Self::KILL => Signal::SIGKILL,
+            Self::USR1 => Signal::SIGUSR1,
+            Self::USR2 => Signal::SIGUSR2,
+        }
+    }
+
     /// The name without `SIG`.
     pub fn name(self) -> &'static str {
-        match self {
-            Self::TERM => "TERM",
-            Self::INT => "INT",
-            Self::HUP => "HUP",
-            Self::QUIT => "QUIT",
-            Self::KILL => "KILL",
-            Self::USR1 => "USR1",
-            Self::USR2 => "USR2",
-        }
+        let full = self.signal().as_str();
+        full.strip_prefix("SIG").unwrap_or(full)
     }
 
-    /// Linux signal number.
+    /// The platform's signal number.
     pub fn number(self) -> i32 {
-        match self {
-            Self::TERM => 15,
-            Self::INT => 2,
-            Self::HUP => 1,
-            Self::QUIT => 3,
-            Self::KILL => 9,
-            Self::USR1 => 10,
-            Self::USR2 => 12,
-        }
+        self.signal() as i32
     }
 
-    /// Parses `TERM`, `SIGTERM`, `term` or `15`.
+    /// Parses `TERM`, `SIGTERM`, `term` or `15` ([`signals::parse`](crate::signals::parse)),
+    /// if it is a signal a script may be stopped with.
     pub fn parse(text: &str) -> Option<Self> {
-        let upper = text.trim().to_ascii_uppercase();
-        let name = upper.strip_prefix("SIG").unwrap_or(&upper);
-        Self::ALL
-            .into_iter()
-            .find(|s| s.name() == name || s.number().to_string() == name)
+        let signal = crate::signals::parse(text)?;
+        Self::ALL.into_iter().find(|s| s.signal() == signal)
     }
 }
 

@@ -1,0 +1,276 @@
+//! The one table of script fields: how each is written, its type and default, whether
+//! `defaults:` may set it, which kind of script takes it, and what changing it does.
+//!
+//! Validation takes its key lists from here (unknown keys and their "did you mean" hints,
+//! which keys `defaults:` may set, which only services take); the diff takes the impact of
+//! every change from here, and applies the non-restart ones with [`Field::copy`]. The
+//! README's reference and impact tables are checked against it by a test
+//! (`common/tests/fields.rs`). A new field is one row here, its parsing in
+//! `validate/script.rs`, and its member of [`ScriptConfig`].
+
+use super::ScriptConfig;
+use crate::diff::Impact;
+use std::sync::LazyLock;
+
+/// What a field's value is, as the README's reference table names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An argv list or a shell command string.
+    Command,
+    /// A humantime duration (`250ms`, `5m`).
+    Duration,
+    /// `true` or `false`.
+    Bool,
+    /// A path, relative ones resolved against the main file's directory.
+    Path,
+    /// A map of environment variables (one row per variable in a diff).
+    Map,
+    /// A whole number.
+    Int,
+    /// One of a few words (`restart`).
+    Enum,
+    /// A signal name or number.
+    Signal,
+    /// A byte size (`4096`, `64KiB`).
+    Size,
+}
+
+impl Kind {
+    /// The word the README's type column starts with.
+    pub fn doc(self) -> &'static str {
+        match self {
+            Self::Command => "list or string",
+            Self::Duration => "duration",
+            Self::Bool => "bool",
+            Self::Path => "path",
+            Self::Map => "map",
+            Self::Int => "int",
+            Self::Enum => "enum",
+            Self::Signal => "signal",
+            Self::Size => "size",
+        }
+    }
+}
+
+/// Which scripts take a field; on the other kind it is a validation error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applies {
+    /// Services and periodic scripts.
+    Both,
+    /// Only scripts without `interval`.
+    Service,
+    /// Only scripts with `interval`.
+    Periodic,
+}
+
+/// What a change of a field does (DESIGN.md "Change impact").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeRule {
+    /// Applied at once, no process touched.
+    Live,
+    /// Used from the next run (or the next restart) on.
+    NextRun,
+    /// Graceful restart of the script.
+    Restart,
+    /// `enabled`: started when it becomes true, stopped when it becomes false.
+    StartStop,
+    /// `interval`: next-run while the script stays periodic; restart when it is added or
+    /// removed (the script changes kind).
+    Schedule,
+}
+
+impl ChangeRule {
+    /// The impact of one change from `old` to `new` (rendered values; `None`: absent).
+    pub fn impact(self, old: Option<&str>, new: Option<&str>) -> Impact {
+        match self {
+            Self::Live => Impact::Live,
+            Self::NextRun => Impact::NextRun,
+            Self::Restart => Impact::Restart,
+            Self::StartStop if new == Some("false") => Impact::Stop,
+            Self::StartStop => Impact::Start,
+            Self::Schedule if old.is_none() || new.is_none() => Impact::Restart,
+            Self::Schedule => Impact::NextRun,
+        }
+    }
+}
+
+/// One script field.
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    /// As written in YAML; nested ones with a dot (`log.max_bytes`), `env.*` for the
+    /// variables of `env` (each its own row in a diff).
+    pub name: &'static str,
+    /// Value type.
+    pub kind: Kind,
+    /// The default as the README writes it (`required`, `none`, `10MiB`).
+    pub default: &'static str,
+    /// Whether `defaults:` may set it.
+    pub inheritable: bool,
+    /// Which scripts take it.
+    pub applies: Applies,
+    /// What a change does.
+    pub rule: ChangeRule,
+    /// Sets this field of `to` as it is in `from`; for `env.*`, only the variable the diff
+    /// field (`env.NAME`) names.
+    pub copy: fn(to: &mut ScriptConfig, from: &ScriptConfig, field: &str),
+}
+
+impl Field {
+    /// The key a script section writes it under (`log` for `log.keep`, `env` for `env.*`).
+    pub fn key(&self) -> &'static str {
+        self.name.split('.').next().unwrap_or(self.name)
+    }
+
+    /// The key inside its section for nested fields (`keep` for `log.keep`).
+    pub fn subkey(&self) -> Option<&'static str> {
+        self.name.split_once('.').map(|(_, sub)| sub)
+    }
+}
+
+const fn row(
+    name: &'static str,
+    kind: Kind,
+    default: &'static str,
+    inheritable: bool,
+    applies: Applies,
+    rule: ChangeRule,
+    copy: fn(&mut ScriptConfig, &ScriptConfig, &str),
+) -> Field {
+    Field {
+        name,
+        kind,
+        default,
+        inheritable,
+        applies,
+        rule,
+        copy,
+    }
+}
+
+use Applies::{Both, Periodic, Service};
+use ChangeRule::{Live, NextRun, Restart, Schedule, StartStop};
+
+/// Every script field, in the order the unknown-key message lists them.
+#[rustfmt::skip]
+pub const FIELDS: &[Field] = &[
+    //   name                   kind            default                 defaults? applies   change
+    row("command",             Kind::Command,  "required",             false, Both,     Restart,   |t, f, _| t.command = f.command.clone()),
+    row("interval",            Kind::Duration, "none (service)",       false, Both,     Schedule,  |t, f, _| t.interval = f.interval),
+    row("timeout",             Kind::Duration, "none",                 true,  Periodic, NextRun,   |t, f, _| t.timeout = f.timeout),
+    row("enabled",             Kind::Bool,     "true",                 false, Both,     StartStop, |t, f, _| t.enabled = f.enabled),
+    row("working_dir",         Kind::Path,     "the config directory", true,  Both,     Restart,   |t, f, _| t.working_dir = f.working_dir.clone()),
+    row("env.*",               Kind::Map,      "{}",                   true,  Both,     Restart,   copy_env_var),
+    row("max_log_lines",       Kind::Int,      "10000",                true,  Both,     Live,      |t, f, _| t.max_log_lines = f.max_log_lines),
+    row("restart",             Kind::Enum,     "on-failure",           true,  Service,  Restart,   |t, f, _| t.restart = f.restart),
+    row("restart_delay",       Kind::Duration, "500ms",                true,  Service,  NextRun,   |t, f, _| t.backoff.delay = f.backoff.delay),
+    row("restart_delay_max",   Kind::Duration, "30s",                  true,  Service,  NextRun,   |t, f, _| t.backoff.max_delay = f.backoff.max_delay),
+    row("restart_reset_after", Kind::Duration, "10s",                  true,  Service,  NextRun,   |t, f, _| t.backoff.reset_after = f.backoff.reset_after),
+    row("stop_signal",         Kind::Signal,   "TERM",                 true,  Both,     Restart,   |t, f, _| t.stop_signal = f.stop_signal),
+    row("stop_grace",          Kind::Duration, "10s",                  true,  Both,     Live,      |t, f, _| t.stop_grace = f.stop_grace),
+    row("log.max_bytes",       Kind::Size,     "10MiB",                true,  Both,     Live,      |t, f, _| t.log.max_bytes = f.log.max_bytes),
+    row("log.keep",            Kind::Int,      "3",                    true,  Both,     Live,      |t, f, _| t.log.keep = f.log.keep),
+    row("log.max_line_bytes",  Kind::Size,     "64KiB",                true,  Both,     Live,      |t, f, _| t.log.max_line_bytes = f.log.max_line_bytes),
+];
+
+fn copy_env_var(to: &mut ScriptConfig, from: &ScriptConfig, field: &str) {
+    let Some(var) = field.strip_prefix("env.") else {
+        to.env = from.env.clone();
+        return;
+    };
+    match from.env.get(var) {
+        Some(value) => to.env.insert(var.to_owned(), value.clone()),
+        None => to.env.remove(var),
+    };
+}
+
+/// The row of a field as a diff names it (`log.keep`, `env.PATH`, `restart_delay`).
+pub fn field(name: &str) -> Option<&'static Field> {
+    if name.starts_with("env.") {
+        return FIELDS.iter().find(|f| f.name == "env.*");
+    }
+    FIELDS.iter().find(|f| f.name == name)
+}
+
+/// Distinct top-level keys of `rows`, in table order.
+fn keys<'a>(rows: impl Iterator<Item = &'a Field>) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for f in rows {
+        if !out.contains(&f.key()) {
+            out.push(f.key());
+        }
+    }
+    out
+}
+
+/// The keys a script section takes.
+pub static SCRIPT_KEYS: LazyLock<Vec<&'static str>> = LazyLock::new(|| keys(FIELDS.iter()));
+
+/// The keys the `defaults:` section takes.
+pub static DEFAULT_KEYS: LazyLock<Vec<&'static str>> =
+    LazyLock::new(|| keys(FIELDS.iter().filter(|f| f.inheritable)));
+
+/// The keys of a script's `log:` section.
+pub static LOG_KEYS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    FIELDS
+        .iter()
+        .filter(|f| f.key() == "log")
+        .filter_map(Field::subkey)
+        .collect()
+});
+
+/// The keys only services take, in table order.
+pub fn service_only() -> impl Iterator<Item = &'static str> {
+    FIELDS
+        .iter()
+        .filter(|f| f.applies == Applies::Service)
+        .map(Field::key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_lists_come_from_the_table() {
+        assert_eq!(
+            SCRIPT_KEYS.as_slice(),
+            [
+                "command",
+                "interval",
+                "timeout",
+                "enabled",
+                "working_dir",
+                "env",
+                "max_log_lines",
+                "restart",
+                "restart_delay",
+                "restart_delay_max",
+                "restart_reset_after",
+                "stop_signal",
+                "stop_grace",
+                "log",
+            ]
+        );
+        assert!(!DEFAULT_KEYS.contains(&"command"));
+        assert!(!DEFAULT_KEYS.contains(&"interval"));
+        assert!(!DEFAULT_KEYS.contains(&"enabled"));
+        assert_eq!(LOG_KEYS.as_slice(), ["max_bytes", "keep", "max_line_bytes"]);
+        assert_eq!(
+            service_only().collect::<Vec<_>>(),
+            [
+                "restart",
+                "restart_delay",
+                "restart_delay_max",
+                "restart_reset_after"
+            ]
+        );
+    }
+
+    #[test]
+    fn rows_by_diff_field() {
+        assert_eq!(field("env.PATH").map(|f| f.name), Some("env.*"));
+        assert_eq!(field("log.keep").map(|f| f.rule), Some(Live));
+        assert!(field("log").is_none());
+        assert!(field("nope").is_none());
+    }
+}

@@ -1,0 +1,217 @@
+//! The `daemon:` section (with `daemon.access`) and `include:`.
+
+use super::{kind, Validator};
+use crate::config::{builtin, Access, AccessRule, DaemonConfig, Role, Subject};
+use serde_yaml::Value;
+use std::collections::HashMap;
+use std::path::Path;
+
+const DAEMON_KEYS: &[&str] = &[
+    "socket",
+    "state_dir",
+    "log_dir",
+    "debounce",
+    "watch",
+    "history_limit",
+    "access",
+];
+const ACCESS_KEYS: &[&str] = &["user", "group", "role"];
+
+/// The `daemon:` section when the file has none.
+pub(super) fn default_daemon(base: &Path) -> DaemonConfig {
+    DaemonConfig {
+        socket: base.join(builtin::SOCKET),
+        state_dir: base.join(builtin::STATE_DIR),
+        log_dir: base.join(builtin::LOG_DIR),
+        debounce: builtin::DEBOUNCE,
+        watch: true,
+        history_limit: builtin::HISTORY_LIMIT,
+        access: Access::default(),
+    }
+}
+
+impl Validator<'_> {
+    pub(super) fn daemon(&mut self, value: &Value, base: &Path) -> DaemonConfig {
+        let mut d = default_daemon(base);
+        if value.is_null() {
+            return d;
+        }
+        for (key, val) in self.entries(value, "daemon", DAEMON_KEYS) {
+            let p = format!("daemon.{key}");
+            match key.as_str() {
+                "socket" => d.socket = self.path(val, &p, base).unwrap_or(d.socket),
+                "state_dir" => d.state_dir = self.path(val, &p, base).unwrap_or(d.state_dir),
+                "log_dir" => d.log_dir = self.path(val, &p, base).unwrap_or(d.log_dir),
+                "debounce" => d.debounce = self.duration(val, &p).unwrap_or(d.debounce),
+                "watch" => d.watch = self.bool(val, &p).unwrap_or(d.watch),
+                "history_limit" => {
+                    d.history_limit = self.count_u32(val, &p, 1).unwrap_or(d.history_limit)
+                }
+                "access" => d.access = self.access(val, &p),
+                _ => {}
+            }
+        }
+        d
+    }
+
+    /// `daemon.access`: a list of `{ user: NAME|UID, role }` / `{ group: NAME|GID, role }`.
+    pub(super) fn access(&mut self, value: &Value, path: &str) -> Access {
+        let items = match value {
+            Value::Null => return Access::default(),
+            Value::Sequence(items) => items,
+            other => {
+                self.err(
+                    path,
+                    format!(
+                        "expected a list of entries such as {{ user: alice, role: operate }} or \
+                         {{ group: ops, role: read }}, found {}",
+                        kind(other)
+                    ),
+                );
+                return Access::default();
+            }
+        };
+        let mut rules = Vec::new();
+        // (is a group, id) -> where it is listed first: one look-up per entry.
+        let mut listed: HashMap<(bool, u32), String> = HashMap::new();
+        for (i, item) in items.iter().enumerate() {
+            let at = format!("{path}[{i}]");
+            let errors_before = self.errors.len();
+            let (mut subject, mut role) = (None, None);
+            let (mut named, mut has_role) = (false, false);
+            let entries = self.entries(item, &at, ACCESS_KEYS);
+            // A misspelt key was reported with a hint; do not also call it missing.
+            let misspelt = self.errors.len() > errors_before;
+            for (key, val) in entries {
+                let p = format!("{at}.{key}");
+                if key == "role" {
+                    has_role = true;
+                    role = self.string(val, &p).and_then(|s| {
+                        let role = Role::parse(&s);
+                        if role.is_none() {
+                            self.err(
+                                &p,
+                                format!(
+                                    "invalid role {s:?}; use read (status, logs, history, \
+                                     events, dry runs) or operate (everything)"
+                                ),
+                            );
+                        }
+                        role
+                    });
+                } else if named {
+                    self.err_key(
+                        &p,
+                        "an entry names either a user or a group, not both; give the other \
+                         its own entry"
+                            .into(),
+                    );
+                } else {
+                    named = true;
+                    subject = self.subject(val, &p, key == "group");
+                }
+            }
+            if !item.is_mapping() {
+                continue; // reported by entries()
+            }
+            if !named && !misspelt {
+                self.err(&at, "missing \"user\" or \"group\"".into());
+            }
+            if !has_role && !misspelt {
+                self.err(&at, "missing \"role\" (read or operate)".into());
+            }
+            let (Some(subject), Some(role)) = (subject, role) else {
+                continue;
+            };
+            let (id, key) = match &subject {
+                Subject::User { uid, .. } => ((false, *uid), "user"),
+                Subject::Group { gid, .. } => ((true, *gid), "group"),
+            };
+            if let Some(first) = listed.get(&id) {
+                self.err(
+                    &format!("{at}.{key}"),
+                    format!(
+                        "{subject} is already listed at {first}; give each user or group one \
+                         entry"
+                    ),
+                );
+                continue;
+            }
+            listed.insert(id, at);
+            rules.push(AccessRule { subject, role });
+        }
+        Access(rules)
+    }
+
+    /// A user or group given by name or numeric id.
+    pub(super) fn subject(&mut self, value: &Value, path: &str, group: bool) -> Option<Subject> {
+        let id_kind = if group { "gid" } else { "uid" };
+        let (id, name) = match value {
+            Value::Number(n) => match n.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(id) => (id, None),
+                None => {
+                    self.err(path, format!("invalid {id_kind} {n}"));
+                    return None;
+                }
+            },
+            Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+                match s.parse::<u32>() {
+                    Ok(id) => (id, None),
+                    Err(_) => {
+                        self.err(path, format!("invalid {id_kind} {s}"));
+                        return None;
+                    }
+                }
+            }
+            Value::String(s) => match self.host.lookup(s, group) {
+                Ok(id) => (id, Some(s.clone())),
+                Err(e) => {
+                    self.err(path, e);
+                    return None;
+                }
+            },
+            other => {
+                self.err(
+                    path,
+                    format!(
+                        "expected a {} name or a numeric {id_kind}, found {}",
+                        if group { "group" } else { "user" },
+                        kind(other)
+                    ),
+                );
+                return None;
+            }
+        };
+        Some(if group {
+            Subject::Group { gid: id, name }
+        } else {
+            Subject::User { uid: id, name }
+        })
+    }
+
+    pub(super) fn include(&mut self, value: &Value) {
+        let items: Vec<(String, &Value)> = match value {
+            Value::String(_) => vec![("include".into(), value)],
+            Value::Sequence(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (format!("include[{i}]"), v))
+                .collect(),
+            Value::Null => Vec::new(),
+            other => {
+                self.err(
+                    "include",
+                    format!("expected a glob or a list of globs, found {}", kind(other)),
+                );
+                Vec::new()
+            }
+        };
+        for (path, item) in items {
+            if let Some(s) = self.string(item, &path) {
+                if let Err(e) = glob::Pattern::new(&s) {
+                    self.err(&path, format!("invalid glob {s:?}: {e}"));
+                }
+            }
+        }
+    }
+}

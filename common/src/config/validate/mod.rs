@@ -1,0 +1,342 @@
+//! Text → [`Config`], reporting every error at once with file, line, column and key path.
+//!
+//! The work is linear in the size of the config: every per-file and per-script structure
+//! is a map or an index, never a scan. Rooms:
+//! - this file: the walk over the files, the top-level keys, script names, and how errors
+//!   are placed and ordered;
+//! - [`values`]: scalar values (durations, sizes, counts, paths);
+//! - [`script`]: a script section and `defaults:` into an effective [`ScriptConfig`](super::ScriptConfig);
+//! - [`daemon`]: the `daemon:` section and `include:`;
+//! - [`host`]: the checks that look at the machine (directories, programs, users and
+//!   groups), reached only through the [`Host`] trait.
+
+mod daemon;
+mod host;
+mod script;
+mod values;
+
+pub use host::{Host, Stat, SystemHost};
+
+use super::fields::{DEFAULT_KEYS, SCRIPT_KEYS};
+use super::positions::{Pos, Positions};
+use super::{Config, ConfigError, ConfigErrors, ConfigSource};
+use script::Partial;
+use serde_yaml::Value;
+use std::cell::OnceCell;
+use std::collections::{BTreeMap, HashMap};
+
+const TOP_KEYS: &[&str] = &["daemon", "include", "defaults", "scripts"];
+const INCLUDED_KEYS: &[&str] = &["scripts"];
+
+/// Duplicate script names listed one by one per file; the rest of that file's are
+/// summed up in one more error (a file included twice must not bury every other error).
+pub const DUPLICATES_LISTED: usize = 10;
+
+/// Validates every file of `source` against this machine and builds the effective
+/// config, or returns every error found. Blocks: it looks at the disk and the user and
+/// group databases.
+pub fn validate(source: &ConfigSource) -> Result<Config, ConfigErrors> {
+    validate_with(source, &mut SystemHost::default())
+}
+
+/// [`validate`] with the machine's directories, programs, users and groups as `host`
+/// says: without the host checks the parsing is pure.
+pub fn validate_with(source: &ConfigSource, host: &mut dyn Host) -> Result<Config, ConfigErrors> {
+    let base = source.base_dir().to_path_buf();
+    let mut v = Validator {
+        files: &source.files,
+        file: 0,
+        positions: source.files.iter().map(|_| OnceCell::new()).collect(),
+        errors: Vec::new(),
+        host,
+    };
+    let mut daemon = None;
+    let mut defaults = Partial::default();
+    // name -> (index of its file, partial script)
+    let mut scripts: BTreeMap<String, (usize, Partial)> = BTreeMap::new();
+    // per file: (duplicates found, the first one not listed and the file defining it)
+    let mut duplicates: Vec<(usize, Option<(String, usize)>)> = vec![(0, None); source.files.len()];
+
+    for (index, file) in source.files.iter().enumerate() {
+        v.file = index;
+        let doc = match serde_yaml::from_str::<Value>(&file.content) {
+            Ok(doc) => doc,
+            Err(e) => {
+                let (line, column) = e
+                    .location()
+                    .map(|l| (l.line() as u32, l.column() as u32))
+                    .unwrap_or((0, 0));
+                v.errors.push(ConfigError {
+                    file: file.name.clone(),
+                    line,
+                    column,
+                    path: String::new(),
+                    message: format!("invalid YAML: {}", strip_location(&e.to_string())),
+                });
+                continue;
+            }
+        };
+        if doc.is_null() {
+            continue; // an empty file is an empty config
+        }
+        let top = v.entries(&doc, "", if index == 0 { TOP_KEYS } else { INCLUDED_KEYS });
+        for (key, value) in top {
+            match key.as_str() {
+                "daemon" => daemon = Some(v.daemon(value, &base)),
+                "include" => v.include(value),
+                "defaults" => defaults = v.partial(value, "defaults", &DEFAULT_KEYS, &base),
+                "scripts" => {
+                    if value.is_null() {
+                        continue;
+                    }
+                    for (name, body) in v.entries(value, "scripts", &[]) {
+                        let path = format!("scripts.{name}");
+                        if !valid_name(&name) {
+                            v.err_key(
+                                &path,
+                                format!(
+                                    "invalid script name {name:?}: use letters, digits, '_', '-' \
+                                     and '.', starting with a letter or digit, at most 64 \
+                                     characters"
+                                ),
+                            );
+                        }
+                        let partial = v.partial(body, &path, &SCRIPT_KEYS, &base);
+                        match scripts.get(&name) {
+                            Some(&(first, _)) => {
+                                let (count, unlisted) = &mut duplicates[index];
+                                *count += 1;
+                                if *count <= DUPLICATES_LISTED {
+                                    v.duplicate(&name, first);
+                                } else if unlisted.is_none() {
+                                    *unlisted = Some((name, first));
+                                }
+                            }
+                            None => {
+                                scripts.insert(name, (index, partial));
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    for (index, (count, unlisted)) in duplicates.into_iter().enumerate() {
+        let Some((name, first)) = unlisted else {
+            continue;
+        };
+        v.file = index;
+        let more = count - DUPLICATES_LISTED - 1;
+        if more == 0 {
+            v.duplicate(&name, first);
+            continue;
+        }
+        v.err_key(
+            &format!("scripts.{name}"),
+            format!(
+                "script {name:?} and {more} more script{} of this file are already defined in \
+                 another file (only the first {DUPLICATES_LISTED} are listed); script names must \
+                 be unique across files: is a file included twice?",
+                if more == 1 { "" } else { "s" }
+            ),
+        );
+    }
+
+    let daemon = daemon.unwrap_or_else(|| daemon::default_daemon(&base));
+    let mut out = BTreeMap::new();
+    for (name, (file, partial)) in scripts {
+        v.file = file;
+        if let Some(script) = v.finish_script(&name, partial, &defaults, &base) {
+            out.insert(name, script);
+        }
+    }
+
+    // The second pass (per-script checks) runs in name order; report in file order.
+    let file_index: HashMap<&str, usize> = source
+        .files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.name.as_str(), i))
+        .collect();
+    v.errors.sort_by_key(|e| {
+        (
+            file_index
+                .get(e.file.as_str())
+                .copied()
+                .unwrap_or(usize::MAX),
+            e.line,
+            e.column,
+        )
+    });
+
+    if v.errors.is_empty() {
+        Ok(Config {
+            daemon,
+            scripts: out,
+        })
+    } else {
+        Err(ConfigErrors(v.errors))
+    }
+}
+
+/// serde_yaml appends " at line L column C" to its messages; the position is reported
+/// separately.
+fn strip_location(msg: &str) -> &str {
+    msg.find(" at line ").map_or(msg, |i| &msg[..i])
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 64
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// Where validation is and what it found. The positions of a file are computed when its
+/// first error needs one (a valid config is parsed once), then kept for the whole pass.
+struct Validator<'s> {
+    files: &'s [super::ConfigFile],
+    /// Index of the file being looked at.
+    file: usize,
+    positions: Vec<OnceCell<Positions>>,
+    errors: Vec<ConfigError>,
+    host: &'s mut dyn Host,
+}
+
+impl Validator<'_> {
+    fn positions_of(&self, file: usize) -> Option<&Positions> {
+        let text = &self.files.get(file)?.content;
+        Some(
+            self.positions
+                .get(file)?
+                .get_or_init(|| Positions::of(text)),
+        )
+    }
+
+    fn push(&mut self, at: Pos, path: &str, message: String) {
+        self.errors.push(ConfigError {
+            file: self
+                .files
+                .get(self.file)
+                .map(|f| f.name.clone())
+                .unwrap_or_default(),
+            line: at.line,
+            column: at.column,
+            path: path.to_owned(),
+            message,
+        });
+    }
+
+    fn err(&mut self, path: &str, message: String) {
+        let at = self
+            .positions_of(self.file)
+            .map(|p| p.value(path))
+            .unwrap_or_default();
+        self.push(at, path, message);
+    }
+
+    fn err_key(&mut self, path: &str, message: String) {
+        let at = self
+            .positions_of(self.file)
+            .map(|p| p.key(path))
+            .unwrap_or_default();
+        self.push(at, path, message);
+    }
+
+    /// Script `name` of the current file is already defined in file `first`.
+    fn duplicate(&mut self, name: &str, first: usize) {
+        let path = format!("scripts.{name}");
+        let at = self
+            .positions_of(first)
+            .map(|p| p.key(&path))
+            .unwrap_or_default();
+        let first_file = self.files.get(first).map_or("", |f| f.name.as_str());
+        let msg = format!(
+            "script {name:?} is already defined at {first_file}:{}:{}; script names must be \
+             unique across files",
+            at.line, at.column
+        );
+        self.err_key(&path, msg);
+    }
+
+    /// The entries of a mapping with string keys; unknown keys (when `allowed` is not
+    /// empty) are reported with a "did you mean" hint and skipped.
+    pub(super) fn entries<'a>(
+        &mut self,
+        value: &'a Value,
+        path: &str,
+        allowed: &[&str],
+    ) -> Vec<(String, &'a Value)> {
+        let Some(map) = value.as_mapping() else {
+            let what = if path.is_empty() { "the file " } else { "" };
+            self.err(
+                path,
+                format!(
+                    "{what}must be a mapping (key: value), found {}",
+                    kind(value)
+                ),
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (k, val) in map {
+            let key = match k {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                other => {
+                    self.err(path, format!("keys must be strings, found {}", kind(other)));
+                    continue;
+                }
+            };
+            if !allowed.is_empty() && !allowed.contains(&key.as_str()) {
+                let full = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                self.err_key(&full, unknown_key(&key, allowed));
+                continue;
+            }
+            out.push((key, val));
+        }
+        out
+    }
+}
+
+fn unknown_key(key: &str, allowed: &[&str]) -> String {
+    let best = allowed
+        .iter()
+        .map(|k| (strsim::jaro_winkler(key, k), *k))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match best {
+        Some((_, k)) => format!("unknown key {key:?}; did you mean {k:?}?"),
+        None => format!(
+            "unknown key {key:?}; expected one of: {}",
+            allowed.join(", ")
+        ),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nothing (null)",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+fn render(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("{s:?}"),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => kind(other).to_owned(),
+    }
+}
