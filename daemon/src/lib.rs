@@ -200,16 +200,24 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
     });
     let main = source.main.clone();
     let history = history::History::open(&daemon.state_dir, daemon.history_limit)
+        .await
         .with_context(|| format!("cannot open the history in {}", daemon.state_dir.display()))?;
-    let (coordinator, snapshot, started) = reload::Coordinator::start(
+    let (coordinator, started) = reload::Coordinator::start(
         main.clone(),
         source,
         cfg,
         shared.clone(),
         tracker.clone(),
         history.clone(),
+        daemon.watch,
     )
-    .context("cannot record the startup version in the history")?;
+    .await
+    .context("cannot read the history")?;
+    let reload::coordinator::Started {
+        snapshot,
+        disk,
+        first_starts,
+    } = started;
     let startup_hash = snapshot.borrow().hash.clone();
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(16);
     tracker.spawn(coordinator.run(reload_rx));
@@ -229,6 +237,7 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
             started_at_ms: now_ms(),
         },
         snapshot,
+        disk,
         reload_tx.clone(),
         events,
         history,
@@ -288,7 +297,7 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
     tokio::spawn(signals);
     drop(reload_tx);
     // READY once the startup config is applied: every script started (or failed to).
-    for first in started {
+    for first in first_starts {
         let _ = first.await;
     }
     if !cancel.is_cancelled() {
