@@ -225,7 +225,7 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
     // The watches are in place before anyone is served: a save that a client makes once
     // `ctl status` answers is never missed.
     if daemon.watch {
-        if let Some(w) = watcher::start(main.clone(), &startup_hash) {
+        if let Some(w) = watcher::start(main.clone(), startup_hash).await {
             tracker.spawn(w.run(daemon.debounce, reload_tx.clone(), cancel.clone()));
         }
     }

@@ -225,6 +225,28 @@ fn restrict(path: &Path, create: bool) -> Result<(), HistoryError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err(path))
 }
 
+/// Opens the database in WAL mode. `exclusive`: in exclusive locking mode, whose WAL index
+/// lives in the daemon's memory instead of the `-shm` file: reading then needs no space on
+/// a full disk.
+fn connect(path: &Path, exclusive: bool) -> Result<Connection, HistoryError> {
+    let conn = Connection::open(path)?;
+    if exclusive {
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+    }
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // WAL + NORMAL: a committed record survives a crash or kill -9 of the daemon.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// Whether SQLite failed for want of space (the disk, or the `-shm` index on it).
+fn no_room(e: &HistoryError) -> bool {
+    matches!(e, HistoryError::Sql(rusqlite::Error::SqliteFailure(f, _))
+        if f.code == rusqlite::ErrorCode::DiskFull
+            || f.extended_code == rusqlite::ffi::SQLITE_IOERR_SHMSIZE)
+}
+
 impl Store {
     /// Opens (creating) `state_dir/history.db`: `state_dir` 0700 if the daemon creates it,
     /// the database and its WAL files 0600; the schema brought up to date.
@@ -237,11 +259,19 @@ impl Store {
         for companion in DB_COMPANIONS {
             restrict(&state_dir.join(companion), false)?;
         }
-        let mut conn = Connection::open(&path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        // WAL + NORMAL: a committed record survives a crash or kill -9 of the daemon.
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mut conn = match connect(&path, false) {
+            Ok(conn) => conn,
+            Err(e) if no_room(&e) => {
+                tracing::warn!(
+                    "{}: no room for the database's shared-memory index ({e}); opened in \
+                     exclusive locking mode instead (no other process can read it while the \
+                     daemon runs); free some space in state_dir",
+                    path.display()
+                );
+                connect(&path, true)?
+            }
+            Err(e) => return Err(e),
+        };
         migrate(&mut conn)?;
         Ok(Self {
             conn,

@@ -3,7 +3,9 @@
 //! set-up lives in the `scriptd_e2e` library (`tests/src/lib.rs`).
 
 mod access;
+mod full_state_dir;
 mod history;
 mod logs;
 mod reload;
+mod stall;
 mod supervisor;
