@@ -164,7 +164,7 @@ impl Service {
         );
         let (result, message) = match outcome {
             Ok(r) => (ActionResult::Ok, r.message.clone()),
-            Err(s) => (ActionResult::of_code(s.code()), s.message().to_owned()),
+            Err(s) => (convert::action_result(s.code()), s.message().to_owned()),
         };
         self.history
             .record_action(crate::history::Action {
@@ -445,7 +445,7 @@ impl Scriptd for Service {
 pub fn report_to_proto(r: Report) -> proto::ReloadResponse {
     proto::ReloadResponse {
         attempt_id: r.attempt_id,
-        result: r.result.to_proto() as i32,
+        result: convert::result(r.result) as i32,
         version: r.version,
         changes: r.changes.iter().map(convert::change).collect(),
         errors: r.errors.0.iter().map(convert::error).collect(),

@@ -1,6 +1,6 @@
 //! The history: every applied version (with the full text of every file), every refused
 //! attempt and every control action (start, stop, restart, run), in SQLite under
-//! `state_dir` ([`store`]).
+//! `state_dir` (module `store`).
 //!
 //! One owner: a thread of its own holds the connection and runs the commands sent to it, in
 //! order; callers on the async runtime await the reply. Nothing else touches the database.

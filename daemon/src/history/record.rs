@@ -113,41 +113,6 @@ words! {
     }
 }
 
-impl ResultKind {
-    /// The result as sent in gRPC responses.
-    pub fn to_proto(self) -> proto::ReloadResult {
-        match self {
-            Self::Applied => proto::ReloadResult::Applied,
-            Self::Unchanged => proto::ReloadResult::Unchanged,
-            Self::Rejected => proto::ReloadResult::Rejected,
-            Self::FailedRolledBack => proto::ReloadResult::FailedRolledBack,
-        }
-    }
-
-    /// The terminal reload phase of an attempt that ended so.
-    pub fn terminal_phase(self) -> proto::ReloadPhase {
-        match self {
-            Self::Applied => proto::ReloadPhase::Applied,
-            Self::Unchanged => proto::ReloadPhase::Unchanged,
-            Self::Rejected => proto::ReloadPhase::Rejected,
-            Self::FailedRolledBack => proto::ReloadPhase::FailedRolledBack,
-        }
-    }
-}
-
-impl ActionResult {
-    /// How a control call that failed with `code` ended.
-    pub fn of_code(code: tonic::Code) -> Self {
-        match code {
-            tonic::Code::NotFound => Self::NotFound,
-            tonic::Code::FailedPrecondition => Self::Refused,
-            tonic::Code::Aborted => Self::Failed,
-            tonic::Code::InvalidArgument => Self::Invalid,
-            _ => Self::Error,
-        }
-    }
-}
-
 /// One version or attempt to append. Owned: it travels to the history's thread.
 #[derive(Debug, Clone)]
 pub struct Record {

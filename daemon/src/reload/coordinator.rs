@@ -350,7 +350,7 @@ impl Coordinator {
             &report.errors,
             report.message.as_str(),
         );
-        let terminal = report.result.terminal_phase();
+        let terminal = crate::convert::terminal_phase(report.result);
         publish_phase(&self.events, report.attempt_id, req.source, terminal, parts);
         steps.mark("publish");
         // The previous version's config is freed after everyone was told.
