@@ -199,6 +199,14 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
         cancel: cancel.clone(),
     });
     let main = source.main.clone();
+    // The watches are in place before anyone is served: a save that a client makes once
+    // `ctl status` answers is never missed. Set before the coordinator starts: it publishes
+    // the disk state only when every save reaches it (see `reload::disk`).
+    let watcher = if daemon.watch {
+        watcher::start(main.clone(), source.hash()).await
+    } else {
+        None
+    };
     let history = history::History::open(&daemon.state_dir, daemon.history_limit)
         .await
         .with_context(|| format!("cannot open the history in {}", daemon.state_dir.display()))?;
@@ -209,7 +217,7 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
         shared.clone(),
         tracker.clone(),
         history.clone(),
-        daemon.watch,
+        watcher.is_some(),
     )
     .await
     .context("cannot read the history")?;
@@ -218,16 +226,10 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
         disk,
         first_starts,
     } = started;
-    let startup_hash = snapshot.borrow().hash.clone();
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(16);
     tracker.spawn(coordinator.run(reload_rx));
-
-    // The watches are in place before anyone is served: a save that a client makes once
-    // `ctl status` answers is never missed.
-    if daemon.watch {
-        if let Some(w) = watcher::start(main.clone(), startup_hash).await {
-            tracker.spawn(w.run(daemon.debounce, reload_tx.clone(), cancel.clone()));
-        }
+    if let Some(w) = watcher {
+        tracker.spawn(w.run(daemon.debounce, reload_tx.clone(), cancel.clone()));
     }
 
     let service = server::Service::new(

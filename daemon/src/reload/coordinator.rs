@@ -151,7 +151,8 @@ pub struct Started {
 
 impl Coordinator {
     /// Records the startup version (if it differs from the last one) and starts every
-    /// script of the startup config. `watching`: the file watcher runs (see [`DiskSync`]).
+    /// script of the startup config. `watching`: the file watcher runs, so every save ends
+    /// in a reload (see [`DiskSync`]).
     ///
     /// A startup version that cannot be recorded (a full disk) does not stop anything: it
     /// is logged, and the history writes it as soon as it can. Only a history that cannot
