@@ -1,5 +1,6 @@
 //! Internal types → gRPC messages.
 
+use crate::history::{ActionResult, ResultKind};
 use scriptd_common::config::ConfigError;
 use scriptd_common::diff::{self, Impact, Outcome};
 use scriptd_common::proto;
@@ -36,5 +37,36 @@ pub fn error(e: &ConfigError) -> proto::ConfigError {
         column: e.column,
         path: e.path.clone(),
         message: e.message.clone(),
+    }
+}
+
+/// How a reload ended, as sent in responses.
+pub fn result(r: ResultKind) -> proto::ReloadResult {
+    match r {
+        ResultKind::Applied => proto::ReloadResult::Applied,
+        ResultKind::Unchanged => proto::ReloadResult::Unchanged,
+        ResultKind::Rejected => proto::ReloadResult::Rejected,
+        ResultKind::FailedRolledBack => proto::ReloadResult::FailedRolledBack,
+    }
+}
+
+/// The terminal reload phase of an attempt that ended with `r`.
+pub fn terminal_phase(r: ResultKind) -> proto::ReloadPhase {
+    match r {
+        ResultKind::Applied => proto::ReloadPhase::Applied,
+        ResultKind::Unchanged => proto::ReloadPhase::Unchanged,
+        ResultKind::Rejected => proto::ReloadPhase::Rejected,
+        ResultKind::FailedRolledBack => proto::ReloadPhase::FailedRolledBack,
+    }
+}
+
+/// How a control call that failed with the gRPC `code` ended, in the audit trail.
+pub fn action_result(code: tonic::Code) -> ActionResult {
+    match code {
+        tonic::Code::NotFound => ActionResult::NotFound,
+        tonic::Code::FailedPrecondition => ActionResult::Refused,
+        tonic::Code::Aborted => ActionResult::Failed,
+        tonic::Code::InvalidArgument => ActionResult::Invalid,
+        _ => ActionResult::Error,
     }
 }

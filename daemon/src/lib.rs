@@ -199,27 +199,37 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
         cancel: cancel.clone(),
     });
     let main = source.main.clone();
+    // The watches are in place before anyone is served: a save that a client makes once
+    // `ctl status` answers is never missed. Set before the coordinator starts: it publishes
+    // the disk state only when every save reaches it (see `reload::disk`).
+    let watcher = if daemon.watch {
+        watcher::start(main.clone(), source.hash()).await
+    } else {
+        None
+    };
     let history = history::History::open(&daemon.state_dir, daemon.history_limit)
+        .await
         .with_context(|| format!("cannot open the history in {}", daemon.state_dir.display()))?;
-    let (coordinator, snapshot, started) = reload::Coordinator::start(
+    let (coordinator, started) = reload::Coordinator::start(
         main.clone(),
         source,
         cfg,
         shared.clone(),
         tracker.clone(),
         history.clone(),
+        watcher.is_some(),
     )
-    .context("cannot record the startup version in the history")?;
-    let startup_hash = snapshot.borrow().hash.clone();
+    .await
+    .context("cannot read the history")?;
+    let reload::coordinator::Started {
+        snapshot,
+        disk,
+        first_starts,
+    } = started;
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(16);
     tracker.spawn(coordinator.run(reload_rx));
-
-    // The watches are in place before anyone is served: a save that a client makes once
-    // `ctl status` answers is never missed.
-    if daemon.watch {
-        if let Some(w) = watcher::start(main.clone(), &startup_hash) {
-            tracker.spawn(w.run(daemon.debounce, reload_tx.clone(), cancel.clone()));
-        }
+    if let Some(w) = watcher {
+        tracker.spawn(w.run(daemon.debounce, reload_tx.clone(), cancel.clone()));
     }
 
     let service = server::Service::new(
@@ -229,6 +239,7 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
             started_at_ms: now_ms(),
         },
         snapshot,
+        disk,
         reload_tx.clone(),
         events,
         history,
@@ -288,7 +299,7 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
     tokio::spawn(signals);
     drop(reload_tx);
     // READY once the startup config is applied: every script started (or failed to).
-    for first in started {
+    for first in first_starts {
         let _ = first.await;
     }
     if !cancel.is_cancelled() {

@@ -3,17 +3,18 @@
 
 use crate::convert;
 use crate::events::EventBus;
-use crate::history::{History, HistoryError};
-use crate::reload::{Report, Request, Snapshot, Source};
+use crate::history::{ActionResult, History, HistoryError};
+use crate::reload::disk::DiskSync;
+use crate::reload::{Report, Request, RequestError, ResultKind, Snapshot, Source};
 use crate::runner::ControlError;
 use scriptd_common::config;
 use scriptd_common::config::ConfigFile;
 use scriptd_common::diff;
 use scriptd_common::proto::scriptd_server::Scriptd;
-use scriptd_common::proto::{self, ConfigSync, ControlAction};
+use scriptd_common::proto::{self, ControlAction};
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::Stream;
 use tonic::{Request as Req, Response, Status};
@@ -35,15 +36,15 @@ pub struct Service {
     reloads: mpsc::Sender<Request>,
     events: EventBus,
     history: History,
-    /// Last disk check: (files hash, first validation error if invalid).
-    sync_cache: Mutex<Option<(String, Option<String>)>>,
+    disk: Arc<DiskSync>,
 }
 
 impl Service {
-    /// A service reading `snapshot` and sending reloads to the coordinator.
+    /// A service reading `snapshot` and `disk`, and sending reloads to the coordinator.
     pub fn new(
         info: DaemonInfo,
         snapshot: watch::Receiver<Arc<Snapshot>>,
+        disk: Arc<DiskSync>,
         reloads: mpsc::Sender<Request>,
         events: EventBus,
         history: History,
@@ -54,38 +55,7 @@ impl Service {
             reloads,
             events,
             history,
-            sync_cache: Mutex::new(None),
-        }
-    }
-
-    /// How the files on disk relate to the running version.
-    fn disk_sync(&self, running_hash: &str) -> (ConfigSync, String) {
-        let source = match config::read_source(&self.info.config_path) {
-            Ok(s) => s,
-            Err(e) => {
-                let first = e.first().map(ToString::to_string).unwrap_or_default();
-                return (ConfigSync::Invalid, first);
-            }
-        };
-        let hash = source.hash();
-        if hash == running_hash {
-            return (ConfigSync::InSync, String::new());
-        }
-        let mut cache = self.sync_cache.lock().unwrap_or_else(|p| p.into_inner());
-        let verdict = match cache.as_ref() {
-            Some((h, v)) if *h == hash => v.clone(),
-            _ => {
-                let v = config::secure_source(source)
-                    .and_then(|s| config::validate(&s))
-                    .err()
-                    .map(|e| e.first().map(ToString::to_string).unwrap_or_default());
-                *cache = Some((hash, v.clone()));
-                v
-            }
-        };
-        match verdict {
-            None => (ConfigSync::Changed, String::new()),
-            Some(e) => (ConfigSync::Invalid, e),
+            disk,
         }
     }
 
@@ -93,9 +63,10 @@ impl Service {
         &self,
         version: u64,
     ) -> Result<(proto::HistoryEntry, Vec<ConfigFile>), Status> {
-        let history = self.history.clone();
-        blocking(move || history.version(version))
-            .await?
+        self.history
+            .version(version)
+            .await
+            .map_err(internal)?
             .ok_or_else(|| {
                 Status::not_found(format!(
                     "no version {version} in the history (see `ctl history`)"
@@ -110,27 +81,36 @@ impl Service {
             if from == 0 { running } else { from },
             if to == 0 { running } else { to },
         );
-        let mut configs = Vec::new();
-        let mut errors = Vec::new();
+        let mut sources = Vec::new();
         for v in [from, to] {
             let (_, files) = self.load_version(v).await?;
-            let source = config::ConfigSource {
+            sources.push(config::ConfigSource {
                 main: self.info.config_path.clone(),
                 files,
-            };
-            match config::validate(&source) {
-                Ok(c) => configs.push(c),
-                Err(e) => errors.extend(e.0.iter().map(convert::error)),
-            }
+            });
         }
-        let changes = match configs.as_slice() {
-            [a, b] => diff::plan(a, b, &|_| false)
-                .changes
-                .iter()
-                .map(convert::change)
-                .collect(),
-            _ => Vec::new(),
-        };
+        // Validation reads the disk (programs, directories): not on the runtime.
+        let (changes, errors) = tokio::task::spawn_blocking(move || {
+            let mut configs = Vec::new();
+            let mut errors = Vec::new();
+            for source in &sources {
+                match config::validate(source) {
+                    Ok(c) => configs.push(c),
+                    Err(e) => errors.extend(e.0.iter().map(convert::error)),
+                }
+            }
+            let changes: Vec<_> = match configs.as_slice() {
+                [a, b] => diff::plan(a, b, &|_| false)
+                    .changes
+                    .iter()
+                    .map(convert::change)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            (changes, errors)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("validating the versions failed: {e}")))?;
         Ok(proto::DiffResponse {
             base_version: from,
             plan_id: String::new(),
@@ -183,24 +163,23 @@ impl Service {
             },
         );
         let (result, message) = match outcome {
-            Ok(r) => ("ok", r.message.clone()),
-            Err(s) => (audit_result(s.code()), s.message().to_owned()),
+            Ok(r) => (ActionResult::Ok, r.message.clone()),
+            Err(s) => (convert::action_result(s.code()), s.message().to_owned()),
         };
-        let history = self.history.clone();
-        let script = req.script.clone();
-        blocking(move || {
-            history.record_action(&crate::history::Action {
+        self.history
+            .record_action(crate::history::Action {
                 uid,
-                action: &action,
-                script: &script,
+                action,
+                script: req.script.clone(),
                 result,
-                message: &message,
+                message,
             })
-        })
-        .await
+            .await
+            .map_err(internal)
     }
 
-    /// Queues a reload request with the caller's uid and waits for its report.
+    /// Queues a reload request with the caller's uid and waits for its report; a request
+    /// for something that does not exist is NOT_FOUND.
     async fn submit<T>(&self, request: &Req<T>, mut req: Request) -> Result<Report, Status> {
         let (tx, rx) = oneshot::channel();
         req.uid = crate::socket::peer_of(request).map(|p| p.uid);
@@ -209,19 +188,17 @@ impl Service {
             .send(req)
             .await
             .map_err(|_| Status::unavailable("the daemon is shutting down"))?;
-        rx.await
-            .map_err(|_| Status::unavailable("the daemon is shutting down"))
+        match rx.await {
+            Ok(Ok(report)) => Ok(report),
+            Ok(Err(RequestError::NoSuchVersion(m))) => Err(Status::not_found(m)),
+            Err(_) => Err(Status::unavailable("the daemon is shutting down")),
+        }
     }
 }
 
-/// Runs a blocking history call off the async workers; errors become INTERNAL.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, HistoryError> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Status::internal(format!("history task failed: {e}")))?
-        .map_err(|e| Status::internal(e.to_string()))
+/// A history failure as the gRPC status INTERNAL.
+fn internal(e: HistoryError) -> Status {
+    Status::internal(e.to_string())
 }
 
 /// User names of uids, each looked up once (the user database can be slow: NSS, LDAP).
@@ -230,17 +207,21 @@ struct UserNames(std::collections::HashMap<u32, String>);
 
 impl UserNames {
     /// `items` with the user name of each one's uid filled in (`field`: its uid and where
-    /// the name goes).
-    fn name_all<T>(
+    /// the name goes), looked up on a blocking thread.
+    async fn name_all<T: Send + 'static>(
         mut items: Vec<T>,
-        field: impl Fn(&mut T) -> (Option<u32>, &mut String),
-    ) -> Vec<T> {
-        let mut names = Self::default();
-        for item in &mut items {
-            let (uid, user) = field(item);
-            *user = names.of(uid);
-        }
-        items
+        field: impl Fn(&mut T) -> (Option<u32>, &mut String) + Send + 'static,
+    ) -> Result<Vec<T>, Status> {
+        tokio::task::spawn_blocking(move || {
+            let mut names = Self::default();
+            for item in &mut items {
+                let (uid, user) = field(item);
+                *user = names.of(uid);
+            }
+            items
+        })
+        .await
+        .map_err(|e| Status::internal(format!("looking up user names failed: {e}")))
     }
 
     /// The name of `uid`; empty for none or an unknown uid.
@@ -266,17 +247,6 @@ fn peer_uid<T>(request: &Req<T>) -> Option<u32> {
     crate::socket::peer_of(request).map(|p| p.uid)
 }
 
-/// The `result` of a failed control action in the audit trail.
-fn audit_result(code: tonic::Code) -> &'static str {
-    match code {
-        tonic::Code::NotFound => "not-found",
-        tonic::Code::FailedPrecondition => "refused",
-        tonic::Code::Aborted => "failed",
-        tonic::Code::InvalidArgument => "invalid",
-        _ => "error",
-    }
-}
-
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -296,7 +266,7 @@ impl Scriptd for Service {
             .filter(|(name, _)| want.is_empty() || **name == want)
             .map(|(_, h)| h.status.borrow().clone())
             .collect();
-        let (sync, sync_error) = self.disk_sync(&snap.hash);
+        let (sync, sync_error) = self.disk.state(&snap.hash).await.to_proto();
         Ok(Response::new(proto::StatusResponse {
             daemon_pid: std::process::id(),
             daemon_version: scriptd_common::VERSION.into(),
@@ -352,8 +322,8 @@ impl Scriptd for Service {
         Ok(Response::new(proto::DiffResponse {
             base_version: r.base_version,
             plan_id: r.plan_id,
-            unchanged: r.result == Some(proto::ReloadResult::Unchanged),
-            rejected: r.result == Some(proto::ReloadResult::Rejected),
+            unchanged: r.result == ResultKind::Unchanged,
+            rejected: r.result == ResultKind::Rejected,
             changes: r.changes.iter().map(convert::change).collect(),
             errors: r.errors.0.iter().map(convert::error).collect(),
         }))
@@ -392,22 +362,13 @@ impl Scriptd for Service {
         // Read before the entries: a version is recorded before it is published, so the
         // running version is always among the entries listed after it.
         let running_version = self.snapshot.borrow().version;
-        let history = self.history.clone();
         let (entries, actions) = if request.get_ref().actions {
-            let actions = blocking(move || {
-                history
-                    .actions(limit)
-                    .map(|a| UserNames::name_all(a, |a| (a.uid, &mut a.user)))
-            })
-            .await?;
+            let actions = self.history.actions(limit).await.map_err(internal)?;
+            let actions = UserNames::name_all(actions, |a| (a.uid, &mut a.user)).await?;
             (Vec::new(), actions)
         } else {
-            let entries = blocking(move || {
-                history
-                    .list(limit)
-                    .map(|e| UserNames::name_all(e, |e| (e.uid, &mut e.user)))
-            })
-            .await?;
+            let entries = self.history.list(limit).await.map_err(internal)?;
+            let entries = UserNames::name_all(entries, |e| (e.uid, &mut e.user)).await?;
             (entries, Vec::new())
         };
         Ok(Response::new(proto::HistoryResponse {
@@ -427,7 +388,10 @@ impl Scriptd for Service {
             v => v,
         };
         let (mut entry, files) = self.load_version(version).await?;
-        entry.user = UserNames::default().of(entry.uid);
+        let uid = entry.uid;
+        entry.user = tokio::task::spawn_blocking(move || UserNames::default().of(uid))
+            .await
+            .map_err(|e| Status::internal(format!("looking up a user name failed: {e}")))?;
         Ok(Response::new(proto::GetVersionResponse {
             entry: Some(entry),
             files: files
@@ -455,9 +419,6 @@ impl Scriptd for Service {
             ..Request::new(Source::Rollback)
         };
         let report = self.submit(&request, req).await?;
-        if report.not_found {
-            return Err(Status::not_found(report.message));
-        }
         Ok(Response::new(report_to_proto(report)))
     }
 
@@ -484,7 +445,7 @@ impl Scriptd for Service {
 pub fn report_to_proto(r: Report) -> proto::ReloadResponse {
     proto::ReloadResponse {
         attempt_id: r.attempt_id,
-        result: r.result.unwrap_or(proto::ReloadResult::Unspecified) as i32,
+        result: convert::result(r.result) as i32,
         version: r.version,
         changes: r.changes.iter().map(convert::change).collect(),
         errors: r.errors.0.iter().map(convert::error).collect(),

@@ -145,6 +145,17 @@ fn empty_file(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0)
 }
 
+/// Whether a touched config file is empty now, or the main file was touched and is missing:
+/// a save still in progress (stats the files on a blocking thread).
+async fn half_written(touched: &HashSet<PathBuf>, main: &Path) -> bool {
+    let (touched, main) = (touched.clone(), main.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        touched.iter().any(|p| empty_file(p)) || (touched.contains(&main) && !main.exists())
+    })
+    .await
+    .unwrap_or(false)
+}
+
 /// The layout now. A poisoned lock still holds a whole layout: it is only ever replaced
 /// whole.
 fn current(layout: &RwLock<Layout>) -> Layout {
@@ -274,8 +285,18 @@ pub struct Watcher {
 /// Watches the config whose main file is `main` (absolute) and started as the files that
 /// hash to `running_hash`; a save made since they were read (before the watches existed)
 /// is picked up as if it came now. `None` when the watcher cannot be created (said in the
-/// daemon log: reloads then need `ctl reload` or SIGHUP).
-pub fn start(main: PathBuf, running_hash: &str) -> Option<Watcher> {
+/// daemon log: reloads then need `ctl reload` or SIGHUP). The files are read and the
+/// watches set on a blocking thread.
+pub async fn start(main: PathBuf, running_hash: String) -> Option<Watcher> {
+    tokio::task::spawn_blocking(move || start_blocking(main, &running_hash))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!("cannot start the file watcher: {e}; use `ctl reload` or SIGHUP");
+            None
+        })
+}
+
+fn start_blocking(main: PathBuf, running_hash: &str) -> Option<Watcher> {
     let start = Layout::read(&main).unwrap_or_else(|| Layout::new(main.clone(), &[]));
     let layout = Arc::new(RwLock::new(start.clone()));
     let (tx, rx) = mpsc::channel::<Touch>(1024);
@@ -367,12 +388,7 @@ impl Watcher {
             // scripts), and for a main file that was deleted to be created again. What is still
             // so after the bound is read as it is.
             let deadline = tokio::time::Instant::now() + CLOSE_WAIT;
-            let waiting = |open: &HashSet<PathBuf>, touched: &HashSet<PathBuf>| {
-                !open.is_empty()
-                    || touched.iter().any(|p| empty_file(p))
-                    || (touched.contains(&main) && !main.exists())
-            };
-            while waiting(&open, &touched) {
+            while !open.is_empty() || half_written(&touched, &main).await {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = tokio::time::sleep_until(deadline) => {
@@ -396,10 +412,25 @@ impl Watcher {
                 return;
             }
             let _ = done.await;
-            // The reload may have changed the include globs: filter and watch by the new ones.
-            let fresh = Layout::read(&main).unwrap_or_else(|| current(&layout));
-            *layout.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
-            if watches.update(&fresh) {
+            // The reload may have changed the include globs: filter and watch by the new ones
+            // (read and watched on a blocking thread, which borrows the watches meanwhile).
+            let (main_now, before) = (main.clone(), current(&layout));
+            let updated = tokio::task::spawn_blocking(move || {
+                let fresh = Layout::read(&main_now).unwrap_or(before);
+                let added = watches.update(&fresh);
+                (watches, fresh, added)
+            })
+            .await;
+            let (fresh, added);
+            (watches, fresh, added) = match updated {
+                Ok(updated) => updated,
+                Err(e) => {
+                    tracing::error!("the file watcher stopped ({e}); use `ctl reload` or SIGHUP");
+                    return;
+                }
+            };
+            *layout.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+            if added {
                 // Files may have landed in a new directory before its watch existed.
                 tracing::debug!("a new directory is watched; reading the config again");
                 let _ = tx.try_send(Touch {

@@ -1401,18 +1401,30 @@ fn a_failed_write_back_is_reported_and_recorded_and_rollback_repairs_it() {
     set_manual(&env, &one_script("2").replace("3101", "9901"));
     assert_eq!(reload_json(&d, &["reload"], 0).version, 2);
     let v2_on_disk = disk_files(&env);
-    // The write-back's temp file for the main file cannot be created: a directory is there.
-    let blocker = env.path(".scriptd.yaml.scriptd-rollback");
-    std::fs::create_dir(&blocker).expect("mkdir the blocker");
+    // The write-back's temp file for the main file cannot be created: its directory is
+    // immutable (root writes anywhere else) or read-only.
+    let root = nix::unistd::geteuid().is_root();
+    let freeze = |on: bool| {
+        if root {
+            let flag = if on { "+i" } else { "-i" };
+            let st = std::process::Command::new("chattr")
+                .arg(flag)
+                .arg(env.dir.path())
+                .status();
+            assert!(st.is_ok_and(|s| s.success()), "chattr {flag}");
+        } else {
+            let mode = if on { 0o555 } else { 0o755 };
+            std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(mode))
+                .expect("chmod the config directory");
+        }
+    };
+    freeze(true);
 
     let r = reload_json(&d, &["rollback", "1"], 3);
     assert_eq!((r.result.as_str(), r.version), ("applied", 3), "{r:?}");
     let msg = r.message.expect("the failure says what happened");
-    for want in [
-        "could not be rewritten",
-        ".scriptd.yaml.scriptd-rollback",
-        "ctl rollback 3",
-    ] {
+    let dir = env.dir.path().display().to_string();
+    for want in ["could not be rewritten", dir.as_str(), "ctl rollback 3"] {
         assert!(msg.contains(want), "the message has {want:?}: {msg}");
     }
     assert_eq!(disk_files(&env), v2_on_disk, "nothing on disk changed");
@@ -1428,7 +1440,7 @@ fn a_failed_write_back_is_reported_and_recorded_and_rollback_repairs_it() {
     );
 
     // Fixed, `ctl rollback 3` writes the running version's files.
-    std::fs::remove_dir(&blocker).expect("remove the blocker");
+    freeze(false);
     let r = d.ctl(&["rollback", "3"]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("rewritten to match"), "{}", r.stdout);

@@ -3,8 +3,10 @@
 //! set-up lives in the `scriptd_e2e` library (`tests/src/lib.rs`).
 
 mod access;
+mod full_state_dir;
 mod history;
 mod log_safety;
 mod logs;
 mod reload;
+mod stall;
 mod supervisor;

@@ -1,83 +1,33 @@
-//! The history store: every applied version (with the full text of every file), every
-//! refused attempt and every control action (start, stop, restart, run), in SQLite (WAL)
-//! under `state_dir`. It survives a crash or `kill -9` of the daemon at any moment: each
-//! record is one transaction. The files hold the full config text (`env` values included),
-//! so `state_dir` is created 0700 and the database files are 0600.
+//! The SQLite side of the history: schema (versioned with `PRAGMA user_version`, brought up
+//! to date by [`MIGRATIONS`]), file modes, and every query. Blocking: only the history's
+//! own thread ([`super::History`]) holds a [`Store`].
+//!
+//! The database (WAL) survives a crash or `kill -9` of the daemon at any moment: each record
+//! is one transaction. The files hold the full config text (`env` values included), so
+//! `state_dir` is created 0700 and the database files are 0600.
 
+use super::record::{Action, ActionResult, Record, ResultKind, Source};
+use super::HistoryError;
 use rusqlite::{params, Connection, OptionalExtension};
 use scriptd_common::config::{ConfigFile, ConfigSource};
 use scriptd_common::proto;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
-
-/// A history store error.
-#[derive(Debug, thiserror::Error)]
-pub enum HistoryError {
-    /// SQLite failed.
-    #[error("history database: {0}")]
-    Sql(#[from] rusqlite::Error),
-    /// A stored change/error detail (an encoded protobuf `ReloadEvent`) did not decode.
-    #[error("history database holds a record that does not decode: {0}")]
-    Decode(#[from] prost::DecodeError),
-    /// Creating or securing `state_dir` or a database file failed.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The directory or file.
-        path: PathBuf,
-        /// What failed.
-        source: std::io::Error,
-    },
-}
+use std::path::Path;
 
 /// Name of the database file under `state_dir`.
 const DB_FILE: &str = "history.db";
 /// SQLite's companion files of a WAL database.
 const DB_COMPANIONS: [&str; 2] = ["history.db-wal", "history.db-shm"];
 
-/// One record to append.
-pub struct Record<'a> {
-    /// Attempt id (0 for startup).
-    pub attempt_id: u64,
-    /// Trigger.
-    pub source: &'a str,
-    /// For rollbacks: the version restored.
-    pub rollback_from: Option<u64>,
-    /// Peer uid of the ctl user.
-    pub uid: Option<u32>,
-    /// applied, rejected, failed-rolled-back, unchanged (a rollback that rewrote the disk).
-    pub result: &'a str,
-    /// Why refused.
-    pub message: &'a str,
-    /// Changes.
-    pub changes: &'a [proto::Change],
-    /// Validation errors.
-    pub errors: &'a [proto::ConfigError],
-}
-
-/// One control action to append.
-pub struct Action<'a> {
-    /// Peer uid of the ctl user.
-    pub uid: Option<u32>,
-    /// start, stop, restart, run.
-    pub action: &'a str,
-    /// Script named in the request.
-    pub script: &'a str,
-    /// ok, not-found, refused, failed, invalid, error.
-    pub result: &'a str,
-    /// The response message or the error.
-    pub message: &'a str,
-}
-
-/// Handle to the store; cheap to clone, blocking calls (use from `spawn_blocking`).
-#[derive(Clone)]
-pub struct History {
-    db: Arc<Mutex<Connection>>,
-    dir: PathBuf,
+/// The history store: one SQLite connection, owned by the history thread.
+pub struct Store {
+    conn: Connection,
     limit: u32,
 }
 
-const SCHEMA: &str = "
+/// Schema version 1: versions and attempts, their files, control actions. A database from
+/// before schemas were versioned has exactly these tables and `user_version` 0.
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS entries (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     version       INTEGER UNIQUE,          -- NULL for refused attempts
@@ -109,6 +59,58 @@ CREATE TABLE IF NOT EXISTS actions (
     message  TEXT NOT NULL
 );
 ";
+
+/// The schema migrations, in order: entry `i` brings a database from version `i` to `i + 1`,
+/// in one transaction with the new `user_version`. Append, never edit: a released entry has
+/// already run on someone's database.
+const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+
+/// The schema version this daemon writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Brings the database's schema up to [`SCHEMA_VERSION`]. An unversioned database that
+/// already has the version 1 tables is version 1. A newer schema is refused: an older daemon
+/// must not write what it does not understand.
+fn migrate(conn: &mut Connection) -> Result<(), HistoryError> {
+    let stored: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let unversioned_v1 = stored == 0
+        && conn
+            .query_row(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'entries'",
+                [],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+    let current = if unversioned_v1 { 1 } else { stored };
+    if current > SCHEMA_VERSION {
+        return Err(HistoryError::NewerSchema {
+            found: current,
+            known: SCHEMA_VERSION,
+        });
+    }
+    if current == SCHEMA_VERSION && stored == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let pending = &MIGRATIONS[current as usize..];
+    let tx = conn.transaction()?;
+    for migration in pending {
+        tx.execute_batch(migration)?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    match tx.commit() {
+        Ok(()) => Ok(()),
+        // Only the stamp of an unversioned database was missing: it is recognised again
+        // next time (a full disk must not keep the daemon from starting).
+        Err(e) if pending.is_empty() => {
+            tracing::warn!(
+                "cannot mark the history database as schema version {SCHEMA_VERSION}: {e}"
+            );
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
 
 /// `+1 ~2 -0 scripts`: added, changed, removed.
 pub fn summary(changes: &[proto::Change]) -> String {
@@ -149,10 +151,10 @@ fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(proto::HistoryEn
             version: row.get::<_, Option<u64>>(0)?.unwrap_or(0),
             attempt_id: row.get(1)?,
             time_ms: row.get(2)?,
-            source: row.get(3)?,
+            source: row.get::<_, Source>(3)?.as_str().into(),
             rollback_from: row.get::<_, Option<u64>>(4)?.unwrap_or(0),
             uid: row.get(5)?,
-            result: row.get(6)?,
+            result: row.get::<_, ResultKind>(6)?.as_str().into(),
             summary: row.get(7)?,
             message: row.get(8)?,
             hash: row.get(9)?,
@@ -223,9 +225,31 @@ fn restrict(path: &Path, create: bool) -> Result<(), HistoryError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err(path))
 }
 
-impl History {
+/// Opens the database in WAL mode. `exclusive`: in exclusive locking mode, whose WAL index
+/// lives in the daemon's memory instead of the `-shm` file: reading then needs no space on
+/// a full disk.
+fn connect(path: &Path, exclusive: bool) -> Result<Connection, HistoryError> {
+    let conn = Connection::open(path)?;
+    if exclusive {
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+    }
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // WAL + NORMAL: a committed record survives a crash or kill -9 of the daemon.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// Whether SQLite failed for want of space (the disk, or the `-shm` index on it).
+fn no_room(e: &HistoryError) -> bool {
+    matches!(e, HistoryError::Sql(rusqlite::Error::SqliteFailure(f, _))
+        if f.code == rusqlite::ErrorCode::DiskFull
+            || f.extended_code == rusqlite::ffi::SQLITE_IOERR_SHMSIZE)
+}
+
+impl Store {
     /// Opens (creating) `state_dir/history.db`: `state_dir` 0700 if the daemon creates it,
-    /// the database and its WAL files 0600.
+    /// the database and its WAL files 0600; the schema brought up to date.
     pub fn open(state_dir: &Path, limit: u32) -> Result<Self, HistoryError> {
         prepare_state_dir(state_dir)?;
         let path = state_dir.join(DB_FILE);
@@ -235,22 +259,24 @@ impl History {
         for companion in DB_COMPANIONS {
             restrict(&state_dir.join(companion), false)?;
         }
-        let conn = Connection::open(&path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        // WAL + NORMAL: a committed record survives a crash or kill -9 of the daemon.
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
+        let mut conn = match connect(&path, false) {
+            Ok(conn) => conn,
+            Err(e) if no_room(&e) => {
+                tracing::warn!(
+                    "{}: no room for the database's shared-memory index ({e}); opened in \
+                     exclusive locking mode instead (no other process can read it while the \
+                     daemon runs); free some space in state_dir",
+                    path.display()
+                );
+                connect(&path, true)?
+            }
+            Err(e) => return Err(e),
+        };
+        migrate(&mut conn)?;
         Ok(Self {
-            db: Arc::new(Mutex::new(conn)),
-            dir: state_dir.to_path_buf(),
+            conn,
             limit: limit.max(1),
         })
-    }
-
-    /// The directory holding the database (`state_dir`).
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// How many refused attempts, and how many control actions, are kept: ten per version.
@@ -258,14 +284,10 @@ impl History {
         u64::from(self.limit) * 10
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.db.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// The newest applied version: number and hash.
     pub fn latest(&self) -> Result<Option<(u64, String)>, HistoryError> {
         Ok(self
-            .conn()
+            .conn
             .query_row(
                 "SELECT version, hash FROM entries WHERE version IS NOT NULL ORDER BY version DESC LIMIT 1",
                 [],
@@ -276,7 +298,7 @@ impl History {
 
     /// The highest attempt id recorded, so attempt ids keep growing across restarts.
     pub fn max_attempt(&self) -> Result<u64, HistoryError> {
-        Ok(self.conn().query_row(
+        Ok(self.conn.query_row(
             "SELECT COALESCE(MAX(attempt_id), 0) FROM entries",
             [],
             |r| r.get(0),
@@ -286,13 +308,12 @@ impl History {
     /// Records an applied version with its files; prunes old versions beyond the limit
     /// (never `version` itself, which is running now).
     pub fn record_version(
-        &self,
+        &mut self,
         version: u64,
         source: &ConfigSource,
-        rec: &Record<'_>,
+        rec: &Record,
     ) -> Result<(), HistoryError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = self.conn.transaction()?;
         tx.execute(
             &format!(
                 "INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"
@@ -300,15 +321,15 @@ impl History {
             params![
                 version,
                 rec.attempt_id,
-                crate::now_ms(),
+                rec.time_ms,
                 rec.source,
                 rec.rollback_from,
                 rec.uid,
                 rec.result,
-                summary(rec.changes),
+                summary(&rec.changes),
                 rec.message,
                 source.hash(),
-                encode_detail(rec.changes, rec.errors),
+                encode_detail(&rec.changes, &rec.errors),
             ],
         )?;
         for (i, f) in source.files.iter().enumerate() {
@@ -331,38 +352,38 @@ impl History {
 
     /// Records a refused attempt (rejected, or failed and rolled back); keeps the newest
     /// ten per version of `history_limit`.
-    pub fn record_attempt(&self, rec: &Record<'_>) -> Result<(), HistoryError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
+    pub fn record_attempt(&mut self, rec: &Record) -> Result<(), HistoryError> {
+        let audit_limit = self.audit_limit();
+        let tx = self.conn.transaction()?;
         tx.execute(
             &format!(
                 "INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (NULL,?1,?2,?3,?4,?5,?6,?7,?8,'',?9)"
             ),
             params![
                 rec.attempt_id,
-                crate::now_ms(),
+                rec.time_ms,
                 rec.source,
                 rec.rollback_from,
                 rec.uid,
                 rec.result,
-                summary(rec.changes),
+                summary(&rec.changes),
                 rec.message,
-                encode_detail(rec.changes, rec.errors),
+                encode_detail(&rec.changes, &rec.errors),
             ],
         )?;
         tx.execute(
             "DELETE FROM entries WHERE version IS NULL AND id NOT IN \
              (SELECT id FROM entries WHERE version IS NULL ORDER BY id DESC LIMIT ?1)",
-            params![self.audit_limit()],
+            params![audit_limit],
         )?;
         tx.commit()?;
         Ok(())
     }
 
     /// Records a control action; keeps the newest ten per version of `history_limit`.
-    pub fn record_action(&self, a: &Action<'_>) -> Result<(), HistoryError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
+    pub fn record_action(&mut self, a: &Action) -> Result<(), HistoryError> {
+        let audit_limit = self.audit_limit();
+        let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO actions (time_ms, uid, action, script, result, message) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -378,7 +399,7 @@ impl History {
         tx.execute(
             "DELETE FROM actions WHERE id NOT IN \
              (SELECT id FROM actions ORDER BY id DESC LIMIT ?1)",
-            params![self.audit_limit()],
+            params![audit_limit],
         )?;
         tx.commit()?;
         Ok(())
@@ -386,8 +407,7 @@ impl History {
 
     /// The newest `limit` control actions, newest first.
     pub fn actions(&self, limit: u32) -> Result<Vec<proto::ActionEntry>, HistoryError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = self.conn.prepare(
             "SELECT time_ms, uid, action, script, result, message FROM actions \
              ORDER BY id DESC LIMIT ?1",
         )?;
@@ -397,7 +417,7 @@ impl History {
                 uid: r.get(1)?,
                 action: r.get(2)?,
                 script: r.get(3)?,
-                result: r.get(4)?,
+                result: r.get::<_, ActionResult>(4)?.as_str().into(),
                 message: r.get(5)?,
                 user: String::new(), // named by the server
             })
@@ -407,8 +427,7 @@ impl History {
 
     /// The newest `limit` entries, newest first.
     pub fn list(&self, limit: u32) -> Result<Vec<proto::HistoryEntry>, HistoryError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
+        let mut stmt = self.conn.prepare(&format!(
             "SELECT {ENTRY_COLUMNS} FROM entries ORDER BY id DESC LIMIT ?1"
         ))?;
         let rows = stmt.query_map(params![limit], entry_from_row)?;
@@ -420,7 +439,7 @@ impl History {
         &self,
         version: u64,
     ) -> Result<Option<(proto::HistoryEntry, Vec<ConfigFile>)>, HistoryError> {
-        let conn = self.conn();
+        let conn = &self.conn;
         let entry = conn
             .query_row(
                 &format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE version = ?1"),
@@ -450,7 +469,7 @@ impl History {
     /// The newest applied version older than `version`.
     pub fn previous(&self, version: u64) -> Result<Option<u64>, HistoryError> {
         Ok(self
-            .conn()
+            .conn
             .query_row(
                 "SELECT version FROM entries WHERE version IS NOT NULL AND version < ?1 \
                  ORDER BY version DESC LIMIT 1",
@@ -475,23 +494,24 @@ mod tests {
         }
     }
 
-    fn rec<'a>(changes: &'a [proto::Change]) -> Record<'a> {
+    fn rec(changes: &[proto::Change]) -> Record {
         Record {
             attempt_id: 1,
-            source: "ctl",
+            time_ms: 1,
+            source: Source::Ctl,
             rollback_from: None,
             uid: Some(1000),
-            result: "applied",
-            message: "",
-            changes,
-            errors: &[],
+            result: ResultKind::Applied,
+            message: String::new(),
+            changes: changes.to_vec(),
+            errors: Vec::new(),
         }
     }
 
     #[test]
     fn records_lists_and_prunes() -> Result<(), HistoryError> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let h = History::open(dir.path(), 2)?;
+        let mut h = Store::open(dir.path(), 2)?;
         assert_eq!(h.latest()?, None);
         let change = proto::Change {
             script: "a".into(),
@@ -507,8 +527,8 @@ mod tests {
             )?;
         }
         h.record_attempt(&Record {
-            result: "rejected",
-            message: "bad",
+            result: ResultKind::Rejected,
+            message: "bad".into(),
             ..rec(&[])
         })?;
         let list = h.list(10)?;
@@ -534,20 +554,20 @@ mod tests {
     fn refused_attempts_and_actions_are_pruned_on_their_own() -> Result<(), HistoryError> {
         let dir = tempfile::tempdir().expect("tempdir");
         // Limit 2: at most 20 refused attempts and 20 actions, with no new version at all.
-        let h = History::open(dir.path(), 2)?;
+        let mut h = Store::open(dir.path(), 2)?;
         h.record_version(1, &source("v1"), &rec(&[]))?;
         for i in 0..25 {
             h.record_attempt(&Record {
                 attempt_id: i,
-                result: "rejected",
+                result: ResultKind::Rejected,
                 ..rec(&[])
             })?;
             h.record_action(&Action {
                 uid: Some(0),
-                action: "run",
-                script: &format!("s{i}"),
-                result: "ok",
-                message: "started",
+                action: "run".into(),
+                script: format!("s{i}"),
+                result: ActionResult::Ok,
+                message: "started".into(),
             })?;
         }
         let list = h.list(1000)?;
@@ -582,7 +602,7 @@ mod tests {
     fn state_dir_and_database_files_are_private() -> Result<(), HistoryError> {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().join("a/state");
-        let h = History::open(&state, 5)?;
+        let mut h = Store::open(&state, 5)?;
         h.record_version(1, &source("secret"), &rec(&[]))?;
         assert_eq!(
             mode(&state),
@@ -603,11 +623,80 @@ mod tests {
         std::fs::write(wide.join(DB_FILE), "").expect("touch");
         std::fs::set_permissions(wide.join(DB_FILE), std::fs::Permissions::from_mode(0o644))
             .expect("chmod");
-        let h = History::open(&wide, 5)?;
+        let mut h = Store::open(&wide, 5)?;
         h.record_version(1, &source("secret"), &rec(&[]))?;
         assert_eq!(mode(&wide.join(DB_FILE)), 0o600);
         assert_eq!(mode(&wide.join(DB_COMPANIONS[0])), 0o600);
         assert_eq!(mode(&wide), 0o755, "only warned about, not changed");
+        Ok(())
+    }
+
+    fn user_version(path: &Path) -> u32 {
+        Connection::open(path)
+            .expect("open")
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("user_version")
+    }
+
+    #[test]
+    fn an_unversioned_database_is_version_1_and_a_newer_one_is_refused() -> Result<(), HistoryError>
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A database as written before schemas were versioned: the tables, user_version 0.
+        let old = Connection::open(dir.path().join(DB_FILE))?;
+        old.execute_batch(SCHEMA_V1)?;
+        old.execute(
+            "INSERT INTO entries (version, attempt_id, time_ms, source, rollback_from, uid, \
+             result, summary, message, hash, detail) \
+             VALUES (1, 0, 5, 'startup', NULL, NULL, 'applied', '+0 ~0 -0 scripts', '', 'h', x'')",
+            [],
+        )?;
+        drop(old);
+        assert_eq!(user_version(&dir.path().join(DB_FILE)), 0);
+        let h = Store::open(dir.path(), 5)?;
+        assert_eq!(
+            h.latest()?,
+            Some((1, "h".to_owned())),
+            "its records are kept"
+        );
+        assert_eq!(h.list(10)?[0].source, "startup");
+        drop(h);
+        assert_eq!(user_version(&dir.path().join(DB_FILE)), SCHEMA_VERSION);
+
+        // A fresh database gets the current version.
+        let fresh = tempfile::tempdir().expect("tempdir");
+        drop(Store::open(fresh.path(), 5)?);
+        assert_eq!(user_version(&fresh.path().join(DB_FILE)), SCHEMA_VERSION);
+
+        // One from a newer daemon is refused, and left as it is.
+        let newer = Connection::open(fresh.path().join(DB_FILE))?;
+        newer.pragma_update(None, "user_version", SCHEMA_VERSION + 1)?;
+        drop(newer);
+        match Store::open(fresh.path(), 5) {
+            Err(e @ HistoryError::NewerSchema { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains("newer scriptd"), "{text}");
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("a newer schema was opened"),
+        }
+        assert_eq!(
+            user_version(&fresh.path().join(DB_FILE)),
+            SCHEMA_VERSION + 1
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_stored_word_this_daemon_does_not_know_is_an_error_not_a_panic() -> Result<(), HistoryError>
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut h = Store::open(dir.path(), 5)?;
+        h.record_version(1, &source("v1"), &rec(&[]))?;
+        h.conn
+            .execute("UPDATE entries SET result = 'restored'", [])?;
+        let e = h.list(10).expect_err("unknown result");
+        assert!(e.to_string().contains("unknown result \"restored\""), "{e}");
         Ok(())
     }
 }

@@ -1,0 +1,134 @@
+//! Reloads: the coordinator, the one owner of the running config ([`coordinator`]); applying
+//! a plan and putting the previous version back when that fails ([`apply`]); writing a
+//! rolled-back version's files to disk ([`write_back`]); and how the files on disk relate to
+//! the running version ([`disk`]).
+//!
+//! Every trigger (watcher, `ctl reload`, SIGHUP, dry runs, rollbacks) becomes a [`Request`]
+//! on one queue, handled one at a time, in order: read → validate → diff → classify →
+//! reject or apply → record → publish. Either the whole new version runs or the old one
+//! does. File I/O and validation run on blocking threads, the history on its own.
+
+pub mod apply;
+pub mod coordinator;
+pub mod disk;
+pub mod write_back;
+
+pub use crate::history::{ResultKind, Source};
+pub use coordinator::Coordinator;
+
+use crate::runner::ScriptHandle;
+use scriptd_common::config::{self, Config, ConfigErrors};
+use scriptd_common::diff::Change;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// A reload (or dry run) to perform.
+pub struct Request {
+    /// Trigger.
+    pub source: Source,
+    /// Only a preview.
+    pub dry_run: bool,
+    /// Apply only if the plan id still matches.
+    pub plan_id: Option<String>,
+    /// Apply the files of this recorded version instead of the files on disk (rollback);
+    /// `Some(0)` means the version before the running one.
+    pub target: Option<u64>,
+    /// Uid of the ctl user who asked.
+    pub uid: Option<u32>,
+    /// The files as the watcher validated them while its debounce window was open: used
+    /// when the files read for the attempt hash the same, which takes the validation off
+    /// the path from a save to the change running.
+    pub prevalidated: Option<Prevalidated>,
+    /// Where the result goes.
+    pub reply: Option<oneshot::Sender<Result<Report, RequestError>>>,
+}
+
+impl Request {
+    /// A request from `source` for the files on disk, no reply wanted.
+    pub fn new(source: Source) -> Self {
+        Self {
+            source,
+            dry_run: false,
+            plan_id: None,
+            target: None,
+            uid: None,
+            prevalidated: None,
+            reply: None,
+        }
+    }
+}
+
+/// A request that names something that does not exist: no attempt was made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// A rollback to a version the history does not have.
+    #[error("{0}")]
+    NoSuchVersion(String),
+}
+
+/// A config validated ahead of its reload (see [`Request::prevalidated`]).
+#[derive(Debug)]
+pub struct Prevalidated {
+    /// Hash of the files validated.
+    hash: String,
+    config: Config,
+}
+
+impl Prevalidated {
+    /// Reads and validates the config at `main` as a reload would (blocking); `None` when
+    /// it is not valid (the reload then finds and reports why).
+    pub fn read(main: &Path) -> Option<Self> {
+        let source = config::read_source(main)
+            .and_then(config::secure_source)
+            .ok()?;
+        let config = config::validate(&source).ok()?;
+        Some(Self {
+            hash: source.hash(),
+            config,
+        })
+    }
+}
+
+/// The result of one attempt (or dry run).
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Attempt id (0 for dry runs).
+    pub attempt_id: u64,
+    /// How it ended (a dry run: how it would).
+    pub result: ResultKind,
+    /// Version running after it.
+    pub version: u64,
+    /// Version the plan was computed against.
+    pub base_version: u64,
+    /// Plan id (empty when the files could not be read).
+    pub plan_id: String,
+    /// Changes with outcomes.
+    pub changes: Vec<Change>,
+    /// Validation errors.
+    pub errors: ConfigErrors,
+    /// Why it was rejected or failed, or a warning.
+    pub message: String,
+    /// Rollback: the files on disk could not be rewritten to match the running version.
+    pub disk_differs: bool,
+}
+
+/// What the rest of the daemon may read of the running state.
+pub struct Snapshot {
+    /// Running version number.
+    pub version: u64,
+    /// Hash of the running version's files.
+    pub hash: String,
+    /// Running config.
+    pub config: Arc<Config>,
+    /// One handle per script (shared with the coordinator until a script is added or
+    /// removed: publishing a snapshot copies no map).
+    pub handles: Arc<BTreeMap<String, ScriptHandle>>,
+}
+
+/// Plan id: the base version and the new files' hash, so a plan previewed against one
+/// version and one set of files is never applied to another.
+pub fn plan_id(base_version: u64, new_hash: &str) -> String {
+    format!("v{base_version}-{}", &new_hash[..new_hash.len().min(16)])
+}

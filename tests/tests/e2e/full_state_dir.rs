@@ -1,0 +1,115 @@
+//! A full `state_dir` keeps no script down: the daemon starts on a config whose version the
+//! history cannot record, runs every script, and records the version once space returns.
+//! Needs root (it mounts a tiny tmpfs as `state_dir`); without root it says SKIPPED (stderr)
+//! and passes.
+
+use ctl::history::HistoryJson;
+use scriptd_e2e::{Daemon, Env, DEADLINE};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A tmpfs mounted for the test, unmounted (lazily) on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(dir).expect("mkdir the mount point");
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount a tmpfs on {}", dir.display());
+        Self(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Writes zeros to `path` until the file system is full.
+fn fill(path: &Path) {
+    let mut f = std::fs::File::create(path).expect("create the filler");
+    for chunk in [64 * 1024, 512, 1] {
+        let zeros = vec![0u8; chunk];
+        while f.write_all(&zeros).is_ok() {}
+    }
+}
+
+fn history(d: &Daemon) -> HistoryJson {
+    let r = d.ctl(&["history", "-o", "json"]);
+    assert_eq!(r.code, 0, "ctl history failed: {}", r.stderr);
+    serde_json::from_str(&r.stdout).expect("history JSON parses")
+}
+
+fn versions(h: &HistoryJson) -> Vec<u64> {
+    h.entries.iter().filter_map(|e| e.version).collect()
+}
+
+fn body(with_added: bool) -> String {
+    let mut body = String::from(
+        "scripts:\n  tick:\n    command: [\"/bin/true\"]\n    interval: 100ms\n  \
+         svc:\n    command: \"sleep 1000\"\n",
+    );
+    if with_added {
+        body.push_str("  added:\n    command: [\"/bin/true\"]\n    interval: 100ms\n");
+    }
+    body
+}
+
+#[test]
+fn a_full_state_dir_keeps_no_script_down_and_the_version_is_recorded_later_as_root() {
+    // needs root: mounts a tmpfs
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED a_full_state_dir_keeps_no_script_down...: needs root to mount a tmpfs");
+        return;
+    }
+    let env = Env::new(&body(false));
+    let _tmpfs = Tmpfs::mount(&env.path("state"), "1m");
+    let mut d = env.start();
+    assert_eq!(versions(&history(&d)), vec![1]);
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), Some(0));
+
+    // Edited while the daemon is down, then the state directory fills up.
+    env.set_body(&body(true));
+    fill(&env.path("state/filler"));
+
+    let d = env.start();
+    assert_eq!(
+        d.status().running_version,
+        2,
+        "the new config runs as version 2"
+    );
+    for name in ["tick", "added"] {
+        d.wait_script(name, "two runs", |s| s.run_count >= 2);
+    }
+    d.wait_script("svc", "running", |s| s.state == "running");
+    let log = d.log_text();
+    assert!(
+        log.contains("startup version 2 cannot be recorded in the history yet"),
+        "the daemon log says so:\n{log}"
+    );
+    assert_eq!(versions(&history(&d)), vec![1], "not recorded while full");
+
+    // Space returns: the next history call finds version 2 recorded.
+    std::fs::remove_file(env.path("state/filler")).expect("free the space");
+    let h = history(&d);
+    assert_eq!(versions(&h), vec![2, 1], "{h:?}");
+    let v2 = &h.entries[0];
+    assert_eq!(
+        (v2.source.as_str(), v2.result.as_str()),
+        ("startup", "applied")
+    );
+    assert_eq!(h.running_version, 2);
+}
