@@ -209,7 +209,7 @@ impl Coordinator {
         (
             Self,
             watch::Receiver<Arc<Snapshot>>,
-            Vec<oneshot::Receiver<Result<(), String>>>,
+            Vec<oneshot::Receiver<Result<(), runner::SpawnError>>>,
         ),
         HistoryError,
     > {
