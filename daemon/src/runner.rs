@@ -505,7 +505,7 @@ impl Runner {
                     self.descriptors_reported = true;
                     tracing::warn!(
                         script = %self.name,
-                        "cannot start: {e} (retried with the restart backoff; said once)"
+                        "cannot start: {e} (retried with the restart backoff; said once for this script)"
                     );
                 } else {
                     tracing::debug!(script = %self.name, "cannot start: {e}");

@@ -236,7 +236,8 @@ fn reap_until(script: Pid) -> Option<WaitStatus> {
 /// Sets the thread's (and so the process's) comm to `shim:NAME`, cut to the kernel's 15
 /// bytes.
 fn set_name(script: &str) {
-    let mut name = format!("shim:{script}").into_bytes();
+    let prefix = crate::process::procfs::SHIM_COMM_PREFIX;
+    let mut name = format!("{prefix}{script}").into_bytes();
     name.truncate(15);
     name.retain(|&b| b != 0);
     if let Ok(name) = CString::new(name) {

@@ -110,7 +110,7 @@ pub enum Refusal {
     /// The leader's parent is not the recorded shim.
     #[error(
         "its leader (pid {pgid}) is not a child of the recorded shim (pid {shim}): its parent \
-         is pid {parent}"
+         is pid {parent}, not a shim of scriptd started when the record says"
     )]
     NotFromShim {
         /// The group.
@@ -174,7 +174,7 @@ pub fn judge(script: &str, rec: &GroupRecord, sys: &System<'_>) -> Verdict {
                 && sys
                     .procs
                     .get(&rec.shim_pid)
-                    .is_some_and(|s| s.start == rec.shim_start);
+                    .is_some_and(|s| s.start == rec.shim_start && s.shim);
             if shim_is_parent {
                 Verdict::Kill {
                     members: members.len(),
@@ -504,6 +504,7 @@ mod tests {
 
     fn p(ppid: u32, pgrp: u32, start: u64) -> ProcStat {
         ProcStat {
+            shim: false,
             zombie: false,
             ppid,
             pgrp,
@@ -562,13 +563,21 @@ mod tests {
         };
         let procs: HashMap<u32, ProcStat> = [
             (1, p(0, 1, 1)),
-            (90, p(1, 90, 40)),     // the shim
+            (
+                90,
+                ProcStat {
+                    shim: true,
+                    ..p(1, 90, 40)
+                },
+            ), // the shim
             (100, p(90, 100, 50)),  // script, leads 100
             (101, p(100, 100, 60)), // its child
             (500, p(1, 500, 20)),   // the daemon, leads 500
             (600, p(1, 600, 70)),   // unrelated leader
-            (700, p(1, 777, 80)),   // in a group whose leader is gone, marked
-            (701, p(1, 888, 80)),   // in a group whose leader is gone, unmarked
+            (610, p(601, 610, 71)), // unrelated leader whose parent is no shim
+            (601, p(1, 601, 30)),
+            (700, p(1, 777, 80)), // in a group whose leader is gone, marked
+            (701, p(1, 888, 80)), // in a group whose leader is gone, unmarked
         ]
         .into();
         let marked = |pid: u32, vars: &[String]| {
@@ -614,6 +623,19 @@ mod tests {
                     pgid: 600,
                     shim: 90,
                     parent: 1,
+                }),
+            ),
+            (
+                "parent not a shim",
+                GroupRecord {
+                    shim_pid: 601,
+                    shim_start: 30,
+                    ..rec(610, 71)
+                },
+                refused(Refusal::NotFromShim {
+                    pgid: 610,
+                    shim: 601,
+                    parent: 601,
                 }),
             ),
             (

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 /// What the sweep needs of `/proc/PID/stat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcStat {
+    /// Whether its name (comm) starts with `shim:`, as every shim names itself.
+    pub shim: bool,
     /// Dead, not reaped yet: nothing to kill.
     pub zombie: bool,
     /// Parent pid.
@@ -15,6 +17,9 @@ pub struct ProcStat {
     pub start: u64,
 }
 
+/// What every shim's name (comm) starts with.
+pub const SHIM_COMM_PREFIX: &str = "shim:";
+
 /// Parses `/proc/PID/stat`.
 pub fn parse_stat(text: &str) -> Option<ProcStat> {
     // The command name is in parentheses and may hold anything: fields start after the
@@ -23,7 +28,9 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
         .get(text.rfind(')')? + 1..)?
         .split_whitespace()
         .collect();
+    let comm = text.get(text.find('(')? + 1..text.rfind(')')?)?;
     Some(ProcStat {
+        shim: comm.starts_with(SHIM_COMM_PREFIX),
         zombie: *fields.first()? == "Z",
         ppid: fields.get(1)?.parse().ok()?,
         pgrp: fields.get(2)?.parse().ok()?,
@@ -75,6 +82,7 @@ mod tests {
         assert_eq!(
             parse_stat(line),
             Some(ProcStat {
+                shim: false,
                 zombie: false,
                 ppid: 17,
                 pgrp: 4242,
@@ -82,6 +90,9 @@ mod tests {
             })
         );
         assert_eq!(parse_stat("garbage"), None);
+        let shim = "4242 (shim:web) S 17 4242 4242 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 \
+                    987654 1000 10 18446744073709551615";
+        assert!(parse_stat(shim).is_some_and(|s| s.shim));
         let own = proc_stat(std::process::id()).expect("own /proc stat");
         assert!(own.start > 0);
         assert!(boot_id().is_some());
