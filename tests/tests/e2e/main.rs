@@ -7,4 +7,5 @@ mod descriptors;
 mod history;
 mod logs;
 mod reload;
+mod state_dir;
 mod supervisor;
