@@ -207,20 +207,23 @@ fn prepare_state_dir(dir: &Path) -> Result<(), HistoryError> {
     Ok(())
 }
 
-/// Makes `path` mode 0600, creating it empty (0600 whatever the umask) if `create`.
+/// Makes `path` mode 0600, creating it empty (0600 whatever the umask) if `create`. A
+/// symlink there is not followed (an error), and the mode is set on what was opened.
 fn restrict(path: &Path, create: bool) -> Result<(), HistoryError> {
-    if create {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(io_err(path))?;
-    } else if !path.exists() {
-        return Ok(());
-    }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err(path))
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .create(create)
+        .write(create)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let file = match file {
+        Err(e) if !create && e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        other => other.map_err(io_err(path))?,
+    };
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(io_err(path))
 }
 
 impl History {
@@ -235,7 +238,11 @@ impl History {
         for companion in DB_COMPANIONS {
             restrict(&state_dir.join(companion), false)?;
         }
-        let conn = Connection::open(&path)?;
+        // Not through a symlink either (SQLite opens the path again).
+        let conn = Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW,
+        )?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // WAL + NORMAL: a committed record survives a crash or kill -9 of the daemon.
         conn.pragma_update(None, "synchronous", "NORMAL")?;

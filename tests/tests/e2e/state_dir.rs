@@ -42,7 +42,7 @@ fn stranger(marker: &str) -> Child {
 /// A group whose leader is gone: `sh` started a `sleep` in its group and exited. Returns
 /// (the group id, the group's leader start time, the sleep's pid).
 fn leaderless_group(marker: &str) -> (u32, u64, u32) {
-    let mut sh = Command::new("sh")
+    let sh = Command::new("sh")
         .arg("-c")
         .arg(format!("sleep {marker} >/dev/null 2>&1 & echo $!"))
         .process_group(0)
