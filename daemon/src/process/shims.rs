@@ -117,6 +117,9 @@ pub struct Shims {
     report_recv: tokio::net::UnixDatagram,
     waiting: Mutex<Waiting>,
     next_token: AtomicU64,
+    /// SIGCHLD, installed with the rest (a daemon that cannot see its shims exit must not
+    /// start); taken by [`Shims::run`].
+    sigchld: Mutex<Option<tokio::signal::unix::Signal>>,
 }
 
 /// Clears close-on-exec: every process the daemon starts (only shims, each of which sets it
@@ -127,8 +130,10 @@ fn inherited(fd: impl AsFd) -> std::io::Result<()> {
 }
 
 impl Shims {
-    /// Creates the liveness pipe and the report socket (must run inside the runtime).
+    /// Creates the liveness pipe and the report socket, and installs the SIGCHLD handler
+    /// (must run inside the runtime).
     pub fn new() -> std::io::Result<Self> {
+        let sigchld = signal(SignalKind::child())?;
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         inherited(&r)?;
         let (send, recv) = UnixDatagram::pair()?;
@@ -141,6 +146,7 @@ impl Shims {
             report_recv: tokio::net::UnixDatagram::from_std(recv)?,
             waiting: Mutex::new(Waiting::default()),
             next_token: AtomicU64::new(1),
+            sigchld: Mutex::new(Some(sigchld)),
         })
     }
 
@@ -277,12 +283,14 @@ impl Shims {
     /// Reads reports and reaps exited shims until `cancel` (the daemon's last step): one
     /// task for every shim.
     pub async fn run(&self, cancel: CancellationToken) {
-        let mut sigchld = match signal(SignalKind::child()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("cannot handle SIGCHLD, exited scripts go unnoticed: {e}");
-                return;
-            }
+        let taken = self
+            .sigchld
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(mut sigchld) = taken else {
+            tracing::error!("the shim reaper was started twice");
+            return;
         };
         // A shim may have exited before the handler was installed.
         self.reap();
