@@ -999,3 +999,18 @@ impl Runner {
 fn signal_name(sig: i32) -> String {
     Signal::try_from(sig).map_or_else(|_| sig.to_string(), |s| s.as_str().to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn a_stamp_later_shows_exactly_that_much_later(ms in 0u64..3_153_600_000_000) {
+            let now = Stamp::now();
+            let next = now.after(Duration::from_millis(ms));
+            proptest::prop_assert_eq!(next.wall_ms - now.wall_ms, ms as i64);
+            proptest::prop_assert_eq!(next.at - now.at, Duration::from_millis(ms));
+        }
+    }
+}

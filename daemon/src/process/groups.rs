@@ -469,8 +469,7 @@ pub async fn kill_leftovers(pgid: u32, start: u64) -> usize {
     let Ok(raw) = i32::try_from(pgid) else {
         return 0;
     };
-    let probe = nix::sys::signal::kill(nix::unistd::Pid::from_raw(-raw), None);
-    if raw <= 1 || probe.is_err() {
+    if raw <= 1 || nix::sys::signal::kill(nix::unistd::Pid::from_raw(-raw), None).is_err() {
         return 0; // the usual case: nothing left, no /proc scan
     }
     tokio::task::spawn_blocking(move || {
@@ -532,6 +531,22 @@ mod tests {
             [(101, p(1, 100, 60)), (102, zombie), (200, p(1, 300, 10))].into();
         assert_eq!(leftover_members(&orphaned, 100, 50), 1);
         assert_eq!(leftover_members(&orphaned, 300, 50), 0);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn records_round_trip(
+            pgid: u32, start: u64, boot in "[0-9a-f-]{1,40}", shim_pid: u32, shim_start: u64,
+            run_id: u64,
+        ) {
+            let rec = GroupRecord { pgid, start, boot_id: boot, shim_pid, shim_start, run_id };
+            proptest::prop_assert_eq!(GroupRecord::parse(&rec.to_line()), Some(rec));
+        }
+
+        #[test]
+        fn any_text_parses_or_is_refused_without_panic(text in ".{0,200}") {
+            let _ = GroupRecord::parse(&text);
+        }
     }
 
     #[test]

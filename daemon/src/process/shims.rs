@@ -320,6 +320,22 @@ impl Shims {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #[test]
+        fn what_a_shim_sends_is_what_the_daemon_reads(token: u64, pid in 2u32.., msg in "[^\n]{0,100}") {
+            let ok = format!("{token} ok {pid}");
+            proptest::prop_assert_eq!(parse_report(ok.as_bytes()), Some((token, Report::Running(pid))));
+            let err = format!("{token} err {msg}");
+            let want = Report::Failed(msg.trim_end().to_owned());
+            proptest::prop_assert_eq!(parse_report(err.as_bytes()), Some((token, want)));
+        }
+
+        #[test]
+        fn any_bytes_parse_or_are_refused_without_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let _ = parse_report(&bytes);
+        }
+    }
+
     #[test]
     fn reports() {
         let table: &[(&str, Option<(u64, Report)>)] = &[
