@@ -173,10 +173,7 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
     // The socket and the state directory are ours, so no other daemon runs on this config:
     // what the group records name is left over from one that was killed with its shims.
     let groups = process::GroupRecords::open(&daemon.state_dir)?;
-    let sweeper = groups.clone();
-    tokio::task::spawn_blocking(move || sweeper.sweep())
-        .await
-        .context("the sweep of leftover process groups failed")?;
+    groups.sweep().await;
     let cancel = CancellationToken::new();
     // Cancelled once every script has stopped: the gRPC server stops, open streams end.
     let server_stop = CancellationToken::new();

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use tokio::sync::oneshot;
 
 /// Largest record file read.
 const MAX_RECORD: u64 = 4096;
@@ -221,10 +221,25 @@ pub struct RecordsError {
     source: std::io::Error,
 }
 
-/// The directory of records (`state_dir/groups`), held open.
+/// The directory of records (`state_dir/groups`), held open by the one thread that reads
+/// and writes it (requests in order: a run's record is never removed by the end of the run
+/// before it).
 #[derive(Debug, Clone)]
 pub struct GroupRecords {
-    inner: Arc<Records>,
+    tx: std::sync::mpsc::Sender<Op>,
+}
+
+/// A request to the records' thread.
+enum Op {
+    Record {
+        name: String,
+        pgid: u32,
+        shim_pid: u32,
+        run_id: u64,
+        reply: oneshot::Sender<Option<u64>>,
+    },
+    Forget(String, oneshot::Sender<()>),
+    Sweep(oneshot::Sender<()>),
 }
 
 #[derive(Debug)]
@@ -273,40 +288,85 @@ impl GroupRecords {
                 "cannot read /proc/sys/kernel/random/boot_id",
             ))
         })?;
-        Ok(Self {
-            inner: Arc::new(Records { path, dir, boot_id }),
-        })
+        let records = Records {
+            path: path.clone(),
+            dir,
+            boot_id,
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("group-records".into())
+            .spawn(move || records.serve(rx))
+            .map_err(err)?;
+        Ok(Self { tx })
     }
 
     /// Records that `pgid`, the group the script `name` leads, started by the shim
     /// `shim_pid` for run `run_id`, is running; returns the leader's start time. A script
     /// that has already exited has nothing to record.
     pub async fn record(&self, name: &str, pgid: u32, shim_pid: u32, run_id: u64) -> Option<u64> {
-        let (this, name) = (self.inner.clone(), name.to_owned());
-        tokio::task::spawn_blocking(move || this.record(&name, pgid, shim_pid, run_id))
-            .await
-            .ok()
-            .flatten()
+        let (reply, rx) = oneshot::channel();
+        let op = Op::Record {
+            name: name.to_owned(),
+            pgid,
+            shim_pid,
+            run_id,
+            reply,
+        };
+        self.tx.send(op).ok()?;
+        rx.await.ok().flatten()
     }
 
     /// The script's run ended: its group is gone.
     pub async fn forget(&self, name: &str) {
-        let (this, name) = (self.inner.clone(), name.to_owned());
-        let removed = tokio::task::spawn_blocking(move || this.remove(&name)).await;
-        if let Ok(Err(e)) = removed {
-            tracing::warn!("cannot remove a process group record: {e}");
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Op::Forget(name.to_owned(), reply)).is_ok() {
+            let _ = rx.await;
         }
     }
 
     /// At startup, before any script runs: SIGKILLs every recorded group that still has
     /// processes of ours (left by a daemon and shims that were killed together), logs what it
     /// did and what it refused to do, and clears the records.
-    pub fn sweep(&self) {
-        self.inner.sweep();
+    pub async fn sweep(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Op::Sweep(reply)).is_ok() {
+            let _ = rx.await;
+        }
     }
 }
 
 impl Records {
+    /// Serves requests until every [`GroupRecords`] is dropped.
+    fn serve(self, rx: std::sync::mpsc::Receiver<Op>) {
+        for op in rx {
+            match op {
+                Op::Record {
+                    name,
+                    pgid,
+                    shim_pid,
+                    run_id,
+                    reply,
+                } => {
+                    let _ = reply.send(self.record(&name, pgid, shim_pid, run_id));
+                }
+                Op::Forget(name, reply) => {
+                    if let Err(e) = self.remove(&name) {
+                        tracing::warn!(
+                            script = %name,
+                            "cannot remove the process group record: {e}"
+                        );
+                    }
+                    let _ = reply.send(());
+                }
+                Op::Sweep(reply) => {
+                    self.sweep();
+                    let _ = reply.send(());
+                }
+            }
+        }
+    }
+
     fn record(&self, name: &str, pgid: u32, shim_pid: u32, run_id: u64) -> Option<u64> {
         let start = procfs::proc_stat(pgid)?.start;
         let shim_start = procfs::proc_stat(shim_pid).map_or(0, |s| s.start);
