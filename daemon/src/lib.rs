@@ -172,19 +172,8 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
     })?;
     // The socket and the state directory are ours, so no other daemon runs on this config:
     // what the group records name is left over from one that was killed with its shims.
-    let groups = process::GroupRecords::open(&daemon.state_dir).with_context(|| {
-        format!(
-            "cannot create the process group records in {}",
-            daemon.state_dir.display()
-        )
-    })?;
-    for (script, pgid, n) in groups.sweep() {
-        tracing::warn!(
-            script = %script,
-            "killed process group {pgid} ({n} process{}) left behind by a previous daemon",
-            if n == 1 { "" } else { "es" }
-        );
-    }
+    let groups = process::GroupRecords::open(&daemon.state_dir)?;
+    groups.sweep().await;
     let cancel = CancellationToken::new();
     // Cancelled once every script has stopped: the gRPC server stops, open streams end.
     let server_stop = CancellationToken::new();
@@ -192,11 +181,17 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
     // Event streams end once every script has stopped: followers get the last exits.
     let events = events::EventBus::new(server_stop.clone());
     let shared = Arc::new(runner::Shared {
-        death: process::DeathPipe::new().context("cannot create the shim liveness pipe")?,
+        shims: process::Shims::new()
+            .context("cannot create the shims' liveness pipe and report socket")?,
         events: events.clone(),
         log_dir: daemon.log_dir.clone(),
         groups,
         cancel: cancel.clone(),
+    });
+    // Reads shim reports and reaps shims until every runner has seen its script's end.
+    tokio::spawn({
+        let (shared, stop) = (shared.clone(), server_stop.clone());
+        async move { shared.shims.run(stop).await }
     });
     let main = source.main.clone();
     // The watches are in place before anyone is served: a save that a client makes once
@@ -347,50 +342,25 @@ pub enum Notify {
 }
 
 impl Notify {
-    /// The datagram sent.
-    pub fn message(self) -> String {
+    /// The states sent (`MONOTONIC_USEC` read now).
+    fn states(self) -> Vec<sd_notify::NotifyState<'static>> {
+        use sd_notify::NotifyState;
         match self {
-            Self::Ready => "READY=1".into(),
-            Self::Reloading => format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()),
-            Self::Stopping => "STOPPING=1".into(),
+            Self::Ready => vec![NotifyState::Ready],
+            Self::Reloading => {
+                let mut v = vec![NotifyState::Reloading];
+                v.extend(NotifyState::monotonic_usec_now().ok());
+                v
+            }
+            Self::Stopping => vec![NotifyState::Stopping],
         }
     }
-}
-
-/// CLOCK_MONOTONIC in microseconds, the clock systemd compares `MONOTONIC_USEC` with.
-fn monotonic_usec() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
-        return 0;
-    }
-    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
-    let micros = u64::try_from(ts.tv_nsec / 1000).unwrap_or(0);
-    secs.saturating_mul(1_000_000).saturating_add(micros)
 }
 
 /// Tells systemd (`Type=notify` or `notify-reload`) about state changes; a no-op outside
 /// systemd.
 pub fn notify_systemd(what: Notify) {
-    let state = what.message();
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
-        return;
-    };
-    let bytes = path.as_encoded_bytes();
-    let result = if let Some(abstract_name) = bytes.strip_prefix(b"@") {
-        use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)
-            .and_then(|addr| sock.send_to_addr(state.as_bytes(), &addr))
-    } else {
-        sock.send_to(state.as_bytes(), PathBuf::from(path))
-    };
-    if let Err(e) = result {
+    if let Err(e) = sd_notify::notify(&what.states()) {
         tracing::debug!("sd_notify failed: {e}");
     }
 }

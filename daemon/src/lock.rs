@@ -6,7 +6,7 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 /// A held lock; released when dropped or when the process dies (the file stays).
@@ -17,16 +17,44 @@ pub struct Lock {
 
 /// Takes the lock at `path` (created if missing), or fails with `held(pid)` when another
 /// process holds it (`pid` as written by that process, when it could be read).
+///
+/// The lock file is written (truncated to the daemon's pid), so it must be a plain file of
+/// its own: a symlink there is not followed (it could point at any file root can write), and
+/// anything but a regular file with one link is refused, each with what to do.
 pub fn acquire(path: &Path, held: impl FnOnce(Option<u32>) -> String) -> anyhow::Result<Lock> {
-    // Opened close-on-exec (std's default): scripts never inherit the lock.
+    // Close-on-exec (std's default): scripts never inherit the lock. Non-blocking: a FIFO
+    // planted there does not hang the open.
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
-        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => anyhow::anyhow!(
+                "the lock file {} is a symbolic link; scriptd does not follow it (it would                  overwrite the file it points to): remove it",
+                path.display()
+            ),
+            _ => anyhow::Error::new(e)
+                .context(format!("cannot open the lock file {}", path.display())),
+        })?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot inspect the lock file {}", path.display()))?;
+    if !meta.is_file() || meta.nlink() > 1 {
+        anyhow::bail!(
+            "the lock file {} is not a plain file of its own ({}); scriptd would overwrite it: \
+             remove it",
+            path.display(),
+            if meta.is_file() {
+                format!("{} hard links", meta.nlink())
+            } else {
+                "not a regular file".to_owned()
+            }
+        );
+    }
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(mut lock) => {
             let written = lock
@@ -70,5 +98,29 @@ mod tests {
         );
         drop(first);
         acquire(&path, |_| "unexpected".into()).expect("free again after drop");
+    }
+
+    #[test]
+    fn a_symlink_or_a_shared_file_is_refused_untouched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious\n").expect("victim");
+        let link = dir.path().join("via-symlink.lock");
+        std::os::unix::fs::symlink(&victim, &link).expect("symlink");
+        let err = acquire(&link, |_| "unexpected".into()).expect_err("symlink refused");
+        assert!(err.to_string().contains("is a symbolic link"), "{err:#}");
+        let hard = dir.path().join("via-hardlink.lock");
+        std::fs::hard_link(&victim, &hard).expect("hard link");
+        let err = acquire(&hard, |_| "unexpected".into()).expect_err("hard link refused");
+        assert!(err.to_string().contains("2 hard links"), "{err:#}");
+        let fifo = dir.path().join("fifo.lock");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        let err = acquire(&fifo, |_| "unexpected".into()).expect_err("FIFO refused");
+        assert!(err.to_string().contains("not a regular file"), "{err:#}");
+        assert_eq!(
+            std::fs::read_to_string(&victim).expect("victim"),
+            "precious\n"
+        );
     }
 }

@@ -7,14 +7,14 @@
 use crate::events::EventBus;
 use crate::logs::{self, LogSink, Stream};
 use crate::now_ms;
-use crate::process::{self, DeathPipe, GroupRecords};
+pub use crate::process::SpawnError;
+use crate::process::{self, GroupRecords, ShimExit, Shims};
 use nix::sys::signal::Signal;
 use scriptd_common::config::{RestartPolicy, ScriptConfig};
 use scriptd_common::diff::{apply_except_restart, diff_script, Change, Impact};
 use scriptd_common::proto::{
     self, ControlAction, ExitInfo, ScriptEventKind, ScriptState, ScriptStatus,
 };
-use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -31,8 +31,8 @@ pub enum ControlError {
     #[error("{0}")]
     Precondition(String),
     /// Starting the process failed.
-    #[error("{0}")]
-    Spawn(String),
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
     /// The runner is gone (daemon shutting down).
     #[error("the script's runner has stopped (daemon shutting down?)")]
     Gone,
@@ -114,8 +114,8 @@ impl ScriptHandle {
 
 /// What the daemon shares with every runner.
 pub struct Shared {
-    /// Death pipe handed to every shim.
-    pub death: DeathPipe,
+    /// What every shim shares with the daemon: liveness pipe, report socket, reaper.
+    pub shims: Shims,
     /// Event bus.
     pub events: EventBus,
     /// Directory of the log files.
@@ -135,7 +135,7 @@ pub fn start_reporting(
     cfg: ScriptConfig,
     shared: Arc<Shared>,
     tracker: &tokio_util::task::TaskTracker,
-) -> (ScriptHandle, oneshot::Receiver<Result<(), String>>) {
+) -> (ScriptHandle, oneshot::Receiver<Result<(), SpawnError>>) {
     let (initial, started) = oneshot::channel();
     let logs = LogSink::open(&shared.log_dir, &name, cfg.max_log_lines, cfg.log);
     let (tx, rx) = mpsc::channel(16);
@@ -160,6 +160,8 @@ pub fn start_reporting(
         run: None,
         user_stopped: false,
         next_run: None,
+        last_start: None,
+        descriptors_reported: false,
         after_exit: AfterExit::Natural,
         waiters: Vec::new(),
         internal_tx,
@@ -209,7 +211,7 @@ struct Run {
     /// Start time of the script (clock ticks after boot), which tells its group from a later
     /// one with the same id.
     group_start: Option<u64>,
-    started: Instant,
+    started: Stamp,
     /// Timeout deadline, fixed when the run started.
     deadline: Option<Instant>,
     /// SIGKILL time once a stop began.
@@ -223,7 +225,8 @@ struct Run {
 /// From the per-run waiter task.
 struct Exited {
     run_id: u64,
-    status: std::io::Result<std::process::ExitStatus>,
+    /// `None` when the daemon stopped reaping (shutting down).
+    status: Option<ShimExit>,
 }
 
 struct Runner {
@@ -238,7 +241,11 @@ struct Runner {
     run: Option<Run>,
     user_stopped: bool,
     /// Next periodic tick or backoff restart.
-    next_run: Option<Instant>,
+    next_run: Option<Stamp>,
+    /// Start of the latest run.
+    last_start: Option<Stamp>,
+    /// Running out of descriptors was logged (once until a start succeeds).
+    descriptors_reported: bool,
     after_exit: AfterExit,
     waiters: Vec<Waiter>,
     internal_tx: mpsc::Sender<Exited>,
@@ -252,13 +259,32 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-fn instant_to_ms(at: Instant) -> i64 {
-    let now = Instant::now();
-    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-    if at >= now {
-        now_ms().saturating_add(ms(at - now))
-    } else {
-        now_ms().saturating_sub(ms(now - at))
+/// A moment as a monotonic instant (what timers use) and as wall-clock milliseconds (what
+/// status shows), read together once: a time derived from another (the next run from the
+/// last start) is shown exactly that far from it, and does not move between two `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    at: Instant,
+    wall_ms: i64,
+}
+
+impl Stamp {
+    fn now() -> Self {
+        Self {
+            at: Instant::now(),
+            wall_ms: now_ms(),
+        }
+    }
+
+    /// `d` later.
+    fn after(self, d: Duration) -> Self {
+        let at = later(self.at, d);
+        Self {
+            at,
+            wall_ms: self
+                .wall_ms
+                .saturating_add(i64::try_from(millis(at - self.at)).unwrap_or(i64::MAX)),
+        }
     }
 }
 
@@ -284,7 +310,7 @@ impl Runner {
         mut self,
         mut rx: mpsc::Receiver<RunnerCmd>,
         mut internal: mpsc::Receiver<Exited>,
-        initial: oneshot::Sender<Result<(), String>>,
+        initial: oneshot::Sender<Result<(), SpawnError>>,
     ) {
         let first = if self.active() {
             self.start_run(false).await.map(|_| ())
@@ -338,7 +364,7 @@ impl Runner {
     fn next_wake(&self) -> Option<Instant> {
         let run = self.run.as_ref();
         [
-            self.next_run,
+            self.next_run.map(|n| n.at),
             run.and_then(|r| if r.stopping { None } else { r.deadline }),
             run.and_then(|r| r.kill_at),
         ]
@@ -356,7 +382,7 @@ impl Runner {
         s.kind = kind(&self.cfg).into();
         s.enabled = self.cfg.enabled;
         s.interval_ms = self.cfg.interval.map_or(0, millis);
-        s.next_run_ms = self.next_run.map_or(0, instant_to_ms);
+        s.next_run_ms = self.next_run.map_or(0, |n| n.wall_ms);
         s.pid = self.run.as_ref().map_or(0, |r| r.pid);
         s.pending_changes = match &self.pending {
             Some(p) => diff_script(&self.name, &self.cfg, p)
@@ -398,29 +424,36 @@ impl Runner {
     }
 
     /// Starts a run now. `one_off`: `ctl run`, which leaves the schedule alone.
-    async fn start_run(&mut self, one_off: bool) -> Result<u32, String> {
+    async fn start_run(&mut self, one_off: bool) -> Result<u32, SpawnError> {
         let run_id = self.status.run_id + 1;
         self.status.run_id = run_id;
         self.last_failed = false;
-        let now = Instant::now();
+        // One moment is the run's start and the base of its schedule and deadline.
+        let now = Stamp::now();
         if self.cfg.is_periodic() && !one_off && self.active() {
-            self.next_run = self.cfg.interval.map(|i| later(now, i));
+            self.next_run = self.cfg.interval.map(|i| now.after(i));
         } else if !self.cfg.is_periodic() {
             self.next_run = None;
         }
-        match process::spawn(&self.name, run_id, &self.cfg, &self.shared.death).await {
+        match process::spawn(&self.name, run_id, &self.cfg, &self.shared.shims).await {
             Ok(spawned) => {
                 let pid = spawned.pid;
+                self.descriptors_reported = false;
                 self.status.run_count += 1;
-                self.status.last_start_ms = now_ms();
-                let group_start = self.shared.groups.record(&self.name, pid);
+                self.status.last_start_ms = now.wall_ms;
+                self.last_start = Some(now);
+                let group_start = self
+                    .shared
+                    .groups
+                    .record(&self.name, pid, spawned.shim_pid, run_id)
+                    .await;
                 self.run = Some(Run {
                     id: run_id,
                     pid,
                     group_start,
                     started: now,
                     deadline: if self.cfg.is_periodic() {
-                        self.cfg.timeout.map(|t| later(now, t))
+                        self.cfg.timeout.map(|t| later(now.at, t))
                     } else {
                         None
                     },
@@ -450,8 +483,7 @@ impl Runner {
                         Stream::Stderr,
                         drained.clone(),
                     ));
-                    let mut shim = spawned.shim;
-                    let status = shim.wait().await;
+                    let status = spawned.exit.await.ok();
                     // The shim has stopped the whole group; the pipes close with it, unless
                     // something escaped the group with the pipes still open.
                     let pumps = async {
@@ -472,10 +504,20 @@ impl Runner {
                 Ok(pid)
             }
             Err(e) => {
-                let msg = e.to_string();
-                tracing::warn!(script = %self.name, "cannot start: {msg}");
+                if !e.is_descriptor_limit() {
+                    tracing::warn!(script = %self.name, "cannot start: {e}");
+                } else if !self.descriptors_reported {
+                    // Once per script until a start succeeds: every retry would say the same.
+                    self.descriptors_reported = true;
+                    tracing::warn!(
+                        script = %self.name,
+                        "cannot start: {e} (retried with the restart backoff; said once for this script)"
+                    );
+                } else {
+                    tracing::debug!(script = %self.name, "cannot start: {e}");
+                }
                 self.logs
-                    .system(run_id, format!("run {run_id} failed to start: {msg}"));
+                    .system(run_id, format!("run {run_id} failed to start: {e}"));
                 let info = ExitInfo {
                     code: Some(127),
                     ended_at_ms: now_ms(),
@@ -484,7 +526,7 @@ impl Runner {
                 self.status.last_exit = Some(info);
                 self.event(
                     ScriptEventKind::Exited,
-                    format!("failed to start: {msg}"),
+                    format!("failed to start: {e}"),
                     Some(info),
                 );
                 self.last_failed = true;
@@ -492,7 +534,7 @@ impl Runner {
                     self.schedule_restart(run_id, true, Duration::ZERO);
                 }
                 self.publish();
-                Err(msg)
+                Err(e)
             }
         }
     }
@@ -538,13 +580,13 @@ impl Runner {
                 self.begin_stop();
             }
         }
-        if self.next_run.is_some_and(|t| t <= now) {
+        if self.next_run.is_some_and(|t| t.at <= now) {
             if self.run.is_some() {
                 // A periodic tick while the previous run is still going: skipped, counted.
                 if let Some(interval) = self.cfg.interval {
-                    let mut next = self.next_run.unwrap_or(now);
-                    while next <= now {
-                        next = later(next, interval);
+                    let mut next = self.next_run.unwrap_or_else(Stamp::now);
+                    while next.at <= now {
+                        next = next.after(interval);
                     }
                     self.next_run = Some(next);
                     self.status.skipped_ticks += 1;
@@ -591,7 +633,7 @@ impl Runner {
         }
         let delay = backoff.delay_for(self.status.restarts);
         self.status.restarts = self.status.restarts.saturating_add(1);
-        self.next_run = Some(later(Instant::now(), delay));
+        self.next_run = Some(Stamp::now().after(delay));
         self.logs.system(
             run_id,
             format!(
@@ -606,22 +648,22 @@ impl Runner {
         let Some(run) = self.run.take_if(|r| r.id == exited.run_id) else {
             return;
         };
-        let ran_for = run.started.elapsed();
+        let ran_for = run.started.at.elapsed();
         let mut info = ExitInfo {
             timed_out: run.timed_out,
             ended_at_ms: now_ms(),
             duration_ms: ran_for.as_millis() as u64,
             ..Default::default()
         };
-        match &exited.status {
-            Ok(st) => {
+        match exited.status {
+            Some(st) => {
                 info.code = st.code();
                 info.signal = st.signal();
             }
-            Err(e) => tracing::error!(script = %self.name, "cannot wait for run: {e}"),
+            None => tracing::error!(script = %self.name, "the run's end was not seen (shutdown)"),
         }
         if let Some(start) = run.group_start {
-            let left = process::kill_leftovers(run.pid, start);
+            let left = process::kill_leftovers(run.pid, start).await;
             if left > 0 {
                 let msg = format!(
                     "the shim was killed and left {left} process(es) in group {}: SIGKILL",
@@ -631,7 +673,7 @@ impl Runner {
                 self.logs.system(run.id, msg);
             }
         }
-        self.shared.groups.forget(&self.name);
+        self.shared.groups.forget(&self.name).await;
         let failed = run.timed_out || info.code != Some(0);
         self.last_failed = failed;
         let how = match (info.code, info.signal) {
@@ -804,7 +846,7 @@ impl Runner {
                         };
                         let msg = format!(
                             "not running; cancelled {what} (due in {}){until}",
-                            human(at.saturating_duration_since(Instant::now()))
+                            human(at.at.saturating_duration_since(Instant::now()))
                         );
                         self.event(ScriptEventKind::Stopped, format!("ctl stop: {msg}"), None);
                         msg
@@ -887,7 +929,7 @@ impl Runner {
         } else {
             if self.next_run.is_none() || !old.is_periodic() {
                 // Enabled, or a service that became periodic: its first run is now.
-                self.next_run = Some(Instant::now());
+                self.next_run = Some(Stamp::now());
             }
             Ok(UpdateOutcome::Applied)
         };
@@ -932,7 +974,7 @@ impl Runner {
             }
             self.after_exit = AfterExit::Natural;
             if let Some(interval) = interval {
-                self.next_run = Some(later(Instant::now(), interval));
+                self.next_run = Some(Stamp::now().after(interval));
             }
         } else {
             let new = self.cfg.clone();
@@ -947,23 +989,34 @@ impl Runner {
             return;
         }
         if let (Some(_), Some(interval)) = (old.interval, new.interval) {
-            let now = Instant::now();
+            let now = Stamp::now();
             let base = self
                 .run
                 .as_ref()
                 .map(|r| r.started)
-                .or_else(|| {
-                    let ago = now_ms().saturating_sub(self.status.last_start_ms).max(0) as u64;
-                    (self.status.last_start_ms > 0)
-                        .then(|| now.checked_sub(Duration::from_millis(ago)))
-                        .flatten()
-                })
+                .or(self.last_start)
                 .unwrap_or(now);
-            self.next_run = Some(later(base, interval).max(now));
+            let next = base.after(interval);
+            self.next_run = Some(if next.at > now.at { next } else { now });
         }
     }
 }
 
 fn signal_name(sig: i32) -> String {
     scriptd_common::signals::describe(sig, "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn a_stamp_later_shows_exactly_that_much_later(ms in 0u64..3_153_600_000_000) {
+            let now = Stamp::now();
+            let next = now.after(Duration::from_millis(ms));
+            proptest::prop_assert_eq!(next.wall_ms - now.wall_ms, ms as i64);
+            proptest::prop_assert_eq!(next.at - now.at, Duration::from_millis(ms));
+        }
+    }
 }

@@ -1,5 +1,6 @@
-//! The process-group shim: `scriptd-shim __shim SIGNAL GRACE_MS -- PROGRAM ARGS...` (or the
-//! daemon's own binary in this hidden mode, when `scriptd-shim` is not installed next to it).
+//! The process-group shim: `scriptd-shim __shim SIGNAL GRACE_MS DEATH_FD REPORT_FD TOKEN --
+//! PROGRAM ARGS...` (or the daemon's own binary in this hidden mode, when `scriptd-shim` is
+//! not installed next to it).
 //!
 //! The daemon never spawns a script directly. It spawns the shim, a single-threaded process
 //! that waits on one `poll` for both the script's exit and the daemon's death, and:
@@ -9,59 +10,91 @@
 //!   with PR_SET_PDEATHSIG(SIGKILL): should the shim itself be killed, the script dies with
 //!   it (what the script forked is swept by the next daemon start, see
 //!   [`crate::process::GroupRecords`]);
-//! - reports the script's pid, or why it could not be started, on its stdin (a pipe);
+//! - reports the script's pid, or why it could not be started, in one datagram
+//!   `TOKEN ok PID` / `TOKEN err MESSAGE` on the report socket every shim shares
+//!   (`REPORT_FD`, see [`crate::process::Shims`]);
 //! - becomes a child subreaper, so the script's orphaned children are reaped, not zombies;
-//! - watches the read end of a pipe whose write end only the daemon holds: when the
-//!   daemon dies, even by `kill -9`, the read returns EOF and the shim stops the whole group
-//!   (stop signal, then SIGKILL after the grace). PR_SET_PDEATHSIG alone would reach only
-//!   the direct child and is cleared on fork;
+//! - watches the read end of a pipe whose write end only the daemon holds (`DEATH_FD`): when
+//!   the daemon dies, even by `kill -9`, the read returns EOF and the shim stops the whole
+//!   group (stop signal, then SIGKILL after the grace). PR_SET_PDEATHSIG alone would reach
+//!   only the direct child and is cleared on fork;
 //! - when the script exits, stops whatever it left behind in its group, then exits with the
 //!   script's status (re-raising its signal) so the daemon sees the real outcome.
+//!
+//! The script inherits the shim's stdin, stdout and stderr, and no other descriptor.
 
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, raise, signal, SigHandler, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use std::ffi::OsString;
-use std::io::Write;
+use std::ffi::{CString, OsString};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 /// First argument that selects shim mode.
 pub const ARG: &str = "__shim";
-/// Fd of the spawn-report pipe (write end) in the shim: its stdin (the script's stdin is
-/// /dev/null).
-const REPORT_FD: i32 = 0;
+/// The largest report sent (a longer message is cut).
+const MAX_REPORT: usize = crate::process::shims::MAX_REPORT;
+
+/// Sends the one report of this shim.
+fn report(socket: &UnixDatagram, token: u64, what: &str) {
+    let mut msg = format!("{token} {what}").into_bytes();
+    msg.truncate(MAX_REPORT);
+    // Blocks while the daemon's queue is full; fails only once the daemon is gone.
+    let _ = socket.send(&msg);
+}
 
 /// Runs the shim with the arguments after [`ARG`]. Never returns normally when the script is
 /// killed by a signal: the shim re-raises it.
 pub fn main(args: Vec<OsString>) -> ExitCode {
-    // SAFETY: the daemon started us with the report pipe as stdin; nothing else in this
-    // process owns it.
-    let mut report = unsafe { std::fs::File::from_raw_fd(REPORT_FD) };
-    let parsed = parse(&args);
     let Parsed {
         stop,
         grace,
         death_fd,
+        report_fd,
+        token,
         argv,
-    } = match parsed {
+    } = match parse(&args) {
         Ok(p) => p,
         Err(e) => {
-            let _ = writeln!(report, "err {e}");
+            // No report socket to use: the script's stderr is the shim's.
+            eprintln!("scriptd-shim: {e}");
             return ExitCode::from(127);
         }
     };
-    for fd in [death_fd, REPORT_FD] {
-        // SAFETY: plain fcntl on fds the daemon handed us; the script must not inherit them.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    // SAFETY: the daemon started us with these two descriptors open (numbers from our
+    // arguments, checked above 2); nothing else in this process owns them.
+    let (death, socket) = unsafe {
+        (
+            OwnedFd::from_raw_fd(death_fd),
+            UnixDatagram::from_raw_fd(report_fd),
+        )
+    };
+    for fd in [death.as_fd(), socket.as_fd()] {
+        // The script must not inherit them.
+        if let Err(e) = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)) {
+            report(
+                &socket,
+                token,
+                &format!("err cannot set close-on-exec: {e}"),
+            );
+            return ExitCode::from(127);
+        }
     }
     set_name(&std::env::var("SCRIPTD_SCRIPT").unwrap_or_default());
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        report(
+            &socket,
+            token,
+            &format!("err cannot become a subreaper: {e}"),
+        );
+        return ExitCode::from(127);
+    }
 
     // SIGCHLD is read from a signalfd: blocked from now on, so none is lost (the script
     // starts with an empty signal mask: std resets it in the child).
@@ -73,23 +106,23 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     {
         Ok(fd) => fd,
         Err(e) => {
-            let _ = writeln!(report, "err cannot wait for the script: {e}");
+            report(
+                &socket,
+                token,
+                &format!("err cannot wait for the script: {e}"),
+            );
             return ExitCode::from(127);
         }
     };
     let mut cmd = std::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..])
-        .stdin(std::process::Stdio::null())
-        .process_group(0);
+    cmd.args(&argv[1..]).process_group(0);
     let shim_pid = nix::unistd::getpid();
     // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
             // The shim died before the line above: no signal will come, so stop here.
-            if libc::getppid() != shim_pid.as_raw() {
+            if nix::unistd::getppid() != shim_pid {
                 return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
@@ -98,24 +131,22 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     let child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            let _ = writeln!(
-                report,
-                "err cannot execute {}: {e}",
-                argv[0].to_string_lossy()
+            let program = argv[0].to_string_lossy();
+            report(
+                &socket,
+                token,
+                &format!("err cannot execute {program}: {e}"),
             );
             return ExitCode::from(127);
         }
     };
     let pid = Pid::from_raw(child.id() as i32);
-    let _ = writeln!(report, "ok {pid}");
-    drop(report);
+    report(&socket, token, &format!("ok {pid}"));
+    drop(socket);
     // The std handle is not used to wait: waitpid(-1) reaps the script and adopted orphans
     // alike.
     drop(child);
 
-    // SAFETY: the daemon's liveness pipe, which the shim inherited at `death_fd` (from its
-    // arguments) and nothing else in this process owns.
-    let death = unsafe { OwnedFd::from_raw_fd(death_fd) };
     let status = supervise(pid, stop, grace, &sigchld, death);
     // Whatever the script left in its group gets the same treatment as a stop.
     if kill(Pid::from_raw(-pid.as_raw()), None).is_ok() {
@@ -126,7 +157,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
 }
 
 /// One thread waits for everything: the script's exit (SIGCHLD, through a signalfd) and the
-/// daemon's death (EOF on [`DEATH_FD`]), after which the group gets `stop`, then SIGKILL
+/// daemon's death (EOF on the liveness pipe), after which the group gets `stop`, then SIGKILL
 /// once `grace` has passed. Returns the script's status.
 fn supervise(
     script: Pid,
@@ -205,12 +236,13 @@ fn reap_until(script: Pid) -> Option<WaitStatus> {
 /// Sets the thread's (and so the process's) comm to `shim:NAME`, cut to the kernel's 15
 /// bytes.
 fn set_name(script: &str) {
-    let mut name = format!("shim:{script}").into_bytes();
+    let prefix = crate::process::procfs::SHIM_COMM_PREFIX;
+    let mut name = format!("{prefix}{script}").into_bytes();
     name.truncate(15);
     name.retain(|&b| b != 0);
-    name.push(0);
-    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
-    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
+    if let Ok(name) = CString::new(name) {
+        let _ = nix::sys::prctl::set_name(&name);
+    }
 }
 
 /// The shim's arguments.
@@ -220,27 +252,36 @@ struct Parsed {
     grace: Duration,
     /// The inherited read end of the daemon's liveness pipe.
     death_fd: i32,
+    /// The inherited report socket.
+    report_fd: i32,
+    /// What the report starts with: which spawn it answers.
+    token: u64,
     argv: Vec<OsString>,
 }
 
 fn parse(args: &[OsString]) -> Result<Parsed, String> {
-    let usage = "usage: scriptd-shim __shim SIGNUM GRACE_MS DEATH_FD -- PROGRAM [ARGS...]";
-    let [sig, grace, death, sep, argv @ ..] = args else {
+    let usage = "usage: scriptd-shim __shim SIGNUM GRACE_MS DEATH_FD REPORT_FD TOKEN -- \
+                 PROGRAM [ARGS...] (started by scriptd, not by hand)";
+    let [sig, grace, death, report, token, sep, argv @ ..] = args else {
         return Err(usage.into());
     };
     if sep != "--" || argv.is_empty() {
         return Err(usage.into());
     }
     let number = |s: &OsString| s.to_str().and_then(|s| s.parse::<u64>().ok()).ok_or(usage);
+    let fd = |s: &OsString| {
+        i32::try_from(number(s)?)
+            .ok()
+            .filter(|&fd| fd > 2)
+            .ok_or(usage)
+    };
     let sig = i32::try_from(number(sig)?).map_err(|e| e.to_string())?;
-    let death_fd = i32::try_from(number(death)?).map_err(|e| e.to_string())?;
-    if death_fd <= 2 {
-        return Err(usage.into());
-    }
     Ok(Parsed {
         stop: Signal::try_from(sig).map_err(|e| e.to_string())?,
         grace: Duration::from_millis(number(grace)?),
-        death_fd,
+        death_fd: fd(death)?,
+        report_fd: fd(report)?,
+        token: number(token)?,
         argv: argv.to_vec(),
     })
 }
@@ -307,21 +348,27 @@ mod tests {
     #[test]
     fn arguments() {
         assert_eq!(
-            parse(&args(&["15", "2500", "11", "--", "/bin/sh", "-c", "x"])),
+            parse(&args(&[
+                "15", "2500", "11", "12", "7", "--", "/bin/sh", "-c", "x"
+            ])),
             Ok(Parsed {
                 stop: Signal::SIGTERM,
                 grace: Duration::from_millis(2500),
                 death_fd: 11,
+                report_fd: 12,
+                token: 7,
                 argv: args(&["/bin/sh", "-c", "x"]),
             })
         );
         for bad in [
-            &["15", "2500", "--", "/bin/true"][..],
-            &["15", "2500", "11", "/bin/true"],
-            &["15", "2500", "11", "--"],
-            &["15", "2500", "1", "--", "/bin/true"],
-            &["99", "2500", "11", "--", "/bin/true"],
-            &["15", "-1", "11", "--", "/bin/true"],
+            &["15", "2500", "11", "12", "--", "/bin/true"][..],
+            &["15", "2500", "11", "12", "7", "/bin/true"],
+            &["15", "2500", "11", "12", "7", "--"],
+            &["15", "2500", "1", "12", "7", "--", "/bin/true"],
+            &["15", "2500", "11", "2", "7", "--", "/bin/true"],
+            &["99", "2500", "11", "12", "7", "--", "/bin/true"],
+            &["15", "-1", "11", "12", "7", "--", "/bin/true"],
+            &["15", "2500", "11", "12", "x", "--", "/bin/true"],
         ] {
             assert!(parse(&args(bad)).is_err(), "{bad:?}");
         }

@@ -209,27 +209,34 @@ fn prepare_state_dir(dir: &Path) -> Result<(), HistoryError> {
     Ok(())
 }
 
-/// Makes `path` mode 0600, creating it empty (0600 whatever the umask) if `create`.
+/// Makes `path` mode 0600, creating it empty (0600 whatever the umask) if `create`. A
+/// symlink there is not followed (an error), and the mode is set on what was opened.
 fn restrict(path: &Path, create: bool) -> Result<(), HistoryError> {
-    if create {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(io_err(path))?;
-    } else if !path.exists() {
-        return Ok(());
-    }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err(path))
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .create(create)
+        .write(create)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let file = match file {
+        Err(e) if !create && e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        other => other.map_err(io_err(path))?,
+    };
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(io_err(path))
 }
 
 /// Opens the database in WAL mode. `exclusive`: in exclusive locking mode, whose WAL index
 /// lives in the daemon's memory instead of the `-shm` file: reading then needs no space on
 /// a full disk.
 fn connect(path: &Path, exclusive: bool) -> Result<Connection, HistoryError> {
-    let conn = Connection::open(path)?;
+    // Not through a symlink (SQLite opens the path itself).
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW,
+    )?;
     if exclusive {
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
     }

@@ -146,7 +146,7 @@ pub struct Started {
     /// How the files on disk relate to the running version.
     pub disk: Arc<DiskSync>,
     /// One receiver per script, reporting once its first start was tried.
-    pub first_starts: Vec<oneshot::Receiver<Result<(), String>>>,
+    pub first_starts: Vec<oneshot::Receiver<Result<(), runner::SpawnError>>>,
 }
 
 impl Coordinator {

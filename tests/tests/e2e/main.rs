@@ -3,10 +3,12 @@
 //! set-up lives in the `scriptd_e2e` library (`tests/src/lib.rs`).
 
 mod access;
+mod descriptors;
 mod full_state_dir;
 mod history;
 mod log_safety;
 mod logs;
 mod reload;
 mod stall;
+mod state_dir;
 mod supervisor;

@@ -215,10 +215,11 @@ fn assert_untouched(d: &Daemon, b: &Bystanders) {
     assert_eq!(per.run_count, b.per_runs, "keep_per ran again: {per:?}");
     assert_eq!(per.last_start.as_deref(), Some(b.per_last_start.as_str()));
     let next = rfc3339_ms(per.next_run.as_deref().expect("keep_per lost its next run"));
-    // The daemon renders an Instant as wall-clock time on every status: allow jitter (a
-    // reschedule from "now" would move it by 500ms or more).
-    assert!(
-        (next - b.per_next_ms).abs() < 150,
+    // The next run is stamped once, with the start it is computed from: not a millisecond
+    // of drift between two `status`.
+    assert_eq!(
+        next,
+        b.per_next_ms,
         "keep_per was rescheduled: next run moved by {} ms",
         next - b.per_next_ms
     );
@@ -454,9 +455,10 @@ fn interval_change_reschedules_from_the_last_start_and_kills_nothing() {
     assert_eq!(after.last_start, before.last_start);
     assert_eq!(after.interval_ms, Some(7_200_000));
     let next = rfc3339_ms(after.next_run.as_deref().expect("next run"));
-    // last_start is taken once the process runs, the schedule's base just before spawning.
-    assert!(
-        (next - start - 7_200_000).abs() < 200,
+    // The schedule's base is the run's start, one stamp for both.
+    assert_eq!(
+        next - start,
+        7_200_000,
         "next run should be the last start + 2h, is {} ms off",
         next - start - 7_200_000
     );
@@ -467,8 +469,9 @@ fn interval_change_reschedules_from_the_last_start_and_kills_nothing() {
     assert_eq!((exit.code, exit.signal), (Some(0), None));
     assert_eq!(p.run_count, 1);
     let next = rfc3339_ms(p.next_run.as_deref().expect("next run"));
-    assert!(
-        (next - start - 7_200_000).abs() < 200,
+    assert_eq!(
+        next - start,
+        7_200_000,
         "the end of the run moved the schedule"
     );
     assert_untouched(&d, &b);
@@ -710,8 +713,9 @@ fn restart_field_change_of_an_idle_periodic_script_applies_to_its_next_run() {
     assert!(after.pending_changes.is_empty(), "{after:?}");
     assert_eq!(after.last_start, before.last_start);
     let next = |s: &ScriptJson| rfc3339_ms(s.next_run.as_deref().expect("next run"));
-    assert!(
-        (next(&after) - next(&before)).abs() < 150,
+    assert_eq!(
+        next(&after),
+        next(&before),
         "per was rescheduled: {before:?} -> {after:?}"
     );
     assert_eq!(read(&env.path("out/per")), "one\n");

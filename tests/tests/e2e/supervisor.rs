@@ -809,7 +809,8 @@ fn notify_recv(sock: &std::os::unix::net::UnixDatagram, what: &str) -> String {
     let n = sock
         .recv(&mut buf)
         .unwrap_or_else(|e| panic!("no sd_notify message ({what}): {e}"));
-    String::from_utf8_lossy(&buf[..n]).into_owned()
+    // sd_notify(3) ends each assignment with a newline, the last one too.
+    String::from_utf8_lossy(&buf[..n]).trim_end().to_owned()
 }
 
 fn monotonic_usec() -> u64 {
@@ -1281,7 +1282,7 @@ fn group_records_are_removed_when_runs_end() {
         .pid
         .expect("pid");
     let record = fs::read_to_string(env.path("state/groups/svc")).expect("record");
-    assert!(record.starts_with(&format!("{pid} ")), "{record:?}");
+    assert!(record.starts_with(&format!("v2 {pid} ")), "{record:?}");
     assert_eq!(d.ctl(&["stop", "svc"]).code, 0);
     assert!(
         !env.path("state/groups/svc").exists(),
