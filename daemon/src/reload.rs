@@ -641,10 +641,8 @@ impl Coordinator {
             if errors.0.len() == 1 { "" } else { "s" }
         );
         if id != 0 {
-            tracing::warn!(
-                attempt = id,
-                "config invalid, keeping the running version:\n{errors}"
-            );
+            // One bounded line however many errors: `ctl reload` and `--check` list them all.
+            tracing::warn!(attempt = id, "{}: {}", report.message, errors.summary(10));
         }
         report.errors = errors;
         report
@@ -791,7 +789,7 @@ fn write_back(main: &Path, source: &ConfigSource) -> Result<bool, WriteBackError
         return Ok(false);
     }
     let base = source.base_dir();
-    let mut patterns = std::fs::read_to_string(main)
+    let mut patterns = config::read_text(main)
         .map(|text| config::include_patterns(&text))
         .unwrap_or_default();
     if let Some(target_main) = source.files.first() {

@@ -80,19 +80,15 @@ pub fn validate(source: &ConfigSource) -> Result<Config, ConfigErrors> {
 
     for (index, file) in source.files.iter().enumerate() {
         v.set_file(&file.name, &file.content);
-        let doc = match serde_yaml::from_str::<Value>(&file.content) {
+        let doc = match super::parse::document(&file.content) {
             Ok(doc) => doc,
             Err(e) => {
-                let (line, column) = e
-                    .location()
-                    .map(|l| (l.line() as u32, l.column() as u32))
-                    .unwrap_or((0, 0));
                 v.errors.push(ConfigError {
                     file: file.name.clone(),
-                    line,
-                    column,
+                    line: e.line,
+                    column: e.column,
                     path: String::new(),
-                    message: format!("invalid YAML: {}", strip_location(&e.to_string())),
+                    message: e.to_string(),
                 });
                 continue;
             }
@@ -172,12 +168,6 @@ pub fn validate(source: &ConfigSource) -> Result<Config, ConfigErrors> {
     } else {
         Err(ConfigErrors(v.errors))
     }
-}
-
-/// serde_yaml appends " at line L column C" to its messages; the position is reported
-/// separately.
-fn strip_location(msg: &str) -> &str {
-    msg.find(" at line ").map_or(msg, |i| &msg[..i])
 }
 
 fn valid_name(name: &str) -> bool {
