@@ -1,9 +1,11 @@
-//! Finding the files an include glob matches, within [`IncludeLimits`]: the same matches as
+//! Finding the files an include glob matches, within [`IncludeLimits`]: the matches of
 //! `glob::glob_with(pattern, INCLUDE_MATCH)` (each path component matched by
-//! [`glob::Pattern`], `**` for any number of directories, dotfiles and dot-directories only
-//! when the glob spells the dot), but every directory entry looked at is counted and the
-//! clock checked, so that `/usr/**/*.yaml` or a symlink loop stops with an error instead of
-//! walking for minutes.
+//! [`glob::Pattern`], `**` for any number of directories but never a dot-directory), except
+//! that a component that spells a leading dot (`.*.yaml`) matches dotfiles, as
+//! [`INCLUDE_MATCH`] says and the watcher matches, and never `.` or `..` (`.*/x.yaml` is not
+//! `../x.yaml`). Every directory entry looked at is counted
+//! and the clock checked, so that `/usr/**/*.yaml` or a symlink loop stops with an error
+//! instead of walking for minutes; glob's iterator cannot be stopped between two matches.
 
 use super::limits::IncludeLimits;
 use super::load::INCLUDE_MATCH;
@@ -228,8 +230,10 @@ impl Glob {
                     continue;
                 }
             };
-            // Like a shell: no dotfiles unless the glob spells the dot (below).
-            if entry.file_name().as_encoded_bytes().starts_with(b".") {
+            // Like a shell: no dotfiles unless the component spells the dot. (glob drops them
+            // all, so that `conf.d/.*.yaml` matched nothing, unlike what the watcher matches.)
+            let spells_dot = !part.recursive && part.text.starts_with('.');
+            if !spells_dot && entry.file_name().as_encoded_bytes().starts_with(b".") {
                 continue;
             }
             let path = entry.path();
@@ -239,19 +243,6 @@ impl Glob {
                 Err(_) => false,
             };
             todo.push((Node { path, is_dir }, idx));
-        }
-        if part.text.starts_with('.') {
-            for special in [".", ".."] {
-                if part.pattern.matches_with(special, INCLUDE_MATCH) {
-                    self.add(
-                        walk,
-                        todo,
-                        idx,
-                        Node::new(node.path.join(special)),
-                        unreadable,
-                    )?;
-                }
-            }
         }
         Ok(())
     }
@@ -279,6 +270,7 @@ impl Glob {
 mod tests {
     use super::*;
     use crate::config::limits::INCLUDE_LIMITS;
+    use std::path::Path;
     use std::time::Duration;
 
     /// Sorted, each once: the walk's order is not glob's.
@@ -324,9 +316,6 @@ mod tests {
             "*/",
             "*.y*ml",
             "conf.d/*.yaml",
-            "conf.d/.*.yaml",
-            ".*",
-            ".*.yaml",
             "**/*.yaml",
             "**",
             "**/",
@@ -360,6 +349,40 @@ mod tests {
                 .glob(&full, &mut Vec::new())
                 .unwrap();
             assert_eq!(sorted(got), sorted(want), "{p}");
+        }
+    }
+
+    #[test]
+    fn a_glob_that_spells_the_dot_matches_dotfiles() {
+        let dir = tree();
+        let base = dir.path().to_str().unwrap();
+        let matches = |p: &str| {
+            let mut got = Walk::new(INCLUDE_LIMITS)
+                .glob(&format!("{base}/{p}"), &mut Vec::new())
+                .unwrap();
+            got.retain(|p| p.is_file());
+            let mut names: Vec<String> = got
+                .iter()
+                .map(|p| p.strip_prefix(base).unwrap().display().to_string())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(matches("conf.d/.*.yaml"), ["conf.d/.swap.yaml"]);
+        assert_eq!(matches(".*.yaml"), [".hidden.yaml"]);
+        assert_eq!(matches(".*/*.yaml"), [".dot/q.yaml"], "not ./a.yaml");
+        // `**` never enters a dot-directory.
+        assert!(!matches("**/*.yaml").iter().any(|n| n.contains("/.")));
+        // Each match agrees with the pattern as the watcher applies it.
+        for p in ["conf.d/.*.yaml", ".*.yaml", ".*/*.yaml", "**/*.yaml"] {
+            let pattern = Pattern::new(&format!("{base}/{p}")).unwrap();
+            for name in matches(p) {
+                let path = Path::new(base).join(&name);
+                assert!(
+                    pattern.matches_path_with(&path, INCLUDE_MATCH),
+                    "{p}: {name}"
+                );
+            }
         }
     }
 
