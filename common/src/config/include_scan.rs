@@ -54,24 +54,32 @@ fn parse_include(main_text: &str) -> Vec<String> {
 fn scan_include(main_text: &str) -> Option<Vec<String>> {
     use yaml_rust2::parser::{Event, Parser};
     use yaml_rust2::scanner::TScalarStyle;
-    // A second document (which the full parse refuses) starts with a marker line.
-    if main_text
-        .lines()
-        .skip(1)
-        .any(|l| l.starts_with("---") || l.starts_with("..."))
-    {
+    // A second document (which the full parse refuses) starts with a marker line; and
+    // yaml-rust2 also takes a `---` after a key (`"include": ---`) for one, where the full
+    // parse reads a string. Any marker after the first line's start: the full parse decides.
+    let rest = main_text.get(3..).unwrap_or("");
+    if rest.contains("---") || rest.contains("...") {
+        return None;
+    }
+    // yaml-rust2 skips a byte-order mark anywhere; the full parse only at the start.
+    if main_text.contains('\u{feff}') {
         return None;
     }
     let mut parser = Parser::new_from_str(main_text);
     let mut next = move || parser.next_token().ok().map(|(event, _)| event);
-    // A scalar as the full parse types it: a plain `5`, `true` or `~` is no string.
-    let string = |text: String, style: TScalarStyle| {
-        (style != TScalarStyle::Plain
-            || matches!(
+    // A scalar as the full parse types it (a plain `5`, `true` or `~` is no string); `None`
+    // for a block scalar (`|`, `>`), whose final line breaks the two parsers keep
+    // differently at the end of the text.
+    let string = |text: String, style: TScalarStyle| match style {
+        TScalarStyle::Literal | TScalarStyle::Folded => None,
+        TScalarStyle::Plain => Some(
+            matches!(
                 serde_yaml::from_str::<serde_yaml::Value>(&text),
                 Ok(serde_yaml::Value::String(_))
-            ))
-        .then_some(text)
+            )
+            .then_some(text),
+        ),
+        _ => Some(Some(text)),
     };
     if !matches!(next()?, Event::StreamStart) || !matches!(next()?, Event::DocumentStart) {
         return None;
@@ -85,7 +93,7 @@ fn scan_include(main_text: &str) -> Option<Vec<String>> {
             Event::Scalar(key, _, 0, None) if key == "include" => {
                 return match next()? {
                     Event::Scalar(text, style, 0, None) => {
-                        Some(string(text, style).into_iter().collect())
+                        Some(string(text, style)?.into_iter().collect())
                     }
                     Event::SequenceStart(0, None) => {
                         let mut out = Vec::new();
@@ -93,7 +101,7 @@ fn scan_include(main_text: &str) -> Option<Vec<String>> {
                             match next()? {
                                 Event::SequenceEnd => break Some(out),
                                 Event::Scalar(text, style, 0, None) => {
-                                    out.extend(string(text, style))
+                                    out.extend(string(text, style)?)
                                 }
                                 _ => return None,
                             }
@@ -154,6 +162,11 @@ mod tests {
             "include: !!str x.yaml\n",
             "---\ninclude: [a.yaml]\n...\n",
             "include: [a.yaml]\n---\ninclude: [b.yaml]\n",
+            "\"include\": ---\n",
+            "include: |\n",
+            "\"include\": \u{feff}",
+            "include:\n  - >-\n    a.yaml\n  ",
+            "include: [a/---.yaml]\n",
             "scripts: {}\n---\nscripts: {}\n",
             "",
             "# only a comment\n",
