@@ -4,6 +4,7 @@
 
 mod access;
 mod history;
+mod hostile;
 mod logs;
 mod reload;
 mod supervisor;
