@@ -39,8 +39,9 @@ fn one_error(files: &[(&str, &str)]) -> String {
 #[test]
 fn deep_nesting_is_refused_at_its_position() {
     let e = one_error(&[("scriptd.yaml", &format!("scripts: {}", "[".repeat(100_000)))]);
+    // `scripts:` is level 1; the 64th `[` opens level 65.
     assert!(
-        e.starts_with("scriptd.yaml:1:") && e.contains("nested deeper than 64 levels"),
+        e.starts_with("scriptd.yaml:1:73: invalid YAML: nested deeper than 64 levels"),
         "{e}"
     );
     // Block nesting counts too.
@@ -50,7 +51,7 @@ fn deep_nesting_is_refused_at_its_position() {
     }
     let e = one_error(&[("scriptd.yaml", &text)]);
     assert!(
-        e.starts_with("scriptd.yaml:65:") && e.contains("nested deeper than 64 levels"),
+        e.starts_with("scriptd.yaml:65:129: invalid YAML: nested deeper than 64 levels"),
         "{e}"
     );
 }

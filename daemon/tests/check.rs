@@ -156,7 +156,8 @@ fn hostile_configs_are_refused_with_the_limit_and_a_position() {
         (
             "100,000 [",
             check_files(&[("scriptd.yaml", &deep)], no_prep),
-            "scriptd.yaml:1:",
+            // `scripts:` is level 1; the 64th `[` opens level 65.
+            "scriptd.yaml:1:73: invalid YAML: nested deeper than 64 levels (the limit",
         ),
         (
             "billion laughs",
@@ -205,12 +206,6 @@ fn hostile_configs_are_refused_with_the_limit_and_a_position() {
         assert_eq!(code, 3, "{name}: {stderr}");
         assert!(stderr.starts_with(want), "{name}: {stderr}");
     }
-    assert!(
-        check_files(&[("scriptd.yaml", &deep)], no_prep)
-            .2
-            .contains("nested deeper than 64 levels"),
-        "the depth error names the limit"
-    );
 }
 
 #[test]

@@ -103,13 +103,21 @@ impl Scan {
         // Expansions made by each anchored node when it is expanded, by anchor id.
         let mut anchors: std::collections::HashMap<usize, u64> = Default::default();
         let mut total = 0u64;
+        // Where the text after the last event starts (in characters): the scanner reads
+        // ahead of the events.
+        let mut resume = 0;
         loop {
             let (event, mark) = match parser.next_token() {
                 Ok(next) => next,
                 Err(e) => {
-                    scan.refusal = refuse_after_error(text, &e, open.len());
+                    scan.refusal = refuse_after_error(text, &e, resume, open.len());
                     return scan;
                 }
+            };
+            resume = match event {
+                // Past the bracket that opened it, which `open` counts.
+                Event::MappingStart(..) | Event::SequenceStart(..) => mark.index() + 1,
+                _ => mark.index(),
             };
             match event {
                 Event::StreamEnd => return scan,
@@ -130,7 +138,12 @@ impl Scan {
                 Event::MappingStart(anchor, _) | Event::SequenceStart(anchor, _) => {
                     scan.events += 1;
                     if open.len() >= MAX_DEPTH {
-                        scan.refusal = Some(too_deep(mark));
+                        // A block mapping is marked at its first `:`: point at its first key.
+                        let at = match parser.next_token() {
+                            Ok((Event::Scalar(..), key)) if key.index() < mark.index() => key,
+                            _ => mark,
+                        };
+                        scan.refusal = Some(too_deep(at));
                         return scan;
                     }
                     open.push(Open {
@@ -198,9 +211,13 @@ fn add_to_parent(open: &mut [Open], expansions: u64) {
 }
 
 fn too_deep(mark: Marker) -> YamlError {
+    too_deep_at(mark.line() as u32, mark.col() as u32 + 1)
+}
+
+fn too_deep_at(line: u32, column: u32) -> YamlError {
     YamlError {
-        line: mark.line() as u32,
-        column: mark.col() as u32 + 1,
+        line,
+        column,
         message: format!(
             "nested deeper than {MAX_DEPTH} levels (the limit for a config file; a scriptd \
              config needs 5): look for unclosed `[` or `{{` before this point"
@@ -208,19 +225,25 @@ fn too_deep(mark: Marker) -> YamlError {
     }
 }
 
-/// After the event stream stopped at a syntax error, `depth` collections deep: the refusal,
-/// if the full parse must not see the text. It would report the same error with its own
-/// message, unless the two parsers disagree; then the text after the error has not been
-/// checked, and only a text that cannot nest deeper than [`MAX_DEPTH`] goes to the full
-/// parse.
+/// After the event stream stopped at a syntax error, `depth` collections deep, its events
+/// covering the text before character `resume`: the refusal, if the full parse must not see the text. It would report the
+/// same error with its own message, unless the two parsers disagree; then the text after the
+/// error has not been checked, and only a text that cannot nest deeper than [`MAX_DEPTH`]
+/// goes to the full parse.
 fn refuse_after_error(
     text: &str,
     e: &yaml_rust2::scanner::ScanError,
+    resume: usize,
     depth: usize,
 ) -> Option<YamlError> {
     let mark = *e.marker();
     if e.info() == "recursion limit exceeded" {
-        return Some(too_deep(mark));
+        // The scanner's own limit (far past ours), hit while reading ahead of the events:
+        // point at the bracket that opens level MAX_DEPTH + 1 instead.
+        return Some(match deepest_bracket(text, resume, depth) {
+            Some((line, column)) => too_deep_at(line, column),
+            None => too_deep(mark),
+        });
     }
     if depth + flow_depth_bound(text) <= MAX_DEPTH {
         return None;
@@ -230,6 +253,34 @@ fn refuse_after_error(
         column: mark.col() as u32 + 1,
         message: e.info().to_owned(),
     })
+}
+
+/// Line and column of the `[` or `{` from character `from` on that opens level
+/// [`MAX_DEPTH`] + 1, `depth` levels being open before `from`; brackets are counted wherever
+/// they are, so this is for texts known to nest far deeper.
+fn deepest_bracket(text: &str, from: usize, mut depth: usize) -> Option<(u32, u32)> {
+    let (mut line, mut column) = (1u32, 0u32);
+    for (i, c) in text.chars().enumerate() {
+        if c == '\n' {
+            (line, column) = (line + 1, 0);
+            continue;
+        }
+        column += 1;
+        if i < from {
+            continue;
+        }
+        match c {
+            '[' | '{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Some((line, column));
+                }
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// An upper bound of how deep the flow collections of `text` nest: every `[` and `{` counted
@@ -265,8 +316,22 @@ mod tests {
             "]".repeat(MAX_DEPTH - 1)
         );
         assert!(document(&ok).is_ok());
+        // Level 65 (the mapping is level 1) opens at the 64th `[`.
+        let at_65 = (1, 4 + MAX_DEPTH as u32 - 1);
         let e = err(&format!("a: {}", "[".repeat(MAX_DEPTH)));
-        assert_eq!((e.line, e.column), (1, 4 + MAX_DEPTH as u32 - 1), "{e}");
+        assert_eq!((e.line, e.column), at_65, "{e}");
+        assert!(e.message.contains("nested deeper than 64 levels"), "{e}");
+        // Far deeper: the event parser's own limit stops it first, reading ahead.
+        let e = err(&format!("a: {}", "[".repeat(100_000)));
+        assert_eq!((e.line, e.column), at_65, "{e}");
+        let e = err(&"[".repeat(100_000));
+        assert_eq!((e.line, e.column), (1, MAX_DEPTH as u32 + 1), "{e}");
+        let e = err(&format!("a: {}", "[x, ".repeat(100_000)));
+        assert_eq!(
+            (e.line, e.column),
+            (1, 4 + 4 * (MAX_DEPTH as u32 - 1)),
+            "{e}"
+        );
         assert!(e.message.contains("nested deeper than 64 levels"), "{e}");
     }
 
