@@ -214,12 +214,12 @@ fn the_include_walk_is_bounded() {
     std::fs::create_dir(&loops).unwrap();
     std::os::unix::fs::symlink(&loops, loops.join("a")).unwrap();
     std::os::unix::fs::symlink(&loops, loops.join("b")).unwrap();
-    assert_eq!(
-        errors_in(dir.path()),
-        [
-            "scriptd.yaml: include \"loops/**/*.yaml\": the include globs look at more than \
-          100000 directory entries (the limit); make them narrower (`conf.d/*.yaml`, not \
-          `/usr/**/*.yaml`)"
-        ]
+    let e = errors_in(dir.path());
+    // The entry limit (100,000), or the time limit (5 s) on a slow machine.
+    assert!(
+        e.len() == 1
+            && e[0].starts_with("scriptd.yaml: include \"loops/**/*.yaml\": the include globs ")
+            && e[0].contains(" (the limit); make them narrower"),
+        "{e:?}"
     );
 }

@@ -24,7 +24,7 @@ pub enum WalkLimit {
     Entries(usize),
     /// Longer than [`IncludeLimits::time`].
     #[error(
-        "walking the include globs took longer than {}s (the limit); make them narrower, or \
+        "the include globs take longer than {}s to walk (the limit); make them narrower, or \
          check the filesystem they walk",
         .0.as_secs_f64()
     )]
