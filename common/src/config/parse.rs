@@ -220,7 +220,8 @@ fn too_deep_at(line: u32, column: u32) -> YamlError {
         column,
         message: format!(
             "nested deeper than {MAX_DEPTH} levels (the limit for a config file; a scriptd \
-             config needs 5): look for unclosed `[` or `{{` before this point"
+             config needs 5): look for an unclosed `[` or `{{`, or lists or mappings nested \
+             without end (`- - - ...`), before this point"
         ),
     }
 }
