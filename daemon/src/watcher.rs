@@ -87,7 +87,7 @@ impl Layout {
     /// The layout of the main file on disk now; `None` when it cannot be read (in the middle
     /// of a delete-and-recreate, say).
     fn read(main: &Path) -> Option<Self> {
-        let text = std::fs::read_to_string(main).ok()?;
+        let text = config::read_text(main).ok()?;
         Some(Self::new(
             main.to_path_buf(),
             &config::include_patterns(&text),

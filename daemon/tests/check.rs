@@ -114,3 +114,120 @@ fn packaged_config_is_valid_and_agrees_with_the_unit() {
         "the deb installs the shim where the daemon looks for it"
     );
 }
+
+/// `scriptd --check` on a temp dir holding `files` (name, text; `scriptd.yaml` is the main
+/// file), after `prepare` has added what text cannot (FIFOs, symlinks).
+fn check_files(
+    files: &[(&str, &str)],
+    prepare: impl FnOnce(&std::path::Path),
+) -> (i32, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    }
+    prepare(dir.path());
+    check(dir.path())
+}
+
+fn mkfifo(path: &std::path::Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+}
+
+/// Hostile but small configs (issue 10 §3): each ends at once, exit 3, with the limit or the
+/// problem named at a position. Before: 100,000 `[` took 37 s, `/proc/kmsg` and a FIFO never
+/// ended, a `**` over a symlink loop walked 2^40 entries, and the YAML errors below had no
+/// position.
+#[test]
+fn hostile_configs_are_refused_with_the_limit_and_a_position() {
+    let laughs = {
+        let mut t = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n".to_owned();
+        for (prev, name) in "abcdefgh".chars().zip("bcdefghi".chars()) {
+            let refs = vec![format!("*{prev}"); 9].join(", ");
+            t.push_str(&format!("{name}: &{name} [{refs}]\n"));
+        }
+        t
+    };
+    let deep = format!("scripts: {}", "[".repeat(100_000));
+    let no_prep = |_: &std::path::Path| {};
+    let cases: Vec<(&str, (i32, String, String), &str)> = vec![
+        (
+            "100,000 [",
+            check_files(&[("scriptd.yaml", &deep)], no_prep),
+            // `scripts:` is level 1; the 64th `[` opens level 65.
+            "scriptd.yaml:1:73: invalid YAML: nested deeper than 64 levels (the limit",
+        ),
+        (
+            "billion laughs",
+            check_files(&[("scriptd.yaml", &laughs)], no_prep),
+            "scriptd.yaml:6:8: invalid YAML: aliases expand to too many nodes",
+        ),
+        (
+            "two documents",
+            check_files(
+                &[("scriptd.yaml", "scripts: {}\n---\nscripts: {}\n")],
+                no_prep,
+            ),
+            "scriptd.yaml:2:1: invalid YAML: a second YAML document starts here",
+        ),
+        (
+            "no final newline",
+            check_files(
+                &[("scriptd.yaml", "scripts:\n  a:\n    command: [x")],
+                no_prep,
+            ),
+            "scriptd.yaml:3:16: invalid YAML: did not find expected ',' or ']'",
+        ),
+        (
+            "include /proc/kmsg",
+            check_files(&[("scriptd.yaml", "include: [\"/proc/kmsg\"]\n")], no_prep),
+            "/proc/kmsg: refused /proc/kmsg: it is on procfs (/proc)",
+        ),
+        (
+            "an included FIFO",
+            check_files(&[("scriptd.yaml", "include: [\"*.yaml\"]\n")], |d| {
+                mkfifo(&d.join("pipe.yaml"))
+            }),
+            "pipe.yaml: refused ",
+        ),
+        (
+            "a FIFO as the main file",
+            check_files(&[], |d| mkfifo(&d.join("scriptd.yaml"))),
+            "scriptd.yaml: refused ",
+        ),
+        (
+            "** over a symlink loop",
+            check_files(&[("scriptd.yaml", "include: [\"l/**/*.yaml\"]\n")], |d| {
+                std::fs::create_dir(d.join("l")).expect("mkdir");
+                std::os::unix::fs::symlink(d.join("l"), d.join("l/a")).expect("symlink");
+                std::os::unix::fs::symlink(d.join("l"), d.join("l/b")).expect("symlink");
+            }),
+            // The entry limit (100,000), or the time limit (5 s) on a slow machine.
+            "scriptd.yaml: include \"l/**/*.yaml\": the include globs ",
+        ),
+    ];
+    for (name, (code, _, stderr), want) in cases {
+        assert_eq!(code, 3, "{name}: {stderr}");
+        assert!(stderr.starts_with(want), "{name}: {stderr}");
+    }
+}
+
+#[test]
+fn a_byte_order_mark_is_accepted() {
+    let (code, stdout, stderr) = check_files(
+        &[
+            (
+                "scriptd.yaml",
+                "\u{feff}include: [\"more.yaml\"]\nscripts:\n  a:\n    command: [/bin/true]\n",
+            ),
+            (
+                "more.yaml",
+                "\u{feff}scripts: {b: {command: [/bin/true]}}\n",
+            ),
+        ],
+        |_| {},
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("OK (2 files, 2 scripts)"), "{stdout}");
+}

@@ -1,7 +1,12 @@
 //! Reading the main file and the files its `include` globs match.
 
+use super::include_scan::include_patterns;
+use super::include_walk::{Walk, WalkLimit};
+use super::limits::{IncludeLimits, INCLUDE_LIMITS, MAX_TOTAL_BYTES};
+use super::read::read_text;
 use super::{Config, ConfigError, ConfigErrors};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -69,31 +74,56 @@ pub fn load(main: &Path) -> Result<(ConfigSource, Config), ConfigErrors> {
 }
 
 /// Reads the main file and every file its `include` globs match ([`INCLUDE_MATCH`]: not
-/// dotfiles). Syntax errors are left to [`super::validate`], permissions to
-/// [`check_permissions`].
+/// dotfiles), within the [`limits`](super::limits): each file must be a regular file
+/// ([`read_text`]), and the walk, the number of matches and the total size are bounded.
+/// Syntax errors are left to [`super::validate`], permissions to [`check_permissions`].
 pub fn read_source(main: &Path) -> Result<ConfigSource, ConfigErrors> {
     let main = std::path::absolute(main).unwrap_or_else(|_| main.to_path_buf());
     let main_name = main
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| main.display().to_string());
-    let content = read_file(&main, &main_name)?;
-    let mut errors = Vec::new();
+    let file_error =
+        |name: &str, e: &dyn std::fmt::Display| ConfigErrors::file(name, e.to_string());
+    let content = read_text(&main).map_err(|e| file_error(&main_name, &e))?;
+    let mut total = content.len() as u64;
     let mut files = vec![ConfigFile {
         name: main_name.clone(),
         content,
     }];
-    let mut glob_errors = Vec::new();
+    let mut errors = Vec::new();
     let patterns = include_patterns(&files[0].content);
-    for (name, path) in collect_includes(&main, &patterns, &mut glob_errors) {
-        match read_file(&path, &name) {
-            Ok(content) => files.push(ConfigFile { name, content }),
-            Err(e) => errors.extend(e.0),
+    let included = match collect_includes(&main, &patterns, INCLUDE_LIMITS) {
+        Ok(Includes { files, unreadable }) => {
+            errors.extend(
+                unreadable
+                    .into_iter()
+                    .map(|message| file_error(&main_name, &message)),
+            );
+            files
+        }
+        Err(e) => return Err(file_error(&main_name, &e)),
+    };
+    for (name, path) in included {
+        match read_text(&path) {
+            Ok(content) => {
+                total += content.len() as u64;
+                files.push(ConfigFile { name, content });
+            }
+            Err(e) => errors.push(file_error(&name, &e)),
+        }
+        if total > MAX_TOTAL_BYTES {
+            return Err(file_error(
+                &main_name,
+                &format!(
+                    "refused: the config files together are larger than {} MiB (the limit); \
+                     check that the include globs match only config files",
+                    MAX_TOTAL_BYTES >> 20
+                ),
+            ));
         }
     }
-    for message in glob_errors {
-        errors.extend(ConfigErrors::file(&main_name, message).0);
-    }
+    let errors: Vec<ConfigError> = errors.into_iter().flat_map(|e| e.0).collect();
     if errors.is_empty() {
         Ok(ConfigSource { main, files })
     } else {
@@ -101,40 +131,68 @@ pub fn read_source(main: &Path) -> Result<ConfigSource, ConfigErrors> {
     }
 }
 
-/// The files the include `patterns` of the main file `main` (absolute) match: regular files
-/// other than the main file, as (name relative to the main file's directory, path), sorted
-/// by name, each once. A malformed pattern matches nothing (validation reports it); an
-/// entry that cannot be read is skipped.
+/// The files the include `patterns` of the main file `main` (absolute) match: every path
+/// other than the main file and directories, as (name relative to the main file's
+/// directory, path), sorted by name, each once. A malformed pattern matches nothing
+/// (validation reports it); an entry that cannot be read is skipped; the walk stops at the
+/// [`limits`](super::limits), with what it found until then.
 pub fn include_matches(main: &Path, patterns: &[String]) -> Vec<(String, PathBuf)> {
-    collect_includes(main, patterns, &mut Vec::new())
+    match collect_includes(main, patterns, INCLUDE_LIMITS) {
+        Ok(includes) => includes.files,
+        Err(IncludeError { found, .. }) => found,
+    }
 }
 
-/// [`include_matches`], with a message in `errors` for each entry that cannot be read.
+/// What the include globs of one config match.
+struct Includes {
+    /// (name relative to the main file's directory, path), sorted by name.
+    files: Vec<(String, PathBuf)>,
+    /// A message for each directory that could not be read.
+    unreadable: Vec<String>,
+}
+
+/// The include walk stopped at a limit.
+#[derive(Debug, thiserror::Error)]
+#[error("include {pattern:?}: {limit}")]
+struct IncludeError {
+    pattern: String,
+    limit: WalkLimit,
+    /// What was found before.
+    found: Vec<(String, PathBuf)>,
+}
+
+/// [`include_matches`], with a message for each directory that cannot be read, or the limit
+/// that stopped the walk.
 fn collect_includes(
     main: &Path,
     patterns: &[String],
-    errors: &mut Vec<String>,
-) -> Vec<(String, PathBuf)> {
+    limits: IncludeLimits,
+) -> Result<Includes, IncludeError> {
     let base = main.parent().unwrap_or(Path::new("/"));
-    let mut included: Vec<(String, PathBuf)> = Vec::new();
+    let mut walk = Walk::new(limits);
+    let mut included: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut unreadable = Vec::new();
     for pattern in patterns {
         let full = base.join(pattern);
-        let Ok(paths) = glob::glob_with(&full.to_string_lossy(), INCLUDE_MATCH) else {
-            continue;
+        let stop = |limit, included: BTreeMap<String, PathBuf>| IncludeError {
+            pattern: pattern.clone(),
+            limit,
+            found: included.into_iter().collect(),
         };
-        for entry in paths {
-            let path = match entry {
-                Ok(p) => p,
-                Err(e) => {
-                    errors.push(format!(
-                        "include {pattern:?}: cannot read {}: {}",
-                        e.path().display(),
-                        e.error()
-                    ));
-                    continue;
-                }
-            };
-            if path == main || !path.is_file() {
+        let mut cannot_read = Vec::new();
+        let paths = match walk.glob(&full.to_string_lossy(), &mut cannot_read) {
+            Ok(paths) => paths,
+            Err(limit) => return Err(stop(limit, included)),
+        };
+        unreadable.extend(
+            cannot_read.into_iter().map(|(path, e)| {
+                format!("include {pattern:?}: cannot read {}: {e}", path.display())
+            }),
+        );
+        for path in paths {
+            // Directories (and dangling symlinks) are not config files; anything else that
+            // matches is read, and refused there unless it is a regular file.
+            if path == main || path.is_dir() || std::fs::metadata(&path).is_err() {
                 continue;
             }
             let name = path
@@ -142,13 +200,16 @@ fn collect_includes(
                 .unwrap_or(&path)
                 .to_string_lossy()
                 .into_owned();
-            if !included.iter().any(|(n, _)| *n == name) {
-                included.push((name, path));
+            included.entry(name).or_insert(path);
+            if let Err(limit) = walk.check_matches(included.len()) {
+                return Err(stop(limit, included));
             }
         }
     }
-    included.sort();
-    included
+    Ok(Includes {
+        files: included.into_iter().collect(),
+        unreadable,
+    })
 }
 
 /// Checks that no one but the daemon's user and root can change what the daemon runs (like
@@ -337,148 +398,6 @@ fn group_label(gid: u32) -> String {
     }
 }
 
-fn read_file(path: &Path, name: &str) -> Result<String, ConfigErrors> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| ConfigErrors::file(name, format!("cannot read {}: {e}", path.display())))?;
-    String::from_utf8(bytes).map_err(|e| {
-        ConfigErrors::file(
-            name,
-            format!(
-                "not valid UTF-8 (byte {}); save it as UTF-8",
-                e.utf8_error().valid_up_to()
-            ),
-        )
-    })
-}
-
-/// The `include` globs of a main file, leniently: anything malformed yields nothing here
-/// and is reported by validation.
-///
-/// Read on every reload before the included files can be, so it does not build the whole
-/// document: a scan of the YAML events stops at the top-level `include` key (unknown
-/// constructs fall back to a full parse, which gives the same answer).
-pub fn include_patterns(main_text: &str) -> Vec<String> {
-    // The daemon reads the files on every `ctl status` (to tell whether the disk matches
-    // what runs), and the main file rarely changes: parse a given text once.
-    static LAST: std::sync::Mutex<Option<(String, Vec<String>)>> = std::sync::Mutex::new(None);
-    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((text, patterns)) = last.as_ref() {
-        if text == main_text {
-            return patterns.clone();
-        }
-    }
-    let patterns = find_include_patterns(main_text);
-    *last = Some((main_text.to_owned(), patterns.clone()));
-    patterns
-}
-
-fn find_include_patterns(main_text: &str) -> Vec<String> {
-    // The key can only be spelled without the word in a double-quoted key with escapes.
-    if !main_text.contains("include") && !main_text.contains('\\') {
-        return Vec::new();
-    }
-    scan_include(main_text).unwrap_or_else(|| parse_include(main_text))
-}
-
-/// [`include_patterns`] by building the whole document.
-fn parse_include(main_text: &str) -> Vec<String> {
-    let Ok(value) = serde_yaml::from_str::<serde_yaml::Value>(main_text) else {
-        return Vec::new();
-    };
-    match value.get("include") {
-        Some(serde_yaml::Value::String(s)) => vec![s.clone()],
-        Some(serde_yaml::Value::Sequence(items)) => items
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// [`include_patterns`] from the event stream of a plain block or flow mapping, stopping at
-/// the `include` key; `None` for anything it does not handle exactly like the full parse
-/// (aliases, tags, complex keys, more than one document, syntax errors before the key). A
-/// syntax error after the key is not seen: the globs are read, and validation reports it.
-fn scan_include(main_text: &str) -> Option<Vec<String>> {
-    use yaml_rust2::parser::{Event, Parser};
-    use yaml_rust2::scanner::TScalarStyle;
-    // A second document (which the full parse refuses) starts with a marker line.
-    if main_text
-        .lines()
-        .skip(1)
-        .any(|l| l.starts_with("---") || l.starts_with("..."))
-    {
-        return None;
-    }
-    let mut parser = Parser::new_from_str(main_text);
-    let mut next = move || parser.next_token().ok().map(|(event, _)| event);
-    // A scalar as the full parse types it: a plain `5`, `true` or `~` is no string.
-    let string = |text: String, style: TScalarStyle| {
-        (style != TScalarStyle::Plain
-            || matches!(
-                serde_yaml::from_str::<serde_yaml::Value>(&text),
-                Ok(serde_yaml::Value::String(_))
-            ))
-        .then_some(text)
-    };
-    if !matches!(next()?, Event::StreamStart) || !matches!(next()?, Event::DocumentStart) {
-        return None;
-    }
-    if !matches!(next()?, Event::MappingStart(0, None)) {
-        return None;
-    }
-    loop {
-        match next()? {
-            Event::MappingEnd => break,
-            Event::Scalar(key, _, 0, None) if key == "include" => {
-                return match next()? {
-                    Event::Scalar(text, style, 0, None) => {
-                        Some(string(text, style).into_iter().collect())
-                    }
-                    Event::SequenceStart(0, None) => {
-                        let mut out = Vec::new();
-                        loop {
-                            match next()? {
-                                Event::SequenceEnd => break Some(out),
-                                Event::Scalar(text, style, 0, None) => {
-                                    out.extend(string(text, style))
-                                }
-                                _ => return None,
-                            }
-                        }
-                    }
-                    _ => None,
-                };
-            }
-            Event::Scalar(_, _, 0, None) => skip_value(&mut next)?,
-            _ => return None,
-        }
-    }
-    // No `include` key: the full parse finds none either, if this was the only document.
-    match (next()?, next()?) {
-        (Event::DocumentEnd, Event::StreamEnd) => Some(Vec::new()),
-        _ => None,
-    }
-}
-
-/// Skips one value (scalar or whole collection) of the event stream; `None` on an alias, an
-/// anchor or a tag, or at the end of the stream.
-fn skip_value(next: &mut impl FnMut() -> Option<yaml_rust2::parser::Event>) -> Option<()> {
-    use yaml_rust2::parser::Event;
-    let mut depth = 0usize;
-    loop {
-        match next()? {
-            Event::Scalar(_, _, 0, None) => {}
-            Event::MappingStart(0, None) | Event::SequenceStart(0, None) => depth += 1,
-            Event::MappingEnd | Event::SequenceEnd => depth = depth.checked_sub(1)?,
-            _ => return None,
-        }
-        if depth == 0 {
-            return Some(());
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -572,49 +491,6 @@ mod tests {
         assert!(
             !is_private_group("alice", 100, "users", 100, none),
             "shared name"
-        );
-    }
-
-    #[test]
-    fn the_include_scan_agrees_with_the_full_parse() {
-        let docs = [
-            "include: [\"a/*.yaml\", 'b.yaml']\nscripts: {}\n",
-            "include: \"conf.d/*.yaml\"\n",
-            "include: conf.d/*.yaml\n",
-            "scripts:\n  a:\n    command: [x, {y: z}]\n    env: { A: 1 }\ninclude:\n  - c.yaml\n  - 5\n  - \"6\"\n",
-            "scripts:\n  a:\n    command: x\n",
-            "include: 5\n",
-            "include: true\n",
-            "include: ~\n",
-            "include:\n",
-            "include: [a, [b]]\n",
-            "include: {a: b}\n",
-            "{include: [a.yaml], scripts: {}}\n",
-            "base: &b [x.yaml]\ninclude: *b\n",
-            "include: !!str x.yaml\n",
-            "---\ninclude: [a.yaml]\n...\n",
-            "include: [a.yaml]\n---\ninclude: [b.yaml]\n",
-            "scripts: {}\n---\nscripts: {}\n",
-            "",
-            "# only a comment\n",
-            "- a\n- b\n",
-            "just a string\n",
-            "scripts: [unterminated\ninclude: [a.yaml]\n",
-            "? [complex, key]\n: value\ninclude: [a.yaml]\n",
-            "\"incl\\u0075de\": [a.yaml]\n",
-            "scripts: {}\n",
-        ];
-        for doc in docs {
-            assert_eq!(include_patterns(doc), parse_include(doc), "{doc:?}");
-        }
-        // The scan itself (not the fallback) handles the usual shapes.
-        assert_eq!(
-            scan_include("include: [\"a/*.yaml\"]\nscripts: {}\n"),
-            Some(vec!["a/*.yaml".to_owned()])
-        );
-        assert_eq!(
-            scan_include("scripts:\n  a:\n    command: [x]\n"),
-            Some(Vec::new())
         );
     }
 }

@@ -7,16 +7,25 @@
 mod access;
 mod error;
 pub mod fields;
+mod include_scan;
+mod include_walk;
+pub mod limits;
 mod load;
+mod parse;
 mod positions;
+mod read;
 mod validate;
 
 pub use access::{Access, AccessRule, Role, Subject};
-pub use error::{ConfigError, ConfigErrors};
+pub use error::{ConfigError, ConfigErrors, SUMMARY_ERROR_CHARS};
+pub use include_scan::include_patterns;
+pub use include_walk::WalkLimit;
 pub use load::{
-    check_permissions, include_matches, include_patterns, load, read_source, secure_source,
-    ConfigFile, ConfigSource, INCLUDE_MATCH,
+    check_permissions, include_matches, load, read_source, secure_source, ConfigFile, ConfigSource,
+    INCLUDE_MATCH,
 };
+pub use parse::YamlError;
+pub use read::{read_text, ReadError};
 pub use validate::{validate, validate_with, Host, Stat, SystemHost, DUPLICATES_LISTED};
 
 use nix::sys::signal::Signal;

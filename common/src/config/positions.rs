@@ -27,7 +27,7 @@ impl Positions {
     /// Indexes `text`; a document that does not parse yields an empty index.
     pub fn of(text: &str) -> Self {
         let mut builder = Builder::default();
-        let mut parser = Parser::new_from_str(text);
+        let mut parser = Parser::new_from_str(super::parse::strip_bom(text));
         // A scan error is reported by serde_yaml; what was indexed before it stays usable.
         let _ = parser.load(&mut builder, false);
         builder.positions

@@ -620,9 +620,12 @@ impl Coordinator {
             if errors.0.len() == 1 { "" } else { "s" }
         );
         if draft.attempt_id != 0 {
+            // One bounded line however many errors: `ctl reload` and `--check` list them all.
             tracing::warn!(
                 attempt = draft.attempt_id,
-                "config invalid, keeping the running version:\n{errors}"
+                "{}: {}",
+                draft.message,
+                errors.summary(10)
             );
         }
         draft.errors = errors;

@@ -34,7 +34,7 @@ pub fn write_back(main: &Path, source: &ConfigSource) -> Result<bool, WriteBackE
         return Ok(false);
     }
     let base = source.base_dir();
-    let mut patterns = std::fs::read_to_string(main)
+    let mut patterns = config::read_text(main)
         .map(|text| config::include_patterns(&text))
         .unwrap_or_default();
     if let Some(target_main) = source.files.first() {

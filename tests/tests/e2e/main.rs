@@ -6,6 +6,7 @@ mod access;
 mod descriptors;
 mod full_state_dir;
 mod history;
+mod hostile;
 mod log_safety;
 mod logs;
 mod reload;

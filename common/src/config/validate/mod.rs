@@ -59,19 +59,15 @@ pub fn validate_with(source: &ConfigSource, host: &mut dyn Host) -> Result<Confi
 
     for (index, file) in source.files.iter().enumerate() {
         v.file = index;
-        let doc = match serde_yaml::from_str::<Value>(&file.content) {
+        let doc = match super::parse::document(&file.content) {
             Ok(doc) => doc,
             Err(e) => {
-                let (line, column) = e
-                    .location()
-                    .map(|l| (l.line() as u32, l.column() as u32))
-                    .unwrap_or((0, 0));
                 v.errors.push(ConfigError {
                     file: file.name.clone(),
-                    line,
-                    column,
+                    line: e.line,
+                    column: e.column,
                     path: String::new(),
-                    message: format!("invalid YAML: {}", strip_location(&e.to_string())),
+                    message: e.to_string(),
                 });
                 continue;
             }
@@ -178,12 +174,6 @@ pub fn validate_with(source: &ConfigSource, host: &mut dyn Host) -> Result<Confi
     } else {
         Err(ConfigErrors(v.errors))
     }
-}
-
-/// serde_yaml appends " at line L column C" to its messages; the position is reported
-/// separately.
-fn strip_location(msg: &str) -> &str {
-    msg.find(" at line ").map_or(msg, |i| &msg[..i])
 }
 
 fn valid_name(name: &str) -> bool {
