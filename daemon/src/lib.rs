@@ -6,16 +6,19 @@
 //! streams stop on a second one, cancelled once every runner has stopped its script.
 
 pub mod convert;
+pub mod dirs;
 pub mod events;
 pub mod history;
 pub mod lock;
 pub mod logs;
 pub mod process;
 pub mod reload;
+pub mod rlimit;
 pub mod runner;
 pub mod server;
 pub mod shim;
 pub mod socket;
+pub mod throttle;
 pub mod watcher;
 
 use anyhow::Context;
@@ -125,6 +128,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
+    let limits = connection_limits()?;
+    dirs::prepare(&cfg.daemon)?;
     // glibc gives every thread that allocates its own malloc arena; a supervisor that should
     // idle in a few MB is better served by two.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -137,14 +142,65 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let served = runtime.block_on(serve(source, cfg));
+    let served = runtime.block_on(serve(source, cfg, limits));
     // Whatever is still blocked on a client that went quiet is not waited for.
     runtime.shutdown_timeout(SERVER_LINGER);
     served?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Result<()> {
+/// Raises the soft descriptor limit to the hard one (and logs both), and sets the
+/// connection caps and idle timeout from the result and `SCRIPTD_IDLE_TIMEOUT`.
+fn connection_limits() -> anyhow::Result<socket::Limits> {
+    let soft = match rlimit::raise_nofile() {
+        Ok((before, after)) => {
+            if before.soft < after.soft {
+                tracing::info!(
+                    "descriptor limit (RLIMIT_NOFILE): soft {} raised to the hard limit {}",
+                    before.soft,
+                    after.hard
+                );
+            } else {
+                tracing::info!(
+                    "descriptor limit (RLIMIT_NOFILE): soft {}, hard {}",
+                    after.soft,
+                    after.hard
+                );
+            }
+            after.soft
+        }
+        Err(e) => {
+            let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map_or(0, |(soft, _)| soft);
+            tracing::warn!(
+                "cannot raise the descriptor limit (RLIMIT_NOFILE) to its hard limit: {e}; it \
+                 stays at {soft}"
+            );
+            soft
+        }
+    };
+    let idle = match std::env::var("SCRIPTD_IDLE_TIMEOUT") {
+        Err(std::env::VarError::NotPresent) => socket::IDLE_TIMEOUT,
+        Err(e) => anyhow::bail!("SCRIPTD_IDLE_TIMEOUT: {e}"),
+        Ok(text) => humantime::parse_duration(&text)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .with_context(|| {
+                format!(
+                    "SCRIPTD_IDLE_TIMEOUT={text:?} is not a duration such as 60s or 5m; unset it \
+                     for the default ({}s)",
+                    socket::IDLE_TIMEOUT.as_secs()
+                )
+            })?,
+    };
+    Ok(socket::Limits::new(soft, idle))
+}
+
+async fn serve(
+    source: config::ConfigSource,
+    cfg: config::Config,
+    limits: socket::Limits,
+) -> anyhow::Result<()> {
     let daemon = cfg.daemon.clone();
     // Before anything starts: a daemon that SIGTERM could not stop cleanly must not run.
     let handler = |kind: SignalKind, name: &str| {
@@ -155,12 +211,6 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
         handler(SignalKind::interrupt(), "SIGINT")?,
         handler(SignalKind::hangup(), "SIGHUP")?,
     );
-    std::fs::create_dir_all(&daemon.log_dir)
-        .with_context(|| format!("cannot create directory {}", daemon.log_dir.display()))?;
-    // Only the daemon's user may enter state_dir: the history holds the full config text.
-    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-        .create(&daemon.state_dir)
-        .with_context(|| format!("cannot create directory {}", daemon.state_dir.display()))?;
     let (listener, _socket) = socket::bind(&daemon.socket, &daemon.access)?;
     let _state = lock::acquire(&daemon.state_dir.join("scriptd.lock"), |pid| {
         format!(
@@ -238,6 +288,7 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
         listener,
         service,
         daemon.access.clone(),
+        limits,
         server_stop.clone(),
     ));
 

@@ -13,8 +13,8 @@ mod validate;
 pub use access::{Access, AccessRule, Role, Subject};
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{
-    check_permissions, include_matches, include_patterns, load, read_source, secure_source,
-    ConfigFile, ConfigSource, INCLUDE_MATCH,
+    check_permissions, check_trusted_dir, include_matches, include_patterns, load, read_source,
+    secure_source, ConfigFile, ConfigSource, INCLUDE_MATCH,
 };
 pub use validate::validate;
 
