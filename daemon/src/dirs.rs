@@ -6,7 +6,7 @@
 
 use scriptd_common::config::{self, DaemonConfig};
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Why `state_dir` must be safe from other users, in its refusals.
@@ -53,7 +53,8 @@ fn prepare_one(key: &'static str, path: &Path, mode: u32, why: &str) -> Result<(
         path: path.to_path_buf(),
         source,
     })?;
-    let problems = config::check_trusted_dir(path, why);
+    let mut problems = config::check_trusted_dir(path, why);
+    problems.extend(shared(path));
     if problems.is_empty() {
         Ok(())
     } else {
@@ -63,6 +64,21 @@ fn prepare_one(key: &'static str, path: &Path, mode: u32, why: &str) -> Result<(
             problems,
         })
     }
+}
+
+/// The config's rules accept a sticky directory that others may write (such as `/tmp`) above
+/// the directory, but not as the directory itself: others could create files in it, such as
+/// a link where a log file or the lock will be.
+fn shared(path: &Path) -> Option<String> {
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o1002 == 0o1002).then(|| {
+        format!(
+            "refused: directory {} is shared (mode {mode:o}): others may create files in it; \
+             give it a directory of its own, or run `chmod o-w {}`",
+            path.display(),
+            path.display()
+        )
+    })
 }
 
 /// Creates `path` with `mode` (less the umask) and its missing parents with 0755; an
