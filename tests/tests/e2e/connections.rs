@@ -182,6 +182,36 @@ fn a_uid_without_a_role_cannot_lock_root_out_as_root() {
 }
 
 #[test]
+fn at_the_descriptor_limit_the_accept_loop_backs_off_and_recovers() {
+    let env = Env::new("");
+    let d = env.start_with_nofile(64, 64, &[("SCRIPTD_IDLE_TIMEOUT", "2s")]);
+    // The daemon's own uid is not capped: its idle connections fill the daemon's table.
+    let idle: Vec<std::os::unix::net::UnixStream> = (0..100)
+        .map(|_| std::os::unix::net::UnixStream::connect(&d.socket).expect("connect"))
+        .collect();
+    wait_for("the daemon to reach its descriptor limit", DEADLINE, || {
+        d.log_text()
+            .contains("cannot accept connections: Too many open files")
+            .then_some(())
+    });
+    // The idle ones are closed, accepting resumes, and ctl answers again.
+    wait_for("the daemon to accept again", DEADLINE, || {
+        d.log_text()
+            .contains("accepting connections again")
+            .then_some(())
+    });
+    root_status(&d);
+    drop(idle);
+    // Backing off, not spinning: one report (and at most a summary), not one per retry.
+    let reports = log_lines(&d, &["cannot accept connections"]);
+    assert!(
+        (1..=2).contains(&reports),
+        "{reports} reports:\n{}",
+        d.log_text()
+    );
+}
+
+#[test]
 fn refusals_of_one_uid_are_logged_once_as_root() {
     if !root("refusals_of_one_uid_are_logged_once_as_root") {
         return;
