@@ -128,7 +128,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let limits = connection_limits()?;
+    let limits = socket::Limits::from_env(rlimit::raise_nofile_logged())?;
     dirs::prepare(&cfg.daemon)?;
     // glibc gives every thread that allocates its own malloc arena; a supervisor that should
     // idle in a few MB is better served by two.
@@ -147,53 +147,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     runtime.shutdown_timeout(SERVER_LINGER);
     served?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Raises the soft descriptor limit to the hard one (and logs both), and sets the
-/// connection caps and idle timeout from the result and `SCRIPTD_IDLE_TIMEOUT`.
-fn connection_limits() -> anyhow::Result<socket::Limits> {
-    let soft = match rlimit::raise_nofile() {
-        Ok((before, after)) => {
-            if before.soft < after.soft {
-                tracing::info!(
-                    "descriptor limit (RLIMIT_NOFILE): soft {} raised to the hard limit {}",
-                    before.soft,
-                    after.hard
-                );
-            } else {
-                tracing::info!(
-                    "descriptor limit (RLIMIT_NOFILE): soft {}, hard {}",
-                    after.soft,
-                    after.hard
-                );
-            }
-            after.soft
-        }
-        Err(e) => {
-            let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-                .map_or(0, |(soft, _)| soft);
-            tracing::warn!(
-                "cannot raise the descriptor limit (RLIMIT_NOFILE) to its hard limit: {e}; it \
-                 stays at {soft}"
-            );
-            soft
-        }
-    };
-    let idle = match std::env::var("SCRIPTD_IDLE_TIMEOUT") {
-        Err(std::env::VarError::NotPresent) => socket::IDLE_TIMEOUT,
-        Err(e) => anyhow::bail!("SCRIPTD_IDLE_TIMEOUT: {e}"),
-        Ok(text) => humantime::parse_duration(&text)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .with_context(|| {
-                format!(
-                    "SCRIPTD_IDLE_TIMEOUT={text:?} is not a duration such as 60s or 5m; unset it \
-                     for the default ({}s)",
-                    socket::IDLE_TIMEOUT.as_secs()
-                )
-            })?,
-    };
-    Ok(socket::Limits::new(soft, idle))
 }
 
 async fn serve(

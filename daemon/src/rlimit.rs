@@ -25,3 +25,34 @@ pub fn raise_nofile() -> Result<(Nofile, Nofile), nix::Error> {
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
     Ok((before, Nofile { soft, hard }))
 }
+
+/// [`raise_nofile`], logged: both limits, or why the soft one could not be raised. Returns
+/// the soft limit in force.
+pub fn raise_nofile_logged() -> u64 {
+    match raise_nofile() {
+        Ok((before, after)) if before.soft < after.soft => {
+            tracing::info!(
+                "descriptor limit (RLIMIT_NOFILE): soft {} raised to the hard limit {}",
+                before.soft,
+                after.hard
+            );
+            after.soft
+        }
+        Ok((_, after)) => {
+            tracing::info!(
+                "descriptor limit (RLIMIT_NOFILE): soft {}, hard {}",
+                after.soft,
+                after.hard
+            );
+            after.soft
+        }
+        Err(e) => {
+            let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft);
+            tracing::warn!(
+                "cannot raise the descriptor limit (RLIMIT_NOFILE) to its hard limit: {e}; it \
+                 stays at {soft}"
+            );
+            soft
+        }
+    }
+}

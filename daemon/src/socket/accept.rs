@@ -59,6 +59,31 @@ impl Limits {
     }
 }
 
+/// `SCRIPTD_IDLE_TIMEOUT` that is not a duration.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "SCRIPTD_IDLE_TIMEOUT={0:?} is not a duration such as 30s or 5m; unset it for the default \
+     (60s)"
+)]
+pub struct BadIdleTimeout(String);
+
+impl Limits {
+    /// [`Limits::new`] with the idle timeout from `SCRIPTD_IDLE_TIMEOUT` when it is set.
+    pub fn from_env(soft: u64) -> Result<Self, BadIdleTimeout> {
+        let idle = match std::env::var_os("SCRIPTD_IDLE_TIMEOUT") {
+            None => IDLE_TIMEOUT,
+            Some(value) => {
+                let text = value.to_string_lossy().into_owned();
+                humantime::parse_duration(&text)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or(BadIdleTimeout(text))?
+            }
+        };
+        Ok(Self::new(soft, idle))
+    }
+}
+
 /// Which cap a connection would go over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Over {

@@ -16,7 +16,7 @@ mod access;
 mod bind;
 mod conn;
 
-pub use accept::{Limits, IDLE_TIMEOUT, PER_UID};
+pub use accept::{BadIdleTimeout, Limits, IDLE_TIMEOUT, PER_UID};
 pub use access::{peer_of, require, Gate, Peer};
 pub use bind::{bind, SocketGuard};
 pub use conn::{Connection, PeerStream};
