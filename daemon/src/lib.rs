@@ -6,16 +6,19 @@
 //! streams stop on a second one, cancelled once every runner has stopped its script.
 
 pub mod convert;
+pub mod dirs;
 pub mod events;
 pub mod history;
 pub mod lock;
 pub mod logs;
 pub mod process;
 pub mod reload;
+pub mod rlimit;
 pub mod runner;
 pub mod server;
 pub mod shim;
 pub mod socket;
+pub mod throttle;
 pub mod watcher;
 
 use anyhow::Context;
@@ -125,6 +128,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
+    let limits = socket::Limits::from_env(rlimit::raise_nofile_logged())?;
+    dirs::prepare(&cfg.daemon)?;
     // glibc gives every thread that allocates its own malloc arena; a supervisor that should
     // idle in a few MB is better served by two.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -137,14 +142,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let served = runtime.block_on(serve(source, cfg));
+    let served = runtime.block_on(serve(source, cfg, limits));
     // Whatever is still blocked on a client that went quiet is not waited for.
     runtime.shutdown_timeout(SERVER_LINGER);
     served?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Result<()> {
+async fn serve(
+    source: config::ConfigSource,
+    cfg: config::Config,
+    limits: socket::Limits,
+) -> anyhow::Result<()> {
     let daemon = cfg.daemon.clone();
     // Before anything starts: a daemon that SIGTERM could not stop cleanly must not run.
     let handler = |kind: SignalKind, name: &str| {
@@ -155,12 +164,6 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
         handler(SignalKind::interrupt(), "SIGINT")?,
         handler(SignalKind::hangup(), "SIGHUP")?,
     );
-    std::fs::create_dir_all(&daemon.log_dir)
-        .with_context(|| format!("cannot create directory {}", daemon.log_dir.display()))?;
-    // Only the daemon's user may enter state_dir: the history holds the full config text.
-    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-        .create(&daemon.state_dir)
-        .with_context(|| format!("cannot create directory {}", daemon.state_dir.display()))?;
     let (listener, _socket) = socket::bind(&daemon.socket, &daemon.access)?;
     let _state = lock::acquire(&daemon.state_dir.join("scriptd.lock"), |pid| {
         format!(
@@ -244,6 +247,7 @@ async fn serve(source: config::ConfigSource, cfg: config::Config) -> anyhow::Res
         listener,
         service,
         daemon.access.clone(),
+        limits,
         server_stop.clone(),
     ));
 

@@ -538,3 +538,109 @@ fn clone_event(e: &EventJson) -> EventJson {
     serde_json::from_value(serde_json::to_value(e).expect("event to JSON"))
         .expect("event from JSON")
 }
+
+impl Env {
+    /// Like [`Self::start_with_env`], with the daemon's descriptor limit (`RLIMIT_NOFILE`)
+    /// set to `soft`:`hard` before it starts, as `prlimit --nofile=SOFT:HARD` would.
+    pub fn start_with_nofile(&self, soft: u64, hard: u64, vars: &[(&str, &str)]) -> Daemon {
+        use std::os::unix::process::CommandExt;
+        let log = fs::File::create(self.path("daemon.log")).expect("daemon log");
+        let mut cmd = Command::new(scriptd_bin());
+        cmd.arg("--config")
+            .arg(self.config())
+            .env("SCRIPTD_LOG", "debug")
+            .envs(vars.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log);
+        // SAFETY: only setrlimit, async-signal-safe, runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sys::resource::setrlimit(
+                    nix::sys::resource::Resource::RLIMIT_NOFILE,
+                    soft,
+                    hard,
+                )
+                .map_err(std::io::Error::from)
+            });
+        }
+        let d = Daemon {
+            child: Some(cmd.spawn().expect("spawn scriptd")),
+            socket: self.socket(),
+            log: self.path("daemon.log"),
+        };
+        wait_for("the daemon to answer `ctl status`", DEADLINE, || {
+            (d.ctl(&["status"]).code == 0).then_some(())
+        });
+        d
+    }
+}
+
+/// How many descriptors process `pid` has open.
+pub fn fd_count(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Opens `n` connections to the Unix socket `path` as effective uid `uid` (needs root):
+/// only the thread that connects changes its effective uid (a raw `setresuid`, not glibc's,
+/// which would change every thread of the test process), so the daemon's SO_PEERCRED says
+/// `uid`. Connecting does not block: a connection the listen queue has no room for is
+/// retried until the deadline. Returns the client ends, non-blocking.
+pub fn connect_as(uid: u32, path: &Path, n: usize) -> Vec<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let path = path.to_path_buf();
+    std::thread::spawn(move || {
+        // SAFETY: a raw syscall changing this thread's credentials only; the saved uid stays
+        // 0, and the thread ends without running anything else.
+        let r = unsafe { libc::syscall(libc::SYS_setresuid, -1i64, i64::from(uid), -1i64) };
+        assert_eq!(r, 0, "setresuid: {}", std::io::Error::last_os_error());
+        let addr = UnixAddr::new(&path).expect("socket address");
+        let end = Instant::now() + DEADLINE;
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let fd = socket(
+                AddressFamily::Unix,
+                SockType::Stream,
+                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+                None,
+            )
+            .expect("socket");
+            match connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
+                Ok(()) => out.push(fd),
+                Err(nix::errno::Errno::EAGAIN) => {
+                    assert!(
+                        Instant::now() < end,
+                        "the listen queue stayed full: {} of {n} connected",
+                        out.len()
+                    );
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("connect {}: {e}", path.display()),
+            }
+        }
+        out
+    })
+    .join()
+    .expect("connecting thread")
+}
+
+/// Whether the other end has closed the connection `fd` (non-blocking): whatever it sent
+/// first is read and dropped.
+pub fn closed_by_peer(fd: &std::os::fd::OwnedFd) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; 4096];
+    loop {
+        match nix::sys::socket::recv(
+            fd.as_raw_fd(),
+            &mut buf,
+            nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EAGAIN) => return false,
+            Err(_) => return true,
+        }
+    }
+}

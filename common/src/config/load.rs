@@ -234,10 +234,10 @@ pub fn check_permissions(source: &ConfigSource) -> Result<(), ConfigErrors> {
                 path.display()
             )),
             Ok(real) => {
-                problems.extend(check_node(&real, false, me));
+                problems.extend(check_node(&real, false, me, CONFIG_WHY, false));
                 for dir in real.ancestors().skip(1) {
                     if checked_dirs.insert(dir.to_path_buf()) {
-                        problems.extend(check_node(dir, true, me));
+                        problems.extend(check_node(dir, true, me, CONFIG_WHY, false));
                     }
                 }
             }
@@ -254,6 +254,28 @@ pub fn check_permissions(source: &ConfigSource) -> Result<(), ConfigErrors> {
         Ok(())
     } else {
         Err(ConfigErrors(errors))
+    }
+}
+
+/// Why the config must be safe from other users, in every refusal.
+const CONFIG_WHY: &str = "whoever can write the config can run commands as the daemon's user";
+
+/// The rules of [`check_permissions`] for a directory the daemon writes in (`state_dir`,
+/// `log_dir`), symlinks resolved; the directories above it may also be writable by their
+/// group (Ubuntu's `/var/log` is `root:syslog` 0775). Returns one message per problem, each
+/// ending with `why` and the command that fixes it; none when the directory is safe.
+pub fn check_trusted_dir(dir: &Path, why: &str) -> Vec<String> {
+    let me = nix::unistd::geteuid().as_raw();
+    match std::fs::canonicalize(dir) {
+        Err(e) => vec![format!(
+            "refused: cannot check who may write {}: {e}",
+            dir.display()
+        )],
+        Ok(real) => real
+            .ancestors()
+            .enumerate()
+            .flat_map(|(i, d)| check_node(d, true, me, why, i > 0))
+            .collect(),
     }
 }
 
@@ -307,8 +329,9 @@ fn judge(st: Stat, dir: bool, me: u32, private_group: &dyn Fn(u32, u32) -> bool)
     out
 }
 
-/// The problems of the file or directory at `path`, as messages.
-fn check_node(path: &Path, dir: bool, me: u32) -> Vec<String> {
+/// The problems of the file or directory at `path`, as messages saying `why` they matter;
+/// with `group_write_ok`, write access by any group is accepted.
+fn check_node(path: &Path, dir: bool, me: u32, why: &str, group_write_ok: bool) -> Vec<String> {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) => {
@@ -328,8 +351,13 @@ fn check_node(path: &Path, dir: bool, me: u32) -> Vec<String> {
     } else {
         "the file".to_owned()
     };
-    let why = "whoever can write the config can run commands as the daemon's user";
-    judge(st, dir, me, &private_group)
+    let any_group = |_: u32, _: u32| true;
+    let group_ok: &dyn Fn(u32, u32) -> bool = if group_write_ok {
+        &any_group
+    } else {
+        &private_group
+    };
+    judge(st, dir, me, group_ok)
         .into_iter()
         .map(|problem| match problem {
             Problem::Owner => {

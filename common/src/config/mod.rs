@@ -21,8 +21,8 @@ pub use error::{ConfigError, ConfigErrors, SUMMARY_ERROR_CHARS};
 pub use include_scan::include_patterns;
 pub use include_walk::WalkLimit;
 pub use load::{
-    check_permissions, include_matches, load, read_source, secure_source, ConfigFile, ConfigSource,
-    INCLUDE_MATCH,
+    check_permissions, check_trusted_dir, include_matches, load, read_source, secure_source,
+    ConfigFile, ConfigSource, INCLUDE_MATCH,
 };
 pub use parse::YamlError;
 pub use read::{read_text, ReadError};

@@ -1,8 +1,8 @@
 //! The end-to-end suite: the real `scriptd` started on a temp dir, driven by the real `ctl`.
 //! One test binary with a module per concern (one link instead of one per file); shared
 //! set-up lives in the `scriptd_e2e` library (`tests/src/lib.rs`).
-
 mod access;
+mod connections;
 mod descriptors;
 mod full_state_dir;
 mod history;

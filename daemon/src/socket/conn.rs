@@ -1,0 +1,229 @@
+//! One accepted connection: who is at the other end, whether a call is in flight, and the
+//! stream that ends itself once no call has been in flight for the idle timeout. A long
+//! stream (`ctl logs -f`, `ctl events`) is a call in flight however quiet it is, so
+//! followers are never dropped; a connection that only holds a descriptor is.
+
+use super::accept::Slot;
+use super::access::{Peer, Refusals};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::UnixStream;
+use tokio::time::{Instant, Sleep};
+use tonic::codegen::Bytes;
+use tonic::transport::server::Connected;
+use tonic::Status;
+
+/// What handlers find in a request's extensions (as `Arc<Connection>`).
+pub struct Connection {
+    peer: Peer,
+    activity: Mutex<Activity>,
+    refusals: Arc<Refusals>,
+}
+
+/// Calls in flight on a connection, and since when there has been none.
+#[derive(Debug, Clone, Copy)]
+struct Activity {
+    in_flight: usize,
+    idle_since: Instant,
+}
+
+impl Connection {
+    pub(super) fn new(peer: Peer, refusals: Arc<Refusals>) -> Arc<Self> {
+        Arc::new(Self {
+            peer,
+            activity: Mutex::new(Activity {
+                in_flight: 0,
+                idle_since: Instant::now(),
+            }),
+            refusals,
+        })
+    }
+
+    /// The peer, as the kernel recorded it at connect time.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    pub(super) fn refusals(&self) -> &Refusals {
+        &self.refusals
+    }
+
+    fn activity(&self) -> std::sync::MutexGuard<'_, Activity> {
+        self.activity.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A call starts; it is in flight until the returned guard is dropped.
+    pub(super) fn begin(self: &Arc<Self>) -> InFlight {
+        self.activity().in_flight += 1;
+        InFlight(self.clone())
+    }
+
+    /// When the connection will have been idle for `idle`; `None` while a call is in flight.
+    fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
+        let a = *self.activity();
+        (a.in_flight == 0).then(|| a.idle_since + idle)
+    }
+}
+
+/// A call in flight on a connection.
+pub(super) struct InFlight(Arc<Connection>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut a = self.0.activity();
+        a.in_flight = a.in_flight.saturating_sub(1);
+        if a.in_flight == 0 {
+            a.idle_since = Instant::now();
+        }
+    }
+}
+
+/// A response body that keeps its call in flight until it is dropped: when the response
+/// has been sent in full, or its client went away.
+pub(super) struct Tracked {
+    body: tonic::body::Body,
+    _in_flight: InFlight,
+}
+
+impl Tracked {
+    pub(super) fn new(body: tonic::body::Body, in_flight: InFlight) -> Self {
+        Self {
+            body,
+            _in_flight: in_flight,
+        }
+    }
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        http_body::Body::is_end_stream(&self.body)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::Body::size_hint(&self.body)
+    }
+}
+
+/// An accepted connection as the gRPC server reads and writes it. Reading reports the end
+/// of the stream once the connection has been idle for `idle`, and the server closes it.
+pub struct PeerStream {
+    stream: UnixStream,
+    conn: Arc<Connection>,
+    idle: Duration,
+    timer: Pin<Box<Sleep>>,
+    /// The connection's place under the caps (none for root and the daemon's user); given
+    /// back when the connection is dropped.
+    _slot: Option<Slot>,
+}
+
+impl PeerStream {
+    pub(super) fn new(
+        stream: UnixStream,
+        conn: Arc<Connection>,
+        idle: Duration,
+        slot: Option<Slot>,
+    ) -> Self {
+        Self {
+            stream,
+            conn,
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+            _slot: slot,
+        }
+    }
+
+    /// Whether the idle timeout has passed; otherwise the timer is set to wake the reader
+    /// when it may have.
+    fn poll_idle(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            match self.conn.idle_deadline(self.idle) {
+                Some(deadline) if deadline <= now => return Poll::Ready(()),
+                Some(deadline) => self.timer.as_mut().reset(deadline),
+                // Busy: look again one timeout later.
+                None => self.timer.as_mut().reset(now + self.idle),
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Connected for PeerStream {
+    type ConnectInfo = Arc<Connection>;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.conn.clone()
+    }
+}
+
+impl AsyncRead for PeerStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Poll::Ready(read) = Pin::new(&mut this.stream).poll_read(cx, buf) {
+            return Poll::Ready(read);
+        }
+        match this.poll_idle(cx) {
+            Poll::Ready(()) => {
+                let peer = this.conn.peer();
+                tracing::debug!(
+                    uid = peer.uid,
+                    pid = peer.pid,
+                    "closing a connection idle for {:?}",
+                    this.idle
+                );
+                // End of stream: nothing read.
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for PeerStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,74 @@
+//! The Unix socket and who may use it.
+//!
+//! Two gates. The kernel's: the socket lives in a directory of its own, mode 0700 with the
+//! socket 0600 (only the daemon's user and root can connect), or, when `daemon.access`
+//! grants anyone a role, 0711 with the socket 0666 (anyone can connect). And the daemon's,
+//! which is the real one: every request is checked against the role of its peer.
+//!
+//! - [`bind`]: the socket's directory, what may be found at its path, its lock;
+//! - `accept`: the accept loop, the connection caps per uid and for everyone but root and
+//!   the daemon's user, backing off at the descriptor limit;
+//! - `conn`: one connection, its calls in flight and its idle timeout;
+//! - `access`: roles, the per-request check, refusals logged rate-limited.
+
+mod accept;
+mod access;
+mod bind;
+mod conn;
+
+pub use accept::{BadIdleTimeout, Limits, IDLE_TIMEOUT, PER_UID};
+pub use access::{peer_of, require, Gate, Peer};
+pub use bind::{bind, SocketGuard};
+pub use conn::{Connection, PeerStream};
+
+use crate::server::Service;
+use anyhow::Context;
+use scriptd_common::config::Access;
+use scriptd_common::proto::scriptd_server::ScriptdServer;
+use std::sync::Arc;
+use tokio::net::UnixListener;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+/// Serves the scriptd, health and reflection services until `cancel`, each request checked
+/// against the peer's role, each connection under `limits`.
+pub async fn serve(
+    listener: UnixListener,
+    service: Service,
+    access: Access,
+    limits: Limits,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<ScriptdServer<Service>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(scriptd_common::proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("cannot build the reflection service")?;
+    let policy = Arc::new(access::Policy::new(nix::unistd::geteuid().as_raw(), access));
+    let refusals = Arc::new(access::Refusals::new());
+    // Refusal summaries: at most one per uid and minute.
+    tokio::spawn({
+        let (refusals, cancel) = (refusals.clone(), cancel.clone());
+        async move {
+            let window = crate::throttle::WINDOW;
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + window, window);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tick.tick() => refusals.summarize(),
+                }
+            }
+        }
+    });
+    let incoming =
+        accept::spawn(listener, policy, refusals, limits).map(Ok::<_, std::convert::Infallible>);
+    tonic::transport::Server::builder()
+        .layer(tower::layer::layer_fn(Gate::new))
+        .add_service(ScriptdServer::new(service))
+        .add_service(health_service)
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
+        .await
+        .context("gRPC server failed")
+}
