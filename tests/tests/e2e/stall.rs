@@ -7,9 +7,13 @@
 use scriptd_e2e::{is_phase, Env, Events};
 use std::time::Duration;
 
-/// Scripts in the big include file: enough that validating them takes a while (hundreds of
+/// Scripts in the big include files: enough that validating them takes a while (hundreds of
 /// milliseconds), on any machine, against a job ticking every 50 ms.
 const BIG: usize = 30_000;
+
+/// Include files they are spread over: each stays well under the 1 MiB a config file may
+/// have (`config::limits`).
+const FILES: usize = 30;
 
 /// A main file whose watcher window never closes by itself (debounce: 1h): the test's
 /// `ctl reload` is the one that validates the big file, between `detected` and `rejected`.
@@ -17,16 +21,20 @@ const MAIN: &str = "daemon:\n  socket: run/scriptd.sock\n  state_dir: state\n  l
                     logs\n  debounce: 1h\ninclude: [\"big.d/*.yaml\"]\nscripts:\n  tick:\n    \
                     command: [\"/bin/true\"]\n    interval: 50ms\n";
 
-/// `BIG` valid disabled scripts, then one invalid one: the whole file is validated (every
-/// error is reported), then the reload is rejected and nothing is applied.
-fn big_include() -> String {
+/// Include file `file` of `FILES`: its share of `BIG` valid disabled scripts, and in the last
+/// one an invalid script: every file is validated (every error is reported), then the reload
+/// is rejected and nothing is applied.
+fn big_include(file: usize) -> String {
     let mut text = String::from("scripts:\n");
-    for i in 0..BIG {
+    let per = BIG / FILES;
+    for i in file * per..(file + 1) * per {
         text.push_str(&format!(
             "  big{i}:\n    command: [\"/bin/true\", \"{i}\"]\n    interval: 1h\n    enabled: false\n"
         ));
     }
-    text.push_str("  broken:\n    command: [\"/bin/true\"]\n    interval: soon\n");
+    if file + 1 == FILES {
+        text.push_str("  broken:\n    command: [\"/bin/true\"]\n    interval: soon\n");
+    }
     text
 }
 
@@ -38,7 +46,9 @@ fn a_slow_validation_stalls_neither_status_nor_a_fast_job() {
     let mut events = Events::follow(&d);
     d.wait_script("tick", "a first run", |s| s.run_id >= 1);
 
-    env.write("big.d/big.yaml", &big_include());
+    for file in 0..FILES {
+        env.write(&format!("big.d/big{file:02}.yaml"), &big_include(file));
+    }
     let reload = std::thread::spawn({
         let mut cmd = d.ctl_command(&["reload", "--output", "json"]);
         move || cmd.output().expect("run ctl reload")
