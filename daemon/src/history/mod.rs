@@ -263,28 +263,10 @@ impl History {
 mod tests {
     use super::*;
 
-    fn source(text: &str) -> ConfigSource {
-        ConfigSource {
-            main: "/etc/s/scriptd.yaml".into(),
-            files: vec![ConfigFile {
-                name: "scriptd.yaml".into(),
-                content: text.into(),
-            }],
-        }
-    }
+    use crate::history::record::test_source as source;
 
     fn startup() -> Record {
-        Record {
-            attempt_id: 0,
-            time_ms: 7,
-            source: Source::Startup,
-            rollback_from: None,
-            uid: None,
-            result: ResultKind::Applied,
-            message: String::new(),
-            changes: Vec::new(),
-            errors: Vec::new(),
-        }
+        Record::startup(7)
     }
 
     #[tokio::test]

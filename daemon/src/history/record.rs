@@ -136,6 +136,35 @@ pub struct Record {
     pub errors: Vec<proto::ConfigError>,
 }
 
+impl Record {
+    /// The record of a startup version: applied, nobody asked, no changes listed.
+    pub fn startup(time_ms: i64) -> Self {
+        Self {
+            attempt_id: 0,
+            time_ms,
+            source: Source::Startup,
+            rollback_from: None,
+            uid: None,
+            result: ResultKind::Applied,
+            message: String::new(),
+            changes: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+}
+
+/// A one-file config source for the history's unit tests.
+#[cfg(test)]
+pub(crate) fn test_source(text: &str) -> scriptd_common::config::ConfigSource {
+    scriptd_common::config::ConfigSource {
+        main: "/etc/s/scriptd.yaml".into(),
+        files: vec![scriptd_common::config::ConfigFile {
+            name: "scriptd.yaml".into(),
+            content: text.into(),
+        }],
+    }
+}
+
 /// One control action to append.
 #[derive(Debug, Clone)]
 pub struct Action {

@@ -491,15 +491,7 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn source(text: &str) -> ConfigSource {
-        ConfigSource {
-            main: "/etc/s/scriptd.yaml".into(),
-            files: vec![ConfigFile {
-                name: "scriptd.yaml".into(),
-                content: text.into(),
-            }],
-        }
-    }
+    use crate::history::record::test_source as source;
 
     fn rec(changes: &[proto::Change]) -> Record {
         Record {
