@@ -57,7 +57,7 @@ impl EventBus {
     }
 
     /// The stream of one `Events` follower: every event published from now on, in order,
-    /// with a `missed` marker (seq 0) where it fell more than [`CAPACITY`] events behind. It
+    /// with a `missed` marker (seq 0) where it fell more than `CAPACITY` events behind. It
     /// ends when the client leaves or the daemon shuts down.
     pub fn follow(&self) -> ReceiverStream<Result<proto::Event, tonic::Status>> {
         let mut sub = self.tx.subscribe();
