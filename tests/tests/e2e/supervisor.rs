@@ -5,46 +5,17 @@
 
 use ctl::output::EventJson;
 use scriptd_e2e::{
-    alive, ctl_bin, is_phase, pids_with_marker, scriptd_bin, scriptd_exits, wait_for, Daemon, Env,
-    Events, Run, DEADLINE,
+    alive, cmdline, ctl_bin, is_phase, lines, pids_with_marker, scriptd_bin, scriptd_exits,
+    wait_for, wait_gone, Daemon, Env, Events, Follower, Run, DEADLINE,
 };
 use std::fs;
 use std::io::Read;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 // ------------------------------------------------------------------ helpers
-
-/// Lines of a file the scripts append to (empty when it does not exist yet).
-fn lines(path: &Path) -> Vec<String> {
-    fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-/// True when nothing at all is left of `pid`: not running and not a zombie either.
-fn gone(pid: u32) -> bool {
-    !Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// Waits until none of `pids` exists any more, zombies included.
-fn wait_gone(pids: &[u32], what: &str) {
-    wait_for(what, DEADLINE, || {
-        pids.iter().all(|&p| gone(p)).then_some(())
-    });
-}
-
-/// Command line of a process, NULs as spaces.
-fn cmdline(pid: u32) -> String {
-    let raw = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    String::from_utf8_lossy(&raw).replace('\0', " ")
-}
 
 /// Parses the `date +%s%N` lines a script appended.
 fn nanos(lines: &[String]) -> Vec<u128> {
@@ -58,19 +29,12 @@ fn nanos(lines: &[String]) -> Vec<u128> {
 
 #[test]
 fn periodic_script_runs_every_interval() {
-    let env = Env::new("");
+    let env = Env::with_scripts(&[(
+        "tick",
+        "echo \"$SCRIPTD_RUN_ID $(date +%s%N)\" >> runs.txt",
+        "    interval: 300ms\n",
+    )]);
     let out = env.path("runs.txt");
-    let script = env.script(
-        "tick.sh",
-        &format!(
-            "echo \"$SCRIPTD_RUN_ID $(date +%s%N)\" >> {}",
-            out.display()
-        ),
-    );
-    env.set_body(&format!(
-        "scripts:\n  tick:\n    command: [\"{}\"]\n    interval: 300ms\n",
-        script.display()
-    ));
     let d = env.start();
 
     let s = d.wait_script("tick", "3 runs started", |s| s.run_count >= 3);
@@ -123,16 +87,12 @@ fn periodic_script_runs_every_interval() {
 
 #[test]
 fn crashing_service_restarts_with_growing_backoff() {
-    let env = Env::new("");
+    let env = Env::with_scripts(&[(
+        "crash",
+        "date +%s%N >> starts.txt\nexit 1",
+        "    restart: on-failure\n",
+    )]);
     let out = env.path("starts.txt");
-    let script = env.script(
-        "crash.sh",
-        &format!("date +%s%N >> {}\nexit 1", out.display()),
-    );
-    env.set_body(&format!(
-        "scripts:\n  crash:\n    command: [\"{}\"]\n    restart: on-failure\n",
-        script.display()
-    ));
     let d = env.start();
 
     let mut seen_backing_off = false;
@@ -201,21 +161,13 @@ fn periodic_run_past_its_timeout_is_stopped() {
 
 // ------------------------------------------------------------------ 4. stop grace
 
+/// A script that ignores SIGTERM, once `ready` says the trap is in place.
+const STUBBORN: &str = "trap '' TERM\necho ready >> ready\nwhile true; do sleep 0.1; done";
+
 #[test]
 fn stop_kills_a_script_ignoring_term_after_the_grace() {
-    let env = Env::new("");
+    let env = Env::with_scripts(&[("stubborn", STUBBORN, "    stop_grace: 500ms\n")]);
     let ready = env.path("ready");
-    let script = env.script(
-        "stubborn.sh",
-        &format!(
-            "trap '' TERM\necho ready >> {}\nwhile true; do sleep 0.1; done",
-            ready.display()
-        ),
-    );
-    env.set_body(&format!(
-        "scripts:\n  stubborn:\n    command: [\"{}\"]\n    stop_grace: 500ms\n",
-        script.display()
-    ));
     let d = env.start();
     let s = d.wait_script("stubborn", "running", |s| {
         s.state == "running" && s.pid.is_some()
@@ -541,29 +493,23 @@ fn invalid_configs_are_reported_with_location() {
 #[test]
 fn sigterm_stops_every_script_gracefully_and_exits_0() {
     let env = Env::new("");
-    let got = env.path("got.txt");
-    let ready = env.path("ready.txt");
-    let term = env.script(
-        "term.sh",
-        &format!(
-            "trap 'sleep 0.3; echo got TERM >> {g}; exit 0' TERM\necho term >> {r}\nwhile true; do sleep 0.1; done",
-            g = got.display(),
-            r = ready.display()
-        ),
+    let term = env.script_entry(
+        "term",
+        "trap 'sleep 0.3; echo got TERM >> got.txt; exit 0' TERM\necho term >> ready.txt\n\
+         while true; do sleep 0.1; done",
+        "    stop_grace: 5s\n",
     );
-    let int = env.script(
-        "int.sh",
-        &format!(
-            "trap 'echo got INT >> {g}; exit 0' INT\necho int >> {r}\nwhile true; do sleep 0.1; done",
-            g = got.display(),
-            r = ready.display()
-        ),
+    let int = env.script_entry(
+        "int",
+        "trap 'echo got INT >> got.txt; exit 0' INT\necho int >> ready.txt\n\
+         while true; do sleep 0.1; done",
+        "    stop_signal: INT\n    stop_grace: 5s\n",
     );
     env.set_body(&format!(
-        "scripts:\n  term:\n    command: [\"{}\"]\n    stop_grace: 5s\n  int:\n    command: [\"{}\"]\n    stop_signal: INT\n    stop_grace: 5s\n  periodic:\n    command: \"sleep 1000.9101\"\n    interval: 1h\n",
-        term.display(),
-        int.display()
+        "scripts:\n{term}{int}  periodic:\n    command: \"sleep 1000.9101\"\n    interval: 1h\n"
     ));
+    let got = env.path("got.txt");
+    let ready = env.path("ready.txt");
     let mut d = env.start();
     wait_for("both services to have set their traps", DEADLINE, || {
         (lines(&ready).len() >= 2).then_some(())
@@ -587,71 +533,6 @@ fn sigterm_stops_every_script_gracefully_and_exits_0() {
 }
 
 // ------------------------------------------------------------------ 11. more helpers
-
-/// `ctl ARGS` as a background follower whose stdout lines arrive on a channel.
-struct Follower {
-    child: std::process::Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Follower {
-    fn start(d: &Daemon, args: &[&str]) -> Self {
-        let mut child = d
-            .ctl_command(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn a ctl follower");
-        let stdout = child.stdout.take().expect("follower stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { child, lines }
-    }
-
-    /// Lines until one contains `needle` (within the deadline); returns every line read.
-    fn until(&self, needle: &str, what: &str) -> Vec<String> {
-        let end = Instant::now() + DEADLINE;
-        let mut got = Vec::new();
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    let hit = l.contains(needle);
-                    got.push(l);
-                    if hit {
-                        return got;
-                    }
-                }
-                Err(_) => panic!("timed out waiting for {what} ({needle:?}); got: {got:#?}"),
-            }
-        }
-    }
-
-    /// Waits for the follower to exit by itself; its exit code and the lines it printed.
-    fn wait_exit(mut self, what: &str) -> (Option<i32>, Vec<String>) {
-        let status = wait_for(what, DEADLINE, || self.child.try_wait().ok().flatten());
-        // The reader thread ends with the pipe: every line is in the channel now or soon.
-        let mut rest = Vec::new();
-        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(2)) {
-            rest.push(l);
-        }
-        (status.code(), rest)
-    }
-}
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The texts of the daemon's own lines (`sys`) in a script's log, oldest first.
 fn system_lines(d: &Daemon, script: &str) -> Vec<String> {
@@ -746,8 +627,7 @@ fn sigterm_ends_events_and_log_followers_and_exits_0() {
     wait_for("`ctl events` to receive events", DEADLINE, || {
         assert_eq!(d.reload(&[]).0, 0);
         events
-            .lines
-            .recv_timeout(Duration::from_millis(300))
+            .next_line(Duration::from_millis(300))
             .ok()
             .map(|_| ())
     });
@@ -1332,23 +1212,15 @@ fn stop_says_what_it_cancelled() {
 #[test]
 fn backoff_grows_is_capped_and_resets_after_a_stable_run() {
     let env = Env::new("");
-    let count = env.path("count");
     let starts = env.path("starts.txt");
     // Runs 1-4 and 6 crash at once; run 5 lasts past restart_reset_after, then crashes.
-    let script = env.script(
-        "crash.sh",
-        &format!(
-            "n=$(($(cat {c} 2>/dev/null || echo 0) + 1)); echo $n > {c}\ndate +%s%N >> {s}\n[ $n -eq 5 ] && sleep 3.5\nexit 1",
-            c = count.display(),
-            s = starts.display()
-        ),
+    let script = env.script_entry(
+        "crash",
+        "n=$(($(cat count 2>/dev/null || echo 0) + 1)); echo $n > count\ndate +%s%N >> starts.txt\n\
+         [ $n -eq 5 ] && sleep 3.5\nexit 1",
+        "    restart_delay_max: 300ms\n    restart_reset_after: 3s\n",
     );
-    let body = |delay: &str| {
-        format!(
-            "scripts:\n  crash:\n    command: [\"{}\"]\n    restart_delay: {delay}\n    restart_delay_max: 300ms\n    restart_reset_after: 3s\n",
-            script.display()
-        )
-    };
+    let body = |delay: &str| format!("scripts:\n{script}    restart_delay: {delay}\n");
     env.set_body(&body("100ms"));
     let d = env.start();
     // Six restarts, one after a 3.5 s run: longer than the usual deadline.
@@ -1447,19 +1319,12 @@ fn restart_policies_and_the_idle_and_failed_states() {
 
 #[test]
 fn a_timed_out_run_that_ignores_term_is_killed_after_the_grace() {
-    let env = Env::new("");
+    let env = Env::with_scripts(&[(
+        "stubborn",
+        STUBBORN,
+        "    interval: 1h\n    timeout: 500ms\n    stop_grace: 300ms\n",
+    )]);
     let ready = env.path("ready");
-    let script = env.script(
-        "stubborn.sh",
-        &format!(
-            "trap '' TERM\necho ready >> {}\nwhile true; do sleep 0.1; done",
-            ready.display()
-        ),
-    );
-    env.set_body(&format!(
-        "scripts:\n  stubborn:\n    command: [\"{}\"]\n    interval: 1h\n    timeout: 500ms\n    stop_grace: 300ms\n",
-        script.display()
-    ));
     let d = env.start();
     let s = d.wait_script("stubborn", "the run to end", |s| s.last_exit.is_some());
     let exit = s.last_exit.expect("last exit");
