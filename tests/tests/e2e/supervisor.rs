@@ -1217,14 +1217,14 @@ fn backoff_grows_is_capped_and_resets_after_a_stable_run() {
     let script = env.script_entry(
         "crash",
         "n=$(($(cat count 2>/dev/null || echo 0) + 1)); echo $n > count\ndate +%s%N >> starts.txt\n\
-         [ $n -eq 5 ] && sleep 3.5\nexit 1",
-        "    restart_delay_max: 300ms\n    restart_reset_after: 3s\n",
+         [ $n -eq 5 ] && sleep 1.5\nexit 1",
+        "    restart_delay_max: 300ms\n    restart_reset_after: 1s\n",
     );
     let body = |delay: &str| format!("scripts:\n{script}    restart_delay: {delay}\n");
     env.set_body(&body("100ms"));
     let d = env.start();
-    // Six restarts, one after a 3.5 s run: longer than the usual deadline.
-    let delays = wait_for("six restart delays", 3 * DEADLINE, || {
+    // Six restarts, one after a 1.5 s run.
+    let delays = wait_for("six restart delays", DEADLINE, || {
         let d = restart_delays(&d, "crash");
         (d.len() >= 6).then_some(d)
     });
