@@ -595,6 +595,11 @@ impl Events {
             seen: Vec::new(),
             cursor: 0,
         };
+        // A reload made before the follower subscribed is not seen: reload again, with a
+        // window growing from 50 ms (a subscribed follower gets the event within a few ms).
+        // The event awaited is the last attempt's: every event of an earlier attempt comes
+        // before it, so none arrives after this returns.
+        let mut attempts = 0;
         wait_for("`ctl events` to receive events", DEADLINE, || {
             let (code, r) = d.reload(&[]);
             assert_eq!(
@@ -603,7 +608,9 @@ impl Events {
                 "the sync reload must find nothing to do: {r:?}"
             );
             let id = r.attempt_id.expect("attempt id");
-            ev.wait_opt(Duration::from_millis(300), |e| {
+            let window = Duration::from_millis(50 << attempts.min(3));
+            attempts += 1;
+            ev.wait_opt(window, |e| {
                 is_phase(e, "unchanged") && e.attempt_id == Some(id)
             })
             .map(|_| ())
