@@ -3,9 +3,11 @@
 //! root-only test carries `#[cfg_attr(not(as_root), ignore = "needs root")]`, is listed as
 //! ignored in a run as another user and runs in CI (root).
 
-/// Declares `cfg(as_root)` and sets it when this process's effective uid is 0.
+/// Declares `cfg(as_root)` and sets it when this process's effective uid is 0. Runs again
+/// when `USER` changes (`sudo cargo test` in a target directory built as a user).
 pub fn emit() {
     println!("cargo::rustc-check-cfg=cfg(as_root)");
+    println!("cargo::rerun-if-env-changed=USER");
     if effective_uid() == Some(0) {
         println!("cargo::rustc-cfg=as_root");
     }

@@ -133,7 +133,7 @@ fn access_env(access: &[&str], body: &str) -> Env {
     env
 }
 
-const SVC: &str = "scripts:\n  svc:\n    command: \"sleep 1000.9101\"\n";
+const SVC: &str = "scripts:\n  svc:\n    command: \"sleep 1000.9111\"\n";
 
 fn pid_of(d: &Daemon) -> u32 {
     d.wait_script("svc", "running", |s| s.pid.is_some())

@@ -1084,7 +1084,7 @@ fn shim_and_leader(marker: &str) -> (u32, u32, Vec<u32>) {
 
 #[test]
 fn a_killed_shim_takes_its_script_along_and_the_daemon_the_rest() {
-    let marker = "1000.1702";
+    let marker = "1000.1705";
     let env = forking_env(marker);
     let d = env.start();
     let (shim, leader, sleeps) = shim_and_leader(marker);
