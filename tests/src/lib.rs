@@ -473,6 +473,14 @@ pub fn cmdline(pid: u32) -> String {
     String::from_utf8_lossy(&raw).replace('\0', " ")
 }
 
+/// A marker for the processes of one test, to find them among all processes with
+/// [`pids_with_marker`]: `base` (a number of seconds for `sleep`, distinct per test) followed
+/// by this test process's pid, so that another run of the suite on the same machine never
+/// matches it.
+pub fn unique_marker(base: &str) -> String {
+    format!("{base}{:07}", std::process::id())
+}
+
 /// Pids of every live process whose raw command line (NUL-separated) contains `marker`.
 pub fn pids_with_marker(marker: &str) -> Vec<u32> {
     let mut out = Vec::new();

@@ -839,7 +839,7 @@ fn output_held_open_by_an_escaped_process_still_ends_with_the_partial_line() {
     // The script leaves a process in a session of its own (out of the reach of the group
     // kill) that keeps stdout open: the run's output is read until a bound after the run
     // ended, its partial last line included, and the log says reading stopped.
-    let marker = "30.4242";
+    let marker = &scriptd_e2e::unique_marker("30.4242");
     // The run waits until the escaped process has left its group (before that, the group
     // kill at the run's end would take it along).
     let env = Env::with_scripts(&[(

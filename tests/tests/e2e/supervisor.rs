@@ -6,7 +6,7 @@
 use ctl::output::EventJson;
 use scriptd_e2e::{
     alive, cmdline, ctl_bin, is_phase, lines, pids_with_marker, scriptd_bin, scriptd_exits,
-    wait_for, wait_gone, Daemon, Env, Events, Follower, Run, DEADLINE,
+    unique_marker, wait_for, wait_gone, Daemon, Env, Events, Follower, Run, DEADLINE,
 };
 use std::fs;
 use std::io::Read;
@@ -129,9 +129,10 @@ fn crashing_service_restarts_with_growing_backoff() {
 
 #[test]
 fn periodic_run_past_its_timeout_is_stopped() {
-    let env = Env::new(
-        "scripts:\n  slow:\n    command: \"sleep 30.31\"\n    interval: 1h\n    timeout: 300ms\n",
-    );
+    let marker = format!("sleep {}", unique_marker("30.31"));
+    let env = Env::new(&format!(
+        "scripts:\n  slow:\n    command: \"{marker}\"\n    interval: 1h\n    timeout: 300ms\n"
+    ));
     let d = env.start();
     let s = d.wait_script("slow", "the first run to be running", |s| s.run_count >= 1);
     let exit = d
@@ -153,7 +154,7 @@ fn periodic_run_past_its_timeout_is_stopped() {
     if let Some(pid) = s.pid {
         wait_gone(&[pid], "the timed-out run to be gone");
     }
-    assert!(pids_with_marker("sleep 30.31").is_empty());
+    assert!(pids_with_marker(&marker).is_empty());
     let after = d.script("slow");
     assert_eq!(after.state, "waiting");
     assert_eq!(after.pid, None);
@@ -234,7 +235,7 @@ fn assert_nothing_left(pids: &[u32], marker: &str, when: &str) {
 
 #[test]
 fn stop_leaves_no_process_behind() {
-    let marker = "1000.5101";
+    let marker = &unique_marker("1000.5101");
     let env = forking_env(marker);
     let d = env.start();
     let pids = forked(marker);
@@ -247,7 +248,7 @@ fn stop_leaves_no_process_behind() {
 
 #[test]
 fn daemon_sigterm_leaves_no_process_behind() {
-    let marker = "1000.5202";
+    let marker = &unique_marker("1000.5202");
     let env = forking_env(marker);
     let mut d = env.start();
     let pids = forked(marker);
@@ -258,7 +259,7 @@ fn daemon_sigterm_leaves_no_process_behind() {
 
 #[test]
 fn daemon_kill_9_takes_the_process_group_with_it() {
-    let marker = "1000.5303";
+    let marker = &unique_marker("1000.5303");
     let env = forking_env(marker);
     let mut d = env.start();
     let pids = forked(marker);
@@ -315,7 +316,7 @@ fn second_daemon_on_the_same_socket_is_refused() {
 
 #[test]
 fn stale_socket_is_replaced() {
-    let marker = "1000.6202";
+    let marker = &unique_marker("1000.6202");
     let env = Env::new(&format!(
         "scripts:\n  svc:\n    command: \"sleep {marker}\"\n"
     ));
@@ -492,6 +493,7 @@ fn invalid_configs_are_reported_with_location() {
 
 #[test]
 fn sigterm_stops_every_script_gracefully_and_exits_0() {
+    let marker = unique_marker("1000.9101");
     let env = Env::new("");
     let term = env.script_entry(
         "term",
@@ -506,7 +508,7 @@ fn sigterm_stops_every_script_gracefully_and_exits_0() {
         "    stop_signal: INT\n    stop_grace: 5s\n",
     );
     env.set_body(&format!(
-        "scripts:\n{term}{int}  periodic:\n    command: \"sleep 1000.9101\"\n    interval: 1h\n"
+        "scripts:\n{term}{int}  periodic:\n    command: \"sleep {marker}\"\n    interval: 1h\n"
     ));
     let got = env.path("got.txt");
     let ready = env.path("ready.txt");
@@ -529,7 +531,7 @@ fn sigterm_stops_every_script_gracefully_and_exits_0() {
     assert_eq!(got_lines, vec!["got INT".to_owned(), "got TERM".to_owned()]);
     assert!(!env.socket().exists(), "the socket was not removed");
     wait_gone(&pids, "every script to be gone after shutdown");
-    assert!(pids_with_marker("sleep 1000.9101").is_empty());
+    assert!(pids_with_marker(&format!("sleep {marker}")).is_empty());
 }
 
 // ------------------------------------------------------------------ 11. more helpers
@@ -617,9 +619,10 @@ fn change<'a>(e: &'a EventJson, script: &str, field: &str) -> &'a ctl::output::C
 
 #[test]
 fn sigterm_ends_events_and_log_followers_and_exits_0() {
-    let env = Env::new(
-        "scripts:\n  svc:\n    command: \"echo up; exec sleep 1000.1201\"\n    stop_grace: 2s\n",
-    );
+    let marker = unique_marker("1000.1201");
+    let env = Env::new(&format!(
+        "scripts:\n  svc:\n    command: \"echo up; exec sleep {marker}\"\n    stop_grace: 2s\n"
+    ));
     let mut d = env.start();
     d.wait_script("svc", "running", |s| s.pid.is_some());
     // An events follower, provably subscribed: it sees a reload made after it started.
@@ -651,14 +654,14 @@ fn sigterm_ends_events_and_log_followers_and_exits_0() {
     );
     let (code, _) = logs.wait_exit("`ctl logs -f` to end with the daemon");
     assert_eq!(code, Some(0), "ctl logs -f exit");
-    assert!(pids_with_marker("sleep 1000.1201").is_empty());
+    assert!(pids_with_marker(&format!("sleep {marker}")).is_empty());
 }
 
 // ------------------------------------------------------------------ 13. SIGINT
 
 #[test]
 fn sigint_stops_every_script_and_exits_0() {
-    let marker = "1000.1301";
+    let marker = &unique_marker("1000.1301");
     let env = Env::new(&format!(
         "scripts:\n  svc:\n    command: \"sleep {marker}\"\n  per:\n    command: \"sleep {marker}\"\n    interval: 1h\n"
     ));
@@ -968,7 +971,7 @@ fn disabling_a_running_periodic_script_with_a_command_change_runs_it_no_more() {
 
 #[test]
 fn a_periodic_script_that_becomes_a_service_mid_run_starts_as_one_at_once() {
-    let marker = "1000.1601";
+    let marker = &unique_marker("1000.1601");
     let env = Env::new("");
     env.set_body(&gated(&env, "periodic", ""));
     let d = env.start();
@@ -1003,7 +1006,7 @@ fn a_periodic_script_that_becomes_a_service_mid_run_starts_as_one_at_once() {
 
 #[test]
 fn shims_do_not_look_like_the_daemon() {
-    let marker = "1000.1701";
+    let marker = &unique_marker("1000.1701");
     let env = forking_env(marker);
     let d = env.start();
     let pids = forked(marker);
@@ -1039,7 +1042,7 @@ fn exe_name(pid: u32) -> String {
 #[test]
 fn the_daemon_binary_alone_runs_scripts_through_its_built_in_shim() {
     // A copy of `scriptd` without `scriptd-shim` beside it: its own binary is the shim.
-    let marker = "1000.1702";
+    let marker = &unique_marker("1000.1702");
     let env = forking_env(marker);
     let bin_dir = tempfile::tempdir().expect("temp dir for the binary");
     let bin = bin_dir.path().join("scriptd");
@@ -1084,7 +1087,7 @@ fn shim_and_leader(marker: &str) -> (u32, u32, Vec<u32>) {
 
 #[test]
 fn a_killed_shim_takes_its_script_along_and_the_daemon_the_rest() {
-    let marker = "1000.1705";
+    let marker = &unique_marker("1000.1705");
     let env = forking_env(marker);
     let d = env.start();
     let (shim, leader, sleeps) = shim_and_leader(marker);
@@ -1114,7 +1117,7 @@ fn a_killed_shim_takes_its_script_along_and_the_daemon_the_rest() {
 
 #[test]
 fn a_group_left_by_a_killed_daemon_and_shim_is_swept_at_the_next_start() {
-    let marker = "1000.1703";
+    let marker = &unique_marker("1000.1703");
     let env = forking_env(marker);
     let mut d = env.start();
     let (shim, leader, sleeps) = shim_and_leader(marker);
