@@ -50,6 +50,33 @@ pub fn ctl_bin() -> PathBuf {
     bin("ctl", "CTL_BIN")
 }
 
+/// Copies the executable `from` to `to` (mode 0755) and returns once `to` can be run. A
+/// process that another test thread forks while the copy is open for writing holds that
+/// descriptor until it execs, and running `to` meanwhile fails with "Text file busy".
+pub fn copy_executable(from: &Path, to: &Path) {
+    fs::copy(from, to)
+        .unwrap_or_else(|e| panic!("copy {} to {}: {e}", from.display(), to.display()));
+    fs::set_permissions(to, fs::Permissions::from_mode(0o755)).expect("chmod the copy");
+    wait_for("the copied executable to be free to run", DEADLINE, || {
+        // `--version` is parsed before anything else; the process is killed at once anyway.
+        let spawned = Command::new(to)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        match spawned {
+            Ok(mut child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Some(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => None,
+            Err(e) => panic!("run {}: {e}", to.display()),
+        }
+    });
+}
+
 /// Polls `f` every 20 ms until it returns `Some`, or panics after `deadline` saying what was
 /// awaited.
 pub fn wait_for<T>(what: &str, deadline: Duration, f: impl FnMut() -> Option<T>) -> T {

@@ -7,8 +7,8 @@
 //! root (`cfg(as_root)`, set by the build script).
 
 use scriptd_e2e::{
-    ctl_bin, exits, scriptd_bin, scriptd_exits, wait_for, Daemon, Env, Follower, Run,
-    DAEMON_SECTION, DEADLINE,
+    copy_executable, ctl_bin, exits, scriptd_bin, scriptd_exits, wait_for, Daemon, Env, Follower,
+    Run, DAEMON_SECTION, DEADLINE,
 };
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -60,8 +60,7 @@ impl Clients {
         chmod(dir.path(), 0o755);
         let copy = |from: PathBuf, name: &str| {
             let to = dir.path().join(name);
-            fs::copy(from, &to).expect("copy client");
-            chmod(&to, 0o755);
+            copy_executable(&from, &to);
             to
         };
         let ctl = copy(ctl_bin(), "ctl");

@@ -5,8 +5,9 @@
 
 use ctl::output::EventJson;
 use scriptd_e2e::{
-    alive, cmdline, ctl_bin, is_phase, lines, pids_with_marker, scriptd_bin, scriptd_exits,
-    unique_marker, wait_for, wait_gone, Daemon, Env, Events, Follower, Run, DEADLINE,
+    alive, cmdline, copy_executable, ctl_bin, is_phase, lines, pids_with_marker, scriptd_bin,
+    scriptd_exits, unique_marker, wait_for, wait_gone, Daemon, Env, Events, Follower, Run,
+    DEADLINE,
 };
 use std::fs;
 use std::io::Read;
@@ -1046,7 +1047,7 @@ fn the_daemon_binary_alone_runs_scripts_through_its_built_in_shim() {
     let env = forking_env(marker);
     let bin_dir = tempfile::tempdir().expect("temp dir for the binary");
     let bin = bin_dir.path().join("scriptd");
-    fs::copy(scriptd_bin(), &bin).expect("copy scriptd");
+    copy_executable(&scriptd_bin(), &bin);
     let d = env.start_binary(&bin, &[]);
     let pids = forked(marker);
     let shim = pids
