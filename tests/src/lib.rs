@@ -16,7 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Default deadline for things that should happen "soon".
 pub const DEADLINE: Duration = Duration::from_secs(10);
@@ -50,20 +50,82 @@ pub fn ctl_bin() -> PathBuf {
     bin("ctl", "CTL_BIN")
 }
 
+/// Copies the executable `from` to `to` (mode 0755) and returns once `to` can be run. A
+/// process that another test thread forks while the copy is open for writing holds that
+/// descriptor until it execs, and running `to` meanwhile fails with "Text file busy".
+pub fn copy_executable(from: &Path, to: &Path) {
+    fs::copy(from, to)
+        .unwrap_or_else(|e| panic!("copy {} to {}: {e}", from.display(), to.display()));
+    fs::set_permissions(to, fs::Permissions::from_mode(0o755)).expect("chmod the copy");
+    wait_for("the copied executable to be free to run", DEADLINE, || {
+        // `--version` is parsed before anything else; the process is killed at once anyway.
+        let spawned = Command::new(to)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        match spawned {
+            Ok(mut child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Some(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => None,
+            Err(e) => panic!("run {}: {e}", to.display()),
+        }
+    });
+}
+
 /// Polls `f` every 20 ms until it returns `Some`, or panics after `deadline` saying what was
 /// awaited.
-pub fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, deadline: Duration, f: impl FnMut() -> Option<T>) -> T {
+    wait_for_opt(deadline, f)
+        .unwrap_or_else(|| panic!("timed out after {deadline:?} waiting for {what}"))
+}
+
+/// Like [`wait_for`], but `None` at the deadline instead of a panic.
+pub fn wait_for_opt<T>(deadline: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let end = Instant::now() + deadline;
     loop {
         if let Some(v) = f() {
-            return v;
+            return Some(v);
         }
-        assert!(
-            Instant::now() < end,
-            "timed out after {deadline:?} waiting for {what}"
-        );
+        if Instant::now() >= end {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Polls `f` for the whole `window`; panics the first time it does not hold. For asserting
+/// that something does *not* happen.
+pub fn assert_stays(what: &str, window: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + window;
+    loop {
+        assert!(f(), "{what}: no longer holds");
+        if Instant::now() >= end {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Text of a file, empty when it does not exist (yet).
+pub fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Lines of a file the scripts append to, none when it does not exist (yet).
+pub fn lines(path: &Path) -> Vec<String> {
+    read(path).lines().map(str::to_owned).collect()
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Runs the `scriptd` binary on `config` and waits (with a deadline) for it to exit: a
@@ -125,9 +187,19 @@ pub struct Env {
     pub dir: tempfile::TempDir,
 }
 
+/// The text of [`DAEMON_SECTION`], for `concat!`.
+macro_rules! daemon_section {
+    () => {
+        "daemon:\n  socket: run/scriptd.sock\n  state_dir: state\n  log_dir: logs\n  debounce: 20ms\n"
+    };
+}
+
 /// The `daemon:` section every test config starts with.
-pub const DAEMON_SECTION: &str =
-    "daemon:\n  socket: run/scriptd.sock\n  state_dir: state\n  log_dir: logs\n  debounce: 20ms\n";
+pub const DAEMON_SECTION: &str = daemon_section!();
+
+/// [`DAEMON_SECTION`] with the watcher off: changes apply only on `ctl reload` or SIGHUP. For
+/// tests that need the `ctl reload` answer itself (the watcher would otherwise race it).
+pub const NO_WATCH_SECTION: &str = concat!(daemon_section!(), "  watch: false\n");
 
 impl Env {
     /// A temp dir with `scriptd.yaml` = [`DAEMON_SECTION`] + `body`.
@@ -139,6 +211,36 @@ impl Env {
         let env = Self { dir };
         env.write("scriptd.yaml", &format!("{DAEMON_SECTION}{body}"));
         env
+    }
+
+    /// A temp dir with `scriptd.yaml` = [`NO_WATCH_SECTION`] + `body`.
+    pub fn manual(body: &str) -> Self {
+        let env = Self::new("");
+        env.set_manual(body);
+        env
+    }
+
+    /// A temp dir whose config runs one script per `(name, body, settings)`, each written
+    /// as a file (see [`Self::script_entry`]).
+    pub fn with_scripts(scripts: &[(&str, &str, &str)]) -> Self {
+        let env = Self::new("");
+        let entries: String = scripts
+            .iter()
+            .map(|(name, body, settings)| env.script_entry(name, body, settings))
+            .collect();
+        env.set_body(&format!("scripts:\n{entries}"));
+        env
+    }
+
+    /// Writes the shell script `body` to `NAME.sh` and returns the config entry of script
+    /// `name` running it, with `settings` (YAML lines under the script: `    key: value\n`).
+    /// Scripts run in the config directory: relative paths in `body` are inside it.
+    pub fn script_entry(&self, name: &str, body: &str, settings: &str) -> String {
+        let path = self.script(&format!("{name}.sh"), body);
+        format!(
+            "  {name}:\n    command: [\"{}\"]\n{settings}",
+            path.display()
+        )
     }
 
     /// Path inside the dir.
@@ -182,6 +284,25 @@ impl Env {
     /// Replaces the main config body (keeping the daemon section).
     pub fn set_body(&self, body: &str) {
         self.write("scriptd.yaml", &format!("{DAEMON_SECTION}{body}"));
+    }
+
+    /// Replaces the main config with [`NO_WATCH_SECTION`] + `body`.
+    pub fn set_manual(&self, body: &str) {
+        self.write("scriptd.yaml", &format!("{NO_WATCH_SECTION}{body}"));
+    }
+
+    /// Waits until the file `rel` reads exactly `want`.
+    pub fn wait_file(&self, rel: &str, want: &str) {
+        let path = self.path(rel);
+        let mut last = String::new();
+        let found = wait_for_opt(DEADLINE, || {
+            last = read(&path);
+            (last == want).then_some(())
+        });
+        assert!(
+            found.is_some(),
+            "{rel} should read {want:?}, reads {last:?}"
+        );
     }
 
     /// `scriptd --check` on this config.
@@ -259,6 +380,13 @@ impl Daemon {
     /// Runs `ctl --socket S ARGS`.
     pub fn ctl(&self, args: &[&str]) -> Run {
         self.ctl_command(args).output().expect("run ctl").into()
+    }
+
+    /// Runs `ctl --socket S ARGS`, which must succeed; its stdout.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let r = self.ctl(args);
+        assert_eq!(r.code, 0, "ctl {args:?} failed: {}", r.stderr);
+        r.stdout
     }
 
     /// `ctl reload --output json ARGS`: exit code and the document, parsed strictly.
@@ -354,7 +482,33 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
-/// Pids of every live process whose environment or command line contains `marker`.
+/// True when nothing at all is left of `pid`: not running and not a zombie either.
+pub fn gone(pid: u32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Waits until none of `pids` exists any more, zombies included.
+pub fn wait_gone(pids: &[u32], what: &str) {
+    wait_for(what, DEADLINE, || {
+        pids.iter().all(|&p| gone(p)).then_some(())
+    });
+}
+
+/// Command line of a process, NULs as spaces; empty when it is gone.
+pub fn cmdline(pid: u32) -> String {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&raw).replace('\0', " ")
+}
+
+/// A marker for the processes of one test, to find them among all processes with
+/// [`pids_with_marker`]: `base` (a number of seconds for `sleep`, distinct per test) followed
+/// by this test process's pid, so that another run of the suite on the same machine never
+/// matches it.
+pub fn unique_marker(base: &str) -> String {
+    format!("{base}{:07}", std::process::id())
+}
+
+/// Pids of every live process whose raw command line (NUL-separated) contains `marker`.
 pub fn pids_with_marker(marker: &str) -> Vec<u32> {
     let mut out = Vec::new();
     let Ok(dir) = fs::read_dir("/proc") else {
@@ -376,6 +530,80 @@ pub fn pids_with_marker(marker: &str) -> Vec<u32> {
     out
 }
 
+/// A command run in the background (a `ctl` follower) whose stdout lines arrive on a channel,
+/// read by a thread of its own; killed on drop.
+pub struct Follower {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Follower {
+    /// Spawns `cmd` with stdout piped and stdin and stderr null, and starts reading.
+    pub fn spawn(cmd: &mut Command) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let stdout = child.stdout.take().expect("stdout piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// `ctl ARGS` against `d`, followed.
+    pub fn start(d: &Daemon, args: &[&str]) -> Self {
+        Self::spawn(&mut d.ctl_command(args))
+    }
+
+    /// The next line, waiting at most `timeout`; an error at the timeout or once the output
+    /// ended and every line was taken.
+    pub fn next_line(&self, timeout: Duration) -> Result<String, mpsc::RecvTimeoutError> {
+        self.lines.recv_timeout(timeout)
+    }
+
+    /// Lines until one contains `needle` (within [`DEADLINE`]); every line read.
+    pub fn until(&self, needle: &str, what: &str) -> Vec<String> {
+        let end = Instant::now() + DEADLINE;
+        let mut got = Vec::new();
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    let hit = l.contains(needle);
+                    got.push(l);
+                    if hit {
+                        return got;
+                    }
+                }
+                Err(_) => panic!("timed out waiting for {what} ({needle:?}); got: {got:#?}"),
+            }
+        }
+    }
+
+    /// Waits for the process to exit by itself; its exit code and the lines not taken yet.
+    pub fn wait_exit(mut self, what: &str) -> (Option<i32>, Vec<String>) {
+        let status = wait_for(what, DEADLINE, || self.child.try_wait().ok().flatten());
+        // The reader thread ends with the pipe: what is left arrives, then the channel ends.
+        let rest = self.lines.iter().collect();
+        (status.code(), rest)
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Whether `e` is a reload event in `phase` (`applied`, `rejected`, `unchanged`, ...).
 pub fn is_phase(e: &EventJson, phase: &str) -> bool {
     e.kind == "reload" && e.phase.as_deref() == Some(phase)
@@ -385,8 +613,7 @@ pub fn is_phase(e: &EventJson, phase: &str) -> bool {
 /// drop. Every event received is kept in [`Events::seen`]; the `wait` methods consume them in
 /// order, so an event is matched by at most one wait.
 pub struct Events {
-    child: Child,
-    rx: mpsc::Receiver<Result<EventJson, String>>,
+    follower: Follower,
     /// Every event received so far.
     seen: Vec<EventJson>,
     /// Index in `seen` of the first event no `wait` has consumed.
@@ -398,31 +625,16 @@ impl Events {
     /// `ctl reload` of the unchanged files until that attempt's `unchanged` event shows up in
     /// the stream. The files on disk must be the running version.
     pub fn follow(d: &Daemon) -> Self {
-        let mut child = d
-            .ctl_command(&["events", "--output", "json"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn ctl events");
-        let stdout = child.stdout.take().expect("ctl events stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let parsed = serde_json::from_str::<EventJson>(&line)
-                    .map_err(|e| format!("event line does not parse ({e}): {line}"));
-                if tx.send(parsed).is_err() {
-                    break;
-                }
-            }
-        });
         let mut ev = Self {
-            child,
-            rx,
+            follower: Follower::start(d, &["events", "--output", "json"]),
             seen: Vec::new(),
             cursor: 0,
         };
+        // A reload made before the follower subscribed is not seen: reload again, with a
+        // window growing from 50 ms (a subscribed follower gets the event within a few ms).
+        // The event awaited is the last attempt's: every event of an earlier attempt comes
+        // before it, so none arrives after this returns.
+        let mut attempts = 0;
         wait_for("`ctl events` to receive events", DEADLINE, || {
             let (code, r) = d.reload(&[]);
             assert_eq!(
@@ -431,7 +643,9 @@ impl Events {
                 "the sync reload must find nothing to do: {r:?}"
             );
             let id = r.attempt_id.expect("attempt id");
-            ev.wait_opt(Duration::from_millis(300), |e| {
+            let window = Duration::from_millis(50 << attempts.min(3));
+            attempts += 1;
+            ev.wait_opt(window, |e| {
                 is_phase(e, "unchanged") && e.attempt_id == Some(id)
             })
             .map(|_| ())
@@ -447,13 +661,14 @@ impl Events {
     /// Receives one event (waiting at most until `end`) into `seen`; false at `end`.
     fn pull(&mut self, end: Instant) -> bool {
         let left = end.saturating_duration_since(Instant::now());
-        match self.rx.recv_timeout(left) {
-            Ok(Ok(e)) => {
+        match self.follower.next_line(left) {
+            Ok(line) => {
+                let e: EventJson = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("event line does not parse ({e}): {line}"));
                 assert_eq!(e.schema, 1, "event without schema 1: {e:?}");
                 self.seen.push(e);
                 true
             }
-            Ok(Err(msg)) => panic!("{msg}"),
             Err(mpsc::RecvTimeoutError::Timeout) => false,
             Err(mpsc::RecvTimeoutError::Disconnected) => panic!("`ctl events` ended"),
         }
@@ -523,13 +738,6 @@ impl Events {
                 self.dump()
             );
         }
-    }
-}
-
-impl Drop for Events {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -642,5 +850,45 @@ pub fn closed_by_peer(fd: &std::os::fd::OwnedFd) -> bool {
             Err(nix::errno::Errno::EAGAIN) => return false,
             Err(_) => return true,
         }
+    }
+}
+
+/// A tmpfs mounted on a directory for one test (root only), unmounted (lazily: the daemon
+/// may still be closing its files) on drop.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`mount -o size=`) with `mode` on `dir`, creating `dir`.
+    pub fn mount(dir: &Path, size: &str, mode: &str) -> Self {
+        fs::create_dir_all(dir).expect("mkdir the mount point");
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode={mode}"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount a tmpfs on {}", dir.display());
+        Self(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Writes zeros to `path` until its file system is full (to the last byte).
+pub fn fill(path: &Path) {
+    use std::io::Write;
+    let mut f = fs::File::create(path).expect("create the filler");
+    for chunk in [64 * 1024, 512, 1] {
+        let zeros = vec![0u8; chunk];
+        while f.write_all(&zeros).is_ok() {}
     }
 }

@@ -3,30 +3,21 @@
 //! what is found at the socket path, one daemon per socket and per state directory, and the
 //! StrictModes check reported with the validation errors.
 //!
-//! Running as another uid needs root; those tests say SKIPPED (stderr) and pass otherwise.
+//! Running as another uid needs root: those tests are ignored ("needs root") unless built as
+//! root (`cfg(as_root)`, set by the build script).
 
 use scriptd_e2e::{
-    ctl_bin, exits, scriptd_bin, scriptd_exits, wait_for, Daemon, Env, Run, DAEMON_SECTION,
-    DEADLINE,
+    copy_executable, ctl_bin, exits, scriptd_bin, scriptd_exits, wait_for, Daemon, Env, Follower,
+    Run, DAEMON_SECTION, DEADLINE,
 };
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 // ------------------------------------------------------------------ helpers
-
-fn root_or_skip(test: &str) -> bool {
-    let root = nix::unistd::geteuid().is_root();
-    if !root {
-        eprintln!("SKIPPED {test}: needs root to run clients as other uids");
-    }
-    root
-}
 
 fn chmod(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
@@ -69,8 +60,7 @@ impl Clients {
         chmod(dir.path(), 0o755);
         let copy = |from: PathBuf, name: &str| {
             let to = dir.path().join(name);
-            fs::copy(from, &to).expect("copy client");
-            chmod(&to, 0o755);
+            copy_executable(&from, &to);
             to
         };
         let ctl = copy(ctl_bin(), "ctl");
@@ -142,7 +132,7 @@ fn access_env(access: &[&str], body: &str) -> Env {
     env
 }
 
-const SVC: &str = "scripts:\n  svc:\n    command: \"sleep 1000.9101\"\n";
+const SVC: &str = "scripts:\n  svc:\n    command: \"sleep 1000.9111\"\n";
 
 fn pid_of(d: &Daemon) -> u32 {
     d.wait_script("svc", "running", |s| s.pid.is_some())
@@ -174,10 +164,8 @@ fn assert_denied(r: &Run, needle: &str) {
 // ------------------------------------------------------------------ roles
 
 #[test]
+#[cfg_attr(not(as_root), ignore = "needs root")]
 fn without_access_rules_other_uids_cannot_even_connect() {
-    if !root_or_skip("without_access_rules_other_uids_cannot_even_connect") {
-        return;
-    }
     let env = Env::new(SVC);
     chmod(env.dir.path(), 0o711);
     let d = env.start();
@@ -199,10 +187,8 @@ fn without_access_rules_other_uids_cannot_even_connect() {
 }
 
 #[test]
+#[cfg_attr(not(as_root), ignore = "needs root")]
 fn a_uid_without_a_role_is_refused_by_every_service() {
-    if !root_or_skip("a_uid_without_a_role_is_refused_by_every_service") {
-        return;
-    }
     let env = access_env(&["{ user: 54321, role: read }"], SVC);
     let d = env.start();
     let clients = Clients::new();
@@ -254,10 +240,8 @@ fn a_uid_without_a_role_is_refused_by_every_service() {
 }
 
 #[test]
+#[cfg_attr(not(as_root), ignore = "needs root")]
 fn read_role_sees_everything_and_changes_nothing() {
-    if !root_or_skip("read_role_sees_everything_and_changes_nothing") {
-        return;
-    }
     let env = access_env(&["{ user: 54321, role: read }"], SVC);
     let d = env.start();
     let clients = Clients::new();
@@ -288,29 +272,14 @@ fn read_role_sees_everything_and_changes_nothing() {
     }
 
     // Events: the reader follows them.
-    let mut follower = clients
-        .ctl_command(&d, &reader, &["events", "--output", "json"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ctl events");
-    let stdout = follower.stdout.take().expect("events stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let follower =
+        Follower::spawn(&mut clients.ctl_command(&d, &reader, &["events", "--output", "json"]));
     let line = wait_for("the reader to receive an event", DEADLINE, || {
         assert_eq!(d.ctl(&["reload"]).code, 0);
-        rx.recv_timeout(Duration::from_millis(300)).ok()
+        follower.next_line(Duration::from_millis(300)).ok()
     });
     assert!(line.contains("\"schema\":1"), "{line}");
-    let _ = follower.kill();
-    let _ = follower.wait();
+    drop(follower);
 
     for (args, call) in [
         (&["stop", "svc"][..], "Control"),
@@ -337,10 +306,8 @@ fn read_role_sees_everything_and_changes_nothing() {
 }
 
 #[test]
+#[cfg_attr(not(as_root), ignore = "needs root")]
 fn operate_role_controls_and_is_recorded_in_the_history() {
-    if !root_or_skip("operate_role_controls_and_is_recorded_in_the_history") {
-        return;
-    }
     let env = access_env(&["{ user: 54321, role: operate }"], SVC);
     let d = env.start();
     let clients = Clients::new();
@@ -386,10 +353,8 @@ fn operate_role_controls_and_is_recorded_in_the_history() {
 }
 
 #[test]
+#[cfg_attr(not(as_root), ignore = "needs root")]
 fn group_roles_count_primary_and_supplementary_groups() {
-    if !root_or_skip("group_roles_count_primary_and_supplementary_groups") {
-        return;
-    }
     let env = access_env(
         &[
             "{ group: 54400, role: operate }",
@@ -549,10 +514,8 @@ fn a_shared_socket_directory_is_refused() {
 }
 
 #[test]
+#[cfg_attr(not(as_root), ignore = "needs root")]
 fn a_socket_directory_owned_by_another_user_is_refused() {
-    if !root_or_skip("a_socket_directory_owned_by_another_user_is_refused") {
-        return;
-    }
     let env = socket_env("theirs/scriptd.sock");
     let dir = env.path("theirs");
     fs::create_dir(&dir).expect("mkdir");

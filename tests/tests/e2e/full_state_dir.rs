@@ -1,50 +1,9 @@
 //! A full `state_dir` keeps no script down: the daemon starts on a config whose version the
 //! history cannot record, runs every script, and records the version once space returns.
-//! Needs root (it mounts a tiny tmpfs as `state_dir`); without root it says SKIPPED (stderr)
-//! and passes.
+//! Needs root (it mounts a tiny tmpfs as `state_dir`): ignored ("needs root") otherwise.
 
 use ctl::history::HistoryJson;
-use scriptd_e2e::{Daemon, Env, DEADLINE};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// A tmpfs mounted for the test, unmounted (lazily) on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Self {
-        std::fs::create_dir_all(dir).expect("mkdir the mount point");
-        let status = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .status()
-            .expect("run mount");
-        assert!(status.success(), "mount a tmpfs on {}", dir.display());
-        Self(dir.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// Writes zeros to `path` until the file system is full.
-fn fill(path: &Path) {
-    let mut f = std::fs::File::create(path).expect("create the filler");
-    for chunk in [64 * 1024, 512, 1] {
-        let zeros = vec![0u8; chunk];
-        while f.write_all(&zeros).is_ok() {}
-    }
-}
+use scriptd_e2e::{fill, Daemon, Env, Tmpfs, DEADLINE};
 
 fn history(d: &Daemon) -> HistoryJson {
     let r = d.ctl(&["history", "-o", "json"]);
@@ -68,14 +27,10 @@ fn body(with_added: bool) -> String {
 }
 
 #[test]
+#[cfg_attr(not(as_root), ignore = "needs root")]
 fn a_full_state_dir_keeps_no_script_down_and_the_version_is_recorded_later_as_root() {
-    // needs root: mounts a tmpfs
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED a_full_state_dir_keeps_no_script_down...: needs root to mount a tmpfs");
-        return;
-    }
     let env = Env::new(&body(false));
-    let _tmpfs = Tmpfs::mount(&env.path("state"), "1m");
+    let _tmpfs = Tmpfs::mount(&env.path("state"), "1m", "0700");
     let mut d = env.start();
     assert_eq!(versions(&history(&d)), vec![1]);
     d.signal(nix::sys::signal::Signal::SIGTERM);

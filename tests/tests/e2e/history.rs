@@ -796,23 +796,6 @@ fn history_limit_keeps_the_last_versions_and_the_running_one() {
 
 // ------------------------------------------------------------------ 8. refusals and failures
 
-/// A `daemon:` section without the watcher: only `ctl` triggers reloads.
-fn no_watch() -> String {
-    format!("{DAEMON_SECTION}  watch: false\n")
-}
-
-/// Replaces the main file of a `watch: false` config.
-fn set_manual(env: &Env, body: &str) {
-    env.write("scriptd.yaml", &format!("{}{body}", no_watch()));
-}
-
-/// An `Env` whose config has the watcher off.
-fn manual_env(body: &str) -> Env {
-    let env = Env::new("");
-    set_manual(&env, body);
-    env
-}
-
 #[test]
 fn rollback_that_needs_a_daemon_restart_is_rejected_and_recorded() {
     let body = one_script("1").replace("3101", "8101");
@@ -876,7 +859,7 @@ fn rollback_that_needs_a_daemon_restart_is_rejected_and_recorded() {
 fn failed_and_rolled_back_attempt_is_recorded_with_its_error() {
     let scripts =
         |prog: &str| format!("scripts:\n  svc:\n    command: [\"{prog}\"]\n    stop_grace: 2s\n");
-    let env = manual_env(&scripts("./svc.sh"));
+    let env = Env::manual(&scripts("./svc.sh"));
     env.script("svc.sh", "exec sleep 2000.8201");
     // Executable, so validation passes; its interpreter is missing, so exec fails.
     let bad = env.path("bad.sh");
@@ -885,7 +868,7 @@ fn failed_and_rolled_back_attempt_is_recorded_with_its_error() {
     let d = env.start();
     pids(&d, &["svc"]);
 
-    set_manual(&env, &scripts("./bad.sh"));
+    env.set_manual(&scripts("./bad.sh"));
     let r = reload_json(&d, &["reload"], 3);
     assert_eq!(
         (r.result.as_str(), r.version),
@@ -1060,10 +1043,10 @@ fn four_scripts(x: &str, with_d: bool) -> String {
 
 #[test]
 fn history_tables_and_json_documents_keep_their_shape() {
-    let env = manual_env(&four_scripts("1", false));
+    let env = Env::manual(&four_scripts("1", false));
     let d = env.start();
     // v2 by `ctl reload`: d added, a and b changed.
-    set_manual(&env, &four_scripts("2", true));
+    env.set_manual(&four_scripts("2", true));
     assert_eq!(reload_json(&d, &["reload"], 0).version, 2);
     // A refused attempt with a validation error.
     env.write("scriptd.yaml", "{ not: yaml");
@@ -1335,17 +1318,17 @@ fn rollback_removes_a_later_include_even_if_the_main_file_is_broken_and_survives
              stop_grace: 2s\n"
         )
     };
-    let env = manual_env(&main("1"));
+    let env = Env::manual(&main("1"));
     std::fs::create_dir_all(env.path("scripts.d")).expect("mkdir scripts.d");
     let mut d = env.start();
-    set_manual(&env, &main("2"));
+    env.set_manual(&main("2"));
     assert_eq!(reload_json(&d, &["reload"], 0).version, 2);
     env.write(
         "scripts.d/d.yaml",
         "scripts:\n  d:\n    command: \"sleep 2000.9801\"\n    stop_grace: 2s\n",
     );
     assert_eq!(reload_json(&d, &["reload"], 0).version, 3);
-    set_manual(&env, &main("4"));
+    env.set_manual(&main("4"));
     assert_eq!(reload_json(&d, &["reload"], 0).version, 4);
     pids(&d, &["a", "d"]);
     // The main file on disk does not parse: its include globs cannot be read.
@@ -1396,9 +1379,9 @@ fn rollback_removes_a_later_include_even_if_the_main_file_is_broken_and_survives
 
 #[test]
 fn a_failed_write_back_is_reported_and_recorded_and_rollback_repairs_it() {
-    let env = manual_env(&one_script("1").replace("3101", "9901"));
+    let env = Env::manual(&one_script("1").replace("3101", "9901"));
     let d = env.start();
-    set_manual(&env, &one_script("2").replace("3101", "9901"));
+    env.set_manual(&one_script("2").replace("3101", "9901"));
     assert_eq!(reload_json(&d, &["reload"], 0).version, 2);
     let v2_on_disk = disk_files(&env);
     // The write-back's temp file for the main file cannot be created: its directory is
@@ -1471,7 +1454,7 @@ fn a_failed_write_back_is_reported_and_recorded_and_rollback_repairs_it() {
 
 #[test]
 fn a_reload_or_control_action_that_cannot_be_recorded_still_happens_and_says_so() {
-    let env = manual_env(&one_script("1").replace("3101", "9951"));
+    let env = Env::manual(&one_script("1").replace("3101", "9951"));
     let d = env.start();
     let mut events = Events::follow(&d);
     // Another writer holds the database's write lock past the daemon's busy timeout.
@@ -1479,7 +1462,7 @@ fn a_reload_or_control_action_that_cannot_be_recorded_still_happens_and_says_so(
     lock.execute_batch("BEGIN IMMEDIATE")
         .expect("take the write lock");
 
-    set_manual(&env, &one_script("2").replace("3101", "9951"));
+    env.set_manual(&one_script("2").replace("3101", "9951"));
     let r = reload_json(&d, &["reload"], 0);
     assert_eq!((r.result.as_str(), r.version), ("applied", 2), "{r:?}");
     let msg = r.message.expect("the record failure is reported");
@@ -1512,7 +1495,7 @@ fn a_reload_or_control_action_that_cannot_be_recorded_still_happens_and_says_so(
     let h = history(&d, 1000);
     assert_eq!(h.running_version, 2, "the reload stands");
     assert_eq!(versions(&h), vec![1], "version 2 is missing, as reported");
-    set_manual(&env, &one_script("3").replace("3101", "9951"));
+    env.set_manual(&one_script("3").replace("3101", "9951"));
     let r = reload_json(&d, &["reload"], 0);
     assert_eq!((r.version, r.message), (3, None), "recording works again");
     assert_eq!(versions(&history(&d, 1000)), vec![3, 1]);

@@ -4,14 +4,12 @@
 //! full `log_dir` is reported once, not once per record or rotation, and "writable again"
 //! only once a write succeeded.
 //!
-//! The full-disk test mounts a tmpfs, which needs root: it says SKIPPED (stderr) and passes
+//! The full-disk test mounts a tmpfs, which needs root: ignored ("needs root") otherwise
 //! otherwise (`..._as_root`).
 
-use scriptd_e2e::{wait_for, Daemon, Env, DEADLINE};
+use scriptd_e2e::{fill, wait_for, Daemon, Env, Tmpfs, DEADLINE};
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 /// Deadline for a chatty script to print thousands of lines on a loaded machine.
@@ -175,49 +173,6 @@ fn only_a_script_with_a_run_holds_its_log_file_open() {
 
 // ------------------------------------------------------------------ full disk
 
-/// A tmpfs mounted on a directory, unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` on `dir`; `None` when mounting is not allowed here.
-    fn mount(dir: &Path, size: &str) -> Option<Self> {
-        fs::create_dir_all(dir).expect("mount point");
-        let ok = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0755"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Self(dir.to_path_buf()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        // Lazy: the daemon may still be closing its files.
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// Writes zeros to `path` until the file system is full.
-fn fill(path: &Path) {
-    let mut f = fs::File::create(path).expect("create filler");
-    let block = vec![0u8; 64 << 10];
-    loop {
-        match f.write(&block) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
-            Err(e) => panic!("filling {}: {e}", path.display()),
-        }
-    }
-}
-
 /// The newest seq `ctl logs` has for `script` (the ring keeps going while the file fails).
 fn newest_seq(d: &Daemon, script: &str) -> u64 {
     let out = ctl_ok(d, &["logs", script, "-n", "1", "--output", "json"]);
@@ -225,14 +180,9 @@ fn newest_seq(d: &Daemon, script: &str) -> u64 {
     v["seq"].as_u64().expect("seq")
 }
 
-// needs root (mount)
 #[test]
+#[cfg_attr(not(as_root), ignore = "needs root")]
 fn a_full_log_dir_is_reported_once_and_recovery_after_a_write_as_root() {
-    let test = "a_full_log_dir_is_reported_once_and_recovery_after_a_write_as_root";
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED {test}: needs root to mount a tmpfs");
-        return;
-    }
     let env = Env::new("");
     let go = env.path("go");
     env.set_body(&format!(
@@ -240,10 +190,7 @@ fn a_full_log_dir_is_reported_once_and_recovery_after_a_write_as_root() {
         go.display()
     ));
     // Bigger than what the daemon keeps for a retry (4 MiB), so the retry fits once freed.
-    let Some(_tmpfs) = Tmpfs::mount(&env.path("logs"), "16m") else {
-        eprintln!("SKIPPED {test}: cannot mount a tmpfs here");
-        return;
-    };
+    let _tmpfs = Tmpfs::mount(&env.path("logs"), "16m", "0755");
     let d = env.start();
     wait_for("chatty's first line in its log file", DEADLINE, || {
         fs::read_to_string(env.path("logs/chatty.log"))

@@ -182,29 +182,11 @@ impl Drop for Follower {
     }
 }
 
-/// An env whose one script, `name`, runs the shell script `body` (written to `NAME.sh`), with
-/// the further settings `settings` (YAML lines under the script, `    key: value\n`).
-fn env_with_script(name: &str, body: &str, settings: &str) -> Env {
-    let env = Env::new("");
-    let script = env.script(&format!("{name}.sh"), body);
-    env.set_body(&format!(
-        "scripts:\n  {name}:\n    command: [\"{}\"]\n{settings}",
-        script.display()
-    ));
-    env
-}
-
-fn ctl_ok(d: &Daemon, args: &[&str]) -> String {
-    let r = d.ctl(args);
-    assert_eq!(r.code, 0, "ctl {args:?} failed: {}", r.stderr);
-    r.stdout
-}
-
 fn json_records(d: &Daemon, args: &[&str]) -> Vec<LogLineJson> {
     let mut all = vec!["logs"];
     all.extend_from_slice(args);
     all.extend_from_slice(&["--output", "json"]);
-    ctl_ok(d, &all)
+    d.ctl_ok(&all)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
         .collect()
@@ -222,7 +204,7 @@ fn a_million_lines_reach_the_file_in_order_and_a_fast_follower_sees_every_one() 
     let d = env.start();
     // Started before the run; `-n` large so it also gets lines written before it attached.
     let mut f = Follower::start(&d, &["big", "-f", "-n", "2000000", "--raw"], LONG);
-    ctl_ok(&d, &["run", "big"]);
+    d.ctl_ok(&["run", "big"]);
     for want in 1..=1_000_000u64 {
         let got = f
             .line()
@@ -278,7 +260,7 @@ fn gated_run_followed(name: &str, then: &str, log: &str, backlog: &str) -> (Env,
     ));
     let d = env.start();
     let mut f = Follower::start(&d, &[name, "-f", "-n", backlog, "--output", "json"], LONG);
-    ctl_ok(&d, &["run", name]);
+    d.ctl_ok(&["run", name]);
     let first = f.record().expect("the run's start marker");
     assert_eq!(
         (first.seq, first.stream.as_str()),
@@ -344,11 +326,11 @@ fn a_slow_follower_gets_skip_markers_that_add_up() {
 fn backlog_and_live_lines_meet_without_gap_or_repeat() {
     // A small ring and small files: backlogs come from memory, from files, or both, and
     // the files rotate while the followers read.
-    let env = env_with_script(
+    let env = Env::with_scripts(&[(
         "count",
         "exec python3 -u -c 'import time\nfor i in range(1, 10**8):\n    print(i)\n    time.sleep(0.0003)\n'",
         "    restart: never\n    max_log_lines: 100\n    log: { max_bytes: 64KiB, keep: 50 }\n",
-    );
+    )]);
     let d = env.start();
     wait_for("3000 lines in the log", LONG, || {
         (records(&env, "count").len() >= 3000).then_some(())
@@ -423,8 +405,8 @@ fn after_seq_resumes_exactly_across_rotated_files() {
         "scripts:\n  res:\n    command: \"seq 1 3000\"\n    enabled: false\n    max_log_lines: 10\n    log: { max_bytes: 4KiB, keep: 100 }\n  gone:\n    command: \"seq 1 3000\"\n    enabled: false\n    max_log_lines: 10\n    log: { max_bytes: 4KiB, keep: 2 }\n",
     );
     let d = env.start();
-    ctl_ok(&d, &["run", "res"]);
-    ctl_ok(&d, &["run", "gone"]);
+    d.ctl_ok(&["run", "res"]);
+    d.ctl_ok(&["run", "gone"]);
     wait_runs(&d, "res", 1, DEADLINE);
     wait_runs(&d, "gone", 1, DEADLINE);
     assert!(
@@ -476,7 +458,7 @@ fn a_50_mb_line_is_split_and_the_daemon_memory_stays_bounded() {
     );
     let d = env.start();
     let before = vm_hwm_kb(d.pid());
-    ctl_ok(&d, &["run", "huge"]);
+    d.ctl_ok(&["run", "huge"]);
     wait_runs(&d, "huge", 1, LONG);
     let after = vm_hwm_kb(d.pid());
     let growth_mb = after.saturating_sub(before) / 1024;
@@ -509,7 +491,7 @@ fn a_50_mb_line_is_split_and_the_daemon_memory_stays_bounded() {
     assert_eq!(pieces.len(), 50_000_000usize.div_ceil(64 * 1024));
 
     // --raw joins the pieces again.
-    let raw = ctl_ok(&d, &["logs", "huge", "-n", "2", "--raw"]);
+    let raw = d.ctl_ok(&["logs", "huge", "-n", "2", "--raw"]);
     assert!(
         raw.ends_with("x\n") && !raw.trim_end().contains('\n'),
         "one raw line"
@@ -518,13 +500,13 @@ fn a_50_mb_line_is_split_and_the_daemon_memory_stays_bounded() {
 
 #[test]
 fn invalid_utf8_crlf_binary_and_a_partial_last_line() {
-    let env = env_with_script(
+    let env = Env::with_scripts(&[(
         "junk",
         "printf 'caf\\303\\251 ok\\r\\n'\nprintf 'bad \\377\\376 bytes\\r\\n'\nprintf 'lone\\rcr\\n'\nprintf '\\001\\002junk\\033[31m\\n'\nprintf 'to stderr\\r\\n' >&2\nprintf 'partial'",
         "    enabled: false\n",
-    );
+    )]);
     let d = env.start();
-    ctl_ok(&d, &["run", "junk"]);
+    d.ctl_ok(&["run", "junk"]);
     wait_runs(&d, "junk", 1, DEADLINE);
     let recs = json_records(&d, &["junk", "-n", "100"]);
     let out: Vec<&str> = recs
@@ -550,7 +532,7 @@ fn invalid_utf8_crlf_binary_and_a_partial_last_line() {
     assert_eq!(err, vec!["to stderr"]);
 
     // People see control characters escaped, and stderr marked.
-    let text = ctl_ok(&d, &["logs", "junk", "-n", "100"]);
+    let text = d.ctl_ok(&["logs", "junk", "-n", "100"]);
     assert!(text.contains(" out | \\x01\\x02junk\\x1b[31m\n"), "{text}");
     assert!(text.contains(" out | lone\\x0dcr\n"), "{text}");
     assert!(text.contains(" err | to stderr\n"), "{text}");
@@ -559,10 +541,7 @@ fn invalid_utf8_crlf_binary_and_a_partial_last_line() {
         "no raw escape reaches the terminal: {text}"
     );
     // --raw gives the bytes back as text.
-    let raw = ctl_ok(
-        &d,
-        &["logs", "junk", "-n", "100", "--raw", "--stream", "stdout"],
-    );
+    let raw = d.ctl_ok(&["logs", "junk", "-n", "100", "--raw", "--stream", "stdout"]);
     assert!(
         raw.contains("\u{1}\u{2}junk\u{1b}[31m\n") && raw.ends_with("partial\n"),
         "{raw:?}"
@@ -577,9 +556,9 @@ fn run_markers_filters_and_sequence_across_daemon_restarts() {
         "scripts:\n  mix:\n    command: \"echo out-$RANDOM; echo err-line >&2; exit 3\"\n    enabled: false\n  slowpoke:\n    command: \"echo going; sleep 30\"\n    interval: 1h\n    timeout: 300ms\n",
     );
     let mut d = env.start();
-    ctl_ok(&d, &["run", "mix"]);
+    d.ctl_ok(&["run", "mix"]);
     wait_runs(&d, "mix", 1, DEADLINE);
-    ctl_ok(&d, &["run", "mix"]);
+    d.ctl_ok(&["run", "mix"]);
     wait_runs(&d, "mix", 2, DEADLINE);
     wait_runs(&d, "slowpoke", 1, DEADLINE);
 
@@ -621,7 +600,7 @@ fn run_markers_filters_and_sequence_across_daemon_restarts() {
     assert_eq!(json_records(&d, &["mix", "--since", "1h"]).len(), 8);
     assert_eq!(json_records(&d, &["mix", "-n", "3"]).len(), 3);
     assert_eq!(json_records(&d, &["mix", "-n", "0"]).len(), 0);
-    let table = ctl_ok(&d, &["logs", "mix", "-n", "3"]);
+    let table = d.ctl_ok(&["logs", "mix", "-n", "3"]);
     assert!(table.lines().all(|l| l.contains(" | ")), "{table}");
     assert!(table.contains(" err | err-line"), "{table}");
     let missing = d.ctl(&["logs", "nope"]);
@@ -632,7 +611,7 @@ fn run_markers_filters_and_sequence_across_daemon_restarts() {
     d.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(d.wait_exit(Duration::from_secs(20)), Some(0));
     let d = env.start();
-    ctl_ok(&d, &["run", "mix"]);
+    d.ctl_ok(&["run", "mix"]);
     wait_for("the third run to end", DEADLINE, || {
         let s = d.script("mix");
         (s.last_exit.is_some() && s.pid.is_none()).then_some(())
@@ -650,17 +629,17 @@ fn run_markers_filters_and_sequence_across_daemon_restarts() {
 
 #[test]
 fn a_follower_follows_restarts_and_a_closed_pipe_ends_it_quietly() {
-    let env = env_with_script(
+    let env = Env::with_scripts(&[(
         "tick",
         "exec python3 -u -c 'import time\nfor i in range(1, 10**8):\n    print(\"tick\", i)\n    time.sleep(0.01)\n'",
         "    restart: never\n",
-    );
+    )]);
     let d = env.start();
     let mut f = Follower::start(&d, &["tick", "-f", "-n", "0", "--output", "json"], LONG);
     // Wait for a live line, then restart the script twice; the same follower sees it all.
     let first = f.record().expect("a live line");
     for _ in 0..2 {
-        ctl_ok(&d, &["restart", "tick"]);
+        d.ctl_ok(&["restart", "tick"]);
     }
     let mut prev = first.seq;
     let mut starts = 0;
@@ -710,7 +689,7 @@ fn log_settings_change_live() {
     let body = "scripts:\n  live:\n    command: \"seq 1 2000\"\n    enabled: false\n    max_log_lines: 10\n";
     let env = Env::new(body);
     let d = env.start();
-    ctl_ok(&d, &["run", "live"]);
+    d.ctl_ok(&["run", "live"]);
     wait_runs(&d, "live", 1, DEADLINE);
     assert_eq!(
         log_files(&env, "live").len(),
@@ -723,7 +702,7 @@ fn log_settings_change_live() {
     wait_for("the reload to apply", DEADLINE, || {
         (d.status().running_version > version).then_some(())
     });
-    ctl_ok(&d, &["run", "live"]);
+    d.ctl_ok(&["run", "live"]);
     wait_runs(&d, "live", 2, DEADLINE);
     let files = log_files(&env, "live");
     assert!(
@@ -754,7 +733,7 @@ fn since_leaves_out_older_lines_in_the_files() {
     )
     .expect("write an old log");
     let d = env.start();
-    ctl_ok(&d, &["run", "aged"]);
+    d.ctl_ok(&["run", "aged"]);
     wait_runs(&d, "aged", 1, DEADLINE);
 
     let recent = json_records(&d, &["aged", "--since", "1h"]);
@@ -780,7 +759,7 @@ fn a_follower_resumes_after_a_sequence_number_and_follows_on() {
         "scripts:\n  tick:\n    command: \"seq 1 100\"\n    enabled: false\n  selfkill:\n    command: \"echo bye; kill -KILL $$\"\n    enabled: false\n",
     );
     let d = env.start();
-    ctl_ok(&d, &["run", "tick"]);
+    d.ctl_ok(&["run", "tick"]);
     wait_runs(&d, "tick", 1, DEADLINE);
     // Run 1 is seq 1 (start) .. 102 (end). Resume after 50, then follow into run 2.
     let mut f = Follower::start(
@@ -799,7 +778,7 @@ fn a_follower_resumes_after_a_sequence_number_and_follows_on() {
             break;
         }
     }
-    ctl_ok(&d, &["run", "tick"]);
+    d.ctl_ok(&["run", "tick"]);
     loop {
         let r = f.record().expect("the follower ended before run 2 ended");
         assert_eq!(r.seq, expect, "gap or repeat in live lines");
@@ -811,7 +790,7 @@ fn a_follower_resumes_after_a_sequence_number_and_follows_on() {
     assert_eq!(expect, 205, "run 2 is seq 103..=204");
 
     // A run killed by a signal says so in its end marker.
-    ctl_ok(&d, &["run", "selfkill"]);
+    d.ctl_ok(&["run", "selfkill"]);
     wait_runs(&d, "selfkill", 1, DEADLINE);
     let sys = json_records(&d, &["selfkill", "--stream", "system"]);
     assert!(
@@ -860,24 +839,19 @@ fn output_held_open_by_an_escaped_process_still_ends_with_the_partial_line() {
     // The script leaves a process in a session of its own (out of the reach of the group
     // kill) that keeps stdout open: the run's output is read until a bound after the run
     // ended, its partial last line included, and the log says reading stopped.
-    let marker = "30.4242";
-    let env = Env::new("");
-    let up = env.path("escaped");
+    let marker = &scriptd_e2e::unique_marker("30.4242");
     // The run waits until the escaped process has left its group (before that, the group
     // kill at the run's end would take it along).
-    let script = env.script(
-        "leaky.sh",
+    let env = Env::with_scripts(&[(
+        "leaky",
         &format!(
-            "printf 'no newline'\nsetsid sh -c 'touch {up}; exec sleep {marker}' &\nwhile [ ! -e {up} ]; do sleep 0.01; done\nexit 0",
-            up = up.display()
+            "printf 'no newline'\nsetsid sh -c 'touch escaped; exec sleep {marker}' &\n\
+             while [ ! -e escaped ]; do sleep 0.01; done\nexit 0"
         ),
-    );
-    env.set_body(&format!(
-        "scripts:\n  leaky:\n    command: [\"{}\"]\n    enabled: false\n",
-        script.display()
-    ));
+        "    enabled: false\n",
+    )]);
     let d = env.start();
-    ctl_ok(&d, &["run", "leaky"]);
+    d.ctl_ok(&["run", "leaky"]);
     let recs = wait_for("the run's end marker", LONG, || {
         let recs = records(&env, "leaky");
         recs.iter()

@@ -9,18 +9,17 @@
 //! edit (an editor's pause between truncating and writing, the pace of a burst of saves).
 
 use ctl::output::{ChangeJson, EventJson, ReloadJson, ScriptJson};
-use scriptd_e2e::{alive, is_phase, wait_for, Daemon, Env, Events, DAEMON_SECTION, DEADLINE};
+use scriptd_e2e::{
+    alive, assert_stays, is_phase, now_ms, read, wait_for, Daemon, Env, Events, DAEMON_SECTION,
+    DEADLINE, NO_WATCH_SECTION,
+};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{symlink, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 // ------------------------------------------------------------------ helpers
-
-/// Daemon section with `watch: false`: changes apply only on `ctl reload` or SIGHUP. Used
-/// where a test needs the `ctl reload` answer itself (the watcher would otherwise race it).
-const NO_WATCH: &str = "daemon:\n  socket: run/scriptd.sock\n  state_dir: state\n  log_dir: logs\n  debounce: 20ms\n  watch: false\n";
 
 /// Two scripts no test changes: every reload must leave them alone.
 const BYSTANDERS: &str = "  keep_svc:\n    command: \"exec sleep 1000\"\n  keep_per:\n    command: \"true\"\n    interval: 1h\n";
@@ -28,30 +27,21 @@ const BYSTANDERS: &str = "  keep_svc:\n    command: \"exec sleep 1000\"\n  keep_
 /// A shell loop that blocks until `out/release` exists: a run that ends when the test says.
 const BLOCK: &str = "while [ ! -e out/release ]; do sleep 0.02; done";
 
-/// An env with the harness daemon section (watch on) and an `out/` directory for the
-/// scripts' marker files (a subdirectory: the watcher does not see writes there).
-fn new_env(body: &str) -> Env {
-    let env = Env::new(body);
+/// `env` with an `out/` directory for the scripts' marker files (a subdirectory: the watcher
+/// does not see writes there).
+fn with_out(env: Env) -> Env {
     fs::create_dir_all(env.path("out")).expect("create out dir");
     env
 }
 
-/// An env whose daemon section has `watch: false`.
+/// An env with the harness daemon section (watch on) and `out/`.
+fn new_env(body: &str) -> Env {
+    with_out(Env::new(body))
+}
+
+/// An env whose daemon section has `watch: false`, and `out/`.
 fn manual_env(body: &str) -> Env {
-    let env = new_env(body);
-    set_manual(&env, body);
-    env
-}
-
-/// Replaces the body of a `watch: false` config (atomically).
-fn set_manual(env: &Env, body: &str) {
-    env.write("scriptd.yaml", &format!("{NO_WATCH}{body}"));
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    with_out(Env::manual(body))
 }
 
 /// Unix ms of an RFC 3339 UTC time as `ctl` prints it (`2026-01-02T03:04:05.678Z`).
@@ -76,52 +66,6 @@ fn rfc3339_ms(t: &str) -> i64 {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     (days * 86_400 + hh * 3_600 + mi * 60 + ss) * 1_000 + ms
-}
-
-/// Text of a file, empty when missing.
-fn read(path: &Path) -> String {
-    fs::read_to_string(path).unwrap_or_default()
-}
-
-/// Waits until `rel` (inside the env) reads exactly `want`.
-fn wait_file(env: &Env, rel: &str, want: &str) {
-    let path = env.path(rel);
-    let mut last = String::new();
-    let found = wait_for_opt(DEADLINE, || {
-        last = read(&path);
-        (last == want).then_some(())
-    });
-    assert!(
-        found.is_some(),
-        "{rel} should read {want:?}, reads {last:?}"
-    );
-}
-
-/// Like `wait_for` but returns `None` at the deadline instead of panicking.
-fn wait_for_opt<T>(deadline: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let end = Instant::now() + deadline;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() >= end {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Polls `f` for the whole `window`; panics the first time it does not hold. For asserting
-/// that something does *not* happen.
-fn assert_stays(what: &str, window: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + window;
-    loop {
-        assert!(f(), "{what}: no longer holds");
-        if Instant::now() >= end {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn running(s: &ScriptJson) -> bool {
@@ -244,13 +188,10 @@ fn added_service_starts_and_added_periodic_runs() {
         "time parsing is off: {started}"
     );
 
-    set_manual(
-        &env,
-        &format!(
-            "{body}  new_svc:\n    command: \"echo up >> out/new_svc; exec sleep 1000\"\n  \
+    env.set_manual(&format!(
+        "{body}  new_svc:\n    command: \"echo up >> out/new_svc; exec sleep 1000\"\n  \
              new_per:\n    command: \"echo ran >> out/new_per\"\n    interval: 1h\n"
-        ),
-    );
+    ));
     let r = reload_applied(&d);
     assert_eq!(r.version, 2);
     assert_change(&r.changes, "new_svc", "*", "start", "applied");
@@ -269,9 +210,9 @@ fn added_service_starts_and_added_periodic_runs() {
         "new_svc not started: {svc:?}"
     );
     assert_eq!(svc.kind, "service");
-    wait_file(&env, "out/new_svc", "up\n");
+    env.wait_file("out/new_svc", "up\n");
     // The periodic script first runs when added, then every interval from that start.
-    wait_file(&env, "out/new_per", "ran\n");
+    env.wait_file("out/new_per", "ran\n");
     let per = d.wait_script("new_per", "first run over", |s| s.state == "waiting");
     assert_eq!(per.run_count, 1);
     let (start, next) = (
@@ -297,7 +238,7 @@ fn removed_scripts_are_stopped_and_forgotten() {
     let per = pid_of(&d.wait_script("gone_per", "a run in progress", running));
     let b = bystanders(&d);
 
-    set_manual(&env, &format!("scripts:\n{BYSTANDERS}"));
+    env.set_manual(&format!("scripts:\n{BYSTANDERS}"));
     let r = reload_applied(&d);
     assert_change(&r.changes, "gone_svc", "*", "stop", "applied");
     assert_change(&r.changes, "gone_per", "*", "stop", "applied");
@@ -332,10 +273,10 @@ fn disabling_stops_a_service_now_and_lets_a_periodic_run_finish() {
     let d = env.start();
     let svc = pid_of(&d.wait_script("svc", "running", running));
     let per = pid_of(&d.wait_script("per", "a run in progress", running));
-    wait_file(&env, "out/per", "start\n");
+    env.wait_file("out/per", "start\n");
     let b = bystanders(&d);
 
-    set_manual(&env, &scripts(false));
+    env.set_manual(&scripts(false));
     let r = reload_applied(&d);
     assert_change(&r.changes, "svc", "enabled", "stop", "applied");
     assert_change(&r.changes, "per", "enabled", "stop", "applied");
@@ -363,7 +304,7 @@ fn disabling_stops_a_service_now_and_lets_a_periodic_run_finish() {
         (Some(0), None),
         "the run was killed"
     );
-    wait_file(&env, "out/per", "start\nend\n");
+    env.wait_file("out/per", "start\nend\n");
     assert!(!alive(per));
     // ...and no new run follows (the interval is 300ms).
     assert_stays(
@@ -401,13 +342,13 @@ fn enabling_starts_like_an_added_script() {
         );
     }
 
-    set_manual(&env, &scripts(true));
+    env.set_manual(&scripts(true));
     let r = reload_applied(&d);
     assert_change(&r.changes, "svc", "enabled", "start", "applied");
     assert_change(&r.changes, "per", "enabled", "start", "applied");
     let s = d.script("svc");
     assert!(running(&s) && alive(pid_of(&s)), "svc not started: {s:?}");
-    wait_file(&env, "out/per", "ran\n");
+    env.wait_file("out/per", "ran\n");
     let p = d.wait_script("per", "first run over", |s| s.state == "waiting");
     assert_eq!(p.run_count, 1);
     assert!(p.next_run.is_some());
@@ -432,7 +373,7 @@ fn interval_change_reschedules_from_the_last_start_and_kills_nothing() {
         (now_ms() - start > 500).then_some(())
     });
 
-    set_manual(&env, &scripts("2h"));
+    env.set_manual(&scripts("2h"));
     let r = reload_applied(&d);
     let c = change(&r.changes, "per", "interval");
     assert_eq!(
@@ -489,7 +430,7 @@ fn timeout_change_applies_to_the_next_run_only() {
     let pid = pid_of(&d.wait_script("per", "a run in progress", running));
     let b = bystanders(&d);
 
-    set_manual(&env, &scripts("300ms"));
+    env.set_manual(&scripts("300ms"));
     let r = reload_applied(&d);
     assert_change(&r.changes, "per", "timeout", "next-run", "applied");
     // The current run keeps its 30s deadline: well past 300ms it still runs.
@@ -534,7 +475,7 @@ fn log_settings_apply_live_without_touching_the_process() {
     let pid = pid_of(&d.wait_script("svc", "running", running));
     let b = bystanders(&d);
 
-    set_manual(&env, &scripts(5, 1));
+    env.set_manual(&scripts(5, 1));
     let r = reload_applied(&d);
     for field in ["max_log_lines", "log.keep", "log.max_bytes"] {
         assert_change(&r.changes, "svc", field, "live", "applied");
@@ -563,11 +504,11 @@ fn restart_fields_restart_a_service_gracefully() {
     let wd2 = wd2.display().to_string();
     let (base, wd2) = (base.as_str(), wd2.as_str());
     let first = ["c1", "a", base, "TERM", "on-failure"];
-    set_manual(&env, &body(first));
+    env.set_manual(&body(first));
     let d = env.start();
     let mut pid = pid_of(&d.wait_script("svc", "running", running));
     let mut expected = line(first);
-    wait_file(&env, "out/svc", &expected);
+    env.wait_file("out/svc", &expected);
     let b = bystanders(&d);
 
     // (field changed, the config after the change)
@@ -580,7 +521,7 @@ fn restart_fields_restart_a_service_gracefully() {
     ];
     let mut old = first;
     for (field, config) in steps {
-        set_manual(&env, &body(config));
+        env.set_manual(&body(config));
         let r = reload_applied(&d);
         assert_change(&r.changes, "svc", field, "restart", "applied");
         assert_eq!(r.changes.len(), 1, "{field}: {:#?}", r.changes);
@@ -598,7 +539,7 @@ fn restart_fields_restart_a_service_gracefully() {
             "{field}: not a graceful stop: {exit:?}"
         );
         expected.push_str(&line(config));
-        wait_file(&env, "out/svc", &expected);
+        env.wait_file("out/svc", &expected);
         assert_untouched(&d, &b);
         (pid, old) = (new_pid, config);
     }
@@ -618,11 +559,11 @@ fn periodic_command_change_during_a_run_is_scheduled_for_its_end() {
     let env = manual_env(&scripts("v1"));
     let d = env.start();
     let pid = pid_of(&d.wait_script("per", "a run in progress", running));
-    wait_file(&env, "out/per", "v1-start\n");
+    env.wait_file("out/per", "v1-start\n");
     let b = bystanders(&d);
     let mut ev = Events::follow(&d);
 
-    set_manual(&env, &scripts("v2"));
+    env.set_manual(&scripts("v2"));
     let r = reload_applied(&d);
     assert_change(&r.changes, "per", "command", "restart", "scheduled");
     assert!(
@@ -695,11 +636,11 @@ fn restart_field_change_of_an_idle_periodic_script_applies_to_its_next_run() {
     };
     let env = manual_env(&scripts("one"));
     let d = env.start();
-    wait_file(&env, "out/per", "one\n");
+    env.wait_file("out/per", "one\n");
     let before = d.wait_script("per", "first run over", |s| s.state == "waiting");
     let b = bystanders(&d);
 
-    set_manual(&env, &scripts("two"));
+    env.set_manual(&scripts("two"));
     let r = reload_applied(&d);
     // No run in progress: nothing to wait for, the next run uses it.
     assert_change(&r.changes, "per", "env.V", "restart", "applied");
@@ -723,7 +664,7 @@ fn restart_field_change_of_an_idle_periodic_script_applies_to_its_next_run() {
 
     let r = d.ctl(&["run", "per"]);
     assert_eq!(r.code, 0, "ctl run: {r:?}");
-    wait_file(&env, "out/per", "one\ntwo\n");
+    env.wait_file("out/per", "one\ntwo\n");
     assert_untouched(&d, &b);
 }
 
@@ -894,7 +835,7 @@ fn watch_case_in(
     setup(&env);
     let d = env.start();
     let old = pid_of(&d.wait_script("svc", "running", running));
-    wait_file(&env, "out/svc", "one\n");
+    env.wait_file("out/svc", "one\n");
     let b = bystanders(&d);
     let mut ev = Events::follow(&d);
 
@@ -912,7 +853,7 @@ fn watch_case_in(
 
     let s = d.wait_script("svc", "restarted", |s| running(s) && s.pid != Some(old));
     assert!(!alive(old) && alive(pid_of(&s)));
-    wait_file(&env, "out/svc", "one\ntwo\n");
+    env.wait_file("out/svc", "one\ntwo\n");
     let st = d.status();
     assert_eq!((st.running_version, st.sync.as_str()), (2, "in-sync"));
     assert_untouched(&d, &b);
@@ -1105,7 +1046,7 @@ fn watch_include_file_added_and_removed() {
         "applied",
     );
     d.wait_script("inc_b", "running", running);
-    wait_file(&env, "out/inc_b", "inc_b\n");
+    env.wait_file("out/inc_b", "inc_b\n");
     assert_eq!(d.script("inc_a").pid, Some(a), "inc_a was touched");
 
     // A file removed.
@@ -1310,7 +1251,7 @@ fn broken_save_is_reported_and_the_old_version_keeps_running() {
     assert_eq!(applied.version, Some(2));
     let s = d.wait_script("svc", "restarted", |s| running(s) && s.pid != Some(pid));
     assert!(alive(pid_of(&s)));
-    wait_file(&env, "out/svc", "one\ntwo\n");
+    env.wait_file("out/svc", "one\ntwo\n");
     let st = d.status();
     assert_eq!(
         (st.sync.as_str(), st.sync_error, st.running_version),
@@ -1328,7 +1269,7 @@ fn plan_id_applies_only_when_nothing_moved() {
     let pid = pid_of(&d.wait_script("svc", "running", running));
     let b = bystanders(&d);
 
-    set_manual(&env, &svc_body("two"));
+    env.set_manual(&svc_body("two"));
     let (code, dry) = d.reload(&["--dry-run"]);
     assert_eq!(
         (code, dry.result.as_str(), dry.dry_run),
@@ -1353,14 +1294,14 @@ fn plan_id_applies_only_when_nothing_moved() {
     );
     let applied_pid = pid_of(&d.script("svc"));
     assert_ne!(applied_pid, pid);
-    wait_file(&env, "out/svc", "one\ntwo\n");
+    env.wait_file("out/svc", "one\ntwo\n");
 
     // Preview, then the files move: the old plan is refused.
-    set_manual(&env, &svc_body("three"));
+    env.set_manual(&svc_body("three"));
     let (_, dry) = d.reload(&["--dry-run"]);
     let old_plan = dry.plan_id.expect("plan id");
     assert_ne!(old_plan, plan);
-    set_manual(&env, &svc_body("four"));
+    env.set_manual(&svc_body("four"));
     let (code, r) = d.reload(&["--plan", &old_plan]);
     assert_eq!(
         (code, r.result.as_str(), r.version),
@@ -1400,7 +1341,7 @@ fn dry_run_exit_codes_and_no_side_effects() {
     assert_eq!((code, j.result.as_str()), (0, "unchanged"));
     unchanged("after a dry run without changes");
 
-    set_manual(&env, &svc_body("two"));
+    env.set_manual(&svc_body("two"));
     let r = d.ctl(&["reload", "--dry-run", "--exit-code"]);
     assert_eq!(r.code, 5, "changes: {r:?}");
     let (code, j) = d.reload(&["--dry-run", "--exit-code"]);
@@ -1416,7 +1357,7 @@ fn dry_run_exit_codes_and_no_side_effects() {
     env.write(
         "scriptd.yaml",
         &format!(
-            "{NO_WATCH}scripts:\n  svc:\n    command: \"exec sleep 1000\"\n    intervall: 5m\n"
+            "{NO_WATCH_SECTION}scripts:\n  svc:\n    command: \"exec sleep 1000\"\n    intervall: 5m\n"
         ),
     );
     let r = d.ctl(&["reload", "--dry-run"]);
@@ -1444,10 +1385,10 @@ fn service_that_cannot_spawn_rolls_back_to_the_old_version() {
     fs::set_permissions(&bad, fs::Permissions::from_mode(0o755)).expect("chmod bad.sh");
     let d = env.start();
     let pid = pid_of(&d.wait_script("svc", "running", running));
-    wait_file(&env, "out/svc", "old\n");
+    env.wait_file("out/svc", "old\n");
     let b = bystanders(&d);
 
-    set_manual(&env, &scripts("./bad.sh"));
+    env.set_manual(&scripts("./bad.sh"));
     let (code, r) = d.reload(&["--dry-run"]);
     assert_eq!(
         (code, r.result.as_str()),
@@ -1472,7 +1413,7 @@ fn service_that_cannot_spawn_rolls_back_to_the_old_version() {
     assert!(running(&s), "svc is not running after the rollback: {s:?}");
     let new_pid = pid_of(&s);
     assert!(alive(new_pid));
-    wait_file(&env, "out/svc", "old\nold\n");
+    env.wait_file("out/svc", "old\nold\n");
     let st = d.status();
     assert_eq!((st.running_version, st.sync.as_str()), (1, "changed"));
     // And it stays so: no backoff restart with the failed config follows.
@@ -1520,7 +1461,7 @@ fn config_writable_by_others_is_refused() {
     fs::set_permissions(env.config(), fs::Permissions::from_mode(0o644)).expect("chmod go-w");
     let r = reload_applied(&d);
     assert_eq!(r.version, 2);
-    wait_file(&env, "out/svc", "one\ntwo\n");
+    env.wait_file("out/svc", "one\ntwo\n");
 }
 
 #[test]
@@ -1531,7 +1472,7 @@ fn watch_false_applies_only_on_ctl_reload_or_sighup() {
     let b = bystanders(&d);
     let mut ev = Events::follow(&d);
 
-    set_manual(&env, &svc_body("two"));
+    env.set_manual(&svc_body("two"));
     // Far past the 20ms debounce, nothing is applied.
     assert_stays(
         "the edit is not applied",
@@ -1545,15 +1486,15 @@ fn watch_false_applies_only_on_ctl_reload_or_sighup() {
 
     let r = reload_applied(&d);
     assert_eq!(r.version, 2);
-    wait_file(&env, "out/svc", "one\ntwo\n");
+    env.wait_file("out/svc", "one\ntwo\n");
 
-    set_manual(&env, &svc_body("three"));
+    env.set_manual(&svc_body("three"));
     d.signal(nix::sys::signal::Signal::SIGHUP);
     let applied = ev.wait("SIGHUP to reload", |e| {
         is_phase(e, "applied") && e.version == Some(3)
     });
     assert_eq!(applied.source.as_deref(), Some("signal"));
-    wait_file(&env, "out/svc", "one\ntwo\nthree\n");
+    env.wait_file("out/svc", "one\ntwo\nthree\n");
     let st = d.status();
     assert_eq!((st.running_version, st.sync.as_str()), (3, "in-sync"));
     assert_untouched(&d, &b);
@@ -1666,7 +1607,7 @@ fn watch_include_glob_added_by_a_reload_is_watched_and_filtered_on() {
     let applied = ev.wait("conf.d/a.yaml to be applied", |e| starts(e, "inc_a"));
     assert_eq!(applied.source.as_deref(), Some("watch"));
     d.wait_script("inc_a", "running", running);
-    wait_file(&env, "out/inc_a", "inc_a\n");
+    env.wait_file("out/inc_a", "inc_a\n");
     assert_untouched(&d, &b);
     assert_settled(&d, &mut ev, 1, 3);
 }
@@ -1693,7 +1634,7 @@ fn watch_include_dir_created_after_start_is_watched() {
     create_in_place(&env.path("conf.d/b.yaml"), &inc_script("inc_b"));
     ev.wait("conf.d/b.yaml to be applied", |e| starts(e, "inc_b"));
     d.wait_script("inc_b", "running", running);
-    wait_file(&env, "out/inc_b", "inc_b\n");
+    env.wait_file("out/inc_b", "inc_b\n");
     assert_untouched(&d, &b);
     assert_settled(&d, &mut ev, 1, 3);
 }
@@ -1817,7 +1758,7 @@ fn sighup_storm_coalesces_and_never_delays_sigterm() {
     };
     let env = manual_env(&body("one"));
     let mut d = env.start();
-    wait_file(&env, "out/svc", "one\n");
+    env.wait_file("out/svc", "one\n");
     let mut ev = Events::follow(&d);
     let hup_storm = |d: &Daemon| {
         for _ in 0..40 {
@@ -1828,17 +1769,17 @@ fn sighup_storm_coalesces_and_never_delays_sigterm() {
     };
 
     // While a reload is being applied, SIGHUPs pile up into one pending reload, not forty.
-    set_manual(&env, &body("two"));
+    env.set_manual(&body("two"));
     let slow = d
         .ctl_command(&["reload"])
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("spawn ctl reload");
-    wait_file(&env, "out/svc", "one\nstopping\n");
+    env.wait_file("out/svc", "one\nstopping\n");
     hup_storm(&d);
     let status = slow.wait_with_output().expect("ctl reload").status;
     assert_eq!(status.code(), Some(0));
-    wait_file(&env, "out/svc", "one\nstopping\ntwo\n");
+    env.wait_file("out/svc", "one\nstopping\ntwo\n");
     ev.wait("a signal reload", |e| {
         e.kind == "reload" && e.source.as_deref() == Some("signal")
     });
@@ -1857,14 +1798,14 @@ fn sighup_storm_coalesces_and_never_delays_sigterm() {
     );
 
     // SIGTERM during a busy reload and a SIGHUP storm is acted on at once.
-    set_manual(&env, &body("three"));
+    env.set_manual(&body("three"));
     let slow = d
         .ctl_command(&["reload"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn ctl reload");
-    wait_file(&env, "out/svc", "one\nstopping\ntwo\nstopping\n");
+    env.wait_file("out/svc", "one\nstopping\ntwo\nstopping\n");
     hup_storm(&d);
     d.signal(nix::sys::signal::Signal::SIGTERM);
     let log_path = d.log.clone();
@@ -1905,9 +1846,9 @@ fn plan_is_refused_when_the_base_moved_even_if_the_files_are_back() {
     let old_plan = dry.plan_id.expect("a dry run prints a plan id");
 
     // The base version moves (1 -> 3) while the files end up as they were.
-    set_manual(&env, &svc_body("two"));
+    env.set_manual(&svc_body("two"));
     reload_applied(&d);
-    set_manual(&env, &svc_body("one"));
+    env.set_manual(&svc_body("one"));
     let r = reload_applied(&d);
     assert_eq!(r.version, 3);
     let pid = pid_of(&d.wait_script("svc", "running", running));
@@ -1948,10 +1889,7 @@ fn added_service_that_cannot_spawn_rolls_back_and_touches_nothing() {
     let pid = pid_of(&d.wait_script("svc", "running", running));
     let b = bystanders(&d);
 
-    set_manual(
-        &env,
-        &format!("{body}  new_svc:\n    command: [\"./bad.sh\"]\n"),
-    );
+    env.set_manual(&format!("{body}  new_svc:\n    command: [\"./bad.sh\"]\n"));
     let (code, r) = d.reload(&[]);
     assert_eq!(
         (code, r.result.as_str(), r.version),
@@ -1978,13 +1916,13 @@ fn failed_apply_whose_rollback_fails_too_says_so() {
     unspawnable(&env, "bad.sh");
     let d = env.start();
     d.wait_script("svc", "running", running);
-    wait_file(&env, "out/svc", "old\n");
+    env.wait_file("out/svc", "old\n");
     let b = bystanders(&d);
     let mut ev = Events::follow(&d);
 
     // The old program breaks while it runs, so putting it back fails too.
     unspawnable(&env, "svc.sh");
-    set_manual(&env, &scripts("./bad.sh"));
+    env.set_manual(&scripts("./bad.sh"));
     let (code, r) = d.reload(&[]);
     assert_eq!(
         (code, r.result.as_str(), r.version),
@@ -2020,8 +1958,7 @@ fn empty_and_absent_values_differ_in_the_plan() {
     let d = env.start();
     d.wait_script("svc", "running", running);
 
-    set_manual(
-        &env,
+    env.set_manual(
         &format!(
             "scripts:\n  svc:\n    command: \"exec sleep 1000\"\n    env: {{ A: x, B: y, C: \"\" }}\n{BYSTANDERS}"
         ),
@@ -2100,16 +2037,16 @@ fn slow_events_reader_gets_a_missed_marker_and_never_stalls_the_daemon() {
     let noisy: String = (0..6)
         .map(|i| format!("  noisy{i}:\n    command: \"exec sleep 1000\"\n    interval: 1ms\n"))
         .collect();
-    set_manual(&env, &format!("{}{noisy}", svc_body("v1")));
+    env.set_manual(&format!("{}{noisy}", svc_body("v1")));
     reload_applied(&d);
     // The daemon does not wait for the stalled reader: reloads apply meanwhile, each
     // restarting svc.
     let mut version = 2;
     for v in ["v2", "v3"] {
-        set_manual(&env, &format!("{}{noisy}", svc_body(v)));
+        env.set_manual(&format!("{}{noisy}", svc_body(v)));
         version = reload_applied(&d).version;
     }
-    wait_file(&env, "out/svc", "v0\nv1\nv2\nv3\n");
+    env.wait_file("out/svc", "v0\nv1\nv2\nv3\n");
     // Far more events than the follower's queues hold.
     let skipped = |d: &Daemon| -> u64 { d.status().scripts.iter().map(|s| s.skipped_ticks).sum() };
     wait_for(
@@ -2117,10 +2054,10 @@ fn slow_events_reader_gets_a_missed_marker_and_never_stalls_the_daemon() {
         Duration::from_secs(120),
         || (skipped(&d) >= 30_000).then_some(()),
     );
-    set_manual(&env, &svc_body("v4"));
+    env.set_manual(&svc_body("v4"));
     let last = reload_applied(&d).version;
     assert_eq!(last, version + 1);
-    wait_file(&env, "out/svc", "v0\nv1\nv2\nv3\nv4\n");
+    env.wait_file("out/svc", "v0\nv1\nv2\nv3\nv4\n");
 
     // Read at last: a marker says how many events were missed, and what follows is live.
     resume_tx.send(()).expect("resume the reader");

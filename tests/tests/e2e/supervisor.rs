@@ -5,46 +5,18 @@
 
 use ctl::output::EventJson;
 use scriptd_e2e::{
-    alive, ctl_bin, is_phase, pids_with_marker, scriptd_bin, scriptd_exits, wait_for, Daemon, Env,
-    Events, Run, DEADLINE,
+    alive, cmdline, copy_executable, ctl_bin, is_phase, lines, pids_with_marker, scriptd_bin,
+    scriptd_exits, unique_marker, wait_for, wait_gone, Daemon, Env, Events, Follower, Run,
+    DEADLINE,
 };
 use std::fs;
 use std::io::Read;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 // ------------------------------------------------------------------ helpers
-
-/// Lines of a file the scripts append to (empty when it does not exist yet).
-fn lines(path: &Path) -> Vec<String> {
-    fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-/// True when nothing at all is left of `pid`: not running and not a zombie either.
-fn gone(pid: u32) -> bool {
-    !Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// Waits until none of `pids` exists any more, zombies included.
-fn wait_gone(pids: &[u32], what: &str) {
-    wait_for(what, DEADLINE, || {
-        pids.iter().all(|&p| gone(p)).then_some(())
-    });
-}
-
-/// Command line of a process, NULs as spaces.
-fn cmdline(pid: u32) -> String {
-    let raw = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    String::from_utf8_lossy(&raw).replace('\0', " ")
-}
 
 /// Parses the `date +%s%N` lines a script appended.
 fn nanos(lines: &[String]) -> Vec<u128> {
@@ -58,19 +30,12 @@ fn nanos(lines: &[String]) -> Vec<u128> {
 
 #[test]
 fn periodic_script_runs_every_interval() {
-    let env = Env::new("");
+    let env = Env::with_scripts(&[(
+        "tick",
+        "echo \"$SCRIPTD_RUN_ID $(date +%s%N)\" >> runs.txt",
+        "    interval: 300ms\n",
+    )]);
     let out = env.path("runs.txt");
-    let script = env.script(
-        "tick.sh",
-        &format!(
-            "echo \"$SCRIPTD_RUN_ID $(date +%s%N)\" >> {}",
-            out.display()
-        ),
-    );
-    env.set_body(&format!(
-        "scripts:\n  tick:\n    command: [\"{}\"]\n    interval: 300ms\n",
-        script.display()
-    ));
     let d = env.start();
 
     let s = d.wait_script("tick", "3 runs started", |s| s.run_count >= 3);
@@ -123,16 +88,12 @@ fn periodic_script_runs_every_interval() {
 
 #[test]
 fn crashing_service_restarts_with_growing_backoff() {
-    let env = Env::new("");
+    let env = Env::with_scripts(&[(
+        "crash",
+        "date +%s%N >> starts.txt\nexit 1",
+        "    restart: on-failure\n",
+    )]);
     let out = env.path("starts.txt");
-    let script = env.script(
-        "crash.sh",
-        &format!("date +%s%N >> {}\nexit 1", out.display()),
-    );
-    env.set_body(&format!(
-        "scripts:\n  crash:\n    command: [\"{}\"]\n    restart: on-failure\n",
-        script.display()
-    ));
     let d = env.start();
 
     let mut seen_backing_off = false;
@@ -169,9 +130,10 @@ fn crashing_service_restarts_with_growing_backoff() {
 
 #[test]
 fn periodic_run_past_its_timeout_is_stopped() {
-    let env = Env::new(
-        "scripts:\n  slow:\n    command: \"sleep 30.31\"\n    interval: 1h\n    timeout: 300ms\n",
-    );
+    let marker = format!("sleep {}", unique_marker("30.31"));
+    let env = Env::new(&format!(
+        "scripts:\n  slow:\n    command: \"{marker}\"\n    interval: 1h\n    timeout: 300ms\n"
+    ));
     let d = env.start();
     let s = d.wait_script("slow", "the first run to be running", |s| s.run_count >= 1);
     let exit = d
@@ -193,7 +155,7 @@ fn periodic_run_past_its_timeout_is_stopped() {
     if let Some(pid) = s.pid {
         wait_gone(&[pid], "the timed-out run to be gone");
     }
-    assert!(pids_with_marker("sleep 30.31").is_empty());
+    assert!(pids_with_marker(&marker).is_empty());
     let after = d.script("slow");
     assert_eq!(after.state, "waiting");
     assert_eq!(after.pid, None);
@@ -201,21 +163,13 @@ fn periodic_run_past_its_timeout_is_stopped() {
 
 // ------------------------------------------------------------------ 4. stop grace
 
+/// A script that ignores SIGTERM, once `ready` says the trap is in place.
+const STUBBORN: &str = "trap '' TERM\necho ready >> ready\nwhile true; do sleep 0.1; done";
+
 #[test]
 fn stop_kills_a_script_ignoring_term_after_the_grace() {
-    let env = Env::new("");
+    let env = Env::with_scripts(&[("stubborn", STUBBORN, "    stop_grace: 500ms\n")]);
     let ready = env.path("ready");
-    let script = env.script(
-        "stubborn.sh",
-        &format!(
-            "trap '' TERM\necho ready >> {}\nwhile true; do sleep 0.1; done",
-            ready.display()
-        ),
-    );
-    env.set_body(&format!(
-        "scripts:\n  stubborn:\n    command: [\"{}\"]\n    stop_grace: 500ms\n",
-        script.display()
-    ));
     let d = env.start();
     let s = d.wait_script("stubborn", "running", |s| {
         s.state == "running" && s.pid.is_some()
@@ -282,7 +236,7 @@ fn assert_nothing_left(pids: &[u32], marker: &str, when: &str) {
 
 #[test]
 fn stop_leaves_no_process_behind() {
-    let marker = "1000.5101";
+    let marker = &unique_marker("1000.5101");
     let env = forking_env(marker);
     let d = env.start();
     let pids = forked(marker);
@@ -295,7 +249,7 @@ fn stop_leaves_no_process_behind() {
 
 #[test]
 fn daemon_sigterm_leaves_no_process_behind() {
-    let marker = "1000.5202";
+    let marker = &unique_marker("1000.5202");
     let env = forking_env(marker);
     let mut d = env.start();
     let pids = forked(marker);
@@ -306,7 +260,7 @@ fn daemon_sigterm_leaves_no_process_behind() {
 
 #[test]
 fn daemon_kill_9_takes_the_process_group_with_it() {
-    let marker = "1000.5303";
+    let marker = &unique_marker("1000.5303");
     let env = forking_env(marker);
     let mut d = env.start();
     let pids = forked(marker);
@@ -363,7 +317,7 @@ fn second_daemon_on_the_same_socket_is_refused() {
 
 #[test]
 fn stale_socket_is_replaced() {
-    let marker = "1000.6202";
+    let marker = &unique_marker("1000.6202");
     let env = Env::new(&format!(
         "scripts:\n  svc:\n    command: \"sleep {marker}\"\n"
     ));
@@ -540,30 +494,25 @@ fn invalid_configs_are_reported_with_location() {
 
 #[test]
 fn sigterm_stops_every_script_gracefully_and_exits_0() {
+    let marker = unique_marker("1000.9101");
     let env = Env::new("");
-    let got = env.path("got.txt");
-    let ready = env.path("ready.txt");
-    let term = env.script(
-        "term.sh",
-        &format!(
-            "trap 'sleep 0.3; echo got TERM >> {g}; exit 0' TERM\necho term >> {r}\nwhile true; do sleep 0.1; done",
-            g = got.display(),
-            r = ready.display()
-        ),
+    let term = env.script_entry(
+        "term",
+        "trap 'sleep 0.3; echo got TERM >> got.txt; exit 0' TERM\necho term >> ready.txt\n\
+         while true; do sleep 0.1; done",
+        "    stop_grace: 5s\n",
     );
-    let int = env.script(
-        "int.sh",
-        &format!(
-            "trap 'echo got INT >> {g}; exit 0' INT\necho int >> {r}\nwhile true; do sleep 0.1; done",
-            g = got.display(),
-            r = ready.display()
-        ),
+    let int = env.script_entry(
+        "int",
+        "trap 'echo got INT >> got.txt; exit 0' INT\necho int >> ready.txt\n\
+         while true; do sleep 0.1; done",
+        "    stop_signal: INT\n    stop_grace: 5s\n",
     );
     env.set_body(&format!(
-        "scripts:\n  term:\n    command: [\"{}\"]\n    stop_grace: 5s\n  int:\n    command: [\"{}\"]\n    stop_signal: INT\n    stop_grace: 5s\n  periodic:\n    command: \"sleep 1000.9101\"\n    interval: 1h\n",
-        term.display(),
-        int.display()
+        "scripts:\n{term}{int}  periodic:\n    command: \"sleep {marker}\"\n    interval: 1h\n"
     ));
+    let got = env.path("got.txt");
+    let ready = env.path("ready.txt");
     let mut d = env.start();
     wait_for("both services to have set their traps", DEADLINE, || {
         (lines(&ready).len() >= 2).then_some(())
@@ -583,75 +532,10 @@ fn sigterm_stops_every_script_gracefully_and_exits_0() {
     assert_eq!(got_lines, vec!["got INT".to_owned(), "got TERM".to_owned()]);
     assert!(!env.socket().exists(), "the socket was not removed");
     wait_gone(&pids, "every script to be gone after shutdown");
-    assert!(pids_with_marker("sleep 1000.9101").is_empty());
+    assert!(pids_with_marker(&format!("sleep {marker}")).is_empty());
 }
 
 // ------------------------------------------------------------------ 11. more helpers
-
-/// `ctl ARGS` as a background follower whose stdout lines arrive on a channel.
-struct Follower {
-    child: std::process::Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Follower {
-    fn start(d: &Daemon, args: &[&str]) -> Self {
-        let mut child = d
-            .ctl_command(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn a ctl follower");
-        let stdout = child.stdout.take().expect("follower stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { child, lines }
-    }
-
-    /// Lines until one contains `needle` (within the deadline); returns every line read.
-    fn until(&self, needle: &str, what: &str) -> Vec<String> {
-        let end = Instant::now() + DEADLINE;
-        let mut got = Vec::new();
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    let hit = l.contains(needle);
-                    got.push(l);
-                    if hit {
-                        return got;
-                    }
-                }
-                Err(_) => panic!("timed out waiting for {what} ({needle:?}); got: {got:#?}"),
-            }
-        }
-    }
-
-    /// Waits for the follower to exit by itself; its exit code and the lines it printed.
-    fn wait_exit(mut self, what: &str) -> (Option<i32>, Vec<String>) {
-        let status = wait_for(what, DEADLINE, || self.child.try_wait().ok().flatten());
-        // The reader thread ends with the pipe: every line is in the channel now or soon.
-        let mut rest = Vec::new();
-        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(2)) {
-            rest.push(l);
-        }
-        (status.code(), rest)
-    }
-}
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The texts of the daemon's own lines (`sys`) in a script's log, oldest first.
 fn system_lines(d: &Daemon, script: &str) -> Vec<String> {
@@ -736,9 +620,10 @@ fn change<'a>(e: &'a EventJson, script: &str, field: &str) -> &'a ctl::output::C
 
 #[test]
 fn sigterm_ends_events_and_log_followers_and_exits_0() {
-    let env = Env::new(
-        "scripts:\n  svc:\n    command: \"echo up; exec sleep 1000.1201\"\n    stop_grace: 2s\n",
-    );
+    let marker = unique_marker("1000.1201");
+    let env = Env::new(&format!(
+        "scripts:\n  svc:\n    command: \"echo up; exec sleep {marker}\"\n    stop_grace: 2s\n"
+    ));
     let mut d = env.start();
     d.wait_script("svc", "running", |s| s.pid.is_some());
     // An events follower, provably subscribed: it sees a reload made after it started.
@@ -746,8 +631,7 @@ fn sigterm_ends_events_and_log_followers_and_exits_0() {
     wait_for("`ctl events` to receive events", DEADLINE, || {
         assert_eq!(d.reload(&[]).0, 0);
         events
-            .lines
-            .recv_timeout(Duration::from_millis(300))
+            .next_line(Duration::from_millis(300))
             .ok()
             .map(|_| ())
     });
@@ -771,14 +655,14 @@ fn sigterm_ends_events_and_log_followers_and_exits_0() {
     );
     let (code, _) = logs.wait_exit("`ctl logs -f` to end with the daemon");
     assert_eq!(code, Some(0), "ctl logs -f exit");
-    assert!(pids_with_marker("sleep 1000.1201").is_empty());
+    assert!(pids_with_marker(&format!("sleep {marker}")).is_empty());
 }
 
 // ------------------------------------------------------------------ 13. SIGINT
 
 #[test]
 fn sigint_stops_every_script_and_exits_0() {
-    let marker = "1000.1301";
+    let marker = &unique_marker("1000.1301");
     let env = Env::new(&format!(
         "scripts:\n  svc:\n    command: \"sleep {marker}\"\n  per:\n    command: \"sleep {marker}\"\n    interval: 1h\n"
     ));
@@ -1089,7 +973,7 @@ fn disabling_a_running_periodic_script_with_a_command_change_runs_it_no_more() {
 
 #[test]
 fn a_periodic_script_that_becomes_a_service_mid_run_starts_as_one_at_once() {
-    let marker = "1000.1601";
+    let marker = &unique_marker("1000.1601");
     let env = Env::new("");
     env.set_body(&gated(&env, "periodic", ""));
     let d = env.start();
@@ -1124,7 +1008,7 @@ fn a_periodic_script_that_becomes_a_service_mid_run_starts_as_one_at_once() {
 
 #[test]
 fn shims_do_not_look_like_the_daemon() {
-    let marker = "1000.1701";
+    let marker = &unique_marker("1000.1701");
     let env = forking_env(marker);
     let d = env.start();
     let pids = forked(marker);
@@ -1160,11 +1044,11 @@ fn exe_name(pid: u32) -> String {
 #[test]
 fn the_daemon_binary_alone_runs_scripts_through_its_built_in_shim() {
     // A copy of `scriptd` without `scriptd-shim` beside it: its own binary is the shim.
-    let marker = "1000.1702";
+    let marker = &unique_marker("1000.1702");
     let env = forking_env(marker);
     let bin_dir = tempfile::tempdir().expect("temp dir for the binary");
     let bin = bin_dir.path().join("scriptd");
-    fs::copy(scriptd_bin(), &bin).expect("copy scriptd");
+    copy_executable(&scriptd_bin(), &bin);
     let d = env.start_binary(&bin, &[]);
     let pids = forked(marker);
     let shim = pids
@@ -1205,7 +1089,7 @@ fn shim_and_leader(marker: &str) -> (u32, u32, Vec<u32>) {
 
 #[test]
 fn a_killed_shim_takes_its_script_along_and_the_daemon_the_rest() {
-    let marker = "1000.1702";
+    let marker = &unique_marker("1000.1705");
     let env = forking_env(marker);
     let d = env.start();
     let (shim, leader, sleeps) = shim_and_leader(marker);
@@ -1235,7 +1119,7 @@ fn a_killed_shim_takes_its_script_along_and_the_daemon_the_rest() {
 
 #[test]
 fn a_group_left_by_a_killed_daemon_and_shim_is_swept_at_the_next_start() {
-    let marker = "1000.1703";
+    let marker = &unique_marker("1000.1703");
     let env = forking_env(marker);
     let mut d = env.start();
     let (shim, leader, sleeps) = shim_and_leader(marker);
@@ -1333,27 +1217,19 @@ fn stop_says_what_it_cancelled() {
 #[test]
 fn backoff_grows_is_capped_and_resets_after_a_stable_run() {
     let env = Env::new("");
-    let count = env.path("count");
     let starts = env.path("starts.txt");
     // Runs 1-4 and 6 crash at once; run 5 lasts past restart_reset_after, then crashes.
-    let script = env.script(
-        "crash.sh",
-        &format!(
-            "n=$(($(cat {c} 2>/dev/null || echo 0) + 1)); echo $n > {c}\ndate +%s%N >> {s}\n[ $n -eq 5 ] && sleep 3.5\nexit 1",
-            c = count.display(),
-            s = starts.display()
-        ),
+    let script = env.script_entry(
+        "crash",
+        "n=$(($(cat count 2>/dev/null || echo 0) + 1)); echo $n > count\ndate +%s%N >> starts.txt\n\
+         [ $n -eq 5 ] && sleep 1.5\nexit 1",
+        "    restart_delay_max: 300ms\n    restart_reset_after: 1s\n",
     );
-    let body = |delay: &str| {
-        format!(
-            "scripts:\n  crash:\n    command: [\"{}\"]\n    restart_delay: {delay}\n    restart_delay_max: 300ms\n    restart_reset_after: 3s\n",
-            script.display()
-        )
-    };
+    let body = |delay: &str| format!("scripts:\n{script}    restart_delay: {delay}\n");
     env.set_body(&body("100ms"));
     let d = env.start();
-    // Six restarts, one after a 3.5 s run: longer than the usual deadline.
-    let delays = wait_for("six restart delays", 3 * DEADLINE, || {
+    // Six restarts, one after a 1.5 s run.
+    let delays = wait_for("six restart delays", DEADLINE, || {
         let d = restart_delays(&d, "crash");
         (d.len() >= 6).then_some(d)
     });
@@ -1448,19 +1324,12 @@ fn restart_policies_and_the_idle_and_failed_states() {
 
 #[test]
 fn a_timed_out_run_that_ignores_term_is_killed_after_the_grace() {
-    let env = Env::new("");
+    let env = Env::with_scripts(&[(
+        "stubborn",
+        STUBBORN,
+        "    interval: 1h\n    timeout: 500ms\n    stop_grace: 300ms\n",
+    )]);
     let ready = env.path("ready");
-    let script = env.script(
-        "stubborn.sh",
-        &format!(
-            "trap '' TERM\necho ready >> {}\nwhile true; do sleep 0.1; done",
-            ready.display()
-        ),
-    );
-    env.set_body(&format!(
-        "scripts:\n  stubborn:\n    command: [\"{}\"]\n    interval: 1h\n    timeout: 500ms\n    stop_grace: 300ms\n",
-        script.display()
-    ));
     let d = env.start();
     let s = d.wait_script("stubborn", "the run to end", |s| s.last_exit.is_some());
     let exit = s.last_exit.expect("last exit");

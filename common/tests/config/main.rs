@@ -1,0 +1,7 @@
+//! Tests of the config model through the library's public API: `daemon.access` and the
+//! permission checks, diff and impact classification, validation. One test binary with a
+//! module per concern (one link instead of one per file).
+
+mod access;
+mod diff;
+mod validation;
