@@ -4,4 +4,7 @@
 
 mod access;
 mod diff;
+mod fields;
+mod hostile;
+mod include_scan;
 mod validation;
