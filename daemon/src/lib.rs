@@ -100,7 +100,10 @@ fn init_tracing(format: LogFormat) {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if cli.man {
         let cmd = <Cli as clap::CommandFactory>::command();
-        clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd).render(&mut page)?;
+        page.extend_from_slice(config::fields::man_section().as_bytes());
+        std::io::Write::write_all(&mut std::io::stdout(), &page)?;
         return Ok(ExitCode::SUCCESS);
     }
     init_tracing(cli.log_format);

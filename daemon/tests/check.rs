@@ -231,3 +231,29 @@ fn a_byte_order_mark_is_accepted() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("OK (2 files, 2 scripts)"), "{stdout}");
 }
+
+/// The shipped `scriptd(8)` is what `scriptd --man` renders (clap's options plus the script
+/// fields from the field table): regenerate it with `packaging/generate.sh` after a change.
+#[test]
+fn the_shipped_man_page_is_the_generated_one() {
+    let out = Command::new(env!("CARGO_BIN_EXE_scriptd"))
+        .arg("--man")
+        .output()
+        .expect("run scriptd --man");
+    assert!(out.status.success());
+    let shipped =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/man/scriptd.8");
+    let shipped = std::fs::read(&shipped).expect("read packaging/man/scriptd.8");
+    assert!(
+        out.stdout == shipped,
+        "packaging/man/scriptd.8 is stale: run packaging/generate.sh"
+    );
+    let page = String::from_utf8_lossy(&out.stdout);
+    for field in scriptd_common::config::fields::FIELDS {
+        assert!(
+            page.contains(&field.name.replace('-', "\\-")),
+            "{}",
+            field.name
+        );
+    }
+}

@@ -5,8 +5,10 @@
 //! which keys `defaults:` may set, which only services take); the diff takes the impact of
 //! every change from here, and applies the non-restart ones with [`Field::copy`]. The
 //! README's reference and impact tables are checked against it by a test
-//! (`common/tests/fields.rs`). A new field is one row here, its parsing in
-//! `validate/script.rs`, and its member of [`ScriptConfig`].
+//! (`common/tests/config/fields.rs`), and the `SCRIPT FIELDS` section of `scriptd(8)` is
+//! rendered from it ([`man_section`]; `daemon/tests/check.rs` checks the shipped page). A
+//! new field is one row here, its parsing in `validate/script.rs`, and its member of
+//! [`ScriptConfig`].
 
 use super::ScriptConfig;
 use crate::diff::Impact;
@@ -226,9 +228,68 @@ pub fn service_only() -> impl Iterator<Item = &'static str> {
         .map(Field::key)
 }
 
+impl Applies {
+    /// Which scripts take it, in words.
+    pub fn doc(self) -> &'static str {
+        match self {
+            Self::Both => "every script",
+            Self::Service => "services only",
+            Self::Periodic => "periodic scripts only",
+        }
+    }
+}
+
+impl ChangeRule {
+    /// What a change does, in the impact table's words.
+    pub fn doc(self) -> &'static str {
+        match self {
+            Self::Live => "live (applied at once, no process touched)",
+            Self::NextRun => "next-run (used from the next run or restart on)",
+            Self::Restart => "restart (services now, periodic scripts at their next run)",
+            Self::StartStop => "start when it becomes true, stop when it becomes false",
+            Self::Schedule => {
+                "next-run (rescheduled from the last start); restart when added or removed"
+            }
+        }
+    }
+}
+
+/// The `SCRIPT FIELDS` section of `scriptd(8)`, in roff, rendered from [`FIELDS`] so that
+/// the man page cannot drift from what validation and the diff do.
+pub fn man_section() -> String {
+    let mut out = String::from(
+        ".SH \"SCRIPT FIELDS\"\nEach key of a script under \\fBscripts:\\fR (the README has the \
+         full reference). Fields marked inheritable may also be set under \\fBdefaults:\\fR.\n",
+    );
+    for f in FIELDS {
+        out.push_str(&format!(
+            ".TP\n\\fB{}\\fR ({}; default: {}; {}{})\nChange: {}.\n",
+            f.name.replace('-', "\\-"),
+            f.kind.doc(),
+            f.default.replace('-', "\\-"),
+            f.applies.doc(),
+            if f.inheritable { "; inheritable" } else { "" },
+            f.rule.doc().replace('-', "\\-"),
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_man_section_names_every_field() {
+        let man = man_section();
+        for f in FIELDS {
+            assert!(
+                man.contains(&format!("\\fB{}\\fR", f.name.replace('-', "\\-"))),
+                "{}",
+                f.name
+            );
+        }
+    }
 
     #[test]
     fn key_lists_come_from_the_table() {
