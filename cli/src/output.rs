@@ -167,6 +167,8 @@ pub struct ScriptJson {
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ExitJson {
+    /// The run this is the end of (null from a daemon that did not say).
+    pub run_id: Option<u64>,
     /// Exit code.
     pub code: Option<i32>,
     /// Signal name (`SIGTERM`).
@@ -182,6 +184,7 @@ pub struct ExitJson {
 impl From<&ExitInfo> for ExitJson {
     fn from(e: &ExitInfo) -> Self {
         Self {
+            run_id: (e.run_id > 0).then_some(e.run_id),
             code: e.code,
             signal: e.signal.map(signal_name),
             timed_out: e.timed_out,
@@ -241,8 +244,66 @@ pub struct ControlJson {
     pub action: String,
     /// What the daemon said.
     pub message: String,
+    /// The run this command started (`run`, `start`, `restart`); null when none.
+    pub run_id: Option<u64>,
     /// The script afterwards.
     pub script: ScriptJson,
+}
+
+/// `ctl run --wait --output json`: how the run this command started ended, or that the
+/// wait's `--timeout` passed first.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunWaitJson {
+    /// Always 1.
+    pub schema: u32,
+    /// Script name.
+    pub script: String,
+    /// The run.
+    pub run_id: u64,
+    /// `succeeded` (exit 0, ctl exits 0); `run-failed` (non-zero exit, killed or timed out)
+    /// or `timeout` (the wait's `--timeout` passed; the run goes on): ctl exits 6.
+    pub outcome: String,
+    /// Exit code, when the run exited.
+    pub exit_code: Option<i32>,
+    /// Signal name (`SIGKILL`), when the run was killed by one.
+    pub signal: Option<String>,
+    /// The run was stopped for passing its own `timeout`.
+    pub timed_out: bool,
+    /// Start time, RFC 3339.
+    pub started_at: Option<String>,
+    /// End time, RFC 3339; null while it runs.
+    pub ended_at: Option<String>,
+    /// How long it ran (ms); null while it runs.
+    pub duration_ms: Option<u64>,
+}
+
+/// The outcome of a wait for a run: `exit` is its end, `None` when the wait timed out.
+pub fn run_outcome(exit: Option<&ExitInfo>) -> &'static str {
+    match exit {
+        None => "timeout",
+        Some(e) if e.code == Some(0) && !e.timed_out => "succeeded",
+        Some(_) => "run-failed",
+    }
+}
+
+impl RunWaitJson {
+    /// The document for run `run_id` of `script`, started at `started_ms`, ended as `exit`
+    /// (`None`: still running when the wait gave up).
+    pub fn new(script: &str, run_id: u64, started_ms: i64, exit: Option<&ExitInfo>) -> Self {
+        Self {
+            schema: JSON_SCHEMA,
+            script: script.to_owned(),
+            run_id,
+            outcome: run_outcome(exit).into(),
+            exit_code: exit.and_then(|e| e.code),
+            signal: exit.and_then(|e| e.signal).map(signal_name),
+            timed_out: exit.is_some_and(|e| e.timed_out),
+            started_at: time(exit.map_or(started_ms, |e| e.started_at_ms)),
+            ended_at: exit.and_then(|e| time(e.ended_at_ms)),
+            duration_ms: exit.map(|e| e.duration_ms),
+        }
+    }
 }
 
 /// One change of a plan.
