@@ -295,7 +295,13 @@ pub async fn run(c: &mut Client, out: &mut impl Write, json: bool, args: LogsArg
         .await
         .map_err(|s| CtlError::from_status(s, FAILURE))?
         .into_inner();
-    let printing = print_stream(&mut stream, out, format, args.until_match.as_ref(), args.follow);
+    let printing = print_stream(
+        &mut stream,
+        out,
+        format,
+        args.until_match.as_ref(),
+        args.follow,
+    );
     let ended = match args.timeout {
         Some(limit) => match tokio::time::timeout(limit, printing).await {
             Ok(ended) => ended?,
@@ -385,8 +391,7 @@ pub async fn print_stream(
 
 /// A line the script wrote (stdout or stderr), not the daemon's nor a skip marker.
 fn is_output(l: &proto::LogLine) -> bool {
-    l.skipped == 0
-        && (l.stream == LogStream::Stdout as i32 || l.stream == LogStream::Stderr as i32)
+    l.skipped == 0 && (l.stream == LogStream::Stdout as i32 || l.stream == LogStream::Stderr as i32)
 }
 
 /// The stream's next item if it is already there, without waiting.

@@ -735,3 +735,60 @@ pub fn event_line(e: &proto::Event) -> String {
         None => format!("{t} (unknown event)"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exit(code: Option<i32>, signal: Option<i32>, timed_out: bool) -> ExitInfo {
+        ExitInfo {
+            code,
+            signal,
+            timed_out,
+            ended_at_ms: 1_700_000_001_000,
+            duration_ms: 1000,
+            run_id: 4,
+            started_at_ms: 1_700_000_000_000,
+        }
+    }
+
+    #[test]
+    fn run_outcomes() {
+        let table = [
+            (Some(exit(Some(0), None, false)), "succeeded"),
+            (Some(exit(Some(3), None, false)), "run-failed"),
+            (Some(exit(None, Some(9), false)), "run-failed"),
+            (Some(exit(None, Some(15), true)), "run-failed"),
+            (Some(exit(Some(0), None, true)), "run-failed"),
+            (None, "timeout"),
+        ];
+        for (e, want) in table {
+            assert_eq!(run_outcome(e.as_ref()), want, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn run_wait_json_round_trips_strictly() {
+        let e = exit(None, Some(9), true);
+        let text = serde_json::to_string(&RunWaitJson::new("job", 4, 0, Some(&e))).expect("json");
+        let doc: RunWaitJson = serde_json::from_str(&text).expect("strict parse");
+        assert_eq!(doc.outcome, "run-failed");
+        assert_eq!(doc.signal.as_deref(), Some("SIGKILL"));
+        assert_eq!(doc.started_at.as_deref(), Some("2023-11-14T22:13:20.000Z"));
+        assert_eq!(doc.duration_ms, Some(1000));
+
+        let waiting = RunWaitJson::new("job", 4, 1_700_000_000_000, None);
+        let text = serde_json::to_string(&waiting).expect("json");
+        let doc: RunWaitJson = serde_json::from_str(&text).expect("strict parse");
+        assert_eq!((doc.outcome.as_str(), doc.ended_at), ("timeout", None));
+        assert_eq!(doc.started_at.as_deref(), Some("2023-11-14T22:13:20.000Z"));
+    }
+
+    #[test]
+    fn a_last_exit_names_its_run() {
+        let j = ExitJson::from(&exit(Some(0), None, false));
+        let text = serde_json::to_string(&j).expect("json");
+        let back: ExitJson = serde_json::from_str(&text).expect("strict parse");
+        assert_eq!(back.run_id, Some(4));
+    }
+}

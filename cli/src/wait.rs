@@ -49,7 +49,10 @@ pub async fn run(
     }
     let waiting = follow_and_wait(c, &mut *out, json, &script, run_id, follow);
     let exit = match timeout {
-        Some(limit) => tokio::time::timeout(limit, waiting).await.ok().transpose()?,
+        Some(limit) => tokio::time::timeout(limit, waiting)
+            .await
+            .ok()
+            .transpose()?,
         None => Some(waiting.await?),
     };
     let doc = RunWaitJson::new(&script, run_id, started_ms, exit.as_ref());

@@ -105,11 +105,19 @@ fn run_wait_exits_0_on_success_and_6_on_failure_or_timeout() {
     assert_eq!(r.code, 6, "{r:?}");
     let doc = run_wait_json(&r);
     assert_eq!(
-        (doc.outcome.as_str(), doc.run_id, doc.exit_code, doc.timed_out),
+        (
+            doc.outcome.as_str(),
+            doc.run_id,
+            doc.exit_code,
+            doc.timed_out
+        ),
         ("run-failed", 1, Some(3), false),
         "{doc:?}"
     );
-    assert!(doc.started_at.is_some() && doc.ended_at.is_some(), "{doc:?}");
+    assert!(
+        doc.started_at.is_some() && doc.ended_at.is_some(),
+        "{doc:?}"
+    );
 
     let r = ctl_ends(&d, &["run", "slow", "--wait", "--output", "json"]);
     assert_eq!(r.code, 6, "{r:?}");
@@ -124,7 +132,15 @@ fn run_wait_timeout_ends_the_wait_and_the_run_goes_on() {
     let d = env.start();
     let r = ctl_ends(
         &d,
-        &["run", "gate", "--wait", "--timeout", "200ms", "--output", "json"],
+        &[
+            "run",
+            "gate",
+            "--wait",
+            "--timeout",
+            "200ms",
+            "--output",
+            "json",
+        ],
     );
     assert_eq!(r.code, 6, "{r:?}");
     let doc = run_wait_json(&r);
@@ -153,12 +169,18 @@ fn run_wait_follow_prints_the_runs_lines() {
         assert!(r.stdout.contains(want), "{want:?} in {r:?}");
     }
 
-    let r = ctl_ends(&d, &["run", "bad", "--wait", "--follow", "--output", "json"]);
+    let r = ctl_ends(
+        &d,
+        &["run", "bad", "--wait", "--follow", "--output", "json"],
+    );
     assert_eq!(r.code, 6, "{r:?}");
     let lines: Vec<&str> = r.stdout.lines().collect();
     let (last, log) = lines.split_last().expect("output");
     let doc: RunWaitJson = serde_json::from_str(last).expect("the result, strictly");
-    assert_eq!((doc.outcome.as_str(), doc.exit_code), ("run-failed", Some(3)));
+    assert_eq!(
+        (doc.outcome.as_str(), doc.exit_code),
+        ("run-failed", Some(3))
+    );
     let texts: Vec<String> = log
         .iter()
         .map(|l| {
@@ -198,7 +220,17 @@ fn until_match_ends_at_the_match_and_exits_6_when_it_does_not_come() {
     // Nothing new matches before the timeout: 6, and the wait says why.
     let r = ctl_ends(
         &d,
-        &["logs", "-f", "gate", "-n", "0", "--until-match", "never", "--timeout", "200ms"],
+        &[
+            "logs",
+            "-f",
+            "gate",
+            "-n",
+            "0",
+            "--until-match",
+            "never",
+            "--timeout",
+            "200ms",
+        ],
     );
     assert_eq!(r.code, 6, "{r:?}");
     assert!(r.stderr.contains("timeout"), "{r:?}");

@@ -183,7 +183,13 @@ impl Tmpfs {
     fn mount(dir: &Path, size: &str) -> Option<Self> {
         fs::create_dir_all(dir).expect("mount point");
         let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
             .arg(dir)
             .status()
             .is_ok_and(|s| s.success());
