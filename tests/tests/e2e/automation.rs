@@ -12,7 +12,8 @@ use ctl::logs::LogLineJson;
 use ctl::output::{ControlJson, RunWaitJson};
 use scriptd_e2e::{exits, wait_for, Daemon, Env, Run, DEADLINE};
 use std::io::{BufRead, BufReader};
-use std::process::Stdio;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
 
 /// A config whose scripts only run when `ctl run` asks: `gate` prints, waits for the file
 /// `go`, prints again and exits 0; `ok` exits 0, `bad` 3, `slow` passes its 300ms timeout.
@@ -59,6 +60,60 @@ fn ctl_ends(d: &Daemon, args: &[&str]) -> Run {
         .spawn()
         .expect("spawn ctl");
     exits(child, &format!("ctl {}", args.join(" ")))
+}
+
+/// A `ctl` whose stdout lines a thread hands over as they come; killed on drop.
+struct Follower {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Follower {
+    fn start(d: &Daemon, args: &[&str]) -> Self {
+        let mut child = d
+            .ctl_command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ctl");
+        let out = BufReader::new(child.stdout.take().expect("stdout"));
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The next line; `None` once stdout closed. Fails the test after [`DEADLINE`].
+    fn line(&mut self) -> Option<String> {
+        match self.lines.recv_timeout(DEADLINE) {
+            Ok(line) => Some(line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => None,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("no line and no end within {DEADLINE:?}")
+            }
+        }
+    }
+
+    /// Waits (with a deadline) for ctl to exit; its exit code.
+    fn exit_code(&mut self) -> Option<i32> {
+        wait_for("ctl to exit", DEADLINE, || {
+            self.child.try_wait().expect("try_wait")
+        })
+        .code()
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn run_wait_json(r: &Run) -> RunWaitJson {
@@ -196,26 +251,18 @@ fn run_wait_follow_prints_the_runs_lines() {
 fn until_match_ends_at_the_match_and_exits_6_when_it_does_not_come() {
     let env = env();
     let d = env.start();
-    let child = d
-        .ctl_command(&["run", "gate"])
-        .output()
-        .expect("run ctl run");
-    assert!(child.status.success(), "{child:?}");
-    let follower = d
-        .ctl_command(&["logs", "-f", "gate", "--raw", "--until-match", "^gate-d"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the follower");
-    wait_for("the follower to see the first line", DEADLINE, || {
-        // It is still following: only then let the run go on.
-        let r = d.ctl(&["logs", "gate", "--raw"]);
-        r.stdout.contains("gate-start").then_some(())
-    });
+    let started = d.ctl(&["run", "gate"]);
+    assert_eq!(started.code, 0, "{started:?}");
+    let mut follower = Follower::start(
+        &d,
+        &["logs", "-f", "gate", "--raw", "--until-match", "^gate-d"],
+    );
+    // The match is a live line: the run goes on only once the follower has the first one.
+    assert_eq!(follower.line().as_deref(), Some("gate-start"));
     std::fs::write(env.path("go"), "").expect("let the run go on");
-    let r = exits(follower, "ctl logs -f --until-match");
-    assert_eq!(r.code, 0, "{r:?}");
-    assert_eq!(r.stdout, "gate-start\ngate-done\n", "{r:?}");
+    assert_eq!(follower.line().as_deref(), Some("gate-done"));
+    assert_eq!(follower.exit_code(), Some(0));
+    assert_eq!(follower.line(), None, "nothing after the match");
 
     // Nothing new matches before the timeout: 6, and the wait says why.
     let r = ctl_ends(
