@@ -107,6 +107,10 @@ pub enum Command {
         /// With --wait: print the run's lines meanwhile (as `ctl logs` does).
         #[arg(long, requires = "wait")]
         follow: bool,
+        /// With --follow: stdout holds only the run's output (as `ctl logs --raw`); ctl's
+        /// own lines go to stderr.
+        #[arg(long, requires = "follow")]
+        raw: bool,
     },
     /// Versions and refused attempts, newest first; `history show V` prints V's files;
     /// `history --actions` lists who started, stopped, restarted or ran which script.
@@ -223,7 +227,8 @@ async fn dispatch(cli: Cli) -> CtlResult {
             wait: true,
             timeout,
             follow,
-        } => wait::run(&mut c, &mut out, json, script, timeout, follow).await,
+            raw,
+        } => wait::run(&mut c, &mut out, json, script, timeout, follow, raw).await,
         Command::Run { script, .. } => {
             control(&mut c, &mut out, json, script, ControlAction::Run).await
         }

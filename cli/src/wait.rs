@@ -4,7 +4,8 @@
 //! The end comes from the daemon's `WaitRun`, which also answers for a run that ended
 //! before the wait began, so a short run is never missed. `--timeout` ends the wait, never
 //! the run. With `--follow` the run's lines are printed meanwhile (as `ctl logs` prints
-//! them); the daemon ends that stream after the run's last line.
+//! them); the daemon ends that stream after the run's last line. With `--raw`, stdout holds
+//! only the run's output and ctl's own lines (run started, how it ended) go to stderr.
 
 use crate::client::Client;
 use crate::error::{CtlError, CtlResult, FAILURE, OK, OUTCOME};
@@ -22,7 +23,9 @@ pub async fn run(
     script: String,
     timeout: Option<Duration>,
     follow: bool,
+    raw: bool,
 ) -> CtlResult {
+    let format = logs::format_of(json, raw)?;
     let r = c
         .control(proto::ControlRequest {
             script: script.clone(),
@@ -44,10 +47,10 @@ pub async fn run(
     }
     let started_ms = r.status.as_ref().map_or(0, |s| s.last_start_ms);
     if !json {
-        writeln!(out, "{script}: run {run_id}: {}", r.message)?;
-        out.flush()?;
+        note(out, raw, &format!("{script}: run {run_id}: {}", r.message))?;
     }
-    let waiting = follow_and_wait(c, &mut *out, json, &script, run_id, follow);
+    let follow = follow.then_some(format);
+    let waiting = follow_and_wait(c, &mut *out, &script, run_id, follow);
     let exit = match timeout {
         Some(limit) => tokio::time::timeout(limit, waiting)
             .await
@@ -56,7 +59,7 @@ pub async fn run(
         None => Some(waiting.await?),
     };
     let doc = RunWaitJson::new(&script, run_id, started_ms, exit.as_ref());
-    if json && follow {
+    if json && follow.is_some() {
         // One object per line, like the log lines before it.
         serde_json::to_writer(&mut *out, &doc)?;
         writeln!(out)?;
@@ -64,9 +67,8 @@ pub async fn run(
         serde_json::to_writer_pretty(&mut *out, &doc)?;
         writeln!(out)?;
     } else {
-        match &exit {
-            Some(e) => writeln!(
-                out,
+        let text = match &exit {
+            Some(e) => format!(
                 "{script}: run {run_id} {}: {}",
                 if doc.outcome == "succeeded" {
                     "succeeded"
@@ -74,14 +76,14 @@ pub async fn run(
                     "failed"
                 },
                 exit_text(e)
-            )?,
-            None => writeln!(
-                out,
+            ),
+            None => format!(
                 "{script}: run {run_id} still running after {} (--timeout); the run goes on: \
                  `ctl logs -f {script} --run {run_id}` follows it to its end",
                 humantime::format_duration(timeout.unwrap_or_default())
-            )?,
-        }
+            ),
+        };
+        note(out, raw, &text)?;
     }
     out.flush()?;
     Ok(match run_outcome(exit.as_ref()) {
@@ -90,14 +92,28 @@ pub async fn run(
     })
 }
 
-/// Waits for the end of run `run_id`; with `follow`, prints its lines meanwhile.
+/// One of ctl's own lines: on stdout, or with `raw` (stdout holds only the run's output) on
+/// stderr.
+fn note(out: &mut impl Write, raw: bool, text: &str) -> CtlResult<()> {
+    if raw {
+        out.flush()?;
+        let mut err = std::io::stderr();
+        writeln!(err, "{text}")?;
+    } else {
+        writeln!(out, "{text}")?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// Waits for the end of run `run_id`; with `follow`, prints its lines meanwhile in that
+/// format.
 async fn follow_and_wait(
     c: &mut Client,
     out: &mut impl Write,
-    json: bool,
     script: &str,
     run_id: u64,
-    follow: bool,
+    follow: Option<logs::Format>,
 ) -> CtlResult<ExitInfo> {
     let mut waiter = c.clone();
     let end = async {
@@ -112,9 +128,9 @@ async fn follow_and_wait(
         r.exit
             .ok_or_else(|| CtlError::new(FAILURE, "the daemon sent no exit for the run"))
     };
-    if !follow {
+    let Some(format) = follow else {
         return end.await;
-    }
+    };
     let mut stream = c
         .logs(proto::LogsRequest {
             script: script.to_owned(),
@@ -127,7 +143,6 @@ async fn follow_and_wait(
         .await
         .map_err(|s| CtlError::from_status(s, FAILURE))?
         .into_inner();
-    let format = logs::format_of(json, false)?;
     let printing = logs::print_stream(&mut stream, out, format, None, true);
     let (_, exit) = tokio::try_join!(printing, end)?;
     Ok(exit)

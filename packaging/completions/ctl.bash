@@ -758,7 +758,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__run)
-            opts="-o -h --wait --timeout --follow --socket --config --output --help"
+            opts="-o -h --wait --timeout --follow --raw --socket --config --output --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

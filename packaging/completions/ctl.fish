@@ -84,6 +84,7 @@ complete -c ctl -n "__fish_ctl_using_subcommand run" -s o -l output -d 'Output f
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand run" -l wait -d 'Return when this run ends: exit 0 if it exited 0, else 6'
 complete -c ctl -n "__fish_ctl_using_subcommand run" -l follow -d 'With --wait: print the run\'s lines meanwhile (as `ctl logs` does)'
+complete -c ctl -n "__fish_ctl_using_subcommand run" -l raw -d 'With --follow: stdout holds only the run\'s output (as `ctl logs --raw`); ctl\'s own lines go to stderr'
 complete -c ctl -n "__fish_ctl_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -l limit -d 'At most this many entries' -r
 complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F

@@ -224,6 +224,14 @@ fn run_wait_follow_prints_the_runs_lines() {
         assert!(r.stdout.contains(want), "{want:?} in {r:?}");
     }
 
+    // --raw: stdout is the run's output alone, ctl's own lines go to stderr.
+    let r = ctl_ends(&d, &["run", "ok", "--wait", "--follow", "--raw"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let mut out: Vec<&str> = r.stdout.lines().collect();
+    out.sort_unstable();
+    assert_eq!(out, ["ok-err", "ok-line"], "{r:?}");
+    assert!(r.stderr.contains("ok: run 2 succeeded"), "{r:?}");
+
     let r = ctl_ends(
         &d,
         &["run", "bad", "--wait", "--follow", "--output", "json"],
