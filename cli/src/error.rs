@@ -14,6 +14,9 @@ pub const CONFIG: u8 = 3;
 pub const NOT_FOUND: u8 = 4;
 /// `--dry-run --exit-code`: the plan has changes.
 pub const CHANGES: u8 = 5;
+/// An outcome `ctl` waited for did not happen: the run failed (non-zero exit, killed, timed
+/// out), the pattern did not appear, or `--timeout` passed.
+pub const OUTCOME: u8 = 6;
 
 /// An error with the exit code it maps to.
 #[derive(Debug)]
@@ -33,6 +36,11 @@ impl CtlError {
             message: message.into(),
             broken_pipe: false,
         }
+    }
+
+    /// The reader of stdout went away (`| head`), seen before a write failed.
+    pub fn reader_gone() -> Self {
+        std::io::Error::from(std::io::ErrorKind::BrokenPipe).into()
     }
 
     /// True when stdout was closed by the reader (`| head`): not an error for the user.

@@ -270,6 +270,18 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
 }
 
+/// A version named on the command line: 0 is not one (the API's "0 = the running one" is
+/// not offered to people, who would get a version they did not name).
+fn named(version: u64) -> CtlResult<u64> {
+    if version == 0 {
+        return Err(crate::error::CtlError::new(
+            crate::error::NOT_FOUND,
+            "no version 0: versions start at 1 (`ctl history` lists them)",
+        ));
+    }
+    Ok(version)
+}
+
 async fn get(c: &mut Client, version: u64) -> CtlResult<proto::GetVersionResponse> {
     Ok(c.get_version(proto::GetVersionRequest { version })
         .await
@@ -279,7 +291,7 @@ async fn get(c: &mut Client, version: u64) -> CtlResult<proto::GetVersionRespons
 
 /// `ctl history show V`.
 pub async fn show(c: &mut Client, out: &mut impl Write, json: bool, version: u64) -> CtlResult {
-    let r = get(c, version).await?;
+    let r = get(c, named(version)?).await?;
     let entry = r.entry.unwrap_or_default();
     if json {
         let doc = VersionJson {
@@ -370,7 +382,8 @@ pub async fn diff(
     v1: u64,
     v2: Option<u64>,
 ) -> CtlResult {
-    let from = get(c, v1).await?;
+    let v2 = v2.map(named).transpose()?;
+    let from = get(c, named(v1)?).await?;
     let to = get(c, v2.unwrap_or(0)).await?;
     let (a, b) = (
         from.entry.as_ref().map_or(v1, |e| e.version),
@@ -435,6 +448,7 @@ pub async fn rollback(
     dry_run: bool,
     exit_code: bool,
 ) -> CtlResult {
+    let version = version.map(named).transpose()?;
     let r = c
         .rollback(proto::RollbackRequest {
             version: version.unwrap_or(0),

@@ -6,6 +6,8 @@ pub mod error;
 pub mod history;
 pub mod logs;
 pub mod output;
+pub mod reader;
+pub mod wait;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use error::{CtlError, CtlResult, CHANGES, CONFIG, FAILURE, OK};
@@ -14,6 +16,7 @@ use scriptd_common::proto::{self, ControlAction, ReloadResult};
 use scriptd_common::JSON_SCHEMA;
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio_stream::StreamExt;
 
 /// Output format.
@@ -33,7 +36,9 @@ pub enum OutputFormat {
     about = "Drive scriptd: status, reload, events, start/stop/restart/run",
     after_help = "Exit codes: 0 ok · 1 daemon unreachable or internal error · 2 usage · \
                   3 config invalid or reload rejected/failed · 4 no such script or version · \
-                  5 with --dry-run --exit-code: the plan has changes"
+                  5 with --dry-run --exit-code: the plan has changes · 6 an outcome waited \
+                  for did not happen (run --wait: the run failed; --timeout passed; \
+                  logs --until-match: no match)"
 )]
 pub struct Cli {
     /// Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock].
@@ -88,10 +93,24 @@ pub enum Command {
         /// Script name.
         script: String,
     },
-    /// Run a script once now, also when disabled or between intervals.
+    /// Run a script once now, also when disabled or between intervals; prints the run id.
+    /// A script that is already running is not run again (exit 1, naming its run).
     Run {
         /// Script name.
         script: String,
+        /// Return when this run ends: exit 0 if it exited 0, else 6.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: stop waiting after DUR (exit 6); the run goes on.
+        #[arg(long, value_name = "DUR", requires = "wait", value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
+        /// With --wait: print the run's lines meanwhile (as `ctl logs` does).
+        #[arg(long, requires = "wait")]
+        follow: bool,
+        /// With --follow: stdout holds only the run's output (as `ctl logs --raw`); ctl's
+        /// own lines go to stderr.
+        #[arg(long, requires = "follow")]
+        raw: bool,
     },
     /// Versions and refused attempts, newest first; `history show V` prints V's files;
     /// `history --actions` lists who started, stopped, restarted or ran which script.
@@ -203,7 +222,14 @@ async fn dispatch(cli: Cli) -> CtlResult {
         Command::Restart { script } => {
             control(&mut c, &mut out, json, script, ControlAction::Restart).await
         }
-        Command::Run { script } => {
+        Command::Run {
+            script,
+            wait: true,
+            timeout,
+            follow,
+            raw,
+        } => wait::run(&mut c, &mut out, json, script, timeout, follow, raw).await,
+        Command::Run { script, .. } => {
             control(&mut c, &mut out, json, script, ControlAction::Run).await
         }
         Command::Reload {
@@ -306,10 +332,13 @@ async fn control(
                 .trim_start_matches("CONTROL_ACTION_")
                 .to_lowercase(),
             message: r.message,
+            run_id: (r.run_id > 0).then_some(r.run_id),
             script: ScriptJson::from(&status),
         };
         serde_json::to_writer_pretty(&mut *out, &doc)?;
         writeln!(out)?;
+    } else if r.run_id > 0 {
+        writeln!(out, "{script}: run {}: {}", r.run_id, r.message)?;
     } else {
         writeln!(out, "{script}: {}", r.message)?;
     }

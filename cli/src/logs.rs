@@ -11,12 +11,17 @@
 //! A reader too slow for a follow gets a marker (`N lines skipped`) in place of the lines it
 //! missed. Output is flushed whenever no more lines are waiting, so a follower sees each line
 //! as soon as it arrives; a closed pipe (`ctl logs -f x | head`) ends it quietly with 0 (see
-//! `main`).
+//! `main`), at once, also when no line comes (see [`crate::reader`]).
+//!
+//! A follow ends by itself: with `--run ID` after the run's last line once it ended, with
+//! `--until-match` at the first matching line (exit 6 when the stream ends first), with
+//! `--timeout` when it passes first (exit 6).
 
 use crate::client::Client;
-use crate::error::{CtlError, CtlResult, FAILURE, OK, USAGE};
+use crate::error::{CtlError, CtlResult, FAILURE, NOT_FOUND, OK, OUTCOME, USAGE};
 use crate::output::{colour_enabled, paint, time};
 use clap::{Args, ValueEnum};
+use regex::Regex;
 use scriptd_common::proto::{self, LogStream};
 use scriptd_common::JSON_SCHEMA;
 use serde::{Deserialize, Serialize};
@@ -64,12 +69,24 @@ pub struct LogsArgs {
     /// Only this stream (default: stdout, stderr and the daemon's lines).
     #[arg(long, value_enum)]
     pub stream: Option<StreamArg>,
-    /// Only the lines of this run (the run id of `ctl status`).
+    /// Only the lines of this run (the run id of `ctl run` or `ctl status`); with -f, end
+    /// after its last line once it has ended.
     #[arg(long = "run", value_name = "ID")]
     pub run: Option<u64>,
     /// Print only the text of stdout and stderr lines, nothing added.
     #[arg(long)]
     pub raw: bool,
+    /// End after the first stdout or stderr line matching REGEX (printed); exit 6 when the
+    /// lines end first. The backlog counts: `-n 0` or `--run ID` to match only new lines.
+    #[arg(long, value_name = "REGEX", value_parser = parse_regex)]
+    pub until_match: Option<Regex>,
+    /// With -f: give up after DUR (exit 6) unless the follow ended by itself before.
+    #[arg(long, value_name = "DUR", requires = "follow", value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+fn parse_regex(s: &str) -> Result<Regex, regex::Error> {
+    Regex::new(s)
 }
 
 impl LogsArgs {
@@ -246,46 +263,135 @@ pub fn print_line(
     }
 }
 
-/// Runs `ctl logs`.
-pub async fn run(c: &mut Client, out: &mut impl Write, json: bool, args: LogsArgs) -> CtlResult {
-    if json && args.raw {
+/// The format of `--output json` / `--raw` / tables.
+pub fn format_of(json: bool, raw: bool) -> CtlResult<Format> {
+    Ok(if json && raw {
         return Err(CtlError::new(
             USAGE,
             "--raw and --output json do not go together",
         ));
-    }
-    let format = if json {
+    } else if json {
         Format::Json
-    } else if args.raw {
+    } else if raw {
         Format::Raw
     } else {
         Format::Human {
             colour: colour_enabled(),
         }
-    };
+    })
+}
+
+/// Runs `ctl logs`.
+pub async fn run(c: &mut Client, out: &mut impl Write, json: bool, args: LogsArgs) -> CtlResult {
+    let format = format_of(json, args.raw)?;
+    if args.run == Some(0) {
+        return Err(CtlError::new(
+            NOT_FOUND,
+            "no run 0: run ids start at 1 (`ctl status` shows the latest)",
+        ));
+    }
     let mut stream = c
         .logs(args.request())
         .await
         .map_err(|s| CtlError::from_status(s, FAILURE))?
         .into_inner();
+    let printing = print_stream(
+        &mut stream,
+        out,
+        format,
+        args.until_match.as_ref(),
+        args.follow,
+    );
+    let ended = match args.timeout {
+        Some(limit) => match tokio::time::timeout(limit, printing).await {
+            Ok(ended) => ended?,
+            Err(_) => {
+                let what = match &args.until_match {
+                    Some(re) => format!("no line matched {:?}", re.as_str()),
+                    None => "the follow did not end".to_owned(),
+                };
+                return Err(CtlError::new(
+                    OUTCOME,
+                    format!(
+                        "timeout: {what} within {}",
+                        humantime::format_duration(limit)
+                    ),
+                ));
+            }
+        },
+        None => printing.await?,
+    };
+    match (&args.until_match, ended) {
+        (Some(re), Ended::Stream) => Err(CtlError::new(
+            OUTCOME,
+            format!(
+                "stream-ended: no line matched {:?} before the lines ended",
+                re.as_str()
+            ),
+        )),
+        _ => Ok(OK),
+    }
+}
+
+/// Why [`print_stream`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The daemon ended the stream.
+    Stream,
+    /// A line matched the pattern.
+    Matched,
+}
+
+/// Prints the lines of `stream` until it ends or (with `until`) a stdout or stderr line
+/// matches; `follow`: also return (as a closed pipe) as soon as stdout's reader is gone.
+pub async fn print_stream(
+    stream: &mut tonic::Streaming<proto::LogLine>,
+    out: &mut impl Write,
+    format: Format,
+    until: Option<&Regex>,
+    follow: bool,
+) -> CtlResult<Ended> {
+    let gone = async {
+        if follow {
+            crate::reader::gone().await
+        } else {
+            std::future::pending().await
+        }
+    };
+    tokio::pin!(gone);
     let mut out = BufWriter::with_capacity(64 << 10, out);
     let mut err = std::io::stderr();
-    let mut next = stream.next().await;
+    let mut next = tokio::select! {
+        item = stream.next() => item,
+        () = &mut gone => return Err(CtlError::reader_gone()),
+    };
     while let Some(item) = next {
         let line = item.map_err(|s| CtlError::from_status(s, FAILURE))?;
         print_line(&mut out, &mut err, format, &line)?;
+        if until.is_some_and(|re| is_output(&line) && re.is_match(&line.text)) {
+            out.flush()?;
+            return Ok(Ended::Matched);
+        }
         // Flush once no more lines are waiting: a batch costs one write, and a follower
         // still sees every line at once.
-        next = match ready_now(&mut stream).await {
+        next = match ready_now(stream).await {
             Poll::Ready(item) => item,
             Poll::Pending => {
                 out.flush()?;
-                stream.next().await
+                tokio::select! {
+                    item = stream.next() => item,
+                    () = &mut gone => return Err(CtlError::reader_gone()),
+                }
             }
         };
     }
     out.flush()?;
-    Ok(OK)
+    Ok(Ended::Stream)
+}
+
+/// A line the script wrote (stdout or stderr), not the daemon's nor a skip marker.
+fn is_output(l: &proto::LogLine) -> bool {
+    l.skipped == 0 && (l.stream == LogStream::Stdout as i32 || l.stream == LogStream::Stderr as i32)
 }
 
 /// The stream's next item if it is already there, without waiting.

@@ -167,6 +167,8 @@ pub struct ScriptJson {
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ExitJson {
+    /// The run this is the end of (null from a daemon that did not say).
+    pub run_id: Option<u64>,
     /// Exit code.
     pub code: Option<i32>,
     /// Signal name (`SIGTERM`).
@@ -182,6 +184,7 @@ pub struct ExitJson {
 impl From<&ExitInfo> for ExitJson {
     fn from(e: &ExitInfo) -> Self {
         Self {
+            run_id: (e.run_id > 0).then_some(e.run_id),
             code: e.code,
             signal: e.signal.map(signal_name),
             timed_out: e.timed_out,
@@ -241,8 +244,66 @@ pub struct ControlJson {
     pub action: String,
     /// What the daemon said.
     pub message: String,
+    /// The run this command started (`run`, `start`, `restart`); null when none.
+    pub run_id: Option<u64>,
     /// The script afterwards.
     pub script: ScriptJson,
+}
+
+/// `ctl run --wait --output json`: how the run this command started ended, or that the
+/// wait's `--timeout` passed first.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunWaitJson {
+    /// Always 1.
+    pub schema: u32,
+    /// Script name.
+    pub script: String,
+    /// The run.
+    pub run_id: u64,
+    /// `succeeded` (exit 0, ctl exits 0); `run-failed` (non-zero exit, killed or timed out)
+    /// or `timeout` (the wait's `--timeout` passed; the run goes on): ctl exits 6.
+    pub outcome: String,
+    /// Exit code, when the run exited.
+    pub exit_code: Option<i32>,
+    /// Signal name (`SIGKILL`), when the run was killed by one.
+    pub signal: Option<String>,
+    /// The run was stopped for passing its own `timeout`.
+    pub timed_out: bool,
+    /// Start time, RFC 3339.
+    pub started_at: Option<String>,
+    /// End time, RFC 3339; null while it runs.
+    pub ended_at: Option<String>,
+    /// How long it ran (ms); null while it runs.
+    pub duration_ms: Option<u64>,
+}
+
+/// The outcome of a wait for a run: `exit` is its end, `None` when the wait timed out.
+pub fn run_outcome(exit: Option<&ExitInfo>) -> &'static str {
+    match exit {
+        None => "timeout",
+        Some(e) if e.code == Some(0) && !e.timed_out => "succeeded",
+        Some(_) => "run-failed",
+    }
+}
+
+impl RunWaitJson {
+    /// The document for run `run_id` of `script`, started at `started_ms`, ended as `exit`
+    /// (`None`: still running when the wait gave up).
+    pub fn new(script: &str, run_id: u64, started_ms: i64, exit: Option<&ExitInfo>) -> Self {
+        Self {
+            schema: JSON_SCHEMA,
+            script: script.to_owned(),
+            run_id,
+            outcome: run_outcome(exit).into(),
+            exit_code: exit.and_then(|e| e.code),
+            signal: exit.and_then(|e| e.signal).map(signal_name),
+            timed_out: exit.is_some_and(|e| e.timed_out),
+            started_at: time(exit.map_or(started_ms, |e| e.started_at_ms)),
+            ended_at: exit.and_then(|e| time(e.ended_at_ms)),
+            duration_ms: exit.map(|e| e.duration_ms),
+        }
+    }
 }
 
 /// One change of a plan.
@@ -672,5 +733,62 @@ pub fn event_line(e: &proto::Event) -> String {
         }
         Some(Kind::Missed(n)) => format!("{t} … missed {n} events (this follower was too slow)"),
         None => format!("{t} (unknown event)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exit(code: Option<i32>, signal: Option<i32>, timed_out: bool) -> ExitInfo {
+        ExitInfo {
+            code,
+            signal,
+            timed_out,
+            ended_at_ms: 1_700_000_001_000,
+            duration_ms: 1000,
+            run_id: 4,
+            started_at_ms: 1_700_000_000_000,
+        }
+    }
+
+    #[test]
+    fn run_outcomes() {
+        let table = [
+            (Some(exit(Some(0), None, false)), "succeeded"),
+            (Some(exit(Some(3), None, false)), "run-failed"),
+            (Some(exit(None, Some(9), false)), "run-failed"),
+            (Some(exit(None, Some(15), true)), "run-failed"),
+            (Some(exit(Some(0), None, true)), "run-failed"),
+            (None, "timeout"),
+        ];
+        for (e, want) in table {
+            assert_eq!(run_outcome(e.as_ref()), want, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn run_wait_json_round_trips_strictly() {
+        let e = exit(None, Some(9), true);
+        let text = serde_json::to_string(&RunWaitJson::new("job", 4, 0, Some(&e))).expect("json");
+        let doc: RunWaitJson = serde_json::from_str(&text).expect("strict parse");
+        assert_eq!(doc.outcome, "run-failed");
+        assert_eq!(doc.signal.as_deref(), Some("SIGKILL"));
+        assert_eq!(doc.started_at.as_deref(), Some("2023-11-14T22:13:20.000Z"));
+        assert_eq!(doc.duration_ms, Some(1000));
+
+        let waiting = RunWaitJson::new("job", 4, 1_700_000_000_000, None);
+        let text = serde_json::to_string(&waiting).expect("json");
+        let doc: RunWaitJson = serde_json::from_str(&text).expect("strict parse");
+        assert_eq!((doc.outcome.as_str(), doc.ended_at), ("timeout", None));
+        assert_eq!(doc.started_at.as_deref(), Some("2023-11-14T22:13:20.000Z"));
+    }
+
+    #[test]
+    fn a_last_exit_names_its_run() {
+        let j = ExitJson::from(&exit(Some(0), None, false));
+        let text = serde_json::to_string(&j).expect("json");
+        let back: ExitJson = serde_json::from_str(&text).expect("strict parse");
+        assert_eq!(back.run_id, Some(4));
     }
 }

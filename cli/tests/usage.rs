@@ -48,3 +48,17 @@ fn completions_are_printed() {
         &stdout[..stdout.len().min(200)]
     );
 }
+
+#[test]
+fn wait_flags_without_what_they_need_are_usage_errors() {
+    for args in [
+        &["run", "x", "--timeout", "1s"][..],
+        &["run", "x", "--follow"],
+        &["run", "x", "--wait", "--timeout", "soon"],
+        &["logs", "x", "--timeout", "1s"],
+        &["logs", "x", "--until-match", "("],
+    ] {
+        let (code, _, stderr) = ctl(args);
+        assert_eq!(code, 2, "ctl {args:?}: {stderr}");
+    }
+}

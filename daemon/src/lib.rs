@@ -15,6 +15,7 @@ pub mod process;
 pub mod reload;
 pub mod rlimit;
 pub mod runner;
+pub mod runs;
 pub mod server;
 pub mod shim;
 pub mod socket;

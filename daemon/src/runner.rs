@@ -9,6 +9,7 @@ use crate::logs::{self, LogSink, Stream};
 use crate::now_ms;
 pub use crate::process::SpawnError;
 use crate::process::{self, GroupRecords, ShimExit, Shims};
+use crate::runs::RecentRuns;
 use nix::sys::signal::Signal;
 use scriptd_common::config::{RestartPolicy, ScriptConfig};
 use scriptd_common::diff::{apply_except_restart, diff_script, Change, Impact};
@@ -49,10 +50,19 @@ pub enum UpdateOutcome {
 
 type Reply<T> = oneshot::Sender<Result<T, ControlError>>;
 
+/// The answer to a control command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Controlled {
+    /// What happened, for people.
+    pub message: String,
+    /// The run the command started; 0 when it started none.
+    pub run_id: u64,
+}
+
 /// Commands a runner takes.
 pub enum RunnerCmd {
     /// `ctl start|stop|restart|run`.
-    Control(ControlAction, Reply<String>),
+    Control(ControlAction, Reply<Controlled>),
     /// A reload changed this script's config: the new config and the plan's rows for this
     /// script (their impacts decide what is restarted).
     Update(Box<ScriptConfig>, Vec<Change>, Reply<UpdateOutcome>),
@@ -69,11 +79,13 @@ pub struct ScriptHandle {
     pub status: watch::Receiver<ScriptStatus>,
     /// The script's log pipeline.
     pub logs: Arc<LogSink>,
+    /// The ends of its recent runs.
+    pub recent: watch::Receiver<RecentRuns>,
 }
 
 impl ScriptHandle {
     /// Sends a control command and waits for its answer.
-    pub async fn control(&self, action: ControlAction) -> Result<String, ControlError> {
+    pub async fn control(&self, action: ControlAction) -> Result<Controlled, ControlError> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(RunnerCmd::Control(action, tx))
@@ -149,6 +161,7 @@ pub fn start_reporting(
     };
     let (status_tx, status_rx) = watch::channel(status.clone());
     let (internal_tx, internal_rx) = mpsc::channel(4);
+    let (recent_tx, recent_rx) = watch::channel(RecentRuns::default());
     let runner = Runner {
         name,
         cfg,
@@ -166,12 +179,14 @@ pub fn start_reporting(
         waiters: Vec::new(),
         internal_tx,
         last_failed: false,
+        recent: recent_tx,
     };
     tracker.spawn(runner.run(rx, internal_rx, initial));
     let handle = ScriptHandle {
         tx,
         status: status_rx,
         logs,
+        recent: recent_rx,
     };
     (handle, started)
 }
@@ -199,7 +214,7 @@ enum AfterExit {
 
 /// Someone waiting for the current run to end.
 enum Waiter {
-    Control(Reply<String>),
+    Control(Reply<Controlled>),
     Update(Reply<UpdateOutcome>),
     Removed(oneshot::Sender<()>),
 }
@@ -250,6 +265,8 @@ struct Runner {
     waiters: Vec<Waiter>,
     internal_tx: mpsc::Sender<Exited>,
     last_failed: bool,
+    /// The ends of the latest runs, for `WaitRun`.
+    recent: watch::Sender<RecentRuns>,
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -521,9 +538,10 @@ impl Runner {
                 let info = ExitInfo {
                     code: Some(127),
                     ended_at_ms: now_ms(),
+                    run_id,
                     ..Default::default()
                 };
-                self.status.last_exit = Some(info);
+                self.record_exit(info);
                 self.event(
                     ScriptEventKind::Exited,
                     format!("failed to start: {e}"),
@@ -653,6 +671,8 @@ impl Runner {
             timed_out: run.timed_out,
             ended_at_ms: now_ms(),
             duration_ms: ran_for.as_millis() as u64,
+            run_id: run.id,
+            started_at_ms: run.started.wall_ms,
             ..Default::default()
         };
         match exited.status {
@@ -694,7 +714,7 @@ impl Runner {
                 humantime::format_duration(Duration::from_millis(info.duration_ms))
             ),
         );
-        self.status.last_exit = Some(info);
+        self.record_exit(info);
         self.shared.events.script(proto::ScriptEvent {
             script: self.name.clone(),
             kind: ScriptEventKind::Exited as i32,
@@ -751,9 +771,15 @@ impl Runner {
                 }
                 Waiter::Control(tx) => {
                     let _ = tx.send(match &start_result {
-                        Some(Ok(pid)) => Ok(format!("restarted (pid {pid})")),
+                        Some(Ok(pid)) => Ok(Controlled {
+                            message: format!("restarted (pid {pid})"),
+                            run_id: self.status.run_id,
+                        }),
                         Some(Err(e)) => Err(ControlError::Spawn(e.clone())),
-                        None => Ok(format!("stopped ({how})")),
+                        None => Ok(Controlled {
+                            message: format!("stopped ({how})"),
+                            run_id: 0,
+                        }),
                     });
                 }
                 Waiter::Update(tx) => {
@@ -764,6 +790,13 @@ impl Runner {
                 }
             }
         }
+    }
+
+    /// The end of a run: the last exit of the status, and in the record `WaitRun` reads
+    /// (before the status without the run is published, see [`crate::runs::state_of`]).
+    fn record_exit(&mut self, info: ExitInfo) {
+        self.status.last_exit = Some(info);
+        self.recent.send_modify(|r| r.push(info));
     }
 
     fn set_config(&mut self, cfg: ScriptConfig) {
@@ -793,8 +826,9 @@ impl Runner {
         }
     }
 
-    async fn control(&mut self, action: ControlAction, reply: Reply<String>) {
+    async fn control(&mut self, action: ControlAction, reply: Reply<Controlled>) {
         let running_pid = self.run.as_ref().map(|r| r.pid);
+        let last_run = self.status.run_id;
         let answer = match action {
             ControlAction::Start | ControlAction::Restart if !self.cfg.enabled => {
                 Err(ControlError::Precondition(format!(
@@ -856,8 +890,14 @@ impl Runner {
                     None => format!("not running{until}"),
                 })
             }
+            // Refused, not "ok": a caller must never take the running run for its own.
             ControlAction::Run => match running_pid {
-                Some(pid) => Ok(format!("already running (pid {pid})")),
+                Some(pid) => Err(ControlError::Precondition(format!(
+                    "{name} is already running as run {id} (pid {pid}); follow it with `ctl \
+                     logs -f {name} --run {id}`",
+                    name = self.name,
+                    id = self.status.run_id
+                ))),
                 None => self
                     .start_run(true)
                     .await
@@ -866,7 +906,11 @@ impl Runner {
             },
             ControlAction::Unspecified => Err(ControlError::Precondition("no action given".into())),
         };
-        let _ = reply.send(answer);
+        let run_id = self.status.run_id;
+        let _ = reply.send(answer.map(|message| Controlled {
+            message,
+            run_id: if run_id == last_run { 0 } else { run_id },
+        }));
     }
 
     async fn update(

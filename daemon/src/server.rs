@@ -6,7 +6,8 @@ use crate::events::EventBus;
 use crate::history::{ActionResult, History, HistoryError};
 use crate::reload::disk::DiskSync;
 use crate::reload::{Report, Request, RequestError, ResultKind, Snapshot, Source};
-use crate::runner::ControlError;
+use crate::runner::{ControlError, ScriptHandle};
+use crate::runs::{self, RunState, WaitError};
 use scriptd_common::config;
 use scriptd_common::config::ConfigFile;
 use scriptd_common::diff;
@@ -127,14 +128,8 @@ impl Service {
         script: &str,
         action: ControlAction,
     ) -> Result<proto::ControlResponse, Status> {
-        let handle = self
-            .snapshot
-            .borrow()
-            .handles
-            .get(script)
-            .cloned()
-            .ok_or_else(|| Status::not_found(format!("no script named {script:?}")))?;
-        let message = handle.control(action).await.map_err(|e| match e {
+        let handle = self.handle(script)?;
+        let done = handle.control(action).await.map_err(|e| match e {
             ControlError::Precondition(m) => Status::failed_precondition(m),
             ControlError::Spawn(m) => Status::aborted(format!("cannot start {script}: {m}")),
             ControlError::Gone => Status::unavailable(e.to_string()),
@@ -142,8 +137,19 @@ impl Service {
         let status = handle.status.borrow().clone();
         Ok(proto::ControlResponse {
             status: Some(status),
-            message,
+            message: done.message,
+            run_id: done.run_id,
         })
+    }
+
+    /// The handle of `script`, or NOT_FOUND.
+    fn handle(&self, script: &str) -> Result<ScriptHandle, Status> {
+        self.snapshot
+            .borrow()
+            .handles
+            .get(script)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("no script named {script:?}")))
     }
 
     /// Records a Control call and its outcome in the history's audit trail.
@@ -430,14 +436,47 @@ impl Scriptd for Service {
     ) -> Result<Response<Self::LogsStream>, Status> {
         let req = request.into_inner();
         let query = crate::logs::Query::from_request(&req, crate::now_ms())?;
-        let sink = self
-            .snapshot
-            .borrow()
-            .handles
-            .get(&req.script)
-            .map(|h| h.logs.clone())
-            .ok_or_else(|| Status::not_found(format!("no script named {:?}", req.script)))?;
-        Ok(Response::new(Box::pin(crate::logs::stream(sink, query))))
+        let handle = self.handle(&req.script)?;
+        let run_end = match req.run_id {
+            0 => None,
+            id => {
+                if runs::state_now(id, &handle.status, &handle.recent) == RunState::Unknown {
+                    let latest = handle.status.borrow().run_id;
+                    return Err(Status::not_found(format!(
+                        "no run {id} of {} yet (the latest is run {latest})",
+                        req.script
+                    )));
+                }
+                // A follower of one run ends after its last line once it has ended.
+                let (status, recent) = (handle.status.clone(), handle.recent.clone());
+                let script = req.script.clone();
+                req.follow.then(|| -> crate::logs::RunEnd {
+                    Box::pin(async move {
+                        let _ = runs::wait(&script, id, status, recent).await;
+                    })
+                })
+            }
+        };
+        Ok(Response::new(Box::pin(crate::logs::stream(
+            handle.logs,
+            query,
+            run_end,
+        ))))
+    }
+
+    async fn wait_run(
+        &self,
+        request: Req<proto::WaitRunRequest>,
+    ) -> Result<Response<proto::WaitRunResponse>, Status> {
+        let req = request.into_inner();
+        let handle = self.handle(&req.script)?;
+        let exit = runs::wait(&req.script, req.run_id, handle.status, handle.recent)
+            .await
+            .map_err(|e| match e {
+                WaitError::NotFound(m) => Status::not_found(m),
+                WaitError::Gone(_) => Status::unavailable(e.to_string()),
+            })?;
+        Ok(Response::new(proto::WaitRunResponse { exit: Some(exit) }))
     }
 }
 

@@ -572,7 +572,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__logs)
-            opts="-f -n -o -h --follow --lines --since --after-seq --stream --run --raw --socket --config --output --help"
+            opts="-f -n -o -h --follow --lines --since --after-seq --stream --run --raw --until-match --timeout --socket --config --output --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -599,6 +599,14 @@ _ctl() {
                     return 0
                     ;;
                 --run)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --until-match)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -750,12 +758,16 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__run)
-            opts="-o -h --socket --config --output --help"
+            opts="-o -h --wait --timeout --follow --raw --socket --config --output --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

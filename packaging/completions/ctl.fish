@@ -36,7 +36,7 @@ complete -c ctl -n "__fish_ctl_needs_command" -f -a "events" -d 'Follow reload a
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "start" -d 'Start a stopped script (services) or resume its schedule (periodic)'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "stop" -d 'Stop a script gracefully and keep it stopped'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "restart" -d 'Stop then start a script'
-complete -c ctl -n "__fish_ctl_needs_command" -f -a "run" -d 'Run a script once now, also when disabled or between intervals'
+complete -c ctl -n "__fish_ctl_needs_command" -f -a "run" -d 'Run a script once now, also when disabled or between intervals; prints the run id. A script that is already running is not run again (exit 1, naming its run)'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "history" -d 'Versions and refused attempts, newest first; `history show V` prints V\'s files; `history --actions` lists who started, stopped, restarted or ran which script'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "diff" -d 'Difference between two versions: unified diff of the files and the field-level plan'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "rollback" -d 'Go back to VERSION [default: the version before the running one], as a new version; the files on disk are rewritten to match'
@@ -77,10 +77,14 @@ complete -c ctl -n "__fish_ctl_using_subcommand restart" -l config -d 'Config fi
 complete -c ctl -n "__fish_ctl_using_subcommand restart" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand restart" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ctl -n "__fish_ctl_using_subcommand run" -l timeout -d 'With --wait: stop waiting after DUR (exit 6); the run goes on' -r
 complete -c ctl -n "__fish_ctl_using_subcommand run" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand run" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand run" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
+complete -c ctl -n "__fish_ctl_using_subcommand run" -l wait -d 'Return when this run ends: exit 0 if it exited 0, else 6'
+complete -c ctl -n "__fish_ctl_using_subcommand run" -l follow -d 'With --wait: print the run\'s lines meanwhile (as `ctl logs` does)'
+complete -c ctl -n "__fish_ctl_using_subcommand run" -l raw -d 'With --follow: stdout holds only the run\'s output (as `ctl logs --raw`); ctl\'s own lines go to stderr'
 complete -c ctl -n "__fish_ctl_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -l limit -d 'At most this many entries' -r
 complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
@@ -116,7 +120,9 @@ complete -c ctl -n "__fish_ctl_using_subcommand logs" -l after-seq -d 'Only line
 complete -c ctl -n "__fish_ctl_using_subcommand logs" -l stream -d 'Only this stream (default: stdout, stderr and the daemon\'s lines)' -r -f -a "stdout\t'The script\'s stdout'
 stderr\t'The script\'s stderr'
 system\t'The daemon\'s lines about runs (started, ended, timed out)'"
-complete -c ctl -n "__fish_ctl_using_subcommand logs" -l run -d 'Only the lines of this run (the run id of `ctl status`)' -r
+complete -c ctl -n "__fish_ctl_using_subcommand logs" -l run -d 'Only the lines of this run (the run id of `ctl run` or `ctl status`); with -f, end after its last line once it has ended' -r
+complete -c ctl -n "__fish_ctl_using_subcommand logs" -l until-match -d 'End after the first stdout or stderr line matching REGEX (printed); exit 6 when the lines end first. The backlog counts: `-n 0` or `--run ID` to match only new lines' -r
+complete -c ctl -n "__fish_ctl_using_subcommand logs" -l timeout -d 'With -f: give up after DUR (exit 6) unless the follow ended by itself before' -r
 complete -c ctl -n "__fish_ctl_using_subcommand logs" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand logs" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand logs" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
@@ -140,7 +146,7 @@ complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcom
 complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "start" -d 'Start a stopped script (services) or resume its schedule (periodic)'
 complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "stop" -d 'Stop a script gracefully and keep it stopped'
 complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "restart" -d 'Stop then start a script'
-complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "run" -d 'Run a script once now, also when disabled or between intervals'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "run" -d 'Run a script once now, also when disabled or between intervals; prints the run id. A script that is already running is not run again (exit 1, naming its run)'
 complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "history" -d 'Versions and refused attempts, newest first; `history show V` prints V\'s files; `history --actions` lists who started, stopped, restarted or ran which script'
 complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "diff" -d 'Difference between two versions: unified diff of the files and the field-level plan'
 complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "rollback" -d 'Go back to VERSION [default: the version before the running one], as a new version; the files on disk are rewritten to match'

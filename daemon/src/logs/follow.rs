@@ -71,6 +71,10 @@ impl Query {
 
 type Item = Result<proto::LogLine, Status>;
 
+/// Resolves once the run a follower is limited to has ended (its last line is in the sink by
+/// then): the follower ends after that line.
+pub type RunEnd = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// Lines on their way to one client, sent in batches: one channel operation (and at most
 /// one wake-up) per batch instead of per line.
 struct Out {
@@ -138,17 +142,18 @@ impl tokio_stream::Stream for Lines {
 
 /// Starts serving one `Logs` request: the backlog (from the files when it reaches back
 /// before memory, then from memory), then with `follow` live lines, across rotation and
-/// restarts of the script, until the client leaves or the script is gone.
-pub fn stream(sink: Arc<LogSink>, q: Query) -> Lines {
+/// restarts of the script, until the client leaves or the script is gone, or `run_end`
+/// resolves (a follower of one run).
+pub fn stream(sink: Arc<LogSink>, q: Query, run_end: Option<RunEnd>) -> Lines {
     let (tx, rx) = mpsc::channel(4);
-    tokio::spawn(serve(sink, q, Out::new(tx)));
+    tokio::spawn(serve(sink, q, Out::new(tx), run_end));
     Lines {
         rx,
         current: Vec::new().into_iter(),
     }
 }
 
-async fn serve(sink: Arc<LogSink>, q: Query, mut out: Out) {
+async fn serve(sink: Arc<LogSink>, q: Query, mut out: Out, run_end: Option<RunEnd>) {
     let Start {
         mem,
         files,
@@ -175,15 +180,24 @@ async fn serve(sink: Arc<LogSink>, q: Query, mut out: Out) {
         return;
     }
     if let Some(following) = following {
-        follow(&following.0, q, end, out).await;
+        follow(&following.0, q, end, out, run_end).await;
     }
 }
 
-/// Live lines from `cursor` on, until the client leaves or the sink closes. Lines that
-/// left memory before this reader took them are read from the files; only lines gone from
-/// the files too are skipped, with a marker.
-async fn follow(sink: &LogSink, q: Query, mut cursor: u64, mut out: Out) {
+/// Live lines from `cursor` on, until the client leaves, the sink closes, or `run_end` has
+/// resolved and every line written before that was taken. Lines that left memory before
+/// this reader took them are read from the files; only lines gone from the files too are
+/// skipped, with a marker.
+async fn follow(
+    sink: &LogSink,
+    q: Query,
+    mut cursor: u64,
+    mut out: Out,
+    mut run_end: Option<RunEnd>,
+) {
     let mut wake = sink.wake.subscribe();
+    // Set before a take: that take sees every line the ended run wrote.
+    let mut run_over = false;
     loop {
         wake.borrow_and_update();
         match sink.take(cursor, &q) {
@@ -205,8 +219,23 @@ async fn follow(sink: &LogSink, q: Query, mut cursor: u64, mut out: Out) {
                 closed,
             } => {
                 if covered == 0 {
-                    if !out.flush().await || closed || wake.changed().await.is_err() {
+                    if !out.flush().await || closed || run_over {
                         return;
+                    }
+                    let ended = async {
+                        match run_end.as_mut() {
+                            Some(f) => f.await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        r = wake.changed() => if r.is_err() {
+                            return;
+                        },
+                        () = ended => {
+                            run_over = true;
+                            run_end = None;
+                        }
                     }
                     continue;
                 }

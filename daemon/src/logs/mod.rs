@@ -44,7 +44,7 @@ mod sink;
 mod split;
 mod write_failures;
 
-pub use follow::{stream, Lines, Query};
+pub use follow::{stream, Lines, Query, RunEnd};
 pub use ingest::{pump, PipeEnd};
 pub use paths::log_path;
 pub use record::{skipped_marker, Block, Stream};

@@ -165,9 +165,16 @@ impl LogSink {
         let end = g.ring.next_seq;
         let front = g.ring.front();
         let mut mem = Vec::new();
+        // Runs follow each other in the log: a line of an earlier run means the one asked
+        // for starts after it, and the files hold nothing of it.
+        let mut before_run = false;
         if q.wants_backlog() {
             for l in g.ring.lines_rev() {
                 if l.seq <= q.after_seq || (q.lines > 0 && mem.len() as u64 >= q.lines) {
+                    break;
+                }
+                if q.run_id > 0 && l.run_id > 0 && l.run_id < q.run_id {
+                    before_run = true;
                     break;
                 }
                 if q.matches(&l) {
@@ -182,6 +189,7 @@ impl LogSink {
             _ => true,
         };
         let files = (q.wants_backlog()
+            && !before_run
             && front > q.after_seq.saturating_add(1)
             && file_need != Some(0)
             && older_may_match)

@@ -111,9 +111,10 @@ fn supplementary_groups(pid: i32, uid: u32) -> Option<Vec<u32>> {
 /// asks for `operate` unless it is a dry run (see [`require`]).
 fn needed(path: &str) -> Role {
     match path.strip_prefix("/scriptd.v1.Scriptd/") {
-        Some("Status" | "Logs" | "History" | "GetVersion" | "Events" | "Diff" | "Rollback") => {
-            Role::Read
-        }
+        Some(
+            "Status" | "Logs" | "WaitRun" | "History" | "GetVersion" | "Events" | "Diff"
+            | "Rollback",
+        ) => Role::Read,
         Some(_) => Role::Operate,
         None if path.starts_with("/grpc.health.v1.Health/")
             || path.starts_with("/grpc.reflection.v1.ServerReflection/") =>
@@ -309,6 +310,7 @@ mod tests {
         for read in [
             "/scriptd.v1.Scriptd/Status",
             "/scriptd.v1.Scriptd/Logs",
+            "/scriptd.v1.Scriptd/WaitRun",
             "/scriptd.v1.Scriptd/History",
             "/scriptd.v1.Scriptd/GetVersion",
             "/scriptd.v1.Scriptd/Events",

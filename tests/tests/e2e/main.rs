@@ -2,6 +2,7 @@
 //! One test binary with a module per concern (one link instead of one per file); shared
 //! set-up lives in the `scriptd_e2e` library (`tests/src/lib.rs`).
 mod access;
+mod automation;
 mod connections;
 mod descriptors;
 mod full_state_dir;
