@@ -10,6 +10,7 @@
 //! Every file is opened relative to the directory, without following symlinks.
 
 use super::procfs::{self, ProcStat};
+use crate::throttle::{self, Failure, Streak};
 use nix::errno::Errno;
 use nix::fcntl::{openat, renameat, OFlag};
 use nix::sys::stat::{fstat, mkdirat, Mode, SFlag};
@@ -18,6 +19,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// Largest record file read.
@@ -247,6 +249,8 @@ struct Records {
     path: PathBuf,
     dir: OwnedFd,
     boot_id: String,
+    /// Failed writes (a full `state_dir`): logged once, then counted.
+    unwritable: Streak,
 }
 
 fn io(e: Errno) -> std::io::Error {
@@ -292,6 +296,7 @@ impl GroupRecords {
             path: path.clone(),
             dir,
             boot_id,
+            unwritable: Streak::new(throttle::WINDOW),
         };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
@@ -338,7 +343,7 @@ impl GroupRecords {
 
 impl Records {
     /// Serves requests until every [`GroupRecords`] is dropped.
-    fn serve(self, rx: std::sync::mpsc::Receiver<Op>) {
+    fn serve(mut self, rx: std::sync::mpsc::Receiver<Op>) {
         for op in rx {
             match op {
                 Op::Record {
@@ -367,7 +372,7 @@ impl Records {
         }
     }
 
-    fn record(&self, name: &str, pgid: u32, shim_pid: u32, run_id: u64) -> Option<u64> {
+    fn record(&mut self, name: &str, pgid: u32, shim_pid: u32, run_id: u64) -> Option<u64> {
         let start = procfs::proc_stat(pgid)?.start;
         let shim_start = procfs::proc_stat(shim_pid).map_or(0, |s| s.start);
         let rec = GroupRecord {
@@ -378,14 +383,40 @@ impl Records {
             shim_start,
             run_id,
         };
-        if let Err(e) = self.write(name, &rec.to_line()) {
-            tracing::warn!(
-                script = name,
-                "cannot record process group {pgid} in {}: {e}",
-                self.path.join(name).display()
-            );
-        }
+        let written = self.write(name, &rec.to_line());
+        self.note(name, pgid, written);
         Some(start)
+    }
+
+    /// Logs a failed write of a record once, then a count at most once a minute (a fast
+    /// periodic script on a full `state_dir` fails at every run), and that records are
+    /// written again after a success.
+    fn note(&mut self, name: &str, pgid: u32, written: std::io::Result<()>) {
+        let dir = self.path.display();
+        match written {
+            Ok(()) => {
+                if let Some(failed) = self.unwritable.succeeded() {
+                    tracing::info!(
+                        "process groups are recorded again in {dir} ({failed} more failed since \
+                         the last report)"
+                    );
+                }
+            }
+            Err(e) => match self.unwritable.failed(Instant::now()) {
+                None => {}
+                Some(Failure::First) => tracing::warn!(
+                    script = name,
+                    "cannot record process group {pgid} in {}: {e}; a daemon started after a \
+                     crash could not sweep what the run leaves behind (further failures are \
+                     counted once a minute)",
+                    self.path.join(name).display()
+                ),
+                Some(Failure::Summary { failed }) => tracing::warn!(
+                    "still cannot record process groups in {dir}: {failed} failed since the \
+                     last report (last: {e})"
+                ),
+            },
+        }
     }
 
     /// Writes `NAME` by a fresh temp file (created exclusively: never a planted one) renamed
@@ -745,5 +776,45 @@ mod tests {
         for (what, r, want) in table {
             assert_eq!(judge("s", &r, &sys), want, "{what}");
         }
+    }
+
+    #[test]
+    fn a_failed_record_starts_a_streak_that_the_next_written_one_ends() {
+        let state = tempfile::tempdir().expect("tempdir");
+        let dir_path = state.path().join("groups");
+        std::fs::create_dir(&dir_path).expect("groups dir");
+        let dir = nix::fcntl::open(
+            &dir_path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .expect("open groups dir");
+        let mut records = Records {
+            path: dir_path.clone(),
+            dir,
+            boot_id: "boot".into(),
+            unwritable: Streak::new(throttle::WINDOW),
+        };
+        let me = std::process::id();
+        // A directory where the temp file goes: the write fails (as on a full disk).
+        let blocker = dir_path.join(".job.tmp");
+        std::fs::create_dir(&blocker).expect("blocker");
+        for run in 1..=3 {
+            assert!(records.record("job", me, me, run).is_some());
+            assert!(records.unwritable.is_failing(), "run {run}");
+        }
+        assert!(!dir_path.join("job").exists());
+        std::fs::remove_dir(&blocker).expect("unblock");
+        assert!(records.record("job", me, me, 4).is_some());
+        assert!(
+            !records.unwritable.is_failing(),
+            "a written record ends the streak"
+        );
+        let text = std::fs::read_to_string(dir_path.join("job")).expect("record");
+        assert_eq!(
+            GroupRecord::parse(&text).map(|r| r.run_id),
+            Some(4),
+            "{text}"
+        );
     }
 }

@@ -1,10 +1,12 @@
 //! A full `state_dir` keeps no script down: the daemon starts on a config whose version the
-//! history cannot record, runs every script, and records the version once space returns.
+//! history cannot record, runs every script, and records the version once space returns;
+//! the pid it cannot write into its lock file and the process groups it cannot record are
+//! warned about once, not at every run.
 //! Needs root (it mounts a tiny tmpfs as `state_dir`); without root it says SKIPPED (stderr)
 //! and passes.
 
 use ctl::history::HistoryJson;
-use scriptd_e2e::{Daemon, Env, DEADLINE};
+use scriptd_e2e::{wait_for, Daemon, Env, DEADLINE};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -112,4 +114,45 @@ fn a_full_state_dir_keeps_no_script_down_and_the_version_is_recorded_later_as_ro
         ("startup", "applied")
     );
     assert_eq!(h.running_version, 2);
+}
+
+#[test]
+fn a_full_state_dir_is_warned_about_once_and_the_lock_holds_without_a_pid_as_root() {
+    // needs root: mounts a tmpfs
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED a_full_state_dir_is_warned_about_once...: needs root to mount a tmpfs");
+        return;
+    }
+    let env = Env::new("scripts:\n  tick:\n    command: [\"/bin/true\"]\n    interval: 50ms\n");
+    let _tmpfs = Tmpfs::mount(&env.path("state"), "1m");
+    let mut d = env.start();
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), Some(0));
+
+    // A new lock file needs space for the pid, and there is none.
+    std::fs::remove_file(env.path("state/scriptd.lock")).expect("remove the lock file");
+    fill(&env.path("state/filler"));
+    let d = env.start();
+    d.wait_script("tick", "ten runs", |s| s.run_count >= 10);
+    let log = d.log_text();
+    assert!(
+        log.contains("cannot write the pid into the lock file"),
+        "the daemon runs and says why the lock file has no pid:\n{log}"
+    );
+    let failures = log
+        .lines()
+        .filter(|l| l.contains("cannot record process group") && !l.contains("still"))
+        .count();
+    assert_eq!(failures, 1, "said once, not at every run:\n{log}");
+
+    std::fs::remove_file(env.path("state/filler")).expect("free the space");
+    wait_for(
+        "the daemon to say groups are recorded again",
+        DEADLINE,
+        || {
+            d.log_text()
+                .contains("process groups are recorded again")
+                .then_some(())
+        },
+    );
 }
