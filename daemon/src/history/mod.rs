@@ -274,17 +274,7 @@ mod tests {
     }
 
     fn startup() -> Record {
-        Record {
-            attempt_id: 0,
-            time_ms: 7,
-            source: Source::Startup,
-            rollback_from: None,
-            uid: None,
-            result: ResultKind::Applied,
-            message: String::new(),
-            changes: Vec::new(),
-            errors: Vec::new(),
-        }
+        Record::startup(7)
     }
 
     #[tokio::test]

@@ -136,6 +136,23 @@ pub struct Record {
     pub errors: Vec<proto::ConfigError>,
 }
 
+impl Record {
+    /// The version the daemon started with, at `time_ms`.
+    pub fn startup(time_ms: i64) -> Self {
+        Self {
+            attempt_id: 0,
+            time_ms,
+            source: Source::Startup,
+            rollback_from: None,
+            uid: None,
+            result: ResultKind::Applied,
+            message: String::new(),
+            changes: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+}
+
 /// One control action to append.
 #[derive(Debug, Clone)]
 pub struct Action {

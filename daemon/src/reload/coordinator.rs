@@ -171,17 +171,7 @@ impl Coordinator {
             Some((v, latest)) if latest == hash => v,
             latest => {
                 let v = latest.map_or(1, |(v, _)| v + 1);
-                let record = Record {
-                    attempt_id: 0,
-                    time_ms: crate::now_ms(),
-                    source: Source::Startup,
-                    rollback_from: None,
-                    uid: None,
-                    result: ResultKind::Applied,
-                    message: String::new(),
-                    changes: Vec::new(),
-                    errors: Vec::new(),
-                };
+                let record = Record::startup(crate::now_ms());
                 if let Err(e) = history.record_startup(v, source.clone(), record).await {
                     tracing::warn!(
                         "startup version {v} cannot be recorded in the history yet ({e}); every \

@@ -2,19 +2,8 @@
 //! (`RLIMIT_NOFILE`) to the hard one, and gives scripts back the soft limit it was started
 //! with (a program that uses `select()` breaks on descriptors past 1,023).
 
-use scriptd_e2e::{wait_for, Env, DEADLINE};
+use scriptd_e2e::{nofile_limits, wait_for, Env, DEADLINE};
 use std::fs;
-
-/// The soft and hard "Max open files" of process `pid`, from `/proc/PID/limits`.
-fn nofile_of(pid: u32) -> (String, String) {
-    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
-    let line = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .expect("a Max open files line");
-    let fields: Vec<&str> = line.split_whitespace().collect();
-    (fields[3].to_owned(), fields[4].to_owned())
-}
 
 #[test]
 fn scripts_get_the_soft_descriptor_limit_the_daemon_was_started_with() {
@@ -34,7 +23,7 @@ fn scripts_get_the_soft_descriptor_limit_the_daemon_was_started_with() {
     // As `prlimit --nofile=1024:4096 scriptd ...`.
     let d = env.start_with_nofile(1024, 4096, &[]);
     assert_eq!(
-        nofile_of(d.pid()),
+        nofile_limits(d.pid()),
         ("4096".to_owned(), "4096".to_owned()),
         "the daemon raised its own soft limit"
     );
