@@ -132,7 +132,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let limits = socket::Limits::from_env(rlimit::raise_nofile_logged())?;
+    let nofile = rlimit::raise_nofile_logged();
+    let limits = socket::Limits::from_env(nofile.daemon)?;
     dirs::prepare(&cfg.daemon)?;
     // glibc gives every thread that allocates its own malloc arena; a supervisor that should
     // idle in a few MB is better served by two.
@@ -146,7 +147,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let served = runtime.block_on(serve(source, cfg, limits));
+    let served = runtime.block_on(serve(source, cfg, limits, nofile.scripts));
     // Whatever is still blocked on a client that went quiet is not waited for.
     runtime.shutdown_timeout(SERVER_LINGER);
     served?;
@@ -157,6 +158,7 @@ async fn serve(
     source: config::ConfigSource,
     cfg: config::Config,
     limits: socket::Limits,
+    script_nofile: Option<u64>,
 ) -> anyhow::Result<()> {
     let daemon = cfg.daemon.clone();
     // Before anything starts: a daemon that SIGTERM could not stop cleanly must not run.
@@ -188,7 +190,7 @@ async fn serve(
     // Event streams end once every script has stopped: followers get the last exits.
     let events = events::EventBus::new(server_stop.clone());
     let shared = Arc::new(runner::Shared {
-        shims: process::Shims::new()
+        shims: process::Shims::new(script_nofile)
             .context("cannot create the shims' liveness pipe and report socket")?,
         events: events.clone(),
         log_dir: daemon.log_dir.clone(),

@@ -34,7 +34,8 @@ pub fn acquire(path: &Path, held: impl FnOnce(Option<u32>) -> String) -> anyhow:
         .open(path)
         .map_err(|e| match e.raw_os_error() {
             Some(libc::ELOOP) => anyhow::anyhow!(
-                "the lock file {} is a symbolic link; scriptd does not follow it (it would                  overwrite the file it points to): remove it",
+                "the lock file {} is a symbolic link; scriptd does not follow it (it would \
+                 overwrite the file it points to): remove it",
                 path.display()
             ),
             _ => anyhow::Error::new(e)
@@ -57,11 +58,15 @@ pub fn acquire(path: &Path, held: impl FnOnce(Option<u32>) -> String) -> anyhow:
     }
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(mut lock) => {
-            let written = lock
-                .set_len(0)
-                .and_then(|()| lock.rewind())
-                .and_then(|()| writeln!(lock, "{}", std::process::id()));
-            written.with_context(|| format!("cannot write the lock file {}", path.display()))?;
+            // The flock is what keeps a second daemon out; the pid only names the holder in
+            // its message, so a full disk costs that, not the start.
+            if let Err(e) = write_pid(&mut lock) {
+                tracing::warn!(
+                    "cannot write the pid into the lock file {}: {e}; the lock is held all the \
+                     same (a second daemon is refused without this one's pid)",
+                    path.display()
+                );
+            }
             Ok(Lock { _held: lock })
         }
         Err((mut file, Errno::EWOULDBLOCK)) => {
@@ -74,6 +79,13 @@ pub fn acquire(path: &Path, held: impl FnOnce(Option<u32>) -> String) -> anyhow:
         }
         Err((_, e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
     }
+}
+
+/// Replaces the file's content with this process's pid.
+fn write_pid(file: &mut File) -> std::io::Result<()> {
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{}", std::process::id())
 }
 
 /// ` (pid N)` when the pid is known, for messages about the holder of a lock.
@@ -108,7 +120,14 @@ mod tests {
         let link = dir.path().join("via-symlink.lock");
         std::os::unix::fs::symlink(&victim, &link).expect("symlink");
         let err = acquire(&link, |_| "unexpected".into()).expect_err("symlink refused");
-        assert!(err.to_string().contains("is a symbolic link"), "{err:#}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the lock file {} is a symbolic link; scriptd does not follow it (it would \
+                 overwrite the file it points to): remove it",
+                link.display()
+            )
+        );
         let hard = dir.path().join("via-hardlink.lock");
         std::fs::hard_link(&victim, &hard).expect("hard link");
         let err = acquire(&hard, |_| "unexpected".into()).expect_err("hard link refused");

@@ -1,5 +1,5 @@
-//! The process-group shim: `scriptd-shim __shim SIGNAL GRACE_MS DEATH_FD REPORT_FD TOKEN --
-//! PROGRAM ARGS...` (or the daemon's own binary in this hidden mode, when `scriptd-shim` is
+//! The process-group shim: `scriptd-shim __shim SIGNAL GRACE_MS DEATH_FD REPORT_FD TOKEN
+//! NOFILE -- PROGRAM ARGS...` (or the daemon's own binary in this hidden mode, when `scriptd-shim` is
 //! not installed next to it).
 //!
 //! The daemon never spawns a script directly. It spawns the shim, a single-threaded process
@@ -13,6 +13,9 @@
 //! - reports the script's pid, or why it could not be started, in one datagram
 //!   `TOKEN ok PID` / `TOKEN err MESSAGE` on the report socket every shim shares
 //!   (`REPORT_FD`, see [`crate::process::Shims`]);
+//! - sets the soft descriptor limit (`RLIMIT_NOFILE`) the script starts with to `NOFILE`,
+//!   the one the daemon was started with (the daemon raised its own; `-` keeps it), so a
+//!   program that uses `select()` is not handed descriptors past 1,023;
 //! - becomes a child subreaper, so the script's orphaned children are reaped, not zombies;
 //! - watches the read end of a pipe whose write end only the daemon holds (`DEATH_FD`): when
 //!   the daemon dies, even by `kill -9`, the read returns EOF and the shim stops the whole
@@ -58,6 +61,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         death_fd,
         report_fd,
         token,
+        nofile,
         argv,
     } = match parse(&args) {
         Ok(p) => p,
@@ -87,6 +91,18 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         }
     }
     set_name(&std::env::var("SCRIPTD_SCRIPT").unwrap_or_default());
+    if let Some(soft) = nofile {
+        if let Err(e) = set_soft_nofile(soft) {
+            report(
+                &socket,
+                token,
+                &format!(
+                    "err cannot set the script's descriptor limit (RLIMIT_NOFILE) to {soft}: {e}"
+                ),
+            );
+            return ExitCode::from(127);
+        }
+    }
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         report(
             &socket,
@@ -233,6 +249,24 @@ fn reap_until(script: Pid) -> Option<WaitStatus> {
     }
 }
 
+/// The `NOFILE` argument: the soft descriptor limit for the script, or `-` to keep the
+/// daemon's.
+pub fn nofile_arg(soft: Option<u64>) -> String {
+    soft.map_or_else(|| "-".to_owned(), |n| n.to_string())
+}
+
+/// Sets the soft descriptor limit, which the script inherits, to `soft` (at most the hard
+/// limit, which stays).
+fn set_soft_nofile(soft: u64) -> nix::Result<()> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (current, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    let soft = soft.min(hard);
+    if soft == current {
+        return Ok(());
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, soft, hard)
+}
+
 /// Sets the thread's (and so the process's) comm to `shim:NAME`, cut to the kernel's 15
 /// bytes.
 fn set_name(script: &str) {
@@ -256,13 +290,15 @@ struct Parsed {
     report_fd: i32,
     /// What the report starts with: which spawn it answers.
     token: u64,
+    /// The script's soft descriptor limit (`None`: the shim's own).
+    nofile: Option<u64>,
     argv: Vec<OsString>,
 }
 
 fn parse(args: &[OsString]) -> Result<Parsed, String> {
-    let usage = "usage: scriptd-shim __shim SIGNUM GRACE_MS DEATH_FD REPORT_FD TOKEN -- \
-                 PROGRAM [ARGS...] (started by scriptd, not by hand)";
-    let [sig, grace, death, report, token, sep, argv @ ..] = args else {
+    let usage = "usage: scriptd-shim __shim SIGNUM GRACE_MS DEATH_FD REPORT_FD TOKEN NOFILE \
+                 -- PROGRAM [ARGS...] (started by scriptd, not by hand)";
+    let [sig, grace, death, report, token, nofile, sep, argv @ ..] = args else {
         return Err(usage.into());
     };
     if sep != "--" || argv.is_empty() {
@@ -282,6 +318,11 @@ fn parse(args: &[OsString]) -> Result<Parsed, String> {
         death_fd: fd(death)?,
         report_fd: fd(report)?,
         token: number(token)?,
+        nofile: if nofile == "-" {
+            None
+        } else {
+            Some(number(nofile)?)
+        },
         argv: argv.to_vec(),
     })
 }
@@ -349,7 +390,7 @@ mod tests {
     fn arguments() {
         assert_eq!(
             parse(&args(&[
-                "15", "2500", "11", "12", "7", "--", "/bin/sh", "-c", "x"
+                "15", "2500", "11", "12", "7", "1024", "--", "/bin/sh", "-c", "x"
             ])),
             Ok(Parsed {
                 stop: Signal::SIGTERM,
@@ -357,18 +398,25 @@ mod tests {
                 death_fd: 11,
                 report_fd: 12,
                 token: 7,
+                nofile: Some(1024),
                 argv: args(&["/bin/sh", "-c", "x"]),
             })
         );
+        let kept = parse(&args(&["15", "0", "11", "12", "7", "-", "--", "/bin/true"]));
+        assert_eq!(kept.map(|p| p.nofile), Ok(None));
+        assert_eq!(nofile_arg(Some(1024)), "1024");
+        assert_eq!(nofile_arg(None), "-");
         for bad in [
-            &["15", "2500", "11", "12", "--", "/bin/true"][..],
-            &["15", "2500", "11", "12", "7", "/bin/true"],
-            &["15", "2500", "11", "12", "7", "--"],
-            &["15", "2500", "1", "12", "7", "--", "/bin/true"],
-            &["15", "2500", "11", "2", "7", "--", "/bin/true"],
-            &["99", "2500", "11", "12", "7", "--", "/bin/true"],
-            &["15", "-1", "11", "12", "7", "--", "/bin/true"],
-            &["15", "2500", "11", "12", "x", "--", "/bin/true"],
+            &["15", "2500", "11", "12", "1024", "--", "/bin/true"][..],
+            &["15", "2500", "11", "12", "7", "1024", "/bin/true"],
+            &["15", "2500", "11", "12", "7", "1024", "--"],
+            &["15", "2500", "1", "12", "7", "1024", "--", "/bin/true"],
+            &["15", "2500", "11", "2", "7", "1024", "--", "/bin/true"],
+            &["99", "2500", "11", "12", "7", "1024", "--", "/bin/true"],
+            &["15", "-1", "11", "12", "7", "1024", "--", "/bin/true"],
+            &["15", "2500", "11", "12", "x", "1024", "--", "/bin/true"],
+            &["15", "2500", "11", "12", "7", "many", "--", "/bin/true"],
+            &["15", "2500", "11", "12", "7", "-5", "--", "/bin/true"],
         ] {
             assert!(parse(&args(bad)).is_err(), "{bad:?}");
         }

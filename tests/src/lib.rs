@@ -892,3 +892,15 @@ pub fn fill(path: &Path) {
         while f.write_all(&zeros).is_ok() {}
     }
 }
+
+/// The soft and hard descriptor limits ("Max open files") of process `pid`, from
+/// `/proc/PID/limits`, as written there (a number or `unlimited`).
+pub fn nofile_limits(pid: u32) -> (String, String) {
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).expect("read limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    (fields[3].to_owned(), fields[4].to_owned())
+}

@@ -2,12 +2,14 @@
 //! what it is told to). A full disk fails every write of a chatty script; the daemon log
 //! gets the first failure, then at most one count per [`SUMMARY_EVERY`], and "writable
 //! again" only once a write has succeeded — never because a file could be opened (a
-//! rotation's reopen succeeds on a full disk).
+//! rotation's reopen succeeds on a full disk). A [`Streak`] of failed writes, with the
+//! records dropped meanwhile counted into its reports.
 
+use crate::throttle::{Failure, Streak};
 use std::time::{Duration, Instant};
 
 /// At most one summary of failed writes per this long.
-pub(super) const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+pub(super) const SUMMARY_EVERY: Duration = crate::throttle::WINDOW;
 
 /// What to tell the daemon log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,64 +23,64 @@ pub(super) enum Report {
     Recovered { failed: u64, dropped: u64 },
 }
 
-/// The failure streak of one log file.
-#[derive(Debug, Default)]
+/// The failure streak of one log file: a [`Streak`] of failed writes (and opens), and the
+/// records dropped meanwhile, which go into its reports.
+#[derive(Debug)]
 pub(super) struct WriteFailures {
-    /// Since the last report: a streak is going on.
-    failing: bool,
-    /// Failed writes (and opens) since the last report.
-    failed: u64,
+    writes: Streak,
     /// Records dropped since the last report (too many kept for a retry).
     dropped: u64,
-    /// When the daemon log was last told about this streak.
-    reported_at: Option<Instant>,
+}
+
+impl Default for WriteFailures {
+    fn default() -> Self {
+        Self {
+            writes: Streak::new(SUMMARY_EVERY),
+            dropped: 0,
+        }
+    }
 }
 
 impl WriteFailures {
     /// True while a streak of failures goes on.
     pub(super) fn is_failing(&self) -> bool {
-        self.failing
+        self.writes.is_failing()
     }
 
     /// A write (or the open before it) failed at `now`.
     pub(super) fn failed(&mut self, now: Instant) -> Option<Report> {
-        if !std::mem::replace(&mut self.failing, true) {
-            self.reported_at = Some(now);
-            return Some(Report::First);
-        }
-        self.failed += 1;
-        self.summary_due(now)
+        Some(match self.writes.failed(now)? {
+            Failure::First => Report::First,
+            Failure::Summary { failed } => Report::Summary {
+                failed,
+                dropped: std::mem::take(&mut self.dropped),
+            },
+        })
     }
 
-    /// `n` records kept for a retry were dropped at `now`.
+    /// `n` records kept for a retry were dropped at `now`: reported with the streak's next
+    /// summary, or at once when none is going on.
     pub(super) fn dropped(&mut self, n: u64, now: Instant) -> Option<Report> {
+        if n == 0 {
+            return None;
+        }
         self.dropped += n;
-        self.summary_due(now)
+        let failed = if self.writes.is_failing() {
+            self.writes.due(now)?
+        } else {
+            0
+        };
+        Some(Report::Summary {
+            failed,
+            dropped: std::mem::take(&mut self.dropped),
+        })
     }
 
     /// A write succeeded.
     pub(super) fn succeeded(&mut self) -> Option<Report> {
-        if !std::mem::take(&mut self.failing) {
-            return None;
-        }
-        let report = Report::Recovered {
-            failed: self.failed,
-            dropped: self.dropped,
-        };
-        *self = Self::default();
-        Some(report)
-    }
-
-    fn summary_due(&mut self, now: Instant) -> Option<Report> {
-        let due = self
-            .reported_at
-            .is_none_or(|at| now.saturating_duration_since(at) >= SUMMARY_EVERY);
-        if !due || (self.failed == 0 && self.dropped == 0) {
-            return None;
-        }
-        self.reported_at = Some(now);
-        Some(Report::Summary {
-            failed: std::mem::take(&mut self.failed),
+        let failed = self.writes.succeeded()?;
+        Some(Report::Recovered {
+            failed,
             dropped: std::mem::take(&mut self.dropped),
         })
     }

@@ -2,8 +2,9 @@
 //! process group ([`spawn`](mod@spawn)), every shim shares a liveness pipe and a report socket
 //! with the daemon and is reaped by pid ([`shims`]), and the groups of running scripts are
 //! recorded so that a daemon started after a crash can sweep away what a dead shim left
-//! behind ([`groups`]), from what `/proc` says ([`procfs`]).
+//! behind ([`groups`], judged by [`group_record`]), from what `/proc` says ([`procfs`]).
 
+pub mod group_record;
 pub mod groups;
 pub mod procfs;
 pub mod shims;

@@ -6,7 +6,9 @@
 //! - the report socket: every shim inherits one end of a datagram socket pair and sends one
 //!   datagram on it, `TOKEN ok PID` once its script runs or `TOKEN err MESSAGE`; the daemon
 //!   reads the other end;
-//! - the reaper: shims are reaped on SIGCHLD by pid (not with a pidfd each).
+//! - the reaper: shims are reaped on SIGCHLD by pid (not with a pidfd each);
+//! - the soft descriptor limit every shim sets for its script: the one the daemon was
+//!   started with (see [`crate::rlimit`]).
 //!
 //! A shim reports before it exits, so a report is always delivered before the exit of the
 //! shim that sent it: every exit seen is held back until the reports queued so far have been
@@ -117,6 +119,8 @@ pub struct Shims {
     report_recv: tokio::net::UnixDatagram,
     waiting: Mutex<Waiting>,
     next_token: AtomicU64,
+    /// The soft `RLIMIT_NOFILE` scripts get (`None`: the daemon's own).
+    script_nofile: Option<u64>,
     /// SIGCHLD, installed with the rest (a daemon that cannot see its shims exit must not
     /// start); taken by [`Shims::run`].
     sigchld: Mutex<Option<tokio::signal::unix::Signal>>,
@@ -131,8 +135,9 @@ fn inherited(fd: impl AsFd) -> std::io::Result<()> {
 
 impl Shims {
     /// Creates the liveness pipe and the report socket, and installs the SIGCHLD handler
-    /// (must run inside the runtime).
-    pub fn new() -> std::io::Result<Self> {
+    /// (must run inside the runtime). Scripts get `script_nofile` as their soft descriptor
+    /// limit (`None`: the daemon's own).
+    pub fn new(script_nofile: Option<u64>) -> std::io::Result<Self> {
         let sigchld = signal(SignalKind::child())?;
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         inherited(&r)?;
@@ -146,6 +151,7 @@ impl Shims {
             report_recv: tokio::net::UnixDatagram::from_std(recv)?,
             waiting: Mutex::new(Waiting::default()),
             next_token: AtomicU64::new(1),
+            script_nofile,
             sigchld: Mutex::new(Some(sigchld)),
         })
     }
@@ -153,6 +159,11 @@ impl Shims {
     /// The descriptor numbers a shim inherits: (liveness pipe, report socket).
     pub fn inherited_fds(&self) -> (RawFd, RawFd) {
         (self.death_read.as_raw_fd(), self.report_send.as_raw_fd())
+    }
+
+    /// The soft descriptor limit scripts get (`None`: the daemon's own).
+    pub fn script_nofile(&self) -> Option<u64> {
+        self.script_nofile
     }
 
     fn lock(&self) -> MutexGuard<'_, Waiting> {

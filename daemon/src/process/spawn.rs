@@ -145,6 +145,7 @@ pub async fn spawn(
         .arg(death_fd.to_string())
         .arg(report_fd.to_string())
         .arg(token.to_string())
+        .arg(shim::nofile_arg(shims.script_nofile()))
         .arg("--")
         .args(cfg.argv())
         .current_dir(&cfg.working_dir)

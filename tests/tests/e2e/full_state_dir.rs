@@ -1,9 +1,11 @@
 //! A full `state_dir` keeps no script down: the daemon starts on a config whose version the
-//! history cannot record, runs every script, and records the version once space returns.
+//! history cannot record, runs every script, and records the version once space returns;
+//! the pid it cannot write into its lock file and the process groups it cannot record are
+//! warned about once, not at every run.
 //! Needs root (it mounts a tiny tmpfs as `state_dir`): ignored ("needs root") otherwise.
 
 use ctl::history::HistoryJson;
-use scriptd_e2e::{fill, Daemon, Env, Tmpfs, DEADLINE};
+use scriptd_e2e::{fill, wait_for, Daemon, Env, Tmpfs, DEADLINE};
 
 fn history(d: &Daemon) -> HistoryJson {
     let r = d.ctl(&["history", "-o", "json"]);
@@ -67,4 +69,41 @@ fn a_full_state_dir_keeps_no_script_down_and_the_version_is_recorded_later_as_ro
         ("startup", "applied")
     );
     assert_eq!(h.running_version, 2);
+}
+
+#[test]
+#[cfg_attr(not(as_root), ignore = "needs root")]
+fn a_full_state_dir_is_warned_about_once_and_the_lock_holds_without_a_pid_as_root() {
+    let env = Env::new("scripts:\n  tick:\n    command: [\"/bin/true\"]\n    interval: 50ms\n");
+    let _tmpfs = Tmpfs::mount(&env.path("state"), "1m", "0700");
+    let mut d = env.start();
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), Some(0));
+
+    // A new lock file needs space for the pid, and there is none.
+    std::fs::remove_file(env.path("state/scriptd.lock")).expect("remove the lock file");
+    fill(&env.path("state/filler"));
+    let d = env.start();
+    d.wait_script("tick", "ten runs", |s| s.run_count >= 10);
+    let log = d.log_text();
+    assert!(
+        log.contains("cannot write the pid into the lock file"),
+        "the daemon runs and says why the lock file has no pid:\n{log}"
+    );
+    let failures = log
+        .lines()
+        .filter(|l| l.contains("cannot record process group") && !l.contains("still"))
+        .count();
+    assert_eq!(failures, 1, "said once, not at every run:\n{log}");
+
+    std::fs::remove_file(env.path("state/filler")).expect("free the space");
+    wait_for(
+        "the daemon to say groups are recorded again",
+        DEADLINE,
+        || {
+            d.log_text()
+                .contains("process groups are recorded again")
+                .then_some(())
+        },
+    );
 }

@@ -11,6 +11,7 @@ mod hostile;
 mod log_safety;
 mod logs;
 mod reload;
+mod script_limits;
 mod stall;
 mod state_dir;
 mod supervisor;

@@ -1,0 +1,116 @@
+//! When a service that ended starts again: its restart policy decides whether, the backoff
+//! how long after (pure, [`next_restart`]); [`Runner::schedule_restart`] applies it.
+
+use super::schedule::{human, Stamp};
+use super::Runner;
+use scriptd_common::config::{Backoff, RestartPolicy};
+use std::time::Duration;
+
+/// A restart to schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Restart {
+    /// How long after the end.
+    pub(super) delay: Duration,
+    /// Restarts since the last stable run, this one included.
+    pub(super) count: u32,
+}
+
+/// Whether a service whose run ended (`failed`, after `ran_for`) restarts, and when:
+/// after `restart_delay`, doubling with each of the `restarts` consecutive restarts so far
+/// up to `restart_delay_max`; a run that lasted `restart_reset_after` starts over.
+pub(super) fn next_restart(
+    policy: RestartPolicy,
+    backoff: Backoff,
+    failed: bool,
+    ran_for: Duration,
+    restarts: u32,
+) -> Option<Restart> {
+    let wants = match policy {
+        RestartPolicy::Always => true,
+        RestartPolicy::OnFailure => failed,
+        RestartPolicy::Never => false,
+    };
+    if !wants {
+        return None;
+    }
+    let restarts = if ran_for >= backoff.reset_after {
+        0
+    } else {
+        restarts
+    };
+    Some(Restart {
+        delay: backoff.delay_for(restarts),
+        count: restarts.saturating_add(1),
+    })
+}
+
+impl Runner {
+    /// Schedules the next start of a service that ended, if its policy wants one and it is
+    /// neither stopped nor disabled ([`next_restart`]). The delay goes to the script's log.
+    pub(super) fn schedule_restart(&mut self, run_id: u64, failed: bool, ran_for: Duration) {
+        if !self.active() {
+            return;
+        }
+        let Some(restart) = next_restart(
+            self.cfg.restart,
+            self.cfg.backoff,
+            failed,
+            ran_for,
+            self.status.restarts,
+        ) else {
+            return;
+        };
+        self.status.restarts = restart.count;
+        self.next_run = Some(Stamp::now().after(restart.delay));
+        self.logs.system(
+            run_id,
+            format!(
+                "restarting in {} (restart {} since the last stable run)",
+                human(restart.delay),
+                self.status.restarts
+            ),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use RestartPolicy::{Always, Never, OnFailure};
+
+    #[test]
+    fn policy_backoff_and_reset() {
+        let backoff = Backoff {
+            delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(4),
+            reset_after: Duration::from_secs(10),
+        };
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        // (policy, failed, ran for, restarts so far, expected (delay, count))
+        let table = [
+            (Never, true, s(1), 0, None),
+            (Never, false, s(1), 0, None),
+            (OnFailure, false, s(1), 0, None),
+            (OnFailure, true, s(1), 0, Some((ms(500), 1))),
+            (Always, false, s(1), 0, Some((ms(500), 1))),
+            (Always, true, s(1), 1, Some((s(1), 2))),
+            (Always, true, s(1), 2, Some((s(2), 3))),
+            (Always, true, s(1), 3, Some((s(4), 4))),
+            (Always, true, s(1), 4, Some((s(4), 5))),
+            (Always, true, s(1), u32::MAX, Some((s(4), u32::MAX))),
+            // A stable run starts the backoff over.
+            (Always, true, s(10), 7, Some((ms(500), 1))),
+            (OnFailure, true, s(3600), 3, Some((ms(500), 1))),
+            (Always, true, ms(9_999), 3, Some((s(4), 4))),
+        ];
+        for (policy, failed, ran_for, restarts, want) in table {
+            let got = next_restart(policy, backoff, failed, ran_for, restarts)
+                .map(|r| (r.delay, r.count));
+            assert_eq!(
+                got, want,
+                "{policy:?} failed={failed} ran {ran_for:?} after {restarts} restarts"
+            );
+        }
+    }
+}

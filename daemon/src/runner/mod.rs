@@ -1,0 +1,275 @@
+//! One task per script owns its process and takes commands from a queue.
+//!
+//! The runner is the only code that starts, signals or reaps the script's runs. Reloads,
+//! `ctl` commands and shutdown reach it as [`RunnerCmd`]s; what it is doing is published
+//! on a `watch` channel that `Status` reads without asking the task.
+//!
+//! | file | what lives there |
+//! | --- | --- |
+//! | `mod.rs` | what the rest of the daemon uses ([`ScriptHandle`], [`Shared`], [`start_reporting`]) and the runner's state |
+//! | `task.rs` | the task: its loop over commands, run ends and timers |
+//! | `lifecycle.rs` | a run's life: spawn, timeout, stop with grace, exit |
+//! | `backoff.rs` | when a service that ended restarts (pure, with the method that applies it) |
+//! | `schedule.rs` | moments (`Stamp`) and the periodic schedule's math (pure) |
+//! | `control.rs` | `ctl start|stop|restart|run` |
+//! | `update.rs` | a reload's new config: applied now or scheduled for the run's end |
+//! | `status.rs` | the status snapshot published for `ctl status` |
+
+mod backoff;
+mod control;
+mod lifecycle;
+mod schedule;
+mod status;
+mod task;
+mod update;
+
+use crate::events::EventBus;
+use crate::logs::LogSink;
+pub use crate::process::SpawnError;
+use crate::process::{GroupRecords, ShimExit, Shims};
+use crate::runs::RecentRuns;
+use schedule::{millis, Stamp};
+use scriptd_common::config::ScriptConfig;
+use scriptd_common::diff::Change;
+use scriptd_common::proto::{ControlAction, ScriptState, ScriptStatus};
+use status::kind;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Why a control command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The command does not apply in the script's current state.
+    #[error("{0}")]
+    Precondition(String),
+    /// Starting the process failed.
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+    /// The runner is gone (daemon shutting down).
+    #[error("the script's runner has stopped (daemon shutting down?)")]
+    Gone,
+}
+
+/// How a config update was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateOutcome {
+    /// In effect now.
+    Applied,
+    /// Restart-impact changes wait for the current run to end.
+    Scheduled,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, ControlError>>;
+
+/// The answer to a control command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Controlled {
+    /// What happened, for people.
+    pub message: String,
+    /// The run the command started; 0 when it started none.
+    pub run_id: u64,
+}
+
+/// Commands a runner takes.
+pub enum RunnerCmd {
+    /// `ctl start|stop|restart|run`.
+    Control(ControlAction, Reply<Controlled>),
+    /// A reload changed this script's config: the new config and the plan's rows for this
+    /// script (their impacts decide what is restarted).
+    Update(Box<ScriptConfig>, Vec<Change>, Reply<UpdateOutcome>),
+    /// The script was removed: stop it and end the task.
+    Remove(oneshot::Sender<()>),
+}
+
+/// What the rest of the daemon holds of a runner.
+#[derive(Clone)]
+pub struct ScriptHandle {
+    /// Command queue.
+    pub tx: mpsc::Sender<RunnerCmd>,
+    /// Latest status.
+    pub status: watch::Receiver<ScriptStatus>,
+    /// The script's log pipeline.
+    pub logs: Arc<LogSink>,
+    /// The ends of its recent runs.
+    pub recent: watch::Receiver<RecentRuns>,
+}
+
+impl ScriptHandle {
+    /// Sends a control command and waits for its answer.
+    pub async fn control(&self, action: ControlAction) -> Result<Controlled, ControlError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(RunnerCmd::Control(action, tx))
+            .await
+            .map_err(|_| ControlError::Gone)?;
+        rx.await.map_err(|_| ControlError::Gone)?
+    }
+
+    /// Sends a new config with the plan's change rows for this script (diffed against the
+    /// config the script last got) and waits until it is applied or scheduled.
+    pub async fn update(
+        &self,
+        cfg: ScriptConfig,
+        changes: Vec<Change>,
+    ) -> Result<UpdateOutcome, ControlError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(RunnerCmd::Update(Box::new(cfg), changes, tx))
+            .await
+            .map_err(|_| ControlError::Gone)?;
+        rx.await.map_err(|_| ControlError::Gone)?
+    }
+
+    /// Stops the script and ends its runner; returns once the process is gone.
+    pub async fn remove(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(RunnerCmd::Remove(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// True when a periodic script has a run in progress.
+    pub fn periodic_running(&self) -> bool {
+        let s = self.status.borrow();
+        s.kind == "periodic" && s.state == ScriptState::Running as i32
+    }
+}
+
+/// What the daemon shares with every runner.
+pub struct Shared {
+    /// What every shim shares with the daemon: liveness pipe, report socket, reaper.
+    pub shims: Shims,
+    /// Event bus.
+    pub events: EventBus,
+    /// Directory of the log files.
+    pub log_dir: std::path::PathBuf,
+    /// Where the process group of every running script is recorded, for the startup sweep
+    /// after a crash.
+    pub groups: GroupRecords,
+    /// Daemon shutdown.
+    pub cancel: CancellationToken,
+}
+
+/// Starts the runner task of a script, which starts the script as its config says; the
+/// receiver reports whether that first start succeeded (a disabled script counts as
+/// started) once it has been attempted.
+pub fn start_reporting(
+    name: String,
+    cfg: ScriptConfig,
+    shared: Arc<Shared>,
+    tracker: &tokio_util::task::TaskTracker,
+) -> (ScriptHandle, oneshot::Receiver<Result<(), SpawnError>>) {
+    let (initial, started) = oneshot::channel();
+    let logs = LogSink::open(&shared.log_dir, &name, cfg.max_log_lines, cfg.log);
+    let (tx, rx) = mpsc::channel(16);
+    let status = ScriptStatus {
+        run_id: logs.last_run_id(),
+        name: name.clone(),
+        kind: kind(&cfg).into(),
+        enabled: cfg.enabled,
+        interval_ms: cfg.interval.map_or(0, millis),
+        ..Default::default()
+    };
+    let (status_tx, status_rx) = watch::channel(status.clone());
+    let (internal_tx, internal_rx) = mpsc::channel(4);
+    let (recent_tx, recent_rx) = watch::channel(RecentRuns::default());
+    let runner = Runner {
+        name,
+        cfg,
+        pending: None,
+        shared,
+        logs: logs.clone(),
+        status,
+        status_tx,
+        run: None,
+        user_stopped: false,
+        next_run: None,
+        last_start: None,
+        descriptors_reported: false,
+        after_exit: AfterExit::Natural,
+        waiters: Vec::new(),
+        internal_tx,
+        last_failed: false,
+        recent: recent_tx,
+    };
+    tracker.spawn(runner.run(rx, internal_rx, initial));
+    let handle = ScriptHandle {
+        tx,
+        status: status_rx,
+        logs,
+        recent: recent_rx,
+    };
+    (handle, started)
+}
+
+/// What to do when the current run ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterExit {
+    /// Whatever the script's kind and policy say.
+    Natural,
+    /// Stay stopped (ctl stop, disabled).
+    Stay,
+    /// Start again at once (ctl restart, restart-impact change).
+    Restart,
+    /// End the task (removed, shutdown).
+    Forget,
+}
+
+/// Someone waiting for the current run to end.
+enum Waiter {
+    Control(Reply<Controlled>),
+    Update(Reply<UpdateOutcome>),
+    Removed(oneshot::Sender<()>),
+}
+
+struct Run {
+    id: u64,
+    /// Pid of the script, the id of its process group.
+    pid: u32,
+    /// Start time of the script (clock ticks after boot), which tells its group from a later
+    /// one with the same id.
+    group_start: Option<u64>,
+    started: Stamp,
+    /// Timeout deadline, fixed when the run started.
+    deadline: Option<Instant>,
+    /// SIGKILL time once a stop began.
+    kill_at: Option<Instant>,
+    stopping: bool,
+    timed_out: bool,
+    /// The run was started by `ctl run` and does not move the schedule.
+    one_off: bool,
+}
+
+/// From the per-run waiter task.
+struct Exited {
+    run_id: u64,
+    /// `None` when the daemon stopped reaping (shutting down).
+    status: Option<ShimExit>,
+}
+
+struct Runner {
+    name: String,
+    cfg: ScriptConfig,
+    /// Config waiting for the current (periodic) run to end.
+    pending: Option<ScriptConfig>,
+    shared: Arc<Shared>,
+    logs: Arc<LogSink>,
+    status: ScriptStatus,
+    status_tx: watch::Sender<ScriptStatus>,
+    run: Option<Run>,
+    user_stopped: bool,
+    /// Next periodic tick or backoff restart.
+    next_run: Option<Stamp>,
+    /// Start of the latest run.
+    last_start: Option<Stamp>,
+    /// Running out of descriptors was logged (once until a start succeeds).
+    descriptors_reported: bool,
+    after_exit: AfterExit,
+    waiters: Vec<Waiter>,
+    internal_tx: mpsc::Sender<Exited>,
+    last_failed: bool,
+    /// The ends of the latest runs, for `WaitRun`.
+    recent: watch::Sender<RecentRuns>,
+}

@@ -1,0 +1,137 @@
+//! The runner's task: one loop takes commands, the ends of runs and its timers, in order,
+//! until the script is removed or the daemon shuts down.
+
+use super::{AfterExit, ControlError, Exited, Runner, RunnerCmd, SpawnError, Waiter};
+use scriptd_common::config::ScriptConfig;
+use scriptd_common::proto::{self, ExitInfo, ScriptEventKind};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Runner {
+    /// The task: runs until the script is removed or the daemon shuts down.
+    pub(super) async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<RunnerCmd>,
+        mut internal: mpsc::Receiver<Exited>,
+        initial: oneshot::Sender<Result<(), SpawnError>>,
+    ) {
+        let first = if self.active() {
+            self.start_run(false).await.map(|_| ())
+        } else {
+            Ok(())
+        };
+        let _ = initial.send(first);
+        let cancel = self.shared.cancel.clone();
+        let mut shutting_down = false;
+        loop {
+            self.publish();
+            if self.after_exit == AfterExit::Forget && self.run.is_none() {
+                break;
+            }
+            let wake = self.next_wake();
+            tokio::select! {
+                _ = cancel.cancelled(), if !shutting_down => {
+                    shutting_down = true;
+                    self.next_run = None;
+                    self.after_exit = AfterExit::Forget;
+                    self.begin_stop();
+                }
+                cmd = rx.recv(), if !shutting_down => match cmd {
+                    Some(cmd) => self.handle(cmd).await,
+                    None => {
+                        self.after_exit = AfterExit::Forget;
+                        self.begin_stop();
+                    }
+                },
+                Some(exited) = internal.recv() => self.on_exit(exited).await,
+                _ = sleep_until(wake) => self.on_timer().await,
+            }
+        }
+        // Removed or shutting down: `ctl logs -f` followers get the last lines and end.
+        self.logs.close();
+        for w in self.waiters.drain(..) {
+            match w {
+                Waiter::Removed(tx) => {
+                    let _ = tx.send(());
+                }
+                Waiter::Control(tx) => {
+                    let _ = tx.send(Err(ControlError::Gone));
+                }
+                Waiter::Update(tx) => {
+                    let _ = tx.send(Err(ControlError::Gone));
+                }
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        let run = self.run.as_ref();
+        [
+            self.next_run.map(|n| n.at),
+            run.and_then(|r| if r.stopping { None } else { r.deadline }),
+            run.and_then(|r| r.kill_at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Neither disabled nor stopped by `ctl stop`.
+    pub(super) fn active(&self) -> bool {
+        self.cfg.enabled && !self.user_stopped
+    }
+
+    /// Publishes an event about this script.
+    pub(super) fn event(&self, kind: ScriptEventKind, message: String, exit: Option<ExitInfo>) {
+        self.shared.events.script(proto::ScriptEvent {
+            script: self.name.clone(),
+            kind: kind as i32,
+            run_id: self.status.run_id,
+            pid: self.run.as_ref().map_or(0, |r| r.pid),
+            exit,
+            message,
+        });
+    }
+
+    /// The end of a run: the last exit of the status, and in the record `WaitRun` reads
+    /// (before the status without the run is published, see [`crate::runs::state_of`]).
+    pub(super) fn record_exit(&mut self, info: ExitInfo) {
+        self.status.last_exit = Some(info);
+        self.recent.send_modify(|r| r.push(info));
+    }
+
+    /// The config in effect from now on (log settings included).
+    pub(super) fn set_config(&mut self, cfg: ScriptConfig) {
+        self.logs.set_config(cfg.max_log_lines, cfg.log);
+        self.cfg = cfg;
+    }
+
+    async fn handle(&mut self, cmd: RunnerCmd) {
+        match cmd {
+            RunnerCmd::Control(action, reply) => self.control(action, reply).await,
+            RunnerCmd::Update(cfg, changes, reply) => self.update(*cfg, changes, reply).await,
+            RunnerCmd::Remove(reply) => {
+                self.next_run = None;
+                self.after_exit = AfterExit::Forget;
+                if self.run.is_some() {
+                    self.event(
+                        ScriptEventKind::Stopped,
+                        "removed from the config".into(),
+                        None,
+                    );
+                    self.begin_stop();
+                    self.waiters.push(Waiter::Removed(reply));
+                } else {
+                    let _ = reply.send(());
+                }
+            }
+        }
+    }
+}
