@@ -82,10 +82,15 @@ fn prepare_dir(dir: &Path, mode: u32, own: &[&Path]) -> anyhow::Result<()> {
                 std::fs::create_dir_all(parent)
                     .with_context(|| format!("cannot create directory {}", parent.display()))?;
             }
-            std::fs::DirBuilder::new()
-                .mode(mode)
-                .create(dir)
-                .with_context(|| format!("cannot create socket directory {}", dir.display()))?;
+            match std::fs::DirBuilder::new().mode(mode).create(dir) {
+                // Another daemon starting at the same instant made it: check it like any
+                // existing directory (its lock decides which daemon runs).
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    return prepare_dir(dir, mode, own)
+                }
+                created => created
+                    .with_context(|| format!("cannot create socket directory {}", dir.display()))?,
+            }
             // The umask may have taken bits away.
             return std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
                 .with_context(|| format!("cannot set mode {mode:o} on {}", dir.display()));

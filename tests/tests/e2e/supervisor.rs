@@ -1123,10 +1123,10 @@ fn a_group_left_by_a_killed_daemon_and_shim_is_swept_at_the_next_start() {
     let env = forking_env(marker);
     let mut d = env.start();
     let (shim, leader, sleeps) = shim_and_leader(marker);
-    assert!(
-        env.path("state/groups/forker").exists(),
-        "the running group is recorded"
-    );
+    // Recorded by the daemon's group-record thread, right after the spawn.
+    wait_for("the running group to be recorded", DEADLINE, || {
+        env.path("state/groups/forker").exists().then_some(())
+    });
     // Both at once, the shim first (killed first, the daemon would stop the group itself).
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(shim as i32),
