@@ -7,10 +7,11 @@ pub mod history;
 pub mod logs;
 pub mod output;
 pub mod reader;
+pub mod targets;
 pub mod wait;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use error::{CtlError, CtlResult, CHANGES, CONFIG, FAILURE, OK};
+use error::{CtlError, CtlResult, CHANGES, CONFIG, FAILURE, OK, USAGE};
 use output::{ControlJson, ReloadJson, ScriptJson, StatusJson};
 use scriptd_common::proto::{self, ControlAction, ReloadResult};
 use scriptd_common::JSON_SCHEMA;
@@ -61,8 +62,13 @@ pub struct Cli {
 pub enum Command {
     /// Daemon, running version, disk vs runtime, and a row per script.
     Status {
-        /// Only this script.
-        script: Option<String>,
+        /// Only this script (with --check: these scripts, names or globs).
+        #[arg(value_name = "SCRIPT")]
+        scripts: Vec<String>,
+        /// Exit 0 when every script named (default: every enabled one) is running, waiting
+        /// or idle after a run that succeeded; else 6, printing each one that is not.
+        #[arg(long)]
+        check: bool,
     },
     /// Apply (or preview) what is on disk; prints the plan.
     Reload {
@@ -79,26 +85,18 @@ pub enum Command {
     /// Follow reload and lifecycle events.
     Events,
     /// Start a stopped script (services) or resume its schedule (periodic).
-    Start {
-        /// Script name.
-        script: String,
-    },
+    Start(targets::Targets),
     /// Stop a script gracefully and keep it stopped.
-    Stop {
-        /// Script name.
-        script: String,
-    },
+    Stop(targets::Targets),
     /// Stop then start a script.
-    Restart {
-        /// Script name.
-        script: String,
-    },
+    Restart(targets::Targets),
     /// Run a script once now, also when disabled or between intervals; prints the run id.
     /// A script that is already running is not run again (exit 1, naming its run).
     Run {
-        /// Script name.
-        script: String,
-        /// Return when this run ends: exit 0 if it exited 0, else 6.
+        /// Scripts.
+        #[command(flatten)]
+        targets: targets::Targets,
+        /// Return when this run ends (with several: every run): exit 0 if it exited 0, else 6.
         #[arg(long)]
         wait: bool,
         /// With --wait: stop waiting after DUR (exit 6); the run goes on.
@@ -193,11 +191,22 @@ async fn dispatch(cli: Cli) -> CtlResult {
     let json = cli.output == OutputFormat::Json;
     let mut out = std::io::stdout().lock();
     match cli.command {
-        Command::Status { script } => {
+        Command::Status {
+            scripts,
+            check: true,
+        } => targets::check(&mut c, &mut out, json, &scripts).await,
+        Command::Status { scripts, .. } => {
+            let script =
+                match scripts.as_slice() {
+                    [] => String::new(),
+                    [one] => one.clone(),
+                    _ => return Err(CtlError::new(
+                        USAGE,
+                        "`ctl status` shows one script or all of them; several names need --check",
+                    )),
+                };
             let r = c
-                .status(proto::StatusRequest {
-                    script: script.unwrap_or_default(),
-                })
+                .status(proto::StatusRequest { script })
                 .await
                 .map_err(|s| CtlError::from_status(s, FAILURE))?
                 .into_inner();
@@ -213,24 +222,46 @@ async fn dispatch(cli: Cli) -> CtlResult {
             }
             Ok(OK)
         }
-        Command::Start { script } => {
-            control(&mut c, &mut out, json, script, ControlAction::Start).await
-        }
-        Command::Stop { script } => {
-            control(&mut c, &mut out, json, script, ControlAction::Stop).await
-        }
-        Command::Restart { script } => {
-            control(&mut c, &mut out, json, script, ControlAction::Restart).await
-        }
+        Command::Start(t) => control(&mut c, &mut out, json, &t, ControlAction::Start).await,
+        Command::Stop(t) => control(&mut c, &mut out, json, &t, ControlAction::Stop).await,
+        Command::Restart(t) => control(&mut c, &mut out, json, &t, ControlAction::Restart).await,
         Command::Run {
-            script,
+            targets: t,
             wait: true,
             timeout,
             follow,
             raw,
-        } => wait::run(&mut c, &mut out, json, script, timeout, follow, raw).await,
-        Command::Run { script, .. } => {
-            control(&mut c, &mut out, json, script, ControlAction::Run).await
+        } => match t.single() {
+            Some(script) => {
+                wait::run(
+                    &mut c,
+                    &mut out,
+                    json,
+                    script.to_owned(),
+                    timeout,
+                    follow,
+                    raw,
+                )
+                .await
+            }
+            None if follow => Err(CtlError::new(
+                USAGE,
+                "--follow follows one run: name one script (or use `ctl logs -f` for several)",
+            )),
+            None => {
+                targets::control(
+                    &mut c,
+                    &mut out,
+                    json,
+                    &t,
+                    ControlAction::Run,
+                    Some(timeout),
+                )
+                .await
+            }
+        },
+        Command::Run { targets: t, .. } => {
+            control(&mut c, &mut out, json, &t, ControlAction::Run).await
         }
         Command::Reload {
             dry_run: true,
@@ -308,16 +339,21 @@ async fn dispatch(cli: Cli) -> CtlResult {
     }
 }
 
+/// `start|stop|restart|run`: one plain name keeps the single-script output (a line, or
+/// `ControlJson`); several names, globs or `--all` give one row per target.
 async fn control(
     c: &mut client::Client,
     out: &mut impl Write,
     json: bool,
-    script: String,
+    targets: &targets::Targets,
     action: ControlAction,
 ) -> CtlResult {
+    let Some(script) = targets.single() else {
+        return targets::control(c, out, json, targets, action, None).await;
+    };
     let r = c
         .control(proto::ControlRequest {
-            script: script.clone(),
+            script: script.to_owned(),
             action: action as i32,
         })
         .await

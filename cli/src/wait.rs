@@ -108,7 +108,7 @@ fn note(out: &mut impl Write, raw: bool, text: &str) -> CtlResult<()> {
 
 /// Waits for the end of run `run_id`; with `follow`, prints its lines meanwhile in that
 /// format.
-async fn follow_and_wait(
+pub(crate) async fn follow_and_wait(
     c: &mut Client,
     out: &mut impl Write,
     script: &str,
