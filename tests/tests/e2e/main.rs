@@ -15,3 +15,4 @@ mod script_limits;
 mod stall;
 mod state_dir;
 mod supervisor;
+mod targets;
