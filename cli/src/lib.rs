@@ -36,10 +36,12 @@ pub enum OutputFormat {
     version,
     about = "Drive scriptd: status, reload, events, start/stop/restart/run",
     after_help = "Exit codes: 0 ok · 1 daemon unreachable or internal error · 2 usage · \
-                  3 config invalid or reload rejected/failed · 4 no such script or version · \
+                  3 config invalid or reload rejected/failed · 4 no such script or version, or a \
+                  glob matching none · \
                   5 with --dry-run --exit-code: the plan has changes · 6 an outcome waited \
                   for did not happen (run --wait: the run failed; --timeout passed; \
-                  logs --until-match: no match)"
+                  logs --until-match: no match; status --check: a script is not up). With several \
+                  targets (names, globs, --all): the highest code of them"
 )]
 pub struct Cli {
     /// Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock].
@@ -84,11 +86,12 @@ pub enum Command {
     },
     /// Follow reload and lifecycle events.
     Events,
-    /// Start a stopped script (services) or resume its schedule (periodic).
+    /// Start a stopped script (services) or resume its schedule (periodic). Several names,
+    /// globs or --all: a row per script; --all skips disabled scripts.
     Start(targets::Targets),
-    /// Stop a script gracefully and keep it stopped.
+    /// Stop a script gracefully and keep it stopped (several: a row per script).
     Stop(targets::Targets),
-    /// Stop then start a script.
+    /// Stop then start a script (several: a row per script; --all skips disabled ones).
     Restart(targets::Targets),
     /// Run a script once now, also when disabled or between intervals; prints the run id.
     /// A script that is already running is not run again (exit 1, naming its run).

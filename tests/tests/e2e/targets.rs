@@ -126,6 +126,8 @@ fn several_names_globs_and_all_report_a_row_each() {
     for name in ["web-a", "web-b"] {
         d.wait_script(name, "stopped by --all", |s| s.state == "stopped");
     }
+    // A disabled script that was not running stays as it was.
+    assert_eq!(d.script("worker").state, "disabled");
 }
 
 #[test]
