@@ -4,8 +4,8 @@
 //!
 //! Names and globs (`glob::Pattern`) are matched here against the names the daemon reports
 //! in `Status`; the matching, the skipping of disabled scripts under `--all` and the check
-//! of a state are pure functions. The daemon is then asked one target at a time: each
-//! answer becomes one row.
+//! of a state are pure functions. The daemon is then asked about several targets at once
+//! (at most 8); each answer becomes one row, in the order named.
 
 use crate::client::Client;
 use crate::error::{CtlError, CtlResult, FAILURE, NOT_FOUND, OK, OUTCOME, USAGE};
@@ -226,41 +226,51 @@ pub async fn control(
 ) -> CtlResult {
     let all = scripts(c).await?;
     let chosen = resolve(&targets.names, targets.all, &all)?;
-    let mut results = Vec::with_capacity(chosen.len());
-    for s in chosen {
-        let row = match skipped(action, s).filter(|_| targets.all) {
-            Some(why) => Row {
-                result: "skipped",
-                ..row(&s.name, OK, why.into(), None)
-            },
-            None => one(c, &s.name, action).await,
-        };
-        results.push(row);
-    }
+    let asks = chosen.iter().map(|s| {
+        let skip = skipped(action, s).filter(|_| targets.all);
+        let (mut c, name) = (c.clone(), s.name.clone());
+        async move {
+            match skip {
+                Some(why) => Row {
+                    result: "skipped",
+                    ..row(&name, OK, why.into(), None)
+                },
+                None => one(&mut c, &name, action).await,
+            }
+        }
+    });
+    let mut results = bounded(asks.collect()).await?;
     if let Some(timeout) = wait {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-        for r in &mut results {
-            let (Some(run_id), true) = (r.json.run_id, r.json.ok) else {
-                continue;
-            };
-            let script = r.json.script.clone();
-            let end = wait::follow_and_wait(c, &mut *out, &script, run_id, None);
-            let exit = match deadline {
-                Some(at) => tokio::time::timeout_at(at, end).await.ok().transpose(),
-                None => end.await.map(Some),
-            };
-            let (code, message) = match exit {
-                Ok(Some(e)) if run_outcome(Some(&e)) == "succeeded" => {
-                    (OK, format!("run {run_id} succeeded: {}", exit_text(&e)))
-                }
-                Ok(Some(e)) => (OUTCOME, format!("run {run_id} failed: {}", exit_text(&e))),
-                Ok(None) => (
-                    OUTCOME,
-                    format!("run {run_id} still running at the --timeout; the run goes on"),
-                ),
-                Err(e) => (e.code, e.message),
-            };
-            *r = row(&script, code, message, Some(run_id));
+        let waits = results.iter().map(|r| {
+            let (script, run) = (r.json.script.clone(), r.json.run_id.filter(|_| r.json.ok));
+            let c = c.clone();
+            async move {
+                let run_id = run?;
+                let end = wait::end_of(c, script.clone(), run_id);
+                let exit = match deadline {
+                    Some(at) => tokio::time::timeout_at(at, end).await.ok().transpose(),
+                    None => end.await.map(Some),
+                };
+                let (code, message) = match exit {
+                    Ok(Some(e)) if run_outcome(Some(&e)) == "succeeded" => {
+                        (OK, format!("run {run_id} succeeded: {}", exit_text(&e)))
+                    }
+                    Ok(Some(e)) => (OUTCOME, format!("run {run_id} failed: {}", exit_text(&e))),
+                    Ok(None) => (
+                        OUTCOME,
+                        format!("run {run_id} still running at the --timeout; the run goes on"),
+                    ),
+                    Err(e) => (e.code, e.message),
+                };
+                Some(row(&script, code, message, Some(run_id)))
+            }
+        });
+        let ends = bounded(waits.collect()).await?;
+        for (r, end) in results.iter_mut().zip(ends) {
+            if let Some(end) = end {
+                *r = end;
+            }
         }
     }
     let worst = results.iter().map(|r| r.json.exit_code).max().unwrap_or(OK);
@@ -275,6 +285,38 @@ pub async fn control(
         write!(out, "{}", table(&results))?;
     }
     Ok(worst)
+}
+
+/// How many calls to the daemon one `ctl` makes at a time.
+const CONCURRENT: usize = 8;
+
+/// Runs `tasks`, at most [`CONCURRENT`] at a time; their outputs in the order given.
+async fn bounded<T, F>(tasks: Vec<F>) -> CtlResult<Vec<T>>
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    let mut done: Vec<Option<T>> = Vec::with_capacity(tasks.len());
+    done.resize_with(tasks.len(), || None);
+    let mut finish = |joined: Result<(usize, T), tokio::task::JoinError>| -> CtlResult<()> {
+        let (i, out) = joined
+            .map_err(|e| CtlError::new(FAILURE, format!("a call to the daemon failed: {e}")))?;
+        done[i] = Some(out);
+        Ok(())
+    };
+    for (i, task) in tasks.into_iter().enumerate() {
+        if set.len() >= CONCURRENT {
+            if let Some(joined) = set.join_next().await {
+                finish(joined)?;
+            }
+        }
+        set.spawn(async move { (i, task.await) });
+    }
+    while let Some(joined) = set.join_next().await {
+        finish(joined)?;
+    }
+    Ok(done.into_iter().flatten().collect())
 }
 
 /// One target's row: its JSON, and the RESULT column of the table.
@@ -513,5 +555,18 @@ mod tests {
             lines[2].contains("skipped") && lines[3].contains("failed"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn bounded_keeps_the_order_given() {
+        // More tasks than run at once, the first ones finishing last.
+        let tasks: Vec<_> = (0..20u64)
+            .map(|i| async move {
+                tokio::time::sleep(Duration::from_millis(20 - i)).await;
+                i
+            })
+            .collect();
+        let out = bounded(tasks).await.expect("all join");
+        assert_eq!(out, (0..20).collect::<Vec<_>>());
     }
 }

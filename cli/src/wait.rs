@@ -108,26 +108,14 @@ fn note(out: &mut impl Write, raw: bool, text: &str) -> CtlResult<()> {
 
 /// Waits for the end of run `run_id`; with `follow`, prints its lines meanwhile in that
 /// format.
-pub(crate) async fn follow_and_wait(
+async fn follow_and_wait(
     c: &mut Client,
     out: &mut impl Write,
     script: &str,
     run_id: u64,
     follow: Option<logs::Format>,
 ) -> CtlResult<ExitInfo> {
-    let mut waiter = c.clone();
-    let end = async {
-        let r = waiter
-            .wait_run(proto::WaitRunRequest {
-                script: script.to_owned(),
-                run_id,
-            })
-            .await
-            .map_err(|s| CtlError::from_status(s, FAILURE))?
-            .into_inner();
-        r.exit
-            .ok_or_else(|| CtlError::new(FAILURE, "the daemon sent no exit for the run"))
-    };
+    let end = end_of(c.clone(), script.to_owned(), run_id);
     let Some(format) = follow else {
         return end.await;
     };
@@ -146,4 +134,16 @@ pub(crate) async fn follow_and_wait(
     let printing = logs::print_stream(&mut stream, out, format, None, true);
     let (_, exit) = tokio::try_join!(printing, end)?;
     Ok(exit)
+}
+
+/// Waits for the end of run `run_id` of `script` (`WaitRun`: also answered for a run that
+/// has already ended).
+pub(crate) async fn end_of(mut c: Client, script: String, run_id: u64) -> CtlResult<ExitInfo> {
+    let r = c
+        .wait_run(proto::WaitRunRequest { script, run_id })
+        .await
+        .map_err(|s| CtlError::from_status(s, FAILURE))?
+        .into_inner();
+    r.exit
+        .ok_or_else(|| CtlError::new(FAILURE, "the daemon sent no exit for the run"))
 }
