@@ -698,7 +698,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__restart)
-            opts="-o -h --socket --config --output --help"
+            opts="-o -h --all --socket --config --output --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -758,7 +758,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__run)
-            opts="-o -h --wait --timeout --follow --raw --socket --config --output --help"
+            opts="-o -h --all --wait --timeout --follow --raw --socket --config --output --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -792,7 +792,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__start)
-            opts="-o -h --socket --config --output --help"
+            opts="-o -h --all --socket --config --output --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -822,7 +822,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__status)
-            opts="-o -h --socket --config --output --help"
+            opts="-o -h --check --socket --config --output --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -852,7 +852,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__stop)
-            opts="-o -h --socket --config --output --help"
+            opts="-o -h --all --socket --config --output --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
