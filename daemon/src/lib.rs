@@ -11,6 +11,7 @@ pub mod events;
 pub mod history;
 pub mod lock;
 pub mod logs;
+pub mod nofollow;
 pub mod process;
 pub mod reload;
 pub mod rlimit;

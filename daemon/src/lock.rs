@@ -1,6 +1,7 @@
 //! Exclusive locks (flock) held for the daemon's lifetime, with the holder's pid inside: one
 //! daemon per socket and one per state directory, even when two start at the same instant.
 
+use crate::nofollow::{self, OpenError};
 use anyhow::Context;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -24,37 +25,34 @@ pub struct Lock {
 pub fn acquire(path: &Path, held: impl FnOnce(Option<u32>) -> String) -> anyhow::Result<Lock> {
     // Close-on-exec (std's default): scripts never inherit the lock. Non-blocking: a FIFO
     // planted there does not hang the open.
-    let file = OpenOptions::new()
-        .read(true)
+    let mut opts = OpenOptions::new();
+    opts.read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => anyhow::anyhow!(
-                "the lock file {} is a symbolic link; scriptd does not follow it (it would \
-                 overwrite the file it points to): remove it",
-                path.display()
-            ),
-            _ => anyhow::Error::new(e)
-                .context(format!("cannot open the lock file {}", path.display())),
-        })?;
+        .mode(0o644);
+    let not_own = |what: String| {
+        anyhow::anyhow!(
+            "the lock file {} is not a plain file of its own ({what}); scriptd would overwrite \
+             it: remove it",
+            path.display()
+        )
+    };
+    let file = nofollow::open_regular(path, &opts).map_err(|e| match e {
+        OpenError::Symlink(_) => anyhow::anyhow!(
+            "the lock file {} is a symbolic link; scriptd does not follow it (it would \
+             overwrite the file it points to): remove it",
+            path.display()
+        ),
+        OpenError::NotRegular { .. } => not_own("not a regular file".to_owned()),
+        OpenError::Io { source, .. } => anyhow::Error::new(source)
+            .context(format!("cannot open the lock file {}", path.display())),
+    })?;
     let meta = file
         .metadata()
         .with_context(|| format!("cannot inspect the lock file {}", path.display()))?;
-    if !meta.is_file() || meta.nlink() > 1 {
-        anyhow::bail!(
-            "the lock file {} is not a plain file of its own ({}); scriptd would overwrite it: \
-             remove it",
-            path.display(),
-            if meta.is_file() {
-                format!("{} hard links", meta.nlink())
-            } else {
-                "not a regular file".to_owned()
-            }
-        );
+    if meta.nlink() > 1 {
+        return Err(not_own(format!("{} hard links", meta.nlink())));
     }
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(mut lock) => {
