@@ -103,7 +103,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if cli.man {
         let cmd = <Cli as clap::CommandFactory>::command();
         let mut page = Vec::new();
-        clap_mangen::Man::new(cmd).render(&mut page)?;
+        clap_mangen::Man::new(cmd).section("8").render(&mut page)?;
         page.extend_from_slice(config::fields::man_section().as_bytes());
         std::io::Write::write_all(&mut std::io::stdout(), &page)?;
         return Ok(ExitCode::SUCCESS);

@@ -96,23 +96,22 @@ fn packaged_config_is_valid_and_agrees_with_the_unit() {
         setting("ExecReload").contains(&format!("--socket {} reload", d.socket.display())),
         "ExecReload talks to the configured socket"
     );
-    assert!(
-        read("debian/install")
-            .lines()
-            .any(|l| l == "packaging/etc/scriptd.yaml etc/scriptd"),
-        "the deb installs the config"
-    );
-    // The daemon (/usr/bin/scriptd) looks for its shim in ../libexec/scriptd/.
-    let install = read("debian/install");
-    assert!(install
-        .lines()
-        .any(|l| l == "target/dist-bin/scriptd usr/bin"));
-    assert!(
-        install
-            .lines()
-            .any(|l| l == "target/dist-bin/scriptd-shim usr/libexec/scriptd"),
-        "the deb installs the shim where the daemon looks for it"
-    );
+    // debian/rules installs the config, the daemon and the shim where the unit and the
+    // daemon (/usr/bin/scriptd looks for its shim in ../libexec/scriptd/) expect them;
+    // packaging/check-deb.sh checks the built package itself.
+    let rules = read("debian/rules");
+    for (from, to) in [
+        ("packaging/etc/scriptd.yaml", installed),
+        ("dist-bin/scriptd", "/usr/bin/scriptd"),
+        ("dist-bin/scriptd-shim", "/usr/libexec/scriptd/scriptd-shim"),
+    ] {
+        assert!(
+            rules
+                .lines()
+                .any(|l| l.contains(from) && l.ends_with(&format!("debian/scriptd{to}"))),
+            "debian/rules installs {from} as {to}"
+        );
+    }
 }
 
 /// `scriptd --check` on a temp dir holding `files` (name, text; `scriptd.yaml` is the main
