@@ -117,7 +117,8 @@ fn needed(path: &str) -> Role {
         ) => Role::Read,
         Some(_) => Role::Operate,
         None if path.starts_with("/grpc.health.v1.Health/")
-            || path.starts_with("/grpc.reflection.v1.ServerReflection/") =>
+            || path.starts_with("/grpc.reflection.v1.ServerReflection/")
+            || path.starts_with("/grpc.reflection.v1alpha.ServerReflection/") =>
         {
             Role::Read
         }
@@ -319,6 +320,7 @@ mod tests {
             "/grpc.health.v1.Health/Check",
             "/grpc.health.v1.Health/Watch",
             "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
         ] {
             assert_eq!(needed(read), Role::Read, "{read}");
         }

@@ -5,6 +5,7 @@
 
 use super::accept::Slot;
 use super::access::{Peer, Refusals};
+use super::authority::AuthorityFix;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -121,8 +122,13 @@ impl http_body::Body for Tracked {
 
 /// An accepted connection as the gRPC server reads and writes it. Reading reports the end
 /// of the stream once the connection has been idle for `idle`, and the server closes it.
+/// What the client sends goes through [`AuthorityFix`] (what the server sends does not).
 pub struct PeerStream {
     stream: UnixStream,
+    fix: AuthorityFix,
+    /// Bytes from `fix` the server has not read yet (from `taken` on).
+    fixed: Vec<u8>,
+    taken: usize,
     conn: Arc<Connection>,
     idle: Duration,
     timer: Pin<Box<Sleep>>,
@@ -140,6 +146,9 @@ impl PeerStream {
     ) -> Self {
         Self {
             stream,
+            fix: AuthorityFix::new(),
+            fixed: Vec::new(),
+            taken: 0,
             conn,
             idle,
             timer: Box::pin(tokio::time::sleep(idle)),
@@ -178,8 +187,35 @@ impl AsyncRead for PeerStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let Poll::Ready(read) = Pin::new(&mut this.stream).poll_read(cx, buf) {
-            return Poll::Ready(read);
+        loop {
+            if this.taken < this.fixed.len() {
+                let n = buf.remaining().min(this.fixed.len() - this.taken);
+                buf.put_slice(&this.fixed[this.taken..this.taken + n]);
+                this.taken += n;
+                if this.taken == this.fixed.len() {
+                    this.fixed.clear();
+                    this.taken = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            let mut scratch = [0u8; 8192];
+            let mut read = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.stream).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {
+                    if let Err(e) = this.fix.feed(read.filled(), &mut this.fixed) {
+                        let peer = this.conn.peer();
+                        tracing::debug!(
+                            uid = peer.uid,
+                            pid = peer.pid,
+                            "closing a connection: {e}"
+                        );
+                        return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => break,
+            }
         }
         match this.poll_idle(cx) {
             Poll::Ready(()) => {

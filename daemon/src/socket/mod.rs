@@ -9,10 +9,13 @@
 //! - `accept`: the accept loop, the connection caps per uid and for everyone but root and
 //!   the daemon's user, backing off at the descriptor limit;
 //! - `conn`: one connection, its calls in flight and its idle timeout;
+//! - `authority`: the `:authority` of Unix-socket clients that send the socket path mended
+//!   before the HTTP/2 server sees it;
 //! - `access`: roles, the per-request check, refusals logged rate-limited.
 
 mod accept;
 mod access;
+mod authority;
 mod bind;
 mod conn;
 
@@ -41,10 +44,19 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ScriptdServer<Service>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(scriptd_common::proto::FILE_DESCRIPTOR_SET)
+    // Reflection in both versions (grpcurl 1.8 and Python's reflection client ask for
+    // v1alpha), describing every service served here, health included.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(scriptd_common::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
         .build_v1()
-        .context("cannot build the reflection service")?;
+        .context("cannot build the reflection service (v1)")?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .context("cannot build the reflection service (v1alpha)")?;
     let policy = Arc::new(access::Policy::new(nix::unistd::geteuid().as_raw(), access));
     let refusals = Arc::new(access::Refusals::new());
     // Refusal summaries: at most one per uid and minute.
@@ -67,7 +79,8 @@ pub async fn serve(
         .layer(tower::layer::layer_fn(Gate::new))
         .add_service(ScriptdServer::new(service))
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
         .await
         .context("gRPC server failed")
