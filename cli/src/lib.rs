@@ -2,6 +2,7 @@
 //! scripts, stable exit codes (see [`error`]).
 
 pub mod client;
+pub mod completion;
 pub mod error;
 pub mod history;
 pub mod logs;
@@ -29,6 +30,10 @@ pub enum OutputFormat {
     Json,
 }
 
+/// The help heading of the options every subcommand takes: a subcommand's `--help` lists
+/// its own options first, these after.
+const GLOBAL: &str = "Global options";
+
 /// `ctl` command line.
 #[derive(Debug, Parser)]
 #[command(
@@ -45,14 +50,14 @@ pub enum OutputFormat {
 )]
 pub struct Cli {
     /// Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock].
-    #[arg(long, global = true, env = "SCRIPTD_SOCKET")]
+    #[arg(long, global = true, env = "SCRIPTD_SOCKET", help_heading = GLOBAL)]
     pub socket: Option<PathBuf>,
     /// Config file to read the socket path from [default: ./scriptd.yaml, else
     /// /etc/scriptd/scriptd.yaml].
-    #[arg(long, global = true, env = "SCRIPTD_CONFIG")]
+    #[arg(long, global = true, env = "SCRIPTD_CONFIG", help_heading = GLOBAL)]
     pub config: Option<PathBuf>,
     /// Output format.
-    #[arg(long, short, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    #[arg(long, short, global = true, value_enum, default_value_t = OutputFormat::Table, help_heading = GLOBAL)]
     pub output: OutputFormat,
     /// What to do.
     #[command(subcommand)]
@@ -149,14 +154,18 @@ pub enum Command {
     },
     /// A script's output: the last lines, then with -f live lines.
     Logs(logs::LogsArgs),
-    /// Print shell completions.
+    /// Print the shell completion script (it calls ctl back for script names and versions).
     Completions {
         /// Shell.
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff).
+    /// Print the man page (roff), or with --dir write ctl.1 and a page per subcommand there.
     #[command(hide = true)]
-    Man,
+    Man {
+        /// Write the pages into this directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// `ctl history` subcommands.
@@ -172,13 +181,15 @@ pub enum HistoryCommand {
 /// Runs one `ctl` invocation; returns the exit code.
 pub fn run(cli: Cli) -> CtlResult {
     if let Command::Completions { shell } = cli.command {
-        let mut cmd = <Cli as clap::CommandFactory>::command();
-        clap_complete::generate(shell, &mut cmd, "ctl", &mut std::io::stdout());
+        completion::registration(shell, &mut std::io::stdout())?;
         return Ok(OK);
     }
-    if let Command::Man = cli.command {
+    if let Command::Man { dir } = &cli.command {
         let cmd = <Cli as clap::CommandFactory>::command();
-        clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+        match dir {
+            Some(dir) => clap_mangen::generate_to(cmd, dir)?,
+            None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
+        }
         return Ok(OK);
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -189,7 +200,7 @@ pub fn run(cli: Cli) -> CtlResult {
 }
 
 async fn dispatch(cli: Cli) -> CtlResult {
-    let socket = client::resolve_socket(cli.socket.as_deref(), cli.config.as_deref());
+    let socket = client::resolve_socket(cli.socket.as_deref(), cli.config.as_deref())?;
     let mut c = client::connect(&socket).await?;
     let json = cli.output == OutputFormat::Json;
     let mut out = std::io::stdout().lock();
@@ -338,7 +349,7 @@ async fn dispatch(cli: Cli) -> CtlResult {
             exit_code,
         } => history::rollback(&mut c, &mut out, json, version, dry_run, exit_code).await,
         Command::Logs(args) => logs::run(&mut c, &mut out, json, args).await,
-        Command::Completions { .. } | Command::Man => Ok(OK),
+        Command::Completions { .. } | Command::Man { .. } => Ok(OK),
     }
 }
 

@@ -3,6 +3,15 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // A TAB in a shell whose completion script calls ctl back (`COMPLETE=bash ctl -- ...`).
+    match ctl::completion::complete_if_asked() {
+        Ok(true) => return ExitCode::SUCCESS,
+        Ok(false) => {}
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(2);
+        }
+    }
     let cli = <ctl::Cli as clap::Parser>::parse();
     match ctl::run(cli) {
         Ok(code) => ExitCode::from(code),

@@ -11,6 +11,7 @@ pub mod events;
 pub mod history;
 pub mod lock;
 pub mod logs;
+pub mod manual;
 pub mod nofollow;
 pub mod process;
 pub mod reload;
@@ -55,12 +56,18 @@ pub enum LogFormat {
 #[command(
     name = "scriptd",
     version,
-    about = "Supervises scripts and applies config edits live"
+    about = "Supervises scripts and applies config edits live",
+    long_about = "Supervises scripts (periodic jobs and long-running services) and applies edits \
+                  to its YAML configuration while it runs: each save is validated, diffed \
+                  against what runs, applied at the narrowest safe scope, and recorded as a \
+                  version that ctl(1) can diff and roll back to. Every line a script prints \
+                  goes to its log file and to ctl's followers."
 )]
 pub struct Cli {
-    /// Main config file.
-    #[arg(short, long, default_value = "scriptd.yaml", env = "SCRIPTD_CONFIG")]
-    pub config: PathBuf,
+    /// Main config file [default: ./scriptd.yaml, or /etc/scriptd/scriptd.yaml when there is
+    /// no ./scriptd.yaml and it exists].
+    #[arg(short, long, env = "SCRIPTD_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Validate the config and exit: 0 valid, 3 invalid.
     #[arg(long)]
     pub check: bool,
@@ -101,21 +108,27 @@ fn init_tracing(format: LogFormat) {
 /// Runs the daemon (or the `--check`) and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if cli.man {
-        let cmd = <Cli as clap::CommandFactory>::command();
-        let mut page = Vec::new();
-        clap_mangen::Man::new(cmd).section("8").render(&mut page)?;
-        page.extend_from_slice(config::fields::man_section().as_bytes());
+        let page = manual::page(<Cli as clap::CommandFactory>::command())?;
         std::io::Write::write_all(&mut std::io::stdout(), &page)?;
         return Ok(ExitCode::SUCCESS);
     }
     init_tracing(cli.log_format);
-    let (source, cfg) = match config::load(&cli.config) {
+    let main_file = cli.config.clone().unwrap_or_else(config::default_main_file);
+    // A file that is not there is not an invalid config (exit 3) but a wrong path: a
+    // startup error, and systemd's RestartPreventExitStatus=3 does not apply to it.
+    if let Err(e) = std::fs::metadata(&main_file) {
+        anyhow::bail!(
+            "cannot read the config {}: {e}; give its path with --config (or SCRIPTD_CONFIG)",
+            main_file.display()
+        );
+    }
+    let (source, cfg) = match config::load(&main_file) {
         Ok(v) => v,
         Err(errors) => {
             eprintln!("{errors}");
             eprintln!(
                 "scriptd: {} is invalid ({} error{})",
-                cli.config.display(),
+                main_file.display(),
                 errors.0.len(),
                 if errors.0.len() == 1 { "" } else { "s" }
             );
@@ -125,7 +138,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if cli.check {
         println!(
             "{}: OK ({} file{}, {} script{})",
-            cli.config.display(),
+            main_file.display(),
             source.files.len(),
             if source.files.len() == 1 { "" } else { "s" },
             cfg.scripts.len(),

@@ -45,12 +45,39 @@ fn invalid_config_exits_3_with_every_error() {
     assert!(stderr.contains("is invalid (2 errors)"), "{stderr}");
 }
 
+/// A path that does not exist is a startup error (1), not an invalid config (3, which the
+/// unit does not restart): the path is wrong, not the file.
 #[test]
-fn missing_config_exits_3() {
+fn missing_config_exits_1_naming_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (code, _, stderr) = check(dir.path());
-    assert_eq!(code, 3);
-    assert!(stderr.contains("cannot read"), "{stderr}");
+    assert_eq!(code, 1, "{stderr}");
+    let path = dir.path().join("scriptd.yaml");
+    assert!(
+        stderr.contains(&format!("cannot read the config {}", path.display()))
+            && stderr.contains("--config"),
+        "{stderr}"
+    );
+}
+
+/// Without `--config`, `./scriptd.yaml` (the packaged /etc/scriptd/scriptd.yaml only when
+/// there is none; CI machines have none).
+#[test]
+fn without_config_the_one_in_the_working_directory_is_used() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("scriptd.yaml"), "scripts: {}\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_scriptd"))
+        .arg("--check")
+        .current_dir(dir.path())
+        .env_remove("SCRIPTD_CONFIG")
+        .output()
+        .expect("run scriptd");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        stdout.starts_with("scriptd.yaml: OK (1 file, 0 scripts)"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -253,6 +280,34 @@ fn the_shipped_man_page_is_the_generated_one() {
             page.contains(&field.name.replace('-', "\\-")),
             "{}",
             field.name
+        );
+    }
+}
+
+/// Each table of `scriptd(8)` (daemon/src/manual.rs) is in the README as it renders it.
+#[test]
+fn the_readme_carries_the_man_page_tables() {
+    use scriptd::manual::{self, markdown};
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+    )
+    .expect("read README.md");
+    for (headings, rows) in [
+        (("key", "meaning"), manual::CONFIG_KEYS),
+        (("code", "meaning"), manual::EXIT_STATUS),
+        (("signal", "what scriptd does"), manual::SIGNALS),
+        (("variable", "meaning"), manual::ENVIRONMENT),
+        (("path", "what it is"), manual::FILES),
+    ] {
+        let table = markdown(headings, rows);
+        if std::env::var_os("PRINT_MAN_TABLES").is_some() {
+            println!("{table}");
+            continue;
+        }
+        assert!(
+            readme.contains(&table),
+            "README.md lacks this table of daemon/src/manual.rs (or has another version of \
+             it):\n{table}"
         );
     }
 }

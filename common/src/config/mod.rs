@@ -288,6 +288,24 @@ pub mod builtin {
     pub const STATE_DIR: &str = "state";
     /// `daemon.log_dir`
     pub const LOG_DIR: &str = "logs";
+    /// The main file of the packaged install.
+    pub const SYSTEM_CONFIG: &str = "/etc/scriptd/scriptd.yaml";
+    /// The main file in the working directory.
+    pub const LOCAL_CONFIG: &str = "scriptd.yaml";
+}
+
+/// The main config file when none is given (`--config`, `SCRIPTD_CONFIG`), for `scriptd`
+/// and `ctl` alike: `./scriptd.yaml` when it exists, else the packaged
+/// `/etc/scriptd/scriptd.yaml` when that exists, else `./scriptd.yaml` (whose absence the
+/// caller then reports).
+pub fn default_main_file() -> std::path::PathBuf {
+    let local = std::path::PathBuf::from(builtin::LOCAL_CONFIG);
+    let system = std::path::Path::new(builtin::SYSTEM_CONFIG);
+    if !local.exists() && system.exists() {
+        system.to_path_buf()
+    } else {
+        local
+    }
 }
 
 fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

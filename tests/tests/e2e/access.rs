@@ -176,8 +176,11 @@ fn without_access_rules_other_uids_cannot_even_connect() {
     let r = clients.ctl(&d, &user(65534), &["status"]);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(
-        r.stderr.contains("cannot reach scriptd") && r.stderr.contains("Permission denied"),
-        "the kernel refuses the connection: {r:?}"
+        r.stderr.contains("permission denied on ")
+            && r.stderr.contains("daemon.access")
+            && r.stderr.contains("{ user: 65534, role: read }")
+            && !r.stderr.contains("is the daemon running"),
+        "the kernel refuses the connection, and ctl says how access is granted: {r:?}"
     );
     let r = clients.probe(&d, &user(65534), "health");
     assert_eq!(r.code, 1, "{r:?}");
