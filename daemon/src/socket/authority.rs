@@ -587,7 +587,7 @@ mod tests {
         for n in [0, 1, 126, 127, 128, 255, 16_383, 1 << 20] {
             let mut block = Vec::new();
             block.push(0);
-            string(&vec![b'n'; 3], &mut block);
+            string(b"nnn", &mut block);
             string(&vec![b'v'; n], &mut block);
             let decoded = Decoder::new().decode(&block).expect("decode");
             assert_eq!(decoded[0].1.len(), n);

@@ -122,7 +122,8 @@ impl http_body::Body for Tracked {
 
 /// An accepted connection as the gRPC server reads and writes it. Reading reports the end
 /// of the stream once the connection has been idle for `idle`, and the server closes it.
-/// What the client sends goes through [`AuthorityFix`] (what the server sends does not).
+/// What the client sends goes through the `:authority` mending of `socket/authority.rs`
+/// (what the server sends does not).
 pub struct PeerStream {
     stream: UnixStream,
     fix: AuthorityFix,
