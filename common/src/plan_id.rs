@@ -83,6 +83,22 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn every_plan_id_parses_back(version: u64, hash in "[0-9a-f]{64}") {
+            let id = PlanId::new(version, &hash);
+            proptest::prop_assert_eq!(PlanId::parse(&id.to_string()), Ok(id.clone()));
+            proptest::prop_assert!(id.applies(&hash));
+        }
+
+        #[test]
+        fn parsing_never_panics_and_accepts_only_what_it_prints(text in "\\PC{0,40}") {
+            if let Ok(id) = PlanId::parse(&text) {
+                proptest::prop_assert_eq!(id.to_string(), text);
+            }
+        }
+    }
+
     #[test]
     fn malformed_ids_are_refused() {
         for bad in [

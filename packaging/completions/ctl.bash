@@ -664,13 +664,17 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__reload)
-            opts="-o -h --dry-run --plan --exit-code --socket --config --output --help"
+            opts="-o -h --dry-run --plan --exit-code --file --socket --config --output --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --plan)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -728,12 +732,16 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__rollback)
-            opts="-o -h --dry-run --exit-code --socket --config --output --help"
+            opts="-o -h --dry-run --plan --exit-code --socket --config --output --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --plan)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

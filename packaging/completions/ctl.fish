@@ -31,7 +31,7 @@ json\t'One JSON document (streams: one object per line), each with `"schema": 1`
 complete -c ctl -n "__fish_ctl_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_needs_command" -s V -l version -d 'Print version'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "status" -d 'Daemon, running version, disk vs runtime, and a row per script'
-complete -c ctl -n "__fish_ctl_needs_command" -f -a "reload" -d 'Apply (or preview) what is on disk; prints the plan'
+complete -c ctl -n "__fish_ctl_needs_command" -f -a "reload" -d 'Apply (or preview) what is on disk, or a candidate (--file); prints the plan'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "events" -d 'Follow reload and lifecycle events'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "start" -d 'Start a stopped script (services) or resume its schedule (periodic). Several names, globs or --all: a row per script; --all skips disabled scripts'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "stop" -d 'Stop a script gracefully and keep it stopped (several: a row per script)'
@@ -50,7 +50,8 @@ complete -c ctl -n "__fish_ctl_using_subcommand status" -s o -l output -d 'Outpu
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand status" -l check -d 'Exit 0 when every script named (default: every enabled one) is running, waiting or idle after a run that succeeded; else 6, printing each one that is not'
 complete -c ctl -n "__fish_ctl_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c ctl -n "__fish_ctl_using_subcommand reload" -l plan -d 'Apply only if this plan (from --dry-run) is still what would be applied' -r
+complete -c ctl -n "__fish_ctl_using_subcommand reload" -l plan -d 'Apply only if this plan (from --dry-run) is still what would be applied; a plan whose files already run is done (exit 0)' -r
+complete -c ctl -n "__fish_ctl_using_subcommand reload" -l file -d 'The config as it would be with TARGET (a config file relative to the main file\'s directory, new or existing) holding CANDIDATE (a path, or - for stdin); repeat for several. Without --dry-run the files are written into place and applied in one call (put back if the apply fails)' -r
 complete -c ctl -n "__fish_ctl_using_subcommand reload" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand reload" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand reload" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
@@ -112,6 +113,7 @@ complete -c ctl -n "__fish_ctl_using_subcommand diff" -l config -d 'Config file 
 complete -c ctl -n "__fish_ctl_using_subcommand diff" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand diff" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ctl -n "__fish_ctl_using_subcommand rollback" -l plan -d 'Roll back only if this plan (from --dry-run) is still what would be applied' -r
 complete -c ctl -n "__fish_ctl_using_subcommand rollback" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand rollback" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand rollback" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
@@ -146,7 +148,7 @@ complete -c ctl -n "__fish_ctl_using_subcommand man" -s o -l output -d 'Output f
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand man" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "status" -d 'Daemon, running version, disk vs runtime, and a row per script'
-complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "reload" -d 'Apply (or preview) what is on disk; prints the plan'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "reload" -d 'Apply (or preview) what is on disk, or a candidate (--file); prints the plan'
 complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "events" -d 'Follow reload and lifecycle events'
 complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "start" -d 'Start a stopped script (services) or resume its schedule (periodic). Several names, globs or --all: a row per script; --all skips disabled scripts'
 complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "stop" -d 'Stop a script gracefully and keep it stopped (several: a row per script)'

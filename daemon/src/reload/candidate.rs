@@ -185,6 +185,28 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever is asked, a name that comes out stays inside the main file's directory,
+        /// is already normal, and is refused when it would climb out.
+        #[test]
+        fn a_target_name_never_leaves_the_directory(
+            parts in proptest::collection::vec("(\\.\\.|\\.|[a-z.]{0,4}|)", 0..6),
+            absolute: bool,
+        ) {
+            let target = format!("{}{}", if absolute { "/" } else { "" }, parts.join("/"));
+            match target_name(&target) {
+                Ok(name) => {
+                    proptest::prop_assert!(!absolute);
+                    proptest::prop_assert!(!name.starts_with('/'));
+                    proptest::prop_assert!(name.split('/').all(|p| !matches!(p, "" | "." | "..")));
+                    proptest::prop_assert_eq!(target_name(&name), Ok(name.clone()));
+                }
+                Err(TargetError::Parent(_)) => proptest::prop_assert!(parts.iter().any(|p| p == "..")),
+                Err(_) => {}
+            }
+        }
+    }
+
     fn file(path: &str, content: &str) -> proto::CandidateFile {
         proto::CandidateFile {
             path: path.into(),
