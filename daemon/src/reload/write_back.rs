@@ -79,11 +79,14 @@ pub fn write_back(main: &Path, source: &ConfigSource) -> Result<bool, WriteBackE
 /// The mode of a config file that did not exist before (whatever the umask).
 const NEW_FILE_MODE: u32 = 0o644;
 
+/// A file's bytes and mode before it was replaced.
+type Before = (Vec<u8>, u32);
+
 /// What [`write_candidate`] replaced, to put it back with [`Written::undo`].
 #[derive(Debug, Default)]
 pub struct Written {
-    /// Each file written, with what was there before: its bytes and mode, or nothing.
-    previous: Vec<(PathBuf, Option<(Vec<u8>, u32)>)>,
+    /// Each file written, with what was there before (nothing: it did not exist).
+    previous: Vec<(PathBuf, Option<Before>)>,
 }
 
 impl Written {
