@@ -86,9 +86,13 @@ fn wait_version(d: &Daemon, v: u64) {
 
 /// Runs `ctl ARGS` with `input` on its stdin.
 fn ctl_with_stdin(d: &Daemon, args: &[&str], input: &str) -> Run {
+    piped(d.ctl_command(args), input)
+}
+
+/// Runs `cmd` (a `ctl`) with `input` on its stdin.
+fn piped(mut cmd: Command, input: &str) -> Run {
     use std::io::Write;
-    let mut child = d
-        .ctl_command(args)
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -506,4 +510,47 @@ fn ci_deploy_example_deploys_a_good_candidate_and_rolls_back_a_bad_one() {
         (Some(4), "rollback", Some(2)),
         "{top:?}"
     );
+}
+
+// ------------------------------------------------------------------ who may
+
+#[test]
+#[cfg_attr(not(as_root), ignore = "needs root")]
+fn previewing_a_candidate_needs_the_operate_role_like_applying_it() {
+    use crate::access::{access_env, user, Clients};
+    let access = [
+        "{ user: 54331, role: read }",
+        "{ user: 54332, role: operate }",
+    ];
+    let env = access_env(&access, &svc("one"));
+    let d = env.start();
+    wait_running(&d, "svc");
+    let clients = Clients::new();
+    let next = read(&env.config()).replace("\"one\"", "\"two\"");
+    let (reader, operator) = (user(54331), user(54332));
+
+    let r = clients.ctl(&d, &reader, &["reload", "--dry-run"]);
+    assert_eq!(r.code, 0, "a reader previews the files on disk: {r:?}");
+    for (args, call) in [
+        (
+            &["reload", "--dry-run", "--file", "scriptd.yaml=-"][..],
+            "Diff of candidate files",
+        ),
+        (&["reload", "--file", "scriptd.yaml=-"], "Reload"),
+    ] {
+        let r = piped(clients.ctl_command(&d, &reader, args), &next);
+        assert_eq!(r.code, 1, "{args:?}: {r:?}");
+        assert!(
+            r.stderr.contains(&format!("{call} needs the operate role")),
+            "{args:?}: {r:?}"
+        );
+    }
+    assert_eq!(d.status().running_version, 1);
+
+    let args = ["-o", "json", "reload", "--file", "scriptd.yaml=-"];
+    let r = piped(clients.ctl_command(&d, &operator, &args), &next);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(read(&env.config()), next);
+    let top = &history(&d).entries[0];
+    assert_eq!((top.version, top.uid), (Some(2), Some(54332)), "{top:?}");
 }
