@@ -628,4 +628,42 @@ mod tests {
             "shared name"
         );
     }
+
+    /// For every (glob, name): a replaced file not on disk is included exactly when the
+    /// include walk finds it once written, so a candidate hashes as its files will.
+    #[test]
+    fn a_replaced_file_is_included_exactly_when_the_walk_finds_it_once_written() {
+        let cases = [
+            ("conf.d/*.yaml", "conf.d/a.yaml", true),
+            ("conf.d/*.yaml", "conf.d/.a.yaml", false),
+            ("conf.d/*.yaml", "conf.d/a.yml", false),
+            ("conf.d/*.yaml", "conf.d/sub/a.yaml", false),
+            ("conf.d/.*.yaml", "conf.d/.a.yaml", true),
+            ("**/*.yaml", "deep/er/a.yaml", true),
+            ("**/*.yaml", ".git/a.yaml", false),
+            ("**/*.yaml", "x/.hidden/a.yaml", false),
+            ("conf.d/a.yaml", "conf.d/a.yaml", true),
+        ];
+        for (glob, name, included) in cases {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let main = tmp.path().join("scriptd.yaml");
+            let text = format!("include: [\"{glob}\"]\n");
+            std::fs::write(&main, &text).expect("write");
+            let replaced = BTreeMap::from([(name.to_owned(), "scripts: {}\n".to_owned())]);
+            let read = read_source_with(&main, &replaced);
+            assert_eq!(read.is_ok(), included, "{glob} {name}: {read:?}");
+            let path = tmp.path().join(name);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&path, "scripts: {}\n").expect("write");
+            let walked = read_source(&main).expect("reads");
+            assert_eq!(
+                walked.files.iter().any(|f| f.name == name),
+                included,
+                "{glob} {name}: the walk disagrees"
+            );
+            if let Ok(candidate) = read {
+                assert_eq!(candidate.hash(), walked.hash(), "{glob} {name}");
+            }
+        }
+    }
 }
