@@ -280,6 +280,43 @@ fn a_malformed_plan_id_is_a_usage_error_and_no_attempt() {
     );
 }
 
+#[test]
+fn the_daemon_refuses_a_malformed_plan_id_itself_without_an_attempt() {
+    use scriptd_common::proto;
+    let env = Env::new(&svc("one"));
+    let d = env.start();
+    wait_running(&d, "svc");
+    // Another client than ctl (which refuses first): the daemon's own check.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let codes = runtime.block_on(async {
+        let mut c = ctl::client::connect(&d.socket).await.expect("connect");
+        let reload = c
+            .reload(proto::ReloadRequest {
+                plan_id: "latest".into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("refused");
+        let rollback = c
+            .rollback(proto::RollbackRequest {
+                plan_id: "v1-short".into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("refused");
+        [reload, rollback].map(|s| (s.code(), s.message().contains("is not a plan id")))
+    });
+    assert_eq!(codes, [(tonic::Code::InvalidArgument, true); 2]);
+    assert_eq!(
+        entries(&d),
+        [(Some(1), "startup".to_owned(), "applied".to_owned())],
+        "nothing was recorded"
+    );
+}
+
 // ------------------------------------------------------------------ targets
 
 #[test]
