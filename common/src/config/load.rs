@@ -187,7 +187,9 @@ fn with_replaced(
                 column: 0,
                 path: String::new(),
                 message: format!(
-                    "not part of the config: it is not the main file ({main_name}) and no                      include glob of the main file matches it (include: {patterns:?}); name                      the main file or an included file, or add a glob that matches it"
+                    "not part of the config: it is not the main file ({main_name}) and no \
+                     include glob of the main file matches it (include: {patterns:?}); name \
+                     the main file or an included file, or add a glob that matches it"
                 ),
             });
         }

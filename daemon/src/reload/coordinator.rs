@@ -439,7 +439,9 @@ impl Coordinator {
             Err(e) => {
                 report.disk_differs = true;
                 report.message = format!(
-                    "version {running} is running, but the candidate files could not be                      written to disk ({e}): disk and runtime disagree; fix the cause and run                      the same `ctl reload --file` again"
+                    "version {running} is running, but the candidate files could not be \
+                     written to disk ({e}): disk and runtime disagree; fix the cause and run \
+                     the same `ctl reload --file` again"
                 );
                 tracing::error!(attempt = report.attempt_id, "{}", report.message);
                 true
@@ -548,29 +550,20 @@ impl Coordinator {
         if new_hash == self.hash {
             // A plan whose files are the running ones is done, whatever its base: only a plan
             // for other files (the files moved since the preview) is stale.
-            match &req.plan_id {
+            draft.message = match &req.plan_id {
                 Some(wanted) if !wanted.applies(&new_hash) => {
-                    if let Some(msg) = stale {
-                        return draft.reject(msg);
-                    }
+                    return draft.reject(stale.unwrap_or_default());
                 }
-                Some(wanted) => {
-                    draft.message = format!(
-                        "plan {wanted} is already running (version {}); nothing to do",
-                        self.version
-                    );
-                }
-                None if targets.is_some() => {
-                    draft.message = format!(
-                        "the candidate is the running version ({}); nothing to do",
-                        self.version
-                    );
-                }
-                None => {
-                    draft.message =
-                        "the files on disk are the running version; nothing to do".into();
-                }
-            }
+                Some(wanted) => format!(
+                    "plan {wanted} is already running (version {}); nothing to do",
+                    self.version
+                ),
+                None if targets.is_some() => format!(
+                    "the candidate is the running version ({}); nothing to do",
+                    self.version
+                ),
+                None => "the files on disk are the running version; nothing to do".into(),
+            };
             if id != 0 {
                 tracing::info!(
                     attempt = id,

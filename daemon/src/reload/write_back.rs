@@ -173,7 +173,9 @@ pub fn write_candidate(base: &Path, files: &[ConfigFile]) -> Result<Written, Wri
 /// A file that [`nofollow::open_regular`] refused, said for a config file.
 fn refused(path: &Path, e: OpenError) -> WriteBackError {
     let message = match e {
-        OpenError::Symlink(_) => "it is a symbolic link, and scriptd does not write through a              link for a caller: name the file it points to, or replace the link with a file"
+        OpenError::Symlink(_) => "it is a symbolic link, and scriptd does not write through \
+                                  a link for a caller: name the file it points to, or \
+                                  replace the link with a file"
             .to_owned(),
         OpenError::NotRegular { kind, .. } => {
             format!("it is a {kind}, not a regular file; remove it or name another file")
