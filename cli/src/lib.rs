@@ -307,6 +307,8 @@ async fn dispatch(cli: Cli) -> CtlResult {
             })
         }
         Command::Reload { plan, files, .. } => {
+            // The files on disk that run need no more words than "no changes".
+            let explain_unchanged = plan.is_some() || !files.is_empty();
             let r = c
                 .reload(proto::ReloadRequest {
                     plan_id: plan.unwrap_or_default(),
@@ -317,8 +319,8 @@ async fn dispatch(cli: Cli) -> CtlResult {
                 .into_inner();
             print_reload(&mut out, json, &r, false)?;
             let result = ReloadResult::try_from(r.result).unwrap_or(ReloadResult::Unspecified);
-            if !json && result == ReloadResult::Unchanged && !r.message.is_empty() {
-                // Whether a plan or a candidate is already running, the files rewritten.
+            if !json && explain_unchanged && result == ReloadResult::Unchanged {
+                // The plan or candidate that is already running; candidate files rewritten.
                 writeln!(out, "{}", r.message)?;
             }
             Ok(match result {
