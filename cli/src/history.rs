@@ -39,8 +39,8 @@ pub struct HistoryEntryJson {
     pub rollback_from: Option<u64>,
     /// Uid of who asked (ctl); absent for watch, signal, startup.
     pub uid: Option<u32>,
-    /// applied, rejected, failed-rolled-back; unchanged: a rollback to the running files that
-    /// rewrote the files on disk.
+    /// applied, rejected, failed-rolled-back; unchanged: a rollback to the running files (or a
+    /// candidate that is the running version) that rewrote the files on disk.
     pub result: String,
     /// `+1 ~2 -0 scripts`.
     pub summary: String,

@@ -452,6 +452,84 @@ fn a_failed_apply_puts_the_files_back_and_the_watcher_records_nothing() {
     );
 }
 
+#[test]
+fn a_candidate_that_cannot_be_written_applies_nothing_and_writes_nothing() {
+    let body = format!("include: [\"conf.d/*.yaml\"]\n{}", svc("one"));
+    let env = Env::manual(&body);
+    let d = env.start();
+    let pid = wait_running(&d, "svc");
+    let before = read(&env.config());
+    // The file's directory cannot be created: a file sits where it should be.
+    env.write("conf.d", "not a directory\n");
+    let cands = Candidates::new();
+    let main = cands.write("main.yaml", &before.replace("\"one\"", "\"two\""));
+    let extra = cands.write("extra.yaml", "scripts: {}\n");
+    let (code, r) = json(
+        &d,
+        &[
+            "reload",
+            "--file",
+            &file_arg("scriptd.yaml", &main),
+            "--file",
+            &file_arg("conf.d/extra.yaml", &extra),
+        ],
+    );
+    assert_eq!(
+        (code, r.result.as_str(), r.version),
+        (3, "failed-rolled-back", 1),
+        "{r:?}"
+    );
+    assert!(
+        r.message
+            .as_deref()
+            .is_some_and(|m| m.contains("could not be written") && m.contains("conf.d")),
+        "{r:?}"
+    );
+    assert_eq!(read(&env.config()), before, "the main file was not written");
+    let names: Vec<String> = std::fs::read_dir(env.dir.path())
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("scriptd-candidate"))
+        .collect();
+    assert!(names.is_empty(), "temp files left: {names:?}");
+    assert_eq!(d.script("svc").pid, Some(pid), "svc was touched");
+}
+
+#[test]
+fn a_candidate_that_runs_already_rewrites_the_files_on_disk_that_differ() {
+    let env = Env::manual(&svc("one"));
+    let d = env.start();
+    wait_running(&d, "svc");
+    let running = read(&env.config());
+    // An edit on disk that is not applied (the watcher is off).
+    env.set_manual(&svc("pending"));
+    let cands = Candidates::new();
+    let cand = cands.write("same.yaml", &running);
+    let (code, r) = json(&d, &["reload", "--file", &file_arg("scriptd.yaml", &cand)]);
+    assert_eq!(
+        (code, r.result.as_str(), r.version),
+        (0, "unchanged", 1),
+        "{r:?}"
+    );
+    assert!(
+        r.message
+            .as_deref()
+            .is_some_and(|m| m.contains("rewritten")),
+        "{r:?}"
+    );
+    assert_eq!(
+        read(&env.config()),
+        running,
+        "the disk matches the running version"
+    );
+    assert_eq!(d.status().sync, "in-sync");
+    assert_eq!(
+        entries(&d)[0],
+        (None, "ctl".to_owned(), "unchanged".to_owned()),
+        "the rewrite is in the audit trail"
+    );
+}
+
 // ------------------------------------------------------------------ rollback --plan
 
 #[test]
