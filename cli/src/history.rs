@@ -39,8 +39,8 @@ pub struct HistoryEntryJson {
     pub rollback_from: Option<u64>,
     /// Uid of who asked (ctl); absent for watch, signal, startup.
     pub uid: Option<u32>,
-    /// applied, rejected, failed-rolled-back; unchanged: a rollback to the running files that
-    /// rewrote the files on disk.
+    /// applied, rejected, failed-rolled-back; unchanged: a rollback to the running files (or a
+    /// candidate that is the running version) that rewrote the files on disk.
     pub result: String,
     /// `+1 ~2 -0 scripts`.
     pub summary: String,
@@ -393,6 +393,7 @@ pub async fn diff(
         .diff(proto::DiffRequest {
             from_version: a,
             to_version: b,
+            ..Default::default()
         })
         .await
         .map_err(status_err)?
@@ -439,20 +440,21 @@ pub async fn diff(
     Ok(OK)
 }
 
-/// `ctl rollback [V] [--dry-run] [--exit-code]`.
+/// `ctl rollback [V] [--dry-run [--exit-code]] [--plan ID]`.
 pub async fn rollback(
     c: &mut Client,
     out: &mut impl Write,
     json: bool,
     version: Option<u64>,
-    dry_run: bool,
-    exit_code: bool,
+    (dry_run, exit_code): (bool, bool),
+    plan: Option<String>,
 ) -> CtlResult {
     let version = version.map(named).transpose()?;
     let r = c
         .rollback(proto::RollbackRequest {
             version: version.unwrap_or(0),
             dry_run,
+            plan_id: plan.unwrap_or_default(),
         })
         .await
         .map_err(status_err)?

@@ -1,6 +1,7 @@
 //! `ctl`: the command-line client of scriptd. Tables for people, `--output json` for
 //! scripts, stable exit codes (see [`error`]).
 
+pub mod candidate;
 pub mod client;
 pub mod completion;
 pub mod error;
@@ -77,17 +78,24 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
-    /// Apply (or preview) what is on disk; prints the plan.
+    /// Apply (or preview) what is on disk, or a candidate (--file); prints the plan.
     Reload {
         /// Preview only: print the plan and its id, change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Apply only if this plan (from --dry-run) is still what would be applied.
+        /// Apply only if this plan (from --dry-run) is still what would be applied; a plan
+        /// whose files already run is done (exit 0).
         #[arg(long, value_name = "ID", conflicts_with = "dry_run")]
         plan: Option<String>,
         /// With --dry-run: exit 5 when the plan has changes, 0 when it has none.
         #[arg(long, requires = "dry_run")]
         exit_code: bool,
+        /// The config as it would be with TARGET (a config file relative to the main file's
+        /// directory, new or existing) holding CANDIDATE (a path, or - for stdin); repeat for
+        /// several. Without --dry-run the files are written into place and applied in one
+        /// call (put back if the apply fails).
+        #[arg(long = "file", value_name = "TARGET=CANDIDATE", value_parser = candidate::parse_file_arg)]
+        files: Vec<candidate::FileArg>,
     },
     /// Follow reload and lifecycle events.
     Events,
@@ -148,6 +156,9 @@ pub enum Command {
         /// Preview the plan only.
         #[arg(long)]
         dry_run: bool,
+        /// Roll back only if this plan (from --dry-run) is still what would be applied.
+        #[arg(long, value_name = "ID", conflicts_with = "dry_run")]
+        plan: Option<String>,
         /// With --dry-run: exit 5 when the plan has changes.
         #[arg(long, requires = "dry_run")]
         exit_code: bool,
@@ -200,6 +211,10 @@ pub fn run(cli: Cli) -> CtlResult {
 }
 
 async fn dispatch(cli: Cli) -> CtlResult {
+    // Refused before any call: a malformed plan id is a usage error, not an attempt.
+    if let Command::Reload { plan, .. } | Command::Rollback { plan, .. } = &cli.command {
+        candidate::check_plan(plan.as_deref())?;
+    }
     let socket = client::resolve_socket(cli.socket.as_deref(), cli.config.as_deref())?;
     let mut c = client::connect(&socket).await?;
     let json = cli.output == OutputFormat::Json;
@@ -280,14 +295,20 @@ async fn dispatch(cli: Cli) -> CtlResult {
         Command::Reload {
             dry_run: true,
             exit_code,
+            files,
             ..
         } => {
+            let request = proto::DiffRequest {
+                files: candidate::read_all(&files)?,
+                ..Default::default()
+            };
             let r = c
-                .diff(proto::DiffRequest::default())
+                .diff(request)
                 .await
                 .map_err(|s| CtlError::from_status(s, CONFIG))?
                 .into_inner();
-            print_dry_run(&mut out, json, &r)?;
+            let applied_with = (!files.is_empty()).then(|| candidate::shown(&files));
+            print_dry_run(&mut out, json, &r, applied_with.as_deref())?;
             Ok(if !r.errors.is_empty() || r.rejected {
                 CONFIG
             } else if exit_code && !r.changes.is_empty() {
@@ -296,17 +317,25 @@ async fn dispatch(cli: Cli) -> CtlResult {
                 OK
             })
         }
-        Command::Reload { plan, .. } => {
+        Command::Reload { plan, files, .. } => {
+            // The files on disk that run need no more words than "no changes".
+            let explain_unchanged = plan.is_some() || !files.is_empty();
             let r = c
                 .reload(proto::ReloadRequest {
                     plan_id: plan.unwrap_or_default(),
+                    files: candidate::read_all(&files)?,
                 })
                 .await
                 .map_err(|s| CtlError::from_status(s, CONFIG))?
                 .into_inner();
             print_reload(&mut out, json, &r, false)?;
             let result = ReloadResult::try_from(r.result).unwrap_or(ReloadResult::Unspecified);
+            if !json && explain_unchanged && result == ReloadResult::Unchanged {
+                // The plan or candidate that is already running; candidate files rewritten.
+                writeln!(out, "{}", r.message)?;
+            }
             Ok(match result {
+                _ if r.disk_differs => CONFIG,
                 ReloadResult::Applied | ReloadResult::Unchanged => OK,
                 ReloadResult::Rejected | ReloadResult::FailedRolledBack => CONFIG,
                 ReloadResult::Unspecified => FAILURE,
@@ -346,8 +375,9 @@ async fn dispatch(cli: Cli) -> CtlResult {
         Command::Rollback {
             version,
             dry_run,
+            plan,
             exit_code,
-        } => history::rollback(&mut c, &mut out, json, version, dry_run, exit_code).await,
+        } => history::rollback(&mut c, &mut out, json, version, (dry_run, exit_code), plan).await,
         Command::Logs(args) => logs::run(&mut c, &mut out, json, args).await,
         Command::Completions { .. } | Command::Man { .. } => Ok(OK),
     }
@@ -399,7 +429,13 @@ fn errors_json(errors: &[proto::ConfigError]) -> Vec<output::ErrorJson> {
     errors.iter().map(output::ErrorJson::from).collect()
 }
 
-fn print_dry_run(out: &mut impl Write, json: bool, r: &proto::DiffResponse) -> CtlResult<()> {
+/// Prints a dry run; `candidate`: the `--file` arguments of a candidate's preview.
+fn print_dry_run(
+    out: &mut impl Write,
+    json: bool,
+    r: &proto::DiffResponse,
+    candidate: Option<&str>,
+) -> CtlResult<()> {
     let result = if !r.errors.is_empty() {
         "invalid"
     } else if r.unchanged {
@@ -427,17 +463,16 @@ fn print_dry_run(out: &mut impl Write, json: bool, r: &proto::DiffResponse) -> C
     }
     match result {
         "invalid" => {
-            writeln!(
-                out,
-                "the config on disk is invalid; nothing would be applied:"
-            )?;
+            let what = candidate.map_or("the config on disk", |_| "the candidate config");
+            writeln!(out, "{what} is invalid; nothing would be applied:")?;
             for e in &r.errors {
                 writeln!(out, "  {}", output::error_text(e))?;
             }
         }
         "unchanged" => writeln!(
             out,
-            "no changes: the files on disk are running as version {}",
+            "no changes: {} running as version {}",
+            candidate.map_or("the files on disk are", |_| "the candidate is"),
             r.base_version
         )?,
         _ => {
@@ -447,10 +482,11 @@ fn print_dry_run(out: &mut impl Write, json: bool, r: &proto::DiffResponse) -> C
             } else {
                 writeln!(
                     out,
-                    "\nplan {} against version {}: {} change(s)\napply exactly this plan with: ctl reload --plan {}",
+                    "\nplan {} against version {}: {} change(s)\napply exactly this plan with: ctl reload{} --plan {}",
                     r.plan_id,
                     r.base_version,
                     r.changes.len(),
+                    candidate.unwrap_or_default(),
                     r.plan_id
                 )?;
             }

@@ -5,12 +5,13 @@ use crate::convert;
 use crate::events::EventBus;
 use crate::history::{ActionResult, History, HistoryError};
 use crate::reload::disk::DiskSync;
-use crate::reload::{Report, Request, RequestError, ResultKind, Snapshot, Source};
+use crate::reload::{Candidate, Report, Request, RequestError, ResultKind, Snapshot, Source};
 use crate::runner::{ControlError, ScriptHandle};
 use crate::runs::{self, RunState, WaitError};
 use scriptd_common::config;
 use scriptd_common::config::ConfigFile;
 use scriptd_common::diff;
+use scriptd_common::plan_id::PlanId;
 use scriptd_common::proto::scriptd_server::Scriptd;
 use scriptd_common::proto::{self, ControlAction};
 use std::path::PathBuf;
@@ -202,6 +203,24 @@ impl Service {
     }
 }
 
+/// A request's plan id (empty: none); one not of the plan-id syntax is the caller's mistake
+/// (INVALID_ARGUMENT), not an attempt.
+#[allow(clippy::result_large_err)]
+fn plan_id(text: &str) -> Result<Option<PlanId>, Status> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    PlanId::parse(text)
+        .map(Some)
+        .map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// A request's candidate files (none: `None`); a malformed target is INVALID_ARGUMENT.
+#[allow(clippy::result_large_err)]
+fn candidate(files: Vec<proto::CandidateFile>) -> Result<Option<Candidate>, Status> {
+    Candidate::from_proto(files).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
 /// A history failure as the gRPC status INTERNAL.
 fn internal(e: HistoryError) -> Status {
     Status::internal(e.to_string())
@@ -314,14 +333,26 @@ impl Scriptd for Service {
 
     async fn diff(
         &self,
-        request: Req<proto::DiffRequest>,
+        mut request: Req<proto::DiffRequest>,
     ) -> Result<Response<proto::DiffResponse>, Status> {
         let (from, to) = (request.get_ref().from_version, request.get_ref().to_version);
+        let candidate = candidate(std::mem::take(&mut request.get_mut().files))?;
         if from != 0 || to != 0 {
+            if candidate.is_some() {
+                return Err(Status::invalid_argument(
+                    "candidate files are previewed against the running version, not between \
+                     two recorded versions",
+                ));
+            }
             return self.diff_versions(from, to).await.map(Response::new);
+        }
+        if candidate.is_some() {
+            // The daemon reads and checks, as root, what the candidate names.
+            crate::socket::require(&request, config::Role::Operate, "Diff of candidate files")?;
         }
         let req = Request {
             dry_run: true,
+            candidate,
             ..Request::new(Source::Ctl)
         };
         let r = self.submit(&request, req).await?;
@@ -337,11 +368,13 @@ impl Scriptd for Service {
 
     async fn reload(
         &self,
-        request: Req<proto::ReloadRequest>,
+        mut request: Req<proto::ReloadRequest>,
     ) -> Result<Response<proto::ReloadResponse>, Status> {
-        let plan = request.get_ref().plan_id.clone();
+        let plan_id = plan_id(&request.get_ref().plan_id)?;
+        let candidate = candidate(std::mem::take(&mut request.get_mut().files))?;
         let req = Request {
-            plan_id: (!plan.is_empty()).then_some(plan),
+            plan_id,
+            candidate,
             ..Request::new(Source::Ctl)
         };
         let r = self.submit(&request, req).await?;
@@ -422,6 +455,7 @@ impl Scriptd for Service {
         let req = Request {
             dry_run: r.dry_run,
             target: Some(r.version),
+            plan_id: plan_id(&r.plan_id)?,
             ..Request::new(Source::Rollback)
         };
         let report = self.submit(&request, req).await?;

@@ -6,7 +6,7 @@ use super::limits::{IncludeLimits, INCLUDE_LIMITS, MAX_TOTAL_BYTES};
 use super::read::read_text;
 use super::{Config, ConfigError, ConfigErrors};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -78,6 +78,20 @@ pub fn load(main: &Path) -> Result<(ConfigSource, Config), ConfigErrors> {
 /// ([`read_text`]), and the walk, the number of matches and the total size are bounded.
 /// Syntax errors are left to [`super::validate`], permissions to [`check_permissions`].
 pub fn read_source(main: &Path) -> Result<ConfigSource, ConfigErrors> {
+    read_source_with(main, &BTreeMap::new())
+}
+
+/// [`read_source`] of the config as it would be with the files of `replaced` (name relative
+/// to the main file's directory → text) in place of the files on disk of those names, or
+/// beside them when there are none: the main file's include globs are those of its
+/// replacement, and a replaced file that does not exist on disk is included when a glob
+/// matches its name ([`INCLUDE_MATCH`]). A replaced file that is neither the main file nor
+/// matched is an error at that file: it would not be part of the config. Names and order are
+/// those a [`read_source`] finds once the files are written, so the hashes agree.
+pub fn read_source_with(
+    main: &Path,
+    replaced: &BTreeMap<String, String>,
+) -> Result<ConfigSource, ConfigErrors> {
     let main = std::path::absolute(main).unwrap_or_else(|_| main.to_path_buf());
     let main_name = main
         .file_name()
@@ -85,7 +99,10 @@ pub fn read_source(main: &Path) -> Result<ConfigSource, ConfigErrors> {
         .unwrap_or_else(|| main.display().to_string());
     let file_error =
         |name: &str, e: &dyn std::fmt::Display| ConfigErrors::file(name, e.to_string());
-    let content = read_text(&main).map_err(|e| file_error(&main_name, &e))?;
+    let content = match replaced.get(&main_name) {
+        Some(text) => text.clone(),
+        None => read_text(&main).map_err(|e| file_error(&main_name, &e))?,
+    };
     let mut total = content.len() as u64;
     let mut files = vec![ConfigFile {
         name: main_name.clone(),
@@ -104,8 +121,13 @@ pub fn read_source(main: &Path) -> Result<ConfigSource, ConfigErrors> {
         }
         Err(e) => return Err(file_error(&main_name, &e)),
     };
+    let included = with_replaced(&main, &main_name, &patterns, included, replaced)?;
     for (name, path) in included {
-        match read_text(&path) {
+        let read = match replaced.get(&name) {
+            Some(text) => Ok(text.clone()),
+            None => read_text(&path),
+        };
+        match read {
             Ok(content) => {
                 total += content.len() as u64;
                 files.push(ConfigFile { name, content });
@@ -129,6 +151,60 @@ pub fn read_source(main: &Path) -> Result<ConfigSource, ConfigErrors> {
     } else {
         Err(ConfigErrors(errors))
     }
+}
+
+/// The included files of [`read_source_with`]: `included` (found on disk) plus the replaced
+/// files the globs match, or an error for each replaced file that would not be part of the
+/// config.
+fn with_replaced(
+    main: &Path,
+    main_name: &str,
+    patterns: &[String],
+    included: Vec<(String, PathBuf)>,
+    replaced: &BTreeMap<String, String>,
+) -> Result<Vec<(String, PathBuf)>, ConfigErrors> {
+    let base = main.parent().unwrap_or(Path::new("/"));
+    let globs: Vec<glob::Pattern> = patterns
+        .iter()
+        .filter_map(|p| glob::Pattern::new(&base.join(p).to_string_lossy()).ok())
+        .collect();
+    let mut all: BTreeMap<String, PathBuf> = included.into_iter().collect();
+    let mut errors = Vec::new();
+    for name in replaced.keys().filter(|n| *n != main_name) {
+        if all.contains_key(name) {
+            continue;
+        }
+        let path = base.join(name);
+        if globs
+            .iter()
+            .any(|g| g.matches_path_with(&path, INCLUDE_MATCH))
+        {
+            all.insert(name.clone(), path);
+        } else {
+            errors.push(ConfigError {
+                file: name.clone(),
+                line: 0,
+                column: 0,
+                path: String::new(),
+                message: format!(
+                    "not part of the config: it is not the main file ({main_name}) and no \
+                     include glob of the main file matches it (include: {patterns:?}); name \
+                     the main file or an included file, or add a glob that matches it"
+                ),
+            });
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    let limit = INCLUDE_LIMITS.matches;
+    if all.len() > limit {
+        return Err(ConfigErrors::file(
+            main_name,
+            WalkLimit::Matches(limit).to_string(),
+        ));
+    }
+    Ok(all.into_iter().collect())
 }
 
 /// The files the include `patterns` of the main file `main` (absolute) match: every path
@@ -221,21 +297,45 @@ fn collect_includes(
 /// (such as `/tmp`) is accepted, since others may not rename or delete what they do not own.
 /// A file or directory whose metadata cannot be read is an error, not skipped.
 pub fn check_permissions(source: &ConfigSource) -> Result<(), ConfigErrors> {
+    check_permissions_writing(source, &BTreeSet::new())
+}
+
+/// [`check_permissions`] of a config some of whose files (`written`, by name) the daemon is
+/// about to write itself (as its own user, never writable by others): for those, the
+/// directories are checked, from the nearest one that exists up to `/`, and not the file.
+pub fn check_permissions_writing(
+    source: &ConfigSource,
+    written: &BTreeSet<String>,
+) -> Result<(), ConfigErrors> {
     let me = nix::unistd::geteuid().as_raw();
     let base = source.base_dir();
-    let mut checked_dirs = std::collections::BTreeSet::new();
+    let mut checked_dirs = BTreeSet::new();
     let mut errors = Vec::new();
     for f in &source.files {
         let path = base.join(&f.name);
         let mut problems = Vec::new();
-        match std::fs::canonicalize(&path) {
+        // A file the daemon writes: from the nearest existing directory above it (it may not
+        // exist yet) up; any other file: itself, then the directories above it.
+        let (checked, dirs_from) = if written.contains(&f.name) {
+            let dir = path
+                .ancestors()
+                .skip(1)
+                .find(|d| d.is_dir())
+                .unwrap_or(base);
+            (std::fs::canonicalize(dir), 0)
+        } else {
+            (std::fs::canonicalize(&path), 1)
+        };
+        match checked {
             Err(e) => problems.push(format!(
                 "refused: cannot check who may write {}: {e}",
                 path.display()
             )),
             Ok(real) => {
-                problems.extend(check_node(&real, false, me, CONFIG_WHY, false));
-                for dir in real.ancestors().skip(1) {
+                if dirs_from == 1 {
+                    problems.extend(check_node(&real, false, me, CONFIG_WHY, false));
+                }
+                for dir in real.ancestors().skip(dirs_from) {
                     if checked_dirs.insert(dir.to_path_buf()) {
                         problems.extend(check_node(dir, true, me, CONFIG_WHY, false));
                     }
@@ -282,7 +382,16 @@ pub fn check_trusted_dir(dir: &Path, why: &str) -> Vec<String> {
 /// `source` when [`check_permissions`] accepts it; otherwise its errors together with every
 /// validation error, so that one run shows everything there is to fix.
 pub fn secure_source(source: ConfigSource) -> Result<ConfigSource, ConfigErrors> {
-    let Err(mut errors) = check_permissions(&source) else {
+    secure_source_writing(source, &BTreeSet::new())
+}
+
+/// [`secure_source`] with [`check_permissions_writing`]: for a candidate whose `written`
+/// files the daemon is about to write.
+pub fn secure_source_writing(
+    source: ConfigSource,
+    written: &BTreeSet<String>,
+) -> Result<ConfigSource, ConfigErrors> {
+    let Err(mut errors) = check_permissions_writing(&source, written) else {
         return Ok(source);
     };
     if let Err(invalid) = super::validate(&source) {
@@ -520,5 +629,43 @@ mod tests {
             !is_private_group("alice", 100, "users", 100, none),
             "shared name"
         );
+    }
+
+    /// For every (glob, name): a replaced file not on disk is included exactly when the
+    /// include walk finds it once written, so a candidate hashes as its files will.
+    #[test]
+    fn a_replaced_file_is_included_exactly_when_the_walk_finds_it_once_written() {
+        let cases = [
+            ("conf.d/*.yaml", "conf.d/a.yaml", true),
+            ("conf.d/*.yaml", "conf.d/.a.yaml", false),
+            ("conf.d/*.yaml", "conf.d/a.yml", false),
+            ("conf.d/*.yaml", "conf.d/sub/a.yaml", false),
+            ("conf.d/.*.yaml", "conf.d/.a.yaml", true),
+            ("**/*.yaml", "deep/er/a.yaml", true),
+            ("**/*.yaml", ".git/a.yaml", false),
+            ("**/*.yaml", "x/.hidden/a.yaml", false),
+            ("conf.d/a.yaml", "conf.d/a.yaml", true),
+        ];
+        for (glob, name, included) in cases {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let main = tmp.path().join("scriptd.yaml");
+            let text = format!("include: [\"{glob}\"]\n");
+            std::fs::write(&main, &text).expect("write");
+            let replaced = BTreeMap::from([(name.to_owned(), "scripts: {}\n".to_owned())]);
+            let read = read_source_with(&main, &replaced);
+            assert_eq!(read.is_ok(), included, "{glob} {name}: {read:?}");
+            let path = tmp.path().join(name);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&path, "scripts: {}\n").expect("write");
+            let walked = read_source(&main).expect("reads");
+            assert_eq!(
+                walked.files.iter().any(|f| f.name == name),
+                included,
+                "{glob} {name}: the walk disagrees"
+            );
+            if let Ok(candidate) = read {
+                assert_eq!(candidate.hash(), walked.hash(), "{glob} {name}");
+            }
+        }
     }
 }

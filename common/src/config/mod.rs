@@ -21,11 +21,12 @@ pub use error::{ConfigError, ConfigErrors, SUMMARY_ERROR_CHARS};
 pub use include_scan::include_patterns;
 pub use include_walk::WalkLimit;
 pub use load::{
-    check_permissions, check_trusted_dir, include_matches, load, read_source, secure_source,
-    ConfigFile, ConfigSource, INCLUDE_MATCH,
+    check_permissions, check_permissions_writing, check_trusted_dir, include_matches, load,
+    read_source, read_source_with, secure_source, secure_source_writing, ConfigFile, ConfigSource,
+    INCLUDE_MATCH,
 };
 pub use parse::YamlError;
-pub use read::{read_text, ReadError};
+pub use read::{decode, read_text, ReadError};
 pub use validate::{validate, validate_with, Host, Stat, SystemHost, DUPLICATES_LISTED};
 
 use nix::sys::signal::Signal;

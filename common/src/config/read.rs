@@ -101,8 +101,17 @@ pub fn read_text(path: &Path) -> Result<String, ReadError> {
     file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(io)?;
+    decode(&shown(), bytes)
+}
+
+/// The text of a config file whose bytes came from elsewhere (a candidate sent by `ctl`),
+/// held to what [`read_text`] holds a file to: at most [`MAX_FILE_BYTES`], UTF-8 (kept as
+/// it is, a byte-order mark included, so that it hashes as the file written from it will).
+pub fn decode(path: &str, bytes: Vec<u8>) -> Result<String, ReadError> {
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(ReadError::TooLarge { path: shown() });
+        return Err(ReadError::TooLarge {
+            path: path.to_owned(),
+        });
     }
     String::from_utf8(bytes).map_err(|e| ReadError::NotUtf8 {
         byte: e.utf8_error().valid_up_to(),

@@ -4,16 +4,18 @@
 //! history answers from its own thread.
 
 use super::apply::{self, Scripts};
+use super::candidate::{self, Candidate};
 use super::disk::{first_error, DiskSync};
-use super::write_back::write_back;
-use super::{plan_id, Report, Request, RequestError, ResultKind, Snapshot, Source};
+use super::write_back::{write_back, Written};
+use super::{Report, Request, RequestError, ResultKind, Snapshot, Source};
 use crate::events::EventBus;
 use crate::history::{History, HistoryError, Record};
 use crate::runner::{self, ScriptHandle, Shared, UpdateOutcome};
 use scriptd_common::config::{self, Config, ConfigErrors, ConfigSource};
 use scriptd_common::diff::{self, Change, Impact, Outcome};
+use scriptd_common::plan_id::PlanId;
 use scriptd_common::proto::{self, ReloadPhase};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -274,6 +276,15 @@ impl Coordinator {
         .unwrap_or_else(|e| Err(ConfigErrors::file("config", e)))
     }
 
+    /// The config as it would be with `candidate`'s files in place, read and
+    /// permission-checked on a blocking thread.
+    async fn read_candidate(&self, candidate: Candidate) -> Result<ConfigSource, ConfigErrors> {
+        let main = self.main.clone();
+        off_runtime("reading the candidate", move || candidate.read(&main))
+            .await
+            .unwrap_or_else(|e| Err(ConfigErrors::file("config", e)))
+    }
+
     /// The files of the version a rollback asks for (0: the one before the running one).
     async fn rollback_target(
         &self,
@@ -296,9 +307,12 @@ impl Coordinator {
     async fn handle(&mut self, req: &mut Request) -> Result<Report, RequestError> {
         let mut steps = Steps::new();
         let mut rollback_from = None;
-        let loaded = match req.target {
-            None => self.read_disk().await,
-            Some(wanted) => match self.rollback_target(wanted).await {
+        let candidate = req.candidate.take();
+        let targets = candidate.as_ref().map(Candidate::targets);
+        let loaded = match (req.target, candidate) {
+            (None, None) => self.read_disk().await,
+            (None, Some(candidate)) => self.read_candidate(candidate).await,
+            (Some(wanted), _) => match self.rollback_target(wanted).await {
                 Ok(Some((v, source))) => {
                     rollback_from = Some(v);
                     Ok(source)
@@ -317,14 +331,19 @@ impl Coordinator {
             crate::notify_systemd(crate::Notify::Reloading);
         }
         steps.mark("read");
-        let mut report = self.attempt(req, loaded, &mut steps).await;
+        let mut report = self
+            .attempt(req, loaded, targets.as_ref(), &mut steps)
+            .await;
         if req.dry_run {
             return Ok(report);
         }
         crate::notify_systemd(crate::Notify::Ready);
-        let disk_touched = match rollback_from {
-            Some(target) => self.write_back_rollback(target, &mut report).await,
-            None => false,
+        let disk_touched = match (rollback_from, &targets) {
+            (Some(target), _) => self.write_back_rollback(target, &mut report).await,
+            (None, Some(targets)) if report.result == ResultKind::Unchanged => {
+                self.write_unchanged_candidate(targets, &mut report).await
+            }
+            _ => false,
         };
         self.record(req, rollback_from, disk_touched, &mut report)
             .await;
@@ -398,9 +417,41 @@ impl Coordinator {
         }
     }
 
+    /// A candidate whose files are already running is written to disk where the files
+    /// there differ, like a rollback to the running version (disk and runtime then agree).
+    /// A failure sets `disk_differs` (ctl exits 3). Returns whether the disk was (or was to
+    /// be) changed.
+    async fn write_unchanged_candidate(
+        &self,
+        targets: &BTreeSet<String>,
+        report: &mut Report,
+    ) -> bool {
+        let running = self.version;
+        match write_files(&self.source, targets).await {
+            Ok(written) if written.is_empty() => false,
+            Ok(_) => {
+                report.message = format!(
+                    "{}; the candidate files on disk were rewritten to match",
+                    report.message
+                );
+                true
+            }
+            Err(e) => {
+                report.disk_differs = true;
+                report.message = format!(
+                    "version {running} is running, but the candidate files could not be \
+                     written to disk ({e}): disk and runtime disagree; fix the cause and run \
+                     the same `ctl reload --file` again"
+                );
+                tracing::error!(attempt = report.attempt_id, "{}", report.message);
+                true
+            }
+        }
+    }
+
     /// Records the attempt: an applied version with its files, a refused one with its
-    /// errors, an unchanged one only if it was a rollback that rewrote (or failed to
-    /// rewrite) the files on disk. A failure to record does not undo the reload (the
+    /// errors, an unchanged one only if it was a rollback or a candidate that rewrote (or
+    /// failed to rewrite) the files on disk. A failure to record does not undo the reload (the
     /// version is live): it is added to the message, and so to the terminal event and to
     /// ctl's output, and logged.
     async fn record(
@@ -453,10 +504,13 @@ impl Coordinator {
         }
     }
 
+    /// One attempt (or dry run) on `loaded`; `targets`: the files of a candidate, which are
+    /// written into place before the apply (and put back if it fails).
     async fn attempt(
         &mut self,
         req: &mut Request,
         loaded: Result<ConfigSource, ConfigErrors>,
+        targets: Option<&BTreeSet<String>>,
         steps: &mut Steps,
     ) -> Report {
         let id = if req.dry_run {
@@ -481,13 +535,11 @@ impl Coordinator {
             Err(errors) => return self.reject_invalid(draft, errors),
         };
         let new_hash = source.hash();
-        draft.plan_id = plan_id(self.version, &new_hash);
-        // Decided before the unchanged short cut: files that hash the same as the running
-        // version do not prove that the base did not move since the plan was previewed.
+        draft.plan_id = PlanId::new(self.version, &new_hash).to_string();
         let stale = req
             .plan_id
             .as_ref()
-            .filter(|wanted| **wanted != draft.plan_id)
+            .filter(|wanted| wanted.to_string() != draft.plan_id)
             .map(|wanted| {
                 format!(
                     "plan {wanted} is stale: the running version or the files moved since it was \
@@ -496,10 +548,22 @@ impl Coordinator {
                 )
             });
         if new_hash == self.hash {
-            if let Some(msg) = stale {
-                return draft.reject(msg);
-            }
-            draft.message = "the files on disk are the running version; nothing to do".into();
+            // A plan whose files are the running ones is done, whatever its base: only a plan
+            // for other files (the files moved since the preview) is stale.
+            draft.message = match &req.plan_id {
+                Some(wanted) if !wanted.applies(&new_hash) => {
+                    return draft.reject(stale.unwrap_or_default());
+                }
+                Some(wanted) => format!(
+                    "plan {wanted} is already running (version {}); nothing to do",
+                    self.version
+                ),
+                None if targets.is_some() => format!(
+                    "the candidate is the running version ({}); nothing to do",
+                    self.version
+                ),
+                None => "the files on disk are the running version; nothing to do".into(),
+            };
             if id != 0 {
                 tracing::info!(
                     attempt = id,
@@ -524,7 +588,7 @@ impl Coordinator {
                 }
             }
         };
-        if req.target.is_none() {
+        if req.target.is_none() && targets.is_none() {
             // The files on disk: `ctl status` need not validate them again.
             let verdict = validated.as_ref().map(drop).map_err(first_error);
             self.disk.remember(&new_hash, verdict);
@@ -560,6 +624,23 @@ impl Coordinator {
             return draft.finish(ResultKind::Applied);
         }
 
+        // A candidate's files go into place before the apply: nothing runs that is not on
+        // disk, and a failure to write them applies nothing.
+        let written = match targets {
+            Some(targets) => match write_files(&source, targets).await {
+                Ok(written) => Some(written),
+                Err(e) => {
+                    draft.message = format!(
+                        "the candidate files could not be written ({e}); nothing was applied and \
+                         the files on disk are as they were"
+                    );
+                    tracing::error!(attempt = id, "reload failed: {}", draft.message);
+                    return draft.finish(ResultKind::FailedRolledBack);
+                }
+            },
+            None => None,
+        };
+        steps.mark("write");
         self.phase(req.source, ReloadPhase::Applying, &draft);
         let scripts = Scripts {
             handles: &mut self.handles,
@@ -597,6 +678,9 @@ impl Coordinator {
             }
             Err(e) => {
                 draft.message = e.to_string();
+                if let Some(written) = written {
+                    draft.message.push_str(&put_back(written).await);
+                }
                 tracing::error!(attempt = id, "reload failed: {}", draft.message);
                 draft.finish(ResultKind::FailedRolledBack)
             }
@@ -620,5 +704,28 @@ impl Coordinator {
         }
         draft.errors = errors;
         draft.finish(ResultKind::Rejected)
+    }
+}
+
+/// Writes the files of `source` named `targets` into place, on a blocking thread.
+async fn write_files(source: &ConfigSource, targets: &BTreeSet<String>) -> Result<Written, String> {
+    let (source, targets) = (source.clone(), targets.clone());
+    off_runtime("writing the candidate files", move || {
+        candidate::write(&source, &targets).map_err(|e| e.to_string())
+    })
+    .await
+    .and_then(|r| r)
+}
+
+/// Puts back the files a candidate whose apply failed wrote (on a blocking thread), so that
+/// disk and runtime agree again; returns what to add to the attempt's message.
+async fn put_back(written: Written) -> String {
+    match off_runtime("putting the files back", move || written.undo()).await {
+        Ok(Ok(())) => "; the candidate files on disk were put back as they were".into(),
+        Ok(Err(e)) => format!(
+            "; putting the candidate files on disk back failed too ({e}): disk and runtime \
+             disagree, and the next save, `ctl reload` or daemon restart applies what is on disk"
+        ),
+        Err(e) => format!("; {e}"),
     }
 }

@@ -1,7 +1,8 @@
 //! Reloads: the coordinator, the one owner of the running config ([`coordinator`]); applying
-//! a plan and putting the previous version back when that fails ([`apply`]); writing a
-//! rolled-back version's files to disk ([`write_back`]); and how the files on disk relate to
-//! the running version ([`disk`]).
+//! a plan and putting the previous version back when that fails ([`apply`]); a caller's
+//! candidate files ([`candidate`]); writing files into place, a rolled-back version's or a
+//! candidate's ([`write_back`]); and how the files on disk relate to the running version
+//! ([`disk`]).
 //!
 //! Every trigger (watcher, `ctl reload`, SIGHUP, dry runs, rollbacks) becomes a [`Request`]
 //! on one queue, handled one at a time, in order: read → validate → diff → classify →
@@ -9,16 +10,19 @@
 //! does. File I/O and validation run on blocking threads, the history on its own.
 
 pub mod apply;
+pub mod candidate;
 pub mod coordinator;
 pub mod disk;
 pub mod write_back;
 
 pub use crate::history::{ResultKind, Source};
+pub use candidate::Candidate;
 pub use coordinator::Coordinator;
 
 use crate::runner::ScriptHandle;
 use scriptd_common::config::{self, Config, ConfigErrors};
 use scriptd_common::diff::Change;
+use scriptd_common::plan_id::PlanId;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -31,10 +35,13 @@ pub struct Request {
     /// Only a preview.
     pub dry_run: bool,
     /// Apply only if the plan id still matches.
-    pub plan_id: Option<String>,
+    pub plan_id: Option<PlanId>,
     /// Apply the files of this recorded version instead of the files on disk (rollback);
     /// `Some(0)` means the version before the running one.
     pub target: Option<u64>,
+    /// The files on disk with these in place of (or beside) the files of those names; unless
+    /// a dry run, written into place before the apply.
+    pub candidate: Option<Candidate>,
     /// Uid of the ctl user who asked.
     pub uid: Option<u32>,
     /// The files as the watcher validated them while its debounce window was open: used
@@ -53,6 +60,7 @@ impl Request {
             dry_run: false,
             plan_id: None,
             target: None,
+            candidate: None,
             uid: None,
             prevalidated: None,
             reply: None,
@@ -125,10 +133,4 @@ pub struct Snapshot {
     /// One handle per script (shared with the coordinator until a script is added or
     /// removed: publishing a snapshot copies no map).
     pub handles: Arc<BTreeMap<String, ScriptHandle>>,
-}
-
-/// Plan id: the base version and the new files' hash, so a plan previewed against one
-/// version and one set of files is never applied to another.
-pub fn plan_id(base_version: u64, new_hash: &str) -> String {
-    format!("v{base_version}-{}", &new_hash[..new_hash.len().min(16)])
 }

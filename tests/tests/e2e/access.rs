@@ -29,13 +29,13 @@ fn mode(path: &Path) -> u32 {
 
 /// A uid with its primary gid and supplementary groups.
 #[derive(Clone)]
-struct Who {
+pub(crate) struct Who {
     uid: u32,
     gid: u32,
     groups: Vec<u32>,
 }
 
-fn user(uid: u32) -> Who {
+pub(crate) fn user(uid: u32) -> Who {
     Who {
         uid,
         gid: uid,
@@ -45,14 +45,14 @@ fn user(uid: u32) -> Who {
 
 /// Copies of `ctl` and `grpc-probe` in a directory every uid can reach and execute (the
 /// target directory may sit under a home directory others cannot enter).
-struct Clients {
+pub(crate) struct Clients {
     _dir: tempfile::TempDir,
     ctl: PathBuf,
     probe: PathBuf,
 }
 
 impl Clients {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::Builder::new()
             .prefix("scriptd-e2e-bin")
             .tempdir()
@@ -76,14 +76,14 @@ impl Clients {
     }
 
     /// `ctl --socket S ARGS` as `who`, not started.
-    fn ctl_command(&self, d: &Daemon, who: &Who, args: &[&str]) -> Command {
+    pub(crate) fn ctl_command(&self, d: &Daemon, who: &Who, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.ctl);
         cmd.arg("--socket").arg(&d.socket).args(args);
         as_user(&mut cmd, who);
         cmd
     }
 
-    fn ctl(&self, d: &Daemon, who: &Who, args: &[&str]) -> Run {
+    pub(crate) fn ctl(&self, d: &Daemon, who: &Who, args: &[&str]) -> Run {
         self.ctl_command(d, who, args)
             .output()
             .expect("run ctl")
@@ -121,7 +121,7 @@ fn as_user(cmd: &mut Command, who: &Who) {
 
 /// A config whose `daemon:` section grants `access` (list items, one per line) and holds
 /// the scripts of `body`, in a temp dir other uids may pass through (0711).
-fn access_env(access: &[&str], body: &str) -> Env {
+pub(crate) fn access_env(access: &[&str], body: &str) -> Env {
     let env = Env::new(body);
     let items: String = access.iter().map(|a| format!("    - {a}\n")).collect();
     env.write(

@@ -3,6 +3,7 @@
 //! set-up lives in the `scriptd_e2e` library (`tests/src/lib.rs`).
 mod access;
 mod automation;
+mod candidate;
 mod completion;
 mod connections;
 mod descriptors;

@@ -1836,7 +1836,7 @@ fn sighup_storm_coalesces_and_never_delays_sigterm() {
 // ------------------------------------------------------------------ plans, failures, values
 
 #[test]
-fn plan_is_refused_when_the_base_moved_even_if_the_files_are_back() {
+fn plan_is_done_when_the_base_moved_but_its_files_are_back() {
     let env = manual_env(&svc_body("one"));
     let d = env.start();
     d.wait_script("svc", "running", running);
@@ -1853,14 +1853,18 @@ fn plan_is_refused_when_the_base_moved_even_if_the_files_are_back() {
     assert_eq!(r.version, 3);
     let pid = pid_of(&d.wait_script("svc", "running", running));
 
+    // The plan's files are the running ones: it is done (exit 0), not stale, and nothing is
+    // applied or recorded.
     let (code, r) = d.reload(&["--plan", &old_plan]);
     assert_eq!(
         (code, r.result.as_str(), r.version),
-        (3, "rejected", 3),
-        "a plan previewed against version 1 was accepted on version 3: {r:?}"
+        (0, "unchanged", 3),
+        "a plan whose files run was refused: {r:?}"
     );
     assert!(
-        r.message.as_deref().is_some_and(|m| m.contains(&old_plan)),
+        r.message
+            .as_deref()
+            .is_some_and(|m| m.contains(&old_plan) && m.contains("already running")),
         "{r:?}"
     );
     assert_eq!(d.script("svc").pid, Some(pid));
