@@ -29,6 +29,16 @@ pub fn change(c: &diff::Change) -> proto::Change {
     }
 }
 
+/// `changes` as a preview says them (a dry run, a diff of two versions): what would be done
+/// at once is `planned`, not `applied`; scheduled and rejected changes stay as they are.
+pub fn as_planned(changes: &mut [proto::Change]) {
+    for c in changes {
+        if c.outcome == proto::Outcome::Applied as i32 {
+            c.outcome = proto::Outcome::Planned as i32;
+        }
+    }
+}
+
 /// A validation error as sent on the wire.
 pub fn error(e: &ConfigError) -> proto::ConfigError {
     proto::ConfigError {
