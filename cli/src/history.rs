@@ -3,6 +3,7 @@
 
 use crate::client::Client;
 use crate::error::{CtlError, CtlResult, CHANGES, CONFIG, FAILURE, OK};
+use crate::output::time::Precision;
 use crate::output::{self, table, ChangeJson, ErrorJson};
 use scriptd_common::proto;
 use scriptd_common::JSON_SCHEMA;
@@ -148,7 +149,9 @@ fn entry_json(e: &proto::HistoryEntry, running: u64) -> HistoryEntryJson {
 
 /// The user name next to a uid in JSON: null without a uid or a name.
 fn user_name(uid: Option<u32>, user: &str) -> Option<String> {
-    uid.and(Some(user)).filter(|u| !u.is_empty()).map(str::to_owned)
+    uid.and(Some(user))
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
 }
 
 /// Who asked: the user name the daemon found for the uid, else the uid.
@@ -213,14 +216,18 @@ pub async fn list(c: &mut Client, out: &mut impl Write, json: bool, limit: u32) 
         }
         rows.push(vec![
             version,
-            output::shown_time(e.time_ms),
+            output::shown_time(e.time_ms, Precision::Seconds),
             source_text(e),
             who(e.uid, &e.user),
             e.result.clone(),
             summary,
         ]);
     }
-    write!(out, "{}", table::render(rows, &[5], output::display().width))?;
+    write!(
+        out,
+        "{}",
+        table::render(rows, &[5], output::display().width)
+    )?;
     writeln!(
         out,
         "(* = running; refused attempts have no version; \
@@ -265,7 +272,7 @@ pub async fn actions(c: &mut Client, out: &mut impl Write, json: bool, limit: u3
         .to_vec()];
     for a in &r.actions {
         rows.push(vec![
-            output::shown_time(a.time_ms),
+            output::shown_time(a.time_ms, Precision::Seconds),
             who(a.uid, &a.user),
             a.action.clone(),
             a.script.clone(),
@@ -273,7 +280,11 @@ pub async fn actions(c: &mut Client, out: &mut impl Write, json: bool, limit: u3
             first_line(&a.message).to_owned(),
         ]);
     }
-    write!(out, "{}", table::render(rows, &[5], output::display().width))?;
+    write!(
+        out,
+        "{}",
+        table::render(rows, &[5], output::display().width)
+    )?;
     Ok(OK)
 }
 
@@ -330,7 +341,7 @@ pub async fn show(c: &mut Client, out: &mut impl Write, json: bool, version: u64
         } else {
             ""
         },
-        output::shown_time(entry.time_ms),
+        output::shown_time(entry.time_ms, Precision::Millis),
         source_text(&entry),
         who(entry.uid, &entry.user),
         entry.hash

@@ -227,7 +227,7 @@ pub fn print_line(
             Ok(())
         }
         Format::Human { colour } => {
-            let when = crate::output::shown_time(l.time_ms);
+            let when = crate::output::shown_time(l.time_ms, crate::output::time::Precision::Millis);
             let (label, code) = if l.skipped > 0 {
                 ("sys", "33")
             } else {

@@ -122,7 +122,7 @@ _ctl() {
 
     case "${cmd}" in
         ctl)
-            opts="-o -h -V --socket --config --output --help --version status reload events start stop restart run history diff rollback logs completions man help"
+            opts="-o -h -V --socket --config --output --wide --local --help --version status reload events start stop restart run history diff rollback logs completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -152,7 +152,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__completions)
-            opts="-o -h --socket --config --output --help bash elvish fish powershell zsh"
+            opts="-o -h --socket --config --output --wide --local --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -182,7 +182,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__diff)
-            opts="-o -h --socket --config --output --help"
+            opts="-o -h --socket --config --output --wide --local --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -212,7 +212,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__events)
-            opts="-o -h --socket --config --output --help"
+            opts="-o -h --socket --config --output --wide --local --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -466,7 +466,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__history)
-            opts="-o -h --limit --actions --socket --config --output --help show help"
+            opts="-o -h --limit --actions --socket --config --output --wide --local --help show help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -542,7 +542,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__history__subcmd__show)
-            opts="-o -h --socket --config --output --help"
+            opts="-o -h --socket --config --output --wide --local --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -572,7 +572,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__logs)
-            opts="-f -n -o -h --follow --lines --since --after-seq --stream --run --raw --until-match --timeout --socket --config --output --help"
+            opts="-f -n -o -h --follow --lines --since --after-seq --stream --run --raw --until-match --timeout --socket --config --output --wide --local --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -634,7 +634,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__man)
-            opts="-o -h --socket --config --output --help"
+            opts="-o -h --socket --config --output --wide --local --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -664,7 +664,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__reload)
-            opts="-o -h --dry-run --plan --exit-code --socket --config --output --help"
+            opts="-o -h --dry-run --plan --exit-code --socket --config --output --wide --local --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -698,7 +698,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__restart)
-            opts="-o -h --all --socket --config --output --help"
+            opts="-o -h --all --socket --config --output --wide --local --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -728,7 +728,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__rollback)
-            opts="-o -h --dry-run --exit-code --socket --config --output --help"
+            opts="-o -h --dry-run --exit-code --socket --config --output --wide --local --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -758,7 +758,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__run)
-            opts="-o -h --all --wait --timeout --follow --raw --socket --config --output --help"
+            opts="-o -h --all --wait --timeout --follow --raw --socket --config --output --wide --local --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -792,7 +792,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__start)
-            opts="-o -h --all --socket --config --output --help"
+            opts="-o -h --all --socket --config --output --wide --local --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -822,7 +822,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__status)
-            opts="-o -h --check --socket --config --output --help"
+            opts="-o -h --check --socket --config --output --wide --local --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -852,7 +852,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__stop)
-            opts="-o -h --all --socket --config --output --help"
+            opts="-o -h --all --socket --config --output --wide --local --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

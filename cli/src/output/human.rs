@@ -4,7 +4,7 @@ use super::names::{
     impact_name, outcome_name, phase_name, script_event_name, signal_name, state_colour,
     state_name, sync_name,
 };
-use super::time::{duration_text, relative, shown_time};
+use super::time::{duration_text, relative, shown_time, Precision};
 use super::{display, paint, table};
 use scriptd_common::proto::{self, event::Kind, ExitInfo, ReloadPhase};
 use std::time::Duration;
@@ -19,7 +19,10 @@ pub fn exit_text(e: &ExitInfo) -> String {
     if e.timed_out {
         s.push_str(", timed out");
     }
-    format!("{s} ({})", duration_text(Duration::from_millis(e.duration_ms)))
+    format!(
+        "{s} ({})",
+        duration_text(Duration::from_millis(e.duration_ms))
+    )
 }
 
 /// The status table.
@@ -75,8 +78,9 @@ pub fn status_table(r: &proto::StatusResponse, colour: bool) -> String {
             relative(s.next_run_ms),
         ]);
     }
-    // STATE may be cut only after its state word (no state is longer than the floor).
-    out.push_str(&table::render(rows, &[2], display().width));
+    // STATE may be cut only after its state word (no state is longer than the floor), and
+    // LAST EXIT after its first 11 columns (`exit 0 (5s)`, `SIGKILL, ti…`).
+    out.push_str(&table::render(rows, &[2, 6], display().width));
     out
 }
 
@@ -124,7 +128,7 @@ pub fn changes_table(changes: &[proto::Change]) -> String {
 
 /// One line per event for `ctl events`.
 pub fn event_line(e: &proto::Event) -> String {
-    let t = shown_time(e.time_ms);
+    let t = shown_time(e.time_ms, Precision::Millis);
     match &e.kind {
         Some(Kind::Reload(r)) => {
             let mut s = format!(
@@ -169,7 +173,6 @@ pub fn event_line(e: &proto::Event) -> String {
         None => format!("{t} (unknown event)"),
     }
 }
-
 
 /// `file:line:col: path: message`, as the daemon prints it.
 pub fn error_text(e: &proto::ConfigError) -> String {

@@ -2,8 +2,8 @@
 //! back strictly (`deny_unknown_fields`) by the tests and by scripts. Times are RFC 3339 in
 //! UTC (also with `--local`, which is for people), durations `*_ms` integers.
 
-use super::names::{impact_name, outcome_name, phase_name, script_event_name, signal_name};
 use super::human::error_text;
+use super::names::{impact_name, outcome_name, phase_name, script_event_name, signal_name};
 use super::names::{state_name, sync_name};
 use super::time::time;
 use scriptd_common::proto::{self, event::Kind, ExitInfo, ScriptStatus};
@@ -287,8 +287,6 @@ pub struct ReloadJson {
     pub message: Option<String>,
 }
 
-
-
 impl From<&proto::Change> for ChangeJson {
     fn from(c: &proto::Change) -> Self {
         let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
@@ -358,7 +356,6 @@ pub struct EventJson {
     /// Detail.
     pub message: Option<String>,
 }
-
 
 impl From<&proto::Event> for EventJson {
     fn from(e: &proto::Event) -> Self {

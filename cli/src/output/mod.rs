@@ -1,6 +1,6 @@
 //! What `ctl` prints: `--output json` documents (their own serialisable types, each with
 //! `"schema": 1`, in [`json`]), the tables and lines people read ([`human`], laid out by
-//! [`table`]), and how times and durations read ([`time`]).
+//! [`table`]), and how times and durations read ([`time`](mod@time)).
 //!
 //! How this invocation shows tables and times (`--wide`, `--local`) is a [`Display`] chosen
 //! once from the command line before anything is printed ([`set_display`]); the renderers

@@ -10,7 +10,7 @@ use std::io::IsTerminal;
 use tabled::builder::Builder;
 use tabled::grid::util::string::get_text_width;
 use tabled::settings::object::Columns;
-use tabled::settings::{Style, Width};
+use tabled::settings::{Padding, Style, Width};
 
 /// The width of a table on anything but a terminal (a pipe, a file), and on a terminal
 /// whose width cannot be found.
@@ -72,7 +72,8 @@ pub fn render(rows: Vec<Vec<String>>, cut: &[usize], width: Option<usize>) -> St
         }
     }
     let mut table = Builder::from(rows).build();
-    table.with(Style::blank());
+    // A space before each cell and none after: columns two apart, lines start with a space.
+    table.with(Style::blank()).with(Padding::new(1, 0, 0, 0));
     if let Some(limit) = width {
         let total = table.total_width();
         if total > limit {
@@ -89,7 +90,9 @@ pub fn render(rows: Vec<Vec<String>>, cut: &[usize], width: Option<usize>) -> St
 
 /// `text` with every line's trailing spaces removed and a newline after each line.
 pub fn trim_lines(text: &str) -> String {
-    text.lines().map(|l| format!("{}\n", l.trim_end())).collect()
+    text.lines()
+        .map(|l| format!("{}\n", l.trim_end()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -108,7 +111,8 @@ mod tests {
     #[test]
     fn fitting_cuts_the_widest_free_text_first() {
         // (natural widths, cut columns, excess, want)
-        let table: [(&[usize], &[usize], usize, &[usize]); 7] = [
+        type Case = (&'static [usize], &'static [usize], usize, &'static [usize]);
+        let table: [Case; 7] = [
             (&[5, 40, 10], &[1], 0, &[5, 40, 10]),
             (&[5, 40, 10], &[1], 8, &[5, 32, 10]),
             (&[5, 40, 30], &[1, 2], 20, &[5, 25, 25]),
@@ -119,7 +123,11 @@ mod tests {
             (&[30, 8], &[], 10, &[30, 8]),
         ];
         for (natural, cut, excess, want) in table {
-            assert_eq!(fit(natural, cut, excess), want, "{natural:?} {cut:?} {excess}");
+            assert_eq!(
+                fit(natural, cut, excess),
+                want,
+                "{natural:?} {cut:?} {excess}"
+            );
         }
     }
 
@@ -135,7 +143,11 @@ mod tests {
             (true, None, None, 80),
         ];
         for (tty, columns, terminal, want) in table {
-            assert_eq!(width_for(tty, columns, terminal), want, "{tty} {columns:?} {terminal:?}");
+            assert_eq!(
+                width_for(tty, columns, terminal),
+                want,
+                "{tty} {columns:?} {terminal:?}"
+            );
         }
     }
 

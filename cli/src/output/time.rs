@@ -1,8 +1,8 @@
 //! Times and durations as people read them, and `--since` as people write it.
 //!
 //! - JSON times are RFC 3339 in UTC to the millisecond ([`time`]), whatever the flags.
-//! - Times in tables and lines ([`shown_time`]) are the same, or with `--local` the local
-//!   time with its offset: `2026-12-02 14:44:03.123 +05:30`.
+//! - Times in lines ([`shown_time`]) are the same (table cells to the second), or with
+//!   `--local` the local time with its offset: `2026-12-02 14:44:03.123 +05:30`.
 //! - Every duration a person reads is rounded to its two most significant units by one
 //!   function, [`duration_text`]: `350ms`, `2.5s`, `42s`, `3m 14s`, `1h 5m`, `2d 3h`.
 
@@ -16,22 +16,41 @@ pub fn time(ms: i64) -> Option<String> {
     })
 }
 
-/// The time of Unix ms in `zone` with its offset, to the ms (`2026-12-02 14:44:03.123
-/// +05:30`); `None` for 0 (or a time out of range).
-pub fn time_in(ms: i64, zone: &TimeZone) -> Option<String> {
+/// How finely a time is shown: lines (logs, events) to the ms, table cells to the second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// `.123`.
+    Millis,
+    /// Whole seconds.
+    Seconds,
+}
+
+/// The time of Unix ms in `zone` with its offset (`2026-12-02 14:44:03.123 +05:30`, or
+/// to the second `2026-12-02 14:44:03 +05:30`); `None` for 0 (or a time out of range).
+pub fn time_in(ms: i64, zone: &TimeZone, precision: Precision) -> Option<String> {
     if ms <= 0 {
         return None;
     }
-    let at = Timestamp::from_millisecond(ms).ok()?.to_zoned_datetime(zone.clone());
-    jiff::fmt::strtime::format("%Y-%m-%d %H:%M:%S%.3f %:z", &at).ok()
+    let at = Timestamp::from_millisecond(ms)
+        .ok()?
+        .to_zoned_datetime(zone.clone());
+    let format = match precision {
+        Precision::Millis => "%Y-%m-%d %H:%M:%S%.3f %:z",
+        Precision::Seconds => "%Y-%m-%d %H:%M:%S %:z",
+    };
+    jiff::fmt::strtime::format(format, &at).ok()
 }
 
-/// A time as people read it in this invocation: [`time`] (UTC), or with `--local`
-/// [`time_in`] the local zone; `-` for none.
-pub fn shown_time(ms: i64) -> String {
-    let shown = match &super::display().zone {
-        Some(zone) => time_in(ms, zone),
-        None => time(ms),
+/// A time as people read it in this invocation: RFC 3339 in UTC (`2026-12-02T09:14:03.123Z`,
+/// `2026-12-02T09:14:03Z`), or with `--local` [`time_in`] the local zone; `-` for none.
+pub fn shown_time(ms: i64, precision: Precision) -> String {
+    let shown = match (&super::display().zone, precision) {
+        (Some(zone), _) => time_in(ms, zone, precision),
+        (None, Precision::Millis) => time(ms),
+        (None, Precision::Seconds) => (ms > 0).then(|| {
+            let at = UNIX_EPOCH + Duration::from_millis(ms as u64);
+            humantime::format_rfc3339_seconds(at).to_string()
+        }),
     };
     shown.unwrap_or_else(|| "-".into())
 }
@@ -174,12 +193,20 @@ mod tests {
     #[test]
     fn local_times_carry_their_offset() {
         let zone = TimeZone::get("Asia/Kolkata").expect("bundled or system tzdata");
-        assert_eq!(
-            time_in(1_700_000_000_123, &zone).as_deref(),
-            Some("2023-11-15 03:43:20.123 +05:30")
-        );
-        assert_eq!(time_in(1_700_000_000_123, &TimeZone::UTC).as_deref(), Some("2023-11-14 22:13:20.123 +00:00"));
-        assert_eq!(time_in(0, &zone), None);
+        let table = [
+            (&zone, Precision::Millis, "2023-11-15 03:43:20.123 +05:30"),
+            (&zone, Precision::Seconds, "2023-11-15 03:43:20 +05:30"),
+            (
+                &TimeZone::UTC,
+                Precision::Millis,
+                "2023-11-14 22:13:20.123 +00:00",
+            ),
+        ];
+        for (zone, precision, want) in table {
+            let got = time_in(1_700_000_000_123, zone, precision);
+            assert_eq!(got.as_deref(), Some(want), "{precision:?}");
+        }
+        assert_eq!(time_in(0, &zone, Precision::Millis), None);
     }
 
     #[test]
@@ -212,7 +239,10 @@ mod tests {
             assert!(e.contains(want), "{text}: {e}");
         }
         let no_zone = || Err("no zone".to_owned());
-        assert_eq!(since_at("2026-12-02T09:00:00Z", now, no_zone), Ok(Duration::from_secs(600)));
+        assert_eq!(
+            since_at("2026-12-02T09:00:00Z", now, no_zone),
+            Ok(Duration::from_secs(600))
+        );
         assert!(since_at("2026-12-02 09:00:00", now, no_zone).is_err());
     }
 }

@@ -10,6 +10,7 @@ mod history;
 mod hostile;
 mod log_safety;
 mod logs;
+mod output;
 mod reload;
 mod script_limits;
 mod stall;
