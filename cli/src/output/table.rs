@@ -131,6 +131,29 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn fitting_takes_what_it_can_from_cut_columns_only(
+            natural in proptest::collection::vec(0usize..200, 1..8),
+            cut in proptest::collection::vec(0usize..8, 0..4),
+            excess in 0usize..1000,
+        ) {
+            let got = fit(&natural, &cut, excess);
+            let floor = |c: usize| natural[c].min(MIN_CUT_WIDTH);
+            let mut room = 0;
+            for (c, (&w, &n)) in got.iter().zip(&natural).enumerate() {
+                if cut.contains(&c) {
+                    proptest::prop_assert!(w >= floor(c) && w <= n);
+                    room += n - floor(c);
+                } else {
+                    proptest::prop_assert_eq!(w, n);
+                }
+            }
+            let taken: usize = natural.iter().zip(&got).map(|(n, w)| n - w).sum();
+            proptest::prop_assert_eq!(taken, excess.min(room));
+        }
+    }
+
     #[test]
     fn the_width_is_the_terminals_only_on_a_terminal() {
         let table = [

@@ -190,6 +190,28 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn a_duration_has_at_most_two_units_and_never_shrinks(a in 0u64..400_000_000_000, d in 0u64..10_000_000) {
+            let units = |t: &str| t.split(' ').count();
+            let text = duration_text(Duration::from_millis(a));
+            proptest::prop_assert!(units(&text) <= 2, "{}", text);
+            // Longer never reads shorter: compare in ms what the text says.
+            let back = |t: &str| -> u64 {
+                t.split(' ')
+                    .map(|part| {
+                        let (num, unit) = part.split_at(part.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(part.len()));
+                        let n: f64 = num.parse().unwrap_or(0.0);
+                        let scale = match unit { "ms" => 1.0, "s" => 1e3, "m" => 60e3, "h" => 3600e3, "d" => 86400e3, _ => 0.0 };
+                        (n * scale).round() as u64
+                    })
+                    .sum()
+            };
+            let longer = duration_text(Duration::from_millis(a + d));
+            proptest::prop_assert!(back(&longer) >= back(&text), "{} then {}", text, longer);
+        }
+    }
+
     #[test]
     fn local_times_carry_their_offset() {
         let zone = TimeZone::get("Asia/Kolkata").expect("bundled or system tzdata");
