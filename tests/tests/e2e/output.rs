@@ -7,6 +7,7 @@ use ctl::history::{ActionsJson, HistoryJson};
 use ctl::output::ReloadJson;
 use scriptd_e2e::*;
 use std::process::Command;
+use std::time::Duration;
 
 /// A command longer than any terminal: the table must cut it, JSON must not.
 fn long_command(tag: &str) -> String {
@@ -320,6 +321,18 @@ fn local_shows_times_in_the_local_zone_and_json_stays_utc() {
         .lines()
         .find(|l| l.contains("per-1"))
         .unwrap_or_else(|| panic!("{logs}"));
+    assert!(local_time(&line[..30]), "{line}");
+
+    // Events: a follower subscribed once a reload's lines reach it.
+    let events = Follower::spawn(
+        d.ctl_command(&["events", "--local"])
+            .env("TZ", "Asia/Kolkata"),
+    );
+    let line = wait_for("an event line", DEADLINE, || {
+        let (code, r) = d.reload(&[]);
+        assert_eq!(code, 0, "{r:?}");
+        events.next_line(Duration::from_millis(200)).ok()
+    });
     assert!(local_time(&line[..30]), "{line}");
 
     let actions = kolkata(&["history", "--actions", "--local"]);
