@@ -80,3 +80,28 @@ pub fn action_result(code: tonic::Code) -> ActionResult {
         _ => ActionResult::Error,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_preview_plans_what_would_apply_and_keeps_the_rest() {
+        let table = [
+            (proto::Outcome::Applied, proto::Outcome::Planned),
+            (proto::Outcome::Scheduled, proto::Outcome::Scheduled),
+            (proto::Outcome::Rejected, proto::Outcome::Rejected),
+        ];
+        let mut changes: Vec<proto::Change> = table
+            .iter()
+            .map(|(from, _)| proto::Change {
+                outcome: *from as i32,
+                ..Default::default()
+            })
+            .collect();
+        as_planned(&mut changes);
+        for (c, (from, want)) in changes.iter().zip(table) {
+            assert_eq!(c.outcome, want as i32, "{from:?}");
+        }
+    }
+}
