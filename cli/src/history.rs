@@ -3,7 +3,8 @@
 
 use crate::client::Client;
 use crate::error::{CtlError, CtlResult, CHANGES, CONFIG, FAILURE, OK};
-use crate::output::{self, ChangeJson, ErrorJson};
+use crate::output::time::Precision;
+use crate::output::{self, table, ChangeJson, ErrorJson};
 use scriptd_common::proto;
 use scriptd_common::JSON_SCHEMA;
 use serde::{Deserialize, Serialize};
@@ -35,10 +36,12 @@ pub struct HistoryEntryJson {
     pub time: Option<String>,
     /// startup, watch, ctl, signal, rollback.
     pub source: String,
-    /// For a rollback: the version restored.
-    pub rollback_from: Option<u64>,
+    /// For a rollback: the version it rolled back to (whose files it restored).
+    pub rollback_to: Option<u64>,
     /// Uid of who asked (ctl); absent for watch, signal, startup.
     pub uid: Option<u32>,
+    /// The user name of `uid` on the daemon's host; null when it has none.
+    pub user: Option<String>,
     /// applied, rejected, failed-rolled-back; unchanged: a rollback to the running files (or a
     /// candidate that is the running version) that rewrote the files on disk.
     pub result: String,
@@ -72,6 +75,8 @@ pub struct ActionJson {
     pub time: Option<String>,
     /// Uid of who asked.
     pub uid: Option<u32>,
+    /// The user name of `uid` on the daemon's host; null when it has none.
+    pub user: Option<String>,
     /// start, stop, restart, run.
     pub action: String,
     /// The script named.
@@ -130,8 +135,9 @@ fn entry_json(e: &proto::HistoryEntry, running: u64) -> HistoryEntryJson {
         attempt_id: e.attempt_id,
         time: output::time(e.time_ms),
         source: e.source.clone(),
-        rollback_from: (e.rollback_from > 0).then_some(e.rollback_from),
+        rollback_to: (e.rollback_from > 0).then_some(e.rollback_from),
         uid: e.uid,
+        user: user_name(e.uid, &e.user),
         result: e.result.clone(),
         summary: e.summary.clone(),
         message: opt(&e.message),
@@ -139,6 +145,13 @@ fn entry_json(e: &proto::HistoryEntry, running: u64) -> HistoryEntryJson {
         changes: e.changes.iter().map(ChangeJson::from).collect(),
         errors: e.errors.iter().map(ErrorJson::from).collect(),
     }
+}
+
+/// The user name next to a uid in JSON: null without a uid or a name.
+fn user_name(uid: Option<u32>, user: &str) -> Option<String> {
+    uid.and(Some(user))
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
 }
 
 /// Who asked: the user name the daemon found for the uid, else the uid.
@@ -150,10 +163,11 @@ fn who(uid: Option<u32>, user: &str) -> String {
     }
 }
 
-/// `rollback-from-N` for a rollback, else the source.
+/// `rollback-to-N` for a rollback to version N, else the source; one word, so the SOURCE
+/// column splits on spaces.
 fn source_text(e: &proto::HistoryEntry) -> String {
     if e.rollback_from > 0 {
-        format!("rollback-from-{}", e.rollback_from)
+        format!("rollback-to-{}", e.rollback_from)
     } else {
         e.source.clone()
     }
@@ -187,8 +201,9 @@ pub async fn list(c: &mut Client, out: &mut impl Write, json: bool, limit: u32) 
         writeln!(out)?;
         return Ok(OK);
     }
-    let mut b = tabled::builder::Builder::default();
-    b.push_record(["VERSION", "TIME", "SOURCE", "WHO", "RESULT", "SUMMARY"]);
+    let mut rows = vec![["VERSION", "TIME", "SOURCE", "WHO", "RESULT", "SUMMARY"]
+        .map(String::from)
+        .to_vec()];
     for e in &r.entries {
         let version = match e.version {
             0 => format!("- (#{})", e.attempt_id),
@@ -199,20 +214,23 @@ pub async fn list(c: &mut Client, out: &mut impl Write, json: bool, limit: u32) 
         if !e.message.is_empty() {
             summary = format!("{summary}: {}", first_line(&e.message));
         }
-        b.push_record([
+        rows.push(vec![
             version,
-            output::time(e.time_ms).unwrap_or_default(),
+            output::shown_time(e.time_ms, Precision::Seconds),
             source_text(e),
             who(e.uid, &e.user),
             e.result.clone(),
             summary,
         ]);
     }
-    let mut table = b.build();
-    table.with(tabled::settings::Style::blank());
+    write!(
+        out,
+        "{}",
+        table::render(rows, &[5], output::display().width)
+    )?;
     writeln!(
         out,
-        "{table}\n(* = running; refused attempts have no version; \
+        "(* = running; refused attempts have no version; \
          start/stop/restart/run: ctl history --actions)"
     )?;
     Ok(OK)
@@ -237,6 +255,7 @@ pub async fn actions(c: &mut Client, out: &mut impl Write, json: bool, limit: u3
                 .map(|a| ActionJson {
                     time: output::time(a.time_ms),
                     uid: a.uid,
+                    user: user_name(a.uid, &a.user),
                     action: a.action.clone(),
                     script: a.script.clone(),
                     result: a.result.clone(),
@@ -248,11 +267,12 @@ pub async fn actions(c: &mut Client, out: &mut impl Write, json: bool, limit: u3
         writeln!(out)?;
         return Ok(OK);
     }
-    let mut b = tabled::builder::Builder::default();
-    b.push_record(["TIME", "WHO", "ACTION", "SCRIPT", "RESULT", "MESSAGE"]);
+    let mut rows = vec![["TIME", "WHO", "ACTION", "SCRIPT", "RESULT", "MESSAGE"]
+        .map(String::from)
+        .to_vec()];
     for a in &r.actions {
-        b.push_record([
-            output::time(a.time_ms).unwrap_or_default(),
+        rows.push(vec![
+            output::shown_time(a.time_ms, Precision::Seconds),
             who(a.uid, &a.user),
             a.action.clone(),
             a.script.clone(),
@@ -260,9 +280,11 @@ pub async fn actions(c: &mut Client, out: &mut impl Write, json: bool, limit: u3
             first_line(&a.message).to_owned(),
         ]);
     }
-    let mut table = b.build();
-    table.with(tabled::settings::Style::blank());
-    writeln!(out, "{table}")?;
+    write!(
+        out,
+        "{}",
+        table::render(rows, &[5], output::display().width)
+    )?;
     Ok(OK)
 }
 
@@ -319,7 +341,7 @@ pub async fn show(c: &mut Client, out: &mut impl Write, json: bool, version: u64
         } else {
             ""
         },
-        output::time(entry.time_ms).unwrap_or_default(),
+        output::shown_time(entry.time_ms, Precision::Millis),
         source_text(&entry),
         who(entry.uid, &entry.user),
         entry.hash

@@ -60,6 +60,14 @@ pub struct Cli {
     /// Output format.
     #[arg(long, short, global = true, value_enum, default_value_t = OutputFormat::Table, help_heading = GLOBAL)]
     pub output: OutputFormat,
+    /// Tables as wide as their cells: do not cut long commands, values and messages with `…`
+    /// to fit the terminal ($COLUMNS, else its width) or, on a pipe, 80 columns.
+    #[arg(long, global = true)]
+    pub wide: bool,
+    /// Times in history, events and logs in the local time zone (TZ, else /etc/localtime)
+    /// with their offset, instead of UTC; JSON stays UTC.
+    #[arg(long, global = true)]
+    pub local: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -203,6 +211,7 @@ pub fn run(cli: Cli) -> CtlResult {
         }
         return Ok(OK);
     }
+    output::set_display(output::Display::from_flags(cli.wide, cli.local)?);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -59,8 +59,9 @@ pub struct LogsArgs {
     /// every line they select].
     #[arg(short = 'n', long = "lines", value_name = "N")]
     pub lines: Option<u64>,
-    /// Only lines written in the last DUR (`90s`, `5m`, `1h 30m`).
-    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
+    /// Only lines written in the last DUR (`90s`, `5m`, `1h 30m`) or since a time
+    /// (`2026-12-02T09:00:00Z`, local `2026-12-02 09:00:00`).
+    #[arg(long, value_name = "DUR|TIME", value_parser = crate::output::time::parse_since)]
     pub since: Option<Duration>,
     /// Only lines after this sequence number: resumes exactly where an earlier reader
     /// stopped (the `seq` of `--output json`), reading the rotated files when needed.
@@ -226,7 +227,7 @@ pub fn print_line(
             Ok(())
         }
         Format::Human { colour } => {
-            let when = time(l.time_ms).unwrap_or_else(|| "-".into());
+            let when = crate::output::shown_time(l.time_ms, crate::output::time::Precision::Millis);
             let (label, code) = if l.skipped > 0 {
                 ("sys", "33")
             } else {

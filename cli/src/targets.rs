@@ -9,7 +9,7 @@
 
 use crate::client::Client;
 use crate::error::{CtlError, CtlResult, FAILURE, NOT_FOUND, OK, OUTCOME, USAGE};
-use crate::output::{exit_text, run_outcome, state_name};
+use crate::output::{self, exit_text, run_outcome, state_name};
 use crate::wait;
 use scriptd_common::proto::{self, ControlAction, ScriptState, ScriptStatus};
 use scriptd_common::JSON_SCHEMA;
@@ -366,21 +366,17 @@ async fn one(c: &mut Client, script: &str, action: ControlAction) -> Row {
     }
 }
 
-/// NAME, RESULT (`ok`, `skipped`, `failed`), MESSAGE.
+/// NAME, RESULT (`ok`, `skipped`, `failed`), MESSAGE (cut to fit, see [`output::table`]).
 pub fn table(rows: &[Row]) -> String {
-    let mut builder = tabled::builder::Builder::default();
-    builder.push_record(["NAME", "RESULT", "MESSAGE"]);
+    let mut cells = vec![["NAME", "RESULT", "MESSAGE"].map(String::from).to_vec()];
     for r in rows {
-        builder.push_record([r.json.script.as_str(), r.result, r.json.message.as_str()]);
+        cells.push(vec![
+            r.json.script.clone(),
+            r.result.to_owned(),
+            r.json.message.clone(),
+        ]);
     }
-    let mut table = builder.build();
-    table.with(tabled::settings::Style::blank());
-    // No trailing spaces: a line ends with its message.
-    table
-        .to_string()
-        .lines()
-        .map(|l| format!("{}\n", l.trim_end()))
-        .collect()
+    output::table::render(cells, &[2], output::display().width)
 }
 
 #[cfg(test)]

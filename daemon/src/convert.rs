@@ -29,6 +29,16 @@ pub fn change(c: &diff::Change) -> proto::Change {
     }
 }
 
+/// `changes` as a preview says them (a dry run, a diff of two versions): what would be done
+/// at once is `planned`, not `applied`; scheduled and rejected changes stay as they are.
+pub fn as_planned(changes: &mut [proto::Change]) {
+    for c in changes {
+        if c.outcome == proto::Outcome::Applied as i32 {
+            c.outcome = proto::Outcome::Planned as i32;
+        }
+    }
+}
+
 /// A validation error as sent on the wire.
 pub fn error(e: &ConfigError) -> proto::ConfigError {
     proto::ConfigError {
@@ -68,5 +78,30 @@ pub fn action_result(code: tonic::Code) -> ActionResult {
         tonic::Code::Aborted => ActionResult::Failed,
         tonic::Code::InvalidArgument => ActionResult::Invalid,
         _ => ActionResult::Error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_preview_plans_what_would_apply_and_keeps_the_rest() {
+        let table = [
+            (proto::Outcome::Applied, proto::Outcome::Planned),
+            (proto::Outcome::Scheduled, proto::Outcome::Scheduled),
+            (proto::Outcome::Rejected, proto::Outcome::Rejected),
+        ];
+        let mut changes: Vec<proto::Change> = table
+            .iter()
+            .map(|(from, _)| proto::Change {
+                outcome: *from as i32,
+                ..Default::default()
+            })
+            .collect();
+        as_planned(&mut changes);
+        for (c, (from, want)) in changes.iter().zip(table) {
+            assert_eq!(c.outcome, want as i32, "{from:?}");
+        }
     }
 }

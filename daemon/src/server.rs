@@ -101,7 +101,7 @@ impl Service {
                     Err(e) => errors.extend(e.0.iter().map(convert::error)),
                 }
             }
-            let changes: Vec<_> = match configs.as_slice() {
+            let mut changes: Vec<_> = match configs.as_slice() {
                 [a, b] => diff::plan(a, b, &|_| false)
                     .changes
                     .iter()
@@ -109,6 +109,7 @@ impl Service {
                     .collect(),
                 _ => Vec::new(),
             };
+            convert::as_planned(&mut changes);
             (changes, errors)
         })
         .await
@@ -356,12 +357,14 @@ impl Scriptd for Service {
             ..Request::new(Source::Ctl)
         };
         let r = self.submit(&request, req).await?;
+        let mut changes: Vec<_> = r.changes.iter().map(convert::change).collect();
+        convert::as_planned(&mut changes);
         Ok(Response::new(proto::DiffResponse {
             base_version: r.base_version,
             plan_id: r.plan_id,
             unchanged: r.result == ResultKind::Unchanged,
             rejected: r.result == ResultKind::Rejected,
-            changes: r.changes.iter().map(convert::change).collect(),
+            changes,
             errors: r.errors.0.iter().map(convert::error).collect(),
         }))
     }
@@ -458,8 +461,13 @@ impl Scriptd for Service {
             plan_id: plan_id(&r.plan_id)?,
             ..Request::new(Source::Rollback)
         };
+        let dry_run = req.dry_run;
         let report = self.submit(&request, req).await?;
-        Ok(Response::new(report_to_proto(report)))
+        let mut response = report_to_proto(report);
+        if dry_run {
+            convert::as_planned(&mut response.changes);
+        }
+        Ok(Response::new(response))
     }
 
     type LogsStream = BoxStream<proto::LogLine>;

@@ -621,7 +621,7 @@ fn ci_deploy_example_deploys_a_good_candidate_and_rolls_back_a_bad_one() {
     let h = history(&d);
     let top = &h.entries[0];
     assert_eq!(
-        (top.version, top.source.as_str(), top.rollback_from),
+        (top.version, top.source.as_str(), top.rollback_to),
         (Some(4), "rollback", Some(2)),
         "{top:?}"
     );

@@ -201,7 +201,7 @@ fn rollback_restores_the_previous_version_touching_only_what_differs() {
     assert_eq!(h.running_version, 5);
     let e5 = entry(&h, 5);
     assert_eq!(e5.source, "rollback");
-    assert_eq!(e5.rollback_from, Some(3));
+    assert_eq!(e5.rollback_to, Some(3));
     assert_eq!(e5.uid, Some(my_uid()), "who rolled back is recorded");
     assert_eq!(e5.result, "applied");
     assert!(e5.running, "version 5 is marked running");
@@ -785,7 +785,7 @@ fn history_limit_keeps_the_last_versions_and_the_running_one() {
     let e = entry(&h, 7);
     assert!(e.running);
     assert_eq!(
-        e.rollback_from,
+        e.rollback_to,
         Some(4),
         "it records what it restored, now pruned"
     );
@@ -838,7 +838,7 @@ fn rollback_that_needs_a_daemon_restart_is_rejected_and_recorded() {
         (
             e.version,
             e.source.as_str(),
-            e.rollback_from,
+            e.rollback_to,
             e.result.as_str()
         ),
         (None, "rollback", Some(1), "rejected"),
@@ -959,8 +959,9 @@ const ENTRY_SCHEMA: &[(&str, &str)] = &[
     ("attempt_id", "number"),
     ("time", "string|null"),
     ("source", "string"),
-    ("rollback_from", "number|null"),
+    ("rollback_to", "number|null"),
     ("uid", "number|null"),
+    ("user", "string|null"),
     ("result", "string"),
     ("summary", "string"),
     ("message", "string|null"),
@@ -1058,7 +1059,8 @@ fn history_tables_and_json_documents_keep_their_shape() {
     assert_eq!((r.result.as_str(), r.version), ("applied", 3), "{r:?}");
 
     // ctl history: the table.
-    let r = d.ctl(&["history"]);
+    // --wide: the refusal message in full (at 80 columns it is cut with …).
+    let r = d.ctl(&["history", "--wide"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let t = &r.stdout;
     assert_eq!(
@@ -1069,7 +1071,7 @@ fn history_tables_and_json_documents_keep_their_shape() {
     let me = my_name();
     let r3 = row(t, "3 *");
     assert_eq!(r3[..2], ["3", "*"], "{t}");
-    assert_eq!(r3[3..6], ["rollback-from-1", "ME", "applied"], "{t}");
+    assert_eq!(r3[3..6], ["rollback-to-1", "ME", "applied"], "{t}");
     assert_eq!(r3[6..].join(" "), "+0 ~2 -1 scripts", "{t}");
     let r2 = row(t, "2 ");
     assert_eq!(r2[2..5], ["ctl", "ME", "applied"], "{t}");
@@ -1088,7 +1090,7 @@ fn history_tables_and_json_documents_keep_their_shape() {
     assert_eq!(r1[5..].join(" "), "+0 ~0 -0 scripts", "{t}");
     // Columns line up under their headers.
     for (header, first, cell) in [
-        ("SOURCE", "3 *", "rollback-from-1"),
+        ("SOURCE", "3 *", "rollback-to-1"),
         ("SOURCE", "1 ", "startup"),
         ("WHO", "2 ", me.as_str()),
         ("RESULT", &attempt, "rejected"),
@@ -1107,7 +1109,7 @@ fn history_tables_and_json_documents_keep_their_shape() {
     let r = d.ctl(&["history", "show", "3"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let mut want = format!(
-        "# version 3 (running) · {} · rollback-from-1 · by {me} · {}\n",
+        "# version 3 (running) · {} · rollback-to-1 · by {me} · {}\n",
         v3.entry.time.as_deref().expect("time"),
         v3.entry.hash.as_deref().expect("hash")
     );
@@ -1148,7 +1150,7 @@ fn history_tables_and_json_documents_keep_their_shape() {
     let (v3j, attempt_j) = (&entries[0], &entries[1]);
     assert_eq!(v3j["version"], 3);
     assert_eq!(v3j["running"], true);
-    assert_eq!(v3j["rollback_from"], 1);
+    assert_eq!(v3j["rollback_to"], 1);
     assert_eq!(v3j["uid"], my_uid());
     assert!(v3j["hash"].is_string() && v3j["time"].is_string());
     assert!(!v3j["changes"].as_array().expect("changes").is_empty());
@@ -1235,6 +1237,7 @@ fn control_actions_are_recorded_with_who_and_result() {
             &[
                 ("time", "string|null"),
                 ("uid", "number|null"),
+                ("user", "string|null"),
                 ("action", "string"),
                 ("script", "string"),
                 ("result", "string"),
@@ -1361,7 +1364,7 @@ fn rollback_removes_a_later_include_even_if_the_main_file_is_broken_and_survives
     let names: Vec<&str> = st.scripts.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, vec!["a"]);
     let before = history(&d, 1000);
-    assert_eq!(entry(&before, 5).rollback_from, Some(2));
+    assert_eq!(entry(&before, 5).rollback_to, Some(2));
 
     // Killed right after the rollback, restarted on the files on disk: nothing new.
     d.signal(nix::sys::signal::Signal::SIGKILL);
@@ -1415,7 +1418,7 @@ fn a_failed_write_back_is_reported_and_recorded_and_rollback_repairs_it() {
     assert_eq!((st.running_version, st.sync.as_str()), (3, "changed"));
     let h = history(&d, 1000);
     let e3 = entry(&h, 3);
-    assert_eq!((e3.result.as_str(), e3.rollback_from), ("applied", Some(1)));
+    assert_eq!((e3.result.as_str(), e3.rollback_to), ("applied", Some(1)));
     assert_eq!(
         e3.message.as_deref(),
         Some(msg.as_str()),
@@ -1437,7 +1440,7 @@ fn a_failed_write_back_is_reported_and_recorded_and_rollback_repairs_it() {
             e.version,
             e.source.as_str(),
             e.result.as_str(),
-            e.rollback_from
+            e.rollback_to
         ),
         (None, "rollback", "unchanged", Some(3)),
         "the rewrite of the files is in the audit trail: {e:?}"

@@ -12,6 +12,7 @@ mod history;
 mod hostile;
 mod log_safety;
 mod logs;
+mod output;
 mod python_grpc;
 mod reload;
 mod script_limits;

@@ -1277,7 +1277,7 @@ fn plan_id_applies_only_when_nothing_moved() {
         "{dry:?}"
     );
     let plan = dry.plan_id.clone().expect("a dry run prints a plan id");
-    assert_change(&dry.changes, "svc", "env.V", "restart", "applied");
+    assert_change(&dry.changes, "svc", "env.V", "restart", "planned");
     let text = d.ctl(&["reload", "--dry-run"]);
     assert_eq!(text.code, 0);
     assert!(

@@ -1,97 +1,14 @@
-//! `--output json` documents (their own serialisable types, each with `"schema": 1`) and the
-//! tables and lines people read.
+//! `--output json` documents: their own serialisable types, each with `"schema": 1`, parsed
+//! back strictly (`deny_unknown_fields`) by the tests and by scripts. Times are RFC 3339 in
+//! UTC (also with `--local`, which is for people), durations `*_ms` integers.
 
-use scriptd_common::proto::{
-    self, event::Kind, ConfigSync, ExitInfo, Impact, Outcome, ReloadPhase, ReloadResult,
-    ScriptEventKind, ScriptState, ScriptStatus,
-};
+use super::human::error_text;
+use super::names::{impact_name, outcome_name, phase_name, script_event_name, signal_name};
+use super::names::{state_name, sync_name};
+use super::time::time;
+use scriptd_common::proto::{self, event::Kind, ExitInfo, ScriptStatus};
 use scriptd_common::JSON_SCHEMA;
 use serde::{Deserialize, Serialize};
-use std::io::IsTerminal;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// RFC 3339 time of Unix ms; `None` for 0.
-pub fn time(ms: i64) -> Option<String> {
-    (ms > 0).then(|| {
-        humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms as u64)).to_string()
-    })
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// "5s ago" / "in 4m 10s", to the second.
-pub fn relative(ms: i64) -> String {
-    if ms <= 0 {
-        return "-".into();
-    }
-    let delta = ms - now_ms();
-    let secs = Duration::from_secs(delta.unsigned_abs() / 1000);
-    let text = if secs.is_zero() {
-        "now".to_owned()
-    } else {
-        humantime::format_duration(secs).to_string()
-    };
-    match (delta >= 0, secs.is_zero()) {
-        (_, true) => text,
-        (true, false) => format!("in {text}"),
-        (false, false) => format!("{text} ago"),
-    }
-}
-
-/// Whether to colour: a terminal, and no `NO_COLOR`.
-pub fn colour_enabled() -> bool {
-    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
-}
-
-/// Wraps `text` in an ANSI colour when `on`.
-pub fn paint(text: &str, code: &str, on: bool) -> String {
-    if on {
-        format!("\x1b[{code}m{text}\x1b[0m")
-    } else {
-        text.to_owned()
-    }
-}
-
-/// Spelling of a state.
-pub fn state_name(s: i32) -> &'static str {
-    match ScriptState::try_from(s).unwrap_or(ScriptState::Unspecified) {
-        ScriptState::Running => "running",
-        ScriptState::Waiting => "waiting",
-        ScriptState::Idle => "idle",
-        ScriptState::Disabled => "disabled",
-        ScriptState::BackingOff => "backing-off",
-        ScriptState::Failed => "failed",
-        ScriptState::Stopped => "stopped",
-        ScriptState::Unspecified => "unknown",
-    }
-}
-
-fn state_colour(s: &str) -> &'static str {
-    match s {
-        "running" => "32",
-        "failed" | "backing-off" => "31",
-        "waiting" => "36",
-        _ => "2",
-    }
-}
-
-/// Spelling of a sync state.
-pub fn sync_name(s: i32) -> &'static str {
-    match ConfigSync::try_from(s).unwrap_or(ConfigSync::Unspecified) {
-        ConfigSync::InSync => "in-sync",
-        ConfigSync::Changed => "changed",
-        ConfigSync::Invalid => "invalid",
-        ConfigSync::Unspecified => "unknown",
-    }
-}
-
-fn signal_name(sig: i32) -> String {
-    scriptd_common::signals::describe(sig, "signal ")
-}
 
 // ------------------------------------------------------------------ JSON documents
 
@@ -320,7 +237,8 @@ pub struct ChangeJson {
     pub new: Option<String>,
     /// live, next-run, restart, start, stop, daemon-restart.
     pub impact: String,
-    /// applied, scheduled, rejected.
+    /// applied, scheduled (waits for a run to end), rejected; in a preview (dry run, `ctl
+    /// diff`) planned instead of applied.
     pub outcome: String,
     /// Why scheduled or rejected.
     pub reason: Option<String>,
@@ -369,40 +287,6 @@ pub struct ReloadJson {
     pub message: Option<String>,
 }
 
-/// Spelling of an impact.
-pub fn impact_name(i: i32) -> &'static str {
-    match Impact::try_from(i).unwrap_or(Impact::Unspecified) {
-        Impact::Live => "live",
-        Impact::NextRun => "next-run",
-        Impact::Restart => "restart",
-        Impact::Start => "start",
-        Impact::Stop => "stop",
-        Impact::DaemonRestart => "daemon-restart",
-        Impact::Unspecified => "unknown",
-    }
-}
-
-/// Spelling of an outcome.
-pub fn outcome_name(o: i32) -> &'static str {
-    match Outcome::try_from(o).unwrap_or(Outcome::Unspecified) {
-        Outcome::Applied => "applied",
-        Outcome::Scheduled => "scheduled",
-        Outcome::Rejected => "rejected",
-        Outcome::Unspecified => "unknown",
-    }
-}
-
-/// Spelling of a reload result.
-pub fn result_name(r: i32) -> &'static str {
-    match ReloadResult::try_from(r).unwrap_or(ReloadResult::Unspecified) {
-        ReloadResult::Applied => "applied",
-        ReloadResult::Unchanged => "unchanged",
-        ReloadResult::Rejected => "rejected",
-        ReloadResult::FailedRolledBack => "failed-rolled-back",
-        ReloadResult::Unspecified => "unknown",
-    }
-}
-
 impl From<&proto::Change> for ChangeJson {
     fn from(c: &proto::Change) -> Self {
         let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
@@ -416,19 +300,6 @@ impl From<&proto::Change> for ChangeJson {
             reason: opt(&c.reason),
         }
     }
-}
-
-/// `file:line:col: path: message`, as the daemon prints it.
-pub fn error_text(e: &proto::ConfigError) -> String {
-    let mut s = e.file.clone();
-    if e.line > 0 {
-        s.push_str(&format!(":{}:{}", e.line, e.column));
-    }
-    if !e.path.is_empty() {
-        s.push_str(&format!(": {}", e.path));
-    }
-    s.push_str(&format!(": {}", e.message));
-    s
 }
 
 impl From<&proto::ConfigError> for ErrorJson {
@@ -486,35 +357,6 @@ pub struct EventJson {
     pub message: Option<String>,
 }
 
-/// Spelling of a reload phase.
-pub fn phase_name(p: i32) -> &'static str {
-    match ReloadPhase::try_from(p).unwrap_or(ReloadPhase::Unspecified) {
-        ReloadPhase::Detected => "detected",
-        ReloadPhase::Validated => "validated",
-        ReloadPhase::Planned => "planned",
-        ReloadPhase::Applying => "applying",
-        ReloadPhase::Applied => "applied",
-        ReloadPhase::Rejected => "rejected",
-        ReloadPhase::FailedRolledBack => "failed-rolled-back",
-        ReloadPhase::Unchanged => "unchanged",
-        ReloadPhase::Unspecified => "unknown",
-    }
-}
-
-/// Spelling of a script event.
-pub fn script_event_name(k: i32) -> &'static str {
-    match ScriptEventKind::try_from(k).unwrap_or(ScriptEventKind::Unspecified) {
-        ScriptEventKind::Started => "started",
-        ScriptEventKind::Exited => "exited",
-        ScriptEventKind::TimedOut => "timed-out",
-        ScriptEventKind::Restarted => "restarted",
-        ScriptEventKind::ScheduledChangeApplied => "scheduled-change-applied",
-        ScriptEventKind::TickSkipped => "tick-skipped",
-        ScriptEventKind::Stopped => "stopped",
-        ScriptEventKind::Unspecified => "unknown",
-    }
-}
-
 impl From<&proto::Event> for EventJson {
     fn from(e: &proto::Event) -> Self {
         let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
@@ -564,175 +406,6 @@ impl From<&proto::Event> for EventJson {
             None => j.kind = "unknown".into(),
         }
         j
-    }
-}
-
-// ------------------------------------------------------------------ people
-
-/// "exit 0 (1.2s)", "SIGKILL, timed out (2m)".
-pub fn exit_text(e: &ExitInfo) -> String {
-    let mut s = match (e.code, e.signal) {
-        (Some(c), _) => format!("exit {c}"),
-        (None, Some(sig)) => signal_name(sig),
-        _ => "?".into(),
-    };
-    if e.timed_out {
-        s.push_str(", timed out");
-    }
-    let d = Duration::from_millis(e.duration_ms);
-    let d = if d >= Duration::from_secs(1) {
-        Duration::from_secs(d.as_secs())
-    } else {
-        d
-    };
-    format!("{s} ({})", humantime::format_duration(d))
-}
-
-/// The status table.
-pub fn status_table(r: &proto::StatusResponse, colour: bool) -> String {
-    let mut out = String::new();
-    let sync = sync_name(r.sync);
-    let sync_shown = match sync {
-        "in-sync" => "files in sync".to_owned(),
-        "changed" => "files changed on disk, not applied (`ctl reload`)".to_owned(),
-        "invalid" => format!("files on disk invalid: {}", r.sync_error),
-        other => other.to_owned(),
-    };
-    out.push_str(&format!(
-        "scriptd {} · pid {} · up {} · {}\nconfig {} · version {} · {}\n\n",
-        r.daemon_version,
-        r.daemon_pid,
-        relative(r.started_at_ms).trim_end_matches(" ago"),
-        r.socket_path,
-        r.config_path,
-        r.running_version,
-        sync_shown,
-    ));
-    let mut builder = tabled::builder::Builder::default();
-    builder.push_record([
-        "NAME",
-        "KIND",
-        "STATE",
-        "PID",
-        "RUNS",
-        "LAST START",
-        "LAST EXIT",
-        "NEXT RUN",
-    ]);
-    for s in &r.scripts {
-        let state = state_name(s.state);
-        let mut state_text = paint(state, state_colour(state), colour);
-        if !s.pending_changes.is_empty() {
-            state_text.push_str(&format!(" (pending: {})", s.pending_changes.join(", ")));
-        }
-        builder.push_record([
-            s.name.clone(),
-            s.kind.clone(),
-            state_text,
-            if s.pid > 0 {
-                s.pid.to_string()
-            } else {
-                "-".into()
-            },
-            s.run_count.to_string(),
-            relative(s.last_start_ms),
-            s.last_exit.as_ref().map_or("-".into(), exit_text),
-            relative(s.next_run_ms),
-        ]);
-    }
-    let mut table = builder.build();
-    table.with(tabled::settings::Style::blank());
-    out.push_str(&table.to_string());
-    out.push('\n');
-    out
-}
-
-/// A value in the plan table; the empty string shows as `""`, so a value changed from ""
-/// (`"" → x`) differs from an added one (`+ x`).
-fn value_text(v: &str) -> &str {
-    if v.is_empty() {
-        "\"\""
-    } else {
-        v
-    }
-}
-
-/// The plan table.
-pub fn changes_table(changes: &[proto::Change]) -> String {
-    let mut builder = tabled::builder::Builder::default();
-    builder.push_record(["SCRIPT", "FIELD", "OLD → NEW", "IMPACT", "OUTCOME"]);
-    for c in changes {
-        let arrow = match (&c.old_value, &c.new_value) {
-            (None, new) => format!("+ {}", value_text(new.as_deref().unwrap_or_default())),
-            (Some(old), None) => format!("- {}", value_text(old)),
-            (Some(old), Some(new)) => format!("{} → {}", value_text(old), value_text(new)),
-        };
-        let mut outcome = outcome_name(c.outcome).to_owned();
-        if !c.reason.is_empty() {
-            outcome.push_str(&format!(" ({})", c.reason));
-        }
-        builder.push_record([
-            if c.script.is_empty() {
-                "(daemon)".into()
-            } else {
-                c.script.clone()
-            },
-            c.field.clone(),
-            arrow,
-            impact_name(c.impact).into(),
-            outcome,
-        ]);
-    }
-    let mut table = builder.build();
-    table.with(tabled::settings::Style::blank());
-    format!("{table}\n")
-}
-
-/// One line per event for `ctl events`.
-pub fn event_line(e: &proto::Event) -> String {
-    let t = time(e.time_ms).unwrap_or_default();
-    match &e.kind {
-        Some(Kind::Reload(r)) => {
-            let mut s = format!(
-                "{t} reload #{} {} ({})",
-                r.attempt_id,
-                phase_name(r.phase),
-                r.source
-            );
-            if r.version > 0 && r.phase == ReloadPhase::Applied as i32 {
-                s.push_str(&format!(" → version {}", r.version));
-            }
-            if !r.changes.is_empty() && r.phase == ReloadPhase::Planned as i32 {
-                s.push_str(&format!(" {} change(s)", r.changes.len()));
-            }
-            if !r.message.is_empty() {
-                s.push_str(&format!(": {}", r.message));
-            }
-            for err in &r.errors {
-                s.push_str(&format!("\n    {}", error_text(err)));
-            }
-            s
-        }
-        Some(Kind::Script(ev)) => {
-            let mut s = format!(
-                "{t} {} {} run {}",
-                ev.script,
-                script_event_name(ev.kind),
-                ev.run_id
-            );
-            if ev.pid > 0 {
-                s.push_str(&format!(" pid {}", ev.pid));
-            }
-            if let Some(x) = &ev.exit {
-                s.push_str(&format!(" {}", exit_text(x)));
-            }
-            if !ev.message.is_empty() && ev.exit.is_none() {
-                s.push_str(&format!(": {}", ev.message));
-            }
-            s
-        }
-        Some(Kind::Missed(n)) => format!("{t} … missed {n} events (this follower was too slow)"),
-        None => format!("{t} (unknown event)"),
     }
 }
 
