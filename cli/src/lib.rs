@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod error;
+pub mod health;
 pub mod history;
 pub mod logs;
 pub mod output;

@@ -1,6 +1,7 @@
 //! `--output json` documents (their own serialisable types, each with `"schema": 1`) and the
 //! tables and lines people read.
 
+use crate::health::{health_lines, HealthJson};
 use scriptd_common::proto::{
     self, event::Kind, ConfigSync, ExitInfo, Impact, Outcome, ReloadPhase, ReloadResult,
     ScriptEventKind, ScriptState, ScriptStatus,
@@ -66,6 +67,7 @@ pub fn state_name(s: i32) -> &'static str {
         ScriptState::BackingOff => "backing-off",
         ScriptState::Failed => "failed",
         ScriptState::Stopped => "stopped",
+        ScriptState::Unhealthy => "unhealthy",
         ScriptState::Unspecified => "unknown",
     }
 }
@@ -73,7 +75,7 @@ pub fn state_name(s: i32) -> &'static str {
 fn state_colour(s: &str) -> &'static str {
     match s {
         "running" => "32",
-        "failed" | "backing-off" => "31",
+        "failed" | "backing-off" | "unhealthy" => "31",
         "waiting" => "36",
         _ => "2",
     }
@@ -137,7 +139,7 @@ pub struct ScriptJson {
     pub name: String,
     /// `periodic` or `service`.
     pub kind: String,
-    /// running, waiting, idle, disabled, backing-off, failed, stopped.
+    /// running, waiting, idle, disabled, backing-off, failed, stopped, unhealthy.
     pub state: String,
     /// `enabled` in the config.
     pub enabled: bool,
@@ -161,6 +163,8 @@ pub struct ScriptJson {
     pub restarts: u32,
     /// Fields whose change waits for the current run to end.
     pub pending_changes: Vec<String>,
+    /// The health probe of a service with `health:`; null without one.
+    pub health: Option<HealthJson>,
 }
 
 /// How a run ended.
@@ -211,6 +215,7 @@ impl From<&ScriptStatus> for ScriptJson {
             skipped_ticks: s.skipped_ticks,
             restarts: s.restarts,
             pending_changes: s.pending_changes.clone(),
+            health: s.health.as_ref().map(HealthJson::from),
         }
     }
 }
@@ -472,7 +477,8 @@ pub struct EventJson {
     pub errors: Option<Vec<ErrorJson>>,
     /// Script name.
     pub script: Option<String>,
-    /// started, exited, timed-out, restarted, scheduled-change-applied, tick-skipped, stopped.
+    /// started, exited, timed-out, restarted, scheduled-change-applied, tick-skipped, stopped,
+    /// unhealthy, healthy.
     pub event: Option<String>,
     /// Run id.
     pub run_id: Option<u64>,
@@ -511,6 +517,8 @@ pub fn script_event_name(k: i32) -> &'static str {
         ScriptEventKind::ScheduledChangeApplied => "scheduled-change-applied",
         ScriptEventKind::TickSkipped => "tick-skipped",
         ScriptEventKind::Stopped => "stopped",
+        ScriptEventKind::Unhealthy => "unhealthy",
+        ScriptEventKind::Healthy => "healthy",
         ScriptEventKind::Unspecified => "unknown",
     }
 }
@@ -644,6 +652,7 @@ pub fn status_table(r: &proto::StatusResponse, colour: bool) -> String {
     table.with(tabled::settings::Style::blank());
     out.push_str(&table.to_string());
     out.push('\n');
+    out.push_str(&health_lines(&r.scripts));
     out
 }
 
