@@ -25,15 +25,19 @@ pub(super) async fn probe(url: &str) -> Result<String, String> {
         )
         .body(Empty::<Bytes>::new())
         .map_err(|e| format!("cannot build the request for {url}: {e}"))?;
-    // The connection is driven here, next to the request: nothing outlives the probe.
-    let conn = std::pin::pin!(conn);
+    // The connection is driven here, next to the request: nothing outlives the probe. A
+    // server that closes the connection after its answer (HTTP/1.0) ends `conn` as the
+    // response is handed over: the request's result is then ready.
+    let mut conn = std::pin::pin!(conn);
+    let mut sent = std::pin::pin!(sender.send_request(request));
     let response = tokio::select! {
-        r = sender.send_request(request) => r.map_err(|e| format!("GET {url}: {e}"))?,
-        r = conn => return Err(match r {
-            Ok(()) => format!("GET {url}: the connection closed before a response"),
-            Err(e) => format!("GET {url}: {e}"),
-        }),
-    };
+        r = &mut sent => r,
+        r = &mut conn => match r {
+            Ok(()) => sent.await,
+            Err(e) => return Err(format!("GET {url}: {e}")),
+        },
+    }
+    .map_err(|e| format!("GET {url}: {e}"))?;
     let status = response.status();
     let text = format!(
         "HTTP {} {}",

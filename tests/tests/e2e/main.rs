@@ -6,6 +6,7 @@ mod automation;
 mod connections;
 mod descriptors;
 mod full_state_dir;
+mod health;
 mod history;
 mod hostile;
 mod log_safety;
