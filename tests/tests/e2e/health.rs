@@ -147,6 +147,11 @@ fn without_restart_an_unhealthy_service_keeps_running_and_recovers() {
     );
     let s = d.wait_script("web", "state unhealthy", |s| s.state == "unhealthy");
     assert_eq!(s.pid, Some(pid), "the same process");
+    assert_eq!(
+        d.ctl(&["status", "--check", "web"]).code,
+        6,
+        "unhealthy is not up"
+    );
     let h = s.health.expect("health in status");
     assert_eq!(h.status, "unhealthy");
     assert_eq!(h.last_result.as_deref(), Some("failed"));
@@ -172,6 +177,7 @@ fn without_restart_an_unhealthy_service_keeps_running_and_recovers() {
     assert_eq!(healthy.run_id, Some(1));
     let s = d.wait_script("web", "running again", |s| s.state == "running");
     assert_eq!(s.pid, Some(pid));
+    assert_eq!(d.ctl(&["status", "--check", "web"]).code, 0);
     assert_eq!(s.health.map(|h| h.consecutive_failures), Some(0));
 }
 
