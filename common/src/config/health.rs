@@ -227,6 +227,23 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_text_is_taken_or_refused_without_panic(text in "\\PC{0,40}", port in 0u32..70000) {
+            let _ = http_target(&text);
+            let _ = tcp_target(&text);
+            let _ = http_target(&format!("http://{text}:{port}/{text}"));
+            let _ = tcp_target(&format!("{text}:{port}"));
+        }
+
+        #[test]
+        fn a_host_and_port_round_trip(host in "[a-z][a-z0-9.-]{0,20}", port in 1u16..) {
+            proptest::prop_assert_eq!(tcp_target(&format!("{host}:{port}")), Ok((host.clone(), port)));
+            let t = http_target(&format!("http://{host}:{port}/x")).map(|t| (t.host, t.port));
+            proptest::prop_assert_eq!(t, Ok((host, port)));
+        }
+    }
+
     #[test]
     fn tcp_addresses() {
         let ok = [

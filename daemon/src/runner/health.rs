@@ -200,6 +200,37 @@ mod tests {
         })
     }
 
+    proptest::proptest! {
+        /// Whatever the results: a change of the verdict is announced exactly when the
+        /// state changes, announcements alternate, a success is always healthy, and
+        /// unhealthy is announced at exactly `failures` failures that count.
+        #[test]
+        fn verdicts_follow_the_results(
+            failures in 1u32..5,
+            start_period in 0u64..50,
+            steps in proptest::collection::vec((proptest::bool::ANY, 0u64..10), 0..60),
+        ) {
+            let mut v = verdict(failures, start_period);
+            let (mut at, mut last) = (0, None);
+            for (ok, step) in steps {
+                at += step;
+                let before = v.state;
+                let turned = v.record(ok, Duration::from_millis(at));
+                proptest::prop_assert_eq!(turned.is_some(), v.state != before);
+                if let Some(turn) = turned {
+                    proptest::prop_assert_ne!(Some(turn), last);
+                    last = Some(turn);
+                }
+                if ok {
+                    proptest::prop_assert_eq!((v.state, v.consecutive), (HealthState::Healthy, 0));
+                }
+                if turned == Some(Turned::Unhealthy) {
+                    proptest::prop_assert_eq!(v.consecutive, failures);
+                }
+            }
+        }
+    }
+
     #[test]
     fn results_add_up_to_a_verdict() {
         use HealthState::{Healthy, Unhealthy, Unknown};
