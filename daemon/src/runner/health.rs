@@ -147,6 +147,7 @@ impl Runner {
         match turned {
             None => {}
             Some(Turned::Healthy) => {
+                tracing::info!(script = %self.name, run = result.run_id, "healthy: {}", result.message);
                 self.logs.system(
                     result.run_id,
                     format!("health: healthy ({})", result.message),
@@ -163,6 +164,7 @@ impl Runner {
                 } else {
                     "; not restarted (health.restart: false)"
                 };
+                tracing::warn!(script = %self.name, run = result.run_id, "unhealthy: {what}{then}");
                 self.logs
                     .system(result.run_id, format!("health: unhealthy: {what}{then}"));
                 self.event(ScriptEventKind::Unhealthy, format!("{what}{then}"), None);
