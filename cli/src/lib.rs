@@ -5,6 +5,7 @@ pub mod candidate;
 pub mod client;
 pub mod completion;
 pub mod error;
+pub mod health;
 pub mod history;
 pub mod logs;
 pub mod output;

@@ -478,6 +478,8 @@ mod tests {
             (script("a", true, ScriptState::BackingOff), false),
             (script("a", true, ScriptState::Stopped), false),
             (script("a", false, ScriptState::Disabled), false),
+            // Its process runs, but its health probe says it does not work.
+            (script("a", true, ScriptState::Unhealthy), false),
         ];
         for (s, want) in table {
             assert_eq!(is_up(&s), want, "{s:?}");

@@ -81,6 +81,7 @@ pub fn status_table(r: &proto::StatusResponse, colour: bool) -> String {
     // STATE may be cut only after its state word (no state is longer than the floor), and
     // LAST EXIT after its first 11 columns (`exit 0 (5s)`, `SIGKILL, ti…`).
     out.push_str(&table::render(rows, &[2, 6], display().width));
+    out.push_str(&crate::health::health_lines(&r.scripts));
     out
 }
 

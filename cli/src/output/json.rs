@@ -6,6 +6,7 @@ use super::human::error_text;
 use super::names::{impact_name, outcome_name, phase_name, script_event_name, signal_name};
 use super::names::{state_name, sync_name};
 use super::time::time;
+use crate::health::HealthJson;
 use scriptd_common::proto::{self, event::Kind, ExitInfo, ScriptStatus};
 use scriptd_common::JSON_SCHEMA;
 use serde::{Deserialize, Serialize};
@@ -54,7 +55,7 @@ pub struct ScriptJson {
     pub name: String,
     /// `periodic` or `service`.
     pub kind: String,
-    /// running, waiting, idle, disabled, backing-off, failed, stopped.
+    /// running, waiting, idle, disabled, backing-off, failed, stopped, unhealthy.
     pub state: String,
     /// `enabled` in the config.
     pub enabled: bool,
@@ -78,6 +79,8 @@ pub struct ScriptJson {
     pub restarts: u32,
     /// Fields whose change waits for the current run to end.
     pub pending_changes: Vec<String>,
+    /// The health probe of a service with `health:`; null without one.
+    pub health: Option<HealthJson>,
 }
 
 /// How a run ended.
@@ -128,6 +131,7 @@ impl From<&ScriptStatus> for ScriptJson {
             skipped_ticks: s.skipped_ticks,
             restarts: s.restarts,
             pending_changes: s.pending_changes.clone(),
+            health: s.health.as_ref().map(HealthJson::from),
         }
     }
 }
@@ -343,7 +347,8 @@ pub struct EventJson {
     pub errors: Option<Vec<ErrorJson>>,
     /// Script name.
     pub script: Option<String>,
-    /// started, exited, timed-out, restarted, scheduled-change-applied, tick-skipped, stopped.
+    /// started, exited, timed-out, restarted, scheduled-change-applied, tick-skipped, stopped,
+    /// unhealthy, healthy.
     pub event: Option<String>,
     /// Run id.
     pub run_id: Option<u64>,

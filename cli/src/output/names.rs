@@ -14,6 +14,7 @@ pub fn state_name(s: i32) -> &'static str {
         ScriptState::BackingOff => "backing-off",
         ScriptState::Failed => "failed",
         ScriptState::Stopped => "stopped",
+        ScriptState::Unhealthy => "unhealthy",
         ScriptState::Unspecified => "unknown",
     }
 }
@@ -22,7 +23,7 @@ pub fn state_name(s: i32) -> &'static str {
 pub fn state_colour(s: &str) -> &'static str {
     match s {
         "running" => "32",
-        "failed" | "backing-off" => "31",
+        "failed" | "backing-off" | "unhealthy" => "31",
         "waiting" => "36",
         _ => "2",
     }
@@ -103,6 +104,8 @@ pub fn script_event_name(k: i32) -> &'static str {
         ScriptEventKind::ScheduledChangeApplied => "scheduled-change-applied",
         ScriptEventKind::TickSkipped => "tick-skipped",
         ScriptEventKind::Stopped => "stopped",
+        ScriptEventKind::Unhealthy => "unhealthy",
+        ScriptEventKind::Healthy => "healthy",
         ScriptEventKind::Unspecified => "unknown",
     }
 }

@@ -35,6 +35,10 @@ pub enum Kind {
     Signal,
     /// A byte size (`4096`, `64KiB`).
     Size,
+    /// A plain-HTTP URL (`http://127.0.0.1:8080/healthz`).
+    Url,
+    /// A TCP address, `host:port`.
+    Address,
 }
 
 impl Kind {
@@ -50,6 +54,8 @@ impl Kind {
             Self::Enum => "enum",
             Self::Signal => "signal",
             Self::Size => "size",
+            Self::Url => "URL",
+            Self::Address => "host:port",
         }
     }
 }
@@ -172,7 +178,21 @@ pub const FIELDS: &[Field] = &[
     row("log.max_bytes",       Kind::Size,     "10MiB",                true,  Both,     Live,      |t, f, _| t.log.max_bytes = f.log.max_bytes),
     row("log.keep",            Kind::Int,      "3",                    true,  Both,     Live,      |t, f, _| t.log.keep = f.log.keep),
     row("log.max_line_bytes",  Kind::Size,     "64KiB",                true,  Both,     Live,      |t, f, _| t.log.max_line_bytes = f.log.max_line_bytes),
+    // The health probe: exactly one of exec | http | tcp, and its timing. A change restarts
+    // the probe, never the service, so every row copies the whole section.
+    row("health.exec",         Kind::Command,  "none",                 true,  Service,  Live,      copy_health),
+    row("health.http",         Kind::Url,      "none",                 true,  Service,  Live,      copy_health),
+    row("health.tcp",          Kind::Address,  "none",                 true,  Service,  Live,      copy_health),
+    row("health.interval",     Kind::Duration, "10s",                  true,  Service,  Live,      copy_health),
+    row("health.timeout",      Kind::Duration, "1s",                   true,  Service,  Live,      copy_health),
+    row("health.failures",     Kind::Int,      "3",                    true,  Service,  Live,      copy_health),
+    row("health.start_period", Kind::Duration, "0s",                   true,  Service,  Live,      copy_health),
+    row("health.restart",      Kind::Bool,     "true",                 true,  Service,  Live,      copy_health),
 ];
+
+fn copy_health(to: &mut ScriptConfig, from: &ScriptConfig, _: &str) {
+    to.health = from.health.clone();
+}
 
 fn copy_env_var(to: &mut ScriptConfig, from: &ScriptConfig, field: &str) {
     let Some(var) = field.strip_prefix("env.") else {
@@ -220,12 +240,18 @@ pub static LOG_KEYS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
         .collect()
 });
 
-/// The keys only services take, in table order.
-pub fn service_only() -> impl Iterator<Item = &'static str> {
+/// The keys of a script's `health:` section.
+pub static HEALTH_KEYS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
     FIELDS
         .iter()
-        .filter(|f| f.applies == Applies::Service)
-        .map(Field::key)
+        .filter(|f| f.key() == "health")
+        .filter_map(Field::subkey)
+        .collect()
+});
+
+/// The keys only services take, in table order (each once).
+pub fn service_only() -> impl Iterator<Item = &'static str> {
+    keys(FIELDS.iter().filter(|f| f.applies == Applies::Service)).into_iter()
 }
 
 impl Applies {
@@ -310,6 +336,7 @@ mod tests {
                 "stop_signal",
                 "stop_grace",
                 "log",
+                "health",
             ]
         );
         assert!(!DEFAULT_KEYS.contains(&"command"));
@@ -322,7 +349,21 @@ mod tests {
                 "restart",
                 "restart_delay",
                 "restart_delay_max",
-                "restart_reset_after"
+                "restart_reset_after",
+                "health"
+            ]
+        );
+        assert_eq!(
+            HEALTH_KEYS.as_slice(),
+            [
+                "exec",
+                "http",
+                "tcp",
+                "interval",
+                "timeout",
+                "failures",
+                "start_period",
+                "restart"
             ]
         );
     }

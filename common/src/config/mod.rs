@@ -7,6 +7,7 @@
 mod access;
 mod error;
 pub mod fields;
+pub mod health;
 mod include_scan;
 mod include_walk;
 pub mod limits;
@@ -18,6 +19,7 @@ mod validate;
 
 pub use access::{Access, AccessRule, Role, Subject};
 pub use error::{ConfigError, ConfigErrors, SUMMARY_ERROR_CHARS};
+pub use health::{HealthConfig, Probe};
 pub use include_scan::include_patterns;
 pub use include_walk::WalkLimit;
 pub use load::{
@@ -97,6 +99,9 @@ pub struct ScriptConfig {
     /// `restart_reset_after`).
     #[serde(flatten)]
     pub backoff: Backoff,
+    /// The service's health probe (`health:`); `None` without one (and for periodic
+    /// scripts, which take none).
+    pub health: Option<HealthConfig>,
 }
 
 impl ScriptConfig {

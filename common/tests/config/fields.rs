@@ -178,20 +178,38 @@ fn the_readme_impact_table_gives_every_field_its_impact() {
     }
 }
 
+/// A probe kind (`health.exec`, `health.http`, `health.tcp`): the other `health.*` fields
+/// exist only next to one.
+fn is_probe_kind(f: &Field) -> bool {
+    f.key() == "health" && matches!(f.subkey(), Some("exec" | "http" | "tcp"))
+}
+
+/// The `health:` lines a script needs for `f` to be there: a probe, unless `f` is one.
+fn probe_for(f: &Field, indent: &str) -> String {
+    if f.key() == "health" && !is_probe_kind(f) {
+        format!("{indent}  tcp: \"127.0.0.1:1\"\n")
+    } else {
+        String::new()
+    }
+}
+
 #[test]
 fn the_table_defaults_are_the_ones_validation_applies() {
     let cfg = validate(
         "scripts:\n  svc:\n    command: [\"/bin/true\"]\n  per:\n    command: [\"/bin/true\"]\n    \
-         interval: 1m\n",
+         interval: 1m\n  probed:\n    command: [\"/bin/true\"]\n    health: { tcp: \"db:1\" }\n",
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let (svc, per) = (
+    let (svc, per, probed) = (
         script_fields(&cfg.scripts["svc"]),
         script_fields(&cfg.scripts["per"]),
+        script_fields(&cfg.scripts["probed"]),
     );
     for f in FIELDS {
         let fields = match f.applies {
             Applies::Periodic => &per,
+            // The probe's settings have their defaults once there is a probe.
+            _ if f.key() == "health" && !is_probe_kind(f) => &probed,
             Applies::Both | Applies::Service => &svc,
         };
         let got = fields.get(f.name);
@@ -225,13 +243,20 @@ fn other_value(f: &Field) -> (&'static str, &'static str) {
         Kind::Enum => ("never", "never"),
         Kind::Signal => ("HUP", "HUP"),
         Kind::Size => ("7KiB", "7168"),
+        Kind::Url => ("http://127.0.0.1:7/", "http://127.0.0.1:7/"),
+        Kind::Address => ("\"127.0.0.1:7\"", "127.0.0.1:7"),
     }
 }
 
-/// `name: value` as YAML nested under `indent`, for `log.keep` a `log:` mapping.
+/// `name: value` as YAML nested under `indent`, for `log.keep` a `log:` mapping (and for
+/// the settings of a probe, a probe next to them).
 fn yaml_key(f: &Field, value: &str, indent: &str) -> String {
     match f.subkey().filter(|_| f.name != "env.*") {
-        Some(sub) => format!("{indent}{}:\n{indent}  {sub}: {value}\n", f.key()),
+        Some(sub) => format!(
+            "{indent}{}:\n{indent}  {sub}: {value}\n{}",
+            f.key(),
+            probe_for(f, indent)
+        ),
         None => format!("{indent}{}: {value}\n", f.key()),
     }
 }

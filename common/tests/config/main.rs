@@ -5,6 +5,7 @@
 mod access;
 mod diff;
 mod fields;
+mod health;
 mod hostile;
 mod include_scan;
 mod validation;

@@ -363,7 +363,7 @@ fn unknown_keys() {
             &["scriptd.yaml:4:5: scripts.a.frobnicate: unknown key \"frobnicate\"; expected one \
                of: command, interval, timeout, enabled, working_dir, env, max_log_lines, \
                restart, restart_delay, restart_delay_max, restart_reset_after, stop_signal, \
-               stop_grace, log"],
+               stop_grace, log, health"],
         ),
         (
             "daemon key typo",
@@ -1367,6 +1367,7 @@ fn arb_script() -> impl Strategy<Value = (String, ScriptConfig)> {
                     stop_grace: Duration::from_secs(10),
                     log: Default::default(),
                     backoff: Backoff::default(),
+                    health: None,
                 };
                 if let Some(ms) = interval {
                     yaml += &format!("    interval: {ms}ms\n");

@@ -48,11 +48,23 @@ impl Runner {
     /// Schedules the next start of a service that ended, if its policy wants one and it is
     /// neither stopped nor disabled ([`next_restart`]). The delay goes to the script's log.
     pub(super) fn schedule_restart(&mut self, run_id: u64, failed: bool, ran_for: Duration) {
+        self.schedule_restart_with(self.cfg.restart, run_id, failed, ran_for);
+    }
+
+    /// [`Self::schedule_restart`] with `policy` instead of the script's (`Always` for a
+    /// service stopped as unhealthy with `health.restart`).
+    pub(super) fn schedule_restart_with(
+        &mut self,
+        policy: RestartPolicy,
+        run_id: u64,
+        failed: bool,
+        ran_for: Duration,
+    ) {
         if !self.active() {
             return;
         }
         let Some(restart) = next_restart(
-            self.cfg.restart,
+            policy,
             self.cfg.backoff,
             failed,
             ran_for,

@@ -10,6 +10,7 @@ use crate::logs::{self, Stream};
 use crate::now_ms;
 use crate::process;
 use nix::sys::signal::Signal;
+use scriptd_common::config::RestartPolicy;
 use scriptd_common::diff::diff_script;
 use scriptd_common::proto::{self, ExitInfo, ScriptEventKind};
 use std::time::Duration;
@@ -58,10 +59,12 @@ impl Runner {
                     stopping: false,
                     timed_out: false,
                     one_off,
+                    unhealthy: false,
                 });
                 self.logs
                     .system(run_id, format!("run {run_id} started (pid {pid})"));
                 self.event(ScriptEventKind::Started, format!("pid {pid}"), None);
+                self.start_probe();
                 let tx = self.internal_tx.clone();
                 let sink = self.logs.clone();
                 tokio::spawn(async move {
@@ -219,6 +222,7 @@ impl Runner {
             return;
         };
         let ran_for = run.started.at.elapsed();
+        self.probing = None;
         let mut info = ExitInfo {
             timed_out: run.timed_out,
             ended_at_ms: now_ms(),
@@ -246,7 +250,7 @@ impl Runner {
             }
         }
         self.shared.groups.forget(&self.name).await;
-        let failed = run.timed_out || info.code != Some(0);
+        let failed = run.timed_out || run.unhealthy || info.code != Some(0);
         self.last_failed = failed;
         let how = match (info.code, info.signal) {
             (Some(c), _) => format!("exit code {c}"),
@@ -255,6 +259,8 @@ impl Runner {
         };
         let how = if run.timed_out {
             format!("{how}, timed out")
+        } else if run.unhealthy {
+            format!("{how}, stopped as unhealthy")
         } else {
             how
         };
@@ -311,7 +317,10 @@ impl Runner {
                 start_result = Some(r);
             }
             AfterExit::Natural => {
-                if !self.cfg.is_periodic() && !run.one_off {
+                if run.unhealthy {
+                    // `health.restart` asked for it, whatever `restart` says.
+                    self.schedule_restart_with(RestartPolicy::Always, run.id, true, ran_for);
+                } else if !self.cfg.is_periodic() && !run.one_off {
                     self.schedule_restart(run.id, failed, ran_for);
                 }
             }

@@ -13,10 +13,12 @@
 //! | `schedule.rs` | moments (`Stamp`) and the periodic schedule's math (pure) |
 //! | `control.rs` | `ctl start|stop|restart|run` |
 //! | `update.rs` | a reload's new config: applied now or scheduled for the run's end |
+//! | `health.rs` | the verdict of the run's health probe: healthy, unhealthy, restart |
 //! | `status.rs` | the status snapshot published for `ctl status` |
 
 mod backoff;
 mod control;
+mod health;
 mod lifecycle;
 mod schedule;
 mod status;
@@ -24,6 +26,7 @@ mod task;
 mod update;
 
 use crate::events::EventBus;
+use crate::health::ProbeResult;
 use crate::logs::LogSink;
 pub use crate::process::SpawnError;
 use crate::process::{GroupRecords, ShimExit, Shims};
@@ -174,6 +177,7 @@ pub fn start_reporting(
     };
     let (status_tx, status_rx) = watch::channel(status.clone());
     let (internal_tx, internal_rx) = mpsc::channel(4);
+    let (probe_tx, probe_rx) = mpsc::channel(4);
     let (recent_tx, recent_rx) = watch::channel(RecentRuns::default());
     let runner = Runner {
         name,
@@ -193,8 +197,10 @@ pub fn start_reporting(
         internal_tx,
         last_failed: false,
         recent: recent_tx,
+        probing: None,
+        probe_tx,
     };
-    tracker.spawn(runner.run(rx, internal_rx, initial));
+    tracker.spawn(runner.run(rx, internal_rx, probe_rx, initial));
     let handle = ScriptHandle {
         tx,
         status: status_rx,
@@ -240,6 +246,8 @@ struct Run {
     timed_out: bool,
     /// The run was started by `ctl run` and does not move the schedule.
     one_off: bool,
+    /// Stopped because its health probe said unhealthy (`health.restart`).
+    unhealthy: bool,
 }
 
 /// From the per-run waiter task.
@@ -272,4 +280,8 @@ struct Runner {
     last_failed: bool,
     /// The ends of the latest runs, for `WaitRun`.
     recent: watch::Sender<RecentRuns>,
+    /// The health probe of the current run.
+    probing: Option<health::Probing>,
+    /// Where probe tasks send their results.
+    probe_tx: mpsc::Sender<ProbeResult>,
 }

@@ -19,6 +19,7 @@ pub(super) fn kind(cfg: &ScriptConfig) -> &'static str {
 impl Runner {
     /// Publishes what the runner is doing now.
     pub(super) fn publish(&mut self) {
+        let unhealthy = self.unhealthy();
         let s = &mut self.status;
         s.kind = kind(&self.cfg).into();
         s.enabled = self.cfg.enabled;
@@ -33,7 +34,9 @@ impl Runner {
                 .collect(),
             None => Vec::new(),
         };
-        s.state = if self.run.is_some() {
+        s.state = if unhealthy {
+            ScriptState::Unhealthy
+        } else if self.run.is_some() {
             ScriptState::Running
         } else if self.next_run.is_some() {
             if self.cfg.is_periodic() {

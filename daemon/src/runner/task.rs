@@ -2,6 +2,7 @@
 //! until the script is removed or the daemon shuts down.
 
 use super::{AfterExit, ControlError, Exited, Runner, RunnerCmd, SpawnError, Waiter};
+use crate::health::ProbeResult;
 use scriptd_common::config::ScriptConfig;
 use scriptd_common::proto::{self, ExitInfo, ScriptEventKind};
 use tokio::sync::{mpsc, oneshot};
@@ -20,6 +21,7 @@ impl Runner {
         mut self,
         mut rx: mpsc::Receiver<RunnerCmd>,
         mut internal: mpsc::Receiver<Exited>,
+        mut probes: mpsc::Receiver<ProbeResult>,
         initial: oneshot::Sender<Result<(), SpawnError>>,
     ) {
         let first = if self.active() {
@@ -51,6 +53,7 @@ impl Runner {
                     }
                 },
                 Some(exited) = internal.recv() => self.on_exit(exited).await,
+                Some(result) = probes.recv() => self.on_probe(result),
                 _ = sleep_until(wake) => self.on_timer().await,
             }
         }
@@ -107,10 +110,11 @@ impl Runner {
         self.recent.send_modify(|r| r.push(info));
     }
 
-    /// The config in effect from now on (log settings included).
+    /// The config in effect from now on (log settings and the health probe included).
     pub(super) fn set_config(&mut self, cfg: ScriptConfig) {
         self.logs.set_config(cfg.max_log_lines, cfg.log);
-        self.cfg = cfg;
+        let old = std::mem::replace(&mut self.cfg, cfg);
+        self.probe_config_changed(&old.health);
     }
 
     async fn handle(&mut self, cmd: RunnerCmd) {

@@ -8,6 +8,7 @@ mod completion;
 mod connections;
 mod descriptors;
 mod full_state_dir;
+mod health;
 mod history;
 mod hostile;
 mod log_safety;

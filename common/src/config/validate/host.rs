@@ -94,12 +94,18 @@ impl Validator<'_> {
     /// Reports a program that cannot be run: argv[0] (searched in `PATH` when it has no
     /// `/`, else resolved against `working_dir`), or `/bin/sh` for a string command.
     pub(super) fn check_program(&mut self, script: &ScriptConfig, path: &str) {
-        let (program, at) = match &script.command {
+        self.check_command(&script.command, script, &format!("{path}.command"));
+    }
+
+    /// [`Self::check_program`] for `command`, run as `script` would run it (its
+    /// `working_dir` and `env.PATH`), reported at `at` (`scripts.NAME.health.exec`).
+    pub(super) fn check_command(&mut self, command: &CommandSpec, script: &ScriptConfig, at: &str) {
+        let (program, at) = match command {
             CommandSpec::Argv(argv) => match argv.first() {
-                Some(first) => (first.clone(), format!("{path}.command[0]")),
+                Some(first) => (first.clone(), format!("{at}[0]")),
                 None => return, // an empty list is a parse error, reported already
             },
-            CommandSpec::Shell(_) => ("/bin/sh".to_owned(), format!("{path}.command")),
+            CommandSpec::Shell(_) => ("/bin/sh".to_owned(), at.to_owned()),
         };
         let resolved = if program.contains('/') {
             script.working_dir.join(&program)

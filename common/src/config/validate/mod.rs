@@ -7,10 +7,12 @@
 //! - [`values`]: scalar values (durations, sizes, counts, paths);
 //! - [`script`]: a script section and `defaults:` into an effective [`ScriptConfig`](super::ScriptConfig);
 //! - [`daemon`]: the `daemon:` section and `include:`;
+//! - [`health`]: a `health:` section (the probe of a service);
 //! - [`host`]: the checks that look at the machine (directories, programs, users and
 //!   groups), reached only through the [`Host`] trait.
 
 mod daemon;
+mod health;
 mod host;
 mod script;
 mod values;

@@ -2,10 +2,11 @@
 //! effective [`ScriptConfig`] with `defaults` and the built-in defaults applied. Pure but
 //! for the two host checks at the end of [`Validator::finish_script`].
 
+use super::health::HealthPartial;
 use super::{kind, Validator};
 use crate::config::fields::{self, LOG_KEYS};
 use crate::config::{
-    builtin, Backoff, CommandSpec, LogConfig, RestartPolicy, ScriptConfig, StopSignal,
+    builtin, Backoff, CommandSpec, LogConfig, Probe, RestartPolicy, ScriptConfig, StopSignal,
 };
 use crate::units::format_duration;
 use serde_yaml::Value;
@@ -38,6 +39,7 @@ pub(super) struct Partial {
     log_max_bytes: Option<u64>,
     log_keep: Option<u32>,
     log_max_line_bytes: Option<u64>,
+    health: HealthPartial,
     /// The body was not a mapping (already reported).
     malformed: bool,
 }
@@ -123,6 +125,7 @@ impl Validator<'_> {
                         }
                     }
                 }
+                "health" => p.health = self.health(val, &at),
                 _ => {}
             }
             if self.errors.len() == errors_before {
@@ -276,6 +279,12 @@ impl Validator<'_> {
         let mut env = d.env.clone().unwrap_or_default();
         env.extend(p.env.unwrap_or_default());
         let dir_ok = self.check_dir(&working_dir, &path, explicit_dir);
+        // A periodic script takes no probe; one inherited from `defaults` is for services.
+        let health = if p.interval_given {
+            None
+        } else {
+            self.finish_health(&p.health, &d.health, &path)
+        };
         let script = ScriptConfig {
             command,
             interval: p.interval,
@@ -317,9 +326,13 @@ impl Validator<'_> {
                     .or(d.restart_reset_after)
                     .unwrap_or(builtin::RESTART_RESET_AFTER),
             },
+            health,
         };
         if dir_ok {
             self.check_program(&script, &path);
+            if let Some(Probe::Exec(exec)) = script.health.as_ref().map(|h| &h.probe) {
+                self.check_command(exec, &script, &format!("{path}.health.exec"));
+            }
         }
         Some(script)
     }
