@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod diff;
+pub mod schedule;
 pub mod signals;
 pub mod units;
 
