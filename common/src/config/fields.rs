@@ -35,6 +35,10 @@ pub enum Kind {
     Signal,
     /// A byte size (`4096`, `64KiB`).
     Size,
+    /// A cron expression (`30 3 * * *`, `@daily`).
+    Cron,
+    /// An IANA time zone name (`Europe/Berlin`).
+    TimeZone,
 }
 
 impl Kind {
@@ -50,6 +54,8 @@ impl Kind {
             Self::Enum => "enum",
             Self::Signal => "signal",
             Self::Size => "size",
+            Self::Cron => "cron expression",
+            Self::TimeZone => "time zone",
         }
     }
 }
@@ -61,8 +67,10 @@ pub enum Applies {
     Both,
     /// Only scripts without `interval`.
     Service,
-    /// Only scripts with `interval`.
+    /// Only periodic scripts (with `interval` or `schedule`).
     Periodic,
+    /// Only scripts with a `schedule`.
+    Calendar,
 }
 
 /// What a change of a field does (DESIGN.md "Change impact").
@@ -76,8 +84,9 @@ pub enum ChangeRule {
     Restart,
     /// `enabled`: started when it becomes true, stopped when it becomes false.
     StartStop,
-    /// `interval`: next-run while the script stays periodic; restart when it is added or
-    /// removed (the script changes kind).
+    /// `interval`, `schedule`: next-run while the script stays periodic (also when it
+    /// switches from one to the other); restart when it is added or removed and the script
+    /// changes kind.
     Schedule,
 }
 
@@ -149,7 +158,7 @@ const fn row(
     }
 }
 
-use Applies::{Both, Periodic, Service};
+use Applies::{Both, Calendar, Periodic, Service};
 use ChangeRule::{Live, NextRun, Restart, Schedule, StartStop};
 
 /// Every script field, in the order the unknown-key message lists them.
@@ -172,6 +181,11 @@ pub const FIELDS: &[Field] = &[
     row("log.max_bytes",       Kind::Size,     "10MiB",                true,  Both,     Live,      |t, f, _| t.log.max_bytes = f.log.max_bytes),
     row("log.keep",            Kind::Int,      "3",                    true,  Both,     Live,      |t, f, _| t.log.keep = f.log.keep),
     row("log.max_line_bytes",  Kind::Size,     "64KiB",                true,  Both,     Live,      |t, f, _| t.log.max_line_bytes = f.log.max_line_bytes),
+    // Calendar schedules (README "Calendar schedules").
+    row("schedule",            Kind::Cron,     "none",                 false, Both,     Schedule,  |t, f, _| t.calendar.schedule = f.calendar.schedule.clone()),
+    row("timezone",            Kind::TimeZone, "local",                true,  Calendar, NextRun,   |t, f, _| t.calendar.timezone = f.calendar.timezone.clone()),
+    row("jitter",              Kind::Duration, "none",                 true,  Periodic, NextRun,   |t, f, _| t.calendar.jitter = f.calendar.jitter),
+    row("catch_up",            Kind::Bool,     "false",                true,  Calendar, Live,      |t, f, _| t.calendar.catch_up = f.calendar.catch_up),
 ];
 
 fn copy_env_var(to: &mut ScriptConfig, from: &ScriptConfig, field: &str) {
@@ -222,9 +236,14 @@ pub static LOG_KEYS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
 
 /// The keys only services take, in table order.
 pub fn service_only() -> impl Iterator<Item = &'static str> {
+    applying_to(Applies::Service)
+}
+
+/// The keys of the fields that apply to `which` scripts only, in table order.
+pub fn applying_to(which: Applies) -> impl Iterator<Item = &'static str> {
     FIELDS
         .iter()
-        .filter(|f| f.applies == Applies::Service)
+        .filter(move |f| f.applies == which)
         .map(Field::key)
 }
 
@@ -235,6 +254,7 @@ impl Applies {
             Self::Both => "every script",
             Self::Service => "services only",
             Self::Periodic => "periodic scripts only",
+            Self::Calendar => "scripts with a schedule only",
         }
     }
 }
@@ -248,7 +268,8 @@ impl ChangeRule {
             Self::Restart => "restart (services now, periodic scripts at their next run)",
             Self::StartStop => "start when it becomes true, stop when it becomes false",
             Self::Schedule => {
-                "next-run (rescheduled from the last start); restart when added or removed"
+                "next-run (rescheduled from the last start, also when switching between \
+                 interval and schedule); restart when added or removed"
             }
         }
     }
@@ -310,10 +331,16 @@ mod tests {
                 "stop_signal",
                 "stop_grace",
                 "log",
+                "schedule",
+                "timezone",
+                "jitter",
+                "catch_up",
             ]
         );
         assert!(!DEFAULT_KEYS.contains(&"command"));
         assert!(!DEFAULT_KEYS.contains(&"interval"));
+        assert!(!DEFAULT_KEYS.contains(&"schedule"));
+        assert!(DEFAULT_KEYS.contains(&"timezone"));
         assert!(!DEFAULT_KEYS.contains(&"enabled"));
         assert_eq!(LOG_KEYS.as_slice(), ["max_bytes", "keep", "max_line_bytes"]);
         assert_eq!(

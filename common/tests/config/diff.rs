@@ -41,6 +41,7 @@ fn script() -> ScriptConfig {
         stop_grace: Duration::from_secs(5),
         log: LogConfig::default(),
         backoff: Backoff::default(),
+        calendar: Default::default(),
     }
 }
 
@@ -322,6 +323,7 @@ fn arb_script() -> impl Strategy<Value = ScriptConfig> {
                         delay: Duration::from_millis(500 * delay),
                         ..Backoff::default()
                     },
+                    calendar: Default::default(),
                 }
             },
         )

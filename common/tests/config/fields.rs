@@ -182,16 +182,18 @@ fn the_readme_impact_table_gives_every_field_its_impact() {
 fn the_table_defaults_are_the_ones_validation_applies() {
     let cfg = validate(
         "scripts:\n  svc:\n    command: [\"/bin/true\"]\n  per:\n    command: [\"/bin/true\"]\n    \
-         interval: 1m\n",
+         interval: 1m\n  cal:\n    command: [\"/bin/true\"]\n    schedule: \"@daily\"\n",
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let (svc, per) = (
+    let (svc, per, cal) = (
         script_fields(&cfg.scripts["svc"]),
         script_fields(&cfg.scripts["per"]),
+        script_fields(&cfg.scripts["cal"]),
     );
     for f in FIELDS {
         let fields = match f.applies {
             Applies::Periodic => &per,
+            Applies::Calendar => &cal,
             Applies::Both | Applies::Service => &svc,
         };
         let got = fields.get(f.name);
@@ -225,6 +227,8 @@ fn other_value(f: &Field) -> (&'static str, &'static str) {
         Kind::Enum => ("never", "never"),
         Kind::Signal => ("HUP", "HUP"),
         Kind::Size => ("7KiB", "7168"),
+        Kind::Cron => ("\"@hourly\"", "@hourly"),
+        Kind::TimeZone => ("Europe/Berlin", "Europe/Berlin"),
     }
 }
 
@@ -242,6 +246,7 @@ fn defaults_sets_exactly_the_inheritable_fields() {
         let (value, rendered) = other_value(f);
         let interval = match f.applies {
             Applies::Periodic => "    interval: 1m\n",
+            Applies::Calendar => "    schedule: \"@daily\"\n",
             Applies::Both | Applies::Service => "",
         };
         let yaml = format!(
@@ -275,8 +280,14 @@ fn defaults_sets_exactly_the_inheritable_fields() {
 fn each_field_is_taken_by_the_scripts_it_applies_to() {
     for f in FIELDS.iter().filter(|f| f.kind != Kind::Command) {
         let (value, _) = other_value(f);
-        for (periodic, interval) in [(false, ""), (true, "    interval: 1m\n")] {
-            let key = if f.name == "interval" {
+        for (periodic, interval) in [
+            (false, ""),
+            (true, "    interval: 1m\n"),
+            (true, "    schedule: \"@daily\"\n"),
+        ] {
+            // Each of `interval` and `schedule` makes a script periodic and excludes the
+            // other: written alone here.
+            let key = if f.name == "interval" || (f.name == "schedule" && periodic) {
                 String::new()
             } else {
                 yaml_key(f, value, "    ")
@@ -286,6 +297,7 @@ fn each_field_is_taken_by_the_scripts_it_applies_to() {
                 Applies::Both => true,
                 Applies::Service => !periodic,
                 Applies::Periodic => periodic,
+                Applies::Calendar => interval.contains("schedule"),
             };
             assert_eq!(
                 validate(&yaml).is_ok(),
