@@ -11,6 +11,7 @@ mod hostile;
 mod log_safety;
 mod logs;
 mod reload;
+mod schedule;
 mod script_limits;
 mod stall;
 mod state_dir;
