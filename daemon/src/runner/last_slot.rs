@@ -5,10 +5,13 @@
 //! written on blocking threads.
 
 use crate::nofollow::open_regular;
+use crate::throttle::{self, Failure, Streak};
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// Largest record read.
 const MAX_RECORD: u64 = 256;
@@ -42,6 +45,8 @@ impl LastSlot {
 #[derive(Debug, Clone)]
 pub struct SlotRecords {
     dir: PathBuf,
+    /// Failed writes (a full `state_dir`): logged once, then counted.
+    unwritable: Arc<Mutex<Streak>>,
 }
 
 impl SlotRecords {
@@ -60,7 +65,10 @@ impl SlotRecords {
                 dir.display()
             )));
         }
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            unwritable: Arc::new(Mutex::new(Streak::new(throttle::WINDOW))),
+        })
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -112,8 +120,9 @@ impl SlotRecords {
         }
     }
 
-    /// Replaces the record of `name`. A failure (a full disk) is logged: the record is only
-    /// for `catch_up`.
+    /// Replaces the record of `name`. A failure (a full disk) is logged once, then counted
+    /// once a minute (an every-second schedule fails at every run): the record is only for
+    /// `catch_up`.
     pub(crate) async fn write(&self, name: &str, record: LastSlot) {
         let (dir, path) = (self.dir.clone(), self.path(name));
         let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -125,16 +134,34 @@ impl SlotRecords {
             tmp.persist(&path).map_err(|e| e.error)?;
             Ok(())
         })
-        .await;
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let mut streak = match self.unwritable.lock() {
+            Ok(streak) => streak,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let dir = self.dir.display();
         match written {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(
-                script = %name,
-                "cannot record the last slot in {}: {e} (catch_up may run a slot again at the \
-                 next start)",
-                self.dir.display()
-            ),
-            Err(e) => tracing::warn!(script = %name, "cannot record the last slot: {e}"),
+            Ok(()) => {
+                if let Some(failed) = streak.succeeded() {
+                    tracing::info!(
+                        "calendar slots are recorded again in {dir} ({failed} more failed since \
+                         the last report)"
+                    );
+                }
+            }
+            Err(e) => match streak.failed(Instant::now()) {
+                None => {}
+                Some(Failure::First) => tracing::warn!(
+                    script = %name,
+                    "cannot record the last slot in {dir}: {e}; catch_up may run that slot \
+                     again at the next start (further failures are counted once a minute)"
+                ),
+                Some(Failure::Summary { failed }) => tracing::warn!(
+                    "still cannot record calendar slots in {dir}: {failed} failed since the \
+                     last report (last: {e})"
+                ),
+            },
         }
     }
 }
