@@ -116,7 +116,11 @@ impl Calendar {
 }
 
 fn zoned(zone: &Zone, ms: i64) -> Option<Zoned> {
-    Some(Timestamp::from_millisecond(ms).ok()?.to_zoned(zone.tz().clone()))
+    Some(
+        Timestamp::from_millisecond(ms)
+            .ok()?
+            .to_zoned(zone.tz().clone()),
+    )
 }
 
 /// The time zone of a schedule: one named in the config, or the daemon's local one.
@@ -287,7 +291,14 @@ mod tests {
         ] {
             assert_eq!(cal(ok).as_str(), ok);
         }
-        for bad in ["", "* * * *", "61 * * * *", "* * * * * * *", "@sometimes", "banana"] {
+        for bad in [
+            "",
+            "* * * *",
+            "61 * * * *",
+            "* * * * * * *",
+            "@sometimes",
+            "banana",
+        ] {
             assert!(
                 matches!(Calendar::parse(bad), Err(ScheduleError::Pattern { .. })),
                 "{bad:?} should not parse"
@@ -426,7 +437,12 @@ mod tests {
             [at(&ny, 2026, 3, 8, 3, 0, 0)]
         );
         // Every 15 minutes: the slots in the gap do not exist; the hour has none.
-        let quarter = walk("*/15 * * * *", &berlin, at(&berlin, 2026, 3, 29, 1, 40, 0), 1);
+        let quarter = walk(
+            "*/15 * * * *",
+            &berlin,
+            at(&berlin, 2026, 3, 29, 1, 40, 0),
+            1,
+        );
         assert_eq!(
             quarter,
             [
@@ -464,7 +480,12 @@ mod tests {
             [at(&ny, 2026, 11, 1, 1, 30, 0)]
         );
         // A wildcard hour fires in both passes, as in cron: 02:00 and 02:30, twice each.
-        let halves = walk("*/30 2 * * *", &berlin, at(&berlin, 2026, 10, 25, 1, 0, 0), 4);
+        let halves = walk(
+            "*/30 2 * * *",
+            &berlin,
+            at(&berlin, 2026, 10, 25, 1, 0, 0),
+            4,
+        );
         assert_eq!(
             halves,
             [
@@ -492,7 +513,13 @@ mod tests {
     fn jitter_delays_the_start_not_the_slot() {
         let utc = Zone::utc();
         let now = at(&utc, 2026, 1, 1, 10, 0, 0);
-        let p = next_start(&cal("@hourly"), &utc, now, None, Duration::from_millis(1234));
+        let p = next_start(
+            &cal("@hourly"),
+            &utc,
+            now,
+            None,
+            Duration::from_millis(1234),
+        );
         assert_eq!(
             p,
             Some(Planned {

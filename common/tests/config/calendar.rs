@@ -105,7 +105,10 @@ fn bad_calendar_keys_are_errors_at_their_place() {
         let lines: Vec<&str> = errors.lines().collect();
         assert_eq!(lines.len(), want.len(), "{what}: {errors}");
         for (line, want) in lines.iter().zip(want.iter()) {
-            assert!(line.starts_with(want), "{what}:\n  got  {line}\n  want {want}…");
+            assert!(
+                line.starts_with(want),
+                "{what}:\n  got  {line}\n  want {want}…"
+            );
         }
     }
 }
@@ -130,12 +133,18 @@ fn calendar_fields_with_their_defaults() {
     assert_eq!(get("nightly", "catch_up").as_deref(), Some("true"));
     assert_eq!(get("nightly", "timeout").as_deref(), Some("1h"));
 
-    assert_eq!(get("hourly", "timezone").as_deref(), Some("America/New_York"));
+    assert_eq!(
+        get("hourly", "timezone").as_deref(),
+        Some("America/New_York")
+    );
     assert_eq!(get("hourly", "jitter"), None, "jitter: 0s is no jitter");
     assert_eq!(get("hourly", "catch_up").as_deref(), Some("false"));
 
     // An interval script takes jitter from defaults, not the schedule-only keys.
-    assert_eq!(cfg.scripts["every"].calendar.jitter, Some(Duration::from_secs(600)));
+    assert_eq!(
+        cfg.scripts["every"].calendar.jitter,
+        Some(Duration::from_secs(600))
+    );
     for key in ["schedule", "timezone", "catch_up"] {
         assert_eq!(get("every", key), None, "{key}");
     }
@@ -149,7 +158,10 @@ fn calendar_fields_with_their_defaults() {
 fn no_timezone_is_the_local_one() {
     let cfg = validate(&script("    schedule: \"@daily\"\n")).unwrap_or_else(|e| panic!("{e}"));
     let s = &cfg.scripts["s"];
-    assert_eq!(s.calendar.timezone.as_ref().map(|z| z.name()), Some("local"));
+    assert_eq!(
+        s.calendar.timezone.as_ref().map(|z| z.name()),
+        Some("local")
+    );
     assert_eq!(s.calendar.catch_up, Some(false));
 }
 
@@ -163,7 +175,8 @@ fn impacts_of_calendar_changes() {
             .expect("script s")
     };
     // (from, to, every changed field with its impact)
-    let cases: &[(&str, &str, &[(&str, Impact)])] = &[
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, Impact)]);
+    let cases: &[Case] = &[
         (
             "    interval: 1m\n",
             "    schedule: \"@daily\"\n",

@@ -27,12 +27,12 @@ mod task;
 mod timer;
 mod update;
 
-pub use last_slot::SlotRecords;
 use crate::events::EventBus;
 use crate::logs::LogSink;
 pub use crate::process::SpawnError;
 use crate::process::{GroupRecords, ShimExit, Shims};
 use crate::runs::RecentRuns;
+pub use last_slot::SlotRecords;
 use schedule::{millis, Stamp};
 use scriptd_common::config::ScriptConfig;
 use scriptd_common::diff::Change;

@@ -208,8 +208,16 @@ mod tests {
             let now = on_minute.after(Duration::from_millis(now_ms));
             let (at, got_slot) =
                 calendar_start(&calendar("* * * * *", jitter), now, after, draw).expect("a slot");
-            assert_eq!(got_slot, on_minute.wall_ms + slot, "{jitter} {draw} {now_ms}");
-            assert_eq!(at.wall_ms, on_minute.wall_ms + start, "{jitter} {draw} {now_ms}");
+            assert_eq!(
+                got_slot,
+                on_minute.wall_ms + slot,
+                "{jitter} {draw} {now_ms}"
+            );
+            assert_eq!(
+                at.wall_ms,
+                on_minute.wall_ms + start,
+                "{jitter} {draw} {now_ms}"
+            );
             assert_eq!(at.at - now.at, Duration::from_millis(start as u64 - now_ms));
         }
         assert_eq!(
@@ -224,7 +232,12 @@ mod tests {
         let every = Duration::from_secs(10);
         let jitter = Some(Duration::from_secs(5));
         // (draw, next start in ms)
-        for (draw, want) in [(0, 10_000), (4_999, 14_999), (5_000, 15_000), (5_001, 10_000)] {
+        for (draw, want) in [
+            (0, 10_000),
+            (4_999, 14_999),
+            (5_000, 15_000),
+            (5_001, 10_000),
+        ] {
             let got = interval_start(every, jitter, at(0), draw);
             assert_eq!(got, at(0).after(Duration::from_millis(want)), "draw {draw}");
         }

@@ -150,7 +150,8 @@ impl Runner {
                     .map(|r| r.started)
                     .or(self.last_start)
                     .unwrap_or(now);
-                let first = interval_start(interval, self.cfg.calendar.jitter, base, fastrand::u64(..));
+                let first =
+                    interval_start(interval, self.cfg.calendar.jitter, base, fastrand::u64(..));
                 self.next_slot = None;
                 self.next_run = Some(rescheduled(first, now));
             }

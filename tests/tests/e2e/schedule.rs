@@ -13,7 +13,9 @@ use std::time::{Duration, UNIX_EPOCH};
 /// Unix ms of an RFC 3339 time as `ctl status --output json` prints it.
 fn ms(rfc3339: &str) -> i64 {
     let t = humantime::parse_rfc3339(rfc3339).unwrap_or_else(|e| panic!("{rfc3339}: {e}"));
-    t.duration_since(UNIX_EPOCH).expect("after 1970").as_millis() as i64
+    t.duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as i64
 }
 
 /// The start times (ms) the script wrote, one per line.
@@ -77,7 +79,11 @@ fn a_seconds_schedule_fires_on_its_slots_and_shows_the_next_one() {
     assert!(s.state == "waiting" || s.state == "running", "{s:?}");
     // No run before the first planned slot.
     let starts = starts(&env);
-    assert!(starts[0] >= planned, "ran at {} before its slot {planned}", starts[0]);
+    assert!(
+        starts[0] >= planned,
+        "ran at {} before its slot {planned}",
+        starts[0]
+    );
 
     // The latest slot run is recorded for catch_up: a whole second, not in the future.
     let record = wait_for("the slot record", DEADLINE, || {
@@ -95,31 +101,31 @@ fn a_seconds_schedule_fires_on_its_slots_and_shows_the_next_one() {
 
 #[test]
 fn jitter_delays_each_interval_start_within_the_jitter() {
-    let env = Env::with_scripts(&[(
-        "jit",
-        RECORD_STARTS,
-        "    interval: 1s\n    jitter: 1s\n",
-    )]);
+    let env = Env::with_scripts(&[("jit", RECORD_STARTS, "    interval: 1s\n    jitter: 1s\n")]);
     let d = env.start();
     assert_eq!(d.script("jit").jitter_ms, Some(1000));
     // Each start plans the next one interval + [0, jitter] after it (both from one moment).
     let mut delays = BTreeSet::new();
     let mut seen = BTreeSet::new();
-    wait_for("3 starts with their next start planned", DEADLINE * 2, || {
-        let s = d.script("jit");
-        if let (Some(next), Some(last)) = (s.next_run.as_deref(), s.last_start.as_deref()) {
-            let (next, last) = (ms(next), ms(last));
-            let delay = next - last;
-            assert!(
-                (1000..=2000).contains(&delay),
-                "next start {delay} ms after the last, outside [interval, interval + jitter]"
-            );
-            if seen.insert(last) {
-                delays.insert(delay);
+    wait_for(
+        "3 starts with their next start planned",
+        DEADLINE * 2,
+        || {
+            let s = d.script("jit");
+            if let (Some(next), Some(last)) = (s.next_run.as_deref(), s.last_start.as_deref()) {
+                let (next, last) = (ms(next), ms(last));
+                let delay = next - last;
+                assert!(
+                    (1000..=2000).contains(&delay),
+                    "next start {delay} ms after the last, outside [interval, interval + jitter]"
+                );
+                if seen.insert(last) {
+                    delays.insert(delay);
+                }
             }
-        }
-        (seen.len() >= 3).then_some(())
-    });
+            (seen.len() >= 3).then_some(())
+        },
+    );
     // Three draws of 1001 values that are all 0: one chance in 10^9.
     assert!(
         delays.iter().any(|&d| d > 1000),
@@ -128,7 +134,10 @@ fn jitter_delays_each_interval_start_within_the_jitter() {
     // The runs themselves started at least an interval apart (the daemon's start times).
     let seen: Vec<i64> = seen.into_iter().collect();
     for w in seen.windows(2) {
-        assert!(w[1] - w[0] >= 1000 - 5, "starts {seen:?} closer than the interval");
+        assert!(
+            w[1] - w[0] >= 1000 - 5,
+            "starts {seen:?} closer than the interval"
+        );
     }
 }
 
@@ -229,8 +238,16 @@ fn switching_interval_to_schedule_is_next_run() {
             .find(|c| c.field == field)
             .map(|c| c.impact.clone())
     };
-    assert_eq!(impact("interval").as_deref(), Some("next-run"), "{reload:?}");
-    assert_eq!(impact("schedule").as_deref(), Some("next-run"), "{reload:?}");
+    assert_eq!(
+        impact("interval").as_deref(),
+        Some("next-run"),
+        "{reload:?}"
+    );
+    assert_eq!(
+        impact("schedule").as_deref(),
+        Some("next-run"),
+        "{reload:?}"
+    );
     // Rescheduled at once: an hour away before, the next second now.
     let s = d.wait_script("sw", "runs on the schedule", |s| s.run_count >= 3);
     assert_eq!(s.kind, "periodic");

@@ -337,7 +337,9 @@ impl Validator<'_> {
     /// A `timezone` value: a zone of the time zone database.
     fn zone(&mut self, value: &Value, path: &str) -> Option<Zone> {
         let name = self.string(value, path)?;
-        Zone::named(&name).map_err(|e| self.err(path, e.to_string())).ok()
+        Zone::named(&name)
+            .map_err(|e| self.err(path, e.to_string()))
+            .ok()
     }
 
     /// Keys written on a script they do not apply to (the field table's `applies`), and
