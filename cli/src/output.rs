@@ -23,7 +23,8 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// "5s ago" / "in 4m 10s", to the second.
+/// "5s ago" / "in 4m 10s" / "in 29days 15h": to the second, in the two largest units (the
+/// next run of a monthly schedule stays short).
 pub fn relative(ms: i64) -> String {
     if ms <= 0 {
         return "-".into();
@@ -33,13 +34,23 @@ pub fn relative(ms: i64) -> String {
     let text = if secs.is_zero() {
         "now".to_owned()
     } else {
-        humantime::format_duration(secs).to_string()
+        two_units(secs)
     };
     match (delta >= 0, secs.is_zero()) {
         (_, true) => text,
         (true, false) => format!("in {text}"),
         (false, false) => format!("{text} ago"),
     }
+}
+
+/// `d` in humantime's words, its two largest units only (`3m 14s`, `29days 15h`).
+fn two_units(d: Duration) -> String {
+    humantime::format_duration(d)
+        .to_string()
+        .split(' ')
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Whether to colour: a terminal, and no `NO_COLOR`.
@@ -804,6 +815,20 @@ mod tests {
         let text = serde_json::to_string(&j).expect("json");
         let back: ExitJson = serde_json::from_str(&text).expect("strict parse");
         assert_eq!(back.run_id, Some(4));
+    }
+
+    #[test]
+    fn durations_keep_their_two_largest_units() {
+        for (secs, want) in [
+            (5, "5s"),
+            (194, "3m 14s"),
+            (3600, "1h"),
+            (3 * 3600 + 61, "3h 1m"),
+            (29 * 86_400 + 15 * 3600 + 4 * 60 + 44, "29days 15h"),
+        ] {
+            assert_eq!(two_units(Duration::from_secs(secs)), want, "{secs}");
+        }
+        assert_eq!(relative(now_ms() + 194_500), "in 3m 14s");
     }
 
     #[test]
