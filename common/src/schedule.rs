@@ -588,5 +588,26 @@ mod tests {
             // Nothing between now and the next slot is a slot.
             proptest::prop_assert_eq!(c.latest_at_or_before(&z, a - 1).map(|p| p <= t), Some(true));
         }
+
+        #[test]
+        fn a_missed_slot_is_the_latest_one_since_the_last(
+            last in 1_700_000_000_000i64..1_800_000_000_000,
+            gap in 0i64..200 * HOUR,
+            which in 0usize..3,
+        ) {
+            let text = ["*/7 * * * *", "30 2 * * *", "0 0 * * SUN"][which];
+            let z = zone("Europe/Berlin");
+            let c = cal(text);
+            let now = last + gap;
+            match missed_slot(&c, &z, Some(last), now) {
+                Some(slot) => {
+                    proptest::prop_assert!(slot > last && slot <= now);
+                    // No later slot has passed.
+                    proptest::prop_assert!(c.next_after(&z, slot).is_some_and(|n| n > now));
+                }
+                // None missed: the next slot after the last is still ahead.
+                None => proptest::prop_assert!(c.next_after(&z, last).is_some_and(|n| n > now)),
+            }
+        }
     }
 }

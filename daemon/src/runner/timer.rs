@@ -64,8 +64,20 @@ impl Runner {
     /// next slot is planned.
     pub(super) async fn begin_calendar(&mut self) {
         let record = self.shared.slots.read(&self.name).await;
-        self.last_slot = record.map(|r| r.slot_ms);
         let now = Stamp::now();
+        // A slot recorded in the future was run while the clock was ahead: going by it
+        // would hold the script back until the clock gets there again.
+        self.last_slot = record.map(|r| r.slot_ms).filter(|&slot| {
+            let past = slot <= now.wall_ms;
+            if !past {
+                tracing::warn!(
+                    script = %self.name,
+                    "its last slot run is recorded in the future ({slot} ms); was the clock \
+                     set back? planning from now"
+                );
+            }
+            past
+        });
         let missed = match (&self.cfg.calendar.schedule, &self.cfg.calendar.timezone) {
             (Some(pattern), Some(zone)) if self.cfg.calendar.catch_up == Some(true) => {
                 missed_slot(pattern, zone, self.last_slot, now.wall_ms)
