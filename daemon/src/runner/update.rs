@@ -138,7 +138,8 @@ impl Runner {
                 c.calendar.jitter,
             )
         };
-        if timing(old) == timing(&self.cfg) || self.next_run.is_none() || !old.is_periodic() {
+        let stays_periodic = old.is_periodic() && self.cfg.is_periodic();
+        if timing(old) == timing(&self.cfg) || self.next_run.is_none() || !stays_periodic {
             return;
         }
         let now = Stamp::now();
