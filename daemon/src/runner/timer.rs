@@ -91,26 +91,30 @@ impl Runner {
         let when = humantime::format_rfc3339_seconds(
             std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(slot).unwrap_or(0)),
         );
-        self.event(
-            ScriptEventKind::CaughtUp,
-            format!("slot {when} passed while the daemon was down"),
-            None,
-        );
-        self.run_slot(slot).await;
+        let why = format!("slot {when} passed while the daemon was down (catch_up)");
+        if self.run_slot(slot).await {
+            let run_id = self.status.run_id;
+            self.logs
+                .system(run_id, format!("run {run_id} makes up for {why}"));
+            self.event(ScriptEventKind::CaughtUp, why, None);
+        }
     }
 
-    /// Starts the run of `slot` (due, or caught up) and records it for `catch_up`.
-    pub(super) async fn run_slot(&mut self, slot: i64) {
+    /// Starts the run of `slot` (due, or caught up) and records it for `catch_up`; true
+    /// when it started.
+    pub(super) async fn run_slot(&mut self, slot: i64) -> bool {
         self.last_slot = Some(slot);
         self.next_slot = None;
         self.next_run = None;
-        if self.start_run(false).await.is_ok() {
-            let record = LastSlot {
-                slot_ms: slot,
-                started_ms: self.status.last_start_ms,
-            };
-            self.shared.slots.write(&self.name, record).await;
+        if self.start_run(false).await.is_err() {
+            return false;
         }
+        let record = LastSlot {
+            slot_ms: slot,
+            started_ms: self.status.last_start_ms,
+        };
+        self.shared.slots.write(&self.name, record).await;
+        true
     }
 
     /// A calendar slot came while the previous run was still going: skipped, and the next one

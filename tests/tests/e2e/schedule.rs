@@ -178,6 +178,12 @@ fn catch_up_runs_a_missed_slot_once_at_start() {
     });
     let s = d.script("nightly");
     assert_eq!(s.catch_up, Some(true));
+    // Its log says why it ran.
+    let log = d.ctl_ok(&["logs", "nightly"]);
+    assert!(
+        log.contains("run 1 makes up for slot ") && log.contains("catch_up"),
+        "{log}"
+    );
     // Its next run is the next New Year.
     let next = ms(s.next_run.as_deref().expect("next run"));
     assert!(next > now_ms() && next % 86_400_000 == 0, "next run {next}");
