@@ -141,6 +141,17 @@ fn jitter_delays_each_interval_start_within_the_jitter() {
     }
 }
 
+#[test]
+fn a_slot_that_comes_while_the_run_goes_on_is_skipped() {
+    let env = Env::with_scripts(&[("slow", "sleep 1.5", "    schedule: \"* * * * * *\"\n")]);
+    let d = env.start();
+    let s = d.wait_script("slow", "two runs and skipped slots", |s| {
+        s.run_count >= 2 && s.skipped_ticks >= 2
+    });
+    // Never two at once: the slots during a run are skipped, not queued.
+    assert!(s.skipped_ticks >= s.run_count - 1, "{s:?}");
+}
+
 /// New Year 2020, UTC: a slot long past.
 const OLD_SLOT: i64 = 1_577_836_800_000;
 
