@@ -47,11 +47,11 @@ fn a_seconds_schedule_fires_on_its_slots_and_shows_the_next_one() {
     let planned = ms(first.next_run.as_deref().expect("a next run"));
     assert_eq!(planned % 1000, 0, "next run {planned} is not on a second");
 
-    // Each slot is started no earlier than planned (the daemon's own start times), once,
-    // and the next one planned is a later whole second.
+    // Each slot is started no earlier than planned (the daemon's own start times), and the
+    // next one planned is a later whole second.
     let mut prev: Option<(u64, i64)> = None; // (run count, next run)
     let mut checked = 0;
-    let s = wait_for("3 runs each seen from the one before", DEADLINE * 2, || {
+    let s = wait_for("3 new runs seen after a planned slot", DEADLINE * 2, || {
         let s = d.script("tick");
         let next = s.next_run.as_deref().map(ms);
         let last = s.last_start.as_deref().map(ms);
@@ -59,10 +59,12 @@ fn a_seconds_schedule_fires_on_its_slots_and_shows_the_next_one() {
             assert_eq!(next % 1000, 0, "next run {next} is not on a second");
         }
         if let (Some((count, planned)), Some(last)) = (prev, last) {
-            if s.run_count == count + 1 {
+            // Runs since that snapshot are for its planned slot or later ones (a slow poll
+            // may see several at once).
+            if s.run_count > count {
                 assert!(
                     last >= planned - 5,
-                    "run {} started at {last}, before its slot {planned}",
+                    "run {} started at {last}, before the slot {planned} planned before it",
                     s.run_count
                 );
                 if let Some(next) = next {
