@@ -1,7 +1,8 @@
 //! Diff of two configs, field by field, with the impact of each change (DESIGN.md
 //! "Change impact"). Pure functions: the daemon applies what they decide.
 
-use crate::config::{fields, Config, ScriptConfig};
+use crate::config::fields::{self, ChangeRule};
+use crate::config::{Config, ScriptConfig};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -139,8 +140,12 @@ pub fn apply_except_restart(
 }
 
 /// Field-level changes of one script. Empty when the configs are equal.
+///
+/// `interval` and `schedule` (rule [`ChangeRule::Schedule`]) restart a script only when it
+/// changes kind: one replacing the other keeps it periodic, and both rows are next-run.
 pub fn diff_script(name: &str, old: &ScriptConfig, new: &ScriptConfig) -> Vec<Change> {
     let (a, b) = (script_fields(old), script_fields(new));
+    let stays_periodic = old.is_periodic() && new.is_periodic();
     let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
     keys.sort();
     keys.dedup();
@@ -148,10 +153,16 @@ pub fn diff_script(name: &str, old: &ScriptConfig, new: &ScriptConfig) -> Vec<Ch
         .filter(|k| a.get(*k) != b.get(*k))
         .map(|k| {
             let (o, n) = (a.get(k).cloned(), b.get(k).cloned());
+            let reschedules =
+                stays_periodic && fields::field(k).is_some_and(|f| f.rule == ChangeRule::Schedule);
             Change {
                 script: name.to_owned(),
                 field: k.clone(),
-                impact: field_impact(k, o.as_deref(), n.as_deref()),
+                impact: if reschedules {
+                    Impact::NextRun
+                } else {
+                    field_impact(k, o.as_deref(), n.as_deref())
+                },
                 old: o,
                 new: n,
                 outcome: Outcome::Applied,

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod diff;
 pub mod plan_id;
+pub mod schedule;
 pub mod signals;
 pub mod units;
 

@@ -198,6 +198,18 @@ async fn serve(
     // what the group records name is left over from one that was killed with its shims.
     let groups = process::GroupRecords::open(&daemon.state_dir)?;
     groups.sweep().await;
+    let slots = {
+        let dir = daemon.state_dir.clone();
+        tokio::task::spawn_blocking(move || runner::SlotRecords::open(&dir))
+            .await
+            .context("cannot open the calendar schedules' records")?
+            .with_context(|| {
+                format!(
+                    "cannot use {}/schedule for the calendar schedules' records",
+                    daemon.state_dir.display()
+                )
+            })?
+    };
     let cancel = CancellationToken::new();
     // Cancelled once every script has stopped: the gRPC server stops, open streams end.
     let server_stop = CancellationToken::new();
@@ -211,6 +223,7 @@ async fn serve(
         log_dir: daemon.log_dir.clone(),
         groups,
         cancel: cancel.clone(),
+        slots,
     });
     // Reads shim reports and reaps shims until every runner has seen its script's end.
     tokio::spawn({

@@ -81,6 +81,14 @@ pub struct ScriptJson {
     pub pending_changes: Vec<String>,
     /// The health probe of a service with `health:`; null without one.
     pub health: Option<HealthJson>,
+    /// Cron expression of a script with a `schedule`.
+    pub schedule: Option<String>,
+    /// Time zone of the schedule (`local`: the daemon's).
+    pub timezone: Option<String>,
+    /// `jitter` of a periodic script, ms.
+    pub jitter_ms: Option<u64>,
+    /// `catch_up` of a script with a schedule.
+    pub catch_up: Option<bool>,
 }
 
 /// How a run ended.
@@ -132,6 +140,10 @@ impl From<&ScriptStatus> for ScriptJson {
             restarts: s.restarts,
             pending_changes: s.pending_changes.clone(),
             health: s.health.as_ref().map(HealthJson::from),
+            schedule: (!s.schedule.is_empty()).then(|| s.schedule.clone()),
+            timezone: (!s.timezone.is_empty()).then(|| s.timezone.clone()),
+            jitter_ms: (s.jitter_ms > 0).then_some(s.jitter_ms),
+            catch_up: (!s.schedule.is_empty()).then_some(s.catch_up),
         }
     }
 }
@@ -348,7 +360,7 @@ pub struct EventJson {
     /// Script name.
     pub script: Option<String>,
     /// started, exited, timed-out, restarted, scheduled-change-applied, tick-skipped, stopped,
-    /// unhealthy, healthy.
+    /// unhealthy, healthy, caught-up.
     pub event: Option<String>,
     /// Run id.
     pub run_id: Option<u64>,
@@ -468,5 +480,36 @@ mod tests {
         let text = serde_json::to_string(&j).expect("json");
         let back: ExitJson = serde_json::from_str(&text).expect("strict parse");
         assert_eq!(back.run_id, Some(4));
+    }
+
+    #[test]
+    fn a_calendar_script_round_trips_strictly() {
+        let status = ScriptStatus {
+            name: "nightly".into(),
+            kind: "periodic".into(),
+            next_run_ms: 1_700_000_000_000,
+            schedule: "30 3 * * *".into(),
+            timezone: "Europe/Berlin".into(),
+            jitter_ms: 600_000,
+            catch_up: true,
+            ..Default::default()
+        };
+        let text = serde_json::to_string(&ScriptJson::from(&status)).expect("json");
+        let back: ScriptJson = serde_json::from_str(&text).expect("strict parse");
+        assert_eq!(back.schedule.as_deref(), Some("30 3 * * *"));
+        assert_eq!(back.timezone.as_deref(), Some("Europe/Berlin"));
+        assert_eq!((back.jitter_ms, back.catch_up), (Some(600_000), Some(true)));
+        assert_eq!(back.next_run.as_deref(), Some("2023-11-14T22:13:20.000Z"));
+
+        // An interval script: no calendar keys, no jitter.
+        let every = ScriptStatus {
+            interval_ms: 60_000,
+            ..Default::default()
+        };
+        let back = ScriptJson::from(&every);
+        assert_eq!(
+            (back.schedule, back.timezone, back.jitter_ms, back.catch_up),
+            (None, None, None, None)
+        );
     }
 }

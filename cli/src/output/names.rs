@@ -106,6 +106,7 @@ pub fn script_event_name(k: i32) -> &'static str {
         ScriptEventKind::Stopped => "stopped",
         ScriptEventKind::Unhealthy => "unhealthy",
         ScriptEventKind::Healthy => "healthy",
+        ScriptEventKind::CaughtUp => "caught-up",
         ScriptEventKind::Unspecified => "unknown",
     }
 }

@@ -39,6 +39,10 @@ pub enum Kind {
     Url,
     /// A TCP address, `host:port`.
     Address,
+    /// A cron expression (`30 3 * * *`, `@daily`).
+    Cron,
+    /// An IANA time zone name (`Europe/Berlin`).
+    TimeZone,
 }
 
 impl Kind {
@@ -56,6 +60,8 @@ impl Kind {
             Self::Size => "size",
             Self::Url => "URL",
             Self::Address => "host:port",
+            Self::Cron => "cron expression",
+            Self::TimeZone => "time zone",
         }
     }
 }
@@ -67,8 +73,10 @@ pub enum Applies {
     Both,
     /// Only scripts without `interval`.
     Service,
-    /// Only scripts with `interval`.
+    /// Only periodic scripts (with `interval` or `schedule`).
     Periodic,
+    /// Only scripts with a `schedule`.
+    Calendar,
 }
 
 /// What a change of a field does (DESIGN.md "Change impact").
@@ -82,8 +90,9 @@ pub enum ChangeRule {
     Restart,
     /// `enabled`: started when it becomes true, stopped when it becomes false.
     StartStop,
-    /// `interval`: next-run while the script stays periodic; restart when it is added or
-    /// removed (the script changes kind).
+    /// `interval`, `schedule`: next-run while the script stays periodic (also when it
+    /// switches from one to the other); restart when it is added or removed and the script
+    /// changes kind.
     Schedule,
 }
 
@@ -155,7 +164,7 @@ const fn row(
     }
 }
 
-use Applies::{Both, Periodic, Service};
+use Applies::{Both, Calendar, Periodic, Service};
 use ChangeRule::{Live, NextRun, Restart, Schedule, StartStop};
 
 /// Every script field, in the order the unknown-key message lists them.
@@ -188,6 +197,11 @@ pub const FIELDS: &[Field] = &[
     row("health.failures",     Kind::Int,      "3",                    true,  Service,  Live,      copy_health),
     row("health.start_period", Kind::Duration, "0s",                   true,  Service,  Live,      copy_health),
     row("health.restart",      Kind::Bool,     "true",                 true,  Service,  Live,      copy_health),
+    // Calendar schedules (README "Calendar schedules").
+    row("schedule",            Kind::Cron,     "none",                 false, Both,     Schedule,  |t, f, _| t.calendar.schedule = f.calendar.schedule.clone()),
+    row("timezone",            Kind::TimeZone, "local",                true,  Calendar, NextRun,   |t, f, _| t.calendar.timezone = f.calendar.timezone.clone()),
+    row("jitter",              Kind::Duration, "none",                 true,  Periodic, NextRun,   |t, f, _| t.calendar.jitter = f.calendar.jitter),
+    row("catch_up",            Kind::Bool,     "false",                true,  Calendar, Live,      |t, f, _| t.calendar.catch_up = f.calendar.catch_up),
 ];
 
 fn copy_health(to: &mut ScriptConfig, from: &ScriptConfig, _: &str) {
@@ -251,7 +265,12 @@ pub static HEALTH_KEYS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
 
 /// The keys only services take, in table order (each once).
 pub fn service_only() -> impl Iterator<Item = &'static str> {
-    keys(FIELDS.iter().filter(|f| f.applies == Applies::Service)).into_iter()
+    applying_to(Applies::Service)
+}
+
+/// The keys of the fields that apply to `which` scripts only, in table order (each once).
+pub fn applying_to(which: Applies) -> impl Iterator<Item = &'static str> {
+    keys(FIELDS.iter().filter(move |f| f.applies == which)).into_iter()
 }
 
 impl Applies {
@@ -261,6 +280,7 @@ impl Applies {
             Self::Both => "every script",
             Self::Service => "services only",
             Self::Periodic => "periodic scripts only",
+            Self::Calendar => "scripts with a schedule only",
         }
     }
 }
@@ -274,7 +294,8 @@ impl ChangeRule {
             Self::Restart => "restart (services now, periodic scripts at their next run)",
             Self::StartStop => "start when it becomes true, stop when it becomes false",
             Self::Schedule => {
-                "next-run (rescheduled from the last start); restart when added or removed"
+                "next-run (rescheduled from the last start, also when switching between \
+                 interval and schedule); restart when added or removed"
             }
         }
     }
@@ -337,10 +358,16 @@ mod tests {
                 "stop_grace",
                 "log",
                 "health",
+                "schedule",
+                "timezone",
+                "jitter",
+                "catch_up",
             ]
         );
         assert!(!DEFAULT_KEYS.contains(&"command"));
         assert!(!DEFAULT_KEYS.contains(&"interval"));
+        assert!(!DEFAULT_KEYS.contains(&"schedule"));
+        assert!(DEFAULT_KEYS.contains(&"timezone"));
         assert!(!DEFAULT_KEYS.contains(&"enabled"));
         assert_eq!(LOG_KEYS.as_slice(), ["max_bytes", "keep", "max_line_bytes"]);
         assert_eq!(

@@ -31,6 +31,7 @@ pub use parse::YamlError;
 pub use read::{decode, read_text, ReadError};
 pub use validate::{validate, validate_with, Host, Stat, SystemHost, DUPLICATES_LISTED};
 
+use crate::schedule::{Calendar, Zone};
 use nix::sys::signal::Signal;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -102,12 +103,34 @@ pub struct ScriptConfig {
     /// The service's health probe (`health:`); `None` without one (and for periodic
     /// scripts, which take none).
     pub health: Option<HealthConfig>,
+    /// A calendar `schedule` instead of an `interval`, its `timezone`, the `jitter` of
+    /// every periodic start and `catch_up`.
+    #[serde(flatten)]
+    pub calendar: CalendarConfig,
+}
+
+/// When a periodic script starts besides its `interval`: a cron `schedule` in a `timezone`,
+/// `jitter` and `catch_up` (see [`crate::schedule`]). Each is `None` on scripts it does not
+/// apply to, so it is no field of theirs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CalendarConfig {
+    /// `schedule`: periodic on this cron expression (exclusive with `interval`).
+    pub schedule: Option<Calendar>,
+    /// `timezone` of the schedule (set on scripts with a schedule only; default the
+    /// daemon's local zone).
+    pub timezone: Option<Zone>,
+    /// `jitter`: a random delay in `[0, jitter]` added to every start of a periodic script.
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub jitter: Option<Duration>,
+    /// `catch_up` (scripts with a schedule only): a slot missed while the daemon was down
+    /// runs once at start.
+    pub catch_up: Option<bool>,
 }
 
 impl ScriptConfig {
-    /// True for scripts with an `interval`.
+    /// True for scripts with an `interval` or a `schedule`.
     pub fn is_periodic(&self) -> bool {
-        self.interval.is_some()
+        self.interval.is_some() || self.calendar.schedule.is_some()
     }
 
     /// The argv to execute: the list as given, or `/bin/sh -c STRING`.

@@ -42,6 +42,7 @@ fn script() -> ScriptConfig {
         log: LogConfig::default(),
         backoff: Backoff::default(),
         health: None,
+        calendar: Default::default(),
     }
 }
 
@@ -324,6 +325,7 @@ fn arb_script() -> impl Strategy<Value = ScriptConfig> {
                         ..Backoff::default()
                     },
                     health: None,
+                    calendar: Default::default(),
                 }
             },
         )

@@ -197,19 +197,22 @@ fn probe_for(f: &Field, indent: &str) -> String {
 fn the_table_defaults_are_the_ones_validation_applies() {
     let cfg = validate(
         "scripts:\n  svc:\n    command: [\"/bin/true\"]\n  per:\n    command: [\"/bin/true\"]\n    \
-         interval: 1m\n  probed:\n    command: [\"/bin/true\"]\n    health: { tcp: \"db:1\" }\n",
+         interval: 1m\n  probed:\n    command: [\"/bin/true\"]\n    health: { tcp: \"db:1\" }\n  \
+         cal:\n    command: [\"/bin/true\"]\n    schedule: \"@daily\"\n",
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let (svc, per, probed) = (
+    let (svc, per, probed, cal) = (
         script_fields(&cfg.scripts["svc"]),
         script_fields(&cfg.scripts["per"]),
         script_fields(&cfg.scripts["probed"]),
+        script_fields(&cfg.scripts["cal"]),
     );
     for f in FIELDS {
         let fields = match f.applies {
             Applies::Periodic => &per,
             // The probe's settings have their defaults once there is a probe.
             _ if f.key() == "health" && !is_probe_kind(f) => &probed,
+            Applies::Calendar => &cal,
             Applies::Both | Applies::Service => &svc,
         };
         let got = fields.get(f.name);
@@ -245,6 +248,8 @@ fn other_value(f: &Field) -> (&'static str, &'static str) {
         Kind::Size => ("7KiB", "7168"),
         Kind::Url => ("http://127.0.0.1:7/", "http://127.0.0.1:7/"),
         Kind::Address => ("\"127.0.0.1:7\"", "127.0.0.1:7"),
+        Kind::Cron => ("\"@hourly\"", "@hourly"),
+        Kind::TimeZone => ("Europe/Berlin", "Europe/Berlin"),
     }
 }
 
@@ -267,6 +272,7 @@ fn defaults_sets_exactly_the_inheritable_fields() {
         let (value, rendered) = other_value(f);
         let interval = match f.applies {
             Applies::Periodic => "    interval: 1m\n",
+            Applies::Calendar => "    schedule: \"@daily\"\n",
             Applies::Both | Applies::Service => "",
         };
         let yaml = format!(
@@ -300,8 +306,14 @@ fn defaults_sets_exactly_the_inheritable_fields() {
 fn each_field_is_taken_by_the_scripts_it_applies_to() {
     for f in FIELDS.iter().filter(|f| f.kind != Kind::Command) {
         let (value, _) = other_value(f);
-        for (periodic, interval) in [(false, ""), (true, "    interval: 1m\n")] {
-            let key = if f.name == "interval" {
+        for (periodic, interval) in [
+            (false, ""),
+            (true, "    interval: 1m\n"),
+            (true, "    schedule: \"@daily\"\n"),
+        ] {
+            // Each of `interval` and `schedule` makes a script periodic and excludes the
+            // other: written alone here.
+            let key = if f.name == "interval" || (f.name == "schedule" && periodic) {
                 String::new()
             } else {
                 yaml_key(f, value, "    ")
@@ -311,6 +323,7 @@ fn each_field_is_taken_by_the_scripts_it_applies_to() {
                 Applies::Both => true,
                 Applies::Service => !periodic,
                 Applies::Periodic => periodic,
+                Applies::Calendar => interval.contains("schedule"),
             };
             assert_eq!(
                 validate(&yaml).is_ok(),

@@ -3,6 +3,7 @@
 //! module per concern (one link instead of one per file).
 
 mod access;
+mod calendar;
 mod diff;
 mod fields;
 mod health;

@@ -363,7 +363,7 @@ fn unknown_keys() {
             &["scriptd.yaml:4:5: scripts.a.frobnicate: unknown key \"frobnicate\"; expected one \
                of: command, interval, timeout, enabled, working_dir, env, max_log_lines, \
                restart, restart_delay, restart_delay_max, restart_reset_after, stop_signal, \
-               stop_grace, log, health"],
+               stop_grace, log, health, schedule, timezone, jitter, catch_up"],
         ),
         (
             "daemon key typo",
@@ -489,8 +489,8 @@ fn service_and_periodic_only_fields() {
             "scripts:\n  web:\n    command: \"true\"\n    timeout: 5s\n",
             &[
                 "scriptd.yaml:4:5: scripts.web.timeout: timeout applies only to periodic scripts \
-               (with interval); a service runs until it is stopped: remove timeout or add \
-               interval",
+               (with interval or schedule); a service runs until it is stopped: remove timeout \
+               or add interval or schedule",
             ],
         ),
         (
@@ -1368,6 +1368,7 @@ fn arb_script() -> impl Strategy<Value = (String, ScriptConfig)> {
                     log: Default::default(),
                     backoff: Backoff::default(),
                     health: None,
+                    calendar: Default::default(),
                 };
                 if let Some(ms) = interval {
                     yaml += &format!("    interval: {ms}ms\n");

@@ -29,7 +29,7 @@ impl Runner {
         // One moment is the run's start and the base of its schedule and deadline.
         let now = Stamp::now();
         if self.cfg.is_periodic() && !one_off && self.active() {
-            self.next_run = self.cfg.interval.map(|i| now.after(i));
+            self.plan_next(now);
         } else if !self.cfg.is_periodic() {
             self.next_run = None;
         }
@@ -183,12 +183,18 @@ impl Runner {
                 self.begin_stop();
             }
         }
+        self.follow_the_clock();
         if self.next_run.is_some_and(|t| t.at <= now) {
             if self.run.is_some() {
                 // A periodic tick while the previous run is still going: skipped, counted.
-                if let Some(interval) = self.cfg.interval {
-                    let next = self.next_run.unwrap_or_else(Stamp::now);
-                    self.next_run = Some(next_tick_after(next, interval, now));
+                if self.cfg.is_periodic() {
+                    match self.cfg.interval {
+                        Some(interval) if !self.is_calendar() => {
+                            let next = self.next_run.unwrap_or_else(Stamp::now);
+                            self.next_run = Some(next_tick_after(next, interval, now));
+                        }
+                        _ => self.skip_slot(Stamp::now()),
+                    }
                     self.status.skipped_ticks += 1;
                     self.event(
                         ScriptEventKind::TickSkipped,
@@ -198,6 +204,8 @@ impl Runner {
                 } else {
                     self.next_run = None;
                 }
+            } else if let Some(slot) = self.next_slot.filter(|_| self.active()) {
+                self.run_slot(slot).await;
             } else if self.active() {
                 self.next_run = None;
                 let restart = !self.cfg.is_periodic() && self.status.run_count > 0;

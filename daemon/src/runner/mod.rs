@@ -10,7 +10,9 @@
 //! | `task.rs` | the task: its loop over commands, run ends and timers |
 //! | `lifecycle.rs` | a run's life: spawn, timeout, stop with grace, exit |
 //! | `backoff.rs` | when a service that ended restarts (pure, with the method that applies it) |
-//! | `schedule.rs` | moments (`Stamp`) and the periodic schedule's math (pure) |
+//! | `schedule.rs` | moments (`Stamp`) and the periodic schedule's math, interval and calendar (pure) |
+//! | `timer.rs` | planning the next periodic start, a calendar script's first start and `catch_up` |
+//! | `last_slot.rs` | the latest slot each calendar script ran, in `state_dir/schedule/` |
 //! | `control.rs` | `ctl start|stop|restart|run` |
 //! | `update.rs` | a reload's new config: applied now or scheduled for the run's end |
 //! | `health.rs` | the verdict of the run's health probe: healthy, unhealthy, restart |
@@ -19,10 +21,12 @@
 mod backoff;
 mod control;
 mod health;
+mod last_slot;
 mod lifecycle;
 mod schedule;
 mod status;
 mod task;
+mod timer;
 mod update;
 
 use crate::events::EventBus;
@@ -31,6 +35,7 @@ use crate::logs::LogSink;
 pub use crate::process::SpawnError;
 use crate::process::{GroupRecords, ShimExit, Shims};
 use crate::runs::RecentRuns;
+pub use last_slot::SlotRecords;
 use schedule::{millis, Stamp};
 use scriptd_common::config::ScriptConfig;
 use scriptd_common::diff::Change;
@@ -153,6 +158,8 @@ pub struct Shared {
     pub groups: GroupRecords,
     /// Daemon shutdown.
     pub cancel: CancellationToken,
+    /// The latest slot each calendar script ran (`catch_up`).
+    pub slots: SlotRecords,
 }
 
 /// Starts the runner task of a script, which starts the script as its config says; the
@@ -190,6 +197,8 @@ pub fn start_reporting(
         run: None,
         user_stopped: false,
         next_run: None,
+        next_slot: None,
+        last_slot: None,
         last_start: None,
         descriptors_reported: false,
         after_exit: AfterExit::Natural,
@@ -270,6 +279,10 @@ struct Runner {
     user_stopped: bool,
     /// Next periodic tick or backoff restart.
     next_run: Option<Stamp>,
+    /// The calendar slot (Unix ms) `next_run` is for.
+    next_slot: Option<i64>,
+    /// The latest calendar slot run or skipped: never planned again.
+    last_slot: Option<i64>,
     /// Start of the latest run.
     last_start: Option<Stamp>,
     /// Running out of descriptors was logged (once until a start succeeds).

@@ -1,8 +1,11 @@
 //! Moments and the periodic schedule's math (pure): a [`Stamp`] is read once and shown as
 //! it is timed; the next tick skips the ones a long run missed; a changed interval counts
-//! from the last start.
+//! from the last start; a calendar schedule's next start is its next slot
+//! ([`scriptd_common::schedule`]) as a timer instant; jitter is added to either.
 
 use crate::now_ms;
+use scriptd_common::config::CalendarConfig;
+use scriptd_common::schedule::{self, jitter_delay};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -66,10 +69,9 @@ pub(super) fn next_tick_after(next: Stamp, interval: Duration, now: Instant) -> 
     next
 }
 
-/// The next run after the interval changed: `interval` after `base` (the start of the run
-/// going on, or of the last one), or `now` when that moment has passed.
-pub(super) fn rescheduled(base: Stamp, interval: Duration, now: Stamp) -> Stamp {
-    let next = base.after(interval);
+/// The next run after the interval changed: `next`, the new interval (and jitter) after the
+/// start of the run going on or of the last one, or `now` when that moment has passed.
+pub(super) fn rescheduled(next: Stamp, now: Stamp) -> Stamp {
     if next.at > now.at {
         next
     } else {
@@ -77,9 +79,52 @@ pub(super) fn rescheduled(base: Stamp, interval: Duration, now: Stamp) -> Stamp 
     }
 }
 
+/// The next start of an interval script whose run starts at `now`: `interval` plus the
+/// jitter drawn from `draw` (any random number) later.
+pub(super) fn interval_start(
+    interval: Duration,
+    jitter: Option<Duration>,
+    now: Stamp,
+    draw: u64,
+) -> Stamp {
+    now.after(interval.saturating_add(jitter_delay(jitter.unwrap_or_default(), draw)))
+}
+
+/// The next start of a calendar script at `now`: its first slot after `now` and after
+/// `after_slot` (the last slot it ran or skipped), plus the jitter drawn from `draw`; and
+/// that slot (Unix ms). `None` without a schedule, or when the schedule has no next slot.
+pub(super) fn calendar_start(
+    calendar: &CalendarConfig,
+    now: Stamp,
+    after_slot: Option<i64>,
+    draw: u64,
+) -> Option<(Stamp, i64)> {
+    let (pattern, zone) = (calendar.schedule.as_ref()?, calendar.timezone.as_ref()?);
+    let delay = jitter_delay(calendar.jitter.unwrap_or_default(), draw);
+    let planned = schedule::next_start(pattern, zone, now.wall_ms, after_slot, delay)?;
+    Some((ahead_of(now, planned.start_ms), planned.slot_ms))
+}
+
+/// The moment of wall-clock time `wall_ms` as seen from `now` (`now` itself when it has
+/// passed).
+fn ahead_of(now: Stamp, wall_ms: i64) -> Stamp {
+    let ahead = u64::try_from(wall_ms.saturating_sub(now.wall_ms)).unwrap_or(0);
+    now.after(Duration::from_millis(ahead))
+}
+
+/// `target` with its timer instant taken again from the wall clock at `now`: after the
+/// clock was stepped, a calendar start keeps its wall-clock time.
+pub(super) fn realigned(target: Stamp, now: Stamp) -> Stamp {
+    Stamp {
+        wall_ms: target.wall_ms,
+        ..ahead_of(now, target.wall_ms)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use scriptd_common::schedule::{Calendar, Zone};
 
     proptest::proptest! {
         #[test]
@@ -128,8 +173,95 @@ mod tests {
             (30, 60, 40, 90),
         ];
         for (base, interval, now, want) in table {
-            let got = rescheduled(at(base), Duration::from_secs(interval), at(now));
+            let got = rescheduled(at(base).after(Duration::from_secs(interval)), at(now));
             assert_eq!(got, at(want), "base {base} every {interval} at {now}");
         }
+    }
+
+    fn calendar(text: &str, jitter_ms: u64) -> CalendarConfig {
+        CalendarConfig {
+            schedule: Some(Calendar::parse(text).expect("parses")),
+            timezone: Some(Zone::utc()),
+            jitter: Some(Duration::from_millis(jitter_ms)),
+            catch_up: Some(false),
+        }
+    }
+
+    #[test]
+    fn a_calendar_start_is_its_next_slot_plus_the_jitter() {
+        let t0 = Stamp::now();
+        // A moment on a whole minute, so that the slots are known.
+        let on_minute = t0.after(Duration::from_millis(
+            60_000 - u64::try_from(t0.wall_ms.rem_euclid(60_000)).expect("non-negative"),
+        ));
+        let minute = |m: i64| on_minute.wall_ms + m * 60_000;
+        // (jitter ms, draw, after slot, now + ms, (start, slot) in ms from on_minute)
+        let table = [
+            (0, 7, None, 0, (60_000, 60_000)),
+            (0, 7, None, 1, (60_000, 60_000)),
+            (1000, 7, None, 0, (60_007, 60_000)),
+            (1000, 1001, None, 0, (60_000, 60_000)),
+            // The slot just planned is never planned again.
+            (0, 0, Some(minute(1)), 59_990, (120_000, 120_000)),
+        ];
+        for (jitter, draw, after, now_ms, (start, slot)) in table {
+            let now = on_minute.after(Duration::from_millis(now_ms));
+            let (at, got_slot) =
+                calendar_start(&calendar("* * * * *", jitter), now, after, draw).expect("a slot");
+            assert_eq!(
+                got_slot,
+                on_minute.wall_ms + slot,
+                "{jitter} {draw} {now_ms}"
+            );
+            assert_eq!(
+                at.wall_ms,
+                on_minute.wall_ms + start,
+                "{jitter} {draw} {now_ms}"
+            );
+            assert_eq!(at.at - now.at, Duration::from_millis(start as u64 - now_ms));
+        }
+        assert_eq!(
+            calendar_start(&CalendarConfig::default(), on_minute, None, 0),
+            None
+        );
+    }
+
+    #[test]
+    fn an_interval_start_adds_the_jitter() {
+        let at = clock();
+        let every = Duration::from_secs(10);
+        let jitter = Some(Duration::from_secs(5));
+        // (draw, next start in ms)
+        for (draw, want) in [
+            (0, 10_000),
+            (4_999, 14_999),
+            (5_000, 15_000),
+            (5_001, 10_000),
+        ] {
+            let got = interval_start(every, jitter, at(0), draw);
+            assert_eq!(got, at(0).after(Duration::from_millis(want)), "draw {draw}");
+        }
+        assert_eq!(interval_start(every, None, at(0), 123), at(10));
+    }
+
+    #[test]
+    fn a_start_keeps_its_wall_clock_time_after_a_clock_step() {
+        let at = clock();
+        let target = at(100);
+        // The clock was set forward by 60 s: the start is 40 s away, not 100.
+        let stepped = Stamp {
+            wall_ms: at(0).wall_ms + 60_000,
+            ..at(0)
+        };
+        let got = realigned(target, stepped);
+        assert_eq!((got.wall_ms, got.at), (target.wall_ms, at(40).at));
+        // Set forward past it: due now.
+        let past = Stamp {
+            wall_ms: at(0).wall_ms + 200_000,
+            ..at(0)
+        };
+        assert_eq!(realigned(target, past).at, past.at);
+        // No step: unchanged.
+        assert_eq!(realigned(target, at(0)), target);
     }
 }

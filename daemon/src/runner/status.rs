@@ -24,6 +24,17 @@ impl Runner {
         s.kind = kind(&self.cfg).into();
         s.enabled = self.cfg.enabled;
         s.interval_ms = self.cfg.interval.map_or(0, millis);
+        let calendar = &self.cfg.calendar;
+        s.schedule = calendar
+            .schedule
+            .as_ref()
+            .map_or_else(String::new, |c| c.as_str().to_owned());
+        s.timezone = calendar
+            .timezone
+            .as_ref()
+            .map_or_else(String::new, |z| z.name().to_owned());
+        s.jitter_ms = calendar.jitter.map_or(0, millis);
+        s.catch_up = calendar.catch_up.unwrap_or(false);
         s.next_run_ms = self.next_run.map_or(0, |n| n.wall_ms);
         s.pid = self.run.as_ref().map_or(0, |r| r.pid);
         s.pending_changes = match &self.pending {

@@ -24,10 +24,13 @@ impl Runner {
         mut probes: mpsc::Receiver<ProbeResult>,
         initial: oneshot::Sender<Result<(), SpawnError>>,
     ) {
-        let first = if self.active() {
-            self.start_run(false).await.map(|_| ())
-        } else {
+        let first = if !self.active() {
             Ok(())
+        } else if self.is_calendar() {
+            self.begin_calendar().await;
+            Ok(())
+        } else {
+            self.start_run(false).await.map(|_| ())
         };
         let _ = initial.send(first);
         let cancel = self.shared.cancel.clone();
@@ -77,7 +80,7 @@ impl Runner {
     fn next_wake(&self) -> Option<Instant> {
         let run = self.run.as_ref();
         [
-            self.next_run.map(|n| n.at),
+            self.next_start_wake(),
             run.and_then(|r| if r.stopping { None } else { r.deadline }),
             run.and_then(|r| r.kill_at),
         ]

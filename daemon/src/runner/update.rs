@@ -2,7 +2,7 @@
 //! or (restart-impact changes to a periodic script with a run going) scheduled for the run's
 //! end.
 
-use super::schedule::{rescheduled, Stamp};
+use super::schedule::{interval_start, rescheduled, Stamp};
 use super::{AfterExit, ControlError, Reply, Runner, UpdateOutcome, Waiter};
 use scriptd_common::config::ScriptConfig;
 use scriptd_common::diff::{apply_except_restart, diff_script, Change, Impact};
@@ -59,8 +59,8 @@ impl Runner {
             self.waiters.push(Waiter::Update(reply));
             return;
         }
-        self.apply_schedule_fields(&old, &new);
         self.set_config(new);
+        self.apply_schedule_fields(&old);
         let result = if !self.active() {
             self.next_run = None;
             Ok(UpdateOutcome::Applied)
@@ -69,8 +69,9 @@ impl Runner {
             self.start_run(false).await.map(|_| UpdateOutcome::Applied)
         } else {
             if self.next_run.is_none() || !old.is_periodic() {
-                // Enabled, or a service that became periodic: its first run is now.
-                self.next_run = Some(Stamp::now());
+                // Enabled, or a service that became periodic: an interval's first run is
+                // now, a schedule's at its next slot.
+                self.plan_first(Stamp::now());
             }
             Ok(UpdateOutcome::Applied)
         };
@@ -87,7 +88,6 @@ impl Runner {
     ) {
         let old = self.cfg.clone();
         let (enabling, disabling) = (!old.enabled && new.enabled, old.enabled && !new.enabled);
-        let interval = new.interval;
         self.set_config(new);
         let running = self.run.is_some();
         if disabling {
@@ -108,36 +108,55 @@ impl Runner {
                 self.after_exit = AfterExit::Stay;
             }
         } else if enabling {
-            if !running {
+            if !running && self.is_calendar() {
+                self.plan_first(Stamp::now());
+            } else if !running {
                 let r = self.start_run(false).await;
                 let _ = reply.send(r.map(|_| outcome).map_err(ControlError::Spawn));
                 return;
-            }
-            self.after_exit = AfterExit::Natural;
-            if let Some(interval) = interval {
-                self.next_run = Some(Stamp::now().after(interval));
+            } else {
+                self.after_exit = AfterExit::Natural;
+                if self.cfg.is_periodic() {
+                    self.plan_next(Stamp::now());
+                }
             }
         } else {
-            let new = self.cfg.clone();
-            self.apply_schedule_fields(&old, &new);
+            self.apply_schedule_fields(&old);
         }
         let _ = reply.send(Ok(outcome));
     }
 
-    /// A changed interval reschedules the next run from the last start; nothing is killed.
-    fn apply_schedule_fields(&mut self, old: &ScriptConfig, new: &ScriptConfig) {
-        if old.interval == new.interval || self.next_run.is_none() {
+    /// A changed `interval`, `schedule`, `timezone` or `jitter` of a periodic script (now in
+    /// effect; `old` the config before) plans the next run again at once: an interval from
+    /// the last start, a schedule at its next slot. Nothing is killed.
+    fn apply_schedule_fields(&mut self, old: &ScriptConfig) {
+        let timing = |c: &ScriptConfig| {
+            (
+                c.interval,
+                c.calendar.schedule.clone(),
+                c.calendar.timezone.clone(),
+                c.calendar.jitter,
+            )
+        };
+        let stays_periodic = old.is_periodic() && self.cfg.is_periodic();
+        if timing(old) == timing(&self.cfg) || self.next_run.is_none() || !stays_periodic {
             return;
         }
-        if let (Some(_), Some(interval)) = (old.interval, new.interval) {
-            let now = Stamp::now();
-            let base = self
-                .run
-                .as_ref()
-                .map(|r| r.started)
-                .or(self.last_start)
-                .unwrap_or(now);
-            self.next_run = Some(rescheduled(base, interval, now));
+        let now = Stamp::now();
+        match self.cfg.interval {
+            Some(interval) => {
+                let base = self
+                    .run
+                    .as_ref()
+                    .map(|r| r.started)
+                    .or(self.last_start)
+                    .unwrap_or(now);
+                let first =
+                    interval_start(interval, self.cfg.calendar.jitter, base, fastrand::u64(..));
+                self.next_slot = None;
+                self.next_run = Some(rescheduled(first, now));
+            }
+            None => self.plan_next(now),
         }
     }
 }

@@ -16,6 +16,7 @@ mod logs;
 mod output;
 mod python_grpc;
 mod reload;
+mod schedule;
 mod script_limits;
 mod stall;
 mod state_dir;

@@ -4,10 +4,12 @@
 
 use super::health::HealthPartial;
 use super::{kind, Validator};
-use crate::config::fields::{self, LOG_KEYS};
+use crate::config::fields::{self, Applies, LOG_KEYS};
 use crate::config::{
-    builtin, Backoff, CommandSpec, LogConfig, Probe, RestartPolicy, ScriptConfig, StopSignal,
+    builtin, Backoff, CalendarConfig, CommandSpec, LogConfig, Probe, RestartPolicy, ScriptConfig,
+    StopSignal,
 };
+use crate::schedule::{Calendar, Zone};
 use crate::units::format_duration;
 use serde_yaml::Value;
 use std::collections::BTreeMap;
@@ -40,6 +42,12 @@ pub(super) struct Partial {
     log_keep: Option<u32>,
     log_max_line_bytes: Option<u64>,
     health: HealthPartial,
+    schedule: Option<Calendar>,
+    /// `schedule` is written (even if it did not parse).
+    schedule_given: bool,
+    timezone: Option<Zone>,
+    jitter: Option<Duration>,
+    catch_up: Option<bool>,
     /// The body was not a mapping (already reported).
     malformed: bool,
 }
@@ -72,6 +80,13 @@ impl Validator<'_> {
                     p.interval = self.positive_duration(val, &at);
                 }
                 "timeout" => p.timeout = self.positive_duration(val, &at),
+                "schedule" => {
+                    p.schedule_given = true;
+                    p.schedule = self.calendar(val, &at);
+                }
+                "timezone" => p.timezone = self.zone(val, &at),
+                "jitter" => p.jitter = self.duration(val, &at),
+                "catch_up" => p.catch_up = self.bool(val, &at),
                 "enabled" => p.enabled = self.bool(val, &at),
                 "working_dir" => p.working_dir = self.path(val, &at, base),
                 "env" => p.env = self.env(val, &at),
@@ -227,25 +242,7 @@ impl Validator<'_> {
             }
             return None;
         };
-        if p.interval.is_some() {
-            for key in fields::service_only().filter(|k| p.set.iter().any(|s| s == k)) {
-                self.err_key(
-                    &format!("{path}.{key}"),
-                    format!(
-                        "{key} applies only to services (scripts without interval); remove it \
-                         or remove interval"
-                    ),
-                );
-            }
-        }
-        if !p.interval_given && p.timeout.is_some() {
-            self.err_key(
-                &format!("{path}.timeout"),
-                "timeout applies only to periodic scripts (with interval); a service runs until \
-                 it is stopped: remove timeout or add interval"
-                    .into(),
-            );
-        }
+        self.check_applies(&p, &path);
         let delay = p
             .restart_delay
             .or(d.restart_delay)
@@ -271,6 +268,8 @@ impl Validator<'_> {
                 );
             }
         }
+        let periodic = p.interval.is_some() || p.schedule.is_some();
+        let calendar = calendar_config(&p, d, periodic);
         let explicit_dir = p.working_dir.is_some();
         let working_dir = p
             .working_dir
@@ -289,7 +288,7 @@ impl Validator<'_> {
             command,
             interval: p.interval,
             // A service has no timeout; one inherited from `defaults` is for periodic scripts.
-            timeout: if p.interval.is_some() {
+            timeout: if periodic {
                 p.timeout.or(d.timeout)
             } else {
                 None
@@ -327,6 +326,7 @@ impl Validator<'_> {
                     .unwrap_or(builtin::RESTART_RESET_AFTER),
             },
             health,
+            calendar,
         };
         if dir_ok {
             self.check_program(&script, &path);
@@ -335,6 +335,104 @@ impl Validator<'_> {
             }
         }
         Some(script)
+    }
+}
+
+impl Validator<'_> {
+    /// A `schedule` value: a cron expression croner parses and that matches some date.
+    fn calendar(&mut self, value: &Value, path: &str) -> Option<Calendar> {
+        let text = self.string(value, path)?;
+        Calendar::parse(&text)
+            .map_err(|e| self.err(path, e.to_string()))
+            .ok()
+    }
+
+    /// A `timezone` value: a zone of the time zone database.
+    fn zone(&mut self, value: &Value, path: &str) -> Option<Zone> {
+        let name = self.string(value, path)?;
+        Zone::named(&name)
+            .map_err(|e| self.err(path, e.to_string()))
+            .ok()
+    }
+
+    /// Keys written on a script they do not apply to (the field table's `applies`), and
+    /// `schedule` next to `interval`.
+    fn check_applies(&mut self, p: &Partial, path: &str) {
+        let written = |key: &&str| p.set.iter().any(|s| s == key);
+        if p.interval_given && p.schedule_given {
+            self.err_key(
+                &format!("{path}.schedule"),
+                "schedule and interval are exclusive: a periodic script runs every interval or \
+                 on a calendar schedule; remove one of them"
+                    .into(),
+            );
+        }
+        let periodic = p.interval_given || p.schedule_given;
+        let kind_key = if p.interval.is_some() {
+            Some("interval")
+        } else {
+            p.schedule.is_some().then_some("schedule")
+        };
+        if let Some(which) = kind_key {
+            for key in fields::applying_to(Applies::Service).filter(written) {
+                self.err_key(
+                    &format!("{path}.{key}"),
+                    format!(
+                        "{key} applies only to services (scripts without {which}); remove it or \
+                         remove {which}"
+                    ),
+                );
+            }
+        }
+        if !periodic {
+            for key in fields::applying_to(Applies::Periodic).filter(written) {
+                let why = if key == "timeout" {
+                    "; a service runs until it is stopped"
+                } else {
+                    ""
+                };
+                self.err_key(
+                    &format!("{path}.{key}"),
+                    format!(
+                        "{key} applies only to periodic scripts (with interval or schedule){why}: \
+                         remove {key} or add interval or schedule"
+                    ),
+                );
+            }
+        }
+        if !p.schedule_given {
+            for key in fields::applying_to(Applies::Calendar).filter(written) {
+                self.err_key(
+                    &format!("{path}.{key}"),
+                    format!(
+                        "{key} applies only to scripts with a schedule; remove {key} or add \
+                         schedule"
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// The calendar fields of a script: `defaults` fill in what it does not set, on the scripts
+/// each applies to (`timezone` and `catch_up` with a schedule, `jitter` on periodic ones).
+fn calendar_config(p: &Partial, d: &Partial, periodic: bool) -> CalendarConfig {
+    let schedule = p.schedule.clone();
+    let has_schedule = schedule.is_some();
+    CalendarConfig {
+        timezone: has_schedule.then(|| {
+            p.timezone
+                .clone()
+                .or_else(|| d.timezone.clone())
+                .unwrap_or_else(Zone::local)
+        }),
+        jitter: if periodic {
+            p.jitter.or(d.jitter).filter(|j| !j.is_zero())
+        } else {
+            None
+        },
+        catch_up: has_schedule.then(|| p.catch_up.or(d.catch_up).unwrap_or(false)),
+        schedule,
     }
 }
 
