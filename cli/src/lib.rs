@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod error;
+pub mod events;
 pub mod history;
 pub mod logs;
 pub mod output;
@@ -18,7 +19,6 @@ use scriptd_common::JSON_SCHEMA;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio_stream::StreamExt;
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -84,8 +84,9 @@ pub enum Command {
         #[arg(long, requires = "dry_run")]
         exit_code: bool,
     },
-    /// Follow reload and lifecycle events.
-    Events,
+    /// Follow reload and lifecycle events; --script and --kind filter them, --after-id
+    /// resumes after an event id.
+    Events(events::EventsArgs),
     /// Start a stopped script (services) or resume its schedule (periodic). Several names,
     /// globs or --all: a row per script; --all skips disabled scripts.
     Start(targets::Targets),
@@ -301,24 +302,7 @@ async fn dispatch(cli: Cli) -> CtlResult {
                 ReloadResult::Unspecified => FAILURE,
             })
         }
-        Command::Events => {
-            let mut stream = c
-                .events(proto::EventsRequest {})
-                .await
-                .map_err(|s| CtlError::from_status(s, FAILURE))?
-                .into_inner();
-            while let Some(item) = stream.next().await {
-                let ev = item.map_err(|s| CtlError::from_status(s, FAILURE))?;
-                if json {
-                    serde_json::to_writer(&mut out, &output::EventJson::from(&ev))?;
-                    writeln!(out)?;
-                } else {
-                    writeln!(out, "{}", output::event_line(&ev))?;
-                }
-                out.flush()?;
-            }
-            Ok(OK)
-        }
+        Command::Events(args) => events::run(&mut c, &mut out, json, args).await,
         Command::History {
             show: Some(HistoryCommand::Show { version }),
             ..

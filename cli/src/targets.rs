@@ -174,7 +174,8 @@ pub fn checked<'a>(
     resolve(names, false, scripts)
 }
 
-async fn scripts(c: &mut Client) -> CtlResult<Vec<ScriptStatus>> {
+/// Every script the daemon reports in `Status`.
+pub(crate) async fn scripts(c: &mut Client) -> CtlResult<Vec<ScriptStatus>> {
     Ok(c.status(proto::StatusRequest::default())
         .await
         .map_err(|s| CtlError::from_status(s, FAILURE))?

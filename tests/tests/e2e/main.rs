@@ -5,6 +5,7 @@ mod access;
 mod automation;
 mod connections;
 mod descriptors;
+mod events_filter;
 mod full_state_dir;
 mod history;
 mod hostile;
