@@ -6,6 +6,7 @@ pub mod error;
 pub mod events;
 pub mod history;
 pub mod logs;
+pub mod logs_many;
 pub mod output;
 pub mod reader;
 pub mod targets;
@@ -148,7 +149,8 @@ pub enum Command {
         #[arg(long, requires = "dry_run")]
         exit_code: bool,
     },
-    /// A script's output: the last lines, then with -f live lines.
+    /// A script's output: the last lines, then with -f live lines; several names or globs
+    /// interleave the scripts' lines in order of time, with a name column.
     Logs(logs::LogsArgs),
     /// Print shell completions.
     Completions {

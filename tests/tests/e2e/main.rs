@@ -11,6 +11,7 @@ mod history;
 mod hostile;
 mod log_safety;
 mod logs;
+mod logs_many;
 mod reload;
 mod script_limits;
 mod stall;
