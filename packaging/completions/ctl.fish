@@ -32,7 +32,7 @@ complete -c ctl -n "__fish_ctl_needs_command" -s h -l help -d 'Print help (see m
 complete -c ctl -n "__fish_ctl_needs_command" -s V -l version -d 'Print version'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "status" -d 'Daemon, running version, disk vs runtime, and a row per script'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "reload" -d 'Apply (or preview) what is on disk; prints the plan'
-complete -c ctl -n "__fish_ctl_needs_command" -f -a "events" -d 'Follow reload and lifecycle events'
+complete -c ctl -n "__fish_ctl_needs_command" -f -a "events" -d 'Follow reload and lifecycle events; --script and --kind filter them, --after-id resumes after an event id'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "start" -d 'Start a stopped script (services) or resume its schedule (periodic). Several names, globs or --all: a row per script; --all skips disabled scripts'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "stop" -d 'Stop a script gracefully and keep it stopped (several: a row per script)'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "restart" -d 'Stop then start a script (several: a row per script; --all skips disabled ones)'
@@ -40,7 +40,7 @@ complete -c ctl -n "__fish_ctl_needs_command" -f -a "run" -d 'Run a script once 
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "history" -d 'Versions and refused attempts, newest first; `history show V` prints V\'s files; `history --actions` lists who started, stopped, restarted or ran which script'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "diff" -d 'Difference between two versions: unified diff of the files and the field-level plan'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "rollback" -d 'Go back to VERSION [default: the version before the running one], as a new version; the files on disk are rewritten to match'
-complete -c ctl -n "__fish_ctl_needs_command" -f -a "logs" -d 'A script\'s output: the last lines, then with -f live lines'
+complete -c ctl -n "__fish_ctl_needs_command" -f -a "logs" -d 'A script\'s output: the last lines, then with -f live lines; several names or globs interleave the scripts\' lines in order of time, with a name column'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "completions" -d 'Print shell completions'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "man" -d 'Print the man page (roff)'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -58,6 +58,10 @@ json\t'One JSON document (streams: one object per line), each with `"schema": 1`
 complete -c ctl -n "__fish_ctl_using_subcommand reload" -l dry-run -d 'Preview only: print the plan and its id, change nothing'
 complete -c ctl -n "__fish_ctl_using_subcommand reload" -l exit-code -d 'With --dry-run: exit 5 when the plan has changes, 0 when it has none'
 complete -c ctl -n "__fish_ctl_using_subcommand reload" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ctl -n "__fish_ctl_using_subcommand events" -l script -d 'Only the events of this script (repeatable; globs like \'web-*\' too). Reload events belong to no script: with --script they come only with --kind reload' -r
+complete -c ctl -n "__fish_ctl_using_subcommand events" -l kind -d 'Only events of this kind (repeatable): reload (every reload phase) or a script event kind: started, exited, timed-out, restarted, scheduled-change-applied, tick-skipped, stopped, ...' -r
+complete -c ctl -n "__fish_ctl_using_subcommand events" -l after-id -d 'Resume: first the events after this id that the daemon still keeps (its last 4,096; 0: all of them), then live ones, none twice. Ids are the `id` of `--output json` and the first column of the table' -r
+complete -c ctl -n "__fish_ctl_using_subcommand events" -l count -d 'Exit 0 after N events (missed markers not counted)' -r
 complete -c ctl -n "__fish_ctl_using_subcommand events" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand events" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand events" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
@@ -147,7 +151,7 @@ json\t'One JSON document (streams: one object per line), each with `"schema": 1`
 complete -c ctl -n "__fish_ctl_using_subcommand man" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "status" -d 'Daemon, running version, disk vs runtime, and a row per script'
 complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "reload" -d 'Apply (or preview) what is on disk; prints the plan'
-complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "events" -d 'Follow reload and lifecycle events'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "events" -d 'Follow reload and lifecycle events; --script and --kind filter them, --after-id resumes after an event id'
 complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "start" -d 'Start a stopped script (services) or resume its schedule (periodic). Several names, globs or --all: a row per script; --all skips disabled scripts'
 complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "stop" -d 'Stop a script gracefully and keep it stopped (several: a row per script)'
 complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "restart" -d 'Stop then start a script (several: a row per script; --all skips disabled ones)'
@@ -155,7 +159,7 @@ complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcom
 complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "history" -d 'Versions and refused attempts, newest first; `history show V` prints V\'s files; `history --actions` lists who started, stopped, restarted or ran which script'
 complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "diff" -d 'Difference between two versions: unified diff of the files and the field-level plan'
 complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "rollback" -d 'Go back to VERSION [default: the version before the running one], as a new version; the files on disk are rewritten to match'
-complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "logs" -d 'A script\'s output: the last lines, then with -f live lines'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "logs" -d 'A script\'s output: the last lines, then with -f live lines; several names or globs interleave the scripts\' lines in order of time, with a name column'
 complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "completions" -d 'Print shell completions'
 complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "man" -d 'Print the man page (roff)'
 complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
