@@ -185,7 +185,9 @@ mod tests {
 
     #[test]
     fn backlogs_merge_by_time_keeping_each_scripts_order() {
-        let table: Vec<(Vec<Vec<(u64, i64)>>, Vec<(usize, u64)>)> = vec![
+        // Per script its lines as (seq, time); the merged list as (script, seq).
+        type Case = (Vec<Vec<(u64, i64)>>, Vec<(usize, u64)>);
+        let table: Vec<Case> = vec![
             (vec![], vec![]),
             (vec![vec![], vec![(1, 5)]], vec![(1, 1)]),
             (
