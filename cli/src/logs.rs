@@ -370,7 +370,7 @@ pub async fn run(c: &mut Client, out: &mut impl Write, json: bool, args: LogsArg
     }
 }
 
-/// Why [`print_stream`] (or [`print_records`]) returned.
+/// Why [`print_stream`] (or `print_records`, for several scripts) returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
     /// The daemon ended the stream.

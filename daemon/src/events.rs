@@ -3,7 +3,7 @@
 //! every follower's stream ends when the daemon shuts down (an open stream would otherwise
 //! hold up the server's graceful shutdown for as long as the client stays connected).
 //!
-//! Every event has an id (see [`resume`] for how ids are numbered). The bus keeps the last
+//! Every event has an id (see `events/resume.rs` for how ids are numbered). The bus keeps the last
 //! [`KEPT`] events, so a follower can resume after an id it saw: it is sent the kept events
 //! after it, then live ones. Publishing, keeping and subscribing happen under one lock, so a
 //! resuming follower's replay and its live events meet exactly. Each follower's [`Filter`]
