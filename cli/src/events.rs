@@ -1,5 +1,6 @@
 //! `ctl events`: reload phases and script lifecycle events as they happen, filtered by the
-//! daemon (`--script`, `--kind`), resumable after an event id (`--after-id`).
+//! daemon (`--script`, `--kind`), resumable after an event id (`--after-id`). Like
+//! `ctl logs -f`, it ends quietly (exit 0) once the reader of stdout is gone.
 //!
 //! Script names and globs are checked against the daemon's scripts with
 //! [`crate::targets::resolve`] (one that selects nothing: exit 4) and sent as given: the
@@ -123,10 +124,18 @@ pub async fn run(c: &mut Client, out: &mut impl Write, json: bool, args: EventsA
         .await
         .map_err(|s| CtlError::from_status(s, FAILURE))?
         .into_inner();
+    // Like `ctl logs -f`: a follower whose reader went away (`| head`) ends at once, also
+    // when no event comes.
+    let gone = crate::reader::gone();
+    tokio::pin!(gone);
     let mut first = true;
     let mut printed = 0;
     while args.count.is_none_or(|n| printed < n) {
-        let Some(item) = stream.next().await else {
+        let item = tokio::select! {
+            item = stream.next() => item,
+            () = &mut gone => return Err(CtlError::reader_gone()),
+        };
+        let Some(item) = item else {
             break;
         };
         let ev = item.map_err(|s| CtlError::from_status(s, FAILURE))?;

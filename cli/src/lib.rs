@@ -37,8 +37,8 @@ pub enum OutputFormat {
     version,
     about = "Drive scriptd: status, reload, events, start/stop/restart/run",
     after_help = "Exit codes: 0 ok · 1 daemon unreachable or internal error · 2 usage · \
-                  3 config invalid or reload rejected/failed · 4 no such script or version, or a \
-                  glob matching none · \
+                  3 config invalid or reload rejected/failed · 4 no such script, version, run or \
+                  event id, or a glob matching none · \
                   5 with --dry-run --exit-code: the plan has changes · 6 an outcome waited \
                   for did not happen (run --wait: the run failed; --timeout passed; \
                   logs --until-match: no match; status --check: a script is not up). With several \

@@ -234,3 +234,38 @@ fn unknown_kinds_scripts_and_bad_globs_are_refused() {
     let r = d.ctl(&["events", "--script", "job-["]);
     assert_eq!(r.code, 2, "{r:?}");
 }
+
+#[test]
+fn a_quiet_follower_ends_when_its_reader_goes_away() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    let env = env();
+    let d = env.start();
+    run(&d, "job-a");
+    // `ctl events --after-id 0 | head -n 1`: the bus is quiet after the replay, and ctl still
+    // exits 0, quietly, once the reader is gone.
+    let mut child = d
+        .ctl_command(&["events", "--after-id", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ctl events");
+    {
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).expect("read") > 0);
+        assert!(line.contains("job-a started"), "{line}");
+    } // the read end closes here, like `head` exiting
+    let status = wait_for("ctl events to exit after its reader left", DEADLINE, || {
+        child.try_wait().expect("try_wait")
+    });
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(0), "stderr: {err}");
+    assert_eq!(err, "", "quiet on a closed pipe");
+}
