@@ -29,9 +29,9 @@ pub struct EventsArgs {
     /// stopped, ...
     #[arg(long = "kind", value_name = "KIND", value_parser = parse_kind)]
     pub kinds: Vec<EventKind>,
-    /// Resume: first the events after this id that the daemon still keeps (its last 4,096;
-    /// 0: all of them), then live ones, none twice. Ids are the `id` of `--output json` and
-    /// the first column of the table.
+    /// Resume: first the events after this id that the daemon still keeps (its last 4,096,
+    /// at most 4 MiB; 0: all of them), then live ones, none twice. Ids are the `id` of
+    /// `--output json` and the first column of the table.
     #[arg(long, value_name = "ID")]
     pub after_id: Option<u64>,
     /// Exit 0 after N events (missed markers not counted).

@@ -4,7 +4,8 @@
 //! hold up the server's graceful shutdown for as long as the client stays connected).
 //!
 //! Every event has an id (see `events/resume.rs` for how ids are numbered). The bus keeps the last
-//! [`KEPT`] events, so a follower can resume after an id it saw: it is sent the kept events
+//! [`KEPT`] events (at most [`KEPT_BYTES`] of them, encoded), so a follower can resume after an
+//! id it saw: it is sent the kept events
 //! after it, then live ones. Publishing, keeping and subscribing happen under one lock, so a
 //! resuming follower's replay and its live events meet exactly. Each follower's [`Filter`]
 //! is applied here, before anything is queued for it.
@@ -29,6 +30,10 @@ const CAPACITY: usize = 4096;
 /// Events kept for followers that resume after an id.
 pub const KEPT: usize = 4096;
 
+/// At most this many bytes of kept events (their encoded size): a reload of a big config
+/// carries its whole plan, and 4,096 of those must not pile up.
+pub const KEPT_BYTES: usize = 4 << 20;
+
 /// Events queued for one follower's gRPC stream beyond the bus buffer.
 const STREAM_QUEUE: usize = 64;
 
@@ -47,8 +52,10 @@ struct Inner {
     base: u64,
     /// Seq of the next event (from 1).
     next_seq: u64,
-    /// The newest events, oldest first, with consecutive ids.
-    kept: VecDeque<Arc<proto::Event>>,
+    /// The newest events, oldest first, with consecutive ids, each with its encoded size.
+    kept: VecDeque<(Arc<proto::Event>, usize)>,
+    /// Sum of the sizes in `kept`.
+    kept_bytes: usize,
 }
 
 impl EventBus {
@@ -70,6 +77,7 @@ impl EventBus {
                 base,
                 next_seq: 1,
                 kept: VecDeque::with_capacity(KEPT),
+                kept_bytes: 0,
             })),
             closed,
         }
@@ -93,10 +101,15 @@ impl EventBus {
             id: inner.base + seq,
             earlier_daemon: false,
         });
-        if inner.kept.len() == KEPT {
-            inner.kept.pop_front();
+        let size = prost::Message::encoded_len(&*event);
+        inner.kept_bytes += size;
+        inner.kept.push_back((event.clone(), size));
+        // The newest event is always kept, however big.
+        while inner.kept.len() > KEPT || (inner.kept_bytes > KEPT_BYTES && inner.kept.len() > 1) {
+            if let Some((_, size)) = inner.kept.pop_front() {
+                inner.kept_bytes -= size;
+            }
         }
-        inner.kept.push_back(event.clone());
         let _ = inner.tx.send(event);
     }
 
@@ -127,13 +140,14 @@ impl EventBus {
                 Some(after_id) => {
                     let kept = Kept {
                         base: inner.base,
-                        oldest: inner.kept.front().map(|e| e.id),
+                        oldest: inner.kept.front().map(|(e, _)| e.id),
                         newest: inner.base + inner.next_seq - 1,
                     };
                     let r = resume::resume(after_id, kept)?;
                     let replay = inner
                         .kept
                         .iter()
+                        .map(|(e, _)| e)
                         .filter(|e| e.id > r.after && filter.matches(e))
                         .cloned()
                         .collect();
@@ -368,6 +382,30 @@ mod tests {
                 newest
             })
         );
+    }
+
+    #[tokio::test]
+    async fn big_events_are_kept_up_to_the_byte_bound() {
+        const BASE: u64 = 5_000_000;
+        let bus = EventBus::with_base(CancellationToken::new(), BASE);
+        let big = |n: u32| proto::ScriptEvent {
+            message: "x".repeat(64 << 10),
+            ..script(n)
+        };
+        // 128 events of 64 KiB: twice the byte bound, far below the count.
+        for n in 0..128 {
+            bus.script(big(n));
+        }
+        let inner = bus.lock();
+        assert!(inner.kept_bytes <= KEPT_BYTES, "{}", inner.kept_bytes);
+        let kept = inner.kept.len() as u64;
+        assert!((32..128).contains(&kept), "{kept} kept");
+        drop(inner);
+        let mut f = bus.follow(Filter::default(), Some(0)).expect("resumable");
+        let first = f.next().await.expect("marker").expect("ok");
+        assert_eq!(first.kind, Some(Kind::Missed(128 - kept)));
+        let second = f.next().await.expect("event").expect("ok");
+        assert_eq!(second.id, BASE + 128 - kept + 1, "the oldest kept event");
     }
 
     #[tokio::test]

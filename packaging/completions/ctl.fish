@@ -60,7 +60,7 @@ complete -c ctl -n "__fish_ctl_using_subcommand reload" -l exit-code -d 'With --
 complete -c ctl -n "__fish_ctl_using_subcommand reload" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand events" -l script -d 'Only the events of this script (repeatable; globs like \'web-*\' too). Reload events belong to no script: with --script they come only with --kind reload' -r
 complete -c ctl -n "__fish_ctl_using_subcommand events" -l kind -d 'Only events of this kind (repeatable): reload (every reload phase) or a script event kind: started, exited, timed-out, restarted, scheduled-change-applied, tick-skipped, stopped, ...' -r
-complete -c ctl -n "__fish_ctl_using_subcommand events" -l after-id -d 'Resume: first the events after this id that the daemon still keeps (its last 4,096; 0: all of them), then live ones, none twice. Ids are the `id` of `--output json` and the first column of the table' -r
+complete -c ctl -n "__fish_ctl_using_subcommand events" -l after-id -d 'Resume: first the events after this id that the daemon still keeps (its last 4,096, at most 4 MiB; 0: all of them), then live ones, none twice. Ids are the `id` of `--output json` and the first column of the table' -r
 complete -c ctl -n "__fish_ctl_using_subcommand events" -l count -d 'Exit 0 after N events (missed markers not counted)' -r
 complete -c ctl -n "__fish_ctl_using_subcommand events" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand events" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
