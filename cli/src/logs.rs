@@ -319,14 +319,12 @@ pub fn format_of(json: bool, raw: bool) -> CtlResult<Format> {
 /// Runs `ctl logs`.
 pub async fn run(c: &mut Client, out: &mut impl Write, json: bool, args: LogsArgs) -> CtlResult {
     let format = format_of(json, args.raw)?;
-    if args.run == Some(0) {
-        return Err(CtlError::new(
-            NOT_FOUND,
-            "no run 0: run ids start at 1 (`ctl status` shows the latest)",
-        ));
-    }
     let printing = async {
         match one_script(&args) {
+            Some(_) if args.run == Some(0) => Err(CtlError::new(
+                NOT_FOUND,
+                "no run 0: run ids start at 1 (`ctl status` shows the latest)",
+            )),
             Some(script) => {
                 let mut stream = c
                     .logs(args.request(script))
