@@ -396,11 +396,12 @@ mod tests {
         for n in 0..128 {
             bus.script(big(n));
         }
-        let inner = bus.lock();
-        assert!(inner.kept_bytes <= KEPT_BYTES, "{}", inner.kept_bytes);
-        let kept = inner.kept.len() as u64;
+        let kept = {
+            let inner = bus.lock();
+            assert!(inner.kept_bytes <= KEPT_BYTES, "{}", inner.kept_bytes);
+            inner.kept.len() as u64
+        };
         assert!((32..128).contains(&kept), "{kept} kept");
-        drop(inner);
         let mut f = bus.follow(Filter::default(), Some(0)).expect("resumable");
         let first = f.next().await.expect("marker").expect("ok");
         assert_eq!(first.kind, Some(Kind::Missed(128 - kept)));
