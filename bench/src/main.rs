@@ -181,7 +181,10 @@ fn bench_reload(bins: &Path, out: &mut String) -> anyhow::Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let mut events = c.events(proto::EventsRequest {}).await?.into_inner();
+        let mut events = c
+            .events(proto::EventsRequest::default())
+            .await?
+            .into_inner();
         let (mut applied, mut started, mut processing) = (Vec::new(), Vec::new(), Vec::new());
         for g in 1..=SAVES {
             let text = reload_config(SCRIPTS, g);

@@ -5,9 +5,11 @@ pub mod candidate;
 pub mod client;
 pub mod completion;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod history;
 pub mod logs;
+pub mod logs_many;
 pub mod output;
 pub mod reader;
 pub mod targets;
@@ -21,7 +23,6 @@ use scriptd_common::JSON_SCHEMA;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio_stream::StreamExt;
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -43,8 +44,8 @@ const GLOBAL: &str = "Global options";
     version,
     about = "Drive scriptd: status, reload, events, start/stop/restart/run",
     after_help = "Exit codes: 0 ok · 1 daemon unreachable or internal error · 2 usage · \
-                  3 config invalid or reload rejected/failed · 4 no such script or version, or a \
-                  glob matching none · \
+                  3 config invalid or reload rejected/failed · 4 no such script, version, run or \
+                  event id, or a glob matching none · \
                   5 with --dry-run --exit-code: the plan has changes · 6 an outcome waited \
                   for did not happen (run --wait: the run failed; --timeout passed; \
                   logs --until-match: no match; status --check: a script is not up). With several \
@@ -106,8 +107,9 @@ pub enum Command {
         #[arg(long = "file", value_name = "TARGET=CANDIDATE", value_parser = candidate::parse_file_arg)]
         files: Vec<candidate::FileArg>,
     },
-    /// Follow reload and lifecycle events.
-    Events,
+    /// Follow reload and lifecycle events; --script and --kind filter them, --after-id
+    /// resumes after an event id.
+    Events(events::EventsArgs),
     /// Start a stopped script (services) or resume its schedule (periodic). Several names,
     /// globs or --all: a row per script; --all skips disabled scripts.
     Start(targets::Targets),
@@ -172,7 +174,8 @@ pub enum Command {
         #[arg(long, requires = "dry_run")]
         exit_code: bool,
     },
-    /// A script's output: the last lines, then with -f live lines.
+    /// A script's output: the last lines, then with -f live lines; several names or globs
+    /// interleave the scripts' lines in order of time, with a name column.
     Logs(logs::LogsArgs),
     /// Print the shell completion script (it calls ctl back for script names and versions).
     Completions {
@@ -351,24 +354,7 @@ async fn dispatch(cli: Cli) -> CtlResult {
                 ReloadResult::Unspecified => FAILURE,
             })
         }
-        Command::Events => {
-            let mut stream = c
-                .events(proto::EventsRequest {})
-                .await
-                .map_err(|s| CtlError::from_status(s, FAILURE))?
-                .into_inner();
-            while let Some(item) = stream.next().await {
-                let ev = item.map_err(|s| CtlError::from_status(s, FAILURE))?;
-                if json {
-                    serde_json::to_writer(&mut out, &output::EventJson::from(&ev))?;
-                    writeln!(out)?;
-                } else {
-                    writeln!(out, "{}", output::event_line(&ev))?;
-                }
-                out.flush()?;
-            }
-            Ok(OK)
-        }
+        Command::Events(args) => events::run(&mut c, &mut out, json, args).await,
         Command::History {
             show: Some(HistoryCommand::Show { version }),
             ..

@@ -1,4 +1,5 @@
 //! `ctl logs SCRIPT`: the last lines of a script's output, then with `-f` live lines.
+//! Several names or globs: see [`crate::logs_many`].
 //!
 //! Output, one record per line:
 //! - people (default): `TIME STREAM | text`, STREAM `out`, `err` (red on a terminal) or `sys`
@@ -49,8 +50,10 @@ pub enum StreamArg {
 /// Flags of `ctl logs`.
 #[derive(Debug, Clone, Args)]
 pub struct LogsArgs {
-    /// Script name.
-    pub script: String,
+    /// Script name; several names or globs ('web-*') interleave the scripts' lines with a
+    /// name column (JSON: `script`).
+    #[arg(value_name = "NAME", required = true)]
+    pub scripts: Vec<String>,
     /// Keep printing lines as they are written, across log rotation and restarts of the
     /// script, until interrupted (or the script is removed).
     #[arg(short, long)]
@@ -91,15 +94,15 @@ fn parse_regex(s: &str) -> Result<Regex, regex::Error> {
 }
 
 impl LogsArgs {
-    /// The request these flags make.
-    pub fn request(&self) -> proto::LogsRequest {
+    /// The request these flags make for `script`.
+    pub fn request(&self, script: &str) -> proto::LogsRequest {
         let default_lines = if self.since.is_some() || self.after_seq.is_some() {
             0
         } else {
             DEFAULT_LINES
         };
         proto::LogsRequest {
-            script: self.script.clone(),
+            script: script.to_owned(),
             lines: self.lines.unwrap_or(default_lines),
             follow: self.follow,
             since_ms: self.since.map_or(0, |d| {
@@ -139,6 +142,9 @@ pub struct LogLineJson {
     pub continued: bool,
     /// On a skip marker: how many lines this reader missed; 0 otherwise.
     pub skipped: u64,
+    /// The script, when several are printed (`ctl logs 'web-*'`); absent for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
 }
 
 /// API spelling of a stream, in JSON.
@@ -163,6 +169,7 @@ impl From<&proto::LogLine> for LogLineJson {
             text: l.text.clone(),
             continued: l.continued,
             skipped: l.skipped,
+            script: None,
         }
     }
 }
@@ -201,6 +208,16 @@ pub enum Format {
     Json,
 }
 
+/// Which script a line is from when several are printed: its name, and the width of the
+/// name column in tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Name<'a> {
+    /// Script name.
+    pub name: &'a str,
+    /// Width of the column (the longest name printed).
+    pub width: usize,
+}
+
 /// Prints one record in `format`; in `Raw`, skip markers go to `err`.
 pub fn print_line(
     out: &mut impl Write,
@@ -208,10 +225,28 @@ pub fn print_line(
     format: Format,
     l: &proto::LogLine,
 ) -> std::io::Result<()> {
+    print_named(out, err, format, None, l)
+}
+
+/// Prints one record in `format`, of script `name` when several are printed (a first
+/// column in tables, `script` in JSON; nothing in `Raw`).
+pub fn print_named(
+    out: &mut impl Write,
+    err: &mut impl Write,
+    format: Format,
+    name: Option<Name<'_>>,
+    l: &proto::LogLine,
+) -> std::io::Result<()> {
+    if let (Some(n), Format::Human { .. }) = (name, format) {
+        write!(out, "{:<width$} ", n.name, width = n.width)?;
+    }
     match format {
         Format::Json => {
-            serde_json::to_writer(&mut *out, &LogLineJson::from(l))
-                .map_err(std::io::Error::from)?;
+            let doc = LogLineJson {
+                script: name.map(|n| n.name.to_owned()),
+                ..LogLineJson::from(l)
+            };
+            serde_json::to_writer(&mut *out, &doc).map_err(std::io::Error::from)?;
             out.write_all(b"\n")
         }
         Format::Raw if l.skipped > 0 => {
@@ -285,24 +320,24 @@ pub fn format_of(json: bool, raw: bool) -> CtlResult<Format> {
 /// Runs `ctl logs`.
 pub async fn run(c: &mut Client, out: &mut impl Write, json: bool, args: LogsArgs) -> CtlResult {
     let format = format_of(json, args.raw)?;
-    if args.run == Some(0) {
-        return Err(CtlError::new(
-            NOT_FOUND,
-            "no run 0: run ids start at 1 (`ctl status` shows the latest)",
-        ));
-    }
-    let mut stream = c
-        .logs(args.request())
-        .await
-        .map_err(|s| CtlError::from_status(s, FAILURE))?
-        .into_inner();
-    let printing = print_stream(
-        &mut stream,
-        out,
-        format,
-        args.until_match.as_ref(),
-        args.follow,
-    );
+    let printing = async {
+        match one_script(&args) {
+            Some(_) if args.run == Some(0) => Err(CtlError::new(
+                NOT_FOUND,
+                "no run 0: run ids start at 1 (`ctl status` shows the latest)",
+            )),
+            Some(script) => {
+                let mut stream = c
+                    .logs(args.request(script))
+                    .await
+                    .map_err(|s| CtlError::from_status(s, FAILURE))?
+                    .into_inner();
+                let until = args.until_match.as_ref();
+                print_stream(&mut stream, out, format, until, args.follow).await
+            }
+            None => crate::logs_many::print(c, out, format, &args).await,
+        }
+    };
     let ended = match args.timeout {
         Some(limit) => match tokio::time::timeout(limit, printing).await {
             Ok(ended) => ended?,
@@ -334,13 +369,22 @@ pub async fn run(c: &mut Client, out: &mut impl Write, json: bool, args: LogsArg
     }
 }
 
-/// Why [`print_stream`] returned.
+/// Why [`print_stream`] (or `print_records`, for several scripts) returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
     /// The daemon ended the stream.
     Stream,
     /// A line matched the pattern.
     Matched,
+}
+
+/// The one plain name when that is all that was given: such a call keeps the output of one
+/// script (no name column).
+fn one_script(args: &LogsArgs) -> Option<&str> {
+    match args.scripts.as_slice() {
+        [name] if !crate::targets::is_glob(name) => Some(name),
+        _ => None,
+    }
 }
 
 /// Prints the lines of `stream` until it ends or (with `until`) a stdout or stderr line
@@ -352,6 +396,24 @@ pub async fn print_stream(
     until: Option<&Regex>,
     follow: bool,
 ) -> CtlResult<Ended> {
+    let mut lines = stream.map(|item| item.map(|l| (0, l)));
+    print_records(&mut lines, out, format, &[], until, follow).await
+}
+
+/// [`print_stream`] of lines from several scripts: each item is the index of its script in
+/// `names` (empty: one script, no name printed) and the line.
+pub(crate) async fn print_records<S>(
+    stream: &mut S,
+    out: &mut impl Write,
+    format: Format,
+    names: &[String],
+    until: Option<&Regex>,
+    follow: bool,
+) -> CtlResult<Ended>
+where
+    S: Stream<Item = Result<(usize, proto::LogLine), tonic::Status>> + Unpin,
+{
+    let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
     let gone = async {
         if follow {
             crate::reader::gone().await
@@ -367,8 +429,9 @@ pub async fn print_stream(
         () = &mut gone => return Err(CtlError::reader_gone()),
     };
     while let Some(item) = next {
-        let line = item.map_err(|s| CtlError::from_status(s, FAILURE))?;
-        print_line(&mut out, &mut err, format, &line)?;
+        let (script, line) = item.map_err(|s| CtlError::from_status(s, FAILURE))?;
+        let name = names.get(script).map(|name| Name { name, width });
+        print_named(&mut out, &mut err, format, name, &line)?;
         if until.is_some_and(|re| is_output(&line) && re.is_match(&line.text)) {
             out.flush()?;
             return Ok(Ended::Matched);

@@ -90,7 +90,8 @@ pub struct CheckedJson {
     pub ok: bool,
 }
 
-fn is_glob(s: &str) -> bool {
+/// Whether a target is a glob rather than a plain name.
+pub(crate) fn is_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
@@ -174,7 +175,8 @@ pub fn checked<'a>(
     resolve(names, false, scripts)
 }
 
-async fn scripts(c: &mut Client) -> CtlResult<Vec<ScriptStatus>> {
+/// Every script the daemon reports in `Status`.
+pub(crate) async fn scripts(c: &mut Client) -> CtlResult<Vec<ScriptStatus>> {
     Ok(c.status(proto::StatusRequest::default())
         .await
         .map_err(|s| CtlError::from_status(s, FAILURE))?
@@ -291,7 +293,7 @@ pub async fn control(
 const CONCURRENT: usize = 8;
 
 /// Runs `tasks`, at most [`CONCURRENT`] at a time; their outputs in the order given.
-async fn bounded<T, F>(tasks: Vec<F>) -> CtlResult<Vec<T>>
+pub(crate) async fn bounded<T, F>(tasks: Vec<F>) -> CtlResult<Vec<T>>
 where
     F: std::future::Future<Output = T> + Send + 'static,
     T: Send + 'static,

@@ -2,7 +2,7 @@
 //! status codes. No state lives here.
 
 use crate::convert;
-use crate::events::EventBus;
+use crate::events::{EventBus, Filter};
 use crate::history::{ActionResult, History, HistoryError};
 use crate::reload::disk::DiskSync;
 use crate::reload::{Candidate, Report, Request, RequestError, ResultKind, Snapshot, Source};
@@ -388,9 +388,16 @@ impl Scriptd for Service {
 
     async fn events(
         &self,
-        _request: Req<proto::EventsRequest>,
+        request: Req<proto::EventsRequest>,
     ) -> Result<Response<Self::EventsStream>, Status> {
-        Ok(Response::new(Box::pin(self.events.follow())))
+        let req = request.into_inner();
+        let filter =
+            Filter::from_request(&req).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let stream = self
+            .events
+            .follow(filter, req.after_id)
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn history(

@@ -339,6 +339,9 @@ pub struct EventJson {
     pub schema: u32,
     /// Event sequence number (0 for a missed marker).
     pub seq: u64,
+    /// Event id, for `ctl events --after-id` (0 for a missed marker); grows across daemon
+    /// restarts.
+    pub id: u64,
     /// When, RFC 3339.
     pub time: Option<String>,
     /// `reload`, `script` or `missed`.
@@ -370,6 +373,9 @@ pub struct EventJson {
     pub exit: Option<ExitJson>,
     /// Number of events this follower missed.
     pub missed: Option<u64>,
+    /// On a missed marker answering `--after-id`: the id is of an earlier daemon process,
+    /// whose later events are gone too (not counted in `missed`).
+    pub earlier_daemon: Option<bool>,
     /// Detail.
     pub message: Option<String>,
 }
@@ -380,6 +386,7 @@ impl From<&proto::Event> for EventJson {
         let mut j = EventJson {
             schema: JSON_SCHEMA,
             seq: e.seq,
+            id: e.id,
             time: time(e.time_ms),
             kind: String::new(),
             attempt_id: None,
@@ -394,6 +401,7 @@ impl From<&proto::Event> for EventJson {
             pid: None,
             exit: None,
             missed: None,
+            earlier_daemon: None,
             message: None,
         };
         match &e.kind {
@@ -419,6 +427,7 @@ impl From<&proto::Event> for EventJson {
             Some(Kind::Missed(n)) => {
                 j.kind = "missed".into();
                 j.missed = Some(*n);
+                j.earlier_daemon = Some(e.earlier_daemon);
             }
             None => j.kind = "unknown".into(),
         }
