@@ -333,7 +333,9 @@ fn local_shows_times_in_the_local_zone_and_json_stays_utc() {
         assert_eq!(code, 0, "{r:?}");
         events.next_line(Duration::from_millis(200)).ok()
     });
-    assert!(local_time(&line[..30]), "{line}");
+    // The first column is the event's id.
+    let (_, timed) = line.split_once(' ').unwrap_or_else(|| panic!("{line}"));
+    assert!(local_time(&timed[..30]), "{line}");
 
     let actions = kolkata(&["history", "--actions", "--local"]);
     let row = actions
