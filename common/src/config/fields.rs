@@ -10,6 +10,7 @@
 //! new field is one row here, its parsing in `validate/script.rs`, and its member of
 //! [`ScriptConfig`].
 
+use super::resource_limits::Limit;
 use super::ScriptConfig;
 use crate::diff::Impact;
 use std::sync::LazyLock;
@@ -35,6 +36,14 @@ pub enum Kind {
     Signal,
     /// A byte size (`4096`, `64KiB`).
     Size,
+    /// A user name or uid.
+    User,
+    /// A group name or gid.
+    Group,
+    /// An octal file mode creation mask, as a string (`"0027"`).
+    Umask,
+    /// A map of resource limits (one row per limit in a diff).
+    Limits,
 }
 
 impl Kind {
@@ -50,6 +59,10 @@ impl Kind {
             Self::Enum => "enum",
             Self::Signal => "signal",
             Self::Size => "size",
+            Self::User => "user",
+            Self::Group => "group",
+            Self::Umask => "octal string",
+            Self::Limits => "map of limits",
         }
     }
 }
@@ -172,6 +185,10 @@ pub const FIELDS: &[Field] = &[
     row("log.max_bytes",       Kind::Size,     "10MiB",                true,  Both,     Live,      |t, f, _| t.log.max_bytes = f.log.max_bytes),
     row("log.keep",            Kind::Int,      "3",                    true,  Both,     Live,      |t, f, _| t.log.keep = f.log.keep),
     row("log.max_line_bytes",  Kind::Size,     "64KiB",                true,  Both,     Live,      |t, f, _| t.log.max_line_bytes = f.log.max_line_bytes),
+    row("user",                Kind::User,     "the daemon's",         true,  Both,     Restart,   |t, f, _| t.exec.user = f.exec.user.clone()),
+    row("group",               Kind::Group,    "the user's primary group", true, Both,  Restart,   |t, f, _| t.exec.group = f.exec.group.clone()),
+    row("umask",               Kind::Umask,    "the daemon's",         true,  Both,     Restart,   |t, f, _| t.exec.umask = f.exec.umask),
+    row("limits.*",            Kind::Limits,   "the daemon's",         true,  Both,     Restart,   copy_limit),
 ];
 
 fn copy_env_var(to: &mut ScriptConfig, from: &ScriptConfig, field: &str) {
@@ -185,12 +202,26 @@ fn copy_env_var(to: &mut ScriptConfig, from: &ScriptConfig, field: &str) {
     };
 }
 
-/// The row of a field as a diff names it (`log.keep`, `env.PATH`, `restart_delay`).
+fn copy_limit(to: &mut ScriptConfig, from: &ScriptConfig, field: &str) {
+    let Some(limit) = field.strip_prefix("limits.").and_then(Limit::parse) else {
+        to.exec.limits = from.exec.limits.clone();
+        return;
+    };
+    match from.exec.limits.0.get(&limit) {
+        Some(value) => to.exec.limits.0.insert(limit, *value),
+        None => to.exec.limits.0.remove(&limit),
+    };
+}
+
+/// The row of a field as a diff names it (`log.keep`, `env.PATH`, `limits.nofile`,
+/// `restart_delay`): its own, else its section's `SECTION.*` row.
 pub fn field(name: &str) -> Option<&'static Field> {
-    if name.starts_with("env.") {
-        return FIELDS.iter().find(|f| f.name == "env.*");
-    }
-    FIELDS.iter().find(|f| f.name == name)
+    FIELDS.iter().find(|f| f.name == name).or_else(|| {
+        let (section, _) = name.split_once('.')?;
+        FIELDS
+            .iter()
+            .find(|f| f.name.strip_suffix(".*") == Some(section))
+    })
 }
 
 /// Distinct top-level keys of `rows`, in table order.
@@ -310,6 +341,10 @@ mod tests {
                 "stop_signal",
                 "stop_grace",
                 "log",
+                "user",
+                "group",
+                "umask",
+                "limits",
             ]
         );
         assert!(!DEFAULT_KEYS.contains(&"command"));
@@ -330,6 +365,8 @@ mod tests {
     #[test]
     fn rows_by_diff_field() {
         assert_eq!(field("env.PATH").map(|f| f.name), Some("env.*"));
+        assert_eq!(field("limits.nofile").map(|f| f.name), Some("limits.*"));
+        assert_eq!(field("user").map(|f| f.rule), Some(Restart));
         assert_eq!(field("log.keep").map(|f| f.rule), Some(Live));
         assert!(field("log").is_none());
         assert!(field("nope").is_none());

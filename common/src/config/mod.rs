@@ -6,6 +6,7 @@
 
 mod access;
 mod error;
+mod exec_context;
 pub mod fields;
 mod include_scan;
 mod include_walk;
@@ -14,10 +15,12 @@ mod load;
 mod parse;
 mod positions;
 mod read;
+pub mod resource_limits;
 mod validate;
 
 pub use access::{Access, AccessRule, Role, Subject};
 pub use error::{ConfigError, ConfigErrors, SUMMARY_ERROR_CHARS};
+pub use exec_context::{permits, ExecContext, GroupId, Perms, Umask, UserId, Want};
 pub use include_scan::include_patterns;
 pub use include_walk::WalkLimit;
 pub use load::{
@@ -26,7 +29,7 @@ pub use load::{
 };
 pub use parse::YamlError;
 pub use read::{read_text, ReadError};
-pub use validate::{validate, validate_with, Host, Stat, SystemHost, DUPLICATES_LISTED};
+pub use validate::{validate, validate_with, Account, Host, Stat, SystemHost, DUPLICATES_LISTED};
 
 use nix::sys::signal::Signal;
 use serde::Serialize;
@@ -96,6 +99,9 @@ pub struct ScriptConfig {
     /// `restart_reset_after`).
     #[serde(flatten)]
     pub backoff: Backoff,
+    /// `user`, `group`, `umask`, `limits`: what the process is started with.
+    #[serde(flatten)]
+    pub exec: ExecContext,
 }
 
 impl ScriptConfig {

@@ -4,8 +4,8 @@
 
 use proptest::prelude::*;
 use scriptd_common::config::{
-    Access, AccessRule, Backoff, CommandSpec, Config, DaemonConfig, LogConfig, RestartPolicy, Role,
-    ScriptConfig, StopSignal, Subject,
+    Access, AccessRule, Backoff, CommandSpec, Config, DaemonConfig, ExecContext, LogConfig,
+    RestartPolicy, Role, ScriptConfig, StopSignal, Subject,
 };
 use scriptd_common::diff::{
     apply_except_restart, diff_script, plan, script_fields, Change, Impact, Outcome, ScriptPlan,
@@ -41,6 +41,7 @@ fn script() -> ScriptConfig {
         stop_grace: Duration::from_secs(5),
         log: LogConfig::default(),
         backoff: Backoff::default(),
+        exec: ExecContext::default(),
     }
 }
 
@@ -322,6 +323,7 @@ fn arb_script() -> impl Strategy<Value = ScriptConfig> {
                         delay: Duration::from_millis(500 * delay),
                         ..Backoff::default()
                     },
+                    exec: ExecContext::default(),
                 }
             },
         )

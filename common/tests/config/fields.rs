@@ -3,8 +3,9 @@
 //! and which fields `defaults:` may set.
 
 use scriptd_common::config::fields::{Applies, ChangeRule, Field, Kind, FIELDS};
+use scriptd_common::config::resource_limits::Limit;
 use scriptd_common::config::{
-    validate_with, Config, ConfigErrors, ConfigFile, ConfigSource, Host, Stat,
+    validate_with, Account, Config, ConfigErrors, ConfigFile, ConfigSource, Host, Perms, Stat,
 };
 use scriptd_common::diff::script_fields;
 use scriptd_common::units::parse_size;
@@ -32,6 +33,34 @@ impl Host for Everything {
     fn search_path(&self) -> Option<String> {
         Some("/bin".into())
     }
+
+    fn perms(&mut self, _: &Path) -> Option<Perms> {
+        None
+    }
+
+    fn user(&mut self, spec: &str) -> Result<Account, String> {
+        Ok(Account {
+            name: spec.into(),
+            uid: 1000,
+            gid: 1000,
+        })
+    }
+
+    fn groups_of(&mut self, _: &str, gid: u32) -> Vec<u32> {
+        vec![gid]
+    }
+
+    fn daemon_ids(&self) -> (u32, u32) {
+        (0, 0)
+    }
+
+    fn hard_limit(&mut self, _: Limit) -> Option<u64> {
+        None
+    }
+
+    fn nr_open(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 fn validate(yaml: &str) -> Result<Config, ConfigErrors> {
@@ -47,10 +76,10 @@ fn validate(yaml: &str) -> Result<Config, ConfigErrors> {
 
 /// The README's name of a field (`env` for the `env.*` row).
 fn readme_name(f: &Field) -> &'static str {
-    if f.name == "env.*" {
-        "env"
-    } else {
-        f.name
+    match f.name {
+        "env.*" => "env",
+        "limits.*" => "limits",
+        name => name,
     }
 }
 
@@ -197,7 +226,13 @@ fn the_table_defaults_are_the_ones_validation_applies() {
         let got = fields.get(f.name);
         match f.default {
             "required" => assert_eq!(f.name, "command"),
-            "none" | "none (service)" => assert_eq!(got, None, "{}", f.name),
+            "none" | "none (service)" | "the daemon's" | "the user's primary group" => {
+                assert_eq!(got, None, "{}", f.name);
+                if let Some(section) = f.name.strip_suffix(".*") {
+                    let prefix = format!("{section}.");
+                    assert!(fields.keys().all(|k| !k.starts_with(&prefix)), "{fields:?}");
+                }
+            }
             "the config directory" => assert_eq!(got.map(String::as_str), Some(BASE), "{}", f.name),
             "{}" => assert!(
                 fields.keys().all(|k| !k.starts_with("env.")),
@@ -225,12 +260,16 @@ fn other_value(f: &Field) -> (&'static str, &'static str) {
         Kind::Enum => ("never", "never"),
         Kind::Signal => ("HUP", "HUP"),
         Kind::Size => ("7KiB", "7168"),
+        Kind::User => ("alice", "alice (uid 1000)"),
+        Kind::Group => ("\"7\"", "gid 7"),
+        Kind::Umask => ("\"0077\"", "0077"),
+        Kind::Limits => ("{ nofile: 7 }", "7"),
     }
 }
 
 /// `name: value` as YAML nested under `indent`, for `log.keep` a `log:` mapping.
 fn yaml_key(f: &Field, value: &str, indent: &str) -> String {
-    match f.subkey().filter(|_| f.name != "env.*") {
+    match f.subkey().filter(|&sub| sub != "*") {
         Some(sub) => format!("{indent}{}:\n{indent}  {sub}: {value}\n", f.key()),
         None => format!("{indent}{}: {value}\n", f.key()),
     }
@@ -251,7 +290,11 @@ fn defaults_sets_exactly_the_inheritable_fields() {
         match validate(&yaml) {
             Ok(cfg) if f.inheritable => {
                 let fields = script_fields(&cfg.scripts["s"]);
-                let name = if f.name == "env.*" { "env.X" } else { f.name };
+                let name = match f.name {
+                    "env.*" => "env.X",
+                    "limits.*" => "limits.nofile",
+                    name => name,
+                };
                 assert_eq!(
                     fields.get(name).map(String::as_str),
                     Some(rendered),

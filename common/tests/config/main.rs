@@ -4,6 +4,7 @@
 
 mod access;
 mod diff;
+mod exec_context;
 mod fields;
 mod hostile;
 mod include_scan;

@@ -3,9 +3,10 @@
 //! yields the effective values with defaults applied.
 
 use proptest::prelude::*;
+use scriptd_common::config::resource_limits::Limit;
 use scriptd_common::config::{
-    load, validate, validate_with, Backoff, CommandSpec, ConfigFile, ConfigSource, Host,
-    RestartPolicy, ScriptConfig, Stat, StopSignal, DUPLICATES_LISTED,
+    load, validate, validate_with, Account, Backoff, CommandSpec, ConfigFile, ConfigSource,
+    ExecContext, Host, Perms, RestartPolicy, ScriptConfig, Stat, StopSignal, DUPLICATES_LISTED,
 };
 use scriptd_common::diff::script_fields;
 use std::os::unix::fs::PermissionsExt;
@@ -363,7 +364,7 @@ fn unknown_keys() {
             &["scriptd.yaml:4:5: scripts.a.frobnicate: unknown key \"frobnicate\"; expected one \
                of: command, interval, timeout, enabled, working_dir, env, max_log_lines, \
                restart, restart_delay, restart_delay_max, restart_reset_after, stop_signal, \
-               stop_grace, log"],
+               stop_grace, log, ..."],
         ),
         (
             "daemon key typo",
@@ -1322,6 +1323,30 @@ impl Host for FakeHost {
     fn search_path(&self) -> Option<String> {
         Some("/bin".into())
     }
+
+    fn perms(&mut self, _: &Path) -> Option<Perms> {
+        None
+    }
+
+    fn user(&mut self, spec: &str) -> Result<Account, String> {
+        Err(format!("no {spec:?} here"))
+    }
+
+    fn groups_of(&mut self, _: &str, gid: u32) -> Vec<u32> {
+        vec![gid]
+    }
+
+    fn daemon_ids(&self) -> (u32, u32) {
+        (0, 0)
+    }
+
+    fn hard_limit(&mut self, _: Limit) -> Option<u64> {
+        None
+    }
+
+    fn nr_open(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 fn validate_fake(yaml: &str) -> Result<scriptd_common::config::Config, Vec<String>> {
@@ -1367,6 +1392,7 @@ fn arb_script() -> impl Strategy<Value = (String, ScriptConfig)> {
                     stop_grace: Duration::from_secs(10),
                     log: Default::default(),
                     backoff: Backoff::default(),
+                    exec: ExecContext::default(),
                 };
                 if let Some(ms) = interval {
                     yaml += &format!("    interval: {ms}ms\n");
@@ -1456,6 +1482,7 @@ proptest! {
     ) {
         let key = match field.subkey() {
             Some(_) if field.name == "env.*" => format!("    env:\n      X: {value}\n"),
+            Some(_) if field.name == "limits.*" => format!("    limits:\n      nofile: {value}\n"),
             Some(sub) => format!("    {}:\n      {sub}: {value}\n", field.key()),
             None => format!("    {}: {value}\n", field.name),
         };
@@ -1477,7 +1504,11 @@ proptest! {
             }
             Ok(cfg) => {
                 // Taken: the field is in the script's rows.
-                let row = if field.name == "env.*" { "env.X" } else { field.name };
+                let row = match field.name {
+                    "env.*" => "env.X",
+                    "limits.*" => "limits.nofile",
+                    name => name,
+                };
                 let rows = script_fields(&cfg.scripts["s"]);
                 prop_assert!(rows.contains_key(row), "{} taken but not set: {:?}", row, rows);
             }

@@ -1,11 +1,14 @@
 //! One script section (or `defaults:`): its keys parsed into a [`Partial`], then the
 //! effective [`ScriptConfig`] with `defaults` and the built-in defaults applied. Pure but
-//! for the two host checks at the end of [`Validator::finish_script`].
+//! for the host checks: users and groups (`exec_context.rs`), and the directory and
+//! program at the end of [`Validator::finish_script`].
 
 use super::{kind, Validator};
 use crate::config::fields::{self, LOG_KEYS};
+use crate::config::resource_limits::Limits;
 use crate::config::{
-    builtin, Backoff, CommandSpec, LogConfig, RestartPolicy, ScriptConfig, StopSignal,
+    builtin, Backoff, CommandSpec, ExecContext, GroupId, LogConfig, RestartPolicy, ScriptConfig,
+    StopSignal, Umask, UserId,
 };
 use crate::units::format_duration;
 use serde_yaml::Value;
@@ -38,6 +41,11 @@ pub(super) struct Partial {
     log_max_bytes: Option<u64>,
     log_keep: Option<u32>,
     log_max_line_bytes: Option<u64>,
+    // `user`, `group`, `umask`, `limits` (validate/exec_context.rs)
+    user: Option<UserId>,
+    group: Option<GroupId>,
+    umask: Option<Umask>,
+    limits: Option<Limits>,
     /// The body was not a mapping (already reported).
     malformed: bool,
 }
@@ -123,6 +131,10 @@ impl Validator<'_> {
                         }
                     }
                 }
+                "user" => p.user = self.user(val, &at),
+                "group" => p.group = self.group(val, &at),
+                "umask" => p.umask = self.umask(val, &at),
+                "limits" => p.limits = self.limits(val, &at),
                 _ => {}
             }
             if self.errors.len() == errors_before {
@@ -275,7 +287,16 @@ impl Validator<'_> {
             .unwrap_or_else(|| base.to_path_buf());
         let mut env = d.env.clone().unwrap_or_default();
         env.extend(p.env.unwrap_or_default());
-        let dir_ok = self.check_dir(&working_dir, &path, explicit_dir);
+        let mut limits = d.limits.clone().unwrap_or_default();
+        limits.0.extend(p.limits.unwrap_or_default().0);
+        let exec = ExecContext {
+            user: p.user.or_else(|| d.user.clone()),
+            group: p.group.or_else(|| d.group.clone()),
+            umask: p.umask.or(d.umask),
+            limits,
+        };
+        let who = self.who(&exec);
+        let dir_ok = self.check_dir(&working_dir, &path, explicit_dir, who.as_ref());
         let script = ScriptConfig {
             command,
             interval: p.interval,
@@ -317,9 +338,10 @@ impl Validator<'_> {
                     .or(d.restart_reset_after)
                     .unwrap_or(builtin::RESTART_RESET_AFTER),
             },
+            exec,
         };
         if dir_ok {
-            self.check_program(&script, &path);
+            self.check_program(&script, &path, who.as_ref());
         }
         Some(script)
     }
