@@ -1,6 +1,6 @@
 //! The process-group shim: `scriptd-shim __shim SIGNAL GRACE_MS DEATH_FD REPORT_FD TOKEN
-//! NOFILE -- PROGRAM ARGS...` (or the daemon's own binary in this hidden mode, when `scriptd-shim` is
-//! not installed next to it).
+//! NOFILE IDS UMASK LIMITS -- PROGRAM ARGS...` (or the daemon's own binary in this hidden
+//! mode, when `scriptd-shim` is not installed next to it).
 //!
 //! The daemon never spawns a script directly. It spawns the shim, a single-threaded process
 //! that waits on one `poll` for both the script's exit and the daemon's death, and:
@@ -16,6 +16,13 @@
 //! - sets the soft descriptor limit (`RLIMIT_NOFILE`) the script starts with to `NOFILE`,
 //!   the one the daemon was started with (the daemon raised its own; `-` keeps it), so a
 //!   program that uses `select()` is not handed descriptors past 1,023;
+//! - starts the script with the script's `limits` (`LIMITS`, `setrlimit`), `umask` (`UMASK`)
+//!   and as its `user`/`group` (`IDS`): in the forked child, in that order, just before
+//!   exec: setrlimit, umask, setgroups (the user's groups from the group database, looked
+//!   up by the shim at each start, as `initgroups(3)` would), setgid, setuid, each checked
+//!   to have taken. The shim itself stays root, so it can still stop the group and report;
+//!   `HOME`, `USER`, `LOGNAME` and `SHELL` come from the user's entry when the daemon left
+//!   them out (it does unless the script's `env` sets them);
 //! - becomes a child subreaper, so the script's orphaned children are reaped, not zombies;
 //! - watches the read end of a pipe whose write end only the daemon holds (`DEATH_FD`): when
 //!   the daemon dies, even by `kill -9`, the read returns EOF and the shim stops the whole
@@ -31,7 +38,9 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, raise, signal, SigHandler, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
+use nix::unistd::{Gid, Pid, Uid};
+use scriptd_common::config::resource_limits::{self, Limit, LimitValue};
+use scriptd_common::config::ExecContext;
 use std::ffi::{CString, OsString};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
@@ -62,6 +71,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         report_fd,
         token,
         nofile,
+        exec,
         argv,
     } = match parse(&args) {
         Ok(p) => p,
@@ -132,10 +142,34 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     };
     let mut cmd = std::process::Command::new(&argv[0]);
     cmd.args(&argv[1..]).process_group(0);
+    let drop_to = match credentials(&exec.ids, &mut cmd) {
+        Ok(d) => d,
+        Err(e) => {
+            report(&socket, token, &format!("err {e}"));
+            return ExitCode::from(127);
+        }
+    };
+    let limits: Vec<_> = exec
+        .limits
+        .iter()
+        .map(|(l, v)| (l.resource(), v.soft, v.hard))
+        .collect();
+    let umask = exec.umask.map(nix::sys::stat::Mode::from_bits_truncate);
     let shim_pid = nix::unistd::getpid();
-    // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
+    // SAFETY: only async-signal-safe calls (setrlimit, umask, setgroups, setgid, setuid,
+    // their getters, prctl, getppid) between fork and exec; nothing allocates.
     unsafe {
         cmd.pre_exec(move || {
+            for &(resource, soft, hard) in &limits {
+                nix::sys::resource::setrlimit(resource, soft, hard)?;
+            }
+            if let Some(mask) = umask {
+                nix::sys::stat::umask(mask);
+            }
+            if let Some(to) = &drop_to {
+                to.apply()?;
+            }
+            // After the credentials change, which clears it.
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
             // The shim died before the line above: no signal will come, so stop here.
             if nix::unistd::getppid() != shim_pid {
@@ -148,10 +182,11 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let program = argv[0].to_string_lossy();
+            let how = exec.describe();
             report(
                 &socket,
                 token,
-                &format!("err cannot execute {program}: {e}"),
+                &format!("err cannot execute {program}{how}: {e}"),
             );
             return ExitCode::from(127);
         }
@@ -255,6 +290,198 @@ pub fn nofile_arg(soft: Option<u64>) -> String {
     soft.map_or_else(|| "-".to_owned(), |n| n.to_string())
 }
 
+/// Who the script runs as (`IDS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ids {
+    /// The shim's own (`-`).
+    Keep,
+    /// `user`: this uid with group `gid` (`UID:GID`), and the user's groups.
+    User {
+        /// uid
+        uid: u32,
+        /// `group`, or the user's primary group
+        gid: u32,
+    },
+    /// Only `group` (`:GID`): the shim's uid, this group as its only one.
+    Group {
+        /// gid
+        gid: u32,
+    },
+}
+
+/// `IDS`, `UMASK` and `LIMITS`: what the script starts with besides its argv.
+#[derive(Debug, Clone, PartialEq)]
+struct ExecArgs {
+    ids: Ids,
+    umask: Option<u32>,
+    limits: Vec<(Limit, LimitValue)>,
+}
+
+impl ExecArgs {
+    /// ` as uid 33 gid 33 with limits nofile=4096 and umask 0027`, for an error: what the
+    /// exec was attempted with.
+    fn describe(&self) -> String {
+        let mut out = String::new();
+        match self.ids {
+            Ids::Keep => {}
+            Ids::User { uid, gid } => out += &format!(" as uid {uid} gid {gid}"),
+            Ids::Group { gid } => out += &format!(" with gid {gid}"),
+        }
+        if !self.limits.is_empty() {
+            out += &format!(" with limits {}", limits_text(&self.limits));
+        }
+        if let Some(mask) = self.umask {
+            out += &format!(" with umask {mask:04o}");
+        }
+        out
+    }
+}
+
+fn limits_text(limits: &[(Limit, LimitValue)]) -> String {
+    let parts: Vec<String> = limits
+        .iter()
+        .map(|(l, v)| format!("{}={v}", l.name()))
+        .collect();
+    parts.join(",")
+}
+
+/// The `IDS`, `UMASK` and `LIMITS` arguments for a script's [`ExecContext`] (`-` for each
+/// one it does not set).
+pub fn exec_args(ctx: &ExecContext) -> [String; 3] {
+    let ids = match (&ctx.user, ctx.gid()) {
+        (Some(user), gid) => format!("{}:{}", user.uid, gid.unwrap_or(user.gid)),
+        (None, Some(gid)) => format!(":{gid}"),
+        (None, None) => "-".into(),
+    };
+    let umask = ctx
+        .umask
+        .map_or_else(|| "-".into(), |m| format!("{:04o}", m.0));
+    let limits: Vec<_> = ctx.limits.0.iter().map(|(l, v)| (*l, *v)).collect();
+    let limits = if limits.is_empty() {
+        "-".into()
+    } else {
+        limits_text(&limits)
+    };
+    [ids, umask, limits]
+}
+
+fn parse_exec(ids: &str, umask: &str, limits: &str) -> Result<ExecArgs, String> {
+    let id = |s: &str| s.parse::<u32>().map_err(|_| format!("invalid id {s:?}"));
+    let ids = match ids.split_once(':') {
+        None if ids == "-" => Ids::Keep,
+        Some(("", gid)) => Ids::Group { gid: id(gid)? },
+        Some((uid, gid)) => Ids::User {
+            uid: id(uid)?,
+            gid: id(gid)?,
+        },
+        None => return Err(format!("invalid IDS {ids:?}")),
+    };
+    let umask = match umask {
+        "-" => None,
+        m => Some(u32::from_str_radix(m, 8).map_err(|_| format!("invalid UMASK {m:?}"))?),
+    };
+    let mut parsed = Vec::new();
+    if limits != "-" {
+        for item in limits.split(',') {
+            let (name, value) = item
+                .split_once('=')
+                .ok_or_else(|| format!("invalid LIMITS item {item:?}"))?;
+            let limit = Limit::parse(name).ok_or_else(|| format!("unknown limit {name:?}"))?;
+            parsed.push((limit, resource_limits::parse_value(limit, value)?));
+        }
+    }
+    Ok(ExecArgs {
+        ids,
+        umask,
+        limits: parsed,
+    })
+}
+
+/// The credentials the child takes before exec.
+#[derive(Debug)]
+struct DropTo {
+    groups: Vec<Gid>,
+    gid: Gid,
+    uid: Option<Uid>,
+}
+
+impl DropTo {
+    /// setgroups, setgid, setuid, then checks that each took (a setuid that silently
+    /// failed must not run the script as root). Async-signal-safe: runs between fork and
+    /// exec.
+    fn apply(&self) -> std::io::Result<()> {
+        use nix::unistd::{getegid, geteuid, getgid, getuid, setgid, setgroups, setuid};
+        setgroups(&self.groups)?;
+        setgid(self.gid)?;
+        if let Some(uid) = self.uid {
+            setuid(uid)?;
+        }
+        let gid_took = getgid() == self.gid && getegid() == self.gid;
+        let uid_took = self.uid.is_none_or(|u| getuid() == u && geteuid() == u);
+        if gid_took && uid_took {
+            Ok(())
+        } else {
+            Err(std::io::Error::from_raw_os_error(libc::EPERM))
+        }
+    }
+}
+
+/// What the child must change for `ids`, looked up here, before the fork: the user's entry
+/// (sets `HOME`, `USER`, `LOGNAME`, `SHELL` on `cmd` when the shim's environment lacks
+/// them) and groups. `None` when nothing changes; a daemon that is not root may only keep
+/// its own ids (validation refuses others).
+fn credentials(ids: &Ids, cmd: &mut std::process::Command) -> Result<Option<DropTo>, String> {
+    let (uid, gid) = match *ids {
+        Ids::Keep => return Ok(None),
+        Ids::User { uid, gid } => (Some(uid), gid),
+        Ids::Group { gid } => (None, gid),
+    };
+    let groups = match uid {
+        Some(uid) => {
+            let user = match nix::unistd::User::from_uid(Uid::from_raw(uid)) {
+                Ok(Some(u)) => u,
+                Ok(None) => {
+                    return Err(format!(
+                        "the script's user (uid {uid}) is no longer in the user database"
+                    ))
+                }
+                Err(e) => return Err(format!("cannot look up uid {uid}: {e}")),
+            };
+            let shell = if user.shell.as_os_str().is_empty() {
+                std::path::PathBuf::from("/bin/sh")
+            } else {
+                user.shell.clone()
+            };
+            let vars = [
+                ("HOME", user.dir.as_os_str()),
+                ("USER", user.name.as_ref()),
+                ("LOGNAME", user.name.as_ref()),
+                ("SHELL", shell.as_os_str()),
+            ];
+            for (var, value) in vars {
+                if std::env::var_os(var).is_none() {
+                    cmd.env(var, value);
+                }
+            }
+            let name = CString::new(user.name.clone())
+                .map_err(|_| format!("user name of uid {uid} has a NUL byte"))?;
+            nix::unistd::getgrouplist(&name, Gid::from_raw(gid))
+                .map_err(|e| format!("cannot look up the groups of user {}: {e}", user.name))?
+        }
+        None => vec![Gid::from_raw(gid)],
+    };
+    let (gid, uid) = (Gid::from_raw(gid), uid.map(Uid::from_raw));
+    if !nix::unistd::geteuid().is_root() {
+        let same = nix::unistd::getegid() == gid && uid.is_none_or(|u| u == nix::unistd::geteuid());
+        return if same {
+            Ok(None)
+        } else {
+            Err("running a script as another user or group needs a root daemon".into())
+        };
+    }
+    Ok(Some(DropTo { groups, gid, uid }))
+}
+
 /// Sets the soft descriptor limit, which the script inherits, to `soft` (at most the hard
 /// limit, which stays).
 fn set_soft_nofile(soft: u64) -> nix::Result<()> {
@@ -292,13 +519,16 @@ struct Parsed {
     token: u64,
     /// The script's soft descriptor limit (`None`: the shim's own).
     nofile: Option<u64>,
+    /// Its user and group, umask and limits.
+    exec: ExecArgs,
     argv: Vec<OsString>,
 }
 
 fn parse(args: &[OsString]) -> Result<Parsed, String> {
     let usage = "usage: scriptd-shim __shim SIGNUM GRACE_MS DEATH_FD REPORT_FD TOKEN NOFILE \
-                 -- PROGRAM [ARGS...] (started by scriptd, not by hand)";
-    let [sig, grace, death, report, token, nofile, sep, argv @ ..] = args else {
+                 IDS UMASK LIMITS -- PROGRAM [ARGS...] (started by scriptd, not by hand)";
+    let [sig, grace, death, report, token, nofile, ids, umask, limits, sep, argv @ ..] = args
+    else {
         return Err(usage.into());
     };
     if sep != "--" || argv.is_empty() {
@@ -322,6 +552,12 @@ fn parse(args: &[OsString]) -> Result<Parsed, String> {
             None
         } else {
             Some(number(nofile)?)
+        },
+        exec: match (ids.to_str(), umask.to_str(), limits.to_str()) {
+            (Some(ids), Some(umask), Some(limits)) => {
+                parse_exec(ids, umask, limits).map_err(|e| format!("{e}; {usage}"))?
+            }
+            _ => return Err(usage.into()),
         },
         argv: argv.to_vec(),
     })
@@ -390,7 +626,7 @@ mod tests {
     fn arguments() {
         assert_eq!(
             parse(&args(&[
-                "15", "2500", "11", "12", "7", "1024", "--", "/bin/sh", "-c", "x"
+                "15", "2500", "11", "12", "7", "1024", "-", "-", "-", "--", "/bin/sh", "-c", "x"
             ])),
             Ok(Parsed {
                 stop: Signal::SIGTERM,
@@ -399,26 +635,113 @@ mod tests {
                 report_fd: 12,
                 token: 7,
                 nofile: Some(1024),
+                exec: ExecArgs {
+                    ids: Ids::Keep,
+                    umask: None,
+                    limits: Vec::new(),
+                },
                 argv: args(&["/bin/sh", "-c", "x"]),
             })
         );
-        let kept = parse(&args(&["15", "0", "11", "12", "7", "-", "--", "/bin/true"]));
+        let kept = parse(&args(&[
+            "15", "0", "11", "12", "7", "-", "-", "-", "-", "--", "/bin/true",
+        ]));
         assert_eq!(kept.map(|p| p.nofile), Ok(None));
         assert_eq!(nofile_arg(Some(1024)), "1024");
         assert_eq!(nofile_arg(None), "-");
+        let ok = ["15", "2500", "11", "12", "7", "1024", "-", "-", "-"];
         for bad in [
-            &["15", "2500", "11", "12", "1024", "--", "/bin/true"][..],
-            &["15", "2500", "11", "12", "7", "1024", "/bin/true"],
-            &["15", "2500", "11", "12", "7", "1024", "--"],
-            &["15", "2500", "1", "12", "7", "1024", "--", "/bin/true"],
-            &["15", "2500", "11", "2", "7", "1024", "--", "/bin/true"],
-            &["99", "2500", "11", "12", "7", "1024", "--", "/bin/true"],
-            &["15", "-1", "11", "12", "7", "1024", "--", "/bin/true"],
-            &["15", "2500", "11", "12", "x", "1024", "--", "/bin/true"],
-            &["15", "2500", "11", "12", "7", "many", "--", "/bin/true"],
-            &["15", "2500", "11", "12", "7", "-5", "--", "/bin/true"],
+            &["15", "2500", "11", "12", "1024", "-", "-", "-", "--", "/bin/true"][..],
+            &["15", "2500", "11", "12", "7", "1024", "-", "-", "-", "/bin/true"],
+            &["15", "2500", "11", "12", "7", "1024", "-", "-", "-", "--"],
+            &["15", "2500", "1", "12", "7", "1024", "-", "-", "-", "--", "/bin/true"],
+            &["15", "2500", "11", "2", "7", "1024", "-", "-", "-", "--", "/bin/true"],
+            &["99", "2500", "11", "12", "7", "1024", "-", "-", "-", "--", "/bin/true"],
+            &["15", "-1", "11", "12", "7", "1024", "-", "-", "-", "--", "/bin/true"],
+            &["15", "2500", "11", "12", "x", "1024", "-", "-", "-", "--", "/bin/true"],
+            &["15", "2500", "11", "12", "7", "many", "-", "-", "-", "--", "/bin/true"],
+            &["15", "2500", "11", "12", "7", "-5", "-", "-", "-", "--", "/bin/true"],
+            &["15", "2500", "11", "12", "7", "1024", "alice", "-", "-", "--", "/bin/true"],
+            &["15", "2500", "11", "12", "7", "1024", "1:x", "-", "-", "--", "/bin/true"],
+            &["15", "2500", "11", "12", "7", "1024", "-", "9", "-", "--", "/bin/true"],
+            &["15", "2500", "11", "12", "7", "1024", "-", "-", "nofile", "--", "/bin/true"],
+            &["15", "2500", "11", "12", "7", "1024", "-", "-", "files=1", "--", "/bin/true"],
+            &["15", "2500", "11", "12", "7", "1024", "-", "-", "nofile=-1", "--", "/bin/true"],
         ] {
             assert!(parse(&args(bad)).is_err(), "{bad:?}");
         }
+        let mut good = ok.to_vec();
+        good.extend(["--", "/bin/true"]);
+        assert!(parse(&args(&good)).is_ok());
+    }
+
+    #[test]
+    fn exec_context_round_trips_through_the_arguments() {
+        use scriptd_common::config::resource_limits::Limits;
+        use scriptd_common::config::{GroupId, Umask, UserId};
+        let user = UserId {
+            name: "www-data".into(),
+            uid: 33,
+            gid: 33,
+        };
+        let limits = Limits(
+            [
+                (Limit::Nofile, LimitValue { soft: 1024, hard: 4096 }),
+                (Limit::Core, LimitValue { soft: 0, hard: 0 }),
+                (
+                    Limit::As,
+                    LimitValue {
+                        soft: resource_limits::INFINITY,
+                        hard: resource_limits::INFINITY,
+                    },
+                ),
+            ]
+            .into(),
+        );
+        let cases = [
+            (ExecContext::default(), Ids::Keep),
+            (
+                ExecContext {
+                    user: Some(user.clone()),
+                    umask: Some(Umask(0o027)),
+                    limits: limits.clone(),
+                    ..ExecContext::default()
+                },
+                Ids::User { uid: 33, gid: 33 },
+            ),
+            (
+                ExecContext {
+                    user: Some(user),
+                    group: Some(GroupId { name: None, gid: 4 }),
+                    ..ExecContext::default()
+                },
+                Ids::User { uid: 33, gid: 4 },
+            ),
+            (
+                ExecContext {
+                    group: Some(GroupId { name: None, gid: 4 }),
+                    ..ExecContext::default()
+                },
+                Ids::Group { gid: 4 },
+            ),
+        ];
+        for (ctx, ids) in cases {
+            let [i, u, l] = exec_args(&ctx);
+            let parsed = parse_exec(&i, &u, &l).unwrap_or_else(|e| panic!("{i} {u} {l}: {e}"));
+            assert_eq!(parsed.ids, ids, "{i}");
+            assert_eq!(parsed.umask, ctx.umask.map(|m| m.0), "{u}");
+            let want: Vec<_> = ctx.limits.0.iter().map(|(l, v)| (*l, *v)).collect();
+            assert_eq!(parsed.limits, want, "{l}");
+        }
+        let [i, u, l] = exec_args(&ExecContext {
+            group: Some(GroupId { name: None, gid: 4 }),
+            umask: Some(Umask(0o22)),
+            limits,
+            ..ExecContext::default()
+        });
+        assert_eq!(
+            (i.as_str(), u.as_str(), l.as_str()),
+            (":4", "0022", "core=0,nofile=1024:4096,as=infinity")
+        );
     }
 }
