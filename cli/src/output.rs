@@ -161,6 +161,10 @@ pub struct ScriptJson {
     pub restarts: u32,
     /// Fields whose change waits for the current run to end.
     pub pending_changes: Vec<String>,
+    /// The user it runs as (`user:`); null: the daemon's.
+    pub user: Option<String>,
+    /// That user's uid; null: the daemon's.
+    pub uid: Option<u32>,
 }
 
 /// How a run ended.
@@ -211,6 +215,8 @@ impl From<&ScriptStatus> for ScriptJson {
             skipped_ticks: s.skipped_ticks,
             restarts: s.restarts,
             pending_changes: s.pending_changes.clone(),
+            user: (!s.user.is_empty()).then(|| s.user.clone()),
+            uid: s.uid,
         }
     }
 }
@@ -782,6 +788,29 @@ mod tests {
         let doc: RunWaitJson = serde_json::from_str(&text).expect("strict parse");
         assert_eq!((doc.outcome.as_str(), doc.ended_at), ("timeout", None));
         assert_eq!(doc.started_at.as_deref(), Some("2023-11-14T22:13:20.000Z"));
+    }
+
+    #[test]
+    fn a_script_names_its_user_or_null() {
+        let mut status = ScriptStatus {
+            name: "web".into(),
+            user: "www-data".into(),
+            uid: Some(33),
+            ..Default::default()
+        };
+        let text = serde_json::to_string(&ScriptJson::from(&status)).expect("json");
+        let back: ScriptJson = serde_json::from_str(&text).expect("strict parse");
+        assert_eq!(
+            (back.user.as_deref(), back.uid),
+            (Some("www-data"), Some(33))
+        );
+        status.user.clear();
+        status.uid = None;
+        let json = serde_json::to_value(ScriptJson::from(&status)).expect("json");
+        assert_eq!(
+            (&json["user"], &json["uid"]),
+            (&serde_json::Value::Null, &serde_json::Value::Null)
+        );
     }
 
     #[test]

@@ -920,7 +920,9 @@ static ACCOUNTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Runs an account tool (`useradd`, `groupadd`, `userdel`, `groupdel`), retrying while
 /// another process holds the account files' lock (exit code 10); the failure otherwise.
 fn account_tool(tool: &str, args: &[&str]) -> Result<(), String> {
-    let _one = ACCOUNTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _one = ACCOUNTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut last = String::new();
     let done = wait_for_opt(DEADLINE, || {
         let out = match Command::new(tool).args(args).output() {

@@ -23,6 +23,9 @@ impl Runner {
         s.kind = kind(&self.cfg).into();
         s.enabled = self.cfg.enabled;
         s.interval_ms = self.cfg.interval.map_or(0, millis);
+        let user = self.cfg.exec.user.as_ref();
+        s.user = user.map(|u| u.name.clone()).unwrap_or_default();
+        s.uid = user.map(|u| u.uid);
         s.next_run_ms = self.next_run.map_or(0, |n| n.wall_ms);
         s.pid = self.run.as_ref().map_or(0, |r| r.pid);
         s.pending_changes = match &self.pending {

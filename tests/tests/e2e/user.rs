@@ -82,20 +82,44 @@ fn a_script_runs_as_its_user_with_its_groups_umask_and_limits() {
         format!("/nonexistent {0} {0} /bin/sh", user.name),
         "HOME USER LOGNAME SHELL from the user's entry: {lines:?}"
     );
-    assert_eq!(lines[5], "640", "a file it creates, under umask 0027: {lines:?}");
-    assert_eq!(lines[6], "log-refused", "the script cannot write its log: {lines:?}");
+    assert_eq!(
+        lines[5], "640",
+        "a file it creates, under umask 0027: {lines:?}"
+    );
+    assert_eq!(
+        lines[6], "log-refused",
+        "the script cannot write its log: {lines:?}"
+    );
 
     // From the outside: the running process's ids and limits.
-    let pid = d.script("who").pid.expect("who runs");
+    let status = d.script("who");
+    assert_eq!(
+        (status.user.as_deref(), status.uid),
+        (Some(user.name.as_str()), Some(user.uid)),
+        "ctl status names the user"
+    );
+    let pid = status.pid.expect("who runs");
     let (uid, gid) = (user.uid, user.gid);
-    assert_eq!(proc_status_line(pid, "Uid"), format!("{uid} {uid} {uid} {uid}"));
-    assert_eq!(proc_status_line(pid, "Gid"), format!("{gid} {gid} {gid} {gid}"));
+    assert_eq!(
+        proc_status_line(pid, "Uid"),
+        format!("{uid} {uid} {uid} {uid}")
+    );
+    assert_eq!(
+        proc_status_line(pid, "Gid"),
+        format!("{gid} {gid} {gid} {gid}")
+    );
     assert_eq!(
         proc_limit(pid, "Max open files"),
         ("1000".into(), "2000".into())
     );
-    assert_eq!(proc_limit(pid, "Max processes"), ("512".into(), "512".into()));
-    assert_eq!(proc_limit(pid, "Max core file size"), ("0".into(), "0".into()));
+    assert_eq!(
+        proc_limit(pid, "Max processes"),
+        ("512".into(), "512".into())
+    );
+    assert_eq!(
+        proc_limit(pid, "Max core file size"),
+        ("0".into(), "0".into())
+    );
 
     // The log stays the daemon's: root's, not writable by the script's user.
     let log = fs::metadata(env.path("logs/who.log")).expect("who.log");
@@ -117,9 +141,7 @@ fn a_script_runs_as_its_user_with_its_groups_umask_and_limits() {
 fn a_change_of_user_restarts_the_script() {
     let user = TestUser::create();
     let env = open_env();
-    let entry = |settings: &str| {
-        env.script_entry("svc", "echo ready\nexec sleep 600", settings)
-    };
+    let entry = |settings: &str| env.script_entry("svc", "echo ready\nexec sleep 600", settings);
     env.set_manual(&format!(
         "scripts:\n{}",
         entry(&format!("    user: {}\n", user.name))
@@ -128,7 +150,10 @@ fn a_change_of_user_restarts_the_script() {
     let first = d.wait_script("svc", "running", |s| s.pid.is_some());
     let old_pid = first.pid.expect("running");
     let uid = user.uid;
-    assert_eq!(proc_status_line(old_pid, "Uid"), format!("{uid} {uid} {uid} {uid}"));
+    assert_eq!(
+        proc_status_line(old_pid, "Uid"),
+        format!("{uid} {uid} {uid} {uid}")
+    );
 
     env.set_manual(&format!("scripts:\n{}", entry("")));
     let (code, reload) = d.reload(&[]);
@@ -145,11 +170,13 @@ fn a_change_of_user_restarts_the_script() {
     );
     assert_eq!(change.new, None);
 
-    let now = d.wait_script("svc", "restarted", |s| {
-        s.pid.is_some_and(|p| p != old_pid)
-    });
+    let now = d.wait_script("svc", "restarted", |s| s.pid.is_some_and(|p| p != old_pid));
     let pid = now.pid.expect("running");
-    assert_eq!(proc_status_line(pid, "Uid"), "0 0 0 0", "runs as the daemon's user again");
+    assert_eq!(
+        proc_status_line(pid, "Uid"),
+        "0 0 0 0",
+        "runs as the daemon's user again"
+    );
 }
 
 #[test]
