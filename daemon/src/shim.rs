@@ -472,7 +472,12 @@ fn credentials(ids: &Ids, cmd: &mut std::process::Command) -> Result<Option<Drop
     };
     let (gid, uid) = (Gid::from_raw(gid), uid.map(Uid::from_raw));
     if !nix::unistd::geteuid().is_root() {
-        let same = nix::unistd::getegid() == gid && uid.is_none_or(|u| u == nix::unistd::geteuid());
+        // Without root nothing can change: validation lets such a daemon name only its own
+        // user (which then keeps the daemon's groups) or its own group.
+        let same = match uid {
+            Some(uid) => uid == nix::unistd::geteuid(),
+            None => gid == nix::unistd::getegid(),
+        };
         return if same {
             Ok(None)
         } else {
