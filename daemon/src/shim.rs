@@ -22,7 +22,7 @@
 //!   up by the shim at each start, as `initgroups(3)` would), setgid, setuid, each checked
 //!   to have taken. The shim itself stays root, so it can still stop the group and report;
 //!   `HOME`, `USER`, `LOGNAME` and `SHELL` come from the user's entry when the daemon left
-//!   them out (it does unless the script's `env` sets them);
+//!   them out (it does unless the script's `env` sets them) (see [`exec_context`]);
 //! - becomes a child subreaper, so the script's orphaned children are reaped, not zombies;
 //! - watches the read end of a pipe whose write end only the daemon holds (`DEATH_FD`): when
 //!   the daemon dies, even by `kill -9`, the read returns EOF and the shim stops the whole
@@ -38,15 +38,18 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, raise, signal, SigHandler, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{Gid, Pid, Uid};
-use scriptd_common::config::resource_limits::{self, Limit, LimitValue};
-use scriptd_common::config::ExecContext;
+use nix::unistd::Pid;
 use std::ffi::{CString, OsString};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+
+mod exec_context;
+
+pub use exec_context::exec_args;
+use exec_context::ExecArgs;
 
 /// First argument that selects shim mode.
 pub const ARG: &str = "__shim";
@@ -142,33 +145,19 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     };
     let mut cmd = std::process::Command::new(&argv[0]);
     cmd.args(&argv[1..]).process_group(0);
-    let drop_to = match credentials(&exec.ids, &mut cmd) {
-        Ok(d) => d,
+    let in_child = match exec.prepare(&mut cmd) {
+        Ok(c) => c,
         Err(e) => {
             report(&socket, token, &format!("err {e}"));
             return ExitCode::from(127);
         }
     };
-    let limits: Vec<_> = exec
-        .limits
-        .iter()
-        .map(|(l, v)| (l.resource(), v.soft, v.hard))
-        .collect();
-    let umask = exec.umask.map(nix::sys::stat::Mode::from_bits_truncate);
     let shim_pid = nix::unistd::getpid();
     // SAFETY: only async-signal-safe calls (setrlimit, umask, setgroups, setgid, setuid,
     // their getters, prctl, getppid) between fork and exec; nothing allocates.
     unsafe {
         cmd.pre_exec(move || {
-            for &(resource, soft, hard) in &limits {
-                nix::sys::resource::setrlimit(resource, soft, hard)?;
-            }
-            if let Some(mask) = umask {
-                nix::sys::stat::umask(mask);
-            }
-            if let Some(to) = &drop_to {
-                to.apply()?;
-            }
+            in_child.apply()?;
             // After the credentials change, which clears it.
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
             // The shim died before the line above: no signal will come, so stop here.
@@ -290,203 +279,6 @@ pub fn nofile_arg(soft: Option<u64>) -> String {
     soft.map_or_else(|| "-".to_owned(), |n| n.to_string())
 }
 
-/// Who the script runs as (`IDS`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ids {
-    /// The shim's own (`-`).
-    Keep,
-    /// `user`: this uid with group `gid` (`UID:GID`), and the user's groups.
-    User {
-        /// uid
-        uid: u32,
-        /// `group`, or the user's primary group
-        gid: u32,
-    },
-    /// Only `group` (`:GID`): the shim's uid, this group as its only one.
-    Group {
-        /// gid
-        gid: u32,
-    },
-}
-
-/// `IDS`, `UMASK` and `LIMITS`: what the script starts with besides its argv.
-#[derive(Debug, Clone, PartialEq)]
-struct ExecArgs {
-    ids: Ids,
-    umask: Option<u32>,
-    limits: Vec<(Limit, LimitValue)>,
-}
-
-impl ExecArgs {
-    /// ` as uid 33 gid 33 with limits nofile=4096 and umask 0027`, for an error: what the
-    /// exec was attempted with.
-    fn describe(&self) -> String {
-        let mut out = String::new();
-        match self.ids {
-            Ids::Keep => {}
-            Ids::User { uid, gid } => out += &format!(" as uid {uid} gid {gid}"),
-            Ids::Group { gid } => out += &format!(" with gid {gid}"),
-        }
-        if !self.limits.is_empty() {
-            out += &format!(" with limits {}", limits_text(&self.limits));
-        }
-        if let Some(mask) = self.umask {
-            out += &format!(" with umask {mask:04o}");
-        }
-        out
-    }
-}
-
-fn limits_text(limits: &[(Limit, LimitValue)]) -> String {
-    let parts: Vec<String> = limits
-        .iter()
-        .map(|(l, v)| format!("{}={v}", l.name()))
-        .collect();
-    parts.join(",")
-}
-
-/// The `IDS`, `UMASK` and `LIMITS` arguments for a script's [`ExecContext`] (`-` for each
-/// one it does not set).
-pub fn exec_args(ctx: &ExecContext) -> [String; 3] {
-    let ids = match (&ctx.user, ctx.gid()) {
-        (Some(user), gid) => format!("{}:{}", user.uid, gid.unwrap_or(user.gid)),
-        (None, Some(gid)) => format!(":{gid}"),
-        (None, None) => "-".into(),
-    };
-    let umask = ctx
-        .umask
-        .map_or_else(|| "-".into(), |m| format!("{:04o}", m.0));
-    let limits: Vec<_> = ctx.limits.0.iter().map(|(l, v)| (*l, *v)).collect();
-    let limits = if limits.is_empty() {
-        "-".into()
-    } else {
-        limits_text(&limits)
-    };
-    [ids, umask, limits]
-}
-
-fn parse_exec(ids: &str, umask: &str, limits: &str) -> Result<ExecArgs, String> {
-    let id = |s: &str| s.parse::<u32>().map_err(|_| format!("invalid id {s:?}"));
-    let ids = match ids.split_once(':') {
-        None if ids == "-" => Ids::Keep,
-        Some(("", gid)) => Ids::Group { gid: id(gid)? },
-        Some((uid, gid)) => Ids::User {
-            uid: id(uid)?,
-            gid: id(gid)?,
-        },
-        None => return Err(format!("invalid IDS {ids:?}")),
-    };
-    let umask = match umask {
-        "-" => None,
-        m => Some(u32::from_str_radix(m, 8).map_err(|_| format!("invalid UMASK {m:?}"))?),
-    };
-    let mut parsed = Vec::new();
-    if limits != "-" {
-        for item in limits.split(',') {
-            let (name, value) = item
-                .split_once('=')
-                .ok_or_else(|| format!("invalid LIMITS item {item:?}"))?;
-            let limit = Limit::parse(name).ok_or_else(|| format!("unknown limit {name:?}"))?;
-            parsed.push((limit, resource_limits::parse_value(limit, value)?));
-        }
-    }
-    Ok(ExecArgs {
-        ids,
-        umask,
-        limits: parsed,
-    })
-}
-
-/// The credentials the child takes before exec.
-#[derive(Debug)]
-struct DropTo {
-    groups: Vec<Gid>,
-    gid: Gid,
-    uid: Option<Uid>,
-}
-
-impl DropTo {
-    /// setgroups, setgid, setuid, then checks that each took (a setuid that silently
-    /// failed must not run the script as root). Async-signal-safe: runs between fork and
-    /// exec.
-    fn apply(&self) -> std::io::Result<()> {
-        use nix::unistd::{getegid, geteuid, getgid, getuid, setgid, setgroups, setuid};
-        setgroups(&self.groups)?;
-        setgid(self.gid)?;
-        if let Some(uid) = self.uid {
-            setuid(uid)?;
-        }
-        let gid_took = getgid() == self.gid && getegid() == self.gid;
-        let uid_took = self.uid.is_none_or(|u| getuid() == u && geteuid() == u);
-        if gid_took && uid_took {
-            Ok(())
-        } else {
-            Err(std::io::Error::from_raw_os_error(libc::EPERM))
-        }
-    }
-}
-
-/// What the child must change for `ids`, looked up here, before the fork: the user's entry
-/// (sets `HOME`, `USER`, `LOGNAME`, `SHELL` on `cmd` when the shim's environment lacks
-/// them) and groups. `None` when nothing changes; a daemon that is not root may only keep
-/// its own ids (validation refuses others).
-fn credentials(ids: &Ids, cmd: &mut std::process::Command) -> Result<Option<DropTo>, String> {
-    let (uid, gid) = match *ids {
-        Ids::Keep => return Ok(None),
-        Ids::User { uid, gid } => (Some(uid), gid),
-        Ids::Group { gid } => (None, gid),
-    };
-    let groups = match uid {
-        Some(uid) => {
-            let user = match nix::unistd::User::from_uid(Uid::from_raw(uid)) {
-                Ok(Some(u)) => u,
-                Ok(None) => {
-                    return Err(format!(
-                        "the script's user (uid {uid}) is no longer in the user database"
-                    ))
-                }
-                Err(e) => return Err(format!("cannot look up uid {uid}: {e}")),
-            };
-            let shell = if user.shell.as_os_str().is_empty() {
-                std::path::PathBuf::from("/bin/sh")
-            } else {
-                user.shell.clone()
-            };
-            let vars = [
-                ("HOME", user.dir.as_os_str()),
-                ("USER", user.name.as_ref()),
-                ("LOGNAME", user.name.as_ref()),
-                ("SHELL", shell.as_os_str()),
-            ];
-            for (var, value) in vars {
-                if std::env::var_os(var).is_none() {
-                    cmd.env(var, value);
-                }
-            }
-            let name = CString::new(user.name.clone())
-                .map_err(|_| format!("user name of uid {uid} has a NUL byte"))?;
-            nix::unistd::getgrouplist(&name, Gid::from_raw(gid))
-                .map_err(|e| format!("cannot look up the groups of user {}: {e}", user.name))?
-        }
-        None => vec![Gid::from_raw(gid)],
-    };
-    let (gid, uid) = (Gid::from_raw(gid), uid.map(Uid::from_raw));
-    if !nix::unistd::geteuid().is_root() {
-        // Without root nothing can change: validation lets such a daemon name only its own
-        // user (which then keeps the daemon's groups) or its own group.
-        let same = match uid {
-            Some(uid) => uid == nix::unistd::geteuid(),
-            None => gid == nix::unistd::getegid(),
-        };
-        return if same {
-            Ok(None)
-        } else {
-            Err("running a script as another user or group needs a root daemon".into())
-        };
-    }
-    Ok(Some(DropTo { groups, gid, uid }))
-}
-
 /// Sets the soft descriptor limit, which the script inherits, to `soft` (at most the hard
 /// limit, which stays).
 fn set_soft_nofile(soft: u64) -> nix::Result<()> {
@@ -560,7 +352,7 @@ fn parse(args: &[OsString]) -> Result<Parsed, String> {
         },
         exec: match (ids.to_str(), umask.to_str(), limits.to_str()) {
             (Some(ids), Some(umask), Some(limits)) => {
-                parse_exec(ids, umask, limits).map_err(|e| format!("{e}; {usage}"))?
+                ExecArgs::parse(ids, umask, limits).map_err(|e| format!("{e}; {usage}"))?
             }
             _ => return Err(usage.into()),
         },
@@ -629,10 +421,11 @@ mod tests {
 
     #[test]
     fn arguments() {
+        let good = [
+            "15", "2500", "11", "12", "7", "1024", "-", "-", "-", "--", "/bin/sh", "-c", "x",
+        ];
         assert_eq!(
-            parse(&args(&[
-                "15", "2500", "11", "12", "7", "1024", "-", "-", "-", "--", "/bin/sh", "-c", "x"
-            ])),
+            parse(&args(&good)),
             Ok(Parsed {
                 stop: Signal::SIGTERM,
                 grace: Duration::from_millis(2500),
@@ -640,307 +433,45 @@ mod tests {
                 report_fd: 12,
                 token: 7,
                 nofile: Some(1024),
-                exec: ExecArgs {
-                    ids: Ids::Keep,
-                    umask: None,
-                    limits: Vec::new(),
-                },
+                exec: ExecArgs::parse("-", "-", "-").expect("no exec context"),
                 argv: args(&["/bin/sh", "-c", "x"]),
             })
         );
-        let kept = parse(&args(&[
-            "15",
-            "0",
-            "11",
-            "12",
-            "7",
-            "-",
-            "-",
-            "-",
-            "-",
-            "--",
-            "/bin/true",
-        ]));
-        assert_eq!(kept.map(|p| p.nofile), Ok(None));
+        let with = |i: usize, value: &'static str| {
+            let mut a = good.to_vec();
+            a[i] = value;
+            a
+        };
+        assert_eq!(parse(&args(&with(5, "-"))).map(|p| p.nofile), Ok(None));
+        let exec = parse(&args(&with(6, "33:33"))).map(|p| p.exec.describe());
+        assert_eq!(exec.as_deref(), Ok(" as uid 33 gid 33"));
         assert_eq!(nofile_arg(Some(1024)), "1024");
         assert_eq!(nofile_arg(None), "-");
-        let ok = ["15", "2500", "11", "12", "7", "1024", "-", "-", "-"];
-        for bad in [
-            &[
-                "15",
-                "2500",
-                "11",
-                "12",
-                "1024",
-                "-",
-                "-",
-                "-",
-                "--",
-                "/bin/true",
-            ][..],
-            &[
-                "15",
-                "2500",
-                "11",
-                "12",
-                "7",
-                "1024",
-                "-",
-                "-",
-                "-",
-                "/bin/true",
-            ],
-            &["15", "2500", "11", "12", "7", "1024", "-", "-", "-", "--"],
-            &[
-                "15",
-                "2500",
-                "1",
-                "12",
-                "7",
-                "1024",
-                "-",
-                "-",
-                "-",
-                "--",
-                "/bin/true",
-            ],
-            &[
-                "15",
-                "2500",
-                "11",
-                "2",
-                "7",
-                "1024",
-                "-",
-                "-",
-                "-",
-                "--",
-                "/bin/true",
-            ],
-            &[
-                "99",
-                "2500",
-                "11",
-                "12",
-                "7",
-                "1024",
-                "-",
-                "-",
-                "-",
-                "--",
-                "/bin/true",
-            ],
-            &[
-                "15",
-                "-1",
-                "11",
-                "12",
-                "7",
-                "1024",
-                "-",
-                "-",
-                "-",
-                "--",
-                "/bin/true",
-            ],
-            &[
-                "15",
-                "2500",
-                "11",
-                "12",
-                "x",
-                "1024",
-                "-",
-                "-",
-                "-",
-                "--",
-                "/bin/true",
-            ],
-            &[
-                "15",
-                "2500",
-                "11",
-                "12",
-                "7",
-                "many",
-                "-",
-                "-",
-                "-",
-                "--",
-                "/bin/true",
-            ],
-            &[
-                "15",
-                "2500",
-                "11",
-                "12",
-                "7",
-                "-5",
-                "-",
-                "-",
-                "-",
-                "--",
-                "/bin/true",
-            ],
-            &[
-                "15",
-                "2500",
-                "11",
-                "12",
-                "7",
-                "1024",
-                "alice",
-                "-",
-                "-",
-                "--",
-                "/bin/true",
-            ],
-            &[
-                "15",
-                "2500",
-                "11",
-                "12",
-                "7",
-                "1024",
-                "1:x",
-                "-",
-                "-",
-                "--",
-                "/bin/true",
-            ],
-            &[
-                "15",
-                "2500",
-                "11",
-                "12",
-                "7",
-                "1024",
-                "-",
-                "9",
-                "-",
-                "--",
-                "/bin/true",
-            ],
-            &[
-                "15",
-                "2500",
-                "11",
-                "12",
-                "7",
-                "1024",
-                "-",
-                "-",
-                "nofile",
-                "--",
-                "/bin/true",
-            ],
-            &[
-                "15",
-                "2500",
-                "11",
-                "12",
-                "7",
-                "1024",
-                "-",
-                "-",
-                "files=1",
-                "--",
-                "/bin/true",
-            ],
-            &[
-                "15",
-                "2500",
-                "11",
-                "12",
-                "7",
-                "1024",
-                "-",
-                "-",
-                "nofile=-1",
-                "--",
-                "/bin/true",
-            ],
-        ] {
-            assert!(parse(&args(bad)).is_err(), "{bad:?}");
-        }
-        let mut good = ok.to_vec();
-        good.extend(["--", "/bin/true"]);
-        assert!(parse(&args(&good)).is_ok());
-    }
-
-    #[test]
-    fn exec_context_round_trips_through_the_arguments() {
-        use scriptd_common::config::resource_limits::Limits;
-        use scriptd_common::config::{GroupId, Umask, UserId};
-        let user = UserId {
-            name: "www-data".into(),
-            uid: 33,
-            gid: 33,
-        };
-        let limits = Limits(
-            [
-                (
-                    Limit::Nofile,
-                    LimitValue {
-                        soft: 1024,
-                        hard: 4096,
-                    },
-                ),
-                (Limit::Core, LimitValue { soft: 0, hard: 0 }),
-                (
-                    Limit::As,
-                    LimitValue {
-                        soft: resource_limits::INFINITY,
-                        hard: resource_limits::INFINITY,
-                    },
-                ),
-            ]
-            .into(),
-        );
-        let cases = [
-            (ExecContext::default(), Ids::Keep),
-            (
-                ExecContext {
-                    user: Some(user.clone()),
-                    umask: Some(Umask(0o027)),
-                    limits: limits.clone(),
-                    ..ExecContext::default()
-                },
-                Ids::User { uid: 33, gid: 33 },
-            ),
-            (
-                ExecContext {
-                    user: Some(user),
-                    group: Some(GroupId { name: None, gid: 4 }),
-                    ..ExecContext::default()
-                },
-                Ids::User { uid: 33, gid: 4 },
-            ),
-            (
-                ExecContext {
-                    group: Some(GroupId { name: None, gid: 4 }),
-                    ..ExecContext::default()
-                },
-                Ids::Group { gid: 4 },
-            ),
+        let mut bad = vec![
+            good[..4]
+                .iter()
+                .chain(&good[5..])
+                .copied()
+                .collect::<Vec<_>>(), // no token
+            good.iter().filter(|a| **a != "--").copied().collect(),
+            good[..10].to_vec(), // no program
         ];
-        for (ctx, ids) in cases {
-            let [i, u, l] = exec_args(&ctx);
-            let parsed = parse_exec(&i, &u, &l).unwrap_or_else(|e| panic!("{i} {u} {l}: {e}"));
-            assert_eq!(parsed.ids, ids, "{i}");
-            assert_eq!(parsed.umask, ctx.umask.map(|m| m.0), "{u}");
-            let want: Vec<_> = ctx.limits.0.iter().map(|(l, v)| (*l, *v)).collect();
-            assert_eq!(parsed.limits, want, "{l}");
+        for (i, value) in [
+            (2, "1"),
+            (3, "2"),
+            (0, "99"),
+            (1, "-1"),
+            (4, "x"),
+            (5, "many"),
+            (5, "-5"),
+            (6, "alice"),
+            (7, "9"),
+            (8, "files=1"),
+        ] {
+            bad.push(with(i, value));
         }
-        let [i, u, l] = exec_args(&ExecContext {
-            group: Some(GroupId { name: None, gid: 4 }),
-            umask: Some(Umask(0o22)),
-            limits,
-            ..ExecContext::default()
-        });
-        assert_eq!(
-            (i.as_str(), u.as_str(), l.as_str()),
-            (":4", "0022", "core=0,nofile=1024:4096,as=infinity")
-        );
+        for bad in bad {
+            assert!(parse(&args(&bad)).is_err(), "{bad:?}");
+        }
     }
 }
