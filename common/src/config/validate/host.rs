@@ -66,11 +66,15 @@ pub struct Account {
     pub gid: u32,
 }
 
-/// The real machine. Paths are looked up once per validation: a thousand scripts in one
-/// directory running one program cost two `stat`s, not two thousand.
+/// The real machine. Paths, users and groups are looked up once per validation: a thousand
+/// scripts in one directory running one program as one user cost two `stat`s and one user
+/// look-up, not thousands.
 #[derive(Debug, Default)]
 pub struct SystemHost {
     stats: HashMap<PathBuf, (Stat, Option<Perms>)>,
+    users: HashMap<String, Result<Account, String>>,
+    groups: HashMap<(String, u32), Vec<u32>>,
+    nr_open: Option<Option<u64>>,
 }
 
 impl SystemHost {
@@ -111,39 +115,17 @@ impl Host for SystemHost {
     }
 
     fn user(&mut self, spec: &str) -> Result<Account, String> {
-        use nix::unistd::{Uid, User};
-        let numeric = !spec.is_empty() && spec.bytes().all(|b| b.is_ascii_digit());
-        let found = if numeric {
-            let uid = spec
-                .parse::<u32>()
-                .map_err(|_| format!("invalid uid {spec}"))?;
-            User::from_uid(Uid::from_raw(uid))
-        } else {
-            User::from_name(spec)
-        };
-        match found {
-            Ok(Some(u)) => Ok(Account {
-                name: u.name,
-                uid: u.uid.as_raw(),
-                gid: u.gid.as_raw(),
-            }),
-            Ok(None) if numeric => Err(format!(
-                "no user with uid {spec} in the user database; a script's user needs an entry                  there (its primary group, home and shell): create it (useradd) or name an                  existing user"
-            )),
-            Ok(None) => Err(format!(
-                "no user named {spec:?} on this system; create it (useradd) or name an                  existing user"
-            )),
-            Err(e) => Err(format!("cannot look up user {spec:?}: {e}")),
-        }
+        self.users
+            .entry(spec.to_owned())
+            .or_insert_with(|| find_user(spec))
+            .clone()
     }
 
     fn groups_of(&mut self, name: &str, gid: u32) -> Vec<u32> {
-        let Ok(name) = std::ffi::CString::new(name) else {
-            return vec![gid];
-        };
-        nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(gid))
-            .map(|groups| groups.into_iter().map(|g| g.as_raw()).collect())
-            .unwrap_or_else(|_| vec![gid])
+        self.groups
+            .entry((name.to_owned(), gid))
+            .or_insert_with(|| find_groups(name, gid))
+            .clone()
     }
 
     fn daemon_ids(&self) -> (u32, u32) {
@@ -160,9 +142,11 @@ impl Host for SystemHost {
     }
 
     fn nr_open(&mut self) -> Option<u64> {
-        std::fs::read_to_string("/proc/sys/fs/nr_open")
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
+        *self.nr_open.get_or_insert_with(|| {
+            std::fs::read_to_string("/proc/sys/fs/nr_open")
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+        })
     }
 
     fn lookup(&mut self, name: &str, group: bool) -> Result<u32, String> {
@@ -172,6 +156,47 @@ impl Host for SystemHost {
     fn search_path(&self) -> Option<String> {
         std::env::var("PATH").ok()
     }
+}
+
+/// The user `spec` (a name or a uid) in the user database.
+fn find_user(spec: &str) -> Result<Account, String> {
+    use nix::unistd::{Uid, User};
+    let numeric = !spec.is_empty() && spec.bytes().all(|b| b.is_ascii_digit());
+    let found = if numeric {
+        let uid = spec
+            .parse::<u32>()
+            .map_err(|_| format!("invalid uid {spec}"))?;
+        User::from_uid(Uid::from_raw(uid))
+    } else {
+        User::from_name(spec)
+    };
+    match found {
+        Ok(Some(u)) => Ok(Account {
+            name: u.name,
+            uid: u.uid.as_raw(),
+            gid: u.gid.as_raw(),
+        }),
+        Ok(None) if numeric => Err(format!(
+            "no user with uid {spec} in the user database; a script's user needs an entry \
+             there (its primary group, home and shell): create it (useradd) or name an \
+             existing user"
+        )),
+        Ok(None) => Err(format!(
+            "no user named {spec:?} on this system; create it (useradd) or name an existing \
+             user"
+        )),
+        Err(e) => Err(format!("cannot look up user {spec:?}: {e}")),
+    }
+}
+
+/// `gid` and the groups the group database lists user `name` in.
+fn find_groups(name: &str, gid: u32) -> Vec<u32> {
+    let Ok(name) = std::ffi::CString::new(name) else {
+        return vec![gid];
+    };
+    nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(gid))
+        .map(|groups| groups.into_iter().map(|g| g.as_raw()).collect())
+        .unwrap_or_else(|_| vec![gid])
 }
 
 /// Searched when neither the script's `env` nor the daemon's environment sets `PATH`.
@@ -328,4 +353,23 @@ pub(super) struct Who {
     pub(super) gids: Vec<u32>,
     /// `user alice (uid 1000)`, for messages.
     pub(super) label: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_by_name_or_uid_from_the_real_database() {
+        let mut host = SystemHost::default();
+        let root = host.user("root").expect("root exists");
+        assert_eq!((root.uid, root.gid), (0, 0));
+        assert_eq!(host.user("0"), Ok(root));
+        let missing = host.user("scriptd-no-such-user").expect_err("no such user");
+        assert!(
+            missing.contains("no user named \"scriptd-no-such-user\""),
+            "{missing}"
+        );
+        assert!(host.groups_of("root", 0).contains(&0));
+    }
 }
