@@ -237,4 +237,12 @@ mod tests {
                                "limits": {}})
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn umasks_render_as_they_parse(mask in 0u32..=0o777, text in "[0-9]{0,5}") {
+            proptest::prop_assert_eq!(Umask::parse(&Umask(mask).to_string()), Ok(Umask(mask)));
+            let _ = Umask::parse(&text);
+        }
+    }
 }

@@ -381,4 +381,21 @@ mod tests {
             serde_json::json!({"nofile": "8", "core": "0"})
         );
     }
+
+    proptest::proptest! {
+        /// Every value renders as text that parses back to it, for every limit (byte limits
+        /// and durations take plain numbers too); any text parses or is refused, never a
+        /// panic.
+        #[test]
+        fn rendered_values_parse_back(
+            a in proptest::prelude::any::<u64>(),
+            b in proptest::prelude::any::<u64>(),
+            limit in proptest::sample::select(Limit::ALL.to_vec()),
+            text in "[0-9a-zA-Z:. -]{0,16}",
+        ) {
+            let value = LimitValue { soft: a.min(b), hard: a.max(b) };
+            proptest::prop_assert_eq!(parse_value(limit, &value.to_string()), Ok(value));
+            let _ = parse_value(limit, &text);
+        }
+    }
 }
