@@ -1032,3 +1032,44 @@ pub fn proc_limit(pid: u32, name: &str) -> (String, String) {
     let rest = line[name.len()..].split_whitespace().collect::<Vec<_>>();
     (rest[0].to_owned(), rest[1].to_owned())
 }
+
+impl Env {
+    /// Like [`Self::start`], with the daemon running as `uid`:`gid` (no supplementary
+    /// groups) instead of root. Its `state`, `logs` and `run` directories are created first,
+    /// owned by it (the config directory stays root's, which it may not write).
+    pub fn start_as(&self, uid: u32, gid: u32) -> Daemon {
+        use std::os::unix::process::CommandExt;
+        for dir in ["state", "logs", "run"] {
+            let path = self.path(dir);
+            fs::create_dir_all(&path).expect("create a daemon directory");
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+            nix::unistd::chown(
+                &path,
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            )
+            .expect("chown a daemon directory");
+        }
+        let log = fs::File::create(self.path("daemon.log")).expect("daemon log");
+        let child = Command::new(scriptd_bin())
+            .arg("--config")
+            .arg(self.config())
+            .env("SCRIPTD_LOG", "debug")
+            .uid(uid)
+            .gid(gid)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn scriptd");
+        let d = Daemon {
+            child: Some(child),
+            socket: self.socket(),
+            log: self.path("daemon.log"),
+        };
+        wait_for("the daemon to answer `ctl status`", DEADLINE, || {
+            (d.ctl(&["status"]).code == 0).then_some(())
+        });
+        d
+    }
+}

@@ -222,3 +222,42 @@ fn a_program_only_root_may_execute_is_refused_for_another_user() {
         "{run:?}"
     );
 }
+
+#[test]
+#[cfg_attr(not(as_root), ignore = "needs root")]
+fn a_daemon_that_is_not_root_may_name_only_its_own_user() {
+    let user = TestUser::create();
+    let env = open_env();
+    let me = env.script_entry(
+        "me",
+        "id -u\necho \"$HOME $USER\"\necho ready\nexec sleep 600",
+        &format!("    user: {}\n    restart: never\n", user.name),
+    );
+    env.set_manual(&format!("scripts:\n{me}"));
+    let d = env.start_as(user.uid, user.gid);
+
+    let lines = lines_until_ready(&d, "me");
+    assert_eq!(lines[0], user.uid.to_string(), "{lines:?}");
+    assert_eq!(
+        lines[1],
+        format!("/nonexistent {}", user.name),
+        "the user's variables, not the daemon's environment: {lines:?}"
+    );
+
+    let root = env.script_entry("other", "exec sleep 600", "    user: root\n");
+    env.set_manual(&format!("scripts:\n{me}{root}"));
+    let (code, reload) = d.reload(&[]);
+    assert_eq!((code, reload.result.as_str()), (3, "invalid"), "{reload:?}");
+    let error = reload
+        .errors
+        .iter()
+        .find(|e| e.path == "scripts.other.user")
+        .unwrap_or_else(|| panic!("no error at scripts.other.user: {reload:?}"));
+    assert!(
+        error.message.starts_with(&format!(
+            "running a script as user root (uid 0) needs a root daemon (scriptd runs as uid {})",
+            user.uid
+        )),
+        "{error:?}"
+    );
+}
