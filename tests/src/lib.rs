@@ -328,26 +328,9 @@ impl Env {
 
     /// Like [`Self::start_with_env`], with the daemon binary at `bin`.
     pub fn start_binary(&self, bin: &Path, vars: &[(&str, &str)]) -> Daemon {
-        let log = fs::File::create(self.path("daemon.log")).expect("daemon log");
-        let child = Command::new(bin)
-            .arg("--config")
-            .arg(self.config())
-            .env("SCRIPTD_LOG", "debug")
-            .envs(vars.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn scriptd");
-        let d = Daemon {
-            child: Some(child),
-            socket: self.socket(),
-            log: self.path("daemon.log"),
-        };
-        wait_for("the daemon to answer `ctl status`", DEADLINE, || {
-            (d.ctl(&["status"]).code == 0).then_some(())
-        });
-        d
+        let mut cmd = Command::new(bin);
+        cmd.envs(vars.iter().copied());
+        self.start_command(cmd)
     }
 }
 
@@ -752,15 +735,8 @@ impl Env {
     /// set to `soft`:`hard` before it starts, as `prlimit --nofile=SOFT:HARD` would.
     pub fn start_with_nofile(&self, soft: u64, hard: u64, vars: &[(&str, &str)]) -> Daemon {
         use std::os::unix::process::CommandExt;
-        let log = fs::File::create(self.path("daemon.log")).expect("daemon log");
         let mut cmd = Command::new(scriptd_bin());
-        cmd.arg("--config")
-            .arg(self.config())
-            .env("SCRIPTD_LOG", "debug")
-            .envs(vars.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log);
+        cmd.envs(vars.iter().copied());
         // SAFETY: only setrlimit, async-signal-safe, runs between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
@@ -772,15 +748,7 @@ impl Env {
                 .map_err(std::io::Error::from)
             });
         }
-        let d = Daemon {
-            child: Some(cmd.spawn().expect("spawn scriptd")),
-            socket: self.socket(),
-            log: self.path("daemon.log"),
-        };
-        wait_for("the daemon to answer `ctl status`", DEADLINE, || {
-            (d.ctl(&["status"]).code == 0).then_some(())
-        });
-        d
+        self.start_command(cmd)
     }
 }
 
@@ -1050,13 +1018,22 @@ impl Env {
             )
             .expect("chown a daemon directory");
         }
+        let mut cmd = Command::new(scriptd_bin());
+        cmd.uid(uid).gid(gid);
+        self.start_command(cmd)
+    }
+
+    /// Starts `cmd` (a `scriptd` binary, with whatever the caller set up) on this config,
+    /// logging to `daemon.log` at `SCRIPTD_LOG=debug` unless `cmd` sets it, and waits until
+    /// `ctl status` answers.
+    pub fn start_command(&self, mut cmd: Command) -> Daemon {
         let log = fs::File::create(self.path("daemon.log")).expect("daemon log");
-        let child = Command::new(scriptd_bin())
+        if !cmd.get_envs().any(|(k, _)| k == "SCRIPTD_LOG") {
+            cmd.env("SCRIPTD_LOG", "debug");
+        }
+        let child = cmd
             .arg("--config")
             .arg(self.config())
-            .env("SCRIPTD_LOG", "debug")
-            .uid(uid)
-            .gid(gid)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
