@@ -171,11 +171,22 @@ fn values_and_checks() {
             Some("scriptd.yaml:4:12: scripts.s.umask: invalid umask \"abc\""),
         ),
         ("an unquoted umask", Machine::new, script("    umask: 0027\n"), None),
-        ("a umask that YAML reads as a number", Machine::new, script("    umask: 22\n"), None),
+        (
+            "a umask that YAML reads as a number",
+            Machine::new,
+            script("    umask: 22\n"),
+            Some("scriptd.yaml:4:12: scripts.s.umask: umask 22 is a YAML number, which cannot say whether it was octal"),
+        ),
+        (
+            "a umask in YAML's octal notation",
+            Machine::new,
+            script("    umask: 0o22\n"),
+            Some("scriptd.yaml:4:12: scripts.s.umask: umask 18 is a YAML number"),
+        ),
         (
             "a umask past 0777",
             Machine::new,
-            script("    umask: 1777\n"),
+            script("    umask: \"1777\"\n"),
             Some("scriptd.yaml:4:12: scripts.s.umask: invalid umask \"1777\""),
         ),
         (

@@ -109,12 +109,16 @@ impl Validator<'_> {
         Some(group)
     }
 
-    /// `umask:` — octal digits, quoted (`"0027"`) or not: an unquoted `22` is a YAML
-    /// number whose digits are read as octal, as systemd reads `UMask=22`.
+    /// `umask:` — octal digits as a string: `"0027"`, or `0027` unquoted (YAML keeps a
+    /// leading zero as a string). A YAML number is refused: `22` and `0o22` both reach us as
+    /// numbers, decimal 22 and 18, and which the author meant cannot be told.
     pub(super) fn umask(&mut self, value: &Value, path: &str) -> Option<Umask> {
         let parsed = match value {
             Value::String(s) => Umask::parse(s.trim()),
-            Value::Number(n) => Umask::parse(&n.to_string()),
+            Value::Number(n) => Err(format!(
+                "umask {n} is a YAML number, which cannot say whether it was octal; write the \
+                 octal digits with a leading 0 or quoted, e.g. umask: \"0022\""
+            )),
             other => Err(format!(
                 "expected an octal umask such as \"0027\", found {}",
                 kind(other)
