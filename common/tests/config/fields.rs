@@ -3,9 +3,8 @@
 //! and which fields `defaults:` may set.
 
 use scriptd_common::config::fields::{Applies, ChangeRule, Field, Kind, FIELDS};
-use scriptd_common::config::resource_limits::Limit;
 use scriptd_common::config::{
-    validate_with, Account, Config, ConfigErrors, ConfigFile, ConfigSource, Host, Perms, Stat,
+    validate_with, Account, Config, ConfigErrors, ConfigFile, ConfigSource, Host, Stat,
 };
 use scriptd_common::diff::script_fields;
 use scriptd_common::units::parse_size;
@@ -34,32 +33,12 @@ impl Host for Everything {
         Some("/bin".into())
     }
 
-    fn perms(&mut self, _: &Path) -> Option<Perms> {
-        None
-    }
-
     fn user(&mut self, spec: &str) -> Result<Account, String> {
         Ok(Account {
             name: spec.into(),
             uid: 1000,
             gid: 1000,
         })
-    }
-
-    fn groups_of(&mut self, _: &str, gid: u32) -> Vec<u32> {
-        vec![gid]
-    }
-
-    fn daemon_ids(&self) -> (u32, u32) {
-        (0, 0)
-    }
-
-    fn hard_limit(&mut self, _: Limit) -> Option<u64> {
-        None
-    }
-
-    fn nr_open(&mut self) -> Option<u64> {
-        None
     }
 }
 

@@ -3,10 +3,9 @@
 //! yields the effective values with defaults applied.
 
 use proptest::prelude::*;
-use scriptd_common::config::resource_limits::Limit;
 use scriptd_common::config::{
-    load, validate, validate_with, Account, Backoff, CommandSpec, ConfigFile, ConfigSource,
-    ExecContext, Host, Perms, RestartPolicy, ScriptConfig, Stat, StopSignal, DUPLICATES_LISTED,
+    load, validate, validate_with, Backoff, CommandSpec, ConfigFile, ConfigSource, ExecContext,
+    Host, RestartPolicy, ScriptConfig, Stat, StopSignal, DUPLICATES_LISTED,
 };
 use scriptd_common::diff::script_fields;
 use std::os::unix::fs::PermissionsExt;
@@ -1322,30 +1321,6 @@ impl Host for FakeHost {
 
     fn search_path(&self) -> Option<String> {
         Some("/bin".into())
-    }
-
-    fn perms(&mut self, _: &Path) -> Option<Perms> {
-        None
-    }
-
-    fn user(&mut self, spec: &str) -> Result<Account, String> {
-        Err(format!("no {spec:?} here"))
-    }
-
-    fn groups_of(&mut self, _: &str, gid: u32) -> Vec<u32> {
-        vec![gid]
-    }
-
-    fn daemon_ids(&self) -> (u32, u32) {
-        (0, 0)
-    }
-
-    fn hard_limit(&mut self, _: Limit) -> Option<u64> {
-        None
-    }
-
-    fn nr_open(&mut self) -> Option<u64> {
-        None
     }
 }
 

@@ -34,25 +34,39 @@ pub trait Host {
     fn lookup(&mut self, name: &str, group: bool) -> Result<u32, String>;
     /// The `PATH` programs are searched in when a script's `env` sets none.
     fn search_path(&self) -> Option<String>;
-    // -- `user`, `group`, `limits` ------------------------------------------------------
+    // -- `user`, `group`, `limits`. The defaults describe a root daemon on a machine that
+    // -- knows no users and no owners, which is what most test hosts need; `SystemHost`
+    // -- answers each from the real machine.
     /// Owner, group and mode of `path` (symlinks followed); `None` when it cannot be
-    /// looked at.
-    fn perms(&mut self, path: &Path) -> Option<Perms>;
+    /// looked at (the checks as a script's user would then pass: nothing to go on).
+    fn perms(&mut self, _path: &Path) -> Option<Perms> {
+        None
+    }
     /// The user `spec` names in the user database (a name, or a numeric uid), or a message
     /// saying what is wrong.
-    fn user(&mut self, spec: &str) -> Result<Account, String>;
+    fn user(&mut self, spec: &str) -> Result<Account, String> {
+        Err(format!("no user named {spec:?} on this system"))
+    }
     /// The groups of user `name` when it runs with group `gid`: `gid` and every group the
     /// group database lists it in (what `initgroups(3)` gives it).
-    fn groups_of(&mut self, name: &str, gid: u32) -> Vec<u32>;
+    fn groups_of(&mut self, _name: &str, gid: u32) -> Vec<u32> {
+        vec![gid]
+    }
     /// The daemon's effective uid and gid (validation runs in the daemon, or in `scriptd
     /// --check` run as the daemon's user).
-    fn daemon_ids(&self) -> (u32, u32);
+    fn daemon_ids(&self) -> (u32, u32) {
+        (0, 0)
+    }
     /// The daemon's own hard limit of `limit` (`None`: unknown); a daemon that is not root
     /// cannot give a script more.
-    fn hard_limit(&mut self, limit: Limit) -> Option<u64>;
+    fn hard_limit(&mut self, _limit: Limit) -> Option<u64> {
+        None
+    }
     /// The kernel's ceiling for `RLIMIT_NOFILE` (`fs.nr_open`), which root cannot pass
-    /// either.
-    fn nr_open(&mut self) -> Option<u64>;
+    /// either (`None`: unknown).
+    fn nr_open(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 /// A user of the user database.
