@@ -22,7 +22,9 @@ pub struct UserId {
     pub gid: u32,
 }
 
-/// `alice (uid 1000)`: how a change of `user` shows in a plan.
+/// `alice (uid 1000)`, for messages. A plan shows the primary gid too
+/// (`alice (uid 1000, gid 1000)`): a user whose primary group changed in the user database
+/// runs with another group after the reload that notices it, which restarts the script.
 impl fmt::Display for UserId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} (uid {})", self.name, self.uid)
@@ -78,6 +80,13 @@ impl fmt::Display for Umask {
     }
 }
 
+fn ser_user<S: Serializer>(v: &Option<UserId>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(u) => s.collect_str(&format_args!("{} (uid {}, gid {})", u.name, u.uid, u.gid)),
+        None => s.serialize_none(),
+    }
+}
+
 fn ser_display<T: fmt::Display, S: Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
     match v {
         Some(v) => s.collect_str(v),
@@ -92,7 +101,7 @@ pub struct ExecContext {
     /// `user`: run as this user (setgid, supplementary groups from the group database,
     /// setuid before exec); `HOME`, `USER`, `LOGNAME`, `SHELL` are theirs unless `env` sets
     /// them.
-    #[serde(serialize_with = "ser_display")]
+    #[serde(serialize_with = "ser_user")]
     pub user: Option<UserId>,
     /// `group`: run with this group; default the user's primary group.
     #[serde(serialize_with = "ser_display")]
@@ -233,7 +242,7 @@ mod tests {
         assert_eq!(user.to_string(), "alice (uid 1000)");
         assert_eq!(
             serde_json::to_value(&ctx).expect("serializes"),
-            serde_json::json!({"user": "alice (uid 1000)", "group": "gid 50", "umask": null,
+            serde_json::json!({"user": "alice (uid 1000, gid 1000)", "group": "gid 50", "umask": null,
                                "limits": {}})
         );
     }

@@ -373,8 +373,8 @@ fn a_change_of_any_of_them_restarts_the_script() {
             ("umask".into(), None, text("0022"), Impact::Restart),
             (
                 "user".into(),
-                text("alice (uid 1000)"),
-                text("root (uid 0)"),
+                text("alice (uid 1000, gid 1000)"),
+                text("root (uid 0, gid 0)"),
                 Impact::Restart
             ),
         ]

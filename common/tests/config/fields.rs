@@ -239,7 +239,7 @@ fn other_value(f: &Field) -> (&'static str, &'static str) {
         Kind::Enum => ("never", "never"),
         Kind::Signal => ("HUP", "HUP"),
         Kind::Size => ("7KiB", "7168"),
-        Kind::User => ("alice", "alice (uid 1000)"),
+        Kind::User => ("alice", "alice (uid 1000, gid 1000)"),
         Kind::Group => ("\"7\"", "gid 7"),
         Kind::Umask => ("\"0077\"", "0077"),
         Kind::Limits => ("{ nofile: 7 }", "7"),

@@ -166,7 +166,7 @@ fn a_change_of_user_restarts_the_script() {
     assert_eq!(change.impact, "restart");
     assert_eq!(
         change.old.as_deref(),
-        Some(format!("{} (uid {uid})", user.name).as_str())
+        Some(format!("{} (uid {uid}, gid {})", user.name, user.gid).as_str())
     );
     assert_eq!(change.new, None);
 
