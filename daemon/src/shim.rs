@@ -22,7 +22,7 @@
 //!   up by the shim at each start, as `initgroups(3)` would), setgid, setuid, each checked
 //!   to have taken. The shim itself stays root, so it can still stop the group and report;
 //!   `HOME`, `USER`, `LOGNAME` and `SHELL` come from the user's entry when the daemon left
-//!   them out (it does unless the script's `env` sets them) (see `shim/exec_context.rs`);
+//!   them out, which it does unless the script's `env` sets them (`shim/exec_context.rs`);
 //! - becomes a child subreaper, so the script's orphaned children are reaped, not zombies;
 //! - watches the read end of a pipe whose write end only the daemon holds (`DEATH_FD`): when
 //!   the daemon dies, even by `kill -9`, the read returns EOF and the shim stops the whole
