@@ -1,6 +1,6 @@
 //! The process-group shim: `scriptd-shim __shim SIGNAL GRACE_MS DEATH_FD REPORT_FD TOKEN
-//! NOFILE -- PROGRAM ARGS...` (or the daemon's own binary in this hidden mode, when `scriptd-shim` is
-//! not installed next to it).
+//! NOFILE IDS UMASK LIMITS -- PROGRAM ARGS...` (or the daemon's own binary in this hidden
+//! mode, when `scriptd-shim` is not installed next to it).
 //!
 //! The daemon never spawns a script directly. It spawns the shim, a single-threaded process
 //! that waits on one `poll` for both the script's exit and the daemon's death, and:
@@ -16,6 +16,13 @@
 //! - sets the soft descriptor limit (`RLIMIT_NOFILE`) the script starts with to `NOFILE`,
 //!   the one the daemon was started with (the daemon raised its own; `-` keeps it), so a
 //!   program that uses `select()` is not handed descriptors past 1,023;
+//! - starts the script with the script's `limits` (`LIMITS`, `setrlimit`), `umask` (`UMASK`)
+//!   and as its `user`/`group` (`IDS`): in the forked child, in that order, just before
+//!   exec: setrlimit, umask, setgroups (the user's groups from the group database, looked
+//!   up by the shim at each start, as `initgroups(3)` would), setgid, setuid, each checked
+//!   to have taken. The shim itself stays root, so it can still stop the group and report;
+//!   `HOME`, `USER`, `LOGNAME` and `SHELL` come from the user's entry when the daemon left
+//!   them out, which it does unless the script's `env` sets them (`shim/exec_context.rs`);
 //! - becomes a child subreaper, so the script's orphaned children are reaped, not zombies;
 //! - watches the read end of a pipe whose write end only the daemon holds (`DEATH_FD`): when
 //!   the daemon dies, even by `kill -9`, the read returns EOF and the shim stops the whole
@@ -38,6 +45,11 @@ use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+
+mod exec_context;
+
+pub use exec_context::exec_args;
+use exec_context::ExecArgs;
 
 /// First argument that selects shim mode.
 pub const ARG: &str = "__shim";
@@ -62,6 +74,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         report_fd,
         token,
         nofile,
+        exec,
         argv,
     } = match parse(&args) {
         Ok(p) => p,
@@ -132,10 +145,20 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     };
     let mut cmd = std::process::Command::new(&argv[0]);
     cmd.args(&argv[1..]).process_group(0);
+    let in_child = match exec.prepare(&mut cmd) {
+        Ok(c) => c,
+        Err(e) => {
+            report(&socket, token, &format!("err {e}"));
+            return ExitCode::from(127);
+        }
+    };
     let shim_pid = nix::unistd::getpid();
-    // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
+    // SAFETY: only async-signal-safe calls (setrlimit, umask, setgroups, setgid, setuid,
+    // their getters, prctl, getppid) between fork and exec; nothing allocates.
     unsafe {
         cmd.pre_exec(move || {
+            in_child.apply()?;
+            // After the credentials change, which clears it.
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
             // The shim died before the line above: no signal will come, so stop here.
             if nix::unistd::getppid() != shim_pid {
@@ -148,10 +171,11 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let program = argv[0].to_string_lossy();
+            let how = exec.describe();
             report(
                 &socket,
                 token,
-                &format!("err cannot execute {program}: {e}"),
+                &format!("err cannot execute {program}{how}: {e}"),
             );
             return ExitCode::from(127);
         }
@@ -292,13 +316,16 @@ struct Parsed {
     token: u64,
     /// The script's soft descriptor limit (`None`: the shim's own).
     nofile: Option<u64>,
+    /// Its user and group, umask and limits.
+    exec: ExecArgs,
     argv: Vec<OsString>,
 }
 
 fn parse(args: &[OsString]) -> Result<Parsed, String> {
     let usage = "usage: scriptd-shim __shim SIGNUM GRACE_MS DEATH_FD REPORT_FD TOKEN NOFILE \
-                 -- PROGRAM [ARGS...] (started by scriptd, not by hand)";
-    let [sig, grace, death, report, token, nofile, sep, argv @ ..] = args else {
+                 IDS UMASK LIMITS -- PROGRAM [ARGS...] (started by scriptd, not by hand)";
+    let [sig, grace, death, report, token, nofile, ids, umask, limits, sep, argv @ ..] = args
+    else {
         return Err(usage.into());
     };
     if sep != "--" || argv.is_empty() {
@@ -322,6 +349,12 @@ fn parse(args: &[OsString]) -> Result<Parsed, String> {
             None
         } else {
             Some(number(nofile)?)
+        },
+        exec: match (ids.to_str(), umask.to_str(), limits.to_str()) {
+            (Some(ids), Some(umask), Some(limits)) => {
+                ExecArgs::parse(ids, umask, limits).map_err(|e| format!("{e}; {usage}"))?
+            }
+            _ => return Err(usage.into()),
         },
         argv: argv.to_vec(),
     })
@@ -388,10 +421,11 @@ mod tests {
 
     #[test]
     fn arguments() {
+        let good = [
+            "15", "2500", "11", "12", "7", "1024", "-", "-", "-", "--", "/bin/sh", "-c", "x",
+        ];
         assert_eq!(
-            parse(&args(&[
-                "15", "2500", "11", "12", "7", "1024", "--", "/bin/sh", "-c", "x"
-            ])),
+            parse(&args(&good)),
             Ok(Parsed {
                 stop: Signal::SIGTERM,
                 grace: Duration::from_millis(2500),
@@ -399,26 +433,45 @@ mod tests {
                 report_fd: 12,
                 token: 7,
                 nofile: Some(1024),
+                exec: ExecArgs::parse("-", "-", "-").expect("no exec context"),
                 argv: args(&["/bin/sh", "-c", "x"]),
             })
         );
-        let kept = parse(&args(&["15", "0", "11", "12", "7", "-", "--", "/bin/true"]));
-        assert_eq!(kept.map(|p| p.nofile), Ok(None));
+        let with = |i: usize, value: &'static str| {
+            let mut a = good.to_vec();
+            a[i] = value;
+            a
+        };
+        assert_eq!(parse(&args(&with(5, "-"))).map(|p| p.nofile), Ok(None));
+        let exec = parse(&args(&with(6, "33:33"))).map(|p| p.exec.describe());
+        assert_eq!(exec.as_deref(), Ok(" as uid 33 gid 33"));
         assert_eq!(nofile_arg(Some(1024)), "1024");
         assert_eq!(nofile_arg(None), "-");
-        for bad in [
-            &["15", "2500", "11", "12", "1024", "--", "/bin/true"][..],
-            &["15", "2500", "11", "12", "7", "1024", "/bin/true"],
-            &["15", "2500", "11", "12", "7", "1024", "--"],
-            &["15", "2500", "1", "12", "7", "1024", "--", "/bin/true"],
-            &["15", "2500", "11", "2", "7", "1024", "--", "/bin/true"],
-            &["99", "2500", "11", "12", "7", "1024", "--", "/bin/true"],
-            &["15", "-1", "11", "12", "7", "1024", "--", "/bin/true"],
-            &["15", "2500", "11", "12", "x", "1024", "--", "/bin/true"],
-            &["15", "2500", "11", "12", "7", "many", "--", "/bin/true"],
-            &["15", "2500", "11", "12", "7", "-5", "--", "/bin/true"],
+        let mut bad = vec![
+            good[..4]
+                .iter()
+                .chain(&good[5..])
+                .copied()
+                .collect::<Vec<_>>(), // no token
+            good.iter().filter(|a| **a != "--").copied().collect(),
+            good[..10].to_vec(), // no program
+        ];
+        for (i, value) in [
+            (2, "1"),
+            (3, "2"),
+            (0, "99"),
+            (1, "-1"),
+            (4, "x"),
+            (5, "many"),
+            (5, "-5"),
+            (6, "alice"),
+            (7, "9"),
+            (8, "files=1"),
         ] {
-            assert!(parse(&args(bad)).is_err(), "{bad:?}");
+            bad.push(with(i, value));
+        }
+        for bad in bad {
+            assert!(parse(&args(&bad)).is_err(), "{bad:?}");
         }
     }
 }

@@ -328,26 +328,9 @@ impl Env {
 
     /// Like [`Self::start_with_env`], with the daemon binary at `bin`.
     pub fn start_binary(&self, bin: &Path, vars: &[(&str, &str)]) -> Daemon {
-        let log = fs::File::create(self.path("daemon.log")).expect("daemon log");
-        let child = Command::new(bin)
-            .arg("--config")
-            .arg(self.config())
-            .env("SCRIPTD_LOG", "debug")
-            .envs(vars.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn scriptd");
-        let d = Daemon {
-            child: Some(child),
-            socket: self.socket(),
-            log: self.path("daemon.log"),
-        };
-        wait_for("the daemon to answer `ctl status`", DEADLINE, || {
-            (d.ctl(&["status"]).code == 0).then_some(())
-        });
-        d
+        let mut cmd = Command::new(bin);
+        cmd.envs(vars.iter().copied());
+        self.start_command(cmd)
     }
 }
 
@@ -752,15 +735,8 @@ impl Env {
     /// set to `soft`:`hard` before it starts, as `prlimit --nofile=SOFT:HARD` would.
     pub fn start_with_nofile(&self, soft: u64, hard: u64, vars: &[(&str, &str)]) -> Daemon {
         use std::os::unix::process::CommandExt;
-        let log = fs::File::create(self.path("daemon.log")).expect("daemon log");
         let mut cmd = Command::new(scriptd_bin());
-        cmd.arg("--config")
-            .arg(self.config())
-            .env("SCRIPTD_LOG", "debug")
-            .envs(vars.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log);
+        cmd.envs(vars.iter().copied());
         // SAFETY: only setrlimit, async-signal-safe, runs between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
@@ -772,15 +748,7 @@ impl Env {
                 .map_err(std::io::Error::from)
             });
         }
-        let d = Daemon {
-            child: Some(cmd.spawn().expect("spawn scriptd")),
-            socket: self.socket(),
-            log: self.path("daemon.log"),
-        };
-        wait_for("the daemon to answer `ctl status`", DEADLINE, || {
-            (d.ctl(&["status"]).code == 0).then_some(())
-        });
-        d
+        self.start_command(cmd)
     }
 }
 
@@ -896,11 +864,189 @@ pub fn fill(path: &Path) {
 /// The soft and hard descriptor limits ("Max open files") of process `pid`, from
 /// `/proc/PID/limits`, as written there (a number or `unlimited`).
 pub fn nofile_limits(pid: u32) -> (String, String) {
+    proc_limit(pid, "Max open files")
+}
+
+/// A system user created for one test (`useradd --system --no-create-home`, shell
+/// `/bin/sh`, home `/nonexistent`), member of a supplementary group created with it; both
+/// deleted on drop, also when the test fails. Needs root and `useradd`/`groupadd` (Debian
+/// package `passwd`); without them it panics saying so.
+pub struct TestUser {
+    /// The user's name, which is also its supplementary group's name with a `g` prefix.
+    pub name: String,
+    /// Its uid.
+    pub uid: u32,
+    /// Its primary gid (its own user-private group).
+    pub gid: u32,
+    /// The gid of its supplementary group.
+    pub extra_gid: u32,
+}
+
+/// `useradd` and friends lock `/etc/passwd`: one at a time in this process.
+static ACCOUNTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs an account tool (`useradd`, `groupadd`, `userdel`, `groupdel`), retrying while
+/// another process holds the account files' lock (exit code 10); the failure otherwise.
+fn account_tool(tool: &str, args: &[&str]) -> Result<(), String> {
+    let _one = ACCOUNTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut last = String::new();
+    let done = wait_for_opt(DEADLINE, || {
+        let out = match Command::new(tool).args(args).output() {
+            Ok(out) => out,
+            Err(e) => {
+                last = format!(
+                    "cannot run {tool} ({e}): install the Debian package `passwd` (useradd, \
+                     groupadd, userdel, groupdel)"
+                );
+                return Some(false);
+            }
+        };
+        if out.status.success() {
+            return Some(true);
+        }
+        last = format!(
+            "{tool} {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // 10: cannot lock the account files; anything else will not get better.
+        (out.status.code() != Some(10)).then_some(false)
+    });
+    match done {
+        Some(true) => Ok(()),
+        _ => Err(last),
+    }
+}
+
+/// The numeric id `id FLAG NAME` prints (`-u`, `-g`).
+fn id_of(flag: &str, name: &str) -> u32 {
+    let out = Command::new("id")
+        .args([flag, name])
+        .output()
+        .expect("run id");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("id {flag} {name}: {out:?}"))
+}
+
+impl TestUser {
+    /// Creates the user and its supplementary group, with names unique to this test.
+    pub fn create() -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("sdt{}x{n}", std::process::id());
+        let group = format!("g{name}");
+        account_tool("groupadd", &["--system", &group]).unwrap_or_else(|e| panic!("{e}"));
+        let created = account_tool(
+            "useradd",
+            &[
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/bin/sh",
+                "--groups",
+                &group,
+                &name,
+            ],
+        );
+        if let Err(e) = created {
+            let _ = account_tool("groupdel", &[&group]);
+            panic!("{e}");
+        }
+        Self {
+            uid: id_of("-u", &name),
+            gid: id_of("-g", &name),
+            extra_gid: nix::unistd::Group::from_name(&group)
+                .ok()
+                .flatten()
+                .map(|g| g.gid.as_raw())
+                .unwrap_or_else(|| panic!("group {group} was just created")),
+            name,
+        }
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = account_tool("userdel", &[&self.name]);
+        let _ = account_tool("groupdel", &[&format!("g{}", self.name)]);
+    }
+}
+
+/// The `Uid:`/`Gid:`/`Groups:` line of `/proc/PID/status` (real, effective, saved, fs ids;
+/// the supplementary groups), as written there.
+pub fn proc_status_line(pid: u32, key: &str) -> String {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| panic!("no {key}: line in /proc/{pid}/status"))
+}
+
+/// The soft and hard limits of the `/proc/PID/limits` line that starts with `name` (`Max
+/// processes`), as written there (a number or `unlimited`).
+pub fn proc_limit(pid: u32, name: &str) -> (String, String) {
     let limits = fs::read_to_string(format!("/proc/{pid}/limits")).expect("read limits");
     let line = limits
         .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .expect("a Max open files line");
-    let fields: Vec<&str> = line.split_whitespace().collect();
-    (fields[3].to_owned(), fields[4].to_owned())
+        .find(|l| l.starts_with(name))
+        .unwrap_or_else(|| panic!("no {name:?} line in /proc/{pid}/limits"));
+    let rest = line[name.len()..].split_whitespace().collect::<Vec<_>>();
+    (rest[0].to_owned(), rest[1].to_owned())
+}
+
+impl Env {
+    /// Like [`Self::start`], with the daemon running as `uid`:`gid` (no supplementary
+    /// groups) instead of root. Its `state`, `logs` and `run` directories are created first,
+    /// owned by it (the config directory stays root's, which it may not write).
+    pub fn start_as(&self, uid: u32, gid: u32) -> Daemon {
+        use std::os::unix::process::CommandExt;
+        for dir in ["state", "logs", "run"] {
+            let path = self.path(dir);
+            fs::create_dir_all(&path).expect("create a daemon directory");
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+            nix::unistd::chown(
+                &path,
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            )
+            .expect("chown a daemon directory");
+        }
+        let mut cmd = Command::new(scriptd_bin());
+        cmd.uid(uid).gid(gid);
+        self.start_command(cmd)
+    }
+
+    /// Starts `cmd` (a `scriptd` binary, with whatever the caller set up) on this config,
+    /// logging to `daemon.log` at `SCRIPTD_LOG=debug` unless `cmd` sets it, and waits until
+    /// `ctl status` answers.
+    pub fn start_command(&self, mut cmd: Command) -> Daemon {
+        let log = fs::File::create(self.path("daemon.log")).expect("daemon log");
+        if !cmd.get_envs().any(|(k, _)| k == "SCRIPTD_LOG") {
+            cmd.env("SCRIPTD_LOG", "debug");
+        }
+        let child = cmd
+            .arg("--config")
+            .arg(self.config())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn scriptd");
+        let d = Daemon {
+            child: Some(child),
+            socket: self.socket(),
+            log: self.path("daemon.log"),
+        };
+        wait_for("the daemon to answer `ctl status`", DEADLINE, || {
+            (d.ctl(&["status"]).code == 0).then_some(())
+        });
+        d
+    }
 }

@@ -89,6 +89,10 @@ pub struct ScriptJson {
     pub jitter_ms: Option<u64>,
     /// `catch_up` of a script with a schedule.
     pub catch_up: Option<bool>,
+    /// The user it runs as (`user:`); null: the daemon's.
+    pub user: Option<String>,
+    /// That user's uid; null: the daemon's.
+    pub uid: Option<u32>,
 }
 
 /// How a run ended.
@@ -144,6 +148,8 @@ impl From<&ScriptStatus> for ScriptJson {
             timezone: (!s.timezone.is_empty()).then(|| s.timezone.clone()),
             jitter_ms: (s.jitter_ms > 0).then_some(s.jitter_ms),
             catch_up: (!s.schedule.is_empty()).then_some(s.catch_up),
+            user: (!s.user.is_empty()).then(|| s.user.clone()),
+            uid: s.uid,
         }
     }
 }
@@ -489,6 +495,29 @@ mod tests {
         let text = serde_json::to_string(&j).expect("json");
         let back: ExitJson = serde_json::from_str(&text).expect("strict parse");
         assert_eq!(back.run_id, Some(4));
+    }
+
+    #[test]
+    fn a_script_names_its_user_or_null() {
+        let mut status = ScriptStatus {
+            name: "web".into(),
+            user: "www-data".into(),
+            uid: Some(33),
+            ..Default::default()
+        };
+        let text = serde_json::to_string(&ScriptJson::from(&status)).expect("json");
+        let back: ScriptJson = serde_json::from_str(&text).expect("strict parse");
+        assert_eq!(
+            (back.user.as_deref(), back.uid),
+            (Some("www-data"), Some(33))
+        );
+        status.user.clear();
+        status.uid = None;
+        let json = serde_json::to_value(ScriptJson::from(&status)).expect("json");
+        assert_eq!(
+            (&json["user"], &json["uid"]),
+            (&serde_json::Value::Null, &serde_json::Value::Null)
+        );
     }
 
     #[test]

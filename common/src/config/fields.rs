@@ -10,6 +10,7 @@
 //! new field is one row here, its parsing in `validate/script.rs`, and its member of
 //! [`ScriptConfig`].
 
+use super::resource_limits::Limit;
 use super::ScriptConfig;
 use crate::diff::Impact;
 use std::sync::LazyLock;
@@ -43,6 +44,14 @@ pub enum Kind {
     Cron,
     /// An IANA time zone name (`Europe/Berlin`).
     TimeZone,
+    /// A user name or uid.
+    User,
+    /// A group name or gid.
+    Group,
+    /// An octal file mode creation mask, as a string (`"0027"`).
+    Umask,
+    /// A map of resource limits (one row per limit in a diff).
+    Limits,
 }
 
 impl Kind {
@@ -62,6 +71,10 @@ impl Kind {
             Self::Address => "host:port",
             Self::Cron => "cron expression",
             Self::TimeZone => "time zone",
+            Self::User => "user",
+            Self::Group => "group",
+            Self::Umask => "octal string",
+            Self::Limits => "map of limits",
         }
     }
 }
@@ -202,6 +215,10 @@ pub const FIELDS: &[Field] = &[
     row("timezone",            Kind::TimeZone, "local",                true,  Calendar, NextRun,   |t, f, _| t.calendar.timezone = f.calendar.timezone.clone()),
     row("jitter",              Kind::Duration, "none",                 true,  Periodic, NextRun,   |t, f, _| t.calendar.jitter = f.calendar.jitter),
     row("catch_up",            Kind::Bool,     "false",                true,  Calendar, Live,      |t, f, _| t.calendar.catch_up = f.calendar.catch_up),
+    row("user",                Kind::User,     "the daemon's",         true,  Both,     Restart,   |t, f, _| t.exec.user = f.exec.user.clone()),
+    row("group",               Kind::Group,    "the user's primary group", true, Both,  Restart,   |t, f, _| t.exec.group = f.exec.group.clone()),
+    row("umask",               Kind::Umask,    "the daemon's",         true,  Both,     Restart,   |t, f, _| t.exec.umask = f.exec.umask),
+    row("limits.*",            Kind::Limits,   "the daemon's",         true,  Both,     Restart,   copy_limit),
 ];
 
 fn copy_health(to: &mut ScriptConfig, from: &ScriptConfig, _: &str) {
@@ -219,12 +236,26 @@ fn copy_env_var(to: &mut ScriptConfig, from: &ScriptConfig, field: &str) {
     };
 }
 
-/// The row of a field as a diff names it (`log.keep`, `env.PATH`, `restart_delay`).
+fn copy_limit(to: &mut ScriptConfig, from: &ScriptConfig, field: &str) {
+    let Some(limit) = field.strip_prefix("limits.").and_then(Limit::parse) else {
+        to.exec.limits = from.exec.limits.clone();
+        return;
+    };
+    match from.exec.limits.0.get(&limit) {
+        Some(value) => to.exec.limits.0.insert(limit, *value),
+        None => to.exec.limits.0.remove(&limit),
+    };
+}
+
+/// The row of a field as a diff names it (`log.keep`, `env.PATH`, `limits.nofile`,
+/// `restart_delay`): its own, else its section's `SECTION.*` row.
 pub fn field(name: &str) -> Option<&'static Field> {
-    if name.starts_with("env.") {
-        return FIELDS.iter().find(|f| f.name == "env.*");
-    }
-    FIELDS.iter().find(|f| f.name == name)
+    FIELDS.iter().find(|f| f.name == name).or_else(|| {
+        let (section, _) = name.split_once('.')?;
+        FIELDS
+            .iter()
+            .find(|f| f.name.strip_suffix(".*") == Some(section))
+    })
 }
 
 /// Distinct top-level keys of `rows`, in table order.
@@ -362,6 +393,10 @@ mod tests {
                 "timezone",
                 "jitter",
                 "catch_up",
+                "user",
+                "group",
+                "umask",
+                "limits",
             ]
         );
         assert!(!DEFAULT_KEYS.contains(&"command"));
@@ -398,6 +433,8 @@ mod tests {
     #[test]
     fn rows_by_diff_field() {
         assert_eq!(field("env.PATH").map(|f| f.name), Some("env.*"));
+        assert_eq!(field("limits.nofile").map(|f| f.name), Some("limits.*"));
+        assert_eq!(field("user").map(|f| f.rule), Some(Restart));
         assert_eq!(field("log.keep").map(|f| f.rule), Some(Live));
         assert!(field("log").is_none());
         assert!(field("nope").is_none());

@@ -6,6 +6,7 @@
 
 mod access;
 mod error;
+mod exec_context;
 pub mod fields;
 pub mod health;
 mod include_scan;
@@ -15,10 +16,12 @@ mod load;
 mod parse;
 mod positions;
 mod read;
+pub mod resource_limits;
 mod validate;
 
 pub use access::{Access, AccessRule, Role, Subject};
 pub use error::{ConfigError, ConfigErrors, SUMMARY_ERROR_CHARS};
+pub use exec_context::{permits, ExecContext, GroupId, Perms, Umask, UserId, Want};
 pub use health::{HealthConfig, Probe};
 pub use include_scan::include_patterns;
 pub use include_walk::WalkLimit;
@@ -29,7 +32,7 @@ pub use load::{
 };
 pub use parse::YamlError;
 pub use read::{decode, read_text, ReadError};
-pub use validate::{validate, validate_with, Host, Stat, SystemHost, DUPLICATES_LISTED};
+pub use validate::{validate, validate_with, Account, Host, Stat, SystemHost, DUPLICATES_LISTED};
 
 use crate::schedule::{Calendar, Zone};
 use nix::sys::signal::Signal;
@@ -103,6 +106,9 @@ pub struct ScriptConfig {
     /// The service's health probe (`health:`); `None` without one (and for periodic
     /// scripts, which take none).
     pub health: Option<HealthConfig>,
+    /// `user`, `group`, `umask`, `limits`: what the process is started with.
+    #[serde(flatten)]
+    pub exec: ExecContext,
     /// A calendar `schedule` instead of an `interval`, its `timezone`, the `jitter` of
     /// every periodic start and `catch_up`.
     #[serde(flatten)]

@@ -4,8 +4,8 @@
 
 use proptest::prelude::*;
 use scriptd_common::config::{
-    Access, AccessRule, Backoff, CommandSpec, Config, DaemonConfig, LogConfig, RestartPolicy, Role,
-    ScriptConfig, StopSignal, Subject,
+    Access, AccessRule, Backoff, CommandSpec, Config, DaemonConfig, ExecContext, LogConfig,
+    RestartPolicy, Role, ScriptConfig, StopSignal, Subject,
 };
 use scriptd_common::diff::{
     apply_except_restart, diff_script, plan, script_fields, Change, Impact, Outcome, ScriptPlan,
@@ -43,6 +43,7 @@ fn script() -> ScriptConfig {
         backoff: Backoff::default(),
         health: None,
         calendar: Default::default(),
+        exec: ExecContext::default(),
     }
 }
 
@@ -326,6 +327,7 @@ fn arb_script() -> impl Strategy<Value = ScriptConfig> {
                     },
                     health: None,
                     calendar: Default::default(),
+                    exec: ExecContext::default(),
                 }
             },
         )

@@ -4,7 +4,7 @@
 
 use scriptd_common::config::fields::{Applies, ChangeRule, Field, Kind, FIELDS};
 use scriptd_common::config::{
-    validate_with, Config, ConfigErrors, ConfigFile, ConfigSource, Host, Stat,
+    validate_with, Account, Config, ConfigErrors, ConfigFile, ConfigSource, Host, Stat,
 };
 use scriptd_common::diff::script_fields;
 use scriptd_common::units::parse_size;
@@ -32,6 +32,14 @@ impl Host for Everything {
     fn search_path(&self) -> Option<String> {
         Some("/bin".into())
     }
+
+    fn user(&mut self, spec: &str) -> Result<Account, String> {
+        Ok(Account {
+            name: spec.into(),
+            uid: 1000,
+            gid: 1000,
+        })
+    }
 }
 
 fn validate(yaml: &str) -> Result<Config, ConfigErrors> {
@@ -47,10 +55,10 @@ fn validate(yaml: &str) -> Result<Config, ConfigErrors> {
 
 /// The README's name of a field (`env` for the `env.*` row).
 fn readme_name(f: &Field) -> &'static str {
-    if f.name == "env.*" {
-        "env"
-    } else {
-        f.name
+    match f.name {
+        "env.*" => "env",
+        "limits.*" => "limits",
+        name => name,
     }
 }
 
@@ -218,7 +226,13 @@ fn the_table_defaults_are_the_ones_validation_applies() {
         let got = fields.get(f.name);
         match f.default {
             "required" => assert_eq!(f.name, "command"),
-            "none" | "none (service)" => assert_eq!(got, None, "{}", f.name),
+            "none" | "none (service)" | "the daemon's" | "the user's primary group" => {
+                assert_eq!(got, None, "{}", f.name);
+                if let Some(section) = f.name.strip_suffix(".*") {
+                    let prefix = format!("{section}.");
+                    assert!(fields.keys().all(|k| !k.starts_with(&prefix)), "{fields:?}");
+                }
+            }
             "the config directory" => assert_eq!(got.map(String::as_str), Some(BASE), "{}", f.name),
             "{}" => assert!(
                 fields.keys().all(|k| !k.starts_with("env.")),
@@ -250,13 +264,17 @@ fn other_value(f: &Field) -> (&'static str, &'static str) {
         Kind::Address => ("\"127.0.0.1:7\"", "127.0.0.1:7"),
         Kind::Cron => ("\"@hourly\"", "@hourly"),
         Kind::TimeZone => ("Europe/Berlin", "Europe/Berlin"),
+        Kind::User => ("alice", "alice (uid 1000, gid 1000)"),
+        Kind::Group => ("\"7\"", "gid 7"),
+        Kind::Umask => ("\"0077\"", "0077"),
+        Kind::Limits => ("{ nofile: 7 }", "7"),
     }
 }
 
 /// `name: value` as YAML nested under `indent`, for `log.keep` a `log:` mapping (and for
 /// the settings of a probe, a probe next to them).
 fn yaml_key(f: &Field, value: &str, indent: &str) -> String {
-    match f.subkey().filter(|_| f.name != "env.*") {
+    match f.subkey().filter(|&sub| sub != "*") {
         Some(sub) => format!(
             "{indent}{}:\n{indent}  {sub}: {value}\n{}",
             f.key(),
@@ -282,7 +300,11 @@ fn defaults_sets_exactly_the_inheritable_fields() {
         match validate(&yaml) {
             Ok(cfg) if f.inheritable => {
                 let fields = script_fields(&cfg.scripts["s"]);
-                let name = if f.name == "env.*" { "env.X" } else { f.name };
+                let name = match f.name {
+                    "env.*" => "env.X",
+                    "limits.*" => "limits.nofile",
+                    name => name,
+                };
                 assert_eq!(
                     fields.get(name).map(String::as_str),
                     Some(rendered),

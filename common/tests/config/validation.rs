@@ -4,8 +4,8 @@
 
 use proptest::prelude::*;
 use scriptd_common::config::{
-    load, validate, validate_with, Backoff, CommandSpec, ConfigFile, ConfigSource, Host,
-    RestartPolicy, ScriptConfig, Stat, StopSignal, DUPLICATES_LISTED,
+    load, validate, validate_with, Backoff, CommandSpec, ConfigFile, ConfigSource, ExecContext,
+    Host, RestartPolicy, ScriptConfig, Stat, StopSignal, DUPLICATES_LISTED,
 };
 use scriptd_common::diff::script_fields;
 use std::os::unix::fs::PermissionsExt;
@@ -363,7 +363,7 @@ fn unknown_keys() {
             &["scriptd.yaml:4:5: scripts.a.frobnicate: unknown key \"frobnicate\"; expected one \
                of: command, interval, timeout, enabled, working_dir, env, max_log_lines, \
                restart, restart_delay, restart_delay_max, restart_reset_after, stop_signal, \
-               stop_grace, log, health, schedule, timezone, jitter, catch_up"],
+               stop_grace, log, ..."],
         ),
         (
             "daemon key typo",
@@ -1369,6 +1369,7 @@ fn arb_script() -> impl Strategy<Value = (String, ScriptConfig)> {
                     backoff: Backoff::default(),
                     health: None,
                     calendar: Default::default(),
+                    exec: ExecContext::default(),
                 };
                 if let Some(ms) = interval {
                     yaml += &format!("    interval: {ms}ms\n");
@@ -1458,6 +1459,7 @@ proptest! {
     ) {
         let key = match field.subkey() {
             Some(_) if field.name == "env.*" => format!("    env:\n      X: {value}\n"),
+            Some(_) if field.name == "limits.*" => format!("    limits:\n      nofile: {value}\n"),
             Some(sub) => format!("    {}:\n      {sub}: {value}\n", field.key()),
             None => format!("    {}: {value}\n", field.name),
         };
@@ -1479,7 +1481,11 @@ proptest! {
             }
             Ok(cfg) => {
                 // Taken: the field is in the script's rows.
-                let row = if field.name == "env.*" { "env.X" } else { field.name };
+                let row = match field.name {
+                    "env.*" => "env.X",
+                    "limits.*" => "limits.nofile",
+                    name => name,
+                };
                 let rows = script_fields(&cfg.scripts["s"]);
                 prop_assert!(rows.contains_key(row), "{} taken but not set: {:?}", row, rows);
             }

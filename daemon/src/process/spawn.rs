@@ -76,6 +76,10 @@ impl SpawnError {
     }
 }
 
+/// The variables a script with a `user` gets from that user's entry, not the daemon's
+/// environment.
+const USER_VARS: [&str; 4] = ["HOME", "USER", "LOGNAME", "SHELL"];
+
 /// A started run.
 pub struct Spawned {
     /// Pid of the shim.
@@ -134,6 +138,7 @@ pub async fn spawn(
     let (token, report) = shims.expect_report();
 
     let grace_ms = u64::try_from(cfg.stop_grace.as_millis()).unwrap_or(u64::MAX);
+    let [ids, umask, limits] = shim::exec_args(&cfg.exec);
     let mut cmd = Command::new(exe);
     // argv[0] and (set by the shim itself) comm differ from the daemon's: `pkill scriptd`,
     // `pgrep -x scriptd` and `pidof scriptd` find the daemon, not a hundred shims.
@@ -146,12 +151,19 @@ pub async fn spawn(
         .arg(report_fd.to_string())
         .arg(token.to_string())
         .arg(shim::nofile_arg(shims.script_nofile()))
+        .args([ids, umask, limits])
         .arg("--")
         .args(cfg.argv())
         .current_dir(&cfg.working_dir)
         // For the daemon only: a script must not speak for it to systemd.
-        .env_remove("NOTIFY_SOCKET")
-        .envs(&cfg.env)
+        .env_remove("NOTIFY_SOCKET");
+    if cfg.exec.user.is_some() {
+        // The shim sets the user's own (from the user database) unless `env` sets them.
+        for var in USER_VARS.iter().filter(|v| !cfg.env.contains_key(**v)) {
+            cmd.env_remove(var);
+        }
+    }
+    cmd.envs(&cfg.env)
         .env("SCRIPTD_SCRIPT", name)
         .env("SCRIPTD_RUN_ID", run_id.to_string())
         // The script's stdin too (the shim passes it on).

@@ -35,6 +35,9 @@ impl Runner {
             .map_or_else(String::new, |z| z.name().to_owned());
         s.jitter_ms = calendar.jitter.map_or(0, millis);
         s.catch_up = calendar.catch_up.unwrap_or(false);
+        let user = self.cfg.exec.user.as_ref();
+        s.user = user.map(|u| u.name.clone()).unwrap_or_default();
+        s.uid = user.map(|u| u.uid);
         s.next_run_ms = self.next_run.map_or(0, |n| n.wall_ms);
         s.pid = self.run.as_ref().map_or(0, |r| r.pid);
         s.pending_changes = match &self.pending {

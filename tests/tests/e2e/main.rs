@@ -24,3 +24,4 @@ mod stall;
 mod state_dir;
 mod supervisor;
 mod targets;
+mod user;

@@ -8,16 +8,18 @@
 //! - [`script`]: a script section and `defaults:` into an effective [`ScriptConfig`](super::ScriptConfig);
 //! - [`daemon`]: the `daemon:` section and `include:`;
 //! - [`health`]: a `health:` section (the probe of a service);
+//! - [`exec_context`]: `user`, `group`, `umask` and `limits` of a script;
 //! - [`host`]: the checks that look at the machine (directories, programs, users and
-//!   groups), reached only through the [`Host`] trait.
+//!   groups, the daemon's ids and limits), reached only through the [`Host`] trait.
 
 mod daemon;
+mod exec_context;
 mod health;
 mod host;
 mod script;
 mod values;
 
-pub use host::{Host, Stat, SystemHost};
+pub use host::{Account, Host, Stat, SystemHost};
 
 use super::fields::{DEFAULT_KEYS, SCRIPT_KEYS};
 use super::positions::{Pos, Positions};

@@ -1,13 +1,15 @@
 //! One script section (or `defaults:`): its keys parsed into a [`Partial`], then the
 //! effective [`ScriptConfig`] with `defaults` and the built-in defaults applied. Pure but
-//! for the two host checks at the end of [`Validator::finish_script`].
+//! for the host checks: users and groups (`exec_context.rs`), and the directory and
+//! program at the end of [`Validator::finish_script`].
 
 use super::health::HealthPartial;
 use super::{kind, Validator};
 use crate::config::fields::{self, Applies, LOG_KEYS};
+use crate::config::resource_limits::Limits;
 use crate::config::{
-    builtin, Backoff, CalendarConfig, CommandSpec, LogConfig, Probe, RestartPolicy, ScriptConfig,
-    StopSignal,
+    builtin, Backoff, CalendarConfig, CommandSpec, ExecContext, GroupId, LogConfig, Probe,
+    RestartPolicy, ScriptConfig, StopSignal, Umask, UserId,
 };
 use crate::schedule::{Calendar, Zone};
 use crate::units::format_duration;
@@ -48,6 +50,11 @@ pub(super) struct Partial {
     timezone: Option<Zone>,
     jitter: Option<Duration>,
     catch_up: Option<bool>,
+    // `user`, `group`, `umask`, `limits` (validate/exec_context.rs)
+    user: Option<UserId>,
+    group: Option<GroupId>,
+    umask: Option<Umask>,
+    limits: Option<Limits>,
     /// The body was not a mapping (already reported).
     malformed: bool,
 }
@@ -141,6 +148,10 @@ impl Validator<'_> {
                     }
                 }
                 "health" => p.health = self.health(val, &at),
+                "user" => p.user = self.user(val, &at),
+                "group" => p.group = self.group(val, &at),
+                "umask" => p.umask = self.umask(val, &at),
+                "limits" => p.limits = self.limits(val, &at),
                 _ => {}
             }
             if self.errors.len() == errors_before {
@@ -277,7 +288,16 @@ impl Validator<'_> {
             .unwrap_or_else(|| base.to_path_buf());
         let mut env = d.env.clone().unwrap_or_default();
         env.extend(p.env.unwrap_or_default());
-        let dir_ok = self.check_dir(&working_dir, &path, explicit_dir);
+        let mut limits = d.limits.clone().unwrap_or_default();
+        limits.0.extend(p.limits.unwrap_or_default().0);
+        let exec = ExecContext {
+            user: p.user.or_else(|| d.user.clone()),
+            group: p.group.or_else(|| d.group.clone()),
+            umask: p.umask.or(d.umask),
+            limits,
+        };
+        let who = self.who(&exec);
+        let dir_ok = self.check_dir(&working_dir, &path, explicit_dir, who.as_ref());
         // A periodic script takes no probe; one inherited from `defaults` is for services.
         let health = if p.interval_given {
             None
@@ -327,11 +347,12 @@ impl Validator<'_> {
             },
             health,
             calendar,
+            exec,
         };
         if dir_ok {
-            self.check_program(&script, &path);
+            self.check_program(&script, &path, who.as_ref());
             if let Some(Probe::Exec(exec)) = script.health.as_ref().map(|h| &h.probe) {
-                self.check_command(exec, &script, &format!("{path}.health.exec"));
+                self.check_command(exec, &script, &format!("{path}.health.exec"), who.as_ref());
             }
         }
         Some(script)
