@@ -2,42 +2,9 @@
 //! at their `file:line:col`, their effective values with `defaults`, and the impact of their
 //! changes (interval ↔ schedule keeps a script periodic).
 
-use scriptd_common::config::{validate_with, Config, ConfigErrors, ConfigFile, ConfigSource};
-use scriptd_common::config::{Host, Stat};
+use crate::support::validate;
 use scriptd_common::diff::{diff_script, script_fields, Impact};
-use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-struct Everything;
-
-impl Host for Everything {
-    fn stat(&mut self, path: &Path) -> Stat {
-        if path == Path::new("/etc/scriptd") {
-            Stat::Dir
-        } else {
-            Stat::File(0o755)
-        }
-    }
-
-    fn lookup(&mut self, _: &str, _: bool) -> Result<u32, String> {
-        Ok(1000)
-    }
-
-    fn search_path(&self) -> Option<String> {
-        Some("/bin".into())
-    }
-}
-
-fn validate(yaml: &str) -> Result<Config, ConfigErrors> {
-    let source = ConfigSource {
-        main: PathBuf::from("/etc/scriptd/scriptd.yaml"),
-        files: vec![ConfigFile {
-            name: "scriptd.yaml".into(),
-            content: yaml.into(),
-        }],
-    };
-    validate_with(&source, &mut Everything)
-}
 
 /// The script `s` with `settings` (lines under it).
 fn script(settings: &str) -> String {

@@ -2,56 +2,12 @@
 //! and impact tables (so the docs cannot drift), the defaults validation really applies,
 //! and which fields `defaults:` may set.
 
+use crate::support::{validate, BASE};
 use scriptd_common::config::fields::{Applies, ChangeRule, Field, Kind, FIELDS};
-use scriptd_common::config::{
-    validate_with, Account, Config, ConfigErrors, ConfigFile, ConfigSource, Host, Stat,
-};
 use scriptd_common::diff::script_fields;
 use scriptd_common::units::parse_size;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-
-const BASE: &str = "/etc/scriptd";
-
-/// Every directory exists, every other path is an executable file.
-struct Everything;
-
-impl Host for Everything {
-    fn stat(&mut self, path: &Path) -> Stat {
-        if path == Path::new(BASE) || path == Path::new("/tmp") {
-            Stat::Dir
-        } else {
-            Stat::File(0o755)
-        }
-    }
-
-    fn lookup(&mut self, _: &str, _: bool) -> Result<u32, String> {
-        Ok(1000)
-    }
-
-    fn search_path(&self) -> Option<String> {
-        Some("/bin".into())
-    }
-
-    fn user(&mut self, spec: &str) -> Result<Account, String> {
-        Ok(Account {
-            name: spec.into(),
-            uid: 1000,
-            gid: 1000,
-        })
-    }
-}
-
-fn validate(yaml: &str) -> Result<Config, ConfigErrors> {
-    let source = ConfigSource {
-        main: PathBuf::from(BASE).join("scriptd.yaml"),
-        files: vec![ConfigFile {
-            name: "scriptd.yaml".into(),
-            content: yaml.into(),
-        }],
-    };
-    validate_with(&source, &mut Everything)
-}
+use std::path::Path;
 
 /// The README's name of a field (`env` for the `env.*` row).
 fn readme_name(f: &Field) -> &'static str {

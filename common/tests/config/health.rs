@@ -1,47 +1,12 @@
 //! `health:` (a service's probe): what validation takes and refuses, where it says so,
 //! what `defaults:` gives, and the impact of a change.
 
-use scriptd_common::config::{
-    validate_with, CommandSpec, Config, ConfigFile, ConfigSource, HealthConfig, Host, Probe, Stat,
-};
+use scriptd_common::config::{CommandSpec, Config, HealthConfig, Probe};
 use scriptd_common::diff::{diff_script, Impact};
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const BASE: &str = "/etc/scriptd";
-
-/// Every directory exists, every other path is an executable file but `/opt/missing`.
-struct Machine;
-
-impl Host for Machine {
-    fn stat(&mut self, path: &Path) -> Stat {
-        if path == Path::new(BASE) {
-            Stat::Dir
-        } else if path.starts_with("/opt/missing") {
-            Stat::Missing
-        } else {
-            Stat::File(0o755)
-        }
-    }
-
-    fn lookup(&mut self, _: &str, _: bool) -> Result<u32, String> {
-        Ok(1000)
-    }
-
-    fn search_path(&self) -> Option<String> {
-        Some("/bin".into())
-    }
-}
-
 fn validate(yaml: &str) -> Result<Config, Vec<String>> {
-    let source = ConfigSource {
-        main: PathBuf::from(BASE).join("scriptd.yaml"),
-        files: vec![ConfigFile {
-            name: "scriptd.yaml".into(),
-            content: yaml.into(),
-        }],
-    };
-    validate_with(&source, &mut Machine).map_err(|e| e.0.iter().map(ToString::to_string).collect())
+    crate::support::validate(yaml).map_err(|e| e.0.iter().map(ToString::to_string).collect())
 }
 
 /// The health of script `web` of `yaml`, which must be valid.

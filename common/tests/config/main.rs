@@ -10,4 +10,5 @@ mod fields;
 mod health;
 mod hostile;
 mod include_scan;
+mod support;
 mod validation;
