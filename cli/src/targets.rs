@@ -153,14 +153,7 @@ pub fn skipped(action: ControlAction, script: &ScriptStatus) -> Option<&'static 
 /// Whether `script` counts as up for `status --check`: running, waiting, or idle after a
 /// run that succeeded (or before any run).
 pub fn is_up(script: &ScriptStatus) -> bool {
-    match ScriptState::try_from(script.state).unwrap_or(ScriptState::Unspecified) {
-        ScriptState::Running | ScriptState::Waiting => true,
-        ScriptState::Idle => script
-            .last_exit
-            .as_ref()
-            .is_none_or(|e| run_outcome(Some(e)) == "succeeded"),
-        _ => false,
-    }
+    script.is_up()
 }
 
 /// The scripts `status --check` looks at: those named, else every enabled one.

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod diff;
 pub mod signals;
+pub mod status;
 pub mod units;
 
 /// Generated gRPC code for `scriptd.v1`.

@@ -46,6 +46,11 @@ impl EventBus {
         let _ = self.tx.send(Arc::new(event));
     }
 
+    /// `ctl events` followers now.
+    pub fn followers(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
     /// A script lifecycle event.
     pub fn script(&self, event: proto::ScriptEvent) {
         self.publish(Kind::Script(event));

@@ -11,6 +11,7 @@ pub mod events;
 pub mod history;
 pub mod lock;
 pub mod logs;
+pub mod metrics;
 pub mod nofollow;
 pub mod process;
 pub mod reload;
@@ -172,6 +173,16 @@ async fn serve(
         handler(SignalKind::hangup(), "SIGHUP")?,
     );
     let (listener, _socket) = socket::bind(&daemon.socket, &daemon.access)?;
+    // Bound before anything starts: an address in use is a startup error (exit 1).
+    let metrics_listener = match daemon.metrics {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "cannot listen on daemon.metrics {addr}: another process may use the port; \
+                 pick a free one or remove daemon.metrics"
+            )
+        })?),
+        None => None,
+    };
     let _state = lock::acquire(&daemon.state_dir.join("scriptd.lock"), |pid| {
         format!(
             "another scriptd{} already uses the state directory {}: two daemons must not share \
@@ -215,6 +226,7 @@ async fn serve(
     let history = history::History::open(&daemon.state_dir, daemon.history_limit)
         .await
         .with_context(|| format!("cannot open the history in {}", daemon.state_dir.display()))?;
+    let event_metrics = metrics::Metrics::default();
     let (coordinator, started) = reload::Coordinator::start(
         main.clone(),
         source,
@@ -223,6 +235,7 @@ async fn serve(
         tracker.clone(),
         history.clone(),
         watcher.is_some(),
+        event_metrics.clone(),
     )
     .await
     .context("cannot read the history")?;
@@ -237,6 +250,21 @@ async fn serve(
         tracker.spawn(w.run(daemon.debounce, reload_tx.clone(), cancel.clone()));
     }
 
+    let sampler = Arc::new(metrics::Sampler::default());
+    if let Some(listener) = metrics_listener {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving GET /metrics");
+        }
+        let sources = metrics::Sources {
+            snapshot: snapshot.clone(),
+            disk: disk.clone(),
+            events: events.clone(),
+            sampler: sampler.clone(),
+            metrics: event_metrics,
+            history: history.clone(),
+        };
+        tokio::spawn(metrics::serve(listener, sources, server_stop.clone()));
+    }
     let service = server::Service::new(
         server::DaemonInfo {
             config_path: main.clone(),
@@ -248,6 +276,7 @@ async fn serve(
         reload_tx.clone(),
         events,
         history,
+        sampler,
     );
     // Serves until every script has stopped: `ctl status` still answers during a shutdown.
     let mut server = tokio::spawn(socket::serve(

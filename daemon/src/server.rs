@@ -3,6 +3,7 @@
 
 use crate::convert;
 use crate::events::EventBus;
+use crate::metrics::Sampler;
 use crate::history::{ActionResult, History, HistoryError};
 use crate::reload::disk::DiskSync;
 use crate::reload::{Report, Request, RequestError, ResultKind, Snapshot, Source};
@@ -38,6 +39,7 @@ pub struct Service {
     events: EventBus,
     history: History,
     disk: Arc<DiskSync>,
+    sampler: Arc<Sampler>,
 }
 
 impl Service {
@@ -49,6 +51,7 @@ impl Service {
         reloads: mpsc::Sender<Request>,
         events: EventBus,
         history: History,
+        sampler: Arc<Sampler>,
     ) -> Self {
         Self {
             info,
@@ -57,6 +60,7 @@ impl Service {
             events,
             history,
             disk,
+            sampler,
         }
     }
 
@@ -261,17 +265,28 @@ impl Scriptd for Service {
         &self,
         request: Req<proto::StatusRequest>,
     ) -> Result<Response<proto::StatusResponse>, Status> {
-        let want = request.into_inner().script;
+        let req = request.into_inner();
+        let want = req.script;
         let snap = self.snapshot.borrow().clone();
         if !want.is_empty() && !snap.handles.contains_key(&want) {
             return Err(Status::not_found(format!("no script named {want:?}")));
         }
-        let scripts = snap
+        let mut scripts: Vec<proto::ScriptStatus> = snap
             .handles
             .iter()
             .filter(|(name, _)| want.is_empty() || **name == want)
             .map(|(_, h)| h.status.borrow().clone())
             .collect();
+        let mut daemon_resources = None;
+        if req.resources {
+            // One /proc sample for every running script (shared for a second).
+            let groups = scripts.iter().map(|s| s.pid).filter(|p| *p != 0).collect();
+            let sample = self.sampler.sample(groups).await;
+            for s in scripts.iter_mut().filter(|s| s.pid != 0) {
+                s.resources = sample.groups.get(&s.pid).map(|u| u.to_proto());
+            }
+            daemon_resources = sample.daemon.map(|u| u.to_proto());
+        }
         let (sync, sync_error) = self.disk.state(&snap.hash).await.to_proto();
         Ok(Response::new(proto::StatusResponse {
             daemon_pid: std::process::id(),
@@ -283,6 +298,7 @@ impl Scriptd for Service {
             sync_error,
             scripts,
             socket_path: self.info.socket_path.display().to_string(),
+            daemon_resources,
         }))
     }
 

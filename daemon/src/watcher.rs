@@ -365,6 +365,7 @@ impl Watcher {
                 }
             };
             note(first, &mut open, &mut touched);
+            let since = std::time::Instant::now();
             // The window opens at the first event. Meanwhile the files are read and
             // validated as they are now: a save that is complete already (a rename into
             // place) needs no validation once the window closes; anything written later
@@ -406,6 +407,7 @@ impl Watcher {
             let req = Request {
                 reply: Some(reply),
                 prevalidated: ahead.await.ok().flatten(),
+                since,
                 ..Request::new(Source::Watch)
             };
             if reloads.send(req).await.is_err() {

@@ -25,6 +25,7 @@ mod update;
 
 use crate::events::EventBus;
 use crate::logs::LogSink;
+use crate::metrics::RunCounters;
 pub use crate::process::SpawnError;
 use crate::process::{GroupRecords, ShimExit, Shims};
 use crate::runs::RecentRuns;
@@ -94,6 +95,8 @@ pub struct ScriptHandle {
     pub logs: Arc<LogSink>,
     /// The ends of its recent runs.
     pub recent: watch::Receiver<RecentRuns>,
+    /// Its ended runs, counted for the metrics.
+    pub runs: Arc<RunCounters>,
 }
 
 impl ScriptHandle {
@@ -175,6 +178,7 @@ pub fn start_reporting(
     let (status_tx, status_rx) = watch::channel(status.clone());
     let (internal_tx, internal_rx) = mpsc::channel(4);
     let (recent_tx, recent_rx) = watch::channel(RecentRuns::default());
+    let runs = Arc::new(RunCounters::default());
     let runner = Runner {
         name,
         cfg,
@@ -193,6 +197,7 @@ pub fn start_reporting(
         internal_tx,
         last_failed: false,
         recent: recent_tx,
+        runs: runs.clone(),
     };
     tracker.spawn(runner.run(rx, internal_rx, initial));
     let handle = ScriptHandle {
@@ -200,6 +205,7 @@ pub fn start_reporting(
         status: status_rx,
         logs,
         recent: recent_rx,
+        runs,
     };
     (handle, started)
 }
@@ -272,4 +278,6 @@ struct Runner {
     last_failed: bool,
     /// The ends of the latest runs, for `WaitRun`.
     recent: watch::Sender<RecentRuns>,
+    /// Runs ended, by result, and their durations (metrics).
+    runs: Arc<RunCounters>,
 }
