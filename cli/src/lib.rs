@@ -7,7 +7,9 @@ pub mod history;
 pub mod logs;
 pub mod output;
 pub mod reader;
+pub mod resources;
 pub mod targets;
+pub mod top;
 pub mod wait;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -54,6 +56,9 @@ pub struct Cli {
     /// Output format.
     #[arg(long, short, global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+    /// Wider tables: `status` adds each running script's CPU %, memory and processes.
+    #[arg(long, global = true)]
+    pub wide: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -72,6 +77,9 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// CPU, memory, processes and descriptors of each running script, refreshed every second
+    /// (q quits); one snapshot when stdout is not a terminal.
+    Top(top::TopArgs),
     /// Apply (or preview) what is on disk; prints the plan.
     Reload {
         /// Preview only: print the plan and its id, change nothing.
@@ -208,8 +216,10 @@ async fn dispatch(cli: Cli) -> CtlResult {
                         "`ctl status` shows one script or all of them; several names need --check",
                     )),
                 };
+            // JSON always carries the resources; the table shows them with --wide.
+            let resources = json || cli.wide;
             let r = c
-                .status(proto::StatusRequest { script })
+                .status(proto::StatusRequest { script, resources })
                 .await
                 .map_err(|s| CtlError::from_status(s, FAILURE))?
                 .into_inner();
@@ -220,11 +230,12 @@ async fn dispatch(cli: Cli) -> CtlResult {
                 write!(
                     out,
                     "{}",
-                    output::status_table(&r, output::colour_enabled())
+                    output::status_table(&r, output::colour_enabled(), cli.wide)
                 )?;
             }
             Ok(OK)
         }
+        Command::Top(args) => top::run(&mut c, &mut out, json, &args).await,
         Command::Start(t) => control(&mut c, &mut out, json, &t, ControlAction::Start).await,
         Command::Stop(t) => control(&mut c, &mut out, json, &t, ControlAction::Stop).await,
         Command::Restart(t) => control(&mut c, &mut out, json, &t, ControlAction::Restart).await,

@@ -5,6 +5,7 @@ use scriptd_common::proto::{
     self, event::Kind, ConfigSync, ExitInfo, Impact, Outcome, ReloadPhase, ReloadResult,
     ScriptEventKind, ScriptState, ScriptStatus,
 };
+use crate::resources::{wide_cells, ResourcesJson, WIDE_HEADERS};
 use scriptd_common::JSON_SCHEMA;
 use serde::{Deserialize, Serialize};
 use std::io::IsTerminal;
@@ -127,6 +128,8 @@ pub struct DaemonJson {
     pub config: String,
     /// Socket path.
     pub socket: String,
+    /// The daemon's own CPU, memory and descriptors (`processes` is 1).
+    pub resources: Option<ResourcesJson>,
 }
 
 /// One script in JSON.
@@ -161,6 +164,9 @@ pub struct ScriptJson {
     pub restarts: u32,
     /// Fields whose change waits for the current run to end.
     pub pending_changes: Vec<String>,
+    /// What its process group uses; null when it does not run (or the daemon was not
+    /// asked, as in the answer to a control command).
+    pub resources: Option<ResourcesJson>,
 }
 
 /// How a run ended.
@@ -211,6 +217,7 @@ impl From<&ScriptStatus> for ScriptJson {
             skipped_ticks: s.skipped_ticks,
             restarts: s.restarts,
             pending_changes: s.pending_changes.clone(),
+            resources: s.resources.as_ref().map(ResourcesJson::from),
         }
     }
 }
@@ -225,6 +232,7 @@ impl From<&proto::StatusResponse> for StatusJson {
                 started_at: time(r.started_at_ms),
                 config: r.config_path.clone(),
                 socket: r.socket_path.clone(),
+                resources: r.daemon_resources.as_ref().map(ResourcesJson::from),
             },
             running_version: r.running_version,
             sync: sync_name(r.sync).into(),
@@ -589,7 +597,7 @@ pub fn exit_text(e: &ExitInfo) -> String {
 }
 
 /// The status table.
-pub fn status_table(r: &proto::StatusResponse, colour: bool) -> String {
+pub fn status_table(r: &proto::StatusResponse, colour: bool, wide: bool) -> String {
     let mut out = String::new();
     let sync = sync_name(r.sync);
     let sync_shown = match sync {
@@ -609,7 +617,7 @@ pub fn status_table(r: &proto::StatusResponse, colour: bool) -> String {
         sync_shown,
     ));
     let mut builder = tabled::builder::Builder::default();
-    builder.push_record([
+    let mut header = vec![
         "NAME",
         "KIND",
         "STATE",
@@ -618,14 +626,18 @@ pub fn status_table(r: &proto::StatusResponse, colour: bool) -> String {
         "LAST START",
         "LAST EXIT",
         "NEXT RUN",
-    ]);
+    ];
+    if wide {
+        header.extend(WIDE_HEADERS);
+    }
+    builder.push_record(header);
     for s in &r.scripts {
         let state = state_name(s.state);
         let mut state_text = paint(state, state_colour(state), colour);
         if !s.pending_changes.is_empty() {
             state_text.push_str(&format!(" (pending: {})", s.pending_changes.join(", ")));
         }
-        builder.push_record([
+        let mut row = vec![
             s.name.clone(),
             s.kind.clone(),
             state_text,
@@ -638,7 +650,11 @@ pub fn status_table(r: &proto::StatusResponse, colour: bool) -> String {
             relative(s.last_start_ms),
             s.last_exit.as_ref().map_or("-".into(), exit_text),
             relative(s.next_run_ms),
-        ]);
+        ];
+        if wide {
+            row.extend(wide_cells(s.resources.as_ref()));
+        }
+        builder.push_record(row);
     }
     let mut table = builder.build();
     table.with(tabled::settings::Style::blank());

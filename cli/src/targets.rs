@@ -11,7 +11,7 @@ use crate::client::Client;
 use crate::error::{CtlError, CtlResult, FAILURE, NOT_FOUND, OK, OUTCOME, USAGE};
 use crate::output::{exit_text, run_outcome, state_name};
 use crate::wait;
-use scriptd_common::proto::{self, ControlAction, ScriptState, ScriptStatus};
+use scriptd_common::proto::{self, ControlAction, ScriptStatus};
 use scriptd_common::JSON_SCHEMA;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -379,7 +379,7 @@ pub fn table(rows: &[Row]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use scriptd_common::proto::ExitInfo;
+    use scriptd_common::proto::{ExitInfo, ScriptState};
 
     fn script(name: &str, enabled: bool, state: ScriptState) -> ScriptStatus {
         ScriptStatus {

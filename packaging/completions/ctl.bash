@@ -58,6 +58,9 @@ _ctl() {
             ctl,stop)
                 cmd="ctl__subcmd__stop"
                 ;;
+            ctl,top)
+                cmd="ctl__subcmd__top"
+                ;;
             ctl__subcmd__help,completions)
                 cmd="ctl__subcmd__help__subcmd__completions"
                 ;;
@@ -100,6 +103,9 @@ _ctl() {
             ctl__subcmd__help,stop)
                 cmd="ctl__subcmd__help__subcmd__stop"
                 ;;
+            ctl__subcmd__help,top)
+                cmd="ctl__subcmd__help__subcmd__top"
+                ;;
             ctl__subcmd__help__subcmd__history,show)
                 cmd="ctl__subcmd__help__subcmd__history__subcmd__show"
                 ;;
@@ -122,7 +128,7 @@ _ctl() {
 
     case "${cmd}" in
         ctl)
-            opts="-o -h -V --socket --config --output --help --version status reload events start stop restart run history diff rollback logs completions man help"
+            opts="-o -h -V --socket --config --output --wide --help --version status top reload events start stop restart run history diff rollback logs completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -152,7 +158,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__completions)
-            opts="-o -h --socket --config --output --help bash elvish fish powershell zsh"
+            opts="-o -h --socket --config --output --wide --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -182,7 +188,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__diff)
-            opts="-o -h --socket --config --output --help"
+            opts="-o -h --socket --config --output --wide --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -212,7 +218,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__events)
-            opts="-o -h --socket --config --output --help"
+            opts="-o -h --socket --config --output --wide --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -242,7 +248,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__help)
-            opts="status reload events start stop restart run history diff rollback logs completions man help"
+            opts="status top reload events start stop restart run history diff rollback logs completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -465,8 +471,22 @@ _ctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ctl__subcmd__help__subcmd__top)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ctl__subcmd__history)
-            opts="-o -h --limit --actions --socket --config --output --help show help"
+            opts="-o -h --limit --actions --socket --config --output --wide --help show help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -542,7 +562,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__history__subcmd__show)
-            opts="-o -h --socket --config --output --help"
+            opts="-o -h --socket --config --output --wide --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -572,7 +592,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__logs)
-            opts="-f -n -o -h --follow --lines --since --after-seq --stream --run --raw --until-match --timeout --socket --config --output --help"
+            opts="-f -n -o -h --follow --lines --since --after-seq --stream --run --raw --until-match --timeout --socket --config --output --wide --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -634,7 +654,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__man)
-            opts="-o -h --socket --config --output --help"
+            opts="-o -h --socket --config --output --wide --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -664,7 +684,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__reload)
-            opts="-o -h --dry-run --plan --exit-code --socket --config --output --help"
+            opts="-o -h --dry-run --plan --exit-code --socket --config --output --wide --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -698,7 +718,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__restart)
-            opts="-o -h --all --socket --config --output --help"
+            opts="-o -h --all --socket --config --output --wide --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -728,7 +748,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__rollback)
-            opts="-o -h --dry-run --exit-code --socket --config --output --help"
+            opts="-o -h --dry-run --exit-code --socket --config --output --wide --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -758,7 +778,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__run)
-            opts="-o -h --all --wait --timeout --follow --raw --socket --config --output --help"
+            opts="-o -h --all --wait --timeout --follow --raw --socket --config --output --wide --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -792,7 +812,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__start)
-            opts="-o -h --all --socket --config --output --help"
+            opts="-o -h --all --socket --config --output --wide --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -822,7 +842,7 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__status)
-            opts="-o -h --check --socket --config --output --help"
+            opts="-o -h --check --socket --config --output --wide --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -852,12 +872,54 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__stop)
-            opts="-o -h --all --socket --config --output --help"
+            opts="-o -h --all --socket --config --output --wide --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ctl__subcmd__top)
+            opts="-n -o -h --sort --iterations --socket --config --output --wide --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --sort)
+                    COMPREPLY=($(compgen -W "cpu mem name" -- "${cur}"))
+                    return 0
+                    ;;
+                --iterations)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

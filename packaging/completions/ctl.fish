@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_ctl_global_optspecs
-    string join \n socket= config= o/output= h/help V/version
+    string join \n socket= config= o/output= wide h/help V/version
 end
 
 function __fish_ctl_needs_command
@@ -28,9 +28,11 @@ complete -c ctl -n "__fish_ctl_needs_command" -l socket -d 'Daemon socket [defau
 complete -c ctl -n "__fish_ctl_needs_command" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_needs_command" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
+complete -c ctl -n "__fish_ctl_needs_command" -l wide -d 'Wider tables: `status` adds each running script\'s CPU %, memory and processes'
 complete -c ctl -n "__fish_ctl_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_needs_command" -s V -l version -d 'Print version'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "status" -d 'Daemon, running version, disk vs runtime, and a row per script'
+complete -c ctl -n "__fish_ctl_needs_command" -f -a "top" -d 'CPU, memory, processes and descriptors of each running script, refreshed every second (q quits); one snapshot when stdout is not a terminal'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "reload" -d 'Apply (or preview) what is on disk; prints the plan'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "events" -d 'Follow reload and lifecycle events'
 complete -c ctl -n "__fish_ctl_needs_command" -f -a "start" -d 'Start a stopped script (services) or resume its schedule (periodic). Several names, globs or --all: a row per script; --all skips disabled scripts'
@@ -49,7 +51,18 @@ complete -c ctl -n "__fish_ctl_using_subcommand status" -l config -d 'Config fil
 complete -c ctl -n "__fish_ctl_using_subcommand status" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand status" -l check -d 'Exit 0 when every script named (default: every enabled one) is running, waiting or idle after a run that succeeded; else 6, printing each one that is not'
+complete -c ctl -n "__fish_ctl_using_subcommand status" -l wide -d 'Wider tables: `status` adds each running script\'s CPU %, memory and processes'
 complete -c ctl -n "__fish_ctl_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ctl -n "__fish_ctl_using_subcommand top" -l sort -d 'Order of the rows (keys c, m, n switch it while it runs)' -r -f -a "cpu\t'CPU use, highest first'
+mem\t'Resident memory, highest first'
+name\t'Script name'"
+complete -c ctl -n "__fish_ctl_using_subcommand top" -s n -l iterations -d 'Refresh this many times, then exit [default: until q; 1 when stdout is not a terminal]' -r
+complete -c ctl -n "__fish_ctl_using_subcommand top" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand top" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
+complete -c ctl -n "__fish_ctl_using_subcommand top" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
+json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
+complete -c ctl -n "__fish_ctl_using_subcommand top" -l wide -d 'Wider tables: `status` adds each running script\'s CPU %, memory and processes'
+complete -c ctl -n "__fish_ctl_using_subcommand top" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand reload" -l plan -d 'Apply only if this plan (from --dry-run) is still what would be applied' -r
 complete -c ctl -n "__fish_ctl_using_subcommand reload" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand reload" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
@@ -57,29 +70,34 @@ complete -c ctl -n "__fish_ctl_using_subcommand reload" -s o -l output -d 'Outpu
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand reload" -l dry-run -d 'Preview only: print the plan and its id, change nothing'
 complete -c ctl -n "__fish_ctl_using_subcommand reload" -l exit-code -d 'With --dry-run: exit 5 when the plan has changes, 0 when it has none'
+complete -c ctl -n "__fish_ctl_using_subcommand reload" -l wide -d 'Wider tables: `status` adds each running script\'s CPU %, memory and processes'
 complete -c ctl -n "__fish_ctl_using_subcommand reload" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand events" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand events" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand events" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
+complete -c ctl -n "__fish_ctl_using_subcommand events" -l wide -d 'Wider tables: `status` adds each running script\'s CPU %, memory and processes'
 complete -c ctl -n "__fish_ctl_using_subcommand events" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand start" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand start" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand start" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand start" -l all -d 'Every script in the config'
+complete -c ctl -n "__fish_ctl_using_subcommand start" -l wide -d 'Wider tables: `status` adds each running script\'s CPU %, memory and processes'
 complete -c ctl -n "__fish_ctl_using_subcommand start" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand stop" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand stop" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand stop" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand stop" -l all -d 'Every script in the config'
+complete -c ctl -n "__fish_ctl_using_subcommand stop" -l wide -d 'Wider tables: `status` adds each running script\'s CPU %, memory and processes'
 complete -c ctl -n "__fish_ctl_using_subcommand stop" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand restart" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand restart" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand restart" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand restart" -l all -d 'Every script in the config'
+complete -c ctl -n "__fish_ctl_using_subcommand restart" -l wide -d 'Wider tables: `status` adds each running script\'s CPU %, memory and processes'
 complete -c ctl -n "__fish_ctl_using_subcommand restart" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand run" -l timeout -d 'With --wait: stop waiting after DUR (exit 6); the run goes on' -r
 complete -c ctl -n "__fish_ctl_using_subcommand run" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
@@ -90,6 +108,7 @@ complete -c ctl -n "__fish_ctl_using_subcommand run" -l all -d 'Every script in 
 complete -c ctl -n "__fish_ctl_using_subcommand run" -l wait -d 'Return when this run ends (with several: every run): exit 0 if it exited 0, else 6'
 complete -c ctl -n "__fish_ctl_using_subcommand run" -l follow -d 'With --wait: print the run\'s lines meanwhile (as `ctl logs` does)'
 complete -c ctl -n "__fish_ctl_using_subcommand run" -l raw -d 'With --follow: stdout holds only the run\'s output (as `ctl logs --raw`); ctl\'s own lines go to stderr'
+complete -c ctl -n "__fish_ctl_using_subcommand run" -l wide -d 'Wider tables: `status` adds each running script\'s CPU %, memory and processes'
 complete -c ctl -n "__fish_ctl_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -l limit -d 'At most this many entries' -r
 complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
@@ -97,6 +116,7 @@ complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_sub
 complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -l actions -d 'List the control actions (start, stop, restart, run: time, uid, script, result) instead of the config versions'
+complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -l wide -d 'Wider tables: `status` adds each running script\'s CPU %, memory and processes'
 complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -f -a "show" -d 'The files of one version'
 complete -c ctl -n "__fish_ctl_using_subcommand history; and not __fish_seen_subcommand_from show help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -104,6 +124,7 @@ complete -c ctl -n "__fish_ctl_using_subcommand history; and __fish_seen_subcomm
 complete -c ctl -n "__fish_ctl_using_subcommand history; and __fish_seen_subcommand_from show" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand history; and __fish_seen_subcommand_from show" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
+complete -c ctl -n "__fish_ctl_using_subcommand history; and __fish_seen_subcommand_from show" -l wide -d 'Wider tables: `status` adds each running script\'s CPU %, memory and processes'
 complete -c ctl -n "__fish_ctl_using_subcommand history; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand history; and __fish_seen_subcommand_from help" -f -a "show" -d 'The files of one version'
 complete -c ctl -n "__fish_ctl_using_subcommand history; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -111,6 +132,7 @@ complete -c ctl -n "__fish_ctl_using_subcommand diff" -l socket -d 'Daemon socke
 complete -c ctl -n "__fish_ctl_using_subcommand diff" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand diff" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
+complete -c ctl -n "__fish_ctl_using_subcommand diff" -l wide -d 'Wider tables: `status` adds each running script\'s CPU %, memory and processes'
 complete -c ctl -n "__fish_ctl_using_subcommand diff" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand rollback" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand rollback" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
@@ -118,6 +140,7 @@ complete -c ctl -n "__fish_ctl_using_subcommand rollback" -s o -l output -d 'Out
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand rollback" -l dry-run -d 'Preview the plan only'
 complete -c ctl -n "__fish_ctl_using_subcommand rollback" -l exit-code -d 'With --dry-run: exit 5 when the plan has changes'
+complete -c ctl -n "__fish_ctl_using_subcommand rollback" -l wide -d 'Wider tables: `status` adds each running script\'s CPU %, memory and processes'
 complete -c ctl -n "__fish_ctl_using_subcommand rollback" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand logs" -s n -l lines -d 'Print the last N lines first (0: none) [default: 20; with --since or --after-seq: every line they select]' -r
 complete -c ctl -n "__fish_ctl_using_subcommand logs" -l since -d 'Only lines written in the last DUR (`90s`, `5m`, `1h 30m`)' -r
@@ -134,29 +157,33 @@ complete -c ctl -n "__fish_ctl_using_subcommand logs" -s o -l output -d 'Output 
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand logs" -s f -l follow -d 'Keep printing lines as they are written, across log rotation and restarts of the script, until interrupted (or the script is removed)'
 complete -c ctl -n "__fish_ctl_using_subcommand logs" -l raw -d 'Print only the text of stdout and stderr lines, nothing added'
+complete -c ctl -n "__fish_ctl_using_subcommand logs" -l wide -d 'Wider tables: `status` adds each running script\'s CPU %, memory and processes'
 complete -c ctl -n "__fish_ctl_using_subcommand logs" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand completions" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand completions" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand completions" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
+complete -c ctl -n "__fish_ctl_using_subcommand completions" -l wide -d 'Wider tables: `status` adds each running script\'s CPU %, memory and processes'
 complete -c ctl -n "__fish_ctl_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand man" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand man" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand man" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
+complete -c ctl -n "__fish_ctl_using_subcommand man" -l wide -d 'Wider tables: `status` adds each running script\'s CPU %, memory and processes'
 complete -c ctl -n "__fish_ctl_using_subcommand man" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "status" -d 'Daemon, running version, disk vs runtime, and a row per script'
-complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "reload" -d 'Apply (or preview) what is on disk; prints the plan'
-complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "events" -d 'Follow reload and lifecycle events'
-complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "start" -d 'Start a stopped script (services) or resume its schedule (periodic). Several names, globs or --all: a row per script; --all skips disabled scripts'
-complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "stop" -d 'Stop a script gracefully and keep it stopped (several: a row per script)'
-complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "restart" -d 'Stop then start a script (several: a row per script; --all skips disabled ones)'
-complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "run" -d 'Run a script once now, also when disabled or between intervals; prints the run id. A script that is already running is not run again (exit 1, naming its run)'
-complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "history" -d 'Versions and refused attempts, newest first; `history show V` prints V\'s files; `history --actions` lists who started, stopped, restarted or ran which script'
-complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "diff" -d 'Difference between two versions: unified diff of the files and the field-level plan'
-complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "rollback" -d 'Go back to VERSION [default: the version before the running one], as a new version; the files on disk are rewritten to match'
-complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "logs" -d 'A script\'s output: the last lines, then with -f live lines'
-complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "completions" -d 'Print shell completions'
-complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "man" -d 'Print the man page (roff)'
-complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status reload events start stop restart run history diff rollback logs completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status top reload events start stop restart run history diff rollback logs completions man help" -f -a "status" -d 'Daemon, running version, disk vs runtime, and a row per script'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status top reload events start stop restart run history diff rollback logs completions man help" -f -a "top" -d 'CPU, memory, processes and descriptors of each running script, refreshed every second (q quits); one snapshot when stdout is not a terminal'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status top reload events start stop restart run history diff rollback logs completions man help" -f -a "reload" -d 'Apply (or preview) what is on disk; prints the plan'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status top reload events start stop restart run history diff rollback logs completions man help" -f -a "events" -d 'Follow reload and lifecycle events'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status top reload events start stop restart run history diff rollback logs completions man help" -f -a "start" -d 'Start a stopped script (services) or resume its schedule (periodic). Several names, globs or --all: a row per script; --all skips disabled scripts'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status top reload events start stop restart run history diff rollback logs completions man help" -f -a "stop" -d 'Stop a script gracefully and keep it stopped (several: a row per script)'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status top reload events start stop restart run history diff rollback logs completions man help" -f -a "restart" -d 'Stop then start a script (several: a row per script; --all skips disabled ones)'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status top reload events start stop restart run history diff rollback logs completions man help" -f -a "run" -d 'Run a script once now, also when disabled or between intervals; prints the run id. A script that is already running is not run again (exit 1, naming its run)'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status top reload events start stop restart run history diff rollback logs completions man help" -f -a "history" -d 'Versions and refused attempts, newest first; `history show V` prints V\'s files; `history --actions` lists who started, stopped, restarted or ran which script'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status top reload events start stop restart run history diff rollback logs completions man help" -f -a "diff" -d 'Difference between two versions: unified diff of the files and the field-level plan'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status top reload events start stop restart run history diff rollback logs completions man help" -f -a "rollback" -d 'Go back to VERSION [default: the version before the running one], as a new version; the files on disk are rewritten to match'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status top reload events start stop restart run history diff rollback logs completions man help" -f -a "logs" -d 'A script\'s output: the last lines, then with -f live lines'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status top reload events start stop restart run history diff rollback logs completions man help" -f -a "completions" -d 'Print shell completions'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status top reload events start stop restart run history diff rollback logs completions man help" -f -a "man" -d 'Print the man page (roff)'
+complete -c ctl -n "__fish_ctl_using_subcommand help; and not __fish_seen_subcommand_from status top reload events start stop restart run history diff rollback logs completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ctl -n "__fish_ctl_using_subcommand help; and __fish_seen_subcommand_from history" -f -a "show" -d 'The files of one version'
