@@ -10,6 +10,7 @@ mod history;
 mod hostile;
 mod log_safety;
 mod logs;
+mod metrics;
 mod reload;
 mod script_limits;
 mod stall;
