@@ -251,6 +251,7 @@ async fn serve(
     }
 
     let sampler = Arc::new(metrics::Sampler::default());
+    let clients = socket::Clients::default();
     if let Some(listener) = metrics_listener {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "serving GET /metrics");
@@ -262,6 +263,7 @@ async fn serve(
             sampler: sampler.clone(),
             metrics: event_metrics,
             history: history.clone(),
+            clients: clients.clone(),
         };
         tokio::spawn(metrics::serve(listener, sources, server_stop.clone()));
     }
@@ -284,6 +286,7 @@ async fn serve(
         service,
         daemon.access.clone(),
         limits,
+        clients,
         server_stop.clone(),
     ));
 

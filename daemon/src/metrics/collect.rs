@@ -11,6 +11,7 @@ use super::runs::{RunCounters, RunResult};
 use super::Metrics;
 use crate::events::EventBus;
 use crate::history::History;
+use crate::socket::Clients;
 use crate::logs::{LogCounts, Stream};
 use crate::reload::disk::{DiskState, DiskSync};
 use crate::reload::Snapshot;
@@ -63,6 +64,8 @@ pub struct Scrape {
     pub event_followers: usize,
     /// Records the history could not write so far.
     pub history_write_failures: u64,
+    /// gRPC connections open now.
+    pub clients: usize,
     /// Process groups and the daemon.
     pub sample: Arc<Sample>,
 }
@@ -83,6 +86,8 @@ pub struct Sources {
     pub metrics: Metrics,
     /// The history (its write failures are counted).
     pub history: History,
+    /// The gRPC connections open now.
+    pub clients: Clients,
 }
 
 impl Sources {
@@ -112,6 +117,7 @@ impl Sources {
             in_sync,
             event_followers: self.events.followers(),
             history_write_failures: self.history.write_failures(),
+            clients: self.clients.now(),
             sample,
         }
     }
@@ -308,6 +314,12 @@ impl Scrape {
         )?;
         gauge(
             enc,
+            "scriptd_connected_clients",
+            "Connections to the daemon's socket open now (ctl, grpcurl, ...)",
+            self.clients as i64,
+        )?;
+        gauge(
+            enc,
             "scriptd_event_followers",
             "`ctl events` followers now",
             self.event_followers as i64,
@@ -444,6 +456,7 @@ mod tests {
             in_sync: true,
             event_followers: 0,
             history_write_failures: 1,
+            clients: 2,
             sample: Arc::new(sample),
         }
     }
@@ -470,6 +483,7 @@ mod tests {
             "scriptd_config_version 7",
             "scriptd_config_in_sync 1",
             "scriptd_history_write_failures_total 1",
+            "scriptd_connected_clients 2",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} missing in:\n{text}");
         }

@@ -64,6 +64,15 @@ fn prometheus_scrapes_runs_and_reloads_and_promtool_accepts_the_exposition() {
     );
     assert!(open.ends_with("# EOF\n"), "{open}");
     assert_eq!(http("GET", &format!("http://{addr}/"), None).0, 404);
+    // A `ctl events` follower is a connected client and an event follower.
+    let events = Events::follow(&d);
+    wait_for("the follower in the metrics", DEADLINE, || {
+        let text = http("GET", &url, None).2;
+        let followers = sample(&text, "scriptd_event_followers")?;
+        let clients = sample(&text, "scriptd_connected_clients")?;
+        (followers >= 1.0 && clients >= 1.0).then_some(())
+    });
+    drop(events);
     assert_eq!(http("POST", &url, None).0, 405);
 
     let prom = Prometheus::start(&addr);
