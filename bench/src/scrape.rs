@@ -58,7 +58,9 @@ fn series(
 
 /// Runs the benchmark; appends its rows to `out`.
 pub fn bench_scrape(bins: &Path, out: &mut String) -> anyhow::Result<()> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let mut cfg = format!("{DAEMON}  metrics: 127.0.0.1:{port}\nscripts:\n");
     for i in 0..SCRIPTS {
         writeln!(cfg, "  s{i}:\n    command: [\"/bin/sleep\", \"100000\"]")?;

@@ -1,11 +1,11 @@
 //! `--output json` documents (their own serialisable types, each with `"schema": 1`) and the
 //! tables and lines people read.
 
+use crate::resources::{wide_cells, ResourcesJson, WIDE_HEADERS};
 use scriptd_common::proto::{
     self, event::Kind, ConfigSync, ExitInfo, Impact, Outcome, ReloadPhase, ReloadResult,
     ScriptEventKind, ScriptState, ScriptStatus,
 };
-use crate::resources::{wide_cells, ResourcesJson, WIDE_HEADERS};
 use scriptd_common::JSON_SCHEMA;
 use serde::{Deserialize, Serialize};
 use std::io::IsTerminal;

@@ -126,7 +126,9 @@ pub fn screen(r: &proto::StatusResponse, sort: SortBy, max_rows: usize, colour: 
         running.len(),
     );
     let mut builder = tabled::builder::Builder::default();
-    builder.push_record(["NAME", "PID", "STATE", "CPU %", "MEM", "PROCS", "FDS", "TIME+"]);
+    builder.push_record([
+        "NAME", "PID", "STATE", "CPU %", "MEM", "PROCS", "FDS", "TIME+",
+    ]);
     for (s, res) in running.iter().take(max_rows) {
         let state = state_name(s.state);
         builder.push_record([
@@ -151,18 +153,22 @@ pub fn screen(r: &proto::StatusResponse, sort: SortBy, max_rows: usize, colour: 
 }
 
 async fn snapshot(c: &mut Client) -> Result<proto::StatusResponse, CtlError> {
-    Ok(c
-        .status(proto::StatusRequest {
-            script: String::new(),
-            resources: true,
-        })
-        .await
-        .map_err(|s| CtlError::from_status(s, FAILURE))?
-        .into_inner())
+    Ok(c.status(proto::StatusRequest {
+        script: String::new(),
+        resources: true,
+    })
+    .await
+    .map_err(|s| CtlError::from_status(s, FAILURE))?
+    .into_inner())
 }
 
 /// Runs `ctl top`.
-pub async fn run(c: &mut Client, out: &mut impl Write, json_out: bool, args: &TopArgs) -> CtlResult {
+pub async fn run(
+    c: &mut Client,
+    out: &mut impl Write,
+    json_out: bool,
+    args: &TopArgs,
+) -> CtlResult {
     let interactive = !json_out && std::io::stdout().is_terminal() && args.iterations != Some(1);
     if !interactive {
         let r = snapshot(c).await?;
@@ -253,15 +259,23 @@ impl Screen {
         terminal::enable_raw_mode()
             .map_err(|e| CtlError::new(FAILURE, format!("cannot set up the terminal: {e}")))?;
         let screen = Self;
-        execute!(std::io::stdout(), terminal::EnterAlternateScreen, cursor::Hide)
-            .map_err(|e| CtlError::new(FAILURE, format!("cannot set up the terminal: {e}")))?;
+        execute!(
+            std::io::stdout(),
+            terminal::EnterAlternateScreen,
+            cursor::Hide
+        )
+        .map_err(|e| CtlError::new(FAILURE, format!("cannot set up the terminal: {e}")))?;
         Ok(screen)
     }
 }
 
 impl Drop for Screen {
     fn drop(&mut self) {
-        let _ = execute!(std::io::stdout(), cursor::Show, terminal::LeaveAlternateScreen);
+        let _ = execute!(
+            std::io::stdout(),
+            cursor::Show,
+            terminal::LeaveAlternateScreen
+        );
         let _ = terminal::disable_raw_mode();
     }
 }
@@ -323,7 +337,10 @@ mod tests {
     fn keys() {
         let k = |code, modifiers| key(KeyEvent::new(code, modifiers));
         assert_eq!(k(KeyCode::Char('q'), KeyModifiers::NONE), Some(Key::Quit));
-        assert_eq!(k(KeyCode::Char('c'), KeyModifiers::CONTROL), Some(Key::Quit));
+        assert_eq!(
+            k(KeyCode::Char('c'), KeyModifiers::CONTROL),
+            Some(Key::Quit)
+        );
         assert_eq!(k(KeyCode::Esc, KeyModifiers::NONE), Some(Key::Quit));
         assert_eq!(
             k(KeyCode::Char('m'), KeyModifiers::NONE),

@@ -208,6 +208,7 @@ async fn serve(
         log_dir: daemon.log_dir.clone(),
         groups,
         cancel: cancel.clone(),
+        metrics: metrics::Metrics::default(),
     });
     // Reads shim reports and reaps shims until every runner has seen its script's end.
     tokio::spawn({
@@ -226,7 +227,6 @@ async fn serve(
     let history = history::History::open(&daemon.state_dir, daemon.history_limit)
         .await
         .with_context(|| format!("cannot open the history in {}", daemon.state_dir.display()))?;
-    let event_metrics = metrics::Metrics::default();
     let (coordinator, started) = reload::Coordinator::start(
         main.clone(),
         source,
@@ -235,7 +235,6 @@ async fn serve(
         tracker.clone(),
         history.clone(),
         watcher.is_some(),
-        event_metrics.clone(),
     )
     .await
     .context("cannot read the history")?;
@@ -261,7 +260,7 @@ async fn serve(
             disk: disk.clone(),
             events: events.clone(),
             sampler: sampler.clone(),
-            metrics: event_metrics,
+            metrics: shared.metrics.clone(),
             history: history.clone(),
             clients: clients.clone(),
         };

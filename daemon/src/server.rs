@@ -3,8 +3,8 @@
 
 use crate::convert;
 use crate::events::EventBus;
-use crate::metrics::Sampler;
 use crate::history::{ActionResult, History, HistoryError};
+use crate::metrics::Sampler;
 use crate::reload::disk::DiskSync;
 use crate::reload::{Report, Request, RequestError, ResultKind, Snapshot, Source};
 use crate::runner::{ControlError, ScriptHandle};

@@ -1012,7 +1012,10 @@ impl Prometheus {
         let log = fs::File::create(dir.path().join("prometheus.log")).expect("prometheus log");
         let child = Command::new(bin)
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address={address}"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))

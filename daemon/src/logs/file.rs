@@ -1,9 +1,9 @@
 //! The script's log file: appending records, rotation by size, when a descriptor is held,
 //! and how failed writes are reported.
 
+use super::counters::LogCounters;
 use super::paths::{open_append, rotated_path};
 use super::record::LineRef;
-use super::counters::LogCounters;
 use super::write_failures::{Report, WriteFailures};
 use scriptd_common::config::LogConfig;
 use std::fs::File;

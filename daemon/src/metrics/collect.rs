@@ -11,10 +11,10 @@ use super::runs::{RunCounters, RunResult};
 use super::Metrics;
 use crate::events::EventBus;
 use crate::history::History;
-use crate::socket::Clients;
 use crate::logs::{LogCounts, Stream};
 use crate::reload::disk::{DiskState, DiskSync};
 use crate::reload::Snapshot;
+use crate::socket::Clients;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeMetric, MetricEncoder,
@@ -464,7 +464,11 @@ mod tests {
     #[test]
     fn the_exposition_has_every_family_with_help() {
         let metrics = Metrics::default();
-        metrics.reload_ended(Source::Watch, ResultKind::Applied, Duration::from_millis(30));
+        metrics.reload_ended(
+            Source::Watch,
+            ResultKind::Applied,
+            Duration::from_millis(30),
+        );
         let text = scrape().encode(&metrics, false).unwrap();
         for line in [
             "scriptd_script_state{script=\"web\",state=\"running\"} 1",
@@ -485,7 +489,10 @@ mod tests {
             "scriptd_history_write_failures_total 1",
             "scriptd_connected_clients 2",
         ] {
-            assert!(text.lines().any(|l| l == line), "{line:?} missing in:\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing in:\n{text}"
+            );
         }
         // Every family has its help, and the classic format has no OpenMetrics EOF.
         let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();

@@ -134,8 +134,7 @@ async fn respond(sources: &Sources, req: &Request<hyper::body::Incoming>) -> Res
     let scrape = sources.scrape().await;
     let metrics = sources.metrics.clone();
     // Encoding a thousand scripts is milliseconds of CPU: not on the runtime.
-    let encoded =
-        tokio::task::spawn_blocking(move || scrape.encode(&metrics, openmetrics)).await;
+    let encoded = tokio::task::spawn_blocking(move || scrape.encode(&metrics, openmetrics)).await;
     match encoded {
         Ok(Ok(body)) => {
             let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -167,10 +166,30 @@ mod tests {
     fn routes() {
         let om = Some("application/openmetrics-text;version=1.0.0,text/plain;q=0.5");
         let cases = [
-            (Method::GET, "/metrics", None, Route::Metrics { openmetrics: false }),
-            (Method::HEAD, "/metrics", None, Route::Metrics { openmetrics: false }),
-            (Method::GET, "/metrics", om, Route::Metrics { openmetrics: true }),
-            (Method::GET, "/metrics", Some("text/plain"), Route::Metrics { openmetrics: false }),
+            (
+                Method::GET,
+                "/metrics",
+                None,
+                Route::Metrics { openmetrics: false },
+            ),
+            (
+                Method::HEAD,
+                "/metrics",
+                None,
+                Route::Metrics { openmetrics: false },
+            ),
+            (
+                Method::GET,
+                "/metrics",
+                om,
+                Route::Metrics { openmetrics: true },
+            ),
+            (
+                Method::GET,
+                "/metrics",
+                Some("text/plain"),
+                Route::Metrics { openmetrics: false },
+            ),
             (Method::POST, "/metrics", None, Route::NotAllowed),
             (Method::DELETE, "/metrics", om, Route::NotAllowed),
             (Method::GET, "/", None, Route::NotFound),
@@ -178,7 +197,11 @@ mod tests {
             (Method::POST, "/other", None, Route::NotFound),
         ];
         for (method, path, accept, want) in cases {
-            assert_eq!(route(&method, path, accept), want, "{method} {path} {accept:?}");
+            assert_eq!(
+                route(&method, path, accept),
+                want,
+                "{method} {path} {accept:?}"
+            );
         }
     }
 }

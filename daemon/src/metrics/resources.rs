@@ -151,7 +151,10 @@ impl Sampler {
             }
         };
         let sample = Arc::new(Sample {
-            groups: usage.iter().map(|(id, g)| (*id, usage_of(*id, g))).collect(),
+            groups: usage
+                .iter()
+                .map(|(id, g)| (*id, usage_of(*id, g)))
+                .collect(),
             daemon: own.map(|g| usage_of(DAEMON_KEY, &g)),
         });
         *cache = Cache {
@@ -192,7 +195,10 @@ mod tests {
         assert!(first.groups.contains_key(&own), "{first:?}");
         assert!(first.daemon.is_some_and(|d| d.rss_bytes > 0 && d.fds > 0));
         let again = s.sample(HashSet::new()).await;
-        assert!(Arc::ptr_eq(&first, &again), "a fresh sample covering the groups is reused");
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "a fresh sample covering the groups is reused"
+        );
         // A group the cached sample was not asked for: sampled anew.
         let other = s.sample([own, 1].into()).await;
         assert!(!Arc::ptr_eq(&first, &other));

@@ -227,7 +227,10 @@ mod tests {
         let own = nix::unistd::getpgrp().as_raw() as u32;
         let usage = group_usage(&[own].into_iter().collect());
         let mine = usage.get(&own).expect("the test's own process group");
-        assert!(mine.processes >= 1 && mine.fds >= 3 && mine.rss_pages > 0, "{mine:?}");
+        assert!(
+            mine.processes >= 1 && mine.fds >= 3 && mine.rss_pages > 0,
+            "{mine:?}"
+        );
         assert!(uptime().is_some_and(|u| u > 0.0));
         assert!(ticks_per_second() > 0 && page_size() >= 4096);
     }

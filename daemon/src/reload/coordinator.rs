@@ -7,7 +7,6 @@ use super::apply::{self, Scripts};
 use super::disk::{first_error, DiskSync};
 use super::write_back::write_back;
 use super::{plan_id, Report, Request, RequestError, ResultKind, Snapshot, Source};
-use crate::metrics::Metrics;
 use crate::events::EventBus;
 use crate::history::{History, HistoryError, Record};
 use crate::runner::{self, ScriptHandle, Shared, UpdateOutcome};
@@ -138,7 +137,6 @@ pub struct Coordinator {
     attempts: u64,
     history: History,
     disk: Arc<DiskSync>,
-    metrics: Metrics,
 }
 
 /// What [`Coordinator::start`] hands back besides the coordinator.
@@ -167,7 +165,6 @@ impl Coordinator {
         tracker: TaskTracker,
         history: History,
         watching: bool,
-        metrics: Metrics,
     ) -> Result<(Self, Started), HistoryError> {
         let hash = source.hash();
         let version = match history.latest().await? {
@@ -226,7 +223,6 @@ impl Coordinator {
                 attempts,
                 history,
                 disk,
-                metrics,
             },
             started,
         ))
@@ -345,7 +341,8 @@ impl Coordinator {
             &report.errors,
             report.message.as_str(),
         );
-        self.metrics
+        self.shared
+            .metrics
             .reload_ended(req.source, report.result, req.since.elapsed());
         let terminal = crate::convert::terminal_phase(report.result);
         publish_phase(&self.events, report.attempt_id, req.source, terminal, parts);

@@ -153,6 +153,8 @@ pub struct Shared {
     pub groups: GroupRecords,
     /// Daemon shutdown.
     pub cancel: CancellationToken,
+    /// The daemon-wide event counters (reloads).
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Starts the runner task of a script, which starts the script as its config says; the

@@ -309,7 +309,9 @@ impl Acceptor {
                 }
             };
             let conn = Connection::new(peer, refusals);
-            let _ = tx.send(PeerStream::new(stream, conn, idle, slot, counted)).await;
+            let _ = tx
+                .send(PeerStream::new(stream, conn, idle, slot, counted))
+                .await;
         });
     }
 

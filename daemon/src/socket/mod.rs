@@ -62,8 +62,8 @@ pub async fn serve(
             }
         }
     });
-    let incoming =
-        accept::spawn(listener, policy, refusals, limits, clients).map(Ok::<_, std::convert::Infallible>);
+    let incoming = accept::spawn(listener, policy, refusals, limits, clients)
+        .map(Ok::<_, std::convert::Infallible>);
     tonic::transport::Server::builder()
         .layer(tower::layer::layer_fn(Gate::new))
         .add_service(ScriptdServer::new(service))

@@ -85,9 +85,11 @@ fn prometheus_scrapes_runs_and_reloads_and_promtool_accepts_the_exposition() {
         prom.log_text()
     );
     let runs = "scriptd_script_runs_started_total{script=\"job\"}";
-    let before = wait_for("Prometheus to have job's run counter", PROMETHEUS_DEADLINE, || {
-        prom.query(runs)
-    });
+    let before = wait_for(
+        "Prometheus to have job's run counter",
+        PROMETHEUS_DEADLINE,
+        || prom.query(runs),
+    );
     d.ctl_ok(&["run", "job", "--wait"]);
     env.set_body(&job_config("second"));
     d.wait_script("job", "the save applied", |_| {
@@ -96,12 +98,18 @@ fn prometheus_scrapes_runs_and_reloads_and_promtool_accepts_the_exposition() {
     let moved = wait_for_opt(PROMETHEUS_DEADLINE, || {
         (prom.query(runs)? > before).then_some(())
     });
-    assert!(moved.is_some(), "the run counter did not move past {before}");
+    assert!(
+        moved.is_some(),
+        "the run counter did not move past {before}"
+    );
     let reloads = "scriptd_reload_attempts_total{result=\"applied\",source=\"watch\"}";
     let reloaded = wait_for_opt(PROMETHEUS_DEADLINE, || {
         (prom.query(reloads)? >= 1.0).then_some(())
     });
-    assert!(reloaded.is_some(), "Prometheus never saw the applied reload");
+    assert!(
+        reloaded.is_some(),
+        "Prometheus never saw the applied reload"
+    );
 }
 
 fn top_json(d: &Daemon, sort: &str) -> TopJson {
@@ -139,7 +147,9 @@ fn a_cpu_burner_and_a_memory_holder_show_up_as_such() {
     // The table (stdout is not a terminal: one snapshot and exit).
     wait_for("burn on the first row of `ctl top -n 1`", DEADLINE, || {
         let out = d.ctl_ok(&["top", "-n", "1"]);
-        let mut rows = out.lines().skip_while(|l| !l.trim_start().starts_with("NAME"));
+        let mut rows = out
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("NAME"));
         rows.next()?;
         rows.next()?.trim_start().starts_with("burn ").then_some(())
     });
@@ -147,20 +157,31 @@ fn a_cpu_burner_and_a_memory_holder_show_up_as_such() {
     // The metrics: the burner's CPU time grows, the holder's memory is resident.
     let url = format!("http://{}/metrics", metrics_address(&d));
     let cpu = |text: &str| sample(text, "scriptd_script_cpu_seconds_total{script=\"burn\"}");
-    let first = wait_for("burn's CPU seconds", DEADLINE, || cpu(&http("GET", &url, None).2));
+    let first = wait_for("burn's CPU seconds", DEADLINE, || {
+        cpu(&http("GET", &url, None).2)
+    });
     wait_for("burn's CPU seconds to grow", DEADLINE, || {
         (cpu(&http("GET", &url, None).2)? > first).then_some(())
     });
     let text = http("GET", &url, None).2;
-    let rss = sample(&text, "scriptd_script_resident_memory_bytes{script=\"hold\"}");
-    assert!(rss.is_some_and(|r| r >= MIB_60 as f64), "hold's RSS {rss:?}:\n{text}");
+    let rss = sample(
+        &text,
+        "scriptd_script_resident_memory_bytes{script=\"hold\"}",
+    );
+    assert!(
+        rss.is_some_and(|r| r >= MIB_60 as f64),
+        "hold's RSS {rss:?}:\n{text}"
+    );
     // `sh -c "sleep 3600"`: the shell (unless it execs) and sleep.
     let calm = sample(&text, "scriptd_script_processes{script=\"calm\"}");
     assert!(calm.is_some_and(|p| p >= 1.0), "{calm:?}");
 
     // status: --wide adds the columns; JSON carries resources, null once a script stopped.
     let wide = d.ctl_ok(&["status", "--wide"]);
-    let header = wide.lines().find(|l| l.contains("NAME")).unwrap_or_default();
+    let header = wide
+        .lines()
+        .find(|l| l.contains("NAME"))
+        .unwrap_or_default();
     for column in ["CPU %", "MEM", "PROCS"] {
         assert!(header.contains(column), "{column} missing in:\n{wide}");
     }
