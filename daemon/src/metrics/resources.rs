@@ -103,7 +103,7 @@ const DAEMON_KEY: u32 = 0;
 
 impl Sampler {
     /// What `groups` (process group ids) and the daemon use now, or as of a sample less
-    /// than [`MAX_AGE`] old that covered them. Callers that ask while a sample is being
+    /// than `MAX_AGE` (1 s) old that covered them. Callers that ask while a sample is being
     /// taken wait for it and share it.
     pub async fn sample(&self, groups: HashSet<u32>) -> Arc<Sample> {
         let mut cache = self.cache.lock().await;

@@ -19,7 +19,7 @@ use tonic::codegen::Bytes;
 use tonic::transport::server::Connected;
 use tonic::Status;
 
-/// The connections open now, for the metrics: each is counted while its [`Counted`] guard
+/// The connections open now, for the metrics: each is counted while its `Counted` guard
 /// lives (from its accept to its close). Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Clients(Arc<AtomicUsize>);
