@@ -89,14 +89,32 @@ impl GroupUsage {
     }
 }
 
-/// What each of `groups` uses now: one pass over `/proc`, reading the stat of every process
-/// and counting the descriptors of those in one of the groups. A group with no process left
-/// is absent. Processes that end while they are read are skipped. Blocking: call it off the
+/// What each of `groups` uses now. A group's id is its leader's pid: the leaders are read
+/// first, then one pass over `/proc` reads the stat of every other process, skipping the
+/// leaders' parents (their shims, never in a script's group: half the processes with many
+/// services), and counts the descriptors of the members. A group with no process left is
+/// absent. Processes that end while they are read are skipped. Blocking: call it off the
 /// async runtime.
 pub fn group_usage(groups: &std::collections::HashSet<u32>) -> HashMap<u32, GroupUsage> {
     let mut out: HashMap<u32, GroupUsage> = HashMap::new();
     if groups.is_empty() {
         return out;
+    }
+    let mut buf = String::with_capacity(512);
+    let mut known = std::collections::HashSet::with_capacity(groups.len() * 2);
+    let add = |pid: u32, stat: &ProcStat, out: &mut HashMap<u32, GroupUsage>| {
+        if !stat.zombie && groups.contains(&stat.pgrp) {
+            out.entry(stat.pgrp)
+                .or_default()
+                .add(pid, stat, count_fds(pid));
+        }
+    };
+    for &leader in groups {
+        known.insert(leader);
+        if let Some(stat) = read_stat(leader, &mut buf) {
+            known.insert(stat.ppid);
+            add(leader, &stat, &mut out);
+        }
     }
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return out;
@@ -105,20 +123,37 @@ pub fn group_usage(groups: &std::collections::HashSet<u32>) -> HashMap<u32, Grou
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
     {
-        let Some(stat) = proc_stat(pid) else { continue };
-        if stat.zombie || !groups.contains(&stat.pgrp) {
+        if known.contains(&pid) {
             continue;
         }
-        out.entry(stat.pgrp)
-            .or_default()
-            .add(pid, &stat, count_fds(pid));
+        if let Some(stat) = read_stat(pid, &mut buf) {
+            add(pid, &stat, &mut out);
+        }
     }
     out
 }
 
-/// Open descriptors of `pid` (0 when they cannot be listed).
+/// The stat of `pid`, read into `buf` (reused: no allocation per process).
+fn read_stat(pid: u32, buf: &mut String) -> Option<ProcStat> {
+    use std::io::Read;
+    buf.clear();
+    std::fs::File::open(format!("/proc/{pid}/stat"))
+        .ok()?
+        .read_to_string(buf)
+        .ok()?;
+    parse_stat(buf)
+}
+
+/// Open descriptors of `pid` (0 when they cannot be listed). Linux 6.2 and later give the
+/// count as the size of `/proc/PID/fd` (one `stat`); older kernels say 0 there, and the
+/// directory is listed.
 pub fn count_fds(pid: u32) -> u32 {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u32)
+    let dir = format!("/proc/{pid}/fd");
+    match std::fs::metadata(&dir).map(|m| m.len()) {
+        Ok(n) if n > 0 => u32::try_from(n).unwrap_or(u32::MAX),
+        Ok(_) => std::fs::read_dir(&dir).map_or(0, |d| d.count() as u32),
+        Err(_) => 0,
+    }
 }
 
 /// Seconds since boot (`/proc/uptime`), the clock process start times are counted on.
