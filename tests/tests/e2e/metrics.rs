@@ -194,3 +194,24 @@ fn a_cpu_burner_and_a_memory_holder_show_up_as_such() {
     assert!(of("hold").resources.is_some_and(|r| r.rss_bytes >= MIB_60));
     assert!(status.daemon.resources.is_some());
 }
+
+#[test]
+fn a_metrics_address_in_use_stops_the_start_before_any_script_runs() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port to hold");
+    let addr = taken.local_addr().expect("its address");
+    let marker = unique_marker("metrics-port");
+    let env = Env::new(&format!(
+        "  metrics: \"{addr}\"\nscripts:\n  web:\n    command: \"touch started; exec sleep \
+         3600 # {marker}\"\n"
+    ));
+    let r = scriptd_exits(&env.config());
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr
+            .contains(&format!("cannot listen on daemon.metrics {addr}")),
+        "{}",
+        r.stderr
+    );
+    assert!(!env.path("started").exists(), "no script may start");
+    assert!(pids_with_marker(&marker).is_empty());
+}
