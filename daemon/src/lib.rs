@@ -249,7 +249,6 @@ async fn serve(
         tracker.spawn(w.run(daemon.debounce, reload_tx.clone(), cancel.clone()));
     }
 
-    let sampler = Arc::new(metrics::Sampler::default());
     let clients = socket::Clients::default();
     if let Some(listener) = metrics_listener {
         if let Ok(addr) = listener.local_addr() {
@@ -259,7 +258,6 @@ async fn serve(
             snapshot: snapshot.clone(),
             disk: disk.clone(),
             events: events.clone(),
-            sampler: sampler.clone(),
             metrics: shared.metrics.clone(),
             history: history.clone(),
             clients: clients.clone(),
@@ -277,7 +275,7 @@ async fn serve(
         reload_tx.clone(),
         events,
         history,
-        sampler,
+        shared.metrics.clone(),
     );
     // Serves until every script has stopped: `ctl status` still answers during a shutdown.
     let mut server = tokio::spawn(socket::serve(

@@ -4,7 +4,7 @@
 use crate::convert;
 use crate::events::EventBus;
 use crate::history::{ActionResult, History, HistoryError};
-use crate::metrics::Sampler;
+use crate::metrics::Metrics;
 use crate::reload::disk::DiskSync;
 use crate::reload::{Report, Request, RequestError, ResultKind, Snapshot, Source};
 use crate::runner::{ControlError, ScriptHandle};
@@ -39,7 +39,7 @@ pub struct Service {
     events: EventBus,
     history: History,
     disk: Arc<DiskSync>,
-    sampler: Arc<Sampler>,
+    metrics: Metrics,
 }
 
 impl Service {
@@ -51,7 +51,7 @@ impl Service {
         reloads: mpsc::Sender<Request>,
         events: EventBus,
         history: History,
-        sampler: Arc<Sampler>,
+        metrics: Metrics,
     ) -> Self {
         Self {
             info,
@@ -60,7 +60,7 @@ impl Service {
             events,
             history,
             disk,
-            sampler,
+            metrics,
         }
     }
 
@@ -156,7 +156,8 @@ impl Service {
             .ok_or_else(|| Status::not_found(format!("no script named {script:?}")))
     }
 
-    /// Records a Control call and its outcome in the history's audit trail.
+    /// Records a Control call and its outcome in the history's audit trail (and counts it
+    /// in the metrics).
     async fn audit(
         &self,
         uid: Option<u32>,
@@ -164,6 +165,11 @@ impl Service {
         action: Option<ControlAction>,
         outcome: &Result<proto::ControlResponse, Status>,
     ) -> Result<(), Status> {
+        let (result, message) = match outcome {
+            Ok(r) => (ActionResult::Ok, r.message.clone()),
+            Err(s) => (convert::action_result(s.code()), s.message().to_owned()),
+        };
+        self.metrics.control_ended(action, result);
         let action = action.map_or_else(
             || format!("action {}", req.action),
             |a| {
@@ -172,10 +178,6 @@ impl Service {
                     .to_lowercase()
             },
         );
-        let (result, message) = match outcome {
-            Ok(r) => (ActionResult::Ok, r.message.clone()),
-            Err(s) => (convert::action_result(s.code()), s.message().to_owned()),
-        };
         self.history
             .record_action(crate::history::Action {
                 uid,
@@ -281,7 +283,7 @@ impl Scriptd for Service {
         if req.resources {
             // One /proc sample for every running script (shared for a second).
             let groups = scripts.iter().map(|s| s.pid).filter(|p| *p != 0).collect();
-            let sample = self.sampler.sample(groups).await;
+            let sample = self.metrics.sampler.sample(groups).await;
             for s in scripts.iter_mut().filter(|s| s.pid != 0) {
                 s.resources = sample.groups.get(&s.pid).map(|u| u.to_proto());
             }

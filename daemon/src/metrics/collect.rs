@@ -6,7 +6,7 @@
 //! [`ScriptRow`] field read from the script's handle and one more family in
 //! [`Scrape::encode_scripts`].
 
-use super::resources::{Sample, Sampler, Usage};
+use super::resources::{Sample, Usage};
 use super::runs::{RunCounters, RunResult};
 use super::Metrics;
 use crate::events::EventBus;
@@ -80,9 +80,7 @@ pub struct Sources {
     pub disk: Arc<DiskSync>,
     /// The event bus (its followers are counted).
     pub events: EventBus,
-    /// `/proc` samples.
-    pub sampler: Arc<Sampler>,
-    /// The event counters.
+    /// The event counters and the `/proc` sampler.
     pub metrics: Metrics,
     /// The history (its write failures are counted).
     pub history: History,
@@ -109,7 +107,7 @@ impl Sources {
             .map(|r| r.status.pid)
             .filter(|p| *p != 0)
             .collect();
-        let sample = self.sampler.sample(groups).await;
+        let sample = self.metrics.sampler.sample(groups).await;
         let in_sync = self.disk.state(&snap.hash).await == DiskState::InSync;
         Scrape {
             scripts,
@@ -412,7 +410,7 @@ fn gauges<'a, V: EncodeGaugeValue>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::{ResultKind, Source};
+    use crate::history::{ActionResult, ResultKind, Source};
     use scriptd_common::proto::ExitInfo;
     use std::time::Duration;
 
@@ -469,6 +467,8 @@ mod tests {
             ResultKind::Applied,
             Duration::from_millis(30),
         );
+        metrics.reload_steps(&[("validate", Duration::from_millis(5))]);
+        metrics.control_ended(None, ActionResult::Invalid);
         let text = scrape().encode(&metrics, false).unwrap();
         for line in [
             "scriptd_script_state{script=\"web\",state=\"running\"} 1",
@@ -484,6 +484,8 @@ mod tests {
             "scriptd_script_open_fds{script=\"web\"} 5",
             "scriptd_reload_attempts_total{result=\"applied\",source=\"watch\"} 1",
             "scriptd_reload_duration_seconds_count 1",
+            "scriptd_reload_step_seconds_total{step=\"validate\"} 0.005",
+            "scriptd_control_actions_total{action=\"invalid\",result=\"invalid\"} 1",
             "scriptd_config_version 7",
             "scriptd_config_in_sync 1",
             "scriptd_history_write_failures_total 1",

@@ -349,6 +349,7 @@ impl Coordinator {
         steps.mark("publish");
         // The previous version's config is freed after everyone was told.
         drop(retired);
+        self.shared.metrics.reload_steps(&steps.done);
         tracing::debug!(attempt = report.attempt_id, "reload steps: {steps}");
         Ok(report)
     }

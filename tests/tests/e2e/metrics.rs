@@ -91,6 +91,9 @@ fn prometheus_scrapes_runs_and_reloads_and_promtool_accepts_the_exposition() {
         || prom.query(runs),
     );
     d.ctl_ok(&["run", "job", "--wait"]);
+    let text = http("GET", &url, None).2;
+    let control = "scriptd_control_actions_total{action=\"run\",result=\"ok\"}";
+    assert_eq!(sample(&text, control), Some(1.0), "{text}");
     env.set_body(&job_config("second"));
     d.wait_script("job", "the save applied", |_| {
         d.status().running_version == 2
