@@ -219,11 +219,14 @@ async fn serve(
     // The watches are in place before anyone is served: a save that a client makes once
     // `ctl status` answers is never missed. Set before the coordinator starts: it publishes
     // the disk state only when every save reaches it (see `reload::disk`).
+    let watcher_health = Arc::new(watcher::Health::default());
     let watcher = if daemon.watch {
-        watcher::start(main.clone(), source.hash()).await
+        watcher::start(main.clone(), source.hash(), watcher_health.clone()).await
     } else {
         None
     };
+    // Its metrics only when it runs.
+    let watcher_health = watcher.is_some().then_some(watcher_health);
     let history = history::History::open(&daemon.state_dir, daemon.history_limit)
         .await
         .with_context(|| format!("cannot open the history in {}", daemon.state_dir.display()))?;
@@ -261,6 +264,7 @@ async fn serve(
             metrics: shared.metrics.clone(),
             history: history.clone(),
             clients: clients.clone(),
+            watcher: watcher_health,
         };
         tokio::spawn(metrics::serve(listener, sources, server_stop.clone()));
     }

@@ -15,6 +15,7 @@ use crate::logs::{LogCounts, Stream};
 use crate::reload::disk::{DiskState, DiskSync};
 use crate::reload::Snapshot;
 use crate::socket::Clients;
+use crate::watcher::Health as WatcherHealth;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeMetric, MetricEncoder,
@@ -24,6 +25,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use scriptd_common::proto::{ScriptState, ScriptStatus};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -66,6 +68,9 @@ pub struct Scrape {
     pub history_write_failures: u64,
     /// gRPC connections open now.
     pub clients: usize,
+    /// The file watcher's events, overflows, errors and last event (Unix ms); `None` when
+    /// it does not run.
+    pub watcher: Option<[i64; 4]>,
     /// Process groups and the daemon.
     pub sample: Arc<Sample>,
 }
@@ -86,6 +91,8 @@ pub struct Sources {
     pub history: History,
     /// The gRPC connections open now.
     pub clients: Clients,
+    /// What the file watcher has seen; `None` when it does not run.
+    pub watcher: Option<Arc<WatcherHealth>>,
 }
 
 impl Sources {
@@ -116,6 +123,15 @@ impl Sources {
             event_followers: self.events.followers(),
             history_write_failures: self.history.write_failures(),
             clients: self.clients.now(),
+            watcher: self.watcher.as_ref().map(|w| {
+                let get = |a: &AtomicU64| a.load(Ordering::Relaxed) as i64;
+                [
+                    get(&w.events),
+                    get(&w.rescans),
+                    get(&w.errors),
+                    w.last_event_ms.load(Ordering::Relaxed),
+                ]
+            }),
             sample,
         }
     }
@@ -332,6 +348,37 @@ impl Scrape {
             )?,
             self.history_write_failures,
         )?;
+        if let Some([events, rescans, errors, last_ms]) = self.watcher {
+            for (name, help, v) in [
+                (
+                    "scriptd_watcher_events",
+                    "File events the config watcher received (config files or not)",
+                    events,
+                ),
+                (
+                    "scriptd_watcher_rescans",
+                    "Times the watcher's event queue overflowed (the config was read again)",
+                    rescans,
+                ),
+                (
+                    "scriptd_watcher_errors",
+                    "Errors the watcher reported (the config was read again)",
+                    errors,
+                ),
+            ] {
+                counter(
+                    enc.encode_descriptor(name, help, None, MetricType::Counter)?,
+                    v as u64,
+                )?;
+            }
+            enc.encode_descriptor(
+                "scriptd_watcher_last_event_timestamp_seconds",
+                "Unix time of the last file event the watcher received (0: none yet)",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&(last_ms as f64 / 1000.0))?;
+        }
         enc.encode_descriptor(
             "scriptd_build_info",
             "Always 1; the version label is the daemon's",
@@ -455,6 +502,7 @@ mod tests {
             event_followers: 0,
             history_write_failures: 1,
             clients: 2,
+            watcher: Some([5, 1, 0, 1_500]),
             sample: Arc::new(sample),
         }
     }
@@ -490,6 +538,10 @@ mod tests {
             "scriptd_config_in_sync 1",
             "scriptd_history_write_failures_total 1",
             "scriptd_connected_clients 2",
+            "scriptd_watcher_events_total 5",
+            "scriptd_watcher_rescans_total 1",
+            "scriptd_watcher_errors_total 0",
+            "scriptd_watcher_last_event_timestamp_seconds 1.5",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
