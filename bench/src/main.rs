@@ -5,9 +5,13 @@
 //!   event and to the changed script's `started` event, with 1,000 scripts configured, one
 //!   of them changed per save, and the default 50 ms debounce; plus the daemon's own time
 //!   from the attempt's `detected` to its `applied` event (validate, plan, apply, record);
-//! - `rss`: daemon resident memory, idle, with 100 scripts configured.
+//! - `rss`: daemon resident memory, idle, with 100 scripts configured;
+//! - `scrape`: daemon CPU time per `GET /metrics` with 1,000 running scripts (see
+//!   [`scrape`]).
 //!
-//! Usage: scriptd-bench BIN_DIR [status|reload|rss]... Figures go to stdout as Markdown.
+//! Usage: scriptd-bench BIN_DIR [status|reload|rss|scrape]... Figures go to stdout as Markdown.
+
+mod scrape;
 
 use anyhow::{bail, Context};
 use hyper_util::rt::TokioIo;
@@ -297,7 +301,7 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let bins = PathBuf::from(
         args.next()
-            .context("usage: scriptd-bench BIN_DIR [status|reload|rss]...")?,
+            .context("usage: scriptd-bench BIN_DIR [status|reload|rss|scrape]...")?,
     );
     let mut which: Vec<String> = args.collect();
     if which.is_empty() {
@@ -309,6 +313,7 @@ fn main() -> anyhow::Result<()> {
             "status" => bench_status(&bins, &mut out)?,
             "reload" => bench_reload(&bins, &mut out)?,
             "rss" => bench_rss(&bins, &mut out)?,
+            "scrape" => scrape::bench_scrape(&bins, &mut out)?,
             other => bail!("unknown benchmark {other}"),
         }
     }

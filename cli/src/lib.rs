@@ -12,7 +12,9 @@ pub mod logs;
 pub mod logs_many;
 pub mod output;
 pub mod reader;
+pub mod resources;
 pub mod targets;
+pub mod top;
 pub mod wait;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -63,7 +65,8 @@ pub struct Cli {
     #[arg(long, short, global = true, value_enum, default_value_t = OutputFormat::Table, help_heading = GLOBAL)]
     pub output: OutputFormat,
     /// Tables as wide as their cells: do not cut long commands, values and messages with `…`
-    /// to fit the terminal ($COLUMNS, else its width) or, on a pipe, 80 columns.
+    /// to fit the terminal ($COLUMNS, else its width) or, on a pipe, 80 columns; `status`
+    /// adds each running script's CPU %, memory and processes.
     #[arg(long, global = true)]
     pub wide: bool,
     /// Times in history, events and logs in the local time zone (TZ, else /etc/localtime)
@@ -88,6 +91,9 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// CPU, memory, processes and descriptors of each running script, refreshed every second
+    /// (q quits); one snapshot when stdout is not a terminal.
+    Top(top::TopArgs),
     /// Apply (or preview) what is on disk, or a candidate (--file); prints the plan.
     Reload {
         /// Preview only: print the plan and its id, change nothing.
@@ -247,8 +253,10 @@ async fn dispatch(cli: Cli) -> CtlResult {
                         "`ctl status` shows one script or all of them; several names need --check",
                     )),
                 };
+            // JSON always carries the resources; the table shows them with --wide.
+            let resources = json || cli.wide;
             let r = c
-                .status(proto::StatusRequest { script })
+                .status(proto::StatusRequest { script, resources })
                 .await
                 .map_err(|s| CtlError::from_status(s, FAILURE))?
                 .into_inner();
@@ -259,11 +267,12 @@ async fn dispatch(cli: Cli) -> CtlResult {
                 write!(
                     out,
                     "{}",
-                    output::status_table(&r, output::colour_enabled())
+                    output::status_table(&r, output::colour_enabled(), cli.wide)
                 )?;
             }
             Ok(OK)
         }
+        Command::Top(args) => top::run(&mut c, &mut out, json, &args).await,
         Command::Start(t) => control(&mut c, &mut out, json, &t, ControlAction::Start).await,
         Command::Stop(t) => control(&mut c, &mut out, json, &t, ControlAction::Stop).await,
         Command::Restart(t) => control(&mut c, &mut out, json, &t, ControlAction::Restart).await,

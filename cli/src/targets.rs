@@ -11,7 +11,7 @@ use crate::client::Client;
 use crate::error::{CtlError, CtlResult, FAILURE, NOT_FOUND, OK, OUTCOME, USAGE};
 use crate::output::{self, exit_text, run_outcome, state_name};
 use crate::wait;
-use scriptd_common::proto::{self, ControlAction, ScriptState, ScriptStatus};
+use scriptd_common::proto::{self, ControlAction, ScriptStatus};
 use scriptd_common::JSON_SCHEMA;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -154,14 +154,7 @@ pub fn skipped(action: ControlAction, script: &ScriptStatus) -> Option<&'static 
 /// Whether `script` counts as up for `status --check`: running, waiting, or idle after a
 /// run that succeeded (or before any run).
 pub fn is_up(script: &ScriptStatus) -> bool {
-    match ScriptState::try_from(script.state).unwrap_or(ScriptState::Unspecified) {
-        ScriptState::Running | ScriptState::Waiting => true,
-        ScriptState::Idle => script
-            .last_exit
-            .as_ref()
-            .is_none_or(|e| run_outcome(Some(e)) == "succeeded"),
-        _ => false,
-    }
+    script.is_up()
 }
 
 /// The scripts `status --check` looks at: those named, else every enabled one.
@@ -384,7 +377,7 @@ pub fn table(rows: &[Row]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use scriptd_common::proto::ExitInfo;
+    use scriptd_common::proto::{ExitInfo, ScriptState};
 
     fn script(name: &str, enabled: bool, state: ScriptState) -> ScriptStatus {
         ScriptStatus {

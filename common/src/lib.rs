@@ -9,6 +9,7 @@ pub mod diff;
 pub mod plan_id;
 pub mod schedule;
 pub mod signals;
+pub mod status;
 pub mod units;
 
 /// Generated gRPC code for `scriptd.v1`.

@@ -113,6 +113,11 @@ impl EventBus {
         let _ = inner.tx.send(event);
     }
 
+    /// `ctl events` followers now.
+    pub fn followers(&self) -> usize {
+        self.lock().tx.receiver_count()
+    }
+
     /// A script lifecycle event.
     pub fn script(&self, event: proto::ScriptEvent) {
         self.publish(Kind::Script(event));

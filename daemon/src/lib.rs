@@ -13,6 +13,7 @@ pub mod history;
 pub mod lock;
 pub mod logs;
 pub mod manual;
+pub mod metrics;
 pub mod nofollow;
 pub mod process;
 pub mod reload;
@@ -186,6 +187,16 @@ async fn serve(
         handler(SignalKind::hangup(), "SIGHUP")?,
     );
     let (listener, _socket) = socket::bind(&daemon.socket, &daemon.access)?;
+    // Bound before anything starts: an address in use is a startup error (exit 1).
+    let metrics_listener = match daemon.metrics {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "cannot listen on daemon.metrics {addr}: another process may use the port; \
+                 pick a free one or remove daemon.metrics"
+            )
+        })?),
+        None => None,
+    };
     let _state = lock::acquire(&daemon.state_dir.join("scriptd.lock"), |pid| {
         format!(
             "another scriptd{} already uses the state directory {}: two daemons must not share \
@@ -224,6 +235,7 @@ async fn serve(
         groups,
         cancel: cancel.clone(),
         slots,
+        metrics: metrics::Metrics::default(),
     });
     // Reads shim reports and reaps shims until every runner has seen its script's end.
     tokio::spawn({
@@ -234,11 +246,14 @@ async fn serve(
     // The watches are in place before anyone is served: a save that a client makes once
     // `ctl status` answers is never missed. Set before the coordinator starts: it publishes
     // the disk state only when every save reaches it (see `reload::disk`).
+    let watcher_health = Arc::new(watcher::Health::default());
     let watcher = if daemon.watch {
-        watcher::start(main.clone(), source.hash()).await
+        watcher::start(main.clone(), source.hash(), watcher_health.clone()).await
     } else {
         None
     };
+    // Its metrics only when it runs.
+    let watcher_health = watcher.is_some().then_some(watcher_health);
     let history = history::History::open(&daemon.state_dir, daemon.history_limit)
         .await
         .with_context(|| format!("cannot open the history in {}", daemon.state_dir.display()))?;
@@ -264,6 +279,22 @@ async fn serve(
         tracker.spawn(w.run(daemon.debounce, reload_tx.clone(), cancel.clone()));
     }
 
+    let clients = socket::Clients::default();
+    if let Some(listener) = metrics_listener {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving GET /metrics");
+        }
+        let sources = metrics::Sources {
+            snapshot: snapshot.clone(),
+            disk: disk.clone(),
+            events: events.clone(),
+            metrics: shared.metrics.clone(),
+            history: history.clone(),
+            clients: clients.clone(),
+            watcher: watcher_health,
+        };
+        tokio::spawn(metrics::serve(listener, sources, server_stop.clone()));
+    }
     let service = server::Service::new(
         server::DaemonInfo {
             config_path: main.clone(),
@@ -275,6 +306,7 @@ async fn serve(
         reload_tx.clone(),
         events,
         history,
+        shared.metrics.clone(),
     );
     // Serves until every script has stopped: `ctl status` still answers during a shutdown.
     let mut server = tokio::spawn(socket::serve(
@@ -282,6 +314,7 @@ async fn serve(
         service,
         daemon.access.clone(),
         limits,
+        clients,
         server_stop.clone(),
     ));
 

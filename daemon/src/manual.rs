@@ -48,6 +48,11 @@ pub const CONFIG_KEYS: &[Row] = &[
          read|operate }`, `{ group: NAME|GID, role: ... }`.",
     ),
     (
+        "daemon.metrics",
+        "`IP:PORT` of the Prometheus endpoint `GET /metrics` (off by default; loopback is \
+         the safe choice).",
+    ),
+    (
         "include",
         "Globs of further files, relative to the main file's directory, each holding only a \
          `scripts:` map; never matching dotfiles.",

@@ -4,6 +4,7 @@
 use crate::convert;
 use crate::events::{EventBus, Filter};
 use crate::history::{ActionResult, History, HistoryError};
+use crate::metrics::Metrics;
 use crate::reload::disk::DiskSync;
 use crate::reload::{Candidate, Report, Request, RequestError, ResultKind, Snapshot, Source};
 use crate::runner::{ControlError, ScriptHandle};
@@ -39,6 +40,7 @@ pub struct Service {
     events: EventBus,
     history: History,
     disk: Arc<DiskSync>,
+    metrics: Metrics,
 }
 
 impl Service {
@@ -50,6 +52,7 @@ impl Service {
         reloads: mpsc::Sender<Request>,
         events: EventBus,
         history: History,
+        metrics: Metrics,
     ) -> Self {
         Self {
             info,
@@ -58,6 +61,7 @@ impl Service {
             events,
             history,
             disk,
+            metrics,
         }
     }
 
@@ -154,7 +158,8 @@ impl Service {
             .ok_or_else(|| Status::not_found(format!("no script named {script:?}")))
     }
 
-    /// Records a Control call and its outcome in the history's audit trail.
+    /// Records a Control call and its outcome in the history's audit trail (and counts it
+    /// in the metrics).
     async fn audit(
         &self,
         uid: Option<u32>,
@@ -162,6 +167,11 @@ impl Service {
         action: Option<ControlAction>,
         outcome: &Result<proto::ControlResponse, Status>,
     ) -> Result<(), Status> {
+        let (result, message) = match outcome {
+            Ok(r) => (ActionResult::Ok, r.message.clone()),
+            Err(s) => (convert::action_result(s.code()), s.message().to_owned()),
+        };
+        self.metrics.control_ended(action, result);
         let action = action.map_or_else(
             || format!("action {}", req.action),
             |a| {
@@ -170,10 +180,6 @@ impl Service {
                     .to_lowercase()
             },
         );
-        let (result, message) = match outcome {
-            Ok(r) => (ActionResult::Ok, r.message.clone()),
-            Err(s) => (convert::action_result(s.code()), s.message().to_owned()),
-        };
         self.history
             .record_action(crate::history::Action {
                 uid,
@@ -281,17 +287,28 @@ impl Scriptd for Service {
         &self,
         request: Req<proto::StatusRequest>,
     ) -> Result<Response<proto::StatusResponse>, Status> {
-        let want = request.into_inner().script;
+        let req = request.into_inner();
+        let want = req.script;
         let snap = self.snapshot.borrow().clone();
         if !want.is_empty() && !snap.handles.contains_key(&want) {
             return Err(Status::not_found(format!("no script named {want:?}")));
         }
-        let scripts = snap
+        let mut scripts: Vec<proto::ScriptStatus> = snap
             .handles
             .iter()
             .filter(|(name, _)| want.is_empty() || **name == want)
             .map(|(_, h)| h.status.borrow().clone())
             .collect();
+        let mut daemon_resources = None;
+        if req.resources {
+            // One /proc sample for every running script (shared for a second).
+            let groups = scripts.iter().map(|s| s.pid).filter(|p| *p != 0).collect();
+            let sample = self.metrics.sampler.sample(groups).await;
+            for s in scripts.iter_mut().filter(|s| s.pid != 0) {
+                s.resources = sample.groups.get(&s.pid).map(|u| u.to_proto());
+            }
+            daemon_resources = sample.daemon.map(|u| u.to_proto());
+        }
         let (sync, sync_error) = self.disk.state(&snap.hash).await.to_proto();
         Ok(Response::new(proto::StatusResponse {
             daemon_pid: std::process::id(),
@@ -303,6 +320,7 @@ impl Scriptd for Service {
             sync_error,
             scripts,
             socket_path: self.info.socket_path.display().to_string(),
+            daemon_resources,
         }))
     }
 

@@ -23,6 +23,7 @@ use scriptd_common::config;
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -162,12 +163,29 @@ fn current(layout: &RwLock<Layout>) -> Layout {
     layout.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
-/// The notify callback: never blocks, only filters and `try_send`s.
+/// What the watcher has seen, for the metrics: plain atomics the callback adds to.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Events notify delivered (on the watched directories, config files or not).
+    pub events: AtomicU64,
+    /// Queue overflows (events lost: the config was read again in full).
+    pub rescans: AtomicU64,
+    /// Errors notify reported (the config was read again in full).
+    pub errors: AtomicU64,
+    /// Unix ms of the last event, 0 before the first.
+    pub last_event_ms: AtomicI64,
+}
+
+/// The notify callback: never blocks, only counts, filters and `try_send`s.
 fn handler(
     layout: Arc<RwLock<Layout>>,
     tx: mpsc::Sender<Touch>,
+    health: Arc<Health>,
 ) -> impl Fn(notify::Result<notify::Event>) + Send + 'static {
     move |res: notify::Result<notify::Event>| {
+        health
+            .last_event_ms
+            .store(crate::now_ms(), Ordering::Relaxed);
         let main = || {
             layout
                 .read()
@@ -178,6 +196,7 @@ fn handler(
         let event = match res {
             Ok(event) => event,
             Err(e) => {
+                health.errors.fetch_add(1, Ordering::Relaxed);
                 // Whatever was lost, reading everything again finds it.
                 tracing::warn!("file watcher error: {e}; reading the config again");
                 let _ = tx.try_send(Touch {
@@ -187,7 +206,9 @@ fn handler(
                 return;
             }
         };
+        health.events.fetch_add(1, Ordering::Relaxed);
         if event.need_rescan() {
+            health.rescans.fetch_add(1, Ordering::Relaxed);
             // The inotify queue overflowed: events were lost.
             tracing::warn!("file watcher queue overflowed; reading the config again");
             let _ = tx.try_send(Touch {
@@ -287,8 +308,8 @@ pub struct Watcher {
 /// is picked up as if it came now. `None` when the watcher cannot be created (said in the
 /// daemon log: reloads then need `ctl reload` or SIGHUP). The files are read and the
 /// watches set on a blocking thread.
-pub async fn start(main: PathBuf, running_hash: String) -> Option<Watcher> {
-    tokio::task::spawn_blocking(move || start_blocking(main, &running_hash))
+pub async fn start(main: PathBuf, running_hash: String, health: Arc<Health>) -> Option<Watcher> {
+    tokio::task::spawn_blocking(move || start_blocking(main, &running_hash, health))
         .await
         .unwrap_or_else(|e| {
             tracing::error!("cannot start the file watcher: {e}; use `ctl reload` or SIGHUP");
@@ -296,12 +317,12 @@ pub async fn start(main: PathBuf, running_hash: String) -> Option<Watcher> {
         })
 }
 
-fn start_blocking(main: PathBuf, running_hash: &str) -> Option<Watcher> {
+fn start_blocking(main: PathBuf, running_hash: &str, health: Arc<Health>) -> Option<Watcher> {
     let start = Layout::read(&main).unwrap_or_else(|| Layout::new(main.clone(), &[]));
     let layout = Arc::new(RwLock::new(start.clone()));
     let (tx, rx) = mpsc::channel::<Touch>(1024);
     let watcher = match RecommendedWatcher::new(
-        handler(layout.clone(), tx.clone()),
+        handler(layout.clone(), tx.clone(), health),
         notify::Config::default(),
     ) {
         Ok(w) => w,
@@ -365,6 +386,7 @@ impl Watcher {
                 }
             };
             note(first, &mut open, &mut touched);
+            let since = std::time::Instant::now();
             // The window opens at the first event. Meanwhile the files are read and
             // validated as they are now: a save that is complete already (a rename into
             // place) needs no validation once the window closes; anything written later
@@ -406,6 +428,7 @@ impl Watcher {
             let req = Request {
                 reply: Some(reply),
                 prevalidated: ahead.await.ok().flatten(),
+                since,
                 ..Request::new(Source::Watch)
             };
             if reloads.send(req).await.is_err() {
@@ -495,10 +518,34 @@ mod tests {
     /// What the callback sends for `res`.
     fn touches(l: &Layout, res: notify::Result<notify::Event>) -> Vec<(PathBuf, bool)> {
         let (tx, mut rx) = mpsc::channel(16);
-        handler(Arc::new(RwLock::new(l.clone())), tx)(res);
+        handler(Arc::new(RwLock::new(l.clone())), tx, Arc::default())(res);
         std::iter::from_fn(|| rx.try_recv().ok())
             .map(|t| (t.path, t.open))
             .collect()
+    }
+
+    #[test]
+    fn the_callback_counts_events_overflows_and_errors() {
+        use notify::event::Flag;
+        let l = layout(&["conf.d/*.yaml"]);
+        let (tx, _rx) = mpsc::channel(16);
+        let health = Arc::new(Health::default());
+        let h = handler(Arc::new(RwLock::new(l)), tx, health.clone());
+        h(Ok(notify::Event::new(EventKind::Create(CreateKind::File))));
+        h(Ok(
+            notify::Event::new(EventKind::Other).set_flag(Flag::Rescan)
+        ));
+        h(Err(notify::Error::generic("inotify read failed")));
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        assert_eq!(
+            (
+                get(&health.events),
+                get(&health.rescans),
+                get(&health.errors)
+            ),
+            (2, 1, 1)
+        );
+        assert!(health.last_event_ms.load(Ordering::Relaxed) > 0);
     }
 
     #[test]

@@ -1050,3 +1050,155 @@ impl Env {
         d
     }
 }
+
+// ------------------------------------------------------------------ metrics and Prometheus
+
+/// The path of `program` on `PATH`; fails the test naming the Debian package to install
+/// when it is missing (`.ci/run` installs it), so a missing component never passes.
+pub fn require_program(program: &str, package: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "`{program}` is not installed: this test needs it; install the Debian package \
+             {package} (`apt-get install {package}`, which .ci/run does)"
+        )
+    })
+}
+
+/// The address the daemon serves `/metrics` on (`daemon.metrics: 127.0.0.1:0` picks a free
+/// port), from its log.
+pub fn metrics_address(d: &Daemon) -> String {
+    wait_for("the daemon to log its metrics address", DEADLINE, || {
+        let log = d.log_text();
+        let at = log.find("serving GET /metrics addr=")?;
+        let rest = &log[at + "serving GET /metrics addr=".len()..];
+        Some(rest.split_whitespace().next()?.to_owned())
+    })
+}
+
+fn http_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(DEADLINE))
+        .build()
+        .into()
+}
+
+/// `METHOD url` (GET or POST) with an optional `Accept`: the status, content type and body.
+pub fn http(method: &str, url: &str, accept: Option<&str>) -> (u16, String, String) {
+    let agent = http_agent();
+    let response = match method {
+        "GET" => {
+            let mut req = agent.get(url);
+            if let Some(a) = accept {
+                req = req.header("Accept", a);
+            }
+            req.call()
+        }
+        "POST" => agent.post(url).send_empty(),
+        other => panic!("http: method {other} is not supported by the harness"),
+    };
+    let mut r = response.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let content_type = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = r
+        .body_mut()
+        .read_to_string()
+        .unwrap_or_else(|e| panic!("{method} {url}: reading the body: {e}"));
+    (r.status().as_u16(), content_type, body)
+}
+
+/// The value of the sample `series` (`name{labels}` exactly as exposed) in a text exposition.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A Prometheus server (Debian's `prometheus`) of the test's own: its config, data and log
+/// in a temp dir, on a free loopback port, scraping `target` every second. Killed on drop.
+pub struct Prometheus {
+    child: Child,
+    /// Its HTTP address (`127.0.0.1:PORT`).
+    pub address: String,
+    dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Starts it and waits until its API answers.
+    pub fn start(target: &str) -> Self {
+        let bin = require_program("prometheus", "prometheus");
+        let dir = tempfile::Builder::new()
+            .prefix("scriptd-prometheus")
+            .tempdir()
+            .expect("temp dir");
+        let config = dir.path().join("prometheus.yml");
+        fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - \
+                 job_name: scriptd\n    static_configs:\n      - targets: [\"{target}\"]\n"
+            ),
+        )
+        .expect("write prometheus.yml");
+        // A free port: bound, then released for Prometheus.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let log = fs::File::create(dir.path().join("prometheus.log")).expect("prometheus log");
+        let child = Command::new(bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={address}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn prometheus");
+        let p = Self {
+            child,
+            address,
+            dir,
+        };
+        wait_for("Prometheus to answer", Duration::from_secs(30), || {
+            let url = format!("http://{}/-/ready", p.address);
+            let ready = http_agent().get(&url).call().ok()?;
+            (ready.status().as_u16() == 200).then_some(())
+        });
+        p
+    }
+
+    /// The value of the instant query `q` (its first series), if it has one now.
+    pub fn query(&self, q: &str) -> Option<f64> {
+        let url = format!("http://{}/api/v1/query", self.address);
+        let mut r = http_agent().get(&url).query("query", q).call().ok()?;
+        let body: serde_json::Value =
+            serde_json::from_str(&r.body_mut().read_to_string().ok()?).ok()?;
+        body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -6,6 +6,7 @@ use super::names::{
 };
 use super::time::{duration_text, relative, shown_time, Precision};
 use super::{display, paint, table};
+use crate::resources::{wide_cells, WIDE_HEADERS};
 use scriptd_common::proto::{self, event::Kind, ExitInfo, ReloadPhase};
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ pub fn exit_text(e: &ExitInfo) -> String {
 }
 
 /// The status table.
-pub fn status_table(r: &proto::StatusResponse, colour: bool) -> String {
+pub fn status_table(r: &proto::StatusResponse, colour: bool, wide: bool) -> String {
     let mut out = String::new();
     let sync = sync_name(r.sync);
     let sync_shown = match sync {
@@ -45,7 +46,7 @@ pub fn status_table(r: &proto::StatusResponse, colour: bool) -> String {
         r.running_version,
         sync_shown,
     ));
-    let mut rows = vec![[
+    let mut header: Vec<String> = [
         "NAME",
         "KIND",
         "STATE",
@@ -56,14 +57,18 @@ pub fn status_table(r: &proto::StatusResponse, colour: bool) -> String {
         "NEXT RUN",
     ]
     .map(String::from)
-    .to_vec()];
+    .to_vec();
+    if wide {
+        header.extend(WIDE_HEADERS.map(String::from));
+    }
+    let mut rows = vec![header];
     for s in &r.scripts {
         let state = state_name(s.state);
         let mut state_text = paint(state, state_colour(state), colour);
         if !s.pending_changes.is_empty() {
             state_text.push_str(&format!(" (pending: {})", s.pending_changes.join(", ")));
         }
-        rows.push(vec![
+        let mut row = vec![
             s.name.clone(),
             s.kind.clone(),
             state_text,
@@ -76,7 +81,11 @@ pub fn status_table(r: &proto::StatusResponse, colour: bool) -> String {
             relative(s.last_start_ms),
             s.last_exit.as_ref().map_or("-".into(), exit_text),
             relative(s.next_run_ms),
-        ]);
+        ];
+        if wide {
+            row.extend(wide_cells(s.resources.as_ref()));
+        }
+        rows.push(row);
     }
     // STATE may be cut only after its state word (no state is longer than the floor), and
     // LAST EXIT after its first 11 columns (`exit 0 (5s)`, `SIGKILL, ti…`).

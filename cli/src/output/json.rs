@@ -7,6 +7,7 @@ use super::names::{impact_name, outcome_name, phase_name, script_event_name, sig
 use super::names::{state_name, sync_name};
 use super::time::time;
 use crate::health::HealthJson;
+use crate::resources::ResourcesJson;
 use scriptd_common::proto::{self, event::Kind, ExitInfo, ScriptStatus};
 use scriptd_common::JSON_SCHEMA;
 use serde::{Deserialize, Serialize};
@@ -45,6 +46,8 @@ pub struct DaemonJson {
     pub config: String,
     /// Socket path.
     pub socket: String,
+    /// The daemon's own CPU, memory and descriptors (`processes` is 1).
+    pub resources: Option<ResourcesJson>,
 }
 
 /// One script in JSON.
@@ -93,6 +96,9 @@ pub struct ScriptJson {
     pub user: Option<String>,
     /// That user's uid; null: the daemon's.
     pub uid: Option<u32>,
+    /// What its process group uses; null when it does not run (or the daemon was not
+    /// asked, as in the answer to a control command).
+    pub resources: Option<ResourcesJson>,
 }
 
 /// How a run ended.
@@ -150,6 +156,7 @@ impl From<&ScriptStatus> for ScriptJson {
             catch_up: (!s.schedule.is_empty()).then_some(s.catch_up),
             user: (!s.user.is_empty()).then(|| s.user.clone()),
             uid: s.uid,
+            resources: s.resources.as_ref().map(ResourcesJson::from),
         }
     }
 }
@@ -164,6 +171,7 @@ impl From<&proto::StatusResponse> for StatusJson {
                 started_at: time(r.started_at_ms),
                 config: r.config_path.clone(),
                 socket: r.socket_path.clone(),
+                resources: r.daemon_resources.as_ref().map(ResourcesJson::from),
             },
             running_version: r.running_version,
             sync: sync_name(r.sync).into(),

@@ -69,6 +69,8 @@ pub struct DaemonConfig {
     pub history_limit: u32,
     /// Who else may use the socket, and with which role.
     pub access: Access,
+    /// Where `GET /metrics` (Prometheus) is served; `None` (the default): nowhere.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// One script with its defaults applied.

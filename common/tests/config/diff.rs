@@ -24,6 +24,7 @@ fn daemon() -> DaemonConfig {
         watch: true,
         history_limit: 100,
         access: Access::default(),
+        metrics: None,
     }
 }
 
@@ -400,6 +401,7 @@ fn arb_daemon() -> impl Strategy<Value = DaemonConfig> {
         1 => Just(DaemonConfig { log_dir: "/elsewhere".into(), ..daemon() }),
         1 => Just(DaemonConfig { debounce: Duration::from_millis(20), ..daemon() }),
         1 => Just(DaemonConfig { watch: false, ..daemon() }),
+        1 => Just(DaemonConfig { metrics: "127.0.0.1:9464".parse().ok(), ..daemon() }),
     ]
 }
 
@@ -509,6 +511,11 @@ fn set_script_field(s: &mut ScriptConfig, field: &str, new: Option<&str>) {
 
 /// Sets one daemon key from its change row's new value.
 fn set_daemon_field(d: &mut DaemonConfig, field: &str, new: Option<&str>) {
+    if field == "daemon.metrics" {
+        // Off (None) has no row value: the row is an addition or a removal.
+        d.metrics = new.map(|t| t.parse().unwrap_or_else(|e| panic!("address {t:?}: {e}")));
+        return;
+    }
     let text = new.unwrap_or_else(|| panic!("{field} removed, but it is never absent"));
     match field {
         "daemon.socket" => d.socket = text.into(),

@@ -140,6 +140,7 @@ const DESIGN_MAIN: &str = r#"daemon:
   log_dir: /var/log/scriptd-test
   debounce: 250ms
   watch: false
+  metrics: "[::1]:9464"
 include: ["scripts.d/*.yaml"]
 defaults:
   timeout: 10m
@@ -205,6 +206,7 @@ fn valid_design_example_loads_with_effective_values() {
     assert_eq!(d.debounce, Duration::from_millis(250));
     assert!(!d.watch);
     assert_eq!(d.history_limit, 100, "builtin history_limit");
+    assert_eq!(d.metrics, "[::1]:9464".parse().ok());
 
     let names: Vec<_> = config.scripts.keys().map(String::as_str).collect();
     assert_eq!(
@@ -285,6 +287,7 @@ fn minimal_config_uses_builtin_defaults() {
     assert_eq!(d.log_dir, dir.path().join("logs"));
     assert_eq!(d.debounce, Duration::from_millis(50));
     assert!(d.watch);
+    assert_eq!(d.metrics, None, "metrics are off by default");
     let a = &config.scripts["a"];
     assert_eq!(a.timeout, None);
     assert_eq!(a.interval, None);
@@ -409,6 +412,17 @@ fn durations() {
             "daemon:\n  debounce: 50\n",
             &["scriptd.yaml:2:13: daemon.debounce: invalid duration 50: add a unit, e.g. \"50s\" \
                or \"50ms\""],
+        ),
+        (
+            "metrics address with a host name",
+            "daemon:\n  metrics: localhost:9464\n",
+            &["scriptd.yaml:2:12: daemon.metrics: invalid address \"localhost:9464\": use \
+               IP:PORT, e.g. 127.0.0.1:9464 (loopback) or [::1]:9464; host names are not resolved"],
+        ),
+        (
+            "metrics address as a number",
+            "daemon:\n  metrics: 9464\n",
+            &["scriptd.yaml:2:12: daemon.metrics: expected a string, found a number"],
         ),
         (
             "zero interval",

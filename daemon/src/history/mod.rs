@@ -17,7 +17,8 @@ pub use record::{Action, ActionResult, Record, ResultKind, Source, UnknownWord};
 use scriptd_common::config::{ConfigFile, ConfigSource};
 use scriptd_common::proto;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 use store::Store;
 use tokio::sync::oneshot;
@@ -127,6 +128,8 @@ impl Owner {
 pub struct History {
     jobs: mpsc::Sender<Job>,
     dir: PathBuf,
+    /// Records that could not be written (for the metrics).
+    write_failures: Arc<AtomicU64>,
 }
 
 impl History {
@@ -159,7 +162,28 @@ impl History {
         is_open
             .await
             .map_err(|_| HistoryError::Stopped("its thread ended while opening".into()))??;
-        Ok(Self { jobs, dir })
+        Ok(Self {
+            jobs,
+            dir,
+            write_failures: Arc::default(),
+        })
+    }
+
+    /// Records (versions, attempts, control actions) that could not be written so far.
+    pub fn write_failures(&self) -> u64 {
+        self.write_failures.load(Ordering::Relaxed)
+    }
+
+    /// A call that writes a record: its failure is counted.
+    async fn write(
+        &self,
+        f: impl FnOnce(&mut Owner) -> Result<(), HistoryError> + Send + 'static,
+    ) -> Result<(), HistoryError> {
+        let written = self.call(f).await;
+        if written.is_err() {
+            self.write_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        written
     }
 
     /// The directory holding the database (`state_dir`).
@@ -201,7 +225,7 @@ impl History {
         source: ConfigSource,
         record: Record,
     ) -> Result<(), HistoryError> {
-        self.call(
+        self.write(
             move |o| match o.store.record_version(version, &source, &record) {
                 Ok(()) => Ok(()),
                 Err(e) => {
@@ -221,18 +245,18 @@ impl History {
         source: ConfigSource,
         record: Record,
     ) -> Result<(), HistoryError> {
-        self.call(move |o| o.store.record_version(version, &source, &record))
+        self.write(move |o| o.store.record_version(version, &source, &record))
             .await
     }
 
     /// Records a refused attempt (or a rollback that only rewrote the files on disk).
     pub async fn record_attempt(&self, record: Record) -> Result<(), HistoryError> {
-        self.call(move |o| o.store.record_attempt(&record)).await
+        self.write(move |o| o.store.record_attempt(&record)).await
     }
 
     /// Records a control action.
     pub async fn record_action(&self, action: Action) -> Result<(), HistoryError> {
-        self.call(move |o| o.store.record_action(&action)).await
+        self.write(move |o| o.store.record_action(&action)).await
     }
 
     /// The newest `limit` control actions, newest first.

@@ -1,6 +1,7 @@
 //! The script's log file: appending records, rotation by size, when a descriptor is held,
 //! and how failed writes are reported.
 
+use super::counters::LogCounters;
 use super::paths::{open_append, rotated_path};
 use super::record::LineRef;
 use super::write_failures::{Report, WriteFailures};
@@ -9,6 +10,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The script's log file. Each appended block's records are written in one write before
@@ -34,6 +36,8 @@ pub(super) struct LogFile {
     failures: WriteFailures,
     /// The last failure, for the summaries.
     last_error: String,
+    /// Where failed writes are counted for the metrics.
+    counters: Arc<LogCounters>,
 }
 
 /// The write buffer is given back after a write when it grew past this.
@@ -44,7 +48,7 @@ const UNWRITTEN_MAX: usize = 4 << 20;
 
 impl LogFile {
     /// The log file at `path`; nothing is opened until the first write.
-    pub(super) fn new(path: PathBuf) -> Self {
+    pub(super) fn new(path: PathBuf, counters: Arc<LogCounters>) -> Self {
         let on_disk = path
             .symlink_metadata()
             .ok()
@@ -59,6 +63,7 @@ impl LogFile {
             ended: false,
             failures: WriteFailures::default(),
             last_error: String::new(),
+            counters,
         }
     }
 
@@ -110,6 +115,7 @@ impl LogFile {
     }
 
     fn failed(&mut self, e: &dyn std::fmt::Display) {
+        self.counters.write_failed();
         self.last_error = e.to_string();
         let report = self.failures.failed(Instant::now());
         self.report(report);
@@ -290,7 +296,7 @@ mod tests {
     fn the_file_is_open_only_while_held() {
         let dir = tempfile::tempdir().expect("tempdir");
         let c = cfg(1 << 20, 2);
-        let mut f = LogFile::new(dir.path().join("s.log"));
+        let mut f = LogFile::new(dir.path().join("s.log"), Default::default());
         assert!(!f.is_open(), "nothing is opened before a write");
         write(&mut f, 3, &c);
         assert!(!f.is_open(), "closed after a write nobody holds");
@@ -315,7 +321,7 @@ mod tests {
         std::os::unix::fs::symlink(&victim, rotated_path(&path, 1)).expect("link .1");
         std::os::unix::fs::symlink(&victim, rotated_path(&path, 2)).expect("link .2");
         let c = cfg(200, 2);
-        let mut f = LogFile::new(path.clone());
+        let mut f = LogFile::new(path.clone(), Default::default());
         for _ in 0..10 {
             write(&mut f, 5, &c);
         }
@@ -337,7 +343,7 @@ mod tests {
         let path = dir.path().join("s.log");
         std::os::unix::fs::symlink(&victim, &path).expect("link");
         let c = cfg(1 << 20, 2);
-        let mut f = LogFile::new(path.clone());
+        let mut f = LogFile::new(path.clone(), Default::default());
         write(&mut f, 3, &c);
         assert_eq!(
             std::fs::read_to_string(&victim).expect("read"),
@@ -357,7 +363,7 @@ mod tests {
         let path = dir.path().join("s.log");
         std::fs::write(&path, "2023-11-14T22:13:20.123Z 1 1 out cut by a cra").expect("write");
         let c = cfg(1 << 20, 2);
-        let mut f = LogFile::new(path.clone());
+        let mut f = LogFile::new(path.clone(), Default::default());
         write(&mut f, 1, &c);
         let text = std::fs::read_to_string(&path).expect("read");
         assert_eq!(text.lines().count(), 2, "the cut line is ended: {text}");

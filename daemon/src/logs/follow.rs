@@ -3,6 +3,7 @@
 //! the client in batches ([`Lines`]).
 
 use super::backlog::FileReader;
+use super::counters::LogCounters;
 use super::record::{LineRef, Stream};
 use super::sink::{LogSink, Start, Taken};
 use super::{BATCH_BYTES, BATCH_LINES};
@@ -81,19 +82,25 @@ struct Out {
     tx: mpsc::Sender<Vec<Item>>,
     batch: Vec<Item>,
     bytes: usize,
+    /// Where skip markers sent to this reader are counted.
+    counters: Arc<LogCounters>,
 }
 
 impl Out {
-    fn new(tx: mpsc::Sender<Vec<Item>>) -> Self {
+    fn new(tx: mpsc::Sender<Vec<Item>>, counters: Arc<LogCounters>) -> Self {
         Self {
             tx,
             batch: Vec::new(),
             bytes: 0,
+            counters,
         }
     }
 
     /// Adds a line; true when the batch is full and should be sent.
     fn push(&mut self, l: proto::LogLine) -> bool {
+        if l.skipped > 0 {
+            self.counters.skipped(l.skipped);
+        }
         self.bytes += l.text.len() + 32;
         self.batch.push(Ok(l));
         self.batch.len() >= BATCH_LINES || self.bytes >= BATCH_BYTES
@@ -146,7 +153,8 @@ impl tokio_stream::Stream for Lines {
 /// resolves (a follower of one run).
 pub fn stream(sink: Arc<LogSink>, q: Query, run_end: Option<RunEnd>) -> Lines {
     let (tx, rx) = mpsc::channel(4);
-    tokio::spawn(serve(sink, q, Out::new(tx), run_end));
+    let out = Out::new(tx, sink.counters.clone());
+    tokio::spawn(serve(sink, q, out, run_end));
     Lines {
         rx,
         current: Vec::new().into_iter(),

@@ -25,6 +25,7 @@
 //! | `record.rs` | a line's fields, blocks of lines, the file record format and its parser |
 //! | `split.rs` | cutting a byte stream into lines (pure) |
 //! | `ingest.rs` | reading a run's pipes into the sink |
+//! | `counters.rs` | lines, bytes, skipped lines and failed writes counted for the metrics |
 //! | `ring.rs` | the newest lines in memory, gapless by sequence number |
 //! | `sink.rs` | [`LogSink`]: one script's log state, its lock and what readers take from it |
 //! | `paths.rs` | where the log files are; opening them without following symlinks |
@@ -34,6 +35,7 @@
 //! | `follow.rs` | serving one `Logs` request: backlog, then live lines |
 
 mod backlog;
+mod counters;
 mod file;
 mod follow;
 mod ingest;
@@ -44,6 +46,7 @@ mod sink;
 mod split;
 mod write_failures;
 
+pub use counters::{LogCounters, LogCounts};
 pub use follow::{stream, Lines, Query, RunEnd};
 pub use ingest::{pump, PipeEnd};
 pub use paths::log_path;

@@ -20,6 +20,9 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// Every stream, in the order the metrics list them.
+    pub const ALL: [Stream; 3] = [Self::Stdout, Self::Stderr, Self::System];
+
     /// Spelling in the log file.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -91,6 +94,11 @@ impl Block {
     pub(super) fn push_str(&mut self, text: &str, continued: bool) {
         self.text.push_str(text);
         self.ends.push((self.text.len(), continued));
+    }
+
+    /// The stream its lines were read from.
+    pub fn stream(&self) -> Stream {
+        self.stream
     }
 
     /// Number of lines.

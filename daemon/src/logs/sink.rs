@@ -3,6 +3,7 @@
 //! or the files to catch up from).
 
 use super::backlog::last_record;
+use super::counters::{LogCounters, LogCounts};
 use super::file::LogFile;
 use super::follow::Query;
 use super::paths::{log_files, log_path, open_all_read};
@@ -28,6 +29,8 @@ pub struct LogSink {
     followers: AtomicUsize,
     /// Run id of the newest record in the files when the sink was opened.
     last_run_id: u64,
+    /// What the metrics read of this log.
+    pub(super) counters: Arc<LogCounters>,
 }
 
 struct Inner {
@@ -56,16 +59,18 @@ impl LogSink {
         let next_seq = last.map_or(1, |(seq, _)| seq + 1);
         let last_run_id = last.map_or(0, |(_, run)| run);
         let (wake, _) = watch::channel(next_seq);
+        let counters = Arc::new(LogCounters::default());
         Arc::new(Self {
             inner: Mutex::new(Inner {
                 ring: Ring::new(max_lines as usize, next_seq),
                 cfg,
-                file: LogFile::new(path),
+                file: LogFile::new(path, counters.clone()),
                 closed: false,
             }),
             wake,
             followers: AtomicUsize::new(0),
             last_run_id,
+            counters,
         })
     }
 
@@ -77,6 +82,16 @@ impl LogSink {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Lines, bytes, skipped lines and failed writes so far.
+    pub fn counts(&self) -> LogCounts {
+        self.counters.get()
+    }
+
+    /// Live followers attached now.
+    pub fn followers(&self) -> usize {
+        self.followers.load(Ordering::Relaxed)
     }
 
     fn following(&self) -> bool {
@@ -108,6 +123,8 @@ impl LogSink {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         let time = humantime::format_rfc3339_millis(now).to_string();
+        self.counters
+            .taken(block.stream(), block.len(), block.text.len());
         let following = self.following();
         let mut g = self.lock();
         let inner = &mut *g;

@@ -220,6 +220,8 @@ mod tests {
             ppid,
             pgrp,
             start,
+            cpu_ticks: 0,
+            rss_pages: 0,
         }
     }
 

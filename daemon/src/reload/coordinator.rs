@@ -360,11 +360,15 @@ impl Coordinator {
             &report.errors,
             report.message.as_str(),
         );
+        self.shared
+            .metrics
+            .reload_ended(req.source, report.result, req.since.elapsed());
         let terminal = crate::convert::terminal_phase(report.result);
         publish_phase(&self.events, report.attempt_id, req.source, terminal, parts);
         steps.mark("publish");
         // The previous version's config is freed after everyone was told.
         drop(retired);
+        self.shared.metrics.reload_steps(&steps.done);
         tracing::debug!(attempt = report.attempt_id, "reload steps: {steps}");
         Ok(report)
     }

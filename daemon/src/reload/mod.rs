@@ -50,6 +50,9 @@ pub struct Request {
     pub prevalidated: Option<Prevalidated>,
     /// Where the result goes.
     pub reply: Option<oneshot::Sender<Result<Report, RequestError>>>,
+    /// When it began: the watcher's first event of a save, else when it was made. The
+    /// reload duration metric counts from here.
+    pub since: std::time::Instant,
 }
 
 impl Request {
@@ -64,6 +67,7 @@ impl Request {
             uid: None,
             prevalidated: None,
             reply: None,
+            since: std::time::Instant::now(),
         }
     }
 }

@@ -32,6 +32,7 @@ mod update;
 use crate::events::EventBus;
 use crate::health::ProbeResult;
 use crate::logs::LogSink;
+use crate::metrics::RunCounters;
 pub use crate::process::SpawnError;
 use crate::process::{GroupRecords, ShimExit, Shims};
 use crate::runs::RecentRuns;
@@ -102,6 +103,8 @@ pub struct ScriptHandle {
     pub logs: Arc<LogSink>,
     /// The ends of its recent runs.
     pub recent: watch::Receiver<RecentRuns>,
+    /// Its ended runs, counted for the metrics.
+    pub runs: Arc<RunCounters>,
 }
 
 impl ScriptHandle {
@@ -160,6 +163,8 @@ pub struct Shared {
     pub cancel: CancellationToken,
     /// The latest slot each calendar script ran (`catch_up`).
     pub slots: SlotRecords,
+    /// The daemon-wide event counters (reloads).
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Starts the runner task of a script, which starts the script as its config says; the
@@ -186,6 +191,7 @@ pub fn start_reporting(
     let (internal_tx, internal_rx) = mpsc::channel(4);
     let (probe_tx, probe_rx) = mpsc::channel(4);
     let (recent_tx, recent_rx) = watch::channel(RecentRuns::default());
+    let runs = Arc::new(RunCounters::default());
     let runner = Runner {
         name,
         cfg,
@@ -208,6 +214,7 @@ pub fn start_reporting(
         recent: recent_tx,
         probing: None,
         probe_tx,
+        runs: runs.clone(),
     };
     tracker.spawn(runner.run(rx, internal_rx, probe_rx, initial));
     let handle = ScriptHandle {
@@ -215,6 +222,7 @@ pub fn start_reporting(
         status: status_rx,
         logs,
         recent: recent_rx,
+        runs,
     };
     (handle, started)
 }
@@ -297,4 +305,6 @@ struct Runner {
     probing: Option<health::Probing>,
     /// Where probe tasks send their results.
     probe_tx: mpsc::Sender<ProbeResult>,
+    /// Runs ended, by result, and their durations (metrics).
+    runs: Arc<RunCounters>,
 }

@@ -110,6 +110,7 @@ impl Runner {
     /// (before the status without the run is published, see [`crate::runs::state_of`]).
     pub(super) fn record_exit(&mut self, info: ExitInfo) {
         self.status.last_exit = Some(info);
+        self.runs.ended(&info);
         self.recent.send_modify(|r| r.push(info));
     }
 

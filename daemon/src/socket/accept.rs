@@ -7,7 +7,7 @@
 //! lets one pending connection in at a time: root's is served, anyone else's closed.
 
 use super::access::{plural, Policy, Refusals};
-use super::conn::{Connection, PeerStream};
+use super::conn::{Clients, Connection, PeerStream};
 use crate::throttle::{self, Throttle, Verdict};
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -187,6 +187,7 @@ pub(super) fn spawn(
     policy: Arc<Policy>,
     refusals: Arc<Refusals>,
     limits: Limits,
+    clients: Clients,
 ) -> ReceiverStream<PeerStream> {
     let (tx, rx) = mpsc::channel(64);
     let spare = spare_of(&listener);
@@ -200,6 +201,7 @@ pub(super) fn spawn(
         }),
         tx,
         spare,
+        clients,
         backoff: Backoff::default(),
         failed: 0,
         over: Throttle::new(throttle::WINDOW),
@@ -223,6 +225,8 @@ struct Acceptor {
     admission: Arc<Admission>,
     tx: mpsc::Sender<PeerStream>,
     spare: Option<OwnedFd>,
+    /// The connections open now (metrics).
+    clients: Clients,
     backoff: Backoff,
     /// Accepts failed since the last one that succeeded.
     failed: u64,
@@ -291,6 +295,7 @@ impl Acceptor {
         };
         let (policy, refusals, tx) = (self.policy.clone(), self.refusals.clone(), self.tx.clone());
         let idle = self.admission.limits.idle;
+        let counted = self.clients.enter();
         tokio::spawn(async move {
             let peer = if exempt {
                 policy.peer(cred)
@@ -304,7 +309,9 @@ impl Acceptor {
                 }
             };
             let conn = Connection::new(peer, refusals);
-            let _ = tx.send(PeerStream::new(stream, conn, idle, slot)).await;
+            let _ = tx
+                .send(PeerStream::new(stream, conn, idle, slot, counted))
+                .await;
         });
     }
 

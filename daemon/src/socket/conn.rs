@@ -9,6 +9,7 @@ use super::authority::AuthorityFix;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
@@ -18,6 +19,33 @@ use tokio::time::{Instant, Sleep};
 use tonic::codegen::Bytes;
 use tonic::transport::server::Connected;
 use tonic::Status;
+
+/// The connections open now, for the metrics: each is counted while its `Counted` guard
+/// lives (from its accept to its close). Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Clients(Arc<AtomicUsize>);
+
+impl Clients {
+    /// Connections open now.
+    pub fn now(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Counts one more connection until the guard is dropped.
+    pub(super) fn enter(&self) -> Counted {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Counted(self.0.clone())
+    }
+}
+
+/// One connection counted in [`Clients`].
+pub(super) struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// What handlers find in a request's extensions (as `Arc<Connection>`).
 pub struct Connection {
@@ -136,6 +164,8 @@ pub struct PeerStream {
     /// The connection's place under the caps (none for root and the daemon's user); given
     /// back when the connection is dropped.
     _slot: Option<Slot>,
+    /// Counted among the open connections until dropped.
+    _counted: Counted,
 }
 
 impl PeerStream {
@@ -144,6 +174,7 @@ impl PeerStream {
         conn: Arc<Connection>,
         idle: Duration,
         slot: Option<Slot>,
+        counted: Counted,
     ) -> Self {
         Self {
             stream,
@@ -154,6 +185,7 @@ impl PeerStream {
             idle,
             timer: Box::pin(tokio::time::sleep(idle)),
             _slot: slot,
+            _counted: counted,
         }
     }
 

@@ -22,7 +22,7 @@ mod conn;
 pub use accept::{BadIdleTimeout, Limits, IDLE_TIMEOUT, PER_UID};
 pub use access::{peer_of, require, Gate, Peer};
 pub use bind::{bind, SocketGuard};
-pub use conn::{Connection, PeerStream};
+pub use conn::{Clients, Connection, PeerStream};
 
 use crate::server::Service;
 use anyhow::Context;
@@ -40,6 +40,7 @@ pub async fn serve(
     service: Service,
     access: Access,
     limits: Limits,
+    clients: Clients,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -73,8 +74,8 @@ pub async fn serve(
             }
         }
     });
-    let incoming =
-        accept::spawn(listener, policy, refusals, limits).map(Ok::<_, std::convert::Infallible>);
+    let incoming = accept::spawn(listener, policy, refusals, limits, clients)
+        .map(Ok::<_, std::convert::Infallible>);
     tonic::transport::Server::builder()
         .layer(tower::layer::layer_fn(Gate::new))
         .add_service(ScriptdServer::new(service))

@@ -15,6 +15,7 @@ mod hostile;
 mod log_safety;
 mod logs;
 mod logs_many;
+mod metrics;
 mod output;
 mod python_grpc;
 mod reload;

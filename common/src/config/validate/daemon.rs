@@ -4,6 +4,7 @@ use super::{kind, Validator};
 use crate::config::{builtin, Access, AccessRule, DaemonConfig, Role, Subject};
 use serde_yaml::Value;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::Path;
 
 const DAEMON_KEYS: &[&str] = &[
@@ -14,6 +15,7 @@ const DAEMON_KEYS: &[&str] = &[
     "watch",
     "history_limit",
     "access",
+    "metrics",
 ];
 const ACCESS_KEYS: &[&str] = &["user", "group", "role"];
 
@@ -27,6 +29,7 @@ pub(super) fn default_daemon(base: &Path) -> DaemonConfig {
         watch: true,
         history_limit: builtin::HISTORY_LIMIT,
         access: Access::default(),
+        metrics: None,
     }
 }
 
@@ -48,10 +51,33 @@ impl Validator<'_> {
                     d.history_limit = self.count_u32(val, &p, 1).unwrap_or(d.history_limit)
                 }
                 "access" => d.access = self.access(val, &p),
+                "metrics" => d.metrics = self.metrics_address(val, &p),
                 _ => {}
             }
         }
         d
+    }
+
+    /// `daemon.metrics`: `HOST:PORT` with a numeric address (`127.0.0.1:9464`, `[::1]:9464`),
+    /// or null for none. Names are not resolved: what the daemon binds is what the file says.
+    pub(super) fn metrics_address(&mut self, value: &Value, path: &str) -> Option<SocketAddr> {
+        if value.is_null() {
+            return None;
+        }
+        let text = self.string(value, path)?;
+        match text.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.err(
+                    path,
+                    format!(
+                        "invalid address {text:?}: use IP:PORT, e.g. 127.0.0.1:9464 (loopback) \
+                         or [::1]:9464; host names are not resolved"
+                    ),
+                );
+                None
+            }
+        }
     }
 
     /// `daemon.access`: a list of `{ user: NAME|UID, role }` / `{ group: NAME|GID, role }`.
