@@ -73,13 +73,16 @@ fn periodic_script_runs_every_interval() {
                 .expect("timestamp")
         })
         .collect();
-    for w in times.windows(2) {
-        let gap_ms = (w[1] - w[0]) / 1_000_000;
-        assert!(
-            gap_ms >= 200,
-            "runs only {gap_ms} ms apart (interval 300ms): {written:?}"
-        );
-    }
+    // Each start can be late (a loaded machine delays the exec), so a single gap may be
+    // short after a late one; what matters is that N runs span about N - 1 intervals
+    // (back-to-back runs would be a few ms apart), with one interval of slack.
+    let span_ms = (times[times.len() - 1] - times[0]) / 1_000_000;
+    let intervals = (times.len() as u128 - 1) * 300;
+    assert!(
+        intervals <= span_ms + 300,
+        "{} runs within {span_ms} ms (interval 300ms): {written:?}",
+        times.len()
+    );
     let exit = after.last_exit.expect("a finished run");
     assert_eq!(exit.code, Some(0));
 }
