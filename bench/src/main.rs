@@ -9,6 +9,8 @@
 //!
 //! Usage: scriptd-bench BIN_DIR [status|reload|rss]... Figures go to stdout as Markdown.
 
+mod scale;
+
 use anyhow::{bail, Context};
 use hyper_util::rt::TokioIo;
 use scriptd_common::proto::scriptd_client::ScriptdClient;
@@ -306,6 +308,7 @@ fn main() -> anyhow::Result<()> {
             "status" => bench_status(&bins, &mut out)?,
             "reload" => bench_reload(&bins, &mut out)?,
             "rss" => bench_rss(&bins, &mut out)?,
+            "scale" => scale::run(&bins, &mut out)?,
             other => bail!("unknown benchmark {other}"),
         }
     }
