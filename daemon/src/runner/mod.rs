@@ -194,7 +194,7 @@ pub fn start_reporting(
         last_failed: false,
         recent: recent_tx,
     };
-    tracker.spawn(runner.run(rx, internal_rx, initial));
+    tracker.spawn(Box::new(runner).run(rx, internal_rx, initial));
     let handle = ScriptHandle {
         tx,
         status: status_rx,
@@ -252,8 +252,9 @@ struct Exited {
 struct Runner {
     name: String,
     cfg: ScriptConfig,
-    /// Config waiting for the current (periodic) run to end.
-    pending: Option<ScriptConfig>,
+    /// Config waiting for the current (periodic) run to end (boxed: rarely there, and the
+    /// runner is part of every idle script's task).
+    pending: Option<Box<ScriptConfig>>,
     shared: Arc<Shared>,
     logs: Arc<LogSink>,
     status: ScriptStatus,
