@@ -8,6 +8,7 @@
 pub mod convert;
 pub mod dirs;
 pub mod events;
+pub mod heap;
 pub mod history;
 pub mod lock;
 pub mod logs;
