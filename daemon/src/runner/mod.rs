@@ -77,8 +77,9 @@ pub enum RunnerCmd {
     /// `ctl start|stop|restart|run`.
     Control(ControlAction, Reply<Controlled>),
     /// A reload changed this script's config: the new config and the plan's rows for this
-    /// script (their impacts decide what is restarted).
-    Update(Box<ScriptConfig>, Vec<Change>, Reply<UpdateOutcome>),
+    /// script (their impacts decide what is restarted). Boxed whole: a command is 16 bytes,
+    /// and the channel's first block (32 commands) is allocated for every script.
+    Update(Box<(ScriptConfig, Vec<Change>, Reply<UpdateOutcome>)>),
     /// The script was removed: stop it and end the task.
     Remove(oneshot::Sender<()>),
 }
@@ -116,7 +117,7 @@ impl ScriptHandle {
     ) -> Result<UpdateOutcome, ControlError> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(RunnerCmd::Update(Box::new(cfg), changes, tx))
+            .send(RunnerCmd::Update(Box::new((cfg, changes, tx))))
             .await
             .map_err(|_| ControlError::Gone)?;
         rx.await.map_err(|_| ControlError::Gone)?

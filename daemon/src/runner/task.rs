@@ -123,7 +123,10 @@ impl Runner {
     async fn handle(&mut self, cmd: RunnerCmd) {
         match cmd {
             RunnerCmd::Control(action, reply) => self.control(action, reply).await,
-            RunnerCmd::Update(cfg, changes, reply) => self.update(*cfg, changes, reply).await,
+            RunnerCmd::Update(update) => {
+                let (cfg, changes, reply) = *update;
+                self.update(cfg, changes, reply).await
+            }
             RunnerCmd::Remove(reply) => {
                 self.next_run = None;
                 self.after_exit = AfterExit::Forget;
