@@ -13,6 +13,8 @@
 
 mod scrape;
 
+mod scale;
+
 use anyhow::{bail, Context};
 use hyper_util::rt::TokioIo;
 use scriptd_common::proto::scriptd_client::ScriptdClient;
@@ -314,6 +316,7 @@ fn main() -> anyhow::Result<()> {
             "reload" => bench_reload(&bins, &mut out)?,
             "rss" => bench_rss(&bins, &mut out)?,
             "scrape" => scrape::bench_scrape(&bins, &mut out)?,
+            "scale" => scale::run(&bins, &mut out)?,
             other => bail!("unknown benchmark {other}"),
         }
     }

@@ -197,8 +197,7 @@ pub async fn list(c: &mut Client, out: &mut impl Write, json: bool, limit: u32) 
                 .map(|e| entry_json(e, r.running_version))
                 .collect(),
         };
-        serde_json::to_writer_pretty(&mut *out, &doc)?;
-        writeln!(out)?;
+        crate::print_json(&mut *out, &doc)?;
         return Ok(OK);
     }
     let mut rows = vec![["VERSION", "TIME", "SOURCE", "WHO", "RESULT", "SUMMARY"]
@@ -263,8 +262,7 @@ pub async fn actions(c: &mut Client, out: &mut impl Write, json: bool, limit: u3
                 })
                 .collect(),
         };
-        serde_json::to_writer_pretty(&mut *out, &doc)?;
-        writeln!(out)?;
+        crate::print_json(&mut *out, &doc)?;
         return Ok(OK);
     }
     let mut rows = vec![["TIME", "WHO", "ACTION", "SCRIPT", "RESULT", "MESSAGE"]
@@ -328,8 +326,7 @@ pub async fn show(c: &mut Client, out: &mut impl Write, json: bool, version: u64
                 })
                 .collect(),
         };
-        serde_json::to_writer_pretty(&mut *out, &doc)?;
-        writeln!(out)?;
+        crate::print_json(&mut *out, &doc)?;
         return Ok(OK);
     }
     writeln!(
@@ -430,8 +427,7 @@ pub async fn diff(
             changes: plan.changes.iter().map(ChangeJson::from).collect(),
             errors: plan.errors.iter().map(ErrorJson::from).collect(),
         };
-        serde_json::to_writer_pretty(&mut *out, &doc)?;
-        writeln!(out)?;
+        crate::print_json(&mut *out, &doc)?;
         return Ok(OK);
     }
     if text.is_empty() {

@@ -261,8 +261,7 @@ async fn dispatch(cli: Cli) -> CtlResult {
                 .map_err(|s| CtlError::from_status(s, FAILURE))?
                 .into_inner();
             if json {
-                serde_json::to_writer_pretty(&mut out, &StatusJson::from(&r))?;
-                writeln!(out)?;
+                print_json(&mut out, &StatusJson::from(&r))?;
             } else {
                 write!(
                     out,
@@ -420,14 +419,24 @@ async fn control(
             run_id: (r.run_id > 0).then_some(r.run_id),
             script: ScriptJson::from(&status),
         };
-        serde_json::to_writer_pretty(&mut *out, &doc)?;
-        writeln!(out)?;
+        print_json(&mut *out, &doc)?;
     } else if r.run_id > 0 {
         writeln!(out, "{script}: run {}: {}", r.run_id, r.message)?;
     } else {
         writeln!(out, "{script}: {}", r.message)?;
     }
     Ok(OK)
+}
+
+/// Writes one `--output json` document and its newline in one `write(2)`. Stdout is
+/// line-buffered, so serialising straight into it wrote each line of a pretty document on
+/// its own: 23,009 `write(2)` calls for `ctl -o json status` with 1,000 scripts, which made
+/// the JSON cost 3× the table (issue 16).
+pub(crate) fn print_json(out: &mut impl Write, doc: &impl serde::Serialize) -> CtlResult<()> {
+    let mut text = serde_json::to_vec_pretty(doc)?;
+    text.push(b'\n');
+    out.write_all(&text)?;
+    Ok(())
 }
 
 fn errors_json(errors: &[proto::ConfigError]) -> Vec<output::ErrorJson> {
@@ -462,8 +471,7 @@ fn print_dry_run(
             errors: errors_json(&r.errors),
             message: None,
         };
-        serde_json::to_writer_pretty(&mut *out, &doc)?;
-        writeln!(out)?;
+        print_json(&mut *out, &doc)?;
         return Ok(());
     }
     match result {
@@ -526,8 +534,7 @@ pub(crate) fn print_reload(
             errors: errors_json(&r.errors),
             message: (!r.message.is_empty()).then(|| r.message.clone()),
         };
-        serde_json::to_writer_pretty(&mut *out, &doc)?;
-        writeln!(out)?;
+        print_json(&mut *out, &doc)?;
         return Ok(());
     }
     if !r.changes.is_empty() {

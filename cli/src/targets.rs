@@ -199,8 +199,7 @@ pub async fn check(
             .collect(),
     };
     if json {
-        serde_json::to_writer_pretty(&mut *out, &doc)?;
-        writeln!(out)?;
+        crate::print_json(&mut *out, &doc)?;
     } else {
         for s in doc.scripts.iter().filter(|s| !s.ok) {
             writeln!(out, "{}: {}", s.name, s.state)?;
@@ -274,8 +273,7 @@ pub async fn control(
             schema: JSON_SCHEMA,
             results: results.into_iter().map(|r| r.json).collect(),
         };
-        serde_json::to_writer_pretty(&mut *out, &doc)?;
-        writeln!(out)?;
+        crate::print_json(&mut *out, &doc)?;
     } else {
         write!(out, "{}", table(&results))?;
     }

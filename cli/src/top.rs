@@ -173,8 +173,7 @@ pub async fn run(
     if !interactive {
         let r = snapshot(c).await?;
         if json_out {
-            serde_json::to_writer_pretty(&mut *out, &json(&r, args.sort))?;
-            writeln!(out)?;
+            crate::print_json(out, &json(&r, args.sort))?;
         } else {
             write!(out, "{}", screen(&r, args.sort, usize::MAX, false))?;
         }

@@ -64,8 +64,7 @@ pub async fn run(
         serde_json::to_writer(&mut *out, &doc)?;
         writeln!(out)?;
     } else if json {
-        serde_json::to_writer_pretty(&mut *out, &doc)?;
-        writeln!(out)?;
+        crate::print_json(&mut *out, &doc)?;
     } else {
         let text = match &exit {
             Some(e) => format!(

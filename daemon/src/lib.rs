@@ -9,6 +9,7 @@ pub mod convert;
 pub mod dirs;
 pub mod events;
 pub mod health;
+pub mod heap;
 pub mod history;
 pub mod lock;
 pub mod logs;

@@ -290,15 +290,18 @@ impl Scriptd for Service {
         let req = request.into_inner();
         let want = req.script;
         let snap = self.snapshot.borrow().clone();
-        if !want.is_empty() && !snap.handles.contains_key(&want) {
-            return Err(Status::not_found(format!("no script named {want:?}")));
-        }
-        let mut scripts: Vec<proto::ScriptStatus> = snap
-            .handles
-            .iter()
-            .filter(|(name, _)| want.is_empty() || **name == want)
-            .map(|(_, h)| h.status.borrow().clone())
-            .collect();
+        // One script is one map lookup: `ctl status NAME` costs the same with 10 or 10,000.
+        let mut scripts: Vec<proto::ScriptStatus> = if want.is_empty() {
+            snap.handles
+                .values()
+                .map(|h| h.status.borrow().clone())
+                .collect()
+        } else {
+            match snap.handles.get(&want) {
+                Some(h) => vec![h.status.borrow().clone()],
+                None => return Err(Status::not_found(format!("no script named {want:?}"))),
+            }
+        };
         let mut daemon_resources = None;
         if req.resources {
             // One /proc sample for every running script (shared for a second).

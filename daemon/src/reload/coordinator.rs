@@ -242,6 +242,8 @@ impl Coordinator {
             if let Some(reply) = req.reply {
                 let _ = reply.send(report);
             }
+            // The reload's transient memory back to the system, or the RSS keeps its peak.
+            drop(tokio::task::spawn_blocking(crate::heap::trim));
         }
     }
 

@@ -86,8 +86,9 @@ pub enum RunnerCmd {
     /// `ctl start|stop|restart|run`.
     Control(ControlAction, Reply<Controlled>),
     /// A reload changed this script's config: the new config and the plan's rows for this
-    /// script (their impacts decide what is restarted).
-    Update(Box<ScriptConfig>, Vec<Change>, Reply<UpdateOutcome>),
+    /// script (their impacts decide what is restarted). Boxed whole: a command is 16 bytes,
+    /// and the channel's first block (32 commands) is allocated for every script.
+    Update(Box<(ScriptConfig, Vec<Change>, Reply<UpdateOutcome>)>),
     /// The script was removed: stop it and end the task.
     Remove(oneshot::Sender<()>),
 }
@@ -127,7 +128,7 @@ impl ScriptHandle {
     ) -> Result<UpdateOutcome, ControlError> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(RunnerCmd::Update(Box::new(cfg), changes, tx))
+            .send(RunnerCmd::Update(Box::new((cfg, changes, tx))))
             .await
             .map_err(|_| ControlError::Gone)?;
         rx.await.map_err(|_| ControlError::Gone)?
@@ -216,7 +217,7 @@ pub fn start_reporting(
         probe_tx,
         runs: runs.clone(),
     };
-    tracker.spawn(runner.run(rx, internal_rx, probe_rx, initial));
+    tracker.spawn(Box::new(runner).run(rx, internal_rx, probe_rx, initial));
     let handle = ScriptHandle {
         tx,
         status: status_rx,
@@ -277,8 +278,9 @@ struct Exited {
 struct Runner {
     name: String,
     cfg: ScriptConfig,
-    /// Config waiting for the current (periodic) run to end.
-    pending: Option<ScriptConfig>,
+    /// Config waiting for the current (periodic) run to end (boxed: rarely there, and the
+    /// runner is part of every idle script's task).
+    pending: Option<Box<ScriptConfig>>,
     shared: Arc<Shared>,
     logs: Arc<LogSink>,
     status: ScriptStatus,

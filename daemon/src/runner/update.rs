@@ -33,7 +33,7 @@ impl Runner {
             // Everything but the restart-impact changes applies now; those when the run ends
             // (DESIGN: "scheduled").
             let now_cfg = apply_except_restart(&old, &new, &changes);
-            self.pending = Some(new);
+            self.pending = Some(Box::new(new));
             self.apply_in_place(now_cfg, reply, UpdateOutcome::Scheduled)
                 .await;
             return;
