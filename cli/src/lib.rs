@@ -4,12 +4,14 @@
 pub mod candidate;
 pub mod client;
 pub mod completion;
+pub mod context;
 pub mod error;
 pub mod history;
 pub mod logs;
 pub mod output;
 pub mod reader;
 pub mod targets;
+pub mod tls;
 pub mod wait;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -57,6 +59,10 @@ pub struct Cli {
     /// /etc/scriptd/scriptd.yaml].
     #[arg(long, global = true, env = "SCRIPTD_CONFIG", help_heading = GLOBAL)]
     pub config: Option<PathBuf>,
+    /// Context to talk to (`ctl context list`) [default: the current context, else the
+    /// socket rules]; --socket wins over it.
+    #[arg(long, global = true, env = "SCRIPTD_CONTEXT", value_name = "NAME", help_heading = GLOBAL)]
+    pub context: Option<String>,
     /// Output format.
     #[arg(long, short, global = true, value_enum, default_value_t = OutputFormat::Table, help_heading = GLOBAL)]
     pub output: OutputFormat,
@@ -173,6 +179,9 @@ pub enum Command {
     },
     /// A script's output: the last lines, then with -f live lines.
     Logs(logs::LogsArgs),
+    /// Named daemons (contexts), kept in $XDG_CONFIG_HOME/scriptd/contexts.yaml.
+    #[command(subcommand)]
+    Context(context::ContextCommand),
     /// Print the shell completion script (it calls ctl back for script names and versions).
     Completions {
         /// Shell.
@@ -212,6 +221,10 @@ pub fn run(cli: Cli) -> CtlResult {
         return Ok(OK);
     }
     output::set_display(output::Display::from_flags(cli.wide, cli.local)?);
+    if let Command::Context(cmd) = cli.command {
+        let json = cli.output == OutputFormat::Json;
+        return context::run(cmd, json, &mut std::io::stdout().lock());
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -224,8 +237,12 @@ async fn dispatch(cli: Cli) -> CtlResult {
     if let Command::Reload { plan, .. } | Command::Rollback { plan, .. } = &cli.command {
         candidate::check_plan(plan.as_deref())?;
     }
-    let socket = client::resolve_socket(cli.socket.as_deref(), cli.config.as_deref())?;
-    let mut c = client::connect(&socket).await?;
+    let target = client::resolve(
+        cli.socket.as_deref(),
+        cli.context.as_deref(),
+        cli.config.as_deref(),
+    )?;
+    let mut c = client::connect_target(&target).await?;
     let json = cli.output == OutputFormat::Json;
     let mut out = std::io::stdout().lock();
     match cli.command {
@@ -388,7 +405,7 @@ async fn dispatch(cli: Cli) -> CtlResult {
             exit_code,
         } => history::rollback(&mut c, &mut out, json, version, (dry_run, exit_code), plan).await,
         Command::Logs(args) => logs::run(&mut c, &mut out, json, args).await,
-        Command::Completions { .. } | Command::Man { .. } => Ok(OK),
+        Command::Completions { .. } | Command::Man { .. } | Command::Context(_) => Ok(OK),
     }
 }
 

@@ -190,7 +190,7 @@ impl Service {
     /// for something that does not exist is NOT_FOUND.
     async fn submit<T>(&self, request: &Req<T>, mut req: Request) -> Result<Report, Status> {
         let (tx, rx) = oneshot::channel();
-        req.uid = crate::socket::peer_of(request).map(|p| p.uid);
+        req.uid = crate::socket::peer_of(request).and_then(|p| p.local_uid());
         req.reply = Some(tx);
         self.reloads
             .send(req)
@@ -268,9 +268,10 @@ impl UserNames {
     }
 }
 
-/// Uid of the peer that sent `request` (SO_PEERCRED, recorded at connect).
+/// Uid of the peer that sent `request` (SO_PEERCRED, recorded at connect); `None` for a
+/// remote caller.
 fn peer_uid<T>(request: &Req<T>) -> Option<u32> {
-    crate::socket::peer_of(request).map(|p| p.uid)
+    crate::socket::peer_of(request).and_then(|p| p.local_uid())
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;

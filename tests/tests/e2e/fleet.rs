@@ -1,0 +1,162 @@
+//! Many hosts from one `ctl`: daemons with a TCP listener (mutual TLS, certificates made by
+//! the test with rcgen) reached through contexts; what a refused client is told.
+
+use ctl::output::StatusJson;
+use scriptd_e2e::*;
+
+/// A daemon listening on a free loopback port too, with `access` (lines under `daemon:`)
+/// and one long-running script `name`.
+fn tls_daemon(pki: &Pki, access: &str, name: &str) -> (Env, Daemon, u16) {
+    let port = free_port();
+    let env = Env::new(&format!(
+        "{}  access:\n{access}scripts:\n  {name}:\n    command: [\"/bin/sleep\", \"1000\"]\n",
+        pki.listen_section(port)
+    ));
+    let d = env.start();
+    (env, d, port)
+}
+
+/// The single script of `ctl ARGS status --output json` through `home`'s contexts.
+fn script_of(home: &ContextHome, args: &[&str]) -> String {
+    let mut all = args.to_vec();
+    all.extend(["status", "--output", "json"]);
+    let out = home.ctl_ok(&all);
+    let doc: StatusJson = serde_json::from_str(&out).expect("status JSON parses strictly");
+    assert_eq!(doc.scripts.len(), 1, "{out}");
+    doc.scripts[0].name.clone()
+}
+
+#[test]
+fn a_context_per_daemon_over_tls_and_the_selection_rules() {
+    let home = ContextHome::new();
+    let pki = Pki::new(&home.dir.path().join("pki"), "fleet");
+    let access = "    - { cert: ops, role: operate }\n";
+    let (_ea, a, port_a) = tls_daemon(&pki, access, "alpha");
+    let (_eb, _b, port_b) = tls_daemon(&pki, access, "beta");
+    let ops = pki.client("ops");
+    home.add_tls("a", port_a, &pki.ca, Some(&ops));
+    home.add_tls("b", port_b, &pki.ca, Some(&ops));
+
+    assert_eq!(script_of(&home, &["--context", "a"]), "alpha");
+    assert_eq!(script_of(&home, &["--context", "b"]), "beta");
+    home.ctl_ok(&["context", "use", "b"]);
+    assert_eq!(script_of(&home, &[]), "beta", "the current context");
+    assert_eq!(
+        script_of(&home, &["--context", "a"]),
+        "alpha",
+        "--context over current"
+    );
+    let socket = a.socket.display().to_string();
+    assert_eq!(
+        script_of(&home, &["--context", "b", "--socket", &socket]),
+        "alpha",
+        "--socket wins"
+    );
+    // An operate certificate may reload over TCP.
+    home.ctl_ok(&["--context", "a", "reload"]);
+
+    let list: ctl::context::ContextListJson =
+        serde_json::from_str(&home.ctl_ok(&["context", "list", "--output", "json"]))
+            .expect("list JSON parses strictly");
+    assert_eq!(list.current.as_deref(), Some("b"));
+    let names: Vec<&str> = list.contexts.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(
+        list.contexts[0].endpoint,
+        format!("https://127.0.0.1:{port_a}")
+    );
+
+    home.ctl_ok(&["context", "remove", "b"]);
+    let r = home.ctl(&["--context", "b", "status"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("no context named \"b\""), "{}", r.stderr);
+}
+
+#[test]
+fn refused_clients_are_told_why() {
+    let home = ContextHome::new();
+    let pki = Pki::new(&home.dir.path().join("pki"), "fleet");
+    let other = Pki::new(&home.dir.path().join("pki"), "other");
+    let (_env, _d, port) = tls_daemon(&pki, "    - { cert: viewer, role: read }\n", "alpha");
+    home.add_tls("viewer", port, &pki.ca, Some(&pki.client("viewer")));
+    home.add_tls("stranger", port, &pki.ca, Some(&pki.client("stranger")));
+    home.add_tls("no-cert", port, &pki.ca, None);
+    home.add_tls("wrong-ca", port, &pki.ca, Some(&other.client("viewer")));
+    home.add_tls(
+        "wrong-server-ca",
+        port,
+        &other.ca,
+        Some(&pki.client("viewer")),
+    );
+
+    assert_eq!(script_of(&home, &["--context", "viewer"]), "alpha");
+    let refused = |context: &str, args: &[&str], says: &str| {
+        let mut all = vec!["--context", context];
+        all.extend_from_slice(args);
+        let r = home.ctl(&all);
+        assert_eq!(r.code, 1, "{context}: {r:?}");
+        assert!(r.stderr.contains(says), "{context}: {}", r.stderr);
+        assert!(!r.stderr.contains("operation was canceled"), "{}", r.stderr);
+    };
+    refused(
+        "viewer",
+        &["reload"],
+        "permission denied: the client certificate \"viewer\" has the read role; Reload needs \
+         the operate role",
+    );
+    refused(
+        "stranger",
+        &["status"],
+        "the client certificate \"stranger\" has no role on this scriptd",
+    );
+    refused("no-cert", &["status"], "requires a client certificate");
+    refused(
+        "wrong-ca",
+        &["status"],
+        "the daemon refused this client certificate",
+    );
+    refused(
+        "wrong-server-ca",
+        &["status"],
+        "the daemon's certificate is not accepted",
+    );
+
+    // Something that is not a TLS server at the endpoint.
+    let plain = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let plain_port = plain.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut conn in plain.incoming().flatten() {
+            use std::io::Write;
+            let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    home.add_tls("plain", plain_port, &pki.ca, Some(&pki.client("viewer")));
+    refused("plain", &["status"], "the endpoint does not speak TLS");
+}
+
+#[test]
+fn tcp_needs_tls_and_a_private_key() {
+    let dir = ContextHome::new();
+    let pki = Pki::new(&dir.dir.path().join("pki"), "fleet");
+    let env = Env::new("  listen:\n    tcp: 127.0.0.1:7443\nscripts: {}\n");
+    let r = env.check();
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(r.stderr.contains("TLS is mandatory on TCP"), "{}", r.stderr);
+
+    let env = Env::new(&format!(
+        "{}scripts: {{}}\n",
+        pki.listen_section(free_port())
+    ));
+    // The server key of the listen section is `fleet-scriptd.key`: readable by others, the
+    // daemon refuses to start.
+    let key = dir.dir.path().join("pki/fleet-scriptd.key");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .expect("chmod");
+    let r = scriptd_exits(&env.config());
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("can be read by other users") && r.stderr.contains("chmod 600"),
+        "{}",
+        r.stderr
+    );
+}
