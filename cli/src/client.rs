@@ -124,20 +124,25 @@ pub fn resolve(
     context: Option<&str>,
     config: Option<&Path>,
 ) -> CtlResult<Target> {
-    use crate::context::Endpoint;
     if let Some(s) = socket {
         return Ok(Target::Socket(s.to_path_buf()));
     }
     match crate::context::selected(context)? {
-        Some(c) => match Endpoint::parse(&c.endpoint) {
-            Ok(Endpoint::Unix(path)) => Ok(Target::Socket(path)),
-            Ok(Endpoint::Https(_)) => Ok(Target::Remote(c)),
-            Err(e) => Err(CtlError::new(
-                USAGE,
-                format!("context {}: {e}; fix it with `ctl context add`", c.name),
-            )),
-        },
+        Some(c) => target_of(c),
         None => resolve_socket(None, config).map(Target::Socket),
+    }
+}
+
+/// Where context `c`'s daemon is.
+pub fn target_of(c: crate::context::Context) -> CtlResult<Target> {
+    use crate::context::Endpoint;
+    match Endpoint::parse(&c.endpoint) {
+        Ok(Endpoint::Unix(path)) => Ok(Target::Socket(path)),
+        Ok(Endpoint::Https(_)) => Ok(Target::Remote(c)),
+        Err(e) => Err(CtlError::new(
+            USAGE,
+            format!("context {}: {e}; fix it with `ctl context add`", c.name),
+        )),
     }
 }
 

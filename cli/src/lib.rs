@@ -6,6 +6,7 @@ pub mod client;
 pub mod completion;
 pub mod context;
 pub mod error;
+pub mod fleet;
 pub mod history;
 pub mod logs;
 pub mod output;
@@ -60,9 +61,13 @@ pub struct Cli {
     #[arg(long, global = true, env = "SCRIPTD_CONFIG", help_heading = GLOBAL)]
     pub config: Option<PathBuf>,
     /// Context to talk to (`ctl context list`) [default: the current context, else the
-    /// socket rules]; --socket wins over it.
-    #[arg(long, global = true, env = "SCRIPTD_CONTEXT", value_name = "NAME", help_heading = GLOBAL)]
-    pub context: Option<String>,
+    /// socket rules]; --socket wins over it. Several (repeated, or NAME,NAME) or globs
+    /// (`'web-*'`): read commands run on each, in parallel.
+    #[arg(long, global = true, env = "SCRIPTD_CONTEXT", value_name = "NAME", value_delimiter = ',', help_heading = GLOBAL)]
+    pub context: Vec<String>,
+    /// Read commands on every context, in parallel.
+    #[arg(long, global = true, conflicts_with = "context", help_heading = GLOBAL)]
+    pub all_contexts: bool,
     /// Output format.
     #[arg(long, short, global = true, value_enum, default_value_t = OutputFormat::Table, help_heading = GLOBAL)]
     pub output: OutputFormat,
@@ -80,7 +85,7 @@ pub struct Cli {
 }
 
 /// Subcommands.
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Daemon, running version, disk vs runtime, and a row per script.
     Status {
@@ -197,7 +202,7 @@ pub enum Command {
 }
 
 /// `ctl history` subcommands.
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum HistoryCommand {
     /// The files of one version.
     Show {
@@ -237,15 +242,28 @@ async fn dispatch(cli: Cli) -> CtlResult {
     if let Command::Reload { plan, .. } | Command::Rollback { plan, .. } = &cli.command {
         candidate::check_plan(plan.as_deref())?;
     }
+    let json = cli.output == OutputFormat::Json;
+    let selection = fleet::Selection::new(&cli.context, cli.all_contexts);
+    if cli.socket.is_none() && selection.is_fan_out() {
+        return fleet::fan_out(&selection, cli.command, json).await;
+    }
     let target = client::resolve(
         cli.socket.as_deref(),
-        cli.context.as_deref(),
+        cli.context.first().map(String::as_str),
         cli.config.as_deref(),
     )?;
-    let mut c = client::connect_target(&target).await?;
-    let json = cli.output == OutputFormat::Json;
-    let mut out = std::io::stdout().lock();
-    match cli.command {
+    let c = client::connect_target(&target).await?;
+    run_on(c, std::io::stdout().lock(), json, cli.command).await
+}
+
+/// Runs `command` on the daemon behind `c`, printing to `out`.
+async fn run_on<W: Write>(
+    mut c: client::Client,
+    mut out: W,
+    json: bool,
+    command: Command,
+) -> CtlResult {
+    match command {
         Command::Status {
             scripts,
             check: true,

@@ -1,6 +1,7 @@
 //! Many hosts from one `ctl`: daemons with a TCP listener (mutual TLS, certificates made by
 //! the test with rcgen) reached through contexts; what a refused client is told.
 
+use ctl::fleet::FleetJson;
 use ctl::output::StatusJson;
 use scriptd_e2e::*;
 
@@ -54,6 +55,16 @@ fn a_context_per_daemon_over_tls_and_the_selection_rules() {
     );
     // An operate certificate may reload over TCP.
     home.ctl_ok(&["--context", "a", "reload"]);
+    // Both at once: one document keyed by context.
+    let both: FleetJson =
+        serde_json::from_str(&home.ctl_ok(&["--context", "a,b", "status", "--output", "json"]))
+            .expect("fan-out JSON parses strictly");
+    let scripts: Vec<String> = both
+        .contexts
+        .values()
+        .map(|h| h.output.as_ref().expect("output")["scripts"][0]["name"].to_string())
+        .collect();
+    assert_eq!(scripts, ["\"alpha\"", "\"beta\""]);
 
     let list: ctl::context::ContextListJson =
         serde_json::from_str(&home.ctl_ok(&["context", "list", "--output", "json"]))
@@ -159,4 +170,81 @@ fn tcp_needs_tls_and_a_private_key() {
         "{}",
         r.stderr
     );
+}
+
+#[test]
+fn fan_out_over_twenty_daemons_one_of_them_stopped() {
+    let home = ContextHome::new();
+    let started: Vec<(Env, Daemon)> = (0..20)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let env = Env::new(&format!(
+                    "scripts:\n  job-{i:02}:\n    command: [\"/bin/sleep\", \"1000\"]\n"
+                ));
+                let d = env.start();
+                (env, d)
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().expect("a daemon started"))
+        .collect();
+    for (i, (_, d)) in started.iter().enumerate() {
+        home.ctl_ok(&[
+            "context",
+            "add",
+            &format!("d-{i:02}"),
+            "--endpoint",
+            &format!("unix://{}", d.socket.display()),
+        ]);
+    }
+    let mut started = started;
+    // The 8th is stopped (its socket goes with it).
+    let (_env7, d7) = started.remove(7);
+    drop(d7);
+
+    let r = home.ctl(&["--context", "d-*", "status", "--output", "json"]);
+    assert_eq!(r.code, 1, "the worst exit code: {}", r.stderr);
+    let doc: FleetJson = serde_json::from_str(&r.stdout).expect("fan-out JSON parses strictly");
+    assert_eq!(doc.contexts.len(), 20);
+    let failed: Vec<&String> = doc
+        .contexts
+        .iter()
+        .filter(|(_, h)| h.error.is_some())
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(failed, ["d-07"]);
+    let down = &doc.contexts["d-07"];
+    assert_eq!(down.exit_code, 1);
+    assert!(
+        down.error
+            .as_deref()
+            .is_some_and(|e| e.contains("cannot reach scriptd")),
+        "{down:?}"
+    );
+    for (i, (name, host)) in doc.contexts.iter().enumerate().filter(|(i, _)| *i != 7) {
+        assert_eq!(host.exit_code, 0, "{name}");
+        let script = &host.output.as_ref().expect("a status")["scripts"][0]["name"];
+        assert_eq!(script, &serde_json::json!(format!("job-{i:02}")), "{name}");
+    }
+
+    // The table: a group per host, the stopped one with its error.
+    let r = home.ctl(&["--all-contexts", "status"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(
+        r.stdout.lines().filter(|l| l.starts_with("[d-")).count(),
+        20
+    );
+    assert_eq!(r.stdout.matches("job-").count(), 19, "{}", r.stdout);
+    let errors: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", r.stdout);
+
+    // What changes a daemon runs on one.
+    let r = home.ctl(&["--context", "d-*", "restart", "job-00"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("name one context"), "{}", r.stderr);
 }
