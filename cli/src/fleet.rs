@@ -86,7 +86,7 @@ pub fn not_read_only(command: &Command) -> Option<&'static str> {
         _ => Some(
             "this command changes a daemon or follows one: name one context (several \
              contexts take read commands: status, history, diff, reload --dry-run, rollback \
-             --dry-run, logs)",
+             --dry-run, logs; and reload --rolling, rollback --rolling)",
         ),
     }
 }

@@ -11,6 +11,7 @@ pub mod history;
 pub mod logs;
 pub mod output;
 pub mod reader;
+pub mod rolling;
 pub mod targets;
 pub mod tls;
 pub mod wait;
@@ -115,6 +116,8 @@ pub enum Command {
         /// call (put back if the apply fails).
         #[arg(long = "file", value_name = "TARGET=CANDIDATE", value_parser = candidate::parse_file_arg)]
         files: Vec<candidate::FileArg>,
+        #[command(flatten)]
+        rolling: rolling::RollingArgs,
     },
     /// Follow reload and lifecycle events.
     Events,
@@ -181,6 +184,8 @@ pub enum Command {
         /// With --dry-run: exit 5 when the plan has changes.
         #[arg(long, requires = "dry_run")]
         exit_code: bool,
+        #[command(flatten)]
+        rolling: rolling::RollingArgs,
     },
     /// A script's output: the last lines, then with -f live lines.
     Logs(logs::LogsArgs),
@@ -244,6 +249,11 @@ async fn dispatch(cli: Cli) -> CtlResult {
     }
     let json = cli.output == OutputFormat::Json;
     let selection = fleet::Selection::new(&cli.context, cli.all_contexts);
+    if let Command::Reload { rolling, .. } | Command::Rollback { rolling, .. } = &cli.command {
+        if rolling.rolling {
+            return rolling::run(&selection, cli.command, json).await;
+        }
+    }
     if cli.socket.is_none() && selection.is_fan_out() {
         return fleet::fan_out(&selection, cli.command, json).await;
     }
@@ -421,6 +431,7 @@ async fn run_on<W: Write>(
             dry_run,
             plan,
             exit_code,
+            ..
         } => history::rollback(&mut c, &mut out, json, version, (dry_run, exit_code), plan).await,
         Command::Logs(args) => logs::run(&mut c, &mut out, json, args).await,
         Command::Completions { .. } | Command::Man { .. } | Command::Context(_) => Ok(OK),

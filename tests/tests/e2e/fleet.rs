@@ -248,3 +248,127 @@ fn fan_out_over_twenty_daemons_one_of_them_stopped() {
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("name one context"), "{}", r.stderr);
 }
+
+/// `n` daemons with the watcher off, each running `base-I`, as contexts `h-1`.. in `home`.
+fn manual_fleet(home: &ContextHome, n: usize) -> Vec<(Env, Daemon)> {
+    let fleet: Vec<(Env, Daemon)> = (1..=n)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let env = Env::manual(&format!(
+                    "scripts:\n  base-{i}:\n    command: [\"/bin/sleep\", \"1000\"]\n"
+                ));
+                let d = env.start();
+                (env, d)
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().expect("a daemon started"))
+        .collect();
+    for (i, (_, d)) in fleet.iter().enumerate() {
+        home.ctl_ok(&[
+            "context",
+            "add",
+            &format!("h-{}", i + 1),
+            "--endpoint",
+            &format!("unix://{}", d.socket.display()),
+        ]);
+    }
+    fleet
+}
+
+/// The running version and script names of `d`.
+fn running(d: &Daemon) -> (u64, Vec<String>) {
+    let s = d.status();
+    (
+        s.running_version,
+        s.scripts.into_iter().map(|s| s.name).collect(),
+    )
+}
+
+#[test]
+fn a_rolling_reload_stops_at_the_host_that_rejects_and_can_undo() {
+    let home = ContextHome::new();
+    let fleet = manual_fleet(&home, 5);
+    let versions: Vec<u64> = fleet.iter().map(|(_, d)| running(d).0).collect();
+    // Every host gets a new script on disk; the 3rd's config is invalid.
+    for (i, (env, _)) in fleet.iter().enumerate() {
+        let extra = if i == 2 { "    bogus_key: 1\n" } else { "" };
+        env.set_manual(&format!(
+            "scripts:\n  base-{n}:\n    command: [\"/bin/sleep\", \"1000\"]\n  added:\n    \
+             command: [\"/bin/sleep\", \"1000\"]\n{extra}",
+            n = i + 1
+        ));
+    }
+    let r = home.ctl(&[
+        "--context",
+        "h-*",
+        "reload",
+        "--rolling",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(r.code, 3, "a rejected host: {r:?}");
+    let doc: ctl::rolling::RollingJson =
+        serde_json::from_str(&r.stdout).expect("rolling JSON parses strictly");
+    let results: Vec<&str> = doc.hosts.iter().map(|h| h.result.as_str()).collect();
+    assert_eq!(
+        results,
+        ["applied", "applied", "rejected", "skipped", "skipped"]
+    );
+    assert!(
+        doc.hosts[2].message.contains("bogus_key"),
+        "{:?}",
+        doc.hosts[2]
+    );
+    for (i, (_, d)) in fleet.iter().enumerate() {
+        let (version, scripts) = running(d);
+        let changed = i < 2;
+        assert_eq!(
+            scripts.contains(&"added".to_owned()),
+            changed,
+            "host {}",
+            i + 1
+        );
+        assert_eq!(version != versions[i], changed, "host {}", i + 1);
+        let reached = i < 3;
+        assert_eq!(
+            doc.hosts[i].before,
+            reached.then_some(versions[i]),
+            "host {}",
+            i + 1
+        );
+    }
+
+    // Hosts 1 and 2 get another change; with --undo-on-failure they are put back.
+    for (i, (env, _)) in fleet.iter().enumerate().take(2) {
+        env.set_manual(&format!(
+            "scripts:\n  base-{n}:\n    command: [\"/bin/sleep\", \"1000\"]\n  second:\n    \
+             command: [\"/bin/sleep\", \"1000\"]\n",
+            n = i + 1
+        ));
+    }
+    let before: Vec<(u64, Vec<String>)> = fleet.iter().map(|(_, d)| running(d)).collect();
+    let r = home.ctl(&[
+        "--context",
+        "h-*",
+        "reload",
+        "--rolling",
+        "--undo-on-failure",
+    ]);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(r.stdout.contains("undone"), "{}", r.stdout);
+    for (i, (_, d)) in fleet.iter().enumerate() {
+        let (_, scripts) = running(d);
+        assert_eq!(
+            scripts,
+            before[i].1,
+            "host {} runs what it ran before",
+            i + 1
+        );
+    }
+    // The table: one row per host.
+    for name in ["h-1", "h-2", "h-3", "h-4", "h-5"] {
+        assert!(r.stdout.contains(name), "{}", r.stdout);
+    }
+}
