@@ -1,6 +1,6 @@
 //! Rolling changes: `ctl --context 'web-*' reload --rolling [--parallel N] [--file T=C]
 //! [--undo-on-failure]` (and `rollback --rolling`) applies host by host, N at a time, in the
-//! contexts file's order; each host's change must be done ([`settled`]) before the next
+//! contexts file's order; each host's change must be done (`settled`) before the next
 //! batch starts. The first host that fails (rejected, failed, unreachable) stops the roll:
 //! later hosts are not touched, and with `--undo-on-failure` the hosts already changed are
 //! rolled back to the version they ran before.

@@ -157,7 +157,7 @@ impl Service {
     /// Records a Control call and its outcome in the history's audit trail.
     async fn audit(
         &self,
-        uid: Option<u32>,
+        (uid, cert): (Option<u32>, Option<String>),
         req: &proto::ControlRequest,
         action: Option<ControlAction>,
         outcome: &Result<proto::ControlResponse, Status>,
@@ -177,6 +177,7 @@ impl Service {
         self.history
             .record_action(crate::history::Action {
                 uid,
+                cert,
                 action,
                 script: req.script.clone(),
                 result,
@@ -191,6 +192,7 @@ impl Service {
     async fn submit<T>(&self, request: &Req<T>, mut req: Request) -> Result<Report, Status> {
         let (tx, rx) = oneshot::channel();
         req.uid = crate::socket::peer_of(request).and_then(|p| p.local_uid());
+        req.cert = crate::socket::peer_of(request).and_then(|p| p.cert.clone());
         req.reply = Some(tx);
         self.reloads
             .send(req)
@@ -311,7 +313,10 @@ impl Scriptd for Service {
         &self,
         request: Req<proto::ControlRequest>,
     ) -> Result<Response<proto::ControlResponse>, Status> {
-        let uid = peer_uid(&request);
+        let caller = (
+            peer_uid(&request),
+            crate::socket::peer_of(&request).and_then(|p| p.cert.clone()),
+        );
         let req = request.into_inner();
         let action = ControlAction::try_from(req.action)
             .ok()
@@ -323,7 +328,7 @@ impl Scriptd for Service {
             )),
         };
         // Every call is in the audit trail, whatever its outcome.
-        if let Err(e) = self.audit(uid, &req, action, &outcome).await {
+        if let Err(e) = self.audit(caller, &req, action, &outcome).await {
             let e = e.message();
             tracing::error!("cannot record a control action in the history: {e}");
             if let Ok(r) = &mut outcome {

@@ -53,8 +53,26 @@ fn a_context_per_daemon_over_tls_and_the_selection_rules() {
         "alpha",
         "--socket wins"
     );
-    // An operate certificate may reload over TCP.
+    // An operate certificate may reload and restart over TCP; the history names it.
     home.ctl_ok(&["--context", "a", "reload"]);
+    home.ctl_ok(&["--context", "a", "restart", "alpha"]);
+    let actions: ctl::history::ActionsJson = serde_json::from_str(&home.ctl_ok(&[
+        "--context",
+        "a",
+        "history",
+        "--actions",
+        "--output",
+        "json",
+    ]))
+    .expect("actions JSON parses strictly");
+    let last = &actions.actions[0];
+    assert_eq!(
+        (last.cert.as_deref(), last.uid),
+        (Some("ops"), None),
+        "{last:?}"
+    );
+    let table = home.ctl_ok(&["--context", "a", "history", "--actions"]);
+    assert!(table.contains("cert ops"), "{table}");
     // Both at once: one document keyed by context.
     let both: FleetJson =
         serde_json::from_str(&home.ctl_ok(&["--context", "a,b", "status", "--output", "json"]))
