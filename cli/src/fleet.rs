@@ -2,7 +2,8 @@
 //! 'web-*'`, `--all-contexts`), in parallel, each host under [`HOST_TIMEOUT`]. The table
 //! output groups by host (a `[NAME]` line, then what the command prints there); JSON is one
 //! document keyed by context. A host that cannot be reached is a group with its error; the
-//! exit code is the worst of the hosts'.
+//! exit code is the worst of the hosts'. `logs -f` on several hosts interleaves their lines
+//! as they come, each after its host's name (JSON: `{"context": NAME, "line": {...}}`).
 
 use crate::context::{self, Context, Contexts};
 use crate::error::{CtlError, CtlResult, FAILURE, NOT_FOUND, USAGE};
@@ -81,8 +82,7 @@ pub fn not_read_only(command: &Command) -> Option<&'static str> {
     match command {
         Command::Status { .. } | Command::History { .. } | Command::Diff { .. } => None,
         Command::Reload { dry_run: true, .. } | Command::Rollback { dry_run: true, .. } => None,
-        Command::Logs(args) if !args.follow => None,
-        Command::Logs(_) => Some("`logs -f` follows one daemon: name one context"),
+        Command::Logs(_) => None,
         _ => Some(
             "this command changes a daemon or follows one: name one context (several \
              contexts take read commands: status, history, diff, reload --dry-run, rollback \
@@ -111,6 +111,11 @@ pub async fn fan_out(selection: &Selection, command: Command, json: bool) -> Ctl
         )
     })?;
     let contexts = selection.pick(&Contexts::load(&path)?)?;
+    if let Command::Logs(args) = &command {
+        if args.follow {
+            return follow(contexts, command, json).await;
+        }
+    }
     let mut tasks = tokio::task::JoinSet::new();
     for (i, c) in contexts.into_iter().enumerate() {
         let command = command.clone();
@@ -172,6 +177,93 @@ async fn one(c: Context, command: Command, json: bool) -> Answer {
             output,
             error: Some(e.message),
         },
+    }
+}
+
+/// `logs -f` on every context of `contexts` at once, each line after its host's name; the
+/// worst exit code once every follow has ended.
+async fn follow(contexts: Vec<Context>, command: Command, json: bool) -> CtlResult {
+    let width = contexts.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in contexts {
+        let command = command.clone();
+        tasks.spawn(async move {
+            let mut out = HostLines {
+                host: c.name.clone(),
+                width,
+                json,
+                pending: Vec::new(),
+            };
+            let result = async {
+                let target = crate::client::target_of(c)?;
+                let client =
+                    tokio::time::timeout(HOST_TIMEOUT, crate::client::connect_target(&target))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(CtlError::new(
+                                FAILURE,
+                                format!("no answer within {}s", HOST_TIMEOUT.as_secs()),
+                            ))
+                        })?;
+                crate::run_on(client, &mut out, json, command).await
+            }
+            .await;
+            match result {
+                Ok(code) => Ok(code),
+                Err(e) if e.is_broken_pipe() => Err(e),
+                Err(e) => {
+                    eprintln!("ctl: {}: {e}", out.host);
+                    Ok(e.code)
+                }
+            }
+        });
+    }
+    let mut worst = 0;
+    while let Some(done) = tasks.join_next().await {
+        let code = done.map_err(|e| CtlError::new(FAILURE, format!("a host's task: {e}")))??;
+        worst = worst.max(code);
+    }
+    Ok(worst)
+}
+
+/// What one host's `logs -f` prints, written to stdout a whole line at a time after the
+/// host's name (JSON: each line's object under `"line"`, with `"context"`).
+struct HostLines {
+    host: String,
+    width: usize,
+    json: bool,
+    pending: Vec<u8>,
+}
+
+impl Write for HostLines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.pending.extend_from_slice(buf);
+        while let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            self.emit(&line[..end])?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stdout().lock().flush()
+    }
+}
+
+impl HostLines {
+    fn emit(&self, line: &[u8]) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        match serde_json::from_slice::<serde_json::Value>(line) {
+            Ok(value) if self.json => {
+                let doc = serde_json::json!({ "context": self.host, "line": value });
+                serde_json::to_writer(&mut out, &doc).map_err(std::io::Error::other)?;
+            }
+            _ => {
+                write!(out, "{:<w$}  ", self.host, w = self.width)?;
+                out.write_all(line)?;
+            }
+        }
+        out.write_all(b"\n")
     }
 }
 

@@ -229,7 +229,7 @@ async fn apply(c: Context, change: Change) -> Row {
 /// (or nothing to change); where `reload --wait` exists, its readiness wait belongs here:
 /// this is the one place that decides.
 fn settled(r: &proto::ReloadResponse) -> (Outcome, String) {
-    let first_error = r.errors.first().map(|e| e.message.clone());
+    let first_error = r.errors.first().map(crate::output::human::error_text);
     match ReloadResult::try_from(r.result).unwrap_or(ReloadResult::Unspecified) {
         ReloadResult::Applied => (Outcome::Applied, String::new()),
         ReloadResult::Unchanged => (Outcome::Unchanged, String::new()),

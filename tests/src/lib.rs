@@ -1028,18 +1028,21 @@ impl ContextHome {
         Self { dir }
     }
 
-    /// `ctl ARGS` with this home's contexts.
-    pub fn ctl(&self, args: &[&str]) -> Run {
-        Command::new(ctl_bin())
-            .args(args)
+    /// The command `ctl ARGS` with this home's contexts, not started (for a follower).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(ctl_bin());
+        cmd.args(args)
             .current_dir(self.dir.path())
             .env("XDG_CONFIG_HOME", self.dir.path())
             .env_remove("SCRIPTD_SOCKET")
             .env_remove("SCRIPTD_CONFIG")
-            .env_remove("SCRIPTD_CONTEXT")
-            .output()
-            .expect("run ctl")
-            .into()
+            .env_remove("SCRIPTD_CONTEXT");
+        cmd
+    }
+
+    /// `ctl ARGS` with this home's contexts.
+    pub fn ctl(&self, args: &[&str]) -> Run {
+        self.command(args).output().expect("run ctl").into()
     }
 
     /// `ctl ARGS`, which must succeed; its stdout.

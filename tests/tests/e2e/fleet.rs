@@ -390,3 +390,44 @@ fn a_rolling_reload_stops_at_the_host_that_rejects_and_can_undo() {
         assert!(r.stdout.contains(name), "{}", r.stdout);
     }
 }
+
+#[test]
+fn logs_follow_over_several_hosts_names_each_line_s_host() {
+    let home = ContextHome::new();
+    let marker = unique_marker("fleet-logs");
+    let fleet: Vec<(Env, Daemon)> = ["east", "west"]
+        .into_iter()
+        .map(|host| {
+            let env = Env::with_scripts(&[(
+                "ticker",
+                &format!("while true; do echo {marker}-{host}; sleep 0.1; done"),
+                "",
+            )]);
+            let d = env.start();
+            home.ctl_ok(&[
+                "context",
+                "add",
+                host,
+                "--endpoint",
+                &format!("unix://{}", d.socket.display()),
+            ]);
+            (env, d)
+        })
+        .collect();
+    let follower = Follower::spawn(&mut home.command(&[
+        "--all-contexts",
+        "logs",
+        "-f",
+        "-n",
+        "0",
+        "--raw",
+        "ticker",
+    ]));
+    for host in ["east", "west"] {
+        let lines = follower.until(&format!("{marker}-{host}"), host);
+        let line = lines.last().expect("a line");
+        assert_eq!(line, &format!("{host}  {marker}-{host}"), "the host column");
+    }
+    drop(follower);
+    drop(fleet);
+}
