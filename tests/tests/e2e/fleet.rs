@@ -389,6 +389,27 @@ fn a_rolling_reload_stops_at_the_host_that_rejects_and_can_undo() {
     for name in ["h-1", "h-2", "h-3", "h-4", "h-5"] {
         assert!(r.stdout.contains(name), "{}", r.stdout);
     }
+
+    // `rollback --rolling`: hosts 1 and 2 each go back to their version before.
+    let r = home.ctl(&[
+        "--context",
+        "h-1,h-2",
+        "rollback",
+        "--rolling",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let doc: ctl::rolling::RollingJson =
+        serde_json::from_str(&r.stdout).expect("rolling JSON parses strictly");
+    let results: Vec<&str> = doc.hosts.iter().map(|h| h.result.as_str()).collect();
+    assert_eq!(results, ["applied", "applied"]);
+    for (_, d) in fleet.iter().take(2) {
+        assert!(
+            running(d).1.contains(&"second".to_owned()),
+            "the undone change is back"
+        );
+    }
 }
 
 #[test]
