@@ -260,7 +260,10 @@ async fn saves(
 ) -> anyhow::Result<SaveFigures> {
     let config = d.dir.path().join("scriptd.yaml");
     let pid = d.child.id();
-    let mut events = c.events(proto::EventsRequest::default()).await?.into_inner();
+    let mut events = c
+        .events(proto::EventsRequest::default())
+        .await?
+        .into_inner();
     let mut started = Vec::new();
     let cpu0 = cpu_ms(pid)?;
     for g in 1..=total {

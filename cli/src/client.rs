@@ -106,3 +106,167 @@ pub async fn connect(socket: &Path) -> CtlResult<Client> {
         })?;
     Ok(ScriptdClient::new(channel))
 }
+
+/// The daemon a command talks to: a Unix socket, or a context's TLS endpoint.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A Unix socket.
+    Socket(PathBuf),
+    /// A daemon's TCP listener (`daemon.listen`), with the context's files.
+    Remote(crate::context::Context),
+}
+
+/// [`Target`] by the selection rules: `--socket`/`SCRIPTD_SOCKET` wins; else `context`
+/// (`--context`/`SCRIPTD_CONTEXT`), else the current context
+/// ([`crate::context::selected`]); else [`resolve_socket`].
+pub fn resolve(
+    socket: Option<&Path>,
+    context: Option<&str>,
+    config: Option<&Path>,
+) -> CtlResult<Target> {
+    if let Some(s) = socket {
+        return Ok(Target::Socket(s.to_path_buf()));
+    }
+    match crate::context::selected(context)? {
+        Some(c) => target_of(c),
+        None => resolve_socket(None, config).map(Target::Socket),
+    }
+}
+
+/// Where context `c`'s daemon is.
+pub fn target_of(c: crate::context::Context) -> CtlResult<Target> {
+    use crate::context::Endpoint;
+    match Endpoint::parse(&c.endpoint) {
+        Ok(Endpoint::Unix(path)) => Ok(Target::Socket(path)),
+        Ok(Endpoint::Https(_)) => Ok(Target::Remote(c)),
+        Err(e) => Err(CtlError::new(
+            USAGE,
+            format!("context {}: {e}; fix it with `ctl context add`", c.name),
+        )),
+    }
+}
+
+/// Connects to `target`.
+pub async fn connect_target(target: &Target) -> CtlResult<Client> {
+    match target {
+        Target::Socket(path) => connect(path).await,
+        Target::Remote(c) => connect_remote(c).await,
+    }
+}
+
+/// Connects to the https endpoint of context `c` with its CA and client certificate.
+async fn connect_remote(c: &crate::context::Context) -> CtlResult<Client> {
+    let failed = |e: &(dyn std::error::Error + 'static)| {
+        CtlError::new(
+            FAILURE,
+            format!(
+                "cannot reach scriptd at {} (context {}): {}",
+                c.endpoint,
+                c.name,
+                explain(e)
+            ),
+        )
+    };
+    let channel = crate::tls::channel(c).await?.map_err(|e| failed(&e))?;
+    Ok(ScriptdClient::new(channel))
+}
+
+/// What a transport failure comes down to: the TLS refusal, said with what to do, when
+/// there is one in its chain of causes (tonic reports a refused handshake as "transport
+/// error" or "operation was canceled"), else the innermost cause.
+pub fn explain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut source = Some(e);
+    let mut last = e.to_string();
+    while let Some(s) = source {
+        let tls = s.downcast_ref::<tokio_rustls::rustls::Error>().or_else(|| {
+            s.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<tokio_rustls::rustls::Error>())
+        });
+        if let Some(tls) = tls {
+            return tls_hint(tls);
+        }
+        last = s.to_string();
+        source = s.source();
+    }
+    // h2 keeps only the text of an I/O error: a TLS alert that ended the connection
+    // reaches here as "received fatal alert: NAME".
+    match alert_in(&last) {
+        Some(alert) => tls_hint(&tokio_rustls::rustls::Error::AlertReceived(alert)),
+        None => last,
+    }
+}
+
+/// The TLS alert named in `text` (rustls's "received fatal alert: CertificateRequired").
+fn alert_in(text: &str) -> Option<tokio_rustls::rustls::AlertDescription> {
+    let (_, rest) = text.split_once("received fatal alert: ")?;
+    let name: String = rest
+        .chars()
+        .take_while(char::is_ascii_alphanumeric)
+        .collect();
+    (0..=u8::MAX)
+        .map(tokio_rustls::rustls::AlertDescription::from)
+        .find(|alert| format!("{alert:?}") == name)
+}
+
+/// A TLS failure, and what to do about it.
+fn tls_hint(e: &tokio_rustls::rustls::Error) -> String {
+    use tokio_rustls::rustls::AlertDescription as Alert;
+    match e {
+        tokio_rustls::rustls::Error::AlertReceived(
+            Alert::CertificateRequired | Alert::HandshakeFailure,
+        ) => {
+            format!(
+                "the daemon requires a client certificate and got none ({e}); give the \
+                 context one: `ctl context add NAME --endpoint URL --ca FILE --cert FILE --key \
+                 FILE`"
+            )
+        }
+        tokio_rustls::rustls::Error::AlertReceived(
+            Alert::UnknownCA | Alert::BadCertificate | Alert::DecryptError | Alert::AccessDenied,
+        ) => format!(
+            "the daemon refused this client certificate ({e}): it is not signed by the CA of \
+             the daemon's daemon.listen.tls.client_ca"
+        ),
+        tokio_rustls::rustls::Error::AlertReceived(Alert::CertificateExpired) => {
+            format!("the daemon refused this client certificate: it has expired ({e})")
+        }
+        tokio_rustls::rustls::Error::InvalidCertificate(_) => format!(
+            "the daemon's certificate is not accepted ({e}): is the context's --ca the CA that \
+             signed it, and does it name the endpoint's host?"
+        ),
+        tokio_rustls::rustls::Error::InvalidMessage(_)
+        | tokio_rustls::rustls::Error::InappropriateMessage { .. } => {
+            format!(
+                "the endpoint does not speak TLS ({e}): is it the daemon's daemon.listen.tcp \
+                 port?"
+            )
+        }
+        other => format!("TLS failed: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alerts_are_found_in_text() {
+        use tokio_rustls::rustls::AlertDescription as Alert;
+        for (text, want) in [
+            (
+                "transport error: received fatal alert: CertificateRequired",
+                Some(Alert::CertificateRequired),
+            ),
+            ("received fatal alert: UnknownCA", Some(Alert::UnknownCA)),
+            ("received fatal alert: Nonsense", None),
+            ("connection refused", None),
+        ] {
+            assert_eq!(alert_in(text), want, "{text}");
+        }
+        let hint = explain(&std::io::Error::other(
+            "received fatal alert: CertificateRequired",
+        ));
+        assert!(hint.contains("requires a client certificate"), "{hint}");
+    }
+}

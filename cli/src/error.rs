@@ -59,9 +59,15 @@ impl CtlError {
             _ => FAILURE,
         };
         let msg = status.message();
-        let message = match status.code() {
-            Code::Unavailable if msg.is_empty() => "the daemon is not available".to_owned(),
-            Code::PermissionDenied => format!("permission denied: {msg}"),
+        // A transport failure (a refused TLS handshake shows here on the first call):
+        // its cause, not tonic's "transport error" or "operation was canceled".
+        let cause = std::error::Error::source(&status).map(crate::client::explain);
+        let message = match (status.code(), cause) {
+            (Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Internal, Some(cause)) => {
+                format!("{msg}: {cause}")
+            }
+            (Code::Unavailable, None) if msg.is_empty() => "the daemon is not available".to_owned(),
+            (Code::PermissionDenied, _) => format!("permission denied: {msg}"),
             _ => msg.to_owned(),
         };
         Self::new(code, message)

@@ -42,6 +42,9 @@ pub struct HistoryEntryJson {
     pub uid: Option<u32>,
     /// The user name of `uid` on the daemon's host; null when it has none.
     pub user: Option<String>,
+    /// The client certificate name of a remote caller (over TCP), who has no uid; null
+    /// otherwise.
+    pub cert: Option<String>,
     /// applied, rejected, failed-rolled-back; unchanged: a rollback to the running files (or a
     /// candidate that is the running version) that rewrote the files on disk.
     pub result: String,
@@ -77,6 +80,9 @@ pub struct ActionJson {
     pub uid: Option<u32>,
     /// The user name of `uid` on the daemon's host; null when it has none.
     pub user: Option<String>,
+    /// The client certificate name of a remote caller (over TCP), who has no uid; null
+    /// otherwise.
+    pub cert: Option<String>,
     /// start, stop, restart, run.
     pub action: String,
     /// The script named.
@@ -138,6 +144,7 @@ fn entry_json(e: &proto::HistoryEntry, running: u64) -> HistoryEntryJson {
         rollback_to: (e.rollback_from > 0).then_some(e.rollback_from),
         uid: e.uid,
         user: user_name(e.uid, &e.user),
+        cert: opt(&e.cert),
         result: e.result.clone(),
         summary: e.summary.clone(),
         message: opt(&e.message),
@@ -154,9 +161,11 @@ fn user_name(uid: Option<u32>, user: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Who asked: the user name the daemon found for the uid, else the uid.
-fn who(uid: Option<u32>, user: &str) -> String {
+/// Who asked: the user name the daemon found for the uid, else the uid; a remote caller's
+/// certificate name.
+fn who(uid: Option<u32>, user: &str, cert: &str) -> String {
     match uid {
+        None if !cert.is_empty() => format!("cert {cert}"),
         None => "-".into(),
         Some(_) if !user.is_empty() => user.to_owned(),
         Some(uid) => format!("uid {uid}"),
@@ -217,7 +226,7 @@ pub async fn list(c: &mut Client, out: &mut impl Write, json: bool, limit: u32) 
             version,
             output::shown_time(e.time_ms, Precision::Seconds),
             source_text(e),
-            who(e.uid, &e.user),
+            who(e.uid, &e.user, &e.cert),
             e.result.clone(),
             summary,
         ]);
@@ -255,6 +264,7 @@ pub async fn actions(c: &mut Client, out: &mut impl Write, json: bool, limit: u3
                     time: output::time(a.time_ms),
                     uid: a.uid,
                     user: user_name(a.uid, &a.user),
+                    cert: (!a.cert.is_empty()).then(|| a.cert.clone()),
                     action: a.action.clone(),
                     script: a.script.clone(),
                     result: a.result.clone(),
@@ -271,7 +281,7 @@ pub async fn actions(c: &mut Client, out: &mut impl Write, json: bool, limit: u3
     for a in &r.actions {
         rows.push(vec![
             output::shown_time(a.time_ms, Precision::Seconds),
-            who(a.uid, &a.user),
+            who(a.uid, &a.user, &a.cert),
             a.action.clone(),
             a.script.clone(),
             a.result.clone(),
@@ -340,7 +350,7 @@ pub async fn show(c: &mut Client, out: &mut impl Write, json: bool, version: u64
         },
         output::shown_time(entry.time_ms, Precision::Millis),
         source_text(&entry),
-        who(entry.uid, &entry.user),
+        who(entry.uid, &entry.user, &entry.cert),
         entry.hash
     )?;
     if !entry.message.is_empty() {

@@ -4,8 +4,10 @@
 pub mod candidate;
 pub mod client;
 pub mod completion;
+pub mod context;
 pub mod error;
 pub mod events;
+pub mod fleet;
 pub mod health;
 pub mod history;
 pub mod logs;
@@ -13,7 +15,9 @@ pub mod logs_many;
 pub mod output;
 pub mod reader;
 pub mod resources;
+pub mod rolling;
 pub mod targets;
+pub mod tls;
 pub mod top;
 pub mod wait;
 
@@ -61,6 +65,14 @@ pub struct Cli {
     /// /etc/scriptd/scriptd.yaml].
     #[arg(long, global = true, env = "SCRIPTD_CONFIG", help_heading = GLOBAL)]
     pub config: Option<PathBuf>,
+    /// Context to talk to (`ctl context list`) [default: the current context, else the
+    /// socket rules]; --socket wins over it. Several (repeated, or NAME,NAME) or globs
+    /// (`'web-*'`): read commands run on each, in parallel.
+    #[arg(long, global = true, env = "SCRIPTD_CONTEXT", value_name = "NAME", value_delimiter = ',', help_heading = GLOBAL)]
+    pub context: Vec<String>,
+    /// Read commands on every context, in parallel.
+    #[arg(long, global = true, conflicts_with = "context", help_heading = GLOBAL)]
+    pub all_contexts: bool,
     /// Output format.
     #[arg(long, short, global = true, value_enum, default_value_t = OutputFormat::Table, help_heading = GLOBAL)]
     pub output: OutputFormat,
@@ -79,7 +91,7 @@ pub struct Cli {
 }
 
 /// Subcommands.
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Daemon, running version, disk vs runtime, and a row per script.
     Status {
@@ -112,6 +124,8 @@ pub enum Command {
         /// call (put back if the apply fails).
         #[arg(long = "file", value_name = "TARGET=CANDIDATE", value_parser = candidate::parse_file_arg)]
         files: Vec<candidate::FileArg>,
+        #[command(flatten)]
+        rolling: rolling::RollingArgs,
     },
     /// Follow reload and lifecycle events; --script and --kind filter them, --after-id
     /// resumes after an event id.
@@ -179,10 +193,15 @@ pub enum Command {
         /// With --dry-run: exit 5 when the plan has changes.
         #[arg(long, requires = "dry_run")]
         exit_code: bool,
+        #[command(flatten)]
+        rolling: rolling::RollingArgs,
     },
     /// A script's output: the last lines, then with -f live lines; several names or globs
     /// interleave the scripts' lines in order of time, with a name column.
     Logs(logs::LogsArgs),
+    /// Named daemons (contexts), kept in $XDG_CONFIG_HOME/scriptd/contexts.yaml.
+    #[command(subcommand)]
+    Context(context::ContextCommand),
     /// Print the shell completion script (it calls ctl back for script names and versions).
     Completions {
         /// Shell.
@@ -198,7 +217,7 @@ pub enum Command {
 }
 
 /// `ctl history` subcommands.
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum HistoryCommand {
     /// The files of one version.
     Show {
@@ -222,6 +241,10 @@ pub fn run(cli: Cli) -> CtlResult {
         return Ok(OK);
     }
     output::set_display(output::Display::from_flags(cli.wide, cli.local)?);
+    if let Command::Context(cmd) = cli.command {
+        let json = cli.output == OutputFormat::Json;
+        return context::run(cmd, json, &mut std::io::stdout().lock());
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -234,11 +257,33 @@ async fn dispatch(cli: Cli) -> CtlResult {
     if let Command::Reload { plan, .. } | Command::Rollback { plan, .. } = &cli.command {
         candidate::check_plan(plan.as_deref())?;
     }
-    let socket = client::resolve_socket(cli.socket.as_deref(), cli.config.as_deref())?;
-    let mut c = client::connect(&socket).await?;
     let json = cli.output == OutputFormat::Json;
-    let mut out = std::io::stdout().lock();
-    match cli.command {
+    let selection = fleet::Selection::new(&cli.context, cli.all_contexts);
+    if let Command::Reload { rolling, .. } | Command::Rollback { rolling, .. } = &cli.command {
+        if rolling.rolling {
+            return rolling::run(&selection, cli.command, json).await;
+        }
+    }
+    if cli.socket.is_none() && selection.is_fan_out() {
+        return fleet::fan_out(&selection, cli.command, json).await;
+    }
+    let target = client::resolve(
+        cli.socket.as_deref(),
+        cli.context.first().map(String::as_str),
+        cli.config.as_deref(),
+    )?;
+    let c = client::connect_target(&target).await?;
+    run_on(c, std::io::stdout().lock(), json, cli.command).await
+}
+
+/// Runs `command` on the daemon behind `c`, printing to `out`.
+async fn run_on<W: Write>(
+    mut c: client::Client,
+    mut out: W,
+    json: bool,
+    command: Command,
+) -> CtlResult {
+    match command {
         Command::Status {
             scripts,
             check: true,
@@ -254,7 +299,8 @@ async fn dispatch(cli: Cli) -> CtlResult {
                     )),
                 };
             // JSON always carries the resources; the table shows them with --wide.
-            let resources = json || cli.wide;
+            let wide = output::display().width.is_none();
+            let resources = json || wide;
             let r = c
                 .status(proto::StatusRequest { script, resources })
                 .await
@@ -266,7 +312,7 @@ async fn dispatch(cli: Cli) -> CtlResult {
                 write!(
                     out,
                     "{}",
-                    output::status_table(&r, output::colour_enabled(), cli.wide)
+                    output::status_table(&r, output::colour_enabled(), wide)
                 )?;
             }
             Ok(OK)
@@ -381,9 +427,10 @@ async fn dispatch(cli: Cli) -> CtlResult {
             dry_run,
             plan,
             exit_code,
+            ..
         } => history::rollback(&mut c, &mut out, json, version, (dry_run, exit_code), plan).await,
         Command::Logs(args) => logs::run(&mut c, &mut out, json, args).await,
-        Command::Completions { .. } | Command::Man { .. } => Ok(OK),
+        Command::Completions { .. } | Command::Man { .. } | Command::Context(_) => Ok(OK),
     }
 }
 

@@ -31,7 +31,7 @@ pub enum SortBy {
 }
 
 /// `ctl top` flags.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct TopArgs {
     /// Order of the rows (keys c, m, n switch it while it runs).
     #[arg(long, value_enum, default_value_t = SortBy::Cpu)]

@@ -24,6 +24,7 @@ pub mod runs;
 pub mod server;
 pub mod shim;
 pub mod socket;
+pub mod tcp;
 pub mod throttle;
 pub mod watcher;
 
@@ -164,7 +165,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let served = runtime.block_on(serve(source, cfg, limits, nofile.scripts));
+    // Read at start, before the runtime: a bad certificate or key stops the daemon here.
+    let tls = match &cfg.daemon.listen {
+        Some(listen) => Some(tcp::server_config(&listen.tls)?),
+        None => None,
+    };
+    let served = runtime.block_on(serve(source, cfg, limits, tls, nofile.scripts));
     // Whatever is still blocked on a client that went quiet is not waited for.
     runtime.shutdown_timeout(SERVER_LINGER);
     served?;
@@ -175,6 +181,7 @@ async fn serve(
     source: config::ConfigSource,
     cfg: config::Config,
     limits: socket::Limits,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     script_nofile: Option<u64>,
 ) -> anyhow::Result<()> {
     let daemon = cfg.daemon.clone();
@@ -197,6 +204,10 @@ async fn serve(
             )
         })?),
         None => None,
+    };
+    let tcp = match (&daemon.listen, tls) {
+        (Some(listen), Some(tls)) => Some((tcp::bind(listen.tcp).await?, tls)),
+        _ => None,
     };
     let _state = lock::acquire(&daemon.state_dir.join("scriptd.lock"), |pid| {
         format!(
@@ -296,7 +307,7 @@ async fn serve(
         };
         tokio::spawn(metrics::serve(listener, sources, server_stop.clone()));
     }
-    let service = server::Service::new(
+    let service = Arc::new(server::Service::new(
         server::DaemonInfo {
             config_path: main.clone(),
             socket_path: daemon.socket.clone(),
@@ -308,16 +319,29 @@ async fn serve(
         events,
         history,
         shared.metrics.clone(),
-    );
+    ));
     // Serves until every script has stopped: `ctl status` still answers during a shutdown.
-    let mut server = tokio::spawn(socket::serve(
+    let unix = socket::serve(
         listener,
-        service,
+        service.clone(),
         daemon.access.clone(),
         limits,
         clients,
         server_stop.clone(),
-    ));
+    );
+    let mut server = match tcp {
+        Some((tcp_listener, tls)) => {
+            let remote = tcp::serve(
+                tcp_listener,
+                tls,
+                service,
+                daemon.access.clone(),
+                server_stop.clone(),
+            );
+            tokio::spawn(async move { tokio::try_join!(unix, remote).map(|_| ()) })
+        }
+        None => tokio::spawn(unix),
+    };
 
     // The signal loop never waits for the reload queue (a SIGTERM is never held up behind
     // it): it only wakes this task. One signal reload at a time; SIGHUPs meanwhile leave one

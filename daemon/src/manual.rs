@@ -45,7 +45,13 @@ pub const CONFIG_KEYS: &[Row] = &[
     (
         "daemon.access",
         "Who besides root and the daemon's user may use `ctl`: `{ user: NAME|UID, role: \
-         read|operate }`, `{ group: NAME|GID, role: ... }`.",
+         read|operate }`, `{ group: NAME|GID, role: ... }`, and over TCP `{ cert: NAME, role: \
+         ... }` (a client certificate's CN or DNS/URI SAN).",
+    ),
+    (
+        "daemon.listen",
+        "A TCP listener beside the socket, TLS mandatory and client certificates required: \
+         `{ tcp: ADDR:PORT, tls: { cert: PEM, key: PEM, client_ca: PEM } }` (default: none).",
     ),
     (
         "daemon.metrics",

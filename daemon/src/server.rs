@@ -162,7 +162,7 @@ impl Service {
     /// in the metrics).
     async fn audit(
         &self,
-        uid: Option<u32>,
+        (uid, cert): (Option<u32>, Option<String>),
         req: &proto::ControlRequest,
         action: Option<ControlAction>,
         outcome: &Result<proto::ControlResponse, Status>,
@@ -183,6 +183,7 @@ impl Service {
         self.history
             .record_action(crate::history::Action {
                 uid,
+                cert,
                 action,
                 script: req.script.clone(),
                 result,
@@ -196,7 +197,8 @@ impl Service {
     /// for something that does not exist is NOT_FOUND.
     async fn submit<T>(&self, request: &Req<T>, mut req: Request) -> Result<Report, Status> {
         let (tx, rx) = oneshot::channel();
-        req.uid = crate::socket::peer_of(request).map(|p| p.uid);
+        req.uid = crate::socket::peer_of(request).and_then(|p| p.local_uid());
+        req.cert = crate::socket::peer_of(request).and_then(|p| p.cert.clone());
         req.reply = Some(tx);
         self.reloads
             .send(req)
@@ -274,9 +276,10 @@ impl UserNames {
     }
 }
 
-/// Uid of the peer that sent `request` (SO_PEERCRED, recorded at connect).
+/// Uid of the peer that sent `request` (SO_PEERCRED, recorded at connect); `None` for a
+/// remote caller.
 fn peer_uid<T>(request: &Req<T>) -> Option<u32> {
-    crate::socket::peer_of(request).map(|p| p.uid)
+    crate::socket::peer_of(request).and_then(|p| p.local_uid())
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -331,7 +334,10 @@ impl Scriptd for Service {
         &self,
         request: Req<proto::ControlRequest>,
     ) -> Result<Response<proto::ControlResponse>, Status> {
-        let uid = peer_uid(&request);
+        let caller = (
+            peer_uid(&request),
+            crate::socket::peer_of(&request).and_then(|p| p.cert.clone()),
+        );
         let req = request.into_inner();
         let action = ControlAction::try_from(req.action)
             .ok()
@@ -343,7 +349,7 @@ impl Scriptd for Service {
             )),
         };
         // Every call is in the audit trail, whatever its outcome.
-        if let Err(e) = self.audit(uid, &req, action, &outcome).await {
+        if let Err(e) = self.audit(caller, &req, action, &outcome).await {
             let e = e.message();
             tracing::error!("cannot record a control action in the history: {e}");
             if let Ok(r) = &mut outcome {

@@ -1202,3 +1202,175 @@ impl Drop for Prometheus {
         let _ = self.child.wait();
     }
 }
+
+/// A test PKI in a directory: a CA (`NAME-ca.pem`), a server certificate for `localhost`
+/// and `127.0.0.1`, and client certificates by name, generated with `rcgen`. Keys are
+/// written mode 0600 (the daemon refuses a key others can read).
+pub struct Pki {
+    dir: PathBuf,
+    name: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    /// The CA certificate (PEM).
+    pub ca: PathBuf,
+}
+
+impl Pki {
+    /// A new CA called `name`, its files in `dir`.
+    pub fn new(dir: &Path, name: &str) -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("{name} test CA"));
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let cert = params.self_signed(&key).expect("CA certificate");
+        fs::create_dir_all(dir).expect("pki dir");
+        let ca = dir.join(format!("{name}-ca.pem"));
+        fs::write(&ca, cert.pem()).expect("write the CA");
+        Self {
+            dir: dir.to_path_buf(),
+            name: name.to_owned(),
+            issuer: rcgen::Issuer::new(params, key),
+            ca,
+        }
+    }
+
+    /// A certificate with common name `cn` and subject alternative names `sans` (IP
+    /// addresses or DNS names), signed by this CA: its certificate and key files.
+    pub fn issue(
+        &self,
+        cn: &str,
+        sans: &[&str],
+        usage: rcgen::ExtendedKeyUsagePurpose,
+    ) -> (PathBuf, PathBuf) {
+        let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(sans).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params.extended_key_usages = vec![usage];
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.issuer).expect("sign");
+        let base = format!("{}-{cn}", self.name);
+        let (cert_path, key_path) = (
+            self.dir.join(format!("{base}.pem")),
+            self.dir.join(format!("{base}.key")),
+        );
+        fs::write(&cert_path, cert.pem()).expect("write certificate");
+        fs::write(&key_path, key.serialize_pem()).expect("write key");
+        fs::set_permissions(&key_path, fs::Permissions::from_mode(0o600)).expect("chmod key");
+        (cert_path, key_path)
+    }
+
+    /// The daemon's certificate and key (`localhost`, `127.0.0.1`).
+    pub fn server(&self) -> (PathBuf, PathBuf) {
+        self.issue(
+            "scriptd",
+            &["localhost", "127.0.0.1"],
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        )
+    }
+
+    /// A client certificate with common name `cn`.
+    pub fn client(&self, cn: &str) -> (PathBuf, PathBuf) {
+        self.issue(cn, &[], rcgen::ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    /// `daemon.listen` lines (under `daemon:`) for a TCP listener on 127.0.0.1:`port` with
+    /// a fresh server certificate, client certificates signed by this CA.
+    pub fn listen_section(&self, port: u16) -> String {
+        let (cert, key) = self.server();
+        format!(
+            "  listen:\n    tcp: 127.0.0.1:{port}\n    tls:\n      cert: {}\n      key: {}\n      \
+             client_ca: {}\n",
+            cert.display(),
+            key.display(),
+            self.ca.display()
+        )
+    }
+}
+
+/// A loopback TCP port nobody listens on right now (the kernel's pick).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// A `ctl` user's home for contexts: `ctl` runs with `XDG_CONFIG_HOME` in a temp dir, in a
+/// directory without a `scriptd.yaml`, with no `SCRIPTD_*` variables.
+pub struct ContextHome {
+    /// The temp dir (`XDG_CONFIG_HOME`, and the working directory).
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for ContextHome {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ContextHome {
+    /// An empty home.
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("scriptd-ctx")
+            .tempdir()
+            .expect("temp dir");
+        Self { dir }
+    }
+
+    /// The command `ctl ARGS` with this home's contexts, not started (for a follower).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(ctl_bin());
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("XDG_CONFIG_HOME", self.dir.path())
+            .env_remove("SCRIPTD_SOCKET")
+            .env_remove("SCRIPTD_CONFIG")
+            .env_remove("SCRIPTD_CONTEXT");
+        cmd
+    }
+
+    /// `ctl ARGS` with this home's contexts.
+    pub fn ctl(&self, args: &[&str]) -> Run {
+        self.command(args).output().expect("run ctl").into()
+    }
+
+    /// `ctl ARGS`, which must succeed; its stdout.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let r = self.ctl(args);
+        assert_eq!(r.code, 0, "ctl {args:?} failed: {}", r.stderr);
+        r.stdout
+    }
+
+    /// `ctl context add NAME --endpoint https://127.0.0.1:PORT --ca CA [--cert C --key K]`.
+    pub fn add_tls(&self, name: &str, port: u16, ca: &Path, client: Option<&(PathBuf, PathBuf)>) {
+        let endpoint = format!("https://127.0.0.1:{port}");
+        let mut args = vec![
+            "context".to_owned(),
+            "add".into(),
+            name.into(),
+            "--endpoint".into(),
+            endpoint,
+            "--ca".into(),
+            ca.display().to_string(),
+        ];
+        if let Some((cert, key)) = client {
+            args.extend([
+                "--cert".into(),
+                cert.display().to_string(),
+                "--key".into(),
+                key.display().to_string(),
+            ]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.ctl_ok(&args);
+    }
+}

@@ -50,6 +50,12 @@ pub enum Subject {
         /// The name as written, if it was a name.
         name: Option<String>,
     },
+    /// A remote caller over TCP whose client certificate (signed by `daemon.listen.tls.
+    /// client_ca`) has this name as its subject CN or as a DNS or URI SAN.
+    Cert {
+        /// The name, as written.
+        name: String,
+    },
 }
 
 impl fmt::Display for Subject {
@@ -59,6 +65,7 @@ impl fmt::Display for Subject {
             Self::User { uid, name: None } => write!(f, "uid {uid}"),
             Self::Group { gid, name: Some(n) } => write!(f, "group {n} (gid {gid})"),
             Self::Group { gid, name: None } => write!(f, "gid {gid}"),
+            Self::Cert { name } => write!(f, "certificate {name}"),
         }
     }
 }
@@ -98,6 +105,29 @@ impl Access {
         self.0.is_empty()
     }
 
+    /// True when some rule names a local user or group (so the Unix socket must be open to
+    /// other users); rules for certificates concern the TCP listener only.
+    pub fn names_local(&self) -> bool {
+        self.0
+            .iter()
+            .any(|r| !matches!(r.subject, Subject::Cert { .. }))
+    }
+
+    /// The highest role granted to a client certificate with these `names` (its CN, DNS and
+    /// URI SANs), with the name that granted it; `None` when no rule names any of them.
+    pub fn role_of_cert<'a>(&self, names: &'a [String]) -> Option<(Role, &'a str)> {
+        self.0
+            .iter()
+            .filter_map(|r| match &r.subject {
+                Subject::Cert { name } => names
+                    .iter()
+                    .find(|n| *n == name)
+                    .map(|n| (r.role, n.as_str())),
+                _ => None,
+            })
+            .max_by_key(|(role, _)| *role)
+    }
+
     /// True when some rule names a group (so a peer's groups matter).
     pub fn names_groups(&self) -> bool {
         self.0
@@ -113,6 +143,7 @@ impl Access {
             .filter(|r| match r.subject {
                 Subject::User { uid: u, .. } => u == uid,
                 Subject::Group { gid, .. } => groups.contains(&gid),
+                Subject::Cert { .. } => false,
             })
             .map(|r| r.role)
             .max()

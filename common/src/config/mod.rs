@@ -71,6 +71,30 @@ pub struct DaemonConfig {
     pub access: Access,
     /// Where `GET /metrics` (Prometheus) is served; `None` (the default): nowhere.
     pub metrics: Option<std::net::SocketAddr>,
+    /// `daemon.listen`: the TCP listener with mutual TLS beside the socket, if any.
+    pub listen: Option<Listen>,
+}
+
+/// `daemon.listen`: a TCP listener beside the Unix socket. TLS is mandatory and client
+/// certificates are required.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Listen {
+    /// `daemon.listen.tcp`: the address and port to listen on.
+    pub tcp: std::net::SocketAddr,
+    /// `daemon.listen.tls`: the server's certificate and key, and the CA client
+    /// certificates must be signed by.
+    pub tls: TlsFiles,
+}
+
+/// `daemon.listen.tls`: PEM files, absolute paths.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TlsFiles {
+    /// The server's certificate chain.
+    pub cert: PathBuf,
+    /// The server's private key.
+    pub key: PathBuf,
+    /// The CA (one or more certificates) that signs the clients' certificates.
+    pub client_ca: PathBuf,
 }
 
 /// One script with its defaults applied.

@@ -97,9 +97,9 @@ fn access_errors_name_file_line_column_and_entry() {
         "scriptd.yaml:4:16: daemon.access[1].group: no group named \"no-such-group-xq\" on this \
          system; give an existing group name or a numeric gid",
         "scriptd.yaml:5:21: daemon.access[2].rol: unknown key \"rol\"; did you mean \"role\"?",
-        "scriptd.yaml:6:21: daemon.access[3].group: an entry names either a user or a group, \
-         not both; give the other its own entry",
-        "scriptd.yaml:7:7: daemon.access[4]: missing \"user\" or \"group\"",
+        "scriptd.yaml:6:21: daemon.access[3].group: an entry names one user, group or \
+         certificate; give the other its own entry",
+        "scriptd.yaml:7:7: daemon.access[4]: missing \"user\", \"group\" or \"cert\"",
         "scriptd.yaml:8:7: daemon.access[5]: missing \"role\" (read or operate)",
         "scriptd.yaml:9:28: daemon.access[6].role: invalid role \"admin\"; use read (status, \
          logs, history, events, dry runs) or operate (everything)",
@@ -109,7 +109,7 @@ fn access_errors_name_file_line_column_and_entry() {
          found a list",
         "scriptd.yaml:13:7: daemon.access[10]: must be a mapping (key: value), found a string",
         "scriptd.yaml:15:16: daemon.access[12].group: gid 7 is already listed at \
-         daemon.access[11]; give each user or group one entry",
+         daemon.access[11]; give each user, group or certificate one entry",
     ];
     assert_eq!(got, want, "got:\n{}", got.join("\n"));
 
@@ -387,4 +387,102 @@ fn files_and_directories_owned_by_another_user_are_refused() {
             ),
         ]
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// daemon.access for certificates, daemon.listen
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn certificate_rules_and_their_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = |name: &str, role| AccessRule {
+        subject: Subject::Cert { name: name.into() },
+        role,
+    };
+    assert_eq!(
+        errors_of(
+            dir.path(),
+            "daemon:\n  access:\n    - { cert: deploy-bot, role: operate }\n    - { cert: \
+             spiffe://example/ci, role: read }\n"
+        ),
+        Ok(Access(vec![
+            cert("deploy-bot", Role::Operate),
+            cert("spiffe://example/ci", Role::Read),
+        ]))
+    );
+    let got = errors_of(
+        dir.path(),
+        "daemon:\n  access:\n    - { cert: a, role: read }\n    - { cert: a, role: operate }\n    \
+         - { cert: '', role: read }\n    - { cert: b, user: root, role: read }\n",
+    )
+    .expect_err("invalid");
+    assert_eq!(
+        got,
+        [
+            "scriptd.yaml:4:15: daemon.access[1].cert: certificate a is already listed at \
+             daemon.access[0]; give each user, group or certificate one entry",
+            "scriptd.yaml:5:15: daemon.access[2].cert: must not be empty; give the \
+             certificate's CN or a DNS or URI SAN",
+            "scriptd.yaml:6:18: daemon.access[3].user: an entry names one user, group or \
+             certificate; give the other its own entry",
+        ],
+        "got:\n{}",
+        got.join("\n")
+    );
+}
+
+#[test]
+fn listen_needs_an_address_and_all_three_tls_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listen = |body: &str| {
+        let source = ConfigSource {
+            main: dir.path().join(MAIN),
+            files: vec![ConfigFile {
+                name: MAIN.into(),
+                content: format!("daemon:\n  listen:\n{body}"),
+            }],
+        };
+        validate(&source)
+            .map(|c| c.daemon.listen)
+            .map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())
+    };
+    let ok = listen(
+        "    tcp: 127.0.0.1:7443\n    tls: { cert: s.pem, key: s.key, client_ca: /ca.pem }\n",
+    )
+    .expect("valid")
+    .expect("listen");
+    assert_eq!(ok.tcp, "127.0.0.1:7443".parse().expect("addr"));
+    assert_eq!(
+        ok.tls.cert,
+        dir.path().join("s.pem"),
+        "relative to the config"
+    );
+    assert_eq!(ok.tls.client_ca, PathBuf::from("/ca.pem"));
+
+    for (body, says) in [
+        ("    tcp: 127.0.0.1:7443\n", "TLS is mandatory on TCP"),
+        (
+            "    tls: { cert: a, key: b, client_ca: c }\n",
+            "missing \"tcp\"",
+        ),
+        (
+            "    tcp: localhost\n    tls: { cert: a, key: b, client_ca: c }\n",
+            "invalid address \"localhost\"",
+        ),
+        (
+            "    tcp: 127.0.0.1:1\n    tls: { cert: a, key: b }\n",
+            "missing \"client_ca\" (the CA that signs client certificates",
+        ),
+        (
+            "    tcp: 127.0.0.1:1\n    tls: { cert: a, key: b, client_ca: c, ca: d }\n",
+            "unknown key \"ca\"",
+        ),
+    ] {
+        let errors = listen(body).expect_err(body);
+        assert!(
+            errors.iter().any(|e| e.contains(says)),
+            "{body}: {errors:?}"
+        );
+    }
 }

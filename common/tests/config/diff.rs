@@ -25,6 +25,7 @@ fn daemon() -> DaemonConfig {
         history_limit: 100,
         access: Access::default(),
         metrics: None,
+        listen: None,
     }
 }
 

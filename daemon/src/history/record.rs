@@ -126,6 +126,8 @@ pub struct Record {
     pub rollback_from: Option<u64>,
     /// Peer uid of the ctl user.
     pub uid: Option<u32>,
+    /// The client certificate name of a remote caller.
+    pub cert: Option<String>,
     /// How it ended.
     pub result: ResultKind,
     /// Why refused, or a warning.
@@ -145,6 +147,7 @@ impl Record {
             source: Source::Startup,
             rollback_from: None,
             uid: None,
+            cert: None,
             result: ResultKind::Applied,
             message: String::new(),
             changes: Vec::new(),
@@ -170,6 +173,8 @@ pub(crate) fn test_source(text: &str) -> scriptd_common::config::ConfigSource {
 pub struct Action {
     /// Peer uid of the ctl user.
     pub uid: Option<u32>,
+    /// The client certificate name of a remote caller.
+    pub cert: Option<String>,
     /// start, stop, restart, run (or `action N` for an unknown one).
     pub action: String,
     /// Script named in the request.

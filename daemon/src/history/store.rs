@@ -63,7 +63,14 @@ CREATE TABLE IF NOT EXISTS actions (
 /// The schema migrations, in order: entry `i` brings a database from version `i` to `i + 1`,
 /// in one transaction with the new `user_version`. Append, never edit: a released entry has
 /// already run on someone's database.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+
+/// Schema version 2: the client certificate name of a remote caller (`daemon.listen`), who
+/// has no uid.
+const SCHEMA_V2: &str = "
+ALTER TABLE entries ADD COLUMN cert TEXT;
+ALTER TABLE actions ADD COLUMN cert TEXT;
+";
 
 /// The schema version this daemon writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -143,7 +150,7 @@ fn encode_detail(changes: &[proto::Change], errors: &[proto::ConfigError]) -> Ve
 }
 
 const ENTRY_COLUMNS: &str = "version, attempt_id, time_ms, source, rollback_from, uid, result, \
-                             summary, message, hash, detail";
+                             summary, message, hash, detail, cert";
 
 fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(proto::HistoryEntry, Vec<u8>)> {
     Ok((
@@ -161,6 +168,7 @@ fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(proto::HistoryEn
             errors: Vec::new(),
             changes: Vec::new(),
             user: String::new(), // named by the server
+            cert: row.get::<_, Option<String>>(11)?.unwrap_or_default(),
         },
         row.get(10)?,
     ))
@@ -323,7 +331,8 @@ impl Store {
         let tx = self.conn.transaction()?;
         tx.execute(
             &format!(
-                "INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"
+                "INSERT INTO entries ({ENTRY_COLUMNS}) \
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"
             ),
             params![
                 version,
@@ -337,6 +346,7 @@ impl Store {
                 rec.message,
                 source.hash(),
                 encode_detail(&rec.changes, &rec.errors),
+                rec.cert,
             ],
         )?;
         for (i, f) in source.files.iter().enumerate() {
@@ -364,7 +374,8 @@ impl Store {
         let tx = self.conn.transaction()?;
         tx.execute(
             &format!(
-                "INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (NULL,?1,?2,?3,?4,?5,?6,?7,?8,'',?9)"
+                "INSERT INTO entries ({ENTRY_COLUMNS}) \
+                 VALUES (NULL,?1,?2,?3,?4,?5,?6,?7,?8,'',?9,?10)"
             ),
             params![
                 rec.attempt_id,
@@ -376,6 +387,7 @@ impl Store {
                 summary(&rec.changes),
                 rec.message,
                 encode_detail(&rec.changes, &rec.errors),
+                rec.cert,
             ],
         )?;
         tx.execute(
@@ -392,15 +404,16 @@ impl Store {
         let audit_limit = self.audit_limit();
         let tx = self.conn.transaction()?;
         tx.execute(
-            "INSERT INTO actions (time_ms, uid, action, script, result, message) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO actions (time_ms, uid, action, script, result, message, cert) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 crate::now_ms(),
                 a.uid,
                 a.action,
                 a.script,
                 a.result,
-                a.message
+                a.message,
+                a.cert
             ],
         )?;
         tx.execute(
@@ -415,7 +428,7 @@ impl Store {
     /// The newest `limit` control actions, newest first.
     pub fn actions(&self, limit: u32) -> Result<Vec<proto::ActionEntry>, HistoryError> {
         let mut stmt = self.conn.prepare(
-            "SELECT time_ms, uid, action, script, result, message FROM actions \
+            "SELECT time_ms, uid, action, script, result, message, cert FROM actions \
              ORDER BY id DESC LIMIT ?1",
         )?;
         let rows = stmt.query_map(params![limit], |r| {
@@ -427,6 +440,7 @@ impl Store {
                 result: r.get::<_, ActionResult>(4)?.as_str().into(),
                 message: r.get(5)?,
                 user: String::new(), // named by the server
+                cert: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -493,6 +507,36 @@ mod tests {
 
     use crate::history::record::test_source as source;
 
+    #[test]
+    fn a_remote_callers_certificate_name_is_kept() -> Result<(), HistoryError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut h = Store::open(dir.path(), 10)?;
+        let remote = Record {
+            uid: None,
+            cert: Some("deploy-bot".into()),
+            ..rec(&[])
+        };
+        h.record_version(1, &source("v1"), &remote)?;
+        h.record_attempt(&Record {
+            attempt_id: 2,
+            result: ResultKind::Rejected,
+            ..remote.clone()
+        })?;
+        h.record_version(3, &source("v3"), &rec(&[]))?;
+        h.record_action(&Action {
+            uid: None,
+            cert: Some("deploy-bot".into()),
+            action: "restart".into(),
+            script: "web".into(),
+            result: ActionResult::Ok,
+            message: String::new(),
+        })?;
+        let certs: Vec<String> = h.list(10)?.into_iter().map(|e| e.cert).collect();
+        assert_eq!(certs, ["", "deploy-bot", "deploy-bot"], "newest first");
+        assert_eq!(h.actions(10)?[0].cert, "deploy-bot");
+        Ok(())
+    }
+
     fn rec(changes: &[proto::Change]) -> Record {
         Record {
             attempt_id: 1,
@@ -500,6 +544,7 @@ mod tests {
             source: Source::Ctl,
             rollback_from: None,
             uid: Some(1000),
+            cert: None,
             result: ResultKind::Applied,
             message: String::new(),
             changes: changes.to_vec(),
@@ -563,6 +608,7 @@ mod tests {
             })?;
             h.record_action(&Action {
                 uid: Some(0),
+                cert: None,
                 action: "run".into(),
                 script: format!("s{i}"),
                 result: ActionResult::Ok,

@@ -476,6 +476,7 @@ impl Coordinator {
             source: req.source,
             rollback_from,
             uid: req.uid,
+            cert: req.cert.clone(),
             result: report.result,
             message: report.message.clone(),
             changes: report.changes.iter().map(crate::convert::change).collect(),

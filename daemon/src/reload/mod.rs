@@ -44,6 +44,8 @@ pub struct Request {
     pub candidate: Option<Candidate>,
     /// Uid of the ctl user who asked.
     pub uid: Option<u32>,
+    /// The client certificate name of a remote caller who asked.
+    pub cert: Option<String>,
     /// The files as the watcher validated them while its debounce window was open: used
     /// when the files read for the attempt hash the same, which takes the validation off
     /// the path from a save to the change running.
@@ -65,6 +67,7 @@ impl Request {
             target: None,
             candidate: None,
             uid: None,
+            cert: None,
             prevalidated: None,
             reply: None,
             since: std::time::Instant::now(),

@@ -30,6 +30,58 @@ pub struct Peer {
     /// The user name of `uid`, looked up for messages to peers other than root and the
     /// daemon's user; `None` for those, or when the user database does not know it.
     pub name: Option<String>,
+    /// A remote caller (TCP with TLS): its client certificate's name, the one that matched
+    /// a `daemon.access` rule, else its CN or first SAN. `uid` and `gid` are then
+    /// [`NO_ID`] and `pid` `None`.
+    pub cert: Option<String>,
+}
+
+/// The uid and gid of a remote caller: `(uid_t)-1`, which no user has (`setuid(-1)` means
+/// "leave unchanged").
+pub const NO_ID: u32 = u32::MAX;
+
+impl Peer {
+    /// A remote caller known by its client certificate, with the role `daemon.access`
+    /// grants it.
+    pub fn remote(cert: String, role: Option<Role>) -> Self {
+        Self {
+            uid: NO_ID,
+            gid: NO_ID,
+            pid: None,
+            role,
+            name: None,
+            cert: Some(cert),
+        }
+    }
+
+    /// The uid of a local caller; `None` for a remote one.
+    pub fn local_uid(&self) -> Option<u32> {
+        self.cert.is_none().then_some(self.uid)
+    }
+
+    /// Who, for refusal counts and logs.
+    fn who(&self) -> Who {
+        match &self.cert {
+            Some(name) => Who::Cert(name.clone()),
+            None => Who::Uid(self.uid),
+        }
+    }
+}
+
+/// A caller, as refusals are counted and logged: a local uid or a certificate name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Who {
+    Uid(u32),
+    Cert(String),
+}
+
+impl std::fmt::Display for Who {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Uid(uid) => write!(f, "uid {uid}"),
+            Self::Cert(name) => write!(f, "certificate {name:?}"),
+        }
+    }
 }
 
 /// Who gets which role: the daemon's user and root everything, others per `daemon.access`.
@@ -60,6 +112,7 @@ impl Policy {
                 pid,
                 role: Some(Role::Operate),
                 name: None,
+                cert: None,
             };
         }
         let mut groups = vec![gid];
@@ -79,6 +132,7 @@ impl Policy {
             pid,
             role: self.access.role_of(uid, &groups),
             name,
+            cert: None,
         }
     }
 }
@@ -137,11 +191,25 @@ fn check(peer: Option<&Peer>, role: Role, call: &str) -> Result<(), Status> {
     if peer.role >= Some(role) {
         return Ok(());
     }
+    let wanted = role.as_str();
+    if let Some(cert) = &peer.cert {
+        return Err(Status::permission_denied(match peer.role {
+            None => format!(
+                "the client certificate {cert:?} has no role on this scriptd; {call} needs the \
+                 {wanted} role: grant it in daemon.access, e.g. `- {{ cert: {cert}, role: \
+                 {wanted} }}`, and restart the daemon"
+            ),
+            Some(has) => format!(
+                "the client certificate {cert:?} has the {} role; {call} needs the {wanted} \
+                 role in daemon.access",
+                has.as_str()
+            ),
+        }));
+    }
     let who = match &peer.name {
         Some(n) => format!("uid {} ({n})", peer.uid),
         None => format!("uid {}", peer.uid),
     };
-    let wanted = role.as_str();
     let message = match peer.role {
         None => format!(
             "{who} has no role on this scriptd (it runs as uid {}); {call} needs the {wanted} \
@@ -173,29 +241,46 @@ fn authorize(conn: Option<&Connection>, role: Role, call: &str) -> Result<(), St
 
 /// Refusal warnings, per uid: the first one logged, then at most one summary per minute with
 /// the count held back (2,000 refused calls are a line or two, not 2,000 warnings).
-pub(super) struct Refusals(Mutex<Throttle<u32>>);
+pub(crate) struct Refusals(Mutex<Throttle<Who>>);
 
 impl Refusals {
-    pub(super) fn new() -> Self {
-        Self(Mutex::new(Throttle::new(throttle::WINDOW)))
+    /// Refusal counts, with their summaries (at most one per caller and minute) logged
+    /// until `cancel`.
+    pub(crate) fn start(cancel: tokio_util::sync::CancellationToken) -> Arc<Self> {
+        let refusals = Arc::new(Self(Mutex::new(Throttle::new(throttle::WINDOW))));
+        tokio::spawn({
+            let refusals = refusals.clone();
+            async move {
+                let window = throttle::WINDOW;
+                let mut tick =
+                    tokio::time::interval_at(tokio::time::Instant::now() + window, window);
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tick.tick() => refusals.summarize(),
+                    }
+                }
+            }
+        });
+        refusals
     }
 
-    fn throttle(&self) -> std::sync::MutexGuard<'_, Throttle<u32>> {
+    fn throttle(&self) -> std::sync::MutexGuard<'_, Throttle<Who>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn report(&self, peer: &Peer, call: &str, message: &str) {
-        let (uid, pid) = (peer.uid, peer.pid);
-        match self.throttle().hit(uid, Instant::now()) {
+        let (who, pid) = (peer.who(), peer.pid);
+        match self.throttle().hit(who.clone(), Instant::now()) {
             Verdict::HoldBack => {}
             Verdict::Report { held_back: 0 } => {
-                tracing::warn!(uid, pid, call, "refused: {message}");
+                tracing::warn!(%who, pid, call, "refused: {message}");
             }
             Verdict::Report { held_back } => tracing::warn!(
-                uid,
+                %who,
                 pid,
                 call,
-                "refused: {message} ({held_back} more refused call{} of uid {uid} not logged \
+                "refused: {message} ({held_back} more refused call{} of {who} not logged \
                  since the last report)",
                 plural(held_back)
             ),
@@ -203,12 +288,12 @@ impl Refusals {
     }
 
     /// Logs the counts held back in windows that have closed.
-    pub(super) fn summarize(&self) {
+    fn summarize(&self) {
         let due = self.throttle().due(Instant::now());
-        for (uid, n) in due {
+        for (who, n) in due {
             tracing::warn!(
-                uid,
-                "refused {n} more call{} of uid {uid} in the last minute (logged once a minute)",
+                %who,
+                "refused {n} more call{} of {who} in the last minute (logged once a minute)",
                 plural(n)
             );
         }
@@ -284,8 +369,14 @@ where
             return Box::pin(std::future::ready(Ok(status.into_http())));
         }
         if role == Role::Operate {
-            if let Some(p) = conn.as_deref().map(Connection::peer) {
-                tracing::info!(uid = p.uid, pid = p.pid, call, "operate request");
+            match conn.as_deref().map(Connection::peer) {
+                Some(Peer {
+                    cert: Some(cert), ..
+                }) => {
+                    tracing::info!(cert, call, "operate request")
+                }
+                Some(p) => tracing::info!(uid = p.uid, pid = p.pid, call, "operate request"),
+                None => {}
             }
         }
         let in_flight = conn.map(|c| c.begin());
@@ -342,6 +433,7 @@ mod tests {
             pid: None,
             role,
             name: name.map(str::to_owned),
+            cert: None,
         };
         assert!(check(
             Some(&peer(Some(Role::Operate), None)),

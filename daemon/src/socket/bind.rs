@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use tokio::net::UnixListener;
 /// Modes of the socket's directory and of the socket: only the daemon's user (and root), or,
 /// with `daemon.access` rules, anyone, the per-request role check deciding.
+/// Rules for client certificates concern the TCP listener only and leave the socket closed.
 fn modes(access: &Access) -> (u32, u32) {
-    if access.is_empty() {
+    if !access.names_local() {
         (0o700, 0o600)
     } else {
         (0o711, 0o666)
@@ -42,7 +43,7 @@ pub fn bind(path: &Path, access: &Access) -> anyhow::Result<(UnixListener, Socke
     let mut lock_path = path.as_os_str().to_owned();
     lock_path.push(".lock");
     prepare_dir(dir, dir_mode, &[path, Path::new(&lock_path)])?;
-    if !access.is_empty() {
+    if access.names_local() {
         warn_unreachable(dir);
     }
     let lock = lock::acquire(Path::new(&lock_path), |pid| {

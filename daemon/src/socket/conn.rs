@@ -62,7 +62,7 @@ struct Activity {
 }
 
 impl Connection {
-    pub(super) fn new(peer: Peer, refusals: Arc<Refusals>) -> Arc<Self> {
+    pub(crate) fn new(peer: Peer, refusals: Arc<Refusals>) -> Arc<Self> {
         Arc::new(Self {
             peer,
             activity: Mutex::new(Activity {

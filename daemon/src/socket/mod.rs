@@ -20,7 +20,8 @@ mod bind;
 mod conn;
 
 pub use accept::{BadIdleTimeout, Limits, IDLE_TIMEOUT, PER_UID};
-pub use access::{peer_of, require, Gate, Peer};
+pub(crate) use access::Refusals;
+pub use access::{peer_of, require, Gate, Peer, NO_ID};
 pub use bind::{bind, SocketGuard};
 pub use conn::{Clients, Connection, PeerStream};
 
@@ -37,12 +38,36 @@ use tokio_util::sync::CancellationToken;
 /// against the peer's role, each connection under `limits`.
 pub async fn serve(
     listener: UnixListener,
-    service: Service,
+    service: Arc<Service>,
     access: Access,
     limits: Limits,
     clients: Clients,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    let policy = Arc::new(access::Policy::new(nix::unistd::geteuid().as_raw(), access));
+    let refusals = Refusals::start(cancel.clone());
+    let incoming = accept::spawn(listener, policy, refusals, limits, clients)
+        .map(Ok::<_, std::convert::Infallible>);
+    serve_incoming(incoming, service, cancel).await
+}
+
+/// Serves the scriptd, health and reflection services on the connections of `incoming`
+/// (each with its `Arc<Connection>`) until `cancel`, every request through the [`Gate`]:
+/// the Unix socket's and the TCP listener's (`crate::tcp`).
+pub(crate) async fn serve_incoming<I, IO>(
+    incoming: I,
+    service: Arc<Service>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()>
+where
+    I: tokio_stream::Stream<Item = Result<IO, std::convert::Infallible>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected<ConnectInfo = Arc<Connection>>
+        + Unpin
+        + Send
+        + 'static,
+{
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ScriptdServer<Service>>().await;
     // Reflection in both versions (grpcurl 1.8 and Python's reflection client ask for
@@ -58,27 +83,9 @@ pub async fn serve(
     let reflection_v1alpha = reflection()
         .build_v1alpha()
         .context("cannot build the reflection service (v1alpha)")?;
-    let policy = Arc::new(access::Policy::new(nix::unistd::geteuid().as_raw(), access));
-    let refusals = Arc::new(access::Refusals::new());
-    // Refusal summaries: at most one per uid and minute.
-    tokio::spawn({
-        let (refusals, cancel) = (refusals.clone(), cancel.clone());
-        async move {
-            let window = crate::throttle::WINDOW;
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + window, window);
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = tick.tick() => refusals.summarize(),
-                }
-            }
-        }
-    });
-    let incoming = accept::spawn(listener, policy, refusals, limits, clients)
-        .map(Ok::<_, std::convert::Infallible>);
     tonic::transport::Server::builder()
         .layer(tower::layer::layer_fn(Gate::new))
-        .add_service(ScriptdServer::new(service))
+        .add_service(ScriptdServer::from_arc(service))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -1,7 +1,7 @@
 //! The `daemon:` section (with `daemon.access`) and `include:`.
 
 use super::{kind, Validator};
-use crate::config::{builtin, Access, AccessRule, DaemonConfig, Role, Subject};
+use crate::config::{builtin, Access, AccessRule, DaemonConfig, Listen, Role, Subject, TlsFiles};
 use serde_yaml::Value;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,8 +16,19 @@ const DAEMON_KEYS: &[&str] = &[
     "history_limit",
     "access",
     "metrics",
+    "listen",
 ];
-const ACCESS_KEYS: &[&str] = &["user", "group", "role"];
+const ACCESS_KEYS: &[&str] = &["user", "group", "cert", "role"];
+const LISTEN_KEYS: &[&str] = &["tcp", "tls"];
+const TLS_KEYS: &[&str] = &["cert", "key", "client_ca"];
+
+/// What an access entry names, for finding an entry listed twice.
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum Listed {
+    Uid(u32),
+    Gid(u32),
+    Cert(String),
+}
 
 /// The `daemon:` section when the file has none.
 pub(super) fn default_daemon(base: &Path) -> DaemonConfig {
@@ -30,6 +41,7 @@ pub(super) fn default_daemon(base: &Path) -> DaemonConfig {
         history_limit: builtin::HISTORY_LIMIT,
         access: Access::default(),
         metrics: None,
+        listen: None,
     }
 }
 
@@ -52,6 +64,7 @@ impl Validator<'_> {
                 }
                 "access" => d.access = self.access(val, &p),
                 "metrics" => d.metrics = self.metrics_address(val, &p),
+                "listen" => d.listen = self.listen(val, &p, base),
                 _ => {}
             }
         }
@@ -80,7 +93,101 @@ impl Validator<'_> {
         }
     }
 
-    /// `daemon.access`: a list of `{ user: NAME|UID, role }` / `{ group: NAME|GID, role }`.
+    /// `daemon.listen`: `{ tcp: ADDR:PORT, tls: { cert, key, client_ca } }`, both required
+    /// (TLS is mandatory on TCP). The files are read at start, by the daemon.
+    fn listen(&mut self, value: &Value, path: &str, base: &Path) -> Option<Listen> {
+        if value.is_null() {
+            return None;
+        }
+        let errors_before = self.errors.len();
+        let (mut tcp, mut tls) = (None, None);
+        let (mut has_tcp, mut has_tls) = (false, false);
+        for (key, val) in self.entries(value, path, LISTEN_KEYS) {
+            let p = format!("{path}.{key}");
+            match key.as_str() {
+                "tcp" => {
+                    has_tcp = true;
+                    tcp = self.string(val, &p).and_then(|s| match s.parse() {
+                        Ok(addr) => Some(addr),
+                        Err(_) => {
+                            self.err(
+                                &p,
+                                format!(
+                                    "invalid address {s:?}; give an IP address and a port, \
+                                     e.g. 0.0.0.0:7443 or [::1]:7443"
+                                ),
+                            );
+                            None
+                        }
+                    });
+                }
+                "tls" => {
+                    has_tls = true;
+                    tls = self.tls(val, &p, base);
+                }
+                _ => {}
+            }
+        }
+        if self.errors.len() > errors_before || !value.is_mapping() {
+            return None;
+        }
+        if !has_tcp {
+            self.err(
+                path,
+                "missing \"tcp\" (an address and port, e.g. 0.0.0.0:7443)".into(),
+            );
+        }
+        if !has_tls {
+            self.err(
+                path,
+                "missing \"tls\": TLS is mandatory on TCP; give { cert, key, client_ca }".into(),
+            );
+        }
+        Some(Listen {
+            tcp: tcp?,
+            tls: tls?,
+        })
+    }
+
+    /// `daemon.listen.tls`: three PEM files, each required.
+    fn tls(&mut self, value: &Value, path: &str, base: &Path) -> Option<TlsFiles> {
+        let errors_before = self.errors.len();
+        let (mut cert, mut key, mut client_ca) = (None, None, None);
+        for (k, val) in self.entries(value, path, TLS_KEYS) {
+            let p = format!("{path}.{k}");
+            let file = self.path(val, &p, base);
+            match k.as_str() {
+                "cert" => cert = file,
+                "key" => key = file,
+                "client_ca" => client_ca = file,
+                _ => {}
+            }
+        }
+        if self.errors.len() > errors_before || !value.is_mapping() {
+            return None;
+        }
+        for (name, what, missing) in [
+            ("cert", "the server's certificate", cert.is_none()),
+            ("key", "the server's private key", key.is_none()),
+            (
+                "client_ca",
+                "the CA that signs client certificates (they are required)",
+                client_ca.is_none(),
+            ),
+        ] {
+            if missing {
+                self.err(path, format!("missing \"{name}\" ({what}, a PEM file)"));
+            }
+        }
+        Some(TlsFiles {
+            cert: cert?,
+            key: key?,
+            client_ca: client_ca?,
+        })
+    }
+
+    /// `daemon.access`: a list of `{ user: NAME|UID, role }` / `{ group: NAME|GID, role }` /
+    /// `{ cert: NAME, role }`.
     pub(super) fn access(&mut self, value: &Value, path: &str) -> Access {
         let items = match value {
             Value::Null => return Access::default(),
@@ -98,8 +205,8 @@ impl Validator<'_> {
             }
         };
         let mut rules = Vec::new();
-        // (is a group, id) -> where it is listed first: one look-up per entry.
-        let mut listed: HashMap<(bool, u32), String> = HashMap::new();
+        // Who (user, group or certificate) -> where it is listed first.
+        let mut listed: HashMap<Listed, String> = HashMap::new();
         for (i, item) in items.iter().enumerate() {
             let at = format!("{path}[{i}]");
             let errors_before = self.errors.len();
@@ -128,20 +235,24 @@ impl Validator<'_> {
                 } else if named {
                     self.err_key(
                         &p,
-                        "an entry names either a user or a group, not both; give the other \
-                         its own entry"
+                        "an entry names one user, group or certificate; give the other its \
+                         own entry"
                             .into(),
                     );
                 } else {
                     named = true;
-                    subject = self.subject(val, &p, key == "group");
+                    subject = if key == "cert" {
+                        self.cert_name(val, &p)
+                    } else {
+                        self.subject(val, &p, key == "group")
+                    };
                 }
             }
             if !item.is_mapping() {
                 continue; // reported by entries()
             }
             if !named && !misspelt {
-                self.err(&at, "missing \"user\" or \"group\"".into());
+                self.err(&at, "missing \"user\", \"group\" or \"cert\"".into());
             }
             if !has_role && !misspelt {
                 self.err(&at, "missing \"role\" (read or operate)".into());
@@ -150,15 +261,16 @@ impl Validator<'_> {
                 continue;
             };
             let (id, key) = match &subject {
-                Subject::User { uid, .. } => ((false, *uid), "user"),
-                Subject::Group { gid, .. } => ((true, *gid), "group"),
+                Subject::User { uid, .. } => (Listed::Uid(*uid), "user"),
+                Subject::Group { gid, .. } => (Listed::Gid(*gid), "group"),
+                Subject::Cert { name } => (Listed::Cert(name.clone()), "cert"),
             };
             if let Some(first) = listed.get(&id) {
                 self.err(
                     &format!("{at}.{key}"),
                     format!(
-                        "{subject} is already listed at {first}; give each user or group one \
-                         entry"
+                        "{subject} is already listed at {first}; give each user, group or \
+                         certificate one entry"
                     ),
                 );
                 continue;
@@ -167,6 +279,19 @@ impl Validator<'_> {
             rules.push(AccessRule { subject, role });
         }
         Access(rules)
+    }
+
+    /// The name of a client certificate (its CN, or a DNS or URI SAN).
+    fn cert_name(&mut self, value: &Value, path: &str) -> Option<Subject> {
+        let name = self.string(value, path)?;
+        if name.is_empty() {
+            self.err(
+                path,
+                "must not be empty; give the certificate's CN or a DNS or URI SAN".into(),
+            );
+            return None;
+        }
+        Some(Subject::Cert { name })
     }
 
     /// A user or group given by name or numeric id.

@@ -1,0 +1,200 @@
+//! The TCP listener's TLS: the server config built from `daemon.listen.tls` (read once, at
+//! start), and the names a client certificate goes by.
+//!
+//! rustls with the `ring` provider, the only crypto provider in the tree (`ctl` uses it
+//! through tonic's `tls-ring`, the tests' `rcgen` too): `ring` builds with a C compiler
+//! alone, where `aws-lc-rs` also wants CMake-sized builds of AWS-LC, for nothing this
+//! daemon needs (no FIPS, no post-quantum key exchange requirement).
+
+use scriptd_common::config::TlsFiles;
+use std::path::Path;
+use std::sync::Arc;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
+
+/// Why the TLS files of `daemon.listen.tls` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file cannot be read.
+    #[error("cannot read daemon.listen.tls.{key} {path}: {source}")]
+    Read {
+        /// Which key names it.
+        key: &'static str,
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file holds no usable PEM item of the kind needed.
+    #[error("daemon.listen.tls.{key} {path}: {what}")]
+    Pem {
+        /// Which key names it.
+        key: &'static str,
+        /// The file.
+        path: String,
+        /// What is wrong.
+        what: String,
+    },
+    /// The private key may be read by other users.
+    #[error(
+        "daemon.listen.tls.key {path} can be read by other users (mode {mode:o}); make it \
+         readable by the daemon's user only (chmod 600)"
+    )]
+    KeyReadable {
+        /// The file.
+        path: String,
+        /// Its mode.
+        mode: u32,
+    },
+    /// rustls refused the certificates or key.
+    #[error("daemon.listen.tls: {0}")]
+    Rustls(String),
+}
+
+/// The server config: the certificate and key of `files`, client certificates required and
+/// verified against `files.client_ca`, HTTP/2 only.
+pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    let certs = certificates(&files.cert, "cert")?;
+    let key = private_key(&files.key)?;
+    let mut roots = RootCertStore::empty();
+    for ca in certificates(&files.client_ca, "client_ca")? {
+        roots.add(ca).map_err(|e| TlsError::Pem {
+            key: "client_ca",
+            path: files.client_ca.display().to_string(),
+            what: format!("not a usable CA certificate: {e}"),
+        })?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| TlsError::Rustls(format!("client_ca: {e}")))?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Rustls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::Rustls(format!("cert and key: {e}")))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn read(path: &Path, key: &'static str) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        key,
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Every certificate in the PEM file at `path`; at least one.
+fn certificates(path: &Path, key: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path, key)?;
+    let bad = |what: String| TlsError::Pem {
+        key,
+        path: path.display().to_string(),
+        what,
+    };
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("not PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(bad("holds no certificate (BEGIN CERTIFICATE)".into()));
+    }
+    Ok(certs)
+}
+
+/// The private key in the PEM file at `path`, which only the daemon's user may read.
+fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    use std::os::unix::fs::MetadataExt;
+    let pem = read(path, "key")?;
+    let mode = std::fs::metadata(path)
+        .map_err(|source| TlsError::Read {
+            key: "key",
+            path: path.display().to_string(),
+            source,
+        })?
+        .mode();
+    if mode & 0o004 != 0 {
+        return Err(TlsError::KeyReadable {
+            path: path.display().to_string(),
+            mode: mode & 0o7777,
+        });
+    }
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::Pem {
+        key: "key",
+        path: path.display().to_string(),
+        what: format!("no private key (PKCS#8, PKCS#1 or SEC1 PEM): {e}"),
+    })
+}
+
+/// The names a client certificate (DER) goes by, as `daemon.access` `cert:` rules match
+/// them: the subject's common names, then the DNS and URI subject alternative names. Empty
+/// when the certificate cannot be parsed (rustls has verified it already) or has none.
+pub fn names(der: &[u8]) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = cert
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok().map(str::to_owned))
+        .collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(n) | GeneralName::URI(n) => names.push((*n).to_owned()),
+                _ => {}
+            }
+        }
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert_der(cn: Option<&str>, sans: &[&str]) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::default();
+        params.subject_alt_names = sans
+            .iter()
+            .map(|s| {
+                let name = rcgen::string::Ia5String::try_from(*s).expect("ia5");
+                if s.contains("://") {
+                    rcgen::SanType::URI(name)
+                } else {
+                    rcgen::SanType::DnsName(name)
+                }
+            })
+            .collect();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        if let Some(cn) = cn {
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
+        }
+        let key = rcgen::KeyPair::generate().expect("key");
+        params.self_signed(&key).expect("cert").der().to_vec()
+    }
+
+    #[test]
+    fn names_are_the_common_name_then_dns_and_uri_sans() {
+        let cases: &[(Option<&str>, &[&str], &[&str])] = &[
+            (Some("deploy-bot"), &[], &["deploy-bot"]),
+            (None, &["web-1.example"], &["web-1.example"]),
+            (
+                Some("ci"),
+                &["ci.example", "spiffe://example/ci"],
+                &["ci", "ci.example", "spiffe://example/ci"],
+            ),
+            (None, &[], &[]),
+        ];
+        for (cn, sans, want) in cases {
+            assert_eq!(names(&cert_der(*cn, sans)), *want, "{cn:?} {sans:?}");
+        }
+        assert!(names(b"not a certificate").is_empty());
+    }
+}
