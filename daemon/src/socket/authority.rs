@@ -16,12 +16,20 @@
 //! through unchanged after one rewritten could otherwise refer to entries the server never
 //! saw). That costs a few bytes per request and no state beyond the client's table.
 //!
+//! Rewriting costs a full HPACK decode per request, so it is done only on connections
+//! that need it: the first header block of a connection is scanned cheaply (its
+//! `:authority` found without decoding anything else); when it is a valid authority (or
+//! absent), as from ctl, grpc-go or tonic, the connection is passed through untouched from
+//! there on. Only a client whose first request needs mending is rewritten, all of its blocks
+//! (a client's authority does not change within a connection).
+//!
 //! Anything it cannot make sense of after the preface (an HPACK error, a header block over
 //! [`MAX_BLOCK`], a frame over the default maximum frame size where a header block is being
 //! collected) ends the connection with an error, as the server would have; a connection
 //! that does not start with the HTTP/2 preface is passed through untouched for the server
 //! to refuse.
 
+use loona_hpack::huffman::HuffmanDecoder;
 use loona_hpack::Decoder;
 use std::fmt;
 use tonic::codegen::http::uri::Authority;
@@ -113,6 +121,8 @@ pub struct AuthorityFix {
     payload: Vec<u8>,
     block: Option<Block>,
     decoder: Decoder<'static>,
+    /// The first header block needed mending: every block of the connection is rewritten.
+    rewriting: bool,
 }
 
 impl Default for AuthorityFix {
@@ -133,6 +143,7 @@ impl AuthorityFix {
             payload: Vec::new(),
             block: None,
             decoder,
+            rewriting: false,
         }
     }
 
@@ -287,6 +298,14 @@ impl AuthorityFix {
     /// Decodes a complete header block, mends its `:authority` and writes it out again as
     /// HEADERS (and CONTINUATION) frames.
     fn write_block(&mut self, block: Block, out: &mut Vec<u8>) -> Result<(), FixError> {
+        if !self.rewriting {
+            if !needs_mending(&block.fragment) {
+                emit(&block, &block.fragment, out);
+                self.state = State::Passthrough;
+                return Ok(());
+            }
+            self.rewriting = true;
+        }
         let mut encoded = Vec::with_capacity(block.fragment.len() + 16);
         self.decoder
             .decode_with_cb(&block.fragment, |name, value| {
@@ -299,7 +318,15 @@ impl AuthorityFix {
                 literal(&name, value, &mut encoded);
             })
             .map_err(|e| FixError::Hpack(format!("{e:?}")))?;
+        emit(&block, &encoded, out);
+        Ok(())
+    }
+}
 
+/// Writes the header block `encoded` of `block`'s stream as HEADERS (with its priority and
+/// END_STREAM) and CONTINUATION frames of at most [`MAX_FRAME`] bytes.
+fn emit(block: &Block, encoded: &[u8], out: &mut Vec<u8>) {
+    {
         let mut first = Vec::with_capacity(5 + encoded.len().min(MAX_FRAME));
         let mut flags = if block.end_stream { END_STREAM } else { 0 };
         if let Some(priority) = block.priority {
@@ -319,7 +346,104 @@ impl AuthorityFix {
             frame(CONTINUATION, flags, block.stream, chunk, out);
             rest = more;
         }
-        Ok(())
+    }
+}
+
+/// Whether a connection's first header block needs mending: its `:authority` is not a valid
+/// authority, or cannot be told without the client's table (a reference into it), or the
+/// block does not parse (the full decoder will then say why). Nothing but the authority
+/// (and a literal name) is decoded.
+fn needs_mending(block: &[u8]) -> bool {
+    let mut p = Reader { buf: block };
+    while let Some(&b) = p.buf.first() {
+        let prefix = if b & 0x80 != 0 {
+            // Indexed: static entry 1 is `:authority` with an empty value (not an authority);
+            // an entry of the dynamic table is unknown here.
+            return match p.integer(7) {
+                Some(1) | Some(62..) | None => true,
+                Some(_) => continue,
+            };
+        } else if b & 0xC0 == 0x40 {
+            6
+        } else if b & 0xE0 == 0x20 {
+            if p.integer(5).is_none() {
+                return true;
+            }
+            continue;
+        } else {
+            4
+        };
+        let authority = match p.integer(prefix) {
+            Some(0) => match p.string().and_then(|(h, raw)| decoded(h, raw)) {
+                Some(name) => name == b":authority",
+                None => return true,
+            },
+            Some(1) => true,
+            Some(2..=61) => false,
+            _ => return true,
+        };
+        let Some((huffman, raw)) = p.string() else {
+            return true;
+        };
+        if authority {
+            return decoded(huffman, raw).is_none_or(|v| Authority::try_from(&v[..]).is_err());
+        }
+    }
+    false
+}
+
+/// A string literal's bytes, Huffman-decoded when `huffman`.
+fn decoded(huffman: bool, raw: &[u8]) -> Option<Vec<u8>> {
+    if !huffman {
+        return Some(raw.to_vec());
+    }
+    thread_local! {
+        static HUFFMAN: std::cell::RefCell<HuffmanDecoder> =
+            std::cell::RefCell::new(HuffmanDecoder::new());
+    }
+    HUFFMAN.with(|h| h.borrow_mut().decode(raw).ok())
+}
+
+/// Reads HPACK integers and string literals off the front of a block (RFC 7541 §5).
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    /// An integer with an N-bit prefix; `None` when the block ends or it overflows.
+    fn integer(&mut self, prefix: u8) -> Option<usize> {
+        let (&first, mut rest) = self.buf.split_first()?;
+        let max = (1usize << prefix) - 1;
+        let mut n = usize::from(first) & max;
+        if n == max {
+            let mut shift = 0u32;
+            loop {
+                let (&b, more) = rest.split_first()?;
+                rest = more;
+                n = n.checked_add(usize::from(b & 0x7f).checked_shl(shift)?)?;
+                if b & 0x80 == 0 {
+                    break;
+                }
+                shift += 7;
+                if shift > 28 {
+                    return None;
+                }
+            }
+        }
+        self.buf = rest;
+        Some(n)
+    }
+
+    /// A string literal: whether it is Huffman-coded, and its raw bytes.
+    fn string(&mut self) -> Option<(bool, &'a [u8])> {
+        let huffman = self.buf.first()? & 0x80 != 0;
+        let len = self.integer(7)?;
+        if len > self.buf.len() {
+            return None;
+        }
+        let (raw, rest) = self.buf.split_at(len);
+        self.buf = rest;
+        Some((huffman, raw))
     }
 }
 
@@ -512,6 +636,43 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_whose_first_authority_is_valid_passes_through_untouched() {
+        let requests = [
+            request("scriptd.invalid", "/scriptd.v1.Scriptd/Status"),
+            request("scriptd.invalid", "/scriptd.v1.Scriptd/Status"),
+        ];
+        for flags in [0, PRIORITY] {
+            let input = client(&requests, None, flags);
+            for chunk in [1, 7, input.len()] {
+                assert_eq!(run(&input, chunk), input, "flags {flags:#x} chunk {chunk}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_huffman_coded_authority_is_read() {
+        // RFC 7541 C.4.1: "www.example.com", Huffman-coded, after :method GET.
+        let valid = [
+            &[0x82, 0x41, 0x8c][..],
+            &[
+                0xf1, 0xe3, 0xc2, 0xe5, 0xf2, 0x3a, 0x6b, 0xa0, 0xab, 0x90, 0xf4, 0xff,
+            ],
+        ]
+        .concat();
+        assert!(!needs_mending(&valid));
+        // "/a": '/' 011000, 'a' 00011, then EOS padding.
+        assert!(needs_mending(&[0x41, 0x82, 0x60, 0x7f]));
+        // A literal name, raw.
+        assert!(needs_mending(&[
+            0x00, 10, b':', b'a', b'u', b't', b'h', b'o', b'r', b'i', b't', b'y', 1, b'/'
+        ]));
+        // The static entry's empty value, a reference into the client's table, no authority.
+        assert!(needs_mending(&[0x81]));
+        assert!(needs_mending(&[0xbe]));
+        assert!(!needs_mending(&[0x82, 0x86, 0x84]));
+    }
+
+    #[test]
     fn a_large_block_is_split_into_continuations() {
         let mut headers = request("/run/x.sock", "/scriptd.v1.Scriptd/Status");
         headers.push((b"x-big".to_vec(), vec![b'a'; 40_000]));
@@ -574,7 +735,8 @@ mod tests {
         let mut input = PREFACE.to_vec();
         let mut block = Vec::new();
         integer(1 << 20, 5, 0x20, &mut block);
-        block.push(0x82);
+        // An authority that needs mending, so the block is decoded here.
+        block.extend_from_slice(&[0x41, 2, b'/', b'x']);
         frame(HEADERS, END_HEADERS, 1, &block, &mut input);
         assert!(matches!(
             AuthorityFix::new().feed(&input, &mut Vec::new()),
