@@ -320,6 +320,7 @@ async fn serve(
         history,
         shared.metrics.clone(),
     ));
+    let idle = limits.idle;
     // Serves until every script has stopped: `ctl status` still answers during a shutdown.
     let unix = socket::serve(
         listener,
@@ -336,6 +337,7 @@ async fn serve(
                 tls,
                 service,
                 daemon.access.clone(),
+                idle,
                 server_stop.clone(),
             );
             tokio::spawn(async move { tokio::try_join!(unix, remote).map(|_| ()) })

@@ -147,6 +147,11 @@ impl AuthorityFix {
         }
     }
 
+    /// Whether everything from here on passes through untouched (no need to feed it).
+    pub fn passing_through(&self) -> bool {
+        matches!(self.state, State::Passthrough)
+    }
+
     /// Takes the next bytes the client sent and appends what the server is to read to
     /// `out` (possibly nothing yet: part of a frame is held until it is complete).
     pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), FixError> {

@@ -159,8 +159,7 @@ pub struct PeerStream {
     fixed: Vec<u8>,
     taken: usize,
     conn: Arc<Connection>,
-    idle: Duration,
-    timer: Pin<Box<Sleep>>,
+    idle: IdleTimer,
     /// The connection's place under the caps (none for root and the daemon's user); given
     /// back when the connection is dropped.
     _slot: Option<Slot>,
@@ -182,19 +181,40 @@ impl PeerStream {
             fixed: Vec::new(),
             taken: 0,
             conn,
-            idle,
-            timer: Box::pin(tokio::time::sleep(idle)),
+            idle: IdleTimer::new(idle),
             _slot: slot,
             _counted: counted,
         }
     }
+}
 
-    /// Whether the idle timeout has passed; otherwise the timer is set to wake the reader
-    /// when it may have.
-    fn poll_idle(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
+/// The idle timeout of one connection (the socket's and the TCP listener's): ready once no
+/// call has been in flight on it for the timeout.
+pub(crate) struct IdleTimer {
+    idle: Duration,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl IdleTimer {
+    /// A timer for connections idle for `idle`.
+    pub(crate) fn new(idle: Duration) -> Self {
+        Self {
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+
+    /// The timeout.
+    pub(crate) fn idle(&self) -> Duration {
+        self.idle
+    }
+
+    /// Whether `conn` has been idle for the timeout; otherwise the timer is set to wake the
+    /// reader when it may have.
+    pub(crate) fn poll(&mut self, conn: &Connection, cx: &mut TaskContext<'_>) -> Poll<()> {
         while self.timer.as_mut().poll(cx).is_ready() {
             let now = Instant::now();
-            match self.conn.idle_deadline(self.idle) {
+            match conn.idle_deadline(self.idle) {
                 Some(deadline) if deadline <= now => return Poll::Ready(()),
                 Some(deadline) => self.timer.as_mut().reset(deadline),
                 // Busy: look again one timeout later.
@@ -221,6 +241,13 @@ impl AsyncRead for PeerStream {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
+            if this.taken == this.fixed.len() && this.fix.passing_through() {
+                // Nothing to mend on this connection: read straight into the server's buffer.
+                match Pin::new(&mut this.stream).poll_read(cx, buf) {
+                    Poll::Pending => break,
+                    ready => return ready,
+                }
+            }
             if this.taken < this.fixed.len() {
                 let n = buf.remaining().min(this.fixed.len() - this.taken);
                 buf.put_slice(&this.fixed[this.taken..this.taken + n]);
@@ -250,14 +277,14 @@ impl AsyncRead for PeerStream {
                 Poll::Pending => break,
             }
         }
-        match this.poll_idle(cx) {
+        match this.idle.poll(&this.conn, cx) {
             Poll::Ready(()) => {
                 let peer = this.conn.peer();
                 tracing::debug!(
                     uid = peer.uid,
                     pid = peer.pid,
                     "closing a connection idle for {:?}",
-                    this.idle
+                    this.idle.idle()
                 );
                 // End of stream: nothing read.
                 Poll::Ready(Ok(()))

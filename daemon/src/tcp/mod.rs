@@ -8,8 +8,9 @@
 //! unknown uid on the socket.
 //!
 //! Its own connection limits: at most [`MAX_CONNECTIONS`] at once (a connection over it is
-//! closed before its handshake), and a handshake that has not finished after
-//! [`HANDSHAKE_TIMEOUT`] is dropped.
+//! closed before its handshake), a handshake that has not finished after
+//! [`HANDSHAKE_TIMEOUT`] is dropped, and a connection with no call in flight for the idle
+//! timeout of the socket (`SCRIPTD_IDLE_TIMEOUT`, 60 s) is closed; followers never are.
 //!
 //! - `tls`: the server config from `daemon.listen.tls`, the names of a client certificate.
 
@@ -18,7 +19,7 @@ mod tls;
 pub use tls::{names, server_config, TlsError};
 
 use crate::server::Service;
-use crate::socket::{Connection, Peer, Refusals};
+use crate::socket::{Connection, IdleTimer, Peer, Refusals};
 use anyhow::Context;
 use scriptd_common::config::Access;
 use std::io;
@@ -65,6 +66,7 @@ pub async fn serve(
     tls: Arc<ServerConfig>,
     service: Arc<Service>,
     access: Access,
+    idle: Duration,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let refusals = Refusals::start(cancel.clone());
@@ -75,6 +77,7 @@ pub async fn serve(
         access: Arc::new(access),
         refusals,
         slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        idle,
         tx,
     };
     tokio::spawn(acceptor.run());
@@ -89,6 +92,7 @@ struct Acceptor {
     access: Arc<Access>,
     refusals: Arc<Refusals>,
     slots: Arc<Semaphore>,
+    idle: Duration,
     tx: mpsc::Sender<RemoteStream>,
 }
 
@@ -116,11 +120,12 @@ impl Acceptor {
             tracing::debug!(%addr, "closed a TCP connection: {MAX_CONNECTIONS} are open");
             return;
         };
-        let (tls, access, refusals, tx) = (
+        let (tls, access, refusals, tx, idle) = (
             self.tls.clone(),
             self.access.clone(),
             self.refusals.clone(),
             self.tx.clone(),
+            self.idle,
         );
         tokio::spawn(async move {
             let handshake = tls.accept(stream).into_fallible();
@@ -150,6 +155,7 @@ impl Acceptor {
                 .send(RemoteStream {
                     stream,
                     conn,
+                    idle: IdleTimer::new(idle),
                     _slot: slot,
                 })
                 .await;
@@ -189,6 +195,7 @@ fn peer_of(access: &Access, names: &[String]) -> Peer {
 struct RemoteStream {
     stream: TlsStream<TcpStream>,
     conn: Arc<Connection>,
+    idle: IdleTimer,
     /// Given back when the connection is dropped.
     _slot: OwnedSemaphorePermit,
 }
@@ -207,7 +214,22 @@ impl AsyncRead for RemoteStream {
         cx: &mut TaskContext<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        if let Poll::Ready(read) = Pin::new(&mut this.stream).poll_read(cx, buf) {
+            return Poll::Ready(read);
+        }
+        match this.idle.poll(&this.conn, cx) {
+            Poll::Ready(()) => {
+                tracing::debug!(
+                    cert = this.conn.peer().cert,
+                    "closing a TCP connection idle for {:?}",
+                    this.idle.idle()
+                );
+                // End of stream: nothing read.
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
