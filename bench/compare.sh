@@ -18,6 +18,7 @@
 # line names the work directory (every daemon, CLI and script of the run does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+TARGET=${CARGO_TARGET_DIR:-target}
 
 keep=0
 profile=dist
@@ -33,10 +34,10 @@ done
 
 if [ "$profile" = dist ]; then
   packaging/dist.sh # what the package ships: target/dist-bin
-  bins=target/dist-bin
+  bins=$TARGET/dist-bin
 else
   cargo build --profile "$profile" --locked -p scriptd -p ctl
-  bins=target/$profile
+  bins=$TARGET/$profile
 fi
 
 venv=bench/.venv

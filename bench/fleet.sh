@@ -4,7 +4,8 @@
 # Usage: bench/fleet.sh [BIN_DIR]   (default target/dist-bin, built by packaging/dist.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=${1:-target/dist-bin}
+TARGET=${CARGO_TARGET_DIR:-target}
+bin=${1:-$TARGET/dist-bin}
 if [[ ! -x $bin/scriptd ]]; then packaging/dist.sh; fi
 bin=$(cd "$bin" && pwd)
 work=$(mktemp -d /tmp/scriptd-fleet-bench.XXXXXX)

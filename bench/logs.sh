@@ -16,12 +16,13 @@ set -euo pipefail
 RUNS=${1:-5}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+TARGET=${CARGO_TARGET_DIR:-target}
 packaging/dist.sh
 
 DIR=$(mktemp -d /tmp/scriptd-bench.XXXXXX)
 # Private copies: a rebuild during the run must not swap the binary under the daemon (its
 # shim re-executes the daemon's own binary).
-cp "$ROOT/target/dist-bin/scriptd" "$ROOT/target/dist-bin/scriptd-shim" "$ROOT/target/dist-bin/ctl" "$DIR/"
+cp "$TARGET/dist-bin/scriptd" "$TARGET/dist-bin/scriptd-shim" "$TARGET/dist-bin/ctl" "$DIR/"
 SCRIPTD="$DIR/scriptd"
 CTL="$DIR/ctl"
 DAEMON_PID=

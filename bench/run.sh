@@ -4,9 +4,10 @@
 # Usage: bench/run.sh [status|reload|rss|scrape]... (default: the first three)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+TARGET=${CARGO_TARGET_DIR:-target}
 packaging/dist.sh
 cargo build --profile dist --locked -p scriptd-bench
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r)"
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 echo
-target/dist/scriptd-bench target/dist-bin "$@"
+"$TARGET/dist/scriptd-bench" "$TARGET/dist-bin" "$@"

@@ -12,6 +12,7 @@
 # when allowed (CAP_SYS_RESOURCE), else the hard limit in force is used (and said).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+TARGET=${CARGO_TARGET_DIR:-target}
 while [ $# -gt 0 ]; do
     case $1 in
         --quick)
@@ -29,7 +30,7 @@ while [ $# -gt 0 ]; do
 done
 if [ -z "${BIN_DIR:-}" ]; then
     packaging/dist.sh
-    BIN_DIR=target/dist-bin
+    BIN_DIR=$TARGET/dist-bin
 fi
 cargo build --profile dist --locked -p scriptd-bench
 if ! ulimit -Hn 524288 2>/dev/null; then
@@ -41,6 +42,6 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)  RLIMIT_NOFILE $(ulimit -Sn)"
 echo
 start=$(date +%s)
-target/dist/scriptd-bench "$BIN_DIR" scale
+"$TARGET/dist/scriptd-bench" "$BIN_DIR" scale
 echo
 echo "($(( $(date +%s) - start )) s)"

@@ -7,11 +7,12 @@
 # BIN_DIR=target/debug (or release) uses already built binaries instead of packaging/dist.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+TARGET=${CARGO_TARGET_DIR:-target}
 count=${1:-5000}
 limit=${2:-524288}
 if [ -z "${BIN_DIR:-}" ]; then
     packaging/dist.sh
-    BIN_DIR=target/dist-bin
+    BIN_DIR=$TARGET/dist-bin
 fi
 BIN_DIR=$(realpath "$BIN_DIR")
 dir=$(mktemp -d)
