@@ -6,6 +6,7 @@
 
 mod access;
 mod error;
+pub mod etcd;
 pub mod fields;
 mod include_scan;
 mod include_walk;
@@ -63,6 +64,8 @@ pub struct DaemonConfig {
     pub history_limit: u32,
     /// Who else may use the socket, and with which role.
     pub access: Access,
+    /// `daemon.source.etcd`: the config comes from this etcd key, not from the files.
+    pub source: Option<etcd::EtcdSource>,
 }
 
 /// One script with its defaults applied.

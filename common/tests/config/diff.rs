@@ -24,6 +24,7 @@ fn daemon() -> DaemonConfig {
         watch: true,
         history_limit: 100,
         access: Access::default(),
+        source: None,
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod access;
 mod diff;
+mod etcd;
 mod fields;
 mod hostile;
 mod include_scan;

@@ -14,6 +14,7 @@ const DAEMON_KEYS: &[&str] = &[
     "watch",
     "history_limit",
     "access",
+    "source",
 ];
 const ACCESS_KEYS: &[&str] = &["user", "group", "role"];
 
@@ -27,6 +28,7 @@ pub(super) fn default_daemon(base: &Path) -> DaemonConfig {
         watch: true,
         history_limit: builtin::HISTORY_LIMIT,
         access: Access::default(),
+        source: None,
     }
 }
 
@@ -48,6 +50,7 @@ impl Validator<'_> {
                     d.history_limit = self.count_u32(val, &p, 1).unwrap_or(d.history_limit)
                 }
                 "access" => d.access = self.access(val, &p),
+                "source" => d.source = self.source(val, base),
                 _ => {}
             }
         }
