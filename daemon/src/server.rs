@@ -8,6 +8,7 @@ use crate::reload::disk::DiskSync;
 use crate::reload::{Candidate, Report, Request, RequestError, ResultKind, Snapshot, Source};
 use crate::runner::{ControlError, ScriptHandle};
 use crate::runs::{self, RunState, WaitError};
+use crate::source::etcd::state::SourceState;
 use scriptd_common::config;
 use scriptd_common::config::ConfigFile;
 use scriptd_common::diff;
@@ -39,6 +40,8 @@ pub struct Service {
     events: EventBus,
     history: History,
     disk: Arc<DiskSync>,
+    /// Etcd mode: the source's state.
+    etcd: Option<watch::Receiver<SourceState>>,
 }
 
 impl Service {
@@ -58,6 +61,15 @@ impl Service {
             events,
             history,
             disk,
+            etcd: None,
+        }
+    }
+
+    /// The service of a daemon whose config comes from etcd, whose source publishes `state`.
+    pub fn with_etcd(self, state: watch::Receiver<SourceState>) -> Self {
+        Self {
+            etcd: Some(state),
+            ..self
         }
     }
 
@@ -292,7 +304,17 @@ impl Scriptd for Service {
             .filter(|(name, _)| want.is_empty() || **name == want)
             .map(|(_, h)| h.status.borrow().clone())
             .collect();
-        let (sync, sync_error) = self.disk.state(&snap.hash).await.to_proto();
+        // Etcd mode: the files on disk are only the bootstrap file, not the config.
+        let (sync, sync_error, etcd) = match &self.etcd {
+            Some(state) => {
+                let etcd = state.borrow().to_proto(snap.etcd_revision);
+                (proto::ConfigSync::Unspecified, String::new(), Some(etcd))
+            }
+            None => {
+                let (sync, error) = self.disk.state(&snap.hash).await.to_proto();
+                (sync, error, None)
+            }
+        };
         Ok(Response::new(proto::StatusResponse {
             daemon_pid: std::process::id(),
             daemon_version: scriptd_common::VERSION.into(),
@@ -303,6 +325,7 @@ impl Scriptd for Service {
             sync_error,
             scripts,
             socket_path: self.info.socket_path.display().to_string(),
+            etcd,
         }))
     }
 
@@ -378,6 +401,7 @@ impl Scriptd for Service {
         let req = Request {
             plan_id,
             candidate,
+            etcd_base: self.snapshot.borrow().etcd_revision,
             ..Request::new(Source::Ctl)
         };
         let r = self.submit(&request, req).await?;
@@ -459,6 +483,7 @@ impl Scriptd for Service {
             dry_run: r.dry_run,
             target: Some(r.version),
             plan_id: plan_id(&r.plan_id)?,
+            etcd_base: self.snapshot.borrow().etcd_revision,
             ..Request::new(Source::Rollback)
         };
         let dry_run = req.dry_run;

@@ -63,7 +63,11 @@ CREATE TABLE IF NOT EXISTS actions (
 /// The schema migrations, in order: entry `i` brings a database from version `i` to `i + 1`,
 /// in one transaction with the new `user_version`. Append, never edit: a released entry has
 /// already run on someone's database.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+
+/// Schema version 2: the etcd mod revision of the value a version or attempt came from
+/// (`daemon.source.etcd`); NULL otherwise.
+const SCHEMA_V2: &str = "ALTER TABLE entries ADD COLUMN etcd_revision INTEGER;";
 
 /// The schema version this daemon writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -143,7 +147,7 @@ fn encode_detail(changes: &[proto::Change], errors: &[proto::ConfigError]) -> Ve
 }
 
 const ENTRY_COLUMNS: &str = "version, attempt_id, time_ms, source, rollback_from, uid, result, \
-                             summary, message, hash, detail";
+                             summary, message, hash, detail, etcd_revision";
 
 fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(proto::HistoryEntry, Vec<u8>)> {
     Ok((
@@ -161,6 +165,7 @@ fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(proto::HistoryEn
             errors: Vec::new(),
             changes: Vec::new(),
             user: String::new(), // named by the server
+            etcd_revision: row.get::<_, Option<i64>>(11)?.unwrap_or(0),
         },
         row.get(10)?,
     ))
@@ -323,7 +328,8 @@ impl Store {
         let tx = self.conn.transaction()?;
         tx.execute(
             &format!(
-                "INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"
+                "INSERT INTO entries ({ENTRY_COLUMNS}) \
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"
             ),
             params![
                 version,
@@ -337,6 +343,7 @@ impl Store {
                 rec.message,
                 source.hash(),
                 encode_detail(&rec.changes, &rec.errors),
+                rec.etcd_revision,
             ],
         )?;
         for (i, f) in source.files.iter().enumerate() {
@@ -364,7 +371,8 @@ impl Store {
         let tx = self.conn.transaction()?;
         tx.execute(
             &format!(
-                "INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (NULL,?1,?2,?3,?4,?5,?6,?7,?8,'',?9)"
+                "INSERT INTO entries ({ENTRY_COLUMNS}) \
+                 VALUES (NULL,?1,?2,?3,?4,?5,?6,?7,?8,'',?9,?10)"
             ),
             params![
                 rec.attempt_id,
@@ -376,6 +384,7 @@ impl Store {
                 summary(&rec.changes),
                 rec.message,
                 encode_detail(&rec.changes, &rec.errors),
+                rec.etcd_revision,
             ],
         )?;
         tx.execute(
@@ -504,6 +513,7 @@ mod tests {
             message: String::new(),
             changes: changes.to_vec(),
             errors: Vec::new(),
+            etcd_revision: None,
         }
     }
 
@@ -545,7 +555,17 @@ mod tests {
         assert_eq!(entry.hash, source("v3").hash());
         assert_eq!(files[0].content, "v3");
         assert_eq!(h.previous(3)?, Some(2));
-        assert_eq!(h.latest()?.map(|l| l.0), Some(3));
+        h.record_version(
+            4,
+            &source("v4"),
+            &Record {
+                etcd_revision: Some(17),
+                ..rec(&[])
+            },
+        )?;
+        assert_eq!(h.version(4)?.expect("version 4").0.etcd_revision, 17);
+        assert_eq!(h.version(3)?.expect("version 3").0.etcd_revision, 0);
+        assert_eq!(h.latest()?.map(|l| l.0), Some(4));
         Ok(())
     }
 
@@ -659,6 +679,11 @@ mod tests {
             "its records are kept"
         );
         assert_eq!(h.list(10)?[0].source, "startup");
+        assert_eq!(
+            h.list(10)?[0].etcd_revision,
+            0,
+            "no revision before version 2"
+        );
         drop(h);
         assert_eq!(user_version(&dir.path().join(DB_FILE)), SCHEMA_VERSION);
 

@@ -13,6 +13,7 @@ pub mod apply;
 pub mod candidate;
 pub mod coordinator;
 pub mod disk;
+pub mod etcd;
 pub mod write_back;
 
 pub use crate::history::{ResultKind, Source};
@@ -44,6 +45,11 @@ pub struct Request {
     pub candidate: Option<Candidate>,
     /// Uid of the ctl user who asked.
     pub uid: Option<u32>,
+    /// A new value of the etcd key (etcd mode): the config is the bootstrap file with it.
+    pub etcd: Option<crate::source::etcd::EtcdValue>,
+    /// Etcd mode: the mod revision of the value running when the request arrived; a
+    /// rollback or candidate is written to the key only if it still has it.
+    pub etcd_base: Option<i64>,
     /// The files as the watcher validated them while its debounce window was open: used
     /// when the files read for the attempt hash the same, which takes the validation off
     /// the path from a save to the change running.
@@ -62,6 +68,8 @@ impl Request {
             target: None,
             candidate: None,
             uid: None,
+            etcd: None,
+            etcd_base: None,
             prevalidated: None,
             reply: None,
         }
@@ -128,6 +136,8 @@ pub struct Snapshot {
     pub version: u64,
     /// Hash of the running version's files.
     pub hash: String,
+    /// Etcd mode: the mod revision of the value the running version holds.
+    pub etcd_revision: Option<i64>,
     /// Running config.
     pub config: Arc<Config>,
     /// One handle per script (shared with the coordinator until a script is added or

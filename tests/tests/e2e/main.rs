@@ -7,6 +7,7 @@ mod candidate;
 mod completion;
 mod connections;
 mod descriptors;
+mod etcd;
 mod full_state_dir;
 mod history;
 mod hostile;

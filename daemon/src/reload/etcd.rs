@@ -1,0 +1,160 @@
+//! The coordinator in etcd mode (`daemon.source.etcd`): the config is the bootstrap file
+//! plus the key's value, and a version that does not come from the key (a rollback, a
+//! `ctl reload --file` candidate) is written to the key first, with a compare-and-swap on
+//! the mod revision the caller saw running, so that a concurrent writer makes it fail and
+//! nothing is applied.
+
+use super::Candidate;
+use crate::source::etcd::client::{Client, Credentials, Read, Swap};
+use crate::source::etcd::EtcdValue;
+use scriptd_common::config::etcd::{self as cfg_etcd, EtcdSource as Settings};
+use scriptd_common::config::{self, ConfigErrors, ConfigSource};
+
+/// The etcd side of the coordinator's state.
+pub struct EtcdMode {
+    settings: Settings,
+    credentials: Option<Credentials>,
+    /// The mod revision of the value the running version holds; `None` when it did not come
+    /// from the key in this daemon's life (the history's last version, run at start while
+    /// etcd was away).
+    pub revision: Option<i64>,
+}
+
+/// A value to write to the key before applying it.
+pub struct Write {
+    /// The text.
+    pub value: String,
+    /// The mod revision the key must still have.
+    pub expected: i64,
+}
+
+impl EtcdMode {
+    /// The etcd mode of `settings`, running the value of mod revision `revision`.
+    pub fn new(
+        settings: Settings,
+        credentials: Option<Credentials>,
+        revision: Option<i64>,
+    ) -> Self {
+        Self {
+            settings,
+            credentials,
+            revision,
+        }
+    }
+
+    /// The key.
+    pub fn key(&self) -> &str {
+        &self.settings.key
+    }
+
+    /// The config of `running`'s bootstrap file with `value`.
+    pub fn with_value(
+        &self,
+        running: &ConfigSource,
+        value: EtcdValue,
+    ) -> Result<ConfigSource, ConfigErrors> {
+        let name = cfg_etcd::value_file_name(self.key());
+        let text = config::decode(&name, value.bytes)
+            .map_err(|e| ConfigErrors::file(&name, e.to_string()))?;
+        Ok(cfg_etcd::with_value(running, self.key(), text))
+    }
+
+    /// The config of `running`'s bootstrap file with the value a recorded version held
+    /// (`files`: that version's).
+    pub fn with_recorded(
+        &self,
+        running: &ConfigSource,
+        files: &ConfigSource,
+    ) -> Result<ConfigSource, ConfigErrors> {
+        match cfg_etcd::value_of(files) {
+            Some(value) => Ok(cfg_etcd::with_value(running, self.key(), value.to_owned())),
+            None => Err(ConfigErrors::file(
+                "history",
+                "this version was not read from etcd (it has no value of the key): roll back \
+                 to a version recorded in etcd mode",
+            )),
+        }
+    }
+
+    /// The config of `running`'s bootstrap file with a candidate's one file, which must be
+    /// named `etcd:KEY`.
+    pub fn with_candidate(
+        &self,
+        running: &ConfigSource,
+        candidate: Candidate,
+    ) -> Result<ConfigSource, ConfigErrors> {
+        let name = cfg_etcd::value_file_name(self.key());
+        match candidate.into_single() {
+            Some((target, bytes)) if target == name => {
+                self.with_value(running, EtcdValue { bytes, revision: 0 })
+            }
+            _ => Err(ConfigErrors::file(
+                "candidate",
+                format!(
+                    "the config comes from etcd: a candidate is the key's value, given as \
+                     --file {name}=FILE"
+                ),
+            )),
+        }
+    }
+
+    /// Reads the key now (`ctl reload`, SIGHUP): its value, or why not.
+    pub async fn read(&self) -> Result<EtcdValue, String> {
+        let key = self.key();
+        let mut last = String::new();
+        for endpoint in &self.settings.endpoints {
+            match Client::connect(endpoint, self.credentials.as_ref()).await {
+                Ok(client) => {
+                    return match client.read(key).await {
+                        Ok(Read {
+                            value: Some((bytes, revision)),
+                            ..
+                        }) => Ok(EtcdValue { bytes, revision }),
+                        Ok(Read { value: None, .. }) => Err(format!(
+                            "the key {key:?} does not exist; the running version stays"
+                        )),
+                        Err(e) => Err(format!("{e}; the running version stays")),
+                    }
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(format!(
+            "etcd is unreachable ({last}); the running version stays"
+        ))
+    }
+
+    /// Writes `write` to the key if its mod revision is still the expected one; returns the
+    /// new mod revision, or why not (for the report).
+    pub async fn swap(&self, write: Write) -> Result<i64, String> {
+        let key = self.key().to_owned();
+        let mut last = String::new();
+        for endpoint in &self.settings.endpoints {
+            let client = match Client::connect(endpoint, self.credentials.as_ref()).await {
+                Ok(c) => c,
+                Err(e) => {
+                    last = e.to_string();
+                    continue;
+                }
+            };
+            return match client
+                .swap(&key, write.expected, write.value.into_bytes())
+                .await
+            {
+                Ok(Swap::Written(revision)) => Ok(revision),
+                Ok(Swap::Moved) => Err(format!(
+                    "the key {key:?} changed since revision {} (another writer); nothing was \
+                     applied: look at `ctl history` and try again",
+                    write.expected
+                )),
+                Err(e) => Err(format!(
+                    "the key {key:?} could not be written ({e}); nothing was applied"
+                )),
+            };
+        }
+        Err(format!(
+            "etcd is unreachable ({last}): the key {key:?} cannot be written, and nothing was \
+             applied (in etcd mode a version runs only once the key holds it)"
+        ))
+    }
+}
