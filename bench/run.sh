@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the shipped binaries (packaging/dist.sh: the `dist` profile, ctl linked statically)
 # and the benchmark driver, and runs its benchmarks; prints a Markdown table.
-# Usage: bench/run.sh [status|reload|rss]...
+# Usage: bench/run.sh [status|reload|rss|etcd]... (etcd: needs Debian's etcd-server)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 packaging/dist.sh
