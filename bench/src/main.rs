@@ -302,7 +302,9 @@ impl Drop for Etcd {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn start_etcd() -> anyhow::Result<Etcd> {
@@ -312,8 +314,18 @@ fn start_etcd() -> anyhow::Result<Etcd> {
     let child = Command::new("etcd")
         .args(["--name", "b", "--data-dir"])
         .arg(dir.path().join("data"))
-        .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
-        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+        .args([
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+        ])
         .args(["--initial-cluster", &format!("b={peer}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -357,7 +369,14 @@ fn bench_etcd(bins: &Path, out: &mut String) -> anyhow::Result<()> {
             }
         }
     };
-    rt.block_on(async { put(&client, revision(&client).await?, reload_scripts(SCRIPTS, 0)).await })?;
+    rt.block_on(async {
+        put(
+            &client,
+            revision(&client).await?,
+            reload_scripts(SCRIPTS, 0),
+        )
+        .await
+    })?;
     let bootstrap = format!(
         "{DAEMON}  source:\n    etcd:\n      endpoints: [\"{}\"]\n      key: {KEY}\n",
         etcd.url

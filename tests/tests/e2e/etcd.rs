@@ -267,3 +267,48 @@ fn of_two_concurrent_rollbacks_exactly_one_writes_the_key_and_applies() {
     assert_eq!(written.len(), 1, "{written:?}");
     assert_eq!(written[0].source, "rollback");
 }
+
+#[test]
+fn reload_file_writes_the_key_with_a_compare_and_swap_and_a_concurrent_writer_makes_it_fail() {
+    let etcd = Etcd::start();
+    let slow = |secs: u32| {
+        format!(
+            "defaults:\n  stop_grace: 1s\nscripts:\n  a:\n    command: \"trap '' TERM; exec sleep {secs}\"\n"
+        )
+    };
+    let (env, d, _) = start(&etcd, &slow(1000));
+    running(&d, "a", 1000);
+    env.write("candidate.yaml", &slow(1002));
+    let file = format!("etcd:{KEY}={}", env.path("candidate.yaml").display());
+
+    // Another writer puts a value; while the daemon applies it (`a` waits out its grace),
+    // a candidate arrives as of the revision running before that put.
+    let mut events = Events::follow(&d);
+    let w = etcd.put(KEY, &slow(1001));
+    events.wait("the writer's value applying", |e| {
+        is_phase(e, "applying") && e.source.as_deref() == Some("etcd")
+    });
+    let r = d.ctl(&["reload", "--file", &file]);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(
+        format!("{}{}", r.stdout, r.stderr).contains("changed since"),
+        "{r:?}"
+    );
+    assert_eq!(etcd.get(KEY), Some((slow(1001), w)), "nothing was written");
+    running(&d, "a", 1001);
+    wait_running_revision(&d, w);
+
+    // As of the running revision, the candidate is written to the key and applied.
+    let r = d.ctl(&["reload", "--file", &file]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let (stored, revision) = etcd.get(KEY).expect("the key");
+    assert_eq!(stored, slow(1002));
+    running(&d, "a", 1002);
+    wait_running_revision(&d, revision);
+    let written = entries_of(&d, revision);
+    assert_eq!(written.len(), 1, "{written:?}");
+    assert_eq!(
+        (written[0].source.as_str(), written[0].result.as_str()),
+        ("ctl", "applied")
+    );
+}
