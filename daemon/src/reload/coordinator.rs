@@ -395,7 +395,7 @@ impl Coordinator {
         crate::notify_systemd(crate::Notify::Ready);
         let disk_touched = match (rollback_from, &targets) {
             // Etcd mode: the key was written (and is the record); the disk never is.
-            (Some(_), _) if self.etcd.is_some() => report.result == ResultKind::Unchanged,
+            (Some(_), _) if self.etcd.is_some() => false,
             (Some(target), _) => self.write_back_rollback(target, &mut report).await,
             (None, Some(targets)) if report.result == ResultKind::Unchanged => {
                 self.write_unchanged_candidate(targets, &mut report).await

@@ -6,7 +6,7 @@
 
 use super::Candidate;
 use crate::source::etcd::client::{Client, Credentials, Read, Swap};
-use crate::source::etcd::EtcdValue;
+use crate::source::etcd::{connect, EtcdValue};
 use scriptd_common::config::etcd::{self as cfg_etcd, EtcdSource as Settings};
 use scriptd_common::config::{self, ConfigErrors, ConfigSource};
 
@@ -98,63 +98,55 @@ impl EtcdMode {
         }
     }
 
+    /// A connection to the first endpoint that answers, or why none does.
+    async fn client(&self) -> Result<Client, String> {
+        connect(&self.settings, self.credentials.as_ref())
+            .await
+            .map_err(|(endpoint, e)| format!("etcd is unreachable ({endpoint}: {e})"))
+    }
+
     /// Reads the key now (`ctl reload`, SIGHUP): its value, or why not.
     pub async fn read(&self) -> Result<EtcdValue, String> {
         let key = self.key();
-        let mut last = String::new();
-        for endpoint in &self.settings.endpoints {
-            match Client::connect(endpoint, self.credentials.as_ref()).await {
-                Ok(client) => {
-                    return match client.read(key).await {
-                        Ok(Read {
-                            value: Some((bytes, revision)),
-                            ..
-                        }) => Ok(EtcdValue { bytes, revision }),
-                        Ok(Read { value: None, .. }) => Err(format!(
-                            "the key {key:?} does not exist; the running version stays"
-                        )),
-                        Err(e) => Err(format!("{e}; the running version stays")),
-                    }
-                }
-                Err(e) => last = e.to_string(),
-            }
+        let client = self
+            .client()
+            .await
+            .map_err(|e| format!("{e}; the running version stays"))?;
+        match client.read(key).await {
+            Ok(Read {
+                value: Some((bytes, revision)),
+                ..
+            }) => Ok(EtcdValue { bytes, revision }),
+            Ok(Read { value: None, .. }) => Err(format!(
+                "the key {key:?} does not exist; the running version stays"
+            )),
+            Err(e) => Err(format!("{e}; the running version stays")),
         }
-        Err(format!(
-            "etcd is unreachable ({last}); the running version stays"
-        ))
     }
 
     /// Writes `write` to the key if its mod revision is still the expected one; returns the
     /// new mod revision, or why not (for the report).
     pub async fn swap(&self, write: Write) -> Result<i64, String> {
         let key = self.key().to_owned();
-        let mut last = String::new();
-        for endpoint in &self.settings.endpoints {
-            let client = match Client::connect(endpoint, self.credentials.as_ref()).await {
-                Ok(c) => c,
-                Err(e) => {
-                    last = e.to_string();
-                    continue;
-                }
-            };
-            return match client
-                .swap(&key, write.expected, write.value.into_bytes())
-                .await
-            {
-                Ok(Swap::Written(revision)) => Ok(revision),
-                Ok(Swap::Moved) => Err(format!(
-                    "the key {key:?} changed since revision {} (another writer); nothing was \
-                     applied: look at `ctl history` and try again",
-                    write.expected
-                )),
-                Err(e) => Err(format!(
-                    "the key {key:?} could not be written ({e}); nothing was applied"
-                )),
-            };
+        let client = self.client().await.map_err(|e| {
+            format!(
+                "{e}: the key {key:?} cannot be written, and nothing was applied (in etcd \
+                 mode a version runs only once the key holds it)"
+            )
+        })?;
+        match client
+            .swap(&key, write.expected, write.value.into_bytes())
+            .await
+        {
+            Ok(Swap::Written(revision)) => Ok(revision),
+            Ok(Swap::Moved) => Err(format!(
+                "the key {key:?} changed since revision {} (another writer); nothing was \
+                 applied: look at `ctl history` and try again",
+                write.expected
+            )),
+            Err(e) => Err(format!(
+                "the key {key:?} could not be written ({e}); nothing was applied"
+            )),
         }
-        Err(format!(
-            "etcd is unreachable ({last}): the key {key:?} cannot be written, and nothing was \
-             applied (in etcd mode a version runs only once the key holds it)"
-        ))
     }
 }

@@ -83,8 +83,8 @@ pub fn credentials(settings: &Settings) -> Result<Option<Credentials>, EtcdError
     }))
 }
 
-/// Connects to the first endpoint that answers.
-async fn connect(
+/// Connects to the first endpoint that answers; or the last endpoint tried and its error.
+pub async fn connect(
     settings: &Settings,
     credentials: Option<&Credentials>,
 ) -> Result<Client, (String, EtcdError)> {
