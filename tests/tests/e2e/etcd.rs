@@ -82,6 +82,9 @@ fn a_put_restarts_only_the_changed_script_and_an_invalid_value_is_refused_and_re
         "unknown",
         "the disk holds only the bootstrap file"
     );
+    let table = d.ctl_ok(&["status"]);
+    let header = format!("etcd {KEY} at revision {r1} (connected to {}", etcd.url);
+    assert!(table.contains(&header), "{table}");
     let startup = entries_of(&d, r1);
     assert_eq!(startup.len(), 1, "{startup:?}");
     assert_eq!(startup[0].source, "startup");
@@ -311,4 +314,35 @@ fn reload_file_writes_the_key_with_a_compare_and_swap_and_a_concurrent_writer_ma
         (written[0].source.as_str(), written[0].result.as_str()),
         ("ctl", "applied")
     );
+}
+
+#[test]
+fn with_a_username_and_password_file_the_daemon_authenticates() {
+    let etcd = Etcd::start();
+    for args in [&["user", "add", "root:rootpw"][..], &["auth", "enable"][..]] {
+        etcd.ctl(args)
+            .unwrap_or_else(|e| panic!("etcdctl {args:?}: {e}"));
+    }
+    let put = |v: &str| {
+        etcd.ctl(&["--user", "root:rootpw", "put", "--", KEY, v])
+            .unwrap_or_else(|e| panic!("etcdctl put: {e}"))
+    };
+    put(&value(1001));
+    let env = Env::new(&format!(
+        "{}      username: root\n      password_file: password\n",
+        etcd.source_lines(KEY)
+    ));
+    env.write("password", "rootpw\n");
+    let d = env.start();
+    running(&d, "b", 1001);
+    assert!(etcd_status(&d).connected);
+    put(&value(1002));
+    running(&d, "b", 1002);
+    // With a wrong password etcd refuses the daemon: it says so and runs what it has.
+    env.write("password", "wrong\n");
+    drop(d);
+    let d = env.start();
+    running(&d, "b", 1002);
+    let problem = etcd_status(&d).problem.unwrap_or_default();
+    assert!(problem.contains("authenticate"), "{problem}");
 }
