@@ -67,11 +67,22 @@ pub struct Resume {
     fallback: Option<String>,
 }
 
-/// Reads the password of `settings` (blocking).
+/// Reads the password of `settings` (blocking); warns when others may read the file.
 pub fn credentials(settings: &Settings) -> Result<Option<Credentials>, EtcdError> {
+    use std::os::unix::fs::PermissionsExt;
     let (Some(username), Some(path)) = (&settings.username, &settings.password_file) else {
         return Ok(None);
     };
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                "the etcd password file {} can be read by group or others (mode {:o}); \
+                 `chmod 600` it",
+                path.display(),
+                meta.permissions().mode() & 0o7777
+            );
+        }
+    }
     let text = std::fs::read_to_string(path).map_err(|e| EtcdError::Password {
         path: path.display().to_string(),
         reason: e.to_string(),
