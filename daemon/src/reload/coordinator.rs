@@ -12,7 +12,6 @@ use super::{Report, Request, RequestError, ResultKind, Snapshot, Source};
 use crate::events::EventBus;
 use crate::history::{History, HistoryError, Record};
 use crate::runner::{self, ScriptHandle, Shared, UpdateOutcome};
-use scriptd_common::config::etcd::{self as cfg_etcd};
 use scriptd_common::config::{self, Config, ConfigErrors, ConfigSource};
 use scriptd_common::diff::{self, Change, Impact, Outcome};
 use scriptd_common::plan_id::PlanId;
@@ -322,7 +321,7 @@ impl Coordinator {
         // Etcd mode: the revision the config comes from (`None` until written, for a
         // rollback or a candidate, which `etcd_write` writes first).
         let mut etcd_revision = etcd_value.as_ref().map(|v| v.revision);
-        let mut etcd_write = None;
+        let mut etcd_write: Option<Write> = None;
         // Etcd mode writes nothing to disk: a candidate is the key's value.
         let targets = candidate
             .as_ref()
@@ -330,16 +329,11 @@ impl Coordinator {
             .map(Candidate::targets);
         let loaded = match (req.target, candidate, &self.etcd) {
             // Etcd mode: a value from the watch, or (`ctl reload`, SIGHUP) the key read now.
-            (None, None, Some(mode)) => match etcd_value {
-                Some(value) => mode.with_value(&self.source, value),
-                None => match mode.read().await {
-                    Ok(value) => {
-                        etcd_revision = Some(value.revision);
-                        mode.with_value(&self.source, value)
-                    }
-                    Err(e) => Err(ConfigErrors::file(cfg_etcd::value_file_name(mode.key()), e)),
-                },
-            },
+            (None, None, Some(mode)) => {
+                let (loaded, revision) = mode.load(&self.source, etcd_value).await;
+                etcd_revision = revision;
+                loaded
+            }
             (None, None, None) => self.read_disk().await,
             (None, Some(candidate), Some(mode)) => mode.with_candidate(&self.source, candidate),
             (None, Some(candidate), None) => self.read_candidate(candidate).await,
@@ -366,11 +360,7 @@ impl Coordinator {
         }
         steps.mark("read");
         if let (Some(mode), Ok(source), None) = (&self.etcd, &loaded, etcd_revision) {
-            // A rollback or a candidate: written to the key before it is applied.
-            etcd_write = cfg_etcd::value_of(source).map(|value| Write {
-                value: value.to_owned(),
-                expected: req.etcd_base.or(mode.revision).unwrap_or(0),
-            });
+            etcd_write = mode.write_for(source, req.etcd_base);
         }
         let mut report = self
             .attempt(

@@ -98,6 +98,36 @@ impl EtcdMode {
         }
     }
 
+    /// The config of `running`'s bootstrap file with `value` (from the watch) or, without
+    /// one (`ctl reload`, SIGHUP), with the key's value read now; and its mod revision.
+    pub async fn load(
+        &self,
+        running: &ConfigSource,
+        value: Option<EtcdValue>,
+    ) -> (Result<ConfigSource, ConfigErrors>, Option<i64>) {
+        let value = match value {
+            Some(v) => v,
+            None => match self.read().await {
+                Ok(v) => v,
+                Err(e) => {
+                    let name = cfg_etcd::value_file_name(self.key());
+                    return (Err(ConfigErrors::file(name, e)), None);
+                }
+            },
+        };
+        let revision = value.revision;
+        (self.with_value(running, value), Some(revision))
+    }
+
+    /// The write a rollback or a candidate makes before it applies: `source`'s value, as
+    /// of `base` (the revision running when the request arrived; else the running one).
+    pub fn write_for(&self, source: &ConfigSource, base: Option<i64>) -> Option<Write> {
+        cfg_etcd::value_of(source).map(|value| Write {
+            value: value.to_owned(),
+            expected: base.or(self.revision).unwrap_or(0),
+        })
+    }
+
     /// A connection to the first endpoint that answers, or why none does.
     async fn client(&self) -> Result<Client, String> {
         connect(&self.settings, self.credentials.as_ref())
