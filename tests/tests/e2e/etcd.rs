@@ -314,6 +314,22 @@ fn reload_file_writes_the_key_with_a_compare_and_swap_and_a_concurrent_writer_ma
         (written[0].source.as_str(), written[0].result.as_str()),
         ("ctl", "applied")
     );
+
+    // A dry run previews a value against what runs and writes nothing.
+    env.write("candidate.yaml", &slow(1003));
+    let (code, plan) = d.reload(&["--dry-run", "--file", &file]);
+    assert_eq!(code, 0, "{plan:?}");
+    assert!(
+        plan.changes
+            .iter()
+            .any(|c| c.script == "a" && c.field == "command"),
+        "{plan:?}"
+    );
+    assert_eq!(
+        etcd.get(KEY),
+        Some((slow(1002), revision)),
+        "nothing was written"
+    );
 }
 
 #[test]
