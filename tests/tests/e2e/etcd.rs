@@ -362,3 +362,29 @@ fn with_a_username_and_password_file_the_daemon_authenticates() {
     let problem = etcd_status(&d).problem.unwrap_or_default();
     assert!(problem.contains("authenticate"), "{problem}");
 }
+
+#[test]
+fn a_daemon_started_on_an_invalid_value_runs_the_last_version_and_says_why() {
+    let etcd = Etcd::start();
+    let (env, d, _) = start(&etcd, &value(1001));
+    running(&d, "b", 1001);
+    drop(d);
+    let bad = etcd.put(KEY, "scripts:\n  b:\n    comand: \"sleep 5\"\n");
+    let d = env.start();
+    running(&d, "b", 1001);
+    let problem = etcd_status(&d).problem.unwrap_or_default();
+    assert!(
+        problem.contains(&format!("the value at revision {bad} was not applied")),
+        "{problem}"
+    );
+    assert!(problem.contains("version 1 keeps running"), "{problem}");
+    let log = d.log_text();
+    assert!(
+        log.contains(&format!("at revision {bad} is invalid")),
+        "the log says why at start: {log}"
+    );
+    // The next good put applies.
+    let good = etcd.put(KEY, &value(1002));
+    running(&d, "b", 1002);
+    wait_running_revision(&d, good);
+}

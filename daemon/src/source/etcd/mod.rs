@@ -322,6 +322,7 @@ impl EtcdSource {
                         Err(e) => return at(e),
                     };
                     self.state.seen(read.revision);
+                    self.state.connected(&client.endpoint, crate::now_ms());
                     self.fallback = None;
                     match read.value {
                         Some((bytes, revision)) => self.deliver(bytes, revision).await,

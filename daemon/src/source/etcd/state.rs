@@ -52,15 +52,18 @@ impl Publisher {
         (Self(tx), rx)
     }
 
-    /// Connected to `endpoint` (the time of the change kept when it was already).
+    /// Connected to `endpoint`: the time and the problem (why it was not) change only when
+    /// it was not connected there already.
     pub fn connected(&self, endpoint: &str, now_ms: i64) {
-        self.0.send_modify(|s| {
-            if !s.connected || s.endpoint != endpoint {
+        self.0.send_if_modified(|s| {
+            let change = !s.connected || s.endpoint != endpoint;
+            if change {
                 s.since_ms = now_ms;
+                s.problem.clear();
             }
             s.connected = true;
             s.endpoint = endpoint.to_owned();
-            s.problem.clear();
+            change
         });
     }
 
@@ -103,9 +106,17 @@ mod tests {
         p.disconnected("http://a:1", "refused".into(), 20);
         assert_eq!((rx.borrow().connected, rx.borrow().since_ms), (false, 10));
         p.connected("http://a:1", 30);
+        assert!(
+            rx.borrow().problem.is_empty(),
+            "connecting ends the disconnection's problem"
+        );
+        p.problem("the value at revision 5 was not applied".into());
         p.connected("http://a:1", 40);
         assert_eq!((rx.borrow().connected, rx.borrow().since_ms), (true, 30));
-        assert!(rx.borrow().problem.is_empty());
+        assert!(
+            !rx.borrow().problem.is_empty(),
+            "a problem with the key stays"
+        );
         p.disconnected("http://a:1", "keepalive".into(), 50);
         assert_eq!(rx.borrow().since_ms, 50);
         assert_eq!(rx.borrow().problem, "keepalive");
