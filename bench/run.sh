@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the shipped binaries (packaging/dist.sh: the `dist` profile, ctl linked statically)
 # and the benchmark driver, and runs its benchmarks; prints a Markdown table.
-# Usage: bench/run.sh [status|reload|rss|scrape]... (default: the first three)
+# Usage: bench/run.sh [status|reload|rss|scrape|etcd]... (default: the first three; etcd needs
+# Debian's etcd-server)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET=${CARGO_TARGET_DIR:-target}

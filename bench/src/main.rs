@@ -8,8 +8,13 @@
 //! - `rss`: daemon resident memory, idle, with 100 scripts configured;
 //! - `scrape`: daemon CPU time per `GET /metrics` with 1,000 running scripts (see
 //!   [`scrape`]).
+
+//! - `etcd`: as `reload`, with the config in etcd (`daemon.source.etcd`): from the put (a
+//!   compare-and-swap by the daemon's own etcd client) to `applied` and `started`. Needs
+//!   `etcd` (Debian's `etcd-server`) on `PATH`.
 //!
-//! Usage: scriptd-bench BIN_DIR [status|reload|rss|scrape]... Figures go to stdout as Markdown.
+//! Usage: scriptd-bench BIN_DIR [status|reload|rss|scrape|scale|etcd]... Figures go to
+//! stdout as Markdown.
 
 mod scrape;
 
@@ -143,8 +148,9 @@ async fn connect(socket: PathBuf) -> anyhow::Result<ScriptdClient<tonic::transpo
     Ok(ScriptdClient::new(ch))
 }
 
-fn reload_config(n: usize, generation: usize) -> String {
-    let mut cfg = format!("{DAEMON}scripts:\n");
+/// The scripts of the reload benchmarks (without the `daemon:` section).
+fn reload_scripts(n: usize, generation: usize) -> String {
+    let mut cfg = "scripts:\n".to_owned();
     // The changed one is a service; the rest are periodic scripts that ran once at start.
     let _ = writeln!(
         cfg,
@@ -159,96 +165,250 @@ fn reload_config(n: usize, generation: usize) -> String {
     cfg
 }
 
+fn reload_config(n: usize, generation: usize) -> String {
+    format!("{DAEMON}{}", reload_scripts(n, generation))
+}
+
+/// Scripts configured in the reload benchmarks.
+const SCRIPTS: usize = 1000;
+/// Changes made in the reload benchmarks.
+const SAVES: usize = 200;
+/// Pause before each change (changes back to back measure a daemon still busy with the
+/// previous one: the table says which).
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// Waits until every script of the daemon at `socket` ran once (the 1,000 first runs).
+async fn settled(c: &mut ScriptdClient<tonic::transport::Channel>) -> anyhow::Result<()> {
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = c
+            .status(proto::StatusRequest::default())
+            .await?
+            .into_inner();
+        if s.scripts.iter().all(|s| s.run_count >= 1) {
+            return Ok(());
+        }
+        if Instant::now() > end {
+            bail!("scripts did not all start");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Per change: ms to `applied`, ms to the changed service's `started`, and the daemon's
+/// own `detected` → `applied` ms.
+#[derive(Default)]
+struct Latencies {
+    applied: Vec<f64>,
+    started: Vec<f64>,
+    processing: Vec<f64>,
+}
+
+impl Latencies {
+    /// Reads `events` until the change made at `t0` is applied and the service started.
+    async fn measure(
+        &mut self,
+        events: &mut tonic::Streaming<proto::Event>,
+        t0: Instant,
+    ) -> anyhow::Result<()> {
+        let (mut a, mut s, mut detected_ms) = (None, None, None);
+        while a.is_none() || s.is_none() {
+            let ev = tokio::time::timeout(Duration::from_secs(10), events.next())
+                .await
+                .context("no event within 10 s")?
+                .context("event stream ended")??;
+            match ev.kind {
+                Some(Kind::Reload(r)) if r.phase == ReloadPhase::Detected as i32 => {
+                    detected_ms = Some(ev.time_ms)
+                }
+                Some(Kind::Reload(r)) if r.phase == ReloadPhase::Applied as i32 => {
+                    a = Some(t0.elapsed());
+                    if let Some(d) = detected_ms {
+                        self.processing.push((ev.time_ms - d) as f64);
+                    }
+                }
+                Some(Kind::Reload(r)) if r.phase == ReloadPhase::Rejected as i32 => {
+                    bail!("reload rejected: {}", r.message)
+                }
+                Some(Kind::Script(e))
+                    if e.script == "changed" && e.kind == ScriptEventKind::Started as i32 =>
+                {
+                    s = Some(t0.elapsed())
+                }
+                _ => {}
+            }
+        }
+        self.applied.push(a.unwrap_or_default().as_secs_f64() * 1e3);
+        self.started.push(s.unwrap_or_default().as_secs_f64() * 1e3);
+        Ok(())
+    }
+
+    /// The table rows; `what`: the change (`save`, `put`), `how`: how they were made.
+    fn rows(self, what: &str, how: &str, out: &mut String) -> anyhow::Result<()> {
+        let (p50, p99, max) = stats(self.applied);
+        writeln!(
+            out,
+            "| {what} → `applied` event, 1,000 scripts, 1 changed ({how}) | {p50:.1} ms | {p99:.1} ms | {max:.1} ms |"
+        )?;
+        let (p50, p99, max) = stats(self.started);
+        writeln!(
+            out,
+            "| {what} → changed service running (`started` event) | {p50:.1} ms | {p99:.1} ms | {max:.1} ms |"
+        )?;
+        if !self.processing.is_empty() {
+            let (p50, p99, max) = stats(self.processing);
+            writeln!(
+                out,
+                "| of which `detected` → `applied` (daemon clock, 1 ms steps) | {p50:.0} ms | {p99:.0} ms | {max:.0} ms |"
+            )?;
+        }
+        Ok(())
+    }
+}
+
 fn bench_reload(bins: &Path, out: &mut String) -> anyhow::Result<()> {
-    const SCRIPTS: usize = 1000;
-    const SAVES: usize = 200;
-    /// Pause before each save (saves back to back measure a daemon still busy with the
-    /// previous one: the table says which).
-    const SETTLE: Duration = Duration::from_millis(200);
     let d = start(bins, &reload_config(SCRIPTS, 0))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let config = d.dir.path().join("scriptd.yaml");
-    let (applied, started, processing) = rt.block_on(async {
+    let latencies = rt.block_on(async {
         let mut c = connect(d.socket()).await?;
-        // Let the 1,000 first runs finish.
-        let end = Instant::now() + Duration::from_secs(60);
-        loop {
-            let s = c
-                .status(proto::StatusRequest::default())
-                .await?
-                .into_inner();
-            if s.scripts.iter().all(|s| s.run_count >= 1) {
-                break;
-            }
-            if Instant::now() > end {
-                bail!("scripts did not all start");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        settled(&mut c).await?;
         let mut events = c
             .events(proto::EventsRequest::default())
             .await?
             .into_inner();
-        let (mut applied, mut started, mut processing) = (Vec::new(), Vec::new(), Vec::new());
+        let mut latencies = Latencies::default();
         for g in 1..=SAVES {
             let text = reload_config(SCRIPTS, g);
             // A save to an idle daemon, as an edit is: the previous restart has settled.
             tokio::time::sleep(SETTLE).await;
             let t0 = Instant::now();
             write_atomic(&config, &text)?;
-            let (mut a, mut s, mut detected_ms) = (None, None, None);
-            while a.is_none() || s.is_none() {
-                let ev = tokio::time::timeout(Duration::from_secs(10), events.next())
-                    .await
-                    .context("no event within 10 s")?
-                    .context("event stream ended")??;
-                match ev.kind {
-                    Some(Kind::Reload(r)) if r.phase == ReloadPhase::Detected as i32 => {
-                        detected_ms = Some(ev.time_ms)
-                    }
-                    Some(Kind::Reload(r)) if r.phase == ReloadPhase::Applied as i32 => {
-                        a = Some(t0.elapsed());
-                        if let Some(d) = detected_ms {
-                            processing.push((ev.time_ms - d) as f64);
-                        }
-                    }
-                    Some(Kind::Reload(r)) if r.phase == ReloadPhase::Rejected as i32 => {
-                        bail!("reload rejected: {}", r.message)
-                    }
-                    Some(Kind::Script(e))
-                        if e.script == "changed" && e.kind == ScriptEventKind::Started as i32 =>
-                    {
-                        s = Some(t0.elapsed())
-                    }
-                    _ => {}
-                }
-            }
-            applied.push(a.unwrap_or_default().as_secs_f64() * 1e3);
-            started.push(s.unwrap_or_default().as_secs_f64() * 1e3);
+            latencies.measure(&mut events, t0).await?;
         }
-        Ok::<_, anyhow::Error>((applied, started, processing))
+        Ok::<_, anyhow::Error>(latencies)
     })?;
-    let (p50, p99, max) = stats(applied);
-    writeln!(
-        out,
-        "| save → `applied` event, 1,000 scripts, 1 changed ({SAVES} saves {} ms apart, default debounce 50 ms) | {p50:.1} ms | {p99:.1} ms | {max:.1} ms |",
+    let how = format!(
+        "{SAVES} saves {} ms apart, default debounce 50 ms",
         SETTLE.as_millis()
-    )?;
-    let (p50, p99, max) = stats(started);
-    writeln!(
-        out,
-        "| save → changed service running (`started` event) | {p50:.1} ms | {p99:.1} ms | {max:.1} ms |"
-    )?;
-    if !processing.is_empty() {
-        let (p50, p99, max) = stats(processing);
-        writeln!(
-            out,
-            "| of which `detected` → `applied` (daemon clock, 1 ms steps) | {p50:.0} ms | {p99:.0} ms | {max:.0} ms |"
-        )?;
+    );
+    latencies.rows("save", &how, out)
+}
+
+/// A single-node etcd on loopback in a temp dir, killed on drop.
+struct Etcd {
+    child: Child,
+    _dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
-    Ok(())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn start_etcd() -> anyhow::Result<Etcd> {
+    let dir = tempfile::tempdir()?;
+    let url = format!("http://127.0.0.1:{}", free_port()?);
+    let peer = format!("http://127.0.0.1:{}", free_port()?);
+    let child = Command::new("etcd")
+        .args(["--name", "b", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args([
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+        ])
+        .args(["--initial-cluster", &format!("b={peer}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start etcd (apt-get install etcd-server)")?;
+    Ok(Etcd {
+        child,
+        _dir: dir,
+        url,
+    })
+}
+
+fn bench_etcd(bins: &Path, out: &mut String) -> anyhow::Result<()> {
+    use scriptd::source::etcd::client::{Client, Swap};
+    const KEY: &str = "/scriptd/bench";
+    let etcd = start_etcd()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = rt.block_on(async {
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            match Client::connect(&etcd.url, None).await {
+                Ok(c) if c.read(KEY).await.is_ok() => return Ok(c),
+                _ if Instant::now() > end => bail!("etcd did not answer"),
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })?;
+    // The key's mod revision, then a put of `text` made as of it (timed from `t0`).
+    let revision = |c: &Client| {
+        let c = c.clone();
+        async move { Ok::<_, anyhow::Error>(c.read(KEY).await?.value.map_or(0, |(_, r)| r)) }
+    };
+    let put = |c: &Client, revision: i64, text: String| {
+        let c = c.clone();
+        async move {
+            match c.swap(KEY, revision, text.into_bytes()).await? {
+                Swap::Written(_) => Ok(()),
+                Swap::Moved => bail!("someone else wrote {KEY}"),
+            }
+        }
+    };
+    rt.block_on(async {
+        put(
+            &client,
+            revision(&client).await?,
+            reload_scripts(SCRIPTS, 0),
+        )
+        .await
+    })?;
+    let bootstrap = format!(
+        "{DAEMON}  source:\n    etcd:\n      endpoints: [\"{}\"]\n      key: {KEY}\n",
+        etcd.url
+    );
+    let d = start(bins, &bootstrap)?;
+    let latencies = rt.block_on(async {
+        let mut c = connect(d.socket()).await?;
+        settled(&mut c).await?;
+        let mut events = c.events(proto::EventsRequest::default()).await?.into_inner();
+        let mut latencies = Latencies::default();
+        for g in 1..=SAVES {
+            let text = reload_scripts(SCRIPTS, g);
+            let at = revision(&client).await?;
+            tokio::time::sleep(SETTLE).await;
+            let t0 = Instant::now();
+            put(&client, at, text).await?;
+            latencies.measure(&mut events, t0).await?;
+        }
+        Ok::<_, anyhow::Error>(latencies)
+    })?;
+    let how = format!("{SAVES} puts {} ms apart", SETTLE.as_millis());
+    latencies.rows("etcd put", &how, out)
 }
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
@@ -303,7 +463,7 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let bins = PathBuf::from(
         args.next()
-            .context("usage: scriptd-bench BIN_DIR [status|reload|rss|scrape]...")?,
+            .context("usage: scriptd-bench BIN_DIR [status|reload|rss|scrape|scale|etcd]...")?,
     );
     let mut which: Vec<String> = args.collect();
     if which.is_empty() {
@@ -317,6 +477,7 @@ fn main() -> anyhow::Result<()> {
             "rss" => bench_rss(&bins, &mut out)?,
             "scrape" => scrape::bench_scrape(&bins, &mut out)?,
             "scale" => scale::run(&bins, &mut out)?,
+            "etcd" => bench_etcd(&bins, &mut out)?,
             other => bail!("unknown benchmark {other}"),
         }
     }

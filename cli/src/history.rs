@@ -34,7 +34,7 @@ pub struct HistoryEntryJson {
     pub attempt_id: u64,
     /// When, RFC 3339.
     pub time: Option<String>,
-    /// startup, watch, ctl, signal, rollback.
+    /// startup, watch, ctl, signal, rollback, etcd.
     pub source: String,
     /// For a rollback: the version it rolled back to (whose files it restored).
     pub rollback_to: Option<u64>,
@@ -58,6 +58,9 @@ pub struct HistoryEntryJson {
     pub changes: Vec<ChangeJson>,
     /// Validation errors.
     pub errors: Vec<ErrorJson>,
+    /// The etcd mod revision of the value this entry came from (etcd mode); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_revision: Option<i64>,
 }
 
 /// `ctl history --actions --output json`.
@@ -151,6 +154,7 @@ fn entry_json(e: &proto::HistoryEntry, running: u64) -> HistoryEntryJson {
         hash: opt(&e.hash),
         changes: e.changes.iter().map(ChangeJson::from).collect(),
         errors: e.errors.iter().map(ErrorJson::from).collect(),
+        etcd_revision: (e.etcd_revision > 0).then_some(e.etcd_revision),
     }
 }
 

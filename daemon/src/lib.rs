@@ -24,6 +24,7 @@ pub mod runs;
 pub mod server;
 pub mod shim;
 pub mod socket;
+pub mod source;
 pub mod tcp;
 pub mod throttle;
 pub mod watcher;
@@ -259,7 +260,8 @@ async fn serve(
     // `ctl status` answers is never missed. Set before the coordinator starts: it publishes
     // the disk state only when every save reaches it (see `reload::disk`).
     let watcher_health = Arc::new(watcher::Health::default());
-    let watcher = if daemon.watch {
+    // Etcd mode: the file is only the bootstrap (read at start), the key is the config.
+    let watcher = if daemon.watch && daemon.source.is_none() {
         watcher::start(main.clone(), source.hash(), watcher_health.clone()).await
     } else {
         None
@@ -269,6 +271,25 @@ async fn serve(
     let history = history::History::open(&daemon.state_dir, daemon.history_limit)
         .await
         .with_context(|| format!("cannot open the history in {}", daemon.state_dir.display()))?;
+    let (source, cfg, etcd) = match daemon.source.clone() {
+        None => (source, cfg, None),
+        Some(settings) => {
+            let credentials = {
+                let settings = settings.clone();
+                tokio::task::spawn_blocking(move || source::etcd::credentials(&settings))
+                    .await
+                    .context("reading the etcd password failed")??
+            };
+            let started =
+                source::etcd::startup(&settings, credentials.as_ref(), (source, cfg), &history)
+                    .await;
+            let etcd = (settings, credentials, started.resume);
+            (started.source, started.config, Some(etcd))
+        }
+    };
+    let mode = etcd.as_ref().map(|(settings, credentials, resume)| {
+        reload::etcd::EtcdMode::new(settings.clone(), credentials.clone(), resume.revision)
+    });
     let (coordinator, started) = reload::Coordinator::start(
         main.clone(),
         source,
@@ -277,6 +298,7 @@ async fn serve(
         tracker.clone(),
         history.clone(),
         watcher.is_some(),
+        mode,
     )
     .await
     .context("cannot read the history")?;
@@ -290,6 +312,12 @@ async fn serve(
     if let Some(w) = watcher {
         tracker.spawn(w.run(daemon.debounce, reload_tx.clone(), cancel.clone()));
     }
+    let etcd_state = etcd.map(|(settings, credentials, resume)| {
+        let (task, state) =
+            source::etcd::EtcdSource::new(settings, credentials, resume, reload_tx.clone());
+        tracker.spawn(task.run(cancel.clone()));
+        state
+    });
 
     let clients = socket::Clients::default();
     if let Some(listener) = metrics_listener {
@@ -307,7 +335,7 @@ async fn serve(
         };
         tokio::spawn(metrics::serve(listener, sources, server_stop.clone()));
     }
-    let service = Arc::new(server::Service::new(
+    let service = server::Service::new(
         server::DaemonInfo {
             config_path: main.clone(),
             socket_path: daemon.socket.clone(),
@@ -319,7 +347,11 @@ async fn serve(
         events,
         history,
         shared.metrics.clone(),
-    ));
+    );
+    let service = Arc::new(match etcd_state {
+        Some(state) => service.with_etcd(state),
+        None => service,
+    });
     let idle = limits.idle;
     // Serves until every script has stopped: `ctl status` still answers during a shutdown.
     let unix = socket::serve(

@@ -59,6 +59,12 @@ pub const CONFIG_KEYS: &[Row] = &[
          the safe choice).",
     ),
     (
+        "daemon.source.etcd",
+        "The config comes from one etcd key: `{ endpoints: [http://HOST:PORT], key: KEY, \
+         username: NAME, password_file: PATH }` (see etcd in the README); this file then \
+         holds only `daemon:`.",
+    ),
+    (
         "include",
         "Globs of further files, relative to the main file's directory, each holding only a \
          `scripts:` map; never matching dotfiles.",

@@ -9,6 +9,7 @@ use crate::reload::disk::DiskSync;
 use crate::reload::{Candidate, Report, Request, RequestError, ResultKind, Snapshot, Source};
 use crate::runner::{ControlError, ScriptHandle};
 use crate::runs::{self, RunState, WaitError};
+use crate::source::etcd::state::SourceState;
 use scriptd_common::config;
 use scriptd_common::config::ConfigFile;
 use scriptd_common::diff;
@@ -41,6 +42,8 @@ pub struct Service {
     history: History,
     disk: Arc<DiskSync>,
     metrics: Metrics,
+    /// Etcd mode: the source's state.
+    etcd: Option<watch::Receiver<SourceState>>,
 }
 
 impl Service {
@@ -62,6 +65,15 @@ impl Service {
             history,
             disk,
             metrics,
+            etcd: None,
+        }
+    }
+
+    /// The service of a daemon whose config comes from etcd, whose source publishes `state`.
+    pub fn with_etcd(self, state: watch::Receiver<SourceState>) -> Self {
+        Self {
+            etcd: Some(state),
+            ..self
         }
     }
 
@@ -315,7 +327,17 @@ impl Scriptd for Service {
             }
             daemon_resources = sample.daemon.map(|u| u.to_proto());
         }
-        let (sync, sync_error) = self.disk.state(&snap.hash).await.to_proto();
+        // Etcd mode: the files on disk are only the bootstrap file, not the config.
+        let (sync, sync_error, etcd) = match &self.etcd {
+            Some(state) => {
+                let etcd = state.borrow().to_proto(snap.etcd_revision);
+                (proto::ConfigSync::Unspecified, String::new(), Some(etcd))
+            }
+            None => {
+                let (sync, error) = self.disk.state(&snap.hash).await.to_proto();
+                (sync, error, None)
+            }
+        };
         Ok(Response::new(proto::StatusResponse {
             daemon_pid: std::process::id(),
             daemon_version: scriptd_common::VERSION.into(),
@@ -327,6 +349,7 @@ impl Scriptd for Service {
             scripts,
             socket_path: self.info.socket_path.display().to_string(),
             daemon_resources,
+            etcd,
         }))
     }
 
@@ -405,6 +428,7 @@ impl Scriptd for Service {
         let req = Request {
             plan_id,
             candidate,
+            etcd_base: self.snapshot.borrow().etcd_revision,
             ..Request::new(Source::Ctl)
         };
         let r = self.submit(&request, req).await?;
@@ -493,6 +517,7 @@ impl Scriptd for Service {
             dry_run: r.dry_run,
             target: Some(r.version),
             plan_id: plan_id(&r.plan_id)?,
+            etcd_base: self.snapshot.borrow().etcd_revision,
             ..Request::new(Source::Rollback)
         };
         let dry_run = req.dry_run;

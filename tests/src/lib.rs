@@ -1374,3 +1374,164 @@ impl ContextHome {
         self.ctl_ok(&args);
     }
 }
+
+/// A single-node etcd on loopback (Debian's `etcd-server`): free ports, a temp data dir,
+/// started and waited for with a deadline, stopped by pid on drop. Driven with `etcdctl`
+/// (Debian's `etcd-client`). A missing binary fails the test, naming the package.
+pub struct Etcd {
+    child: Option<Child>,
+    /// The data dir (kept across [`Etcd::restart`]).
+    pub data: tempfile::TempDir,
+    /// The client URL, `http://127.0.0.1:PORT`.
+    pub url: String,
+    peer: String,
+}
+
+/// `bin`'s path, or a failure naming the Debian package that has it.
+fn etcd_tool(bin: &str, package: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"] {
+        let p = Path::new(dir).join(bin);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!(
+        "`{bin}` is not installed: the etcd tests need a real etcd; install it with \
+         `apt-get install -y {package}` (.ci/run does)"
+    )
+}
+
+impl Etcd {
+    /// Starts a fresh single-node etcd and waits until it answers.
+    pub fn start() -> Self {
+        let data = tempfile::Builder::new()
+            .prefix("scriptd-etcd")
+            .tempdir()
+            .expect("etcd data dir");
+        let mut etcd = Self {
+            child: None,
+            data,
+            url: format!("http://127.0.0.1:{}", free_port()),
+            peer: format!("http://127.0.0.1:{}", free_port()),
+        };
+        etcd.spawn();
+        etcd
+    }
+
+    fn spawn(&mut self) {
+        let bin = etcd_tool("etcd", "etcd-server");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.path().join("etcd.log"))
+            .expect("etcd log");
+        let child = Command::new(bin)
+            .args(["--name", "n1", "--data-dir"])
+            .arg(self.data.path().join("data"))
+            .args(["--listen-client-urls", &self.url])
+            .args(["--advertise-client-urls", &self.url])
+            .args(["--listen-peer-urls", &self.peer])
+            .args(["--initial-advertise-peer-urls", &self.peer])
+            .args(["--initial-cluster", &format!("n1={}", self.peer)])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn etcd");
+        self.child = Some(child);
+        wait_for("etcd to answer", DEADLINE, || {
+            self.ctl(&["endpoint", "health"]).ok()
+        });
+    }
+
+    /// The etcd process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Runs `etcdctl --endpoints URL ARGS`: its stdout, or its stderr as the error.
+    pub fn ctl(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(etcd_tool("etcdctl", "etcd-client"))
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.url, "--command-timeout", "3s"])
+            .args(args)
+            .output()
+            .expect("run etcdctl");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        if out.status.success() {
+            Ok(text(&out.stdout))
+        } else {
+            Err(text(&out.stderr))
+        }
+    }
+
+    /// Puts `value` at `key`; returns the store's revision after it (the key's mod revision).
+    pub fn put(&self, key: &str, value: &str) -> i64 {
+        let out = self
+            .ctl(&["put", "-w", "json", "--", key, value])
+            .unwrap_or_else(|e| panic!("etcdctl put {key}: {e}"));
+        let doc: serde_json::Value = serde_json::from_str(&out).expect("etcdctl put JSON");
+        doc["header"]["revision"].as_i64().expect("a revision")
+    }
+
+    /// The value of `key` and its mod revision.
+    pub fn get(&self, key: &str) -> Option<(String, i64)> {
+        let out = self
+            .ctl(&["get", "-w", "json", "--", key])
+            .unwrap_or_else(|e| panic!("etcdctl get {key}: {e}"));
+        let doc: serde_json::Value = serde_json::from_str(&out).expect("etcdctl get JSON");
+        let kv = doc["kvs"].get(0)?;
+        let value = kv["value"].as_str().expect("a base64 value");
+        let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, value)
+            .expect("base64 value");
+        Some((
+            String::from_utf8(bytes).expect("UTF-8 value"),
+            kv["mod_revision"].as_i64().expect("a mod revision"),
+        ))
+    }
+
+    /// Compacts the store at `revision`.
+    pub fn compact(&self, revision: i64) {
+        self.ctl(&["compact", &revision.to_string()])
+            .unwrap_or_else(|e| panic!("etcdctl compact: {e}"));
+    }
+
+    /// Sends `sig` to etcd (SIGSTOP freezes it: connections stay open, nothing answers).
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
+        nix::sys::signal::kill(pid, sig).expect("signal etcd");
+    }
+
+    /// Stops etcd (SIGKILL, by pid) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops etcd and starts it again on the same data dir and ports.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// The bootstrap file's `daemon.source` lines (under [`DAEMON_SECTION`]) for `key`.
+    pub fn source_lines(&self, key: &str) -> String {
+        format!(
+            "  source:\n    etcd:\n      endpoints: [\"{}\"]\n      key: {key}\n",
+            self.url
+        )
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            // A frozen etcd must be woken to die by anything but SIGKILL; SIGKILL needs not.
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+        }
+        self.stop();
+    }
+}

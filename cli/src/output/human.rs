@@ -26,6 +26,31 @@ pub fn exit_text(e: &ExitInfo) -> String {
     )
 }
 
+/// The etcd source in the status header: `etcd KEY at REVISION (connected to ENDPOINT)`.
+fn etcd_line(e: &proto::EtcdSourceStatus) -> String {
+    let at = match e.running_revision {
+        0 => "not read from etcd".to_owned(),
+        r => format!("revision {r}"),
+    };
+    let link = if e.connected {
+        format!("connected to {}", e.endpoint)
+    } else {
+        format!(
+            "DISCONNECTED from {} for {}",
+            e.endpoint,
+            relative(e.since_ms).trim_end_matches(" ago")
+        )
+    };
+    let mut s = format!(
+        "etcd {} at {at} ({link}, last seen {})",
+        e.key, e.last_revision_seen
+    );
+    if !e.problem.is_empty() {
+        s.push_str(&format!("\n{}", e.problem));
+    }
+    s
+}
+
 /// The status table.
 pub fn status_table(r: &proto::StatusResponse, colour: bool, wide: bool) -> String {
     let mut out = String::new();
@@ -34,7 +59,10 @@ pub fn status_table(r: &proto::StatusResponse, colour: bool, wide: bool) -> Stri
         "in-sync" => "files in sync".to_owned(),
         "changed" => "files changed on disk, not applied (`ctl reload`)".to_owned(),
         "invalid" => format!("files on disk invalid: {}", r.sync_error),
-        other => other.to_owned(),
+        _ => match &r.etcd {
+            Some(e) => etcd_line(e),
+            None => sync.to_owned(),
+        },
     };
     out.push_str(&format!(
         "scriptd {} · pid {} · up {} · {}\nconfig {} · version {} · {}\n\n",

@@ -30,6 +30,45 @@ pub struct StatusJson {
     pub sync_error: Option<String>,
     /// One object per script.
     pub scripts: Vec<ScriptJson>,
+    /// When the config comes from etcd: the source's state (absent otherwise; `sync` is then
+    /// `unknown`, the files on disk being only the bootstrap file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<EtcdJson>,
+}
+
+/// The etcd source of a status (`daemon.source.etcd`).
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdJson {
+    /// The endpoint connected to, or last tried.
+    pub endpoint: String,
+    /// The key whose value is the config.
+    pub key: String,
+    /// Whether a watch on the key is established.
+    pub connected: bool,
+    /// Since when connected, or disconnected (RFC 3339).
+    pub since: Option<String>,
+    /// The newest etcd revision seen; null before any.
+    pub last_revision_seen: Option<i64>,
+    /// The mod revision of the value the running version holds; null when the running
+    /// version was not read from etcd in this daemon's life (etcd away at start).
+    pub running_revision: Option<i64>,
+    /// Why not connected, or the last problem with the key.
+    pub problem: Option<String>,
+}
+
+impl From<&proto::EtcdSourceStatus> for EtcdJson {
+    fn from(e: &proto::EtcdSourceStatus) -> Self {
+        Self {
+            endpoint: e.endpoint.clone(),
+            key: e.key.clone(),
+            connected: e.connected,
+            since: time(e.since_ms),
+            last_revision_seen: (e.last_revision_seen > 0).then_some(e.last_revision_seen),
+            running_revision: (e.running_revision > 0).then_some(e.running_revision),
+            problem: (!e.problem.is_empty()).then(|| e.problem.clone()),
+        }
+    }
 }
 
 /// The daemon part of a status.
@@ -177,6 +216,7 @@ impl From<&proto::StatusResponse> for StatusJson {
             sync: sync_name(r.sync).into(),
             sync_error: (!r.sync_error.is_empty()).then(|| r.sync_error.clone()),
             scripts: r.scripts.iter().map(ScriptJson::from).collect(),
+            etcd: r.etcd.as_ref().map(EtcdJson::from),
         }
     }
 }

@@ -6,6 +6,7 @@
 
 mod access;
 mod error;
+pub mod etcd;
 mod exec_context;
 pub mod fields;
 pub mod health;
@@ -73,6 +74,8 @@ pub struct DaemonConfig {
     pub metrics: Option<std::net::SocketAddr>,
     /// `daemon.listen`: the TCP listener with mutual TLS beside the socket, if any.
     pub listen: Option<Listen>,
+    /// `daemon.source.etcd`: the config comes from this etcd key, not from the files.
+    pub source: Option<etcd::EtcdSource>,
 }
 
 /// `daemon.listen`: a TCP listener beside the Unix socket. TLS is mandatory and client

@@ -26,6 +26,7 @@ fn daemon() -> DaemonConfig {
         access: Access::default(),
         metrics: None,
         listen: None,
+        source: None,
     }
 }
 

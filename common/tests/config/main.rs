@@ -5,6 +5,7 @@
 mod access;
 mod calendar;
 mod diff;
+mod etcd;
 mod exec_context;
 mod fields;
 mod health;

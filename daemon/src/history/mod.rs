@@ -290,7 +290,7 @@ mod tests {
     use crate::history::record::test_source as source;
 
     fn startup() -> Record {
-        Record::startup(7)
+        Record::startup(7, None)
     }
 
     #[tokio::test]

@@ -77,6 +77,8 @@ words! {
         Signal,
         /// `ctl rollback`.
         Rollback,
+        /// A new value of the etcd key (`daemon.source.etcd`).
+        Etcd,
     }
 }
 
@@ -136,11 +138,14 @@ pub struct Record {
     pub changes: Vec<proto::Change>,
     /// Validation errors.
     pub errors: Vec<proto::ConfigError>,
+    /// The etcd mod revision of the value the config came from (etcd mode).
+    pub etcd_revision: Option<i64>,
 }
 
 impl Record {
-    /// The record of a startup version: applied, nobody asked, no changes listed.
-    pub fn startup(time_ms: i64) -> Self {
+    /// The record of a startup version: applied, nobody asked, no changes listed;
+    /// `etcd_revision`: the value's, when the config was read from etcd.
+    pub fn startup(time_ms: i64, etcd_revision: Option<i64>) -> Self {
         Self {
             attempt_id: 0,
             time_ms,
@@ -152,6 +157,7 @@ impl Record {
             message: String::new(),
             changes: Vec::new(),
             errors: Vec::new(),
+            etcd_revision,
         }
     }
 }
@@ -194,7 +200,7 @@ mod tests {
         use strum::VariantArray;
         let spelled = |words: &[&str]| words.join(" ");
         let sources: Vec<_> = Source::VARIANTS.iter().map(|s| s.as_str()).collect();
-        assert_eq!(spelled(&sources), "startup watch ctl signal rollback");
+        assert_eq!(spelled(&sources), "startup watch ctl signal rollback etcd");
         let results: Vec<_> = ResultKind::VARIANTS.iter().map(|r| r.as_str()).collect();
         assert_eq!(
             spelled(&results),

@@ -63,7 +63,7 @@ CREATE TABLE IF NOT EXISTS actions (
 /// The schema migrations, in order: entry `i` brings a database from version `i` to `i + 1`,
 /// in one transaction with the new `user_version`. Append, never edit: a released entry has
 /// already run on someone's database.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
 
 /// Schema version 2: the client certificate name of a remote caller (`daemon.listen`), who
 /// has no uid.
@@ -71,6 +71,10 @@ const SCHEMA_V2: &str = "
 ALTER TABLE entries ADD COLUMN cert TEXT;
 ALTER TABLE actions ADD COLUMN cert TEXT;
 ";
+
+/// Schema version 3: the etcd mod revision of the value a version or attempt came from
+/// (`daemon.source.etcd`); NULL otherwise.
+const SCHEMA_V3: &str = "ALTER TABLE entries ADD COLUMN etcd_revision INTEGER;";
 
 /// The schema version this daemon writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -150,7 +154,7 @@ fn encode_detail(changes: &[proto::Change], errors: &[proto::ConfigError]) -> Ve
 }
 
 const ENTRY_COLUMNS: &str = "version, attempt_id, time_ms, source, rollback_from, uid, result, \
-                             summary, message, hash, detail, cert";
+                             summary, message, hash, detail, cert, etcd_revision";
 
 fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(proto::HistoryEntry, Vec<u8>)> {
     Ok((
@@ -169,6 +173,7 @@ fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(proto::HistoryEn
             changes: Vec::new(),
             user: String::new(), // named by the server
             cert: row.get::<_, Option<String>>(11)?.unwrap_or_default(),
+            etcd_revision: row.get::<_, Option<i64>>(12)?.unwrap_or(0),
         },
         row.get(10)?,
     ))
@@ -332,7 +337,7 @@ impl Store {
         tx.execute(
             &format!(
                 "INSERT INTO entries ({ENTRY_COLUMNS}) \
-                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
             ),
             params![
                 version,
@@ -347,6 +352,7 @@ impl Store {
                 source.hash(),
                 encode_detail(&rec.changes, &rec.errors),
                 rec.cert,
+                rec.etcd_revision,
             ],
         )?;
         for (i, f) in source.files.iter().enumerate() {
@@ -375,7 +381,7 @@ impl Store {
         tx.execute(
             &format!(
                 "INSERT INTO entries ({ENTRY_COLUMNS}) \
-                 VALUES (NULL,?1,?2,?3,?4,?5,?6,?7,?8,'',?9,?10)"
+                 VALUES (NULL,?1,?2,?3,?4,?5,?6,?7,?8,'',?9,?10,?11)"
             ),
             params![
                 rec.attempt_id,
@@ -388,6 +394,7 @@ impl Store {
                 rec.message,
                 encode_detail(&rec.changes, &rec.errors),
                 rec.cert,
+                rec.etcd_revision,
             ],
         )?;
         tx.execute(
@@ -549,6 +556,7 @@ mod tests {
             message: String::new(),
             changes: changes.to_vec(),
             errors: Vec::new(),
+            etcd_revision: None,
         }
     }
 
@@ -590,7 +598,17 @@ mod tests {
         assert_eq!(entry.hash, source("v3").hash());
         assert_eq!(files[0].content, "v3");
         assert_eq!(h.previous(3)?, Some(2));
-        assert_eq!(h.latest()?.map(|l| l.0), Some(3));
+        h.record_version(
+            4,
+            &source("v4"),
+            &Record {
+                etcd_revision: Some(17),
+                ..rec(&[])
+            },
+        )?;
+        assert_eq!(h.version(4)?.expect("version 4").0.etcd_revision, 17);
+        assert_eq!(h.version(3)?.expect("version 3").0.etcd_revision, 0);
+        assert_eq!(h.latest()?.map(|l| l.0), Some(4));
         Ok(())
     }
 
@@ -705,6 +723,11 @@ mod tests {
             "its records are kept"
         );
         assert_eq!(h.list(10)?[0].source, "startup");
+        assert_eq!(
+            h.list(10)?[0].etcd_revision,
+            0,
+            "no revision before version 2"
+        );
         drop(h);
         assert_eq!(user_version(&dir.path().join(DB_FILE)), SCHEMA_VERSION);
 

@@ -83,6 +83,14 @@ impl Candidate {
         Ok((!out.is_empty()).then_some(Self { files: out }))
     }
 
+    /// Its one file (name and bytes); `None` when it has several.
+    pub fn into_single(self) -> Option<(String, Vec<u8>)> {
+        if self.files.len() != 1 {
+            return None;
+        }
+        self.files.into_iter().next()
+    }
+
     /// The names of the files it replaces.
     pub fn targets(&self) -> BTreeSet<String> {
         self.files.keys().cloned().collect()

@@ -6,6 +6,7 @@
 use super::apply::{self, Scripts};
 use super::candidate::{self, Candidate};
 use super::disk::{first_error, DiskSync};
+use super::etcd::{EtcdMode, Write};
 use super::write_back::{write_back, Written};
 use super::{Report, Request, RequestError, ResultKind, Snapshot, Source};
 use crate::events::EventBus;
@@ -139,6 +140,8 @@ pub struct Coordinator {
     attempts: u64,
     history: History,
     disk: Arc<DiskSync>,
+    /// Etcd mode (`daemon.source.etcd`).
+    etcd: Option<EtcdMode>,
 }
 
 /// What [`Coordinator::start`] hands back besides the coordinator.
@@ -158,7 +161,8 @@ impl Coordinator {
     ///
     /// A startup version that cannot be recorded (a full disk) does not stop anything: it
     /// is logged, and the history writes it as soon as it can. Only a history that cannot
-    /// be read is an error.
+    /// be read is an error. `etcd`: etcd mode, running the value its revision names.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         main: PathBuf,
         source: ConfigSource,
@@ -167,13 +171,15 @@ impl Coordinator {
         tracker: TaskTracker,
         history: History,
         watching: bool,
+        etcd: Option<EtcdMode>,
     ) -> Result<(Self, Started), HistoryError> {
+        let etcd_revision = etcd.as_ref().and_then(|e| e.revision);
         let hash = source.hash();
         let version = match history.latest().await? {
             Some((v, latest)) if latest == hash => v,
             latest => {
                 let v = latest.map_or(1, |(v, _)| v + 1);
-                let record = Record::startup(crate::now_ms());
+                let record = Record::startup(crate::now_ms(), etcd_revision);
                 if let Err(e) = history.record_startup(v, source.clone(), record).await {
                     tracing::warn!(
                         "startup version {v} cannot be recorded in the history yet ({e}); every \
@@ -200,6 +206,7 @@ impl Coordinator {
         let (snapshot, rx) = watch::channel(Arc::new(Snapshot {
             version,
             hash: hash.clone(),
+            etcd_revision,
             config: config.clone(),
             handles: handles.clone(),
         }));
@@ -225,6 +232,7 @@ impl Coordinator {
                 attempts,
                 history,
                 disk,
+                etcd,
             },
             started,
         ))
@@ -253,6 +261,7 @@ impl Coordinator {
         self.snapshot.send_replace(Arc::new(Snapshot {
             version: self.version,
             hash: self.hash.clone(),
+            etcd_revision: self.etcd.as_ref().and_then(|e| e.revision),
             config: self.config.clone(),
             handles: self.handles.clone(),
         }))
@@ -310,14 +319,33 @@ impl Coordinator {
         let mut steps = Steps::new();
         let mut rollback_from = None;
         let candidate = req.candidate.take();
-        let targets = candidate.as_ref().map(Candidate::targets);
-        let loaded = match (req.target, candidate) {
-            (None, None) => self.read_disk().await,
-            (None, Some(candidate)) => self.read_candidate(candidate).await,
-            (Some(wanted), _) => match self.rollback_target(wanted).await {
+        let etcd_value = req.etcd.take();
+        // Etcd mode: the revision the config comes from (`None` until written, for a
+        // rollback or a candidate, which `etcd_write` writes first).
+        let mut etcd_revision = etcd_value.as_ref().map(|v| v.revision);
+        let mut etcd_write: Option<Write> = None;
+        // Etcd mode writes nothing to disk: a candidate is the key's value.
+        let targets = candidate
+            .as_ref()
+            .filter(|_| self.etcd.is_none())
+            .map(Candidate::targets);
+        let loaded = match (req.target, candidate, &self.etcd) {
+            // Etcd mode: a value from the watch, or (`ctl reload`, SIGHUP) the key read now.
+            (None, None, Some(mode)) => {
+                let (loaded, revision) = mode.load(&self.source, etcd_value).await;
+                etcd_revision = revision;
+                loaded
+            }
+            (None, None, None) => self.read_disk().await,
+            (None, Some(candidate), Some(mode)) => mode.with_candidate(&self.source, candidate),
+            (None, Some(candidate), None) => self.read_candidate(candidate).await,
+            (Some(wanted), _, _) => match self.rollback_target(wanted).await {
                 Ok(Some((v, source))) => {
                     rollback_from = Some(v);
-                    Ok(source)
+                    match &self.etcd {
+                        Some(mode) => mode.with_recorded(&self.source, &source),
+                        None => Ok(source),
+                    }
                 }
                 Ok(None) => {
                     return Err(RequestError::NoSuchVersion(if wanted == 0 {
@@ -333,29 +361,49 @@ impl Coordinator {
             crate::notify_systemd(crate::Notify::Reloading);
         }
         steps.mark("read");
+        if let (Some(mode), Ok(source), None) = (&self.etcd, &loaded, etcd_revision) {
+            etcd_write = mode.write_for(source, req.etcd_base);
+        }
         let mut report = self
-            .attempt(req, loaded, targets.as_ref(), &mut steps)
+            .attempt(
+                req,
+                loaded,
+                (targets.as_ref(), etcd_write),
+                &mut etcd_revision,
+                &mut steps,
+            )
             .await;
         if req.dry_run {
             return Ok(report);
         }
+        let mut revision_moved = false;
+        if let (Some(mode), Some(revision)) = (&mut self.etcd, etcd_revision) {
+            let running = matches!(report.result, ResultKind::Applied | ResultKind::Unchanged);
+            if running && mode.revision != Some(revision) {
+                mode.revision = Some(revision);
+                revision_moved = true;
+            }
+        }
         crate::notify_systemd(crate::Notify::Ready);
         let disk_touched = match (rollback_from, &targets) {
+            // Etcd mode: the key was written (and is the record); the disk never is.
+            (Some(_), _) if self.etcd.is_some() => false,
             (Some(target), _) => self.write_back_rollback(target, &mut report).await,
             (None, Some(targets)) if report.result == ResultKind::Unchanged => {
                 self.write_unchanged_candidate(targets, &mut report).await
             }
             _ => false,
         };
-        self.record(req, rollback_from, disk_touched, &mut report)
-            .await;
+        let recorded = (rollback_from, etcd_revision);
+        self.record(req, recorded, disk_touched, &mut report).await;
         steps.mark("record");
         self.disk.refresh(&self.hash).await;
         steps.mark("check disk");
         // Written back, recorded and the disk checked before anyone is told: a client that
         // reacts to the terminal event or the new snapshot finds the files, the history and
         // `ctl status` up to date.
-        let retired = (report.result == ResultKind::Applied).then(|| self.publish_snapshot());
+        let retired = (report.result == ResultKind::Applied || revision_moved)
+            .then(|| self.publish_snapshot());
         let parts = (
             report.version,
             report.changes.as_slice(),
@@ -463,7 +511,7 @@ impl Coordinator {
     async fn record(
         &self,
         req: &Request,
-        rollback_from: Option<u64>,
+        (rollback_from, etcd_revision): (Option<u64>, Option<i64>),
         disk_touched: bool,
         report: &mut Report,
     ) {
@@ -481,6 +529,7 @@ impl Coordinator {
             message: report.message.clone(),
             changes: report.changes.iter().map(crate::convert::change).collect(),
             errors: report.errors.0.iter().map(crate::convert::error).collect(),
+            etcd_revision,
         };
         let applied = report.result == ResultKind::Applied;
         let recorded = if applied {
@@ -512,12 +561,15 @@ impl Coordinator {
     }
 
     /// One attempt (or dry run) on `loaded`; `targets`: the files of a candidate, which are
-    /// written into place before the apply (and put back if it fails).
+    /// written into place before the apply (and put back if it fails); `etcd_write`: the
+    /// value written to the etcd key before the apply (a refused write applies nothing),
+    /// whose new mod revision goes to `etcd_revision`.
     async fn attempt(
         &mut self,
         req: &mut Request,
         loaded: Result<ConfigSource, ConfigErrors>,
-        targets: Option<&BTreeSet<String>>,
+        (targets, etcd_write): (Option<&BTreeSet<String>>, Option<Write>),
+        etcd_revision: &mut Option<i64>,
         steps: &mut Steps,
     ) -> Report {
         let id = if req.dry_run {
@@ -647,6 +699,15 @@ impl Coordinator {
             },
             None => None,
         };
+        if let (Some(mode), Some(write)) = (&self.etcd, etcd_write) {
+            match mode.swap(write).await {
+                Ok(revision) => *etcd_revision = Some(revision),
+                Err(message) => {
+                    tracing::warn!(attempt = id, "reload rejected: {message}");
+                    return draft.reject(message);
+                }
+            }
+        }
         steps.mark("write");
         self.phase(req.source, ReloadPhase::Applying, &draft);
         let scripts = Scripts {

@@ -13,6 +13,7 @@ pub mod apply;
 pub mod candidate;
 pub mod coordinator;
 pub mod disk;
+pub mod etcd;
 pub mod write_back;
 
 pub use crate::history::{ResultKind, Source};
@@ -46,6 +47,11 @@ pub struct Request {
     pub uid: Option<u32>,
     /// The client certificate name of a remote caller who asked.
     pub cert: Option<String>,
+    /// A new value of the etcd key (etcd mode): the config is the bootstrap file with it.
+    pub etcd: Option<crate::source::etcd::EtcdValue>,
+    /// Etcd mode: the mod revision of the value running when the request arrived; a
+    /// rollback or candidate is written to the key only if it still has it.
+    pub etcd_base: Option<i64>,
     /// The files as the watcher validated them while its debounce window was open: used
     /// when the files read for the attempt hash the same, which takes the validation off
     /// the path from a save to the change running.
@@ -68,6 +74,8 @@ impl Request {
             candidate: None,
             uid: None,
             cert: None,
+            etcd: None,
+            etcd_base: None,
             prevalidated: None,
             reply: None,
             since: std::time::Instant::now(),
@@ -135,6 +143,8 @@ pub struct Snapshot {
     pub version: u64,
     /// Hash of the running version's files.
     pub hash: String,
+    /// Etcd mode: the mod revision of the value the running version holds.
+    pub etcd_revision: Option<i64>,
     /// Running config.
     pub config: Arc<Config>,
     /// One handle per script (shared with the coordinator until a script is added or

@@ -7,6 +7,7 @@ mod candidate;
 mod completion;
 mod connections;
 mod descriptors;
+mod etcd;
 mod events_filter;
 mod fleet;
 mod full_state_dir;

@@ -17,6 +17,7 @@ const DAEMON_KEYS: &[&str] = &[
     "access",
     "metrics",
     "listen",
+    "source",
 ];
 const ACCESS_KEYS: &[&str] = &["user", "group", "cert", "role"];
 const LISTEN_KEYS: &[&str] = &["tcp", "tls"];
@@ -42,6 +43,7 @@ pub(super) fn default_daemon(base: &Path) -> DaemonConfig {
         access: Access::default(),
         metrics: None,
         listen: None,
+        source: None,
     }
 }
 
@@ -65,6 +67,7 @@ impl Validator<'_> {
                 "access" => d.access = self.access(val, &p),
                 "metrics" => d.metrics = self.metrics_address(val, &p),
                 "listen" => d.listen = self.listen(val, &p, base),
+                "source" => d.source = self.source(val, base),
                 _ => {}
             }
         }

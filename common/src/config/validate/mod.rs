@@ -17,10 +17,12 @@ mod exec_context;
 mod health;
 mod host;
 mod script;
+mod source;
 mod values;
 
 pub use host::{Account, Host, Stat, SystemHost};
 
+use super::etcd::is_value_file;
 use super::fields::{DEFAULT_KEYS, SCRIPT_KEYS};
 use super::positions::{Pos, Positions};
 use super::{Config, ConfigError, ConfigErrors, ConfigSource};
@@ -31,6 +33,8 @@ use std::collections::{BTreeMap, HashMap};
 
 const TOP_KEYS: &[&str] = &["daemon", "include", "defaults", "scripts"];
 const INCLUDED_KEYS: &[&str] = &["scripts"];
+/// An etcd value: `defaults` and `scripts`, and `include` to say why it cannot be there.
+const ETCD_VALUE_KEYS: &[&str] = &["defaults", "scripts", "include"];
 
 /// Duplicate script names listed one by one per file; the rest of that file's are
 /// summed up in one more error (a file included twice must not bury every other error).
@@ -55,6 +59,8 @@ pub fn validate_with(source: &ConfigSource, host: &mut dyn Host) -> Result<Confi
         host,
     };
     let mut daemon = None;
+    // The keys besides `daemon` the main file holds (none when the config is in etcd).
+    let mut main_body_keys = Vec::new();
     let mut defaults = Partial::default();
     // name -> (index of its file, partial script)
     let mut scripts: BTreeMap<String, (usize, Partial)> = BTreeMap::new();
@@ -79,10 +85,24 @@ pub fn validate_with(source: &ConfigSource, host: &mut dyn Host) -> Result<Confi
         if doc.is_null() {
             continue; // an empty file is an empty config
         }
-        let top = v.entries(&doc, "", if index == 0 { TOP_KEYS } else { INCLUDED_KEYS });
-        for (key, value) in top {
+        let etcd_value = is_value_file(&file.name);
+        let allowed = match index {
+            0 => TOP_KEYS,
+            _ if etcd_value => ETCD_VALUE_KEYS,
+            _ => INCLUDED_KEYS,
+        };
+        for (key, value) in v.entries(&doc, "", allowed) {
+            if index == 0 && key != "daemon" {
+                main_body_keys.push(key.clone());
+            }
             match key.as_str() {
                 "daemon" => daemon = Some(v.daemon(value, &base)),
+                "include" if etcd_value => v.err_key(
+                    "include",
+                    "an etcd value cannot include files: the key's value holds the whole \
+                     config (defaults and scripts)"
+                        .into(),
+                ),
                 "include" => v.include(value),
                 "defaults" => defaults = v.partial(value, "defaults", &DEFAULT_KEYS, &base),
                 "scripts" => {
@@ -144,6 +164,19 @@ pub fn validate_with(source: &ConfigSource, host: &mut dyn Host) -> Result<Confi
     }
 
     let daemon = daemon.unwrap_or_else(|| daemon::default_daemon(&base));
+    if let Some(etcd) = &daemon.source {
+        v.file = 0;
+        for key in main_body_keys {
+            v.err_key(
+                &key,
+                format!(
+                    "with daemon.source.etcd the config comes from the etcd key {:?}: put \
+                     `{key}` in the key's value, not in this file",
+                    etcd.key
+                ),
+            );
+        }
+    }
     let mut out = BTreeMap::new();
     for (name, (file, partial)) in scripts {
         v.file = file;
