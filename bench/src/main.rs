@@ -395,7 +395,10 @@ fn bench_etcd(bins: &Path, out: &mut String) -> anyhow::Result<()> {
     let latencies = rt.block_on(async {
         let mut c = connect(d.socket()).await?;
         settled(&mut c).await?;
-        let mut events = c.events(proto::EventsRequest::default()).await?.into_inner();
+        let mut events = c
+            .events(proto::EventsRequest::default())
+            .await?
+            .into_inner();
         let mut latencies = Latencies::default();
         for g in 1..=SAVES {
             let text = reload_scripts(SCRIPTS, g);
