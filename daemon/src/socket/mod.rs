@@ -23,7 +23,7 @@ pub use accept::{BadIdleTimeout, Limits, IDLE_TIMEOUT, PER_UID};
 pub(crate) use access::Refusals;
 pub use access::{peer_of, require, Gate, Peer, NO_ID};
 pub use bind::{bind, SocketGuard};
-pub(crate) use conn::IdleTimer;
+pub(crate) use conn::{write_through_stream, IdleTimer};
 pub use conn::{Clients, Connection, PeerStream};
 
 use crate::server::Service;
