@@ -105,7 +105,9 @@ fn a_seconds_schedule_fires_on_its_slots_and_shows_the_next_one() {
 fn jitter_delays_each_interval_start_within_the_jitter() {
     let env = Env::with_scripts(&[("jit", RECORD_STARTS, "    interval: 1s\n    jitter: 1s\n")]);
     let d = env.start();
-    assert_eq!(d.script("jit").jitter_ms, Some(1000));
+    // The runner publishes its status once it has started; wait for that, then read it.
+    let jit = d.wait_script("jit", "its first status", |s| s.jitter_ms.is_some());
+    assert_eq!(jit.jitter_ms, Some(1000));
     // Each start plans the next one interval + [0, jitter] after it (both from one moment).
     let mut delays = BTreeSet::new();
     let mut seen = BTreeSet::new();
