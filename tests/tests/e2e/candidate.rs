@@ -322,7 +322,9 @@ fn the_daemon_refuses_a_malformed_plan_id_itself_without_an_attempt() {
 #[test]
 fn a_new_included_file_from_stdin_and_targets_that_are_refused() {
     let body = format!("include: [\"conf.d/*.yaml\"]\n{}", svc("one"));
-    let env = Env::new(&body);
+    // The watcher off: the symlink planted in conf.d below is itself an include file, which
+    // the watcher would apply as version 3 on its own.
+    let env = Env::manual(&body);
     let d = env.start();
     wait_running(&d, "svc");
     let web = "scripts:\n  web:\n    command: \"exec sleep 1000\"\n";
