@@ -190,7 +190,7 @@ pub(super) fn spawn(
     clients: Clients,
 ) -> ReceiverStream<PeerStream> {
     let (tx, rx) = mpsc::channel(64);
-    let spare = spare_of(&listener);
+    let spare = Spare::of(&listener);
     let acceptor = Acceptor {
         listener,
         policy,
@@ -211,10 +211,57 @@ pub(super) fn spawn(
     ReceiverStream::new(rx)
 }
 
-/// A descriptor kept only to be closed at the descriptor limit (a duplicate of the
-/// listener's: no file to open).
-fn spare_of(listener: &UnixListener) -> Option<OwnedFd> {
-    listener.as_fd().try_clone_to_owned().ok()
+/// A descriptor kept only to be closed at the descriptor limit, so that one pending
+/// connection can be accepted in its place (a duplicate of the listener's: no file to
+/// open). A connection let in with it holds a [`SpareBack`], which takes the spare again
+/// the moment that connection closes, before anything else running in the daemon (a script
+/// restarting, say) can take the descriptor it freed and leave root locked out.
+pub(super) struct Spare {
+    /// A duplicate of the listener never given up: what the spare is made from again.
+    template: OwnedFd,
+    held: Mutex<Option<OwnedFd>>,
+}
+
+impl Spare {
+    /// The spare of `listener`; none when even two descriptors cannot be had.
+    fn of(listener: &UnixListener) -> Option<Arc<Self>> {
+        let template = listener.as_fd().try_clone_to_owned().ok()?;
+        let held = template.try_clone().ok();
+        Some(Arc::new(Self {
+            template,
+            held: Mutex::new(held),
+        }))
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Option<OwnedFd>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the spare again if it was given up and a descriptor is free.
+    fn refill(&self) {
+        let mut held = self.held();
+        if held.is_none() {
+            *held = self.template.try_clone().ok();
+        }
+    }
+
+    /// Closes the spare to make room for one accept; false when there was none to close
+    /// (and none could be taken again now).
+    fn give_up(&self) -> bool {
+        self.refill();
+        let spare = self.held().take();
+        spare.is_some()
+    }
+}
+
+/// Held by a connection let in with the spare descriptor: gives the spare back when the
+/// connection is dropped (after its stream has closed, see `PeerStream`'s field order).
+pub(super) struct SpareBack(Arc<Spare>);
+
+impl Drop for SpareBack {
+    fn drop(&mut self) {
+        self.0.refill();
+    }
 }
 
 /// The accept loop: the only owner of the listener.
@@ -224,7 +271,7 @@ struct Acceptor {
     refusals: Arc<Refusals>,
     admission: Arc<Admission>,
     tx: mpsc::Sender<PeerStream>,
-    spare: Option<OwnedFd>,
+    spare: Option<Arc<Spare>>,
     /// The connections open now (metrics).
     clients: Clients,
     backoff: Backoff,
@@ -254,7 +301,7 @@ impl Acceptor {
             match accepted {
                 Ok((stream, _)) => {
                     self.recovered();
-                    self.admit(stream);
+                    self.admit(stream, None);
                 }
                 Err(e) => {
                     let Some(wait) = self.failed_accept(&e).await else {
@@ -271,8 +318,9 @@ impl Acceptor {
 
     /// Counts a connection under the caps (or closes it at once) and hands it to the server
     /// with its peer's role, looked up off the runtime for anyone but root and the daemon's
-    /// user.
-    fn admit(&mut self, stream: UnixStream) {
+    /// user. `back` gives the spare descriptor back when a connection accepted in its
+    /// place closes.
+    fn admit(&mut self, stream: UnixStream, back: Option<SpareBack>) {
         let cred = match stream.peer_cred() {
             Ok(c) => c,
             Err(e) => {
@@ -310,7 +358,7 @@ impl Acceptor {
             };
             let conn = Connection::new(peer, refusals);
             let _ = tx
-                .send(PeerStream::new(stream, conn, idle, slot, counted))
+                .send(PeerStream::new(stream, conn, idle, slot, counted, back))
                 .await;
         });
     }
@@ -380,7 +428,8 @@ impl Acceptor {
         }
         if at_limit {
             if let Some(stream) = self.rescue().await {
-                self.admit(stream);
+                let back = self.spare.clone().map(SpareBack);
+                self.admit(stream, back);
             }
         }
         Some(self.backoff.next())
@@ -390,8 +439,11 @@ impl Acceptor {
     /// connections one at a time; the first of root or the daemon's user is kept (and
     /// served), anyone else's closed at once, until none is pending.
     async fn rescue(&mut self) -> Option<UnixStream> {
+        let spare = self.spare.clone()?;
         for _ in 0..RESCUE_MAX {
-            drop(self.spare.take()?);
+            if !spare.give_up() {
+                return None;
+            }
             let accepted = std::future::poll_fn(|cx| {
                 Poll::Ready(match self.listener.poll_accept(cx) {
                     Poll::Ready(Ok((stream, _))) => Some(stream),
@@ -400,7 +452,7 @@ impl Acceptor {
             })
             .await;
             let Some(stream) = accepted else {
-                self.spare = spare_of(&self.listener);
+                spare.refill();
                 return None;
             };
             match stream.peer_cred() {
@@ -409,7 +461,7 @@ impl Acceptor {
                 Err(_) => {}
             }
             drop(stream);
-            self.spare = spare_of(&self.listener);
+            spare.refill();
         }
         None
     }
@@ -434,8 +486,9 @@ impl Acceptor {
             );
         }
         self.failed = 0;
-        if self.spare.is_none() {
-            self.spare = spare_of(&self.listener);
+        match &self.spare {
+            Some(spare) => spare.refill(),
+            None => self.spare = Spare::of(&self.listener),
         }
     }
 

@@ -3,7 +3,7 @@
 //! stream (`ctl logs -f`, `ctl events`) is a call in flight however quiet it is, so
 //! followers are never dropped; a connection that only holds a descriptor is.
 
-use super::accept::Slot;
+use super::accept::{Slot, SpareBack};
 use super::access::{Peer, Refusals};
 use super::authority::AuthorityFix;
 use std::future::Future;
@@ -165,6 +165,9 @@ pub struct PeerStream {
     _slot: Option<Slot>,
     /// Counted among the open connections until dropped.
     _counted: Counted,
+    /// For a connection accepted in place of the spare descriptor: takes the spare again
+    /// once `stream` (declared first, so dropped first) has closed.
+    _spare_back: Option<SpareBack>,
 }
 
 impl PeerStream {
@@ -174,6 +177,7 @@ impl PeerStream {
         idle: Duration,
         slot: Option<Slot>,
         counted: Counted,
+        spare_back: Option<SpareBack>,
     ) -> Self {
         Self {
             stream,
@@ -184,6 +188,7 @@ impl PeerStream {
             idle: IdleTimer::new(idle),
             _slot: slot,
             _counted: counted,
+            _spare_back: spare_back,
         }
     }
 }
