@@ -230,6 +230,7 @@ async fn serve(
         snapshot,
         disk,
         first_starts,
+        verify_view,
     } = started;
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(16);
     tracker.spawn(coordinator.run(reload_rx));
@@ -248,7 +249,8 @@ async fn serve(
         reload_tx.clone(),
         events,
         history,
-    );
+    )
+    .with_verify_view(verify_view);
     // Serves until every script has stopped: `ctl status` still answers during a shutdown.
     let mut server = tokio::spawn(socket::serve(
         listener,

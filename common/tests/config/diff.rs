@@ -41,6 +41,7 @@ fn script() -> ScriptConfig {
         stop_grace: Duration::from_secs(5),
         log: LogConfig::default(),
         backoff: Backoff::default(),
+        ready_after: Duration::from_secs(1),
     }
 }
 
@@ -51,6 +52,7 @@ fn config(scripts: &[(&str, ScriptConfig)]) -> Config {
             .iter()
             .map(|(n, s)| ((*n).to_owned(), s.clone()))
             .collect(),
+        reload: Default::default(),
     }
 }
 
@@ -264,7 +266,7 @@ fn access_change_is_a_daemon_restart() {
 }
 
 /// Number of script fields [`mix`] knows.
-const FIELDS: u32 = 12;
+const FIELDS: u32 = 13;
 
 fn arb_script() -> impl Strategy<Value = ScriptConfig> {
     (
@@ -322,6 +324,7 @@ fn arb_script() -> impl Strategy<Value = ScriptConfig> {
                         delay: Duration::from_millis(500 * delay),
                         ..Backoff::default()
                     },
+                    ready_after: Duration::from_millis(250 * delay),
                 }
             },
         )
@@ -367,6 +370,9 @@ fn mix(a: &ScriptConfig, b: &ScriptConfig, mask: u32) -> ScriptConfig {
     if take(11) {
         out.backoff = b.backoff;
     }
+    if take(12) {
+        out.ready_after = b.ready_after;
+    }
     out
 }
 
@@ -401,6 +407,7 @@ fn arb_config() -> impl Strategy<Value = Config> {
     prop::collection::btree_map("[a-e]", arb_script(), 0..5).prop_map(|scripts| Config {
         daemon: daemon(),
         scripts,
+        reload: Default::default(),
     })
 }
 
@@ -420,6 +427,7 @@ fn arb_pair() -> impl Strategy<Value = (Config, Config)> {
             let mut b = Config {
                 daemon,
                 scripts: BTreeMap::new(),
+                reload: a.reload,
             };
             for ((name, cfg), edit) in a.scripts.iter().zip(edits) {
                 match edit {
@@ -497,6 +505,7 @@ fn set_script_field(s: &mut ScriptConfig, field: &str, new: Option<&str>) {
         "restart_delay" => s.backoff.delay = duration(text),
         "restart_delay_max" => s.backoff.max_delay = duration(text),
         "restart_reset_after" => s.backoff.reset_after = duration(text),
+        "ready_after" => s.ready_after = duration(text),
         other => panic!("a change row for a field the test does not know: {other}"),
     }
 }

@@ -1367,6 +1367,7 @@ fn arb_script() -> impl Strategy<Value = (String, ScriptConfig)> {
                     stop_grace: Duration::from_secs(10),
                     log: Default::default(),
                     backoff: Backoff::default(),
+                    ready_after: Duration::from_secs(1),
                 };
                 if let Some(ms) = interval {
                     yaml += &format!("    interval: {ms}ms\n");

@@ -77,6 +77,9 @@ words! {
         Signal,
         /// `ctl rollback`.
         Rollback,
+        /// The daemon's own rollback of a version that was not verified in time
+        /// (`reload.on_failure: rollback`).
+        AutoRollback,
     }
 }
 

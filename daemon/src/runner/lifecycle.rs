@@ -58,10 +58,14 @@ impl Runner {
                     stopping: false,
                     timed_out: false,
                     one_off,
+                    ready_at: self.ready_deadline(now.at),
+                    ready: false,
                 });
                 self.logs
                     .system(run_id, format!("run {run_id} started (pid {pid})"));
                 self.event(ScriptEventKind::Started, format!("pid {pid}"), None);
+                // `ready_after: 0s`: ready at once.
+                self.check_ready(now.at);
                 let tx = self.internal_tx.clone();
                 let sink = self.logs.clone();
                 tokio::spawn(async move {
@@ -122,6 +126,7 @@ impl Runner {
                     ..Default::default()
                 };
                 self.record_exit(info);
+                self.start_failed(run_id, &format!("failed to start: {e}"));
                 self.event(
                     ScriptEventKind::Exited,
                     format!("failed to start: {e}"),
@@ -129,7 +134,7 @@ impl Runner {
                 );
                 self.last_failed = true;
                 if !self.cfg.is_periodic() && !one_off {
-                    self.schedule_restart(run_id, true, Duration::ZERO);
+                    self.schedule_restart(run_id, true, false, Duration::ZERO);
                 }
                 self.publish();
                 Err(e)
@@ -154,6 +159,7 @@ impl Runner {
     /// restart.
     pub(super) async fn on_timer(&mut self) {
         let now = Instant::now();
+        self.check_ready(now);
         if let Some(run) = self.run.as_mut() {
             if run.kill_at.is_some_and(|t| t <= now) {
                 run.kill_at = None;
@@ -246,8 +252,7 @@ impl Runner {
             }
         }
         self.shared.groups.forget(&self.name).await;
-        let failed = run.timed_out || info.code != Some(0);
-        self.last_failed = failed;
+        let succeeded = !run.timed_out && info.code == Some(0);
         let how = match (info.code, info.signal) {
             (Some(c), _) => format!("exit code {c}"),
             (None, Some(s)) => format!("signal {}", signal_name(s)),
@@ -266,6 +271,16 @@ impl Runner {
                 humantime::format_duration(Duration::from_millis(info.duration_ms))
             ),
         );
+        let failed_start = self.readiness_at_end(
+            &run,
+            succeeded,
+            &format!(
+                "{how} after {}",
+                humantime::format_duration(Duration::from_millis(info.duration_ms))
+            ),
+        );
+        let failed = !succeeded || failed_start;
+        self.last_failed = failed;
         self.record_exit(info);
         self.shared.events.script(proto::ScriptEvent {
             script: self.name.clone(),
@@ -312,7 +327,7 @@ impl Runner {
             }
             AfterExit::Natural => {
                 if !self.cfg.is_periodic() && !run.one_off {
-                    self.schedule_restart(run.id, failed, ran_for);
+                    self.schedule_restart(run.id, failed, run.ready, ran_for);
                 }
             }
         }

@@ -14,10 +14,12 @@
 //! | `control.rs` | `ctl start|stop|restart|run` |
 //! | `update.rs` | a reload's new config: applied now or scheduled for the run's end |
 //! | `status.rs` | the status snapshot published for `ctl status` |
+//! | `ready.rs` | readiness: `starting` → `running` after `ready_after`, failed starts, and the [`Readiness`] record verifications read |
 
 mod backoff;
 mod control;
 mod lifecycle;
+mod ready;
 mod schedule;
 mod status;
 mod task;
@@ -32,6 +34,7 @@ use schedule::{millis, Stamp};
 use scriptd_common::config::ScriptConfig;
 use scriptd_common::diff::Change;
 use scriptd_common::proto::{ControlAction, ScriptState, ScriptStatus};
+pub use ready::Readiness;
 use status::kind;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -94,6 +97,8 @@ pub struct ScriptHandle {
     pub logs: Arc<LogSink>,
     /// The ends of its recent runs.
     pub recent: watch::Receiver<RecentRuns>,
+    /// Which runs became ready or failed to (what verifications and `--wait` read).
+    pub readiness: watch::Receiver<Readiness>,
 }
 
 impl ScriptHandle {
@@ -175,6 +180,7 @@ pub fn start_reporting(
     let (status_tx, status_rx) = watch::channel(status.clone());
     let (internal_tx, internal_rx) = mpsc::channel(4);
     let (recent_tx, recent_rx) = watch::channel(RecentRuns::default());
+    let (readiness_tx, readiness_rx) = watch::channel(Readiness::default());
     let runner = Runner {
         name,
         cfg,
@@ -193,6 +199,7 @@ pub fn start_reporting(
         internal_tx,
         last_failed: false,
         recent: recent_tx,
+        readiness: readiness_tx,
     };
     tracker.spawn(runner.run(rx, internal_rx, initial));
     let handle = ScriptHandle {
@@ -200,6 +207,7 @@ pub fn start_reporting(
         status: status_rx,
         logs,
         recent: recent_rx,
+        readiness: readiness_rx,
     };
     (handle, started)
 }
@@ -240,6 +248,11 @@ struct Run {
     timed_out: bool,
     /// The run was started by `ctl run` and does not move the schedule.
     one_off: bool,
+    /// When a service's run becomes ready (`ready_after` after its start); `None` once it is
+    /// ready, and for periodic runs (ready when they succeed).
+    ready_at: Option<Instant>,
+    /// A service's run that lived for its `ready_after`.
+    ready: bool,
 }
 
 /// From the per-run waiter task.
@@ -272,4 +285,6 @@ struct Runner {
     last_failed: bool,
     /// The ends of the latest runs, for `WaitRun`.
     recent: watch::Sender<RecentRuns>,
+    /// Which runs became ready or failed to.
+    readiness: watch::Sender<Readiness>,
 }

@@ -33,8 +33,8 @@ impl Runner {
                 .collect(),
             None => Vec::new(),
         };
-        s.state = if self.run.is_some() {
-            ScriptState::Running
+        s.state = if let Some(run) = &self.run {
+            Self::alive_state(run)
         } else if self.next_run.is_some() {
             if self.cfg.is_periodic() {
                 ScriptState::Waiting

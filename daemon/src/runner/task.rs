@@ -77,6 +77,7 @@ impl Runner {
             self.next_run.map(|n| n.at),
             run.and_then(|r| if r.stopping { None } else { r.deadline }),
             run.and_then(|r| r.kill_at),
+            run.and_then(|r| if r.stopping { None } else { r.ready_at }),
         ]
         .into_iter()
         .flatten()

@@ -7,11 +7,13 @@
 //! - [`values`]: scalar values (durations, sizes, counts, paths);
 //! - [`script`]: a script section and `defaults:` into an effective [`ScriptConfig`](super::ScriptConfig);
 //! - [`daemon`]: the `daemon:` section and `include:`;
+//! - [`reload`]: the `reload:` section;
 //! - [`host`]: the checks that look at the machine (directories, programs, users and
 //!   groups), reached only through the [`Host`] trait.
 
 mod daemon;
 mod host;
+mod reload;
 mod script;
 mod values;
 
@@ -25,7 +27,7 @@ use serde_yaml::Value;
 use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
 
-const TOP_KEYS: &[&str] = &["daemon", "include", "defaults", "scripts"];
+const TOP_KEYS: &[&str] = &["daemon", "include", "defaults", "scripts", "reload"];
 const INCLUDED_KEYS: &[&str] = &["scripts"];
 
 /// Duplicate script names listed one by one per file; the rest of that file's are
@@ -51,6 +53,7 @@ pub fn validate_with(source: &ConfigSource, host: &mut dyn Host) -> Result<Confi
         host,
     };
     let mut daemon = None;
+    let mut reload = None;
     let mut defaults = Partial::default();
     // name -> (index of its file, partial script)
     let mut scripts: BTreeMap<String, (usize, Partial)> = BTreeMap::new();
@@ -79,6 +82,7 @@ pub fn validate_with(source: &ConfigSource, host: &mut dyn Host) -> Result<Confi
         for (key, value) in top {
             match key.as_str() {
                 "daemon" => daemon = Some(v.daemon(value, &base)),
+                "reload" => reload = Some(v.reload(value)),
                 "include" => v.include(value),
                 "defaults" => defaults = v.partial(value, "defaults", &DEFAULT_KEYS, &base),
                 "scripts" => {
@@ -170,6 +174,7 @@ pub fn validate_with(source: &ConfigSource, host: &mut dyn Host) -> Result<Confi
         Ok(Config {
             daemon,
             scripts: out,
+            reload: reload.unwrap_or_default(),
         })
     } else {
         Err(ConfigErrors(v.errors))

@@ -35,6 +35,7 @@ pub(super) struct Partial {
     restart_delay: Option<Duration>,
     restart_delay_max: Option<Duration>,
     restart_reset_after: Option<Duration>,
+    ready_after: Option<Duration>,
     log_max_bytes: Option<u64>,
     log_keep: Option<u32>,
     log_max_line_bytes: Option<u64>,
@@ -112,6 +113,7 @@ impl Validator<'_> {
                 "restart_delay" => p.restart_delay = self.positive_duration(val, &at),
                 "restart_delay_max" => p.restart_delay_max = self.positive_duration(val, &at),
                 "restart_reset_after" => p.restart_reset_after = self.positive_duration(val, &at),
+                "ready_after" => p.ready_after = self.duration(val, &at),
                 "log" => {
                     for (lk, lv) in self.entries(val, &at, &LOG_KEYS) {
                         let lp = format!("{at}.{lk}");
@@ -317,6 +319,10 @@ impl Validator<'_> {
                     .or(d.restart_reset_after)
                     .unwrap_or(builtin::RESTART_RESET_AFTER),
             },
+            ready_after: p
+                .ready_after
+                .or(d.ready_after)
+                .unwrap_or(builtin::READY_AFTER),
         };
         if dir_ok {
             self.check_program(&script, &path);
