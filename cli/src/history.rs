@@ -2,7 +2,7 @@
 //! `ctl rollback [V]`.
 
 use crate::client::Client;
-use crate::error::{CtlError, CtlResult, CHANGES, CONFIG, FAILURE, OK};
+use crate::error::{CtlError, CtlResult, CHANGES, CONFIG, OK};
 use crate::output::{self, ChangeJson, ErrorJson};
 use scriptd_common::proto;
 use scriptd_common::JSON_SCHEMA;
@@ -33,7 +33,7 @@ pub struct HistoryEntryJson {
     pub attempt_id: u64,
     /// When, RFC 3339.
     pub time: Option<String>,
-    /// startup, watch, ctl, signal, rollback.
+    /// startup, watch, ctl, signal, rollback, auto-rollback.
     pub source: String,
     /// For a rollback: the version restored.
     pub rollback_from: Option<u64>,
@@ -150,9 +150,12 @@ fn who(uid: Option<u32>, user: &str) -> String {
     }
 }
 
-/// `rollback-from-N` for a rollback, else the source.
+/// `rollback-from-N` for a rollback, `auto-rollback-from-N` for the daemon's own, else the
+/// source.
 fn source_text(e: &proto::HistoryEntry) -> String {
-    if e.rollback_from > 0 {
+    if e.source == "auto-rollback" {
+        format!("auto-rollback-from-{}", e.rollback_from)
+    } else if e.rollback_from > 0 {
         format!("rollback-from-{}", e.rollback_from)
     } else {
         e.source.clone()
@@ -466,9 +469,7 @@ pub async fn rollback(
     }
     Ok(match result {
         _ if r.disk_differs => CONFIG,
-        proto::ReloadResult::Rejected | proto::ReloadResult::FailedRolledBack => CONFIG,
-        proto::ReloadResult::Unspecified => FAILURE,
         _ if dry_run && exit_code && !r.changes.is_empty() => CHANGES,
-        _ => OK,
+        _ => crate::verify::reload_exit(r.result),
     })
 }

@@ -60,6 +60,7 @@ pub fn paint(text: &str, code: &str, on: bool) -> String {
 pub fn state_name(s: i32) -> &'static str {
     match ScriptState::try_from(s).unwrap_or(ScriptState::Unspecified) {
         ScriptState::Running => "running",
+        ScriptState::Starting => "starting",
         ScriptState::Waiting => "waiting",
         ScriptState::Idle => "idle",
         ScriptState::Disabled => "disabled",
@@ -75,6 +76,7 @@ fn state_colour(s: &str) -> &'static str {
         "running" => "32",
         "failed" | "backing-off" => "31",
         "waiting" => "36",
+        "starting" => "33",
         _ => "2",
     }
 }
@@ -111,6 +113,10 @@ pub struct StatusJson {
     pub sync_error: Option<String>,
     /// One object per script.
     pub scripts: Vec<ScriptJson>,
+    /// A verification of an applied reload in progress; null when none.
+    pub verifying: Option<crate::verify::VerifyingJson>,
+    /// The last automatic rollback, until the next applied version; null when none.
+    pub last_auto_rollback: Option<crate::verify::AutoRollbackJson>,
 }
 
 /// The daemon part of a status.
@@ -230,6 +236,8 @@ impl From<&proto::StatusResponse> for StatusJson {
             sync: sync_name(r.sync).into(),
             sync_error: (!r.sync_error.is_empty()).then(|| r.sync_error.clone()),
             scripts: r.scripts.iter().map(ScriptJson::from).collect(),
+            verifying: r.verifying.as_ref().map(Into::into),
+            last_auto_rollback: r.last_auto_rollback.as_ref().map(Into::into),
         }
     }
 }
@@ -248,6 +256,10 @@ pub struct ControlJson {
     pub run_id: Option<u64>,
     /// The script afterwards.
     pub script: ScriptJson,
+    /// With `--wait`: how the started run did (`ready`, `succeeded`, `exited`,
+    /// `crash-looping`, `probe-failing`, `timeout`); absent without.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<crate::verify::VerificationJson>,
 }
 
 /// `ctl run --wait --output json`: how the run this command started ended, or that the
@@ -352,8 +364,8 @@ pub struct ReloadJson {
     pub schema: u32,
     /// True for `--dry-run`.
     pub dry_run: bool,
-    /// applied, unchanged, rejected, failed-rolled-back, invalid; dry run: would-apply,
-    /// unchanged, rejected, invalid.
+    /// applied, unchanged, rejected, failed-rolled-back, invalid; with `--wait` also
+    /// auto-rolled-back and not-verified; dry run: would-apply, unchanged, rejected, invalid.
     pub result: String,
     /// Attempt id (absent for dry runs).
     pub attempt_id: Option<u64>,
@@ -367,6 +379,12 @@ pub struct ReloadJson {
     pub errors: Vec<ErrorJson>,
     /// Why rejected or failed.
     pub message: Option<String>,
+    /// With `--wait`: how each script the reload started or restarted did.
+    #[serde(default)]
+    pub verification: Vec<crate::verify::VerificationJson>,
+    /// `auto-rolled-back`: the version the daemon's rollback applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_version: Option<u64>,
 }
 
 /// Spelling of an impact.
@@ -399,6 +417,8 @@ pub fn result_name(r: i32) -> &'static str {
         ReloadResult::Unchanged => "unchanged",
         ReloadResult::Rejected => "rejected",
         ReloadResult::FailedRolledBack => "failed-rolled-back",
+        ReloadResult::AutoRolledBack => "auto-rolled-back",
+        ReloadResult::NotVerified => "not-verified",
         ReloadResult::Unspecified => "unknown",
     }
 }
@@ -484,6 +504,12 @@ pub struct EventJson {
     pub missed: Option<u64>,
     /// Detail.
     pub message: Option<String>,
+    /// verifying, verified, verify-failed, auto-rolled-back: each script's outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Vec<crate::verify::VerificationJson>>,
+    /// auto-rolled-back: the attempt id of the daemon's rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_attempt_id: Option<u64>,
 }
 
 /// Spelling of a reload phase.
@@ -497,6 +523,10 @@ pub fn phase_name(p: i32) -> &'static str {
         ReloadPhase::Rejected => "rejected",
         ReloadPhase::FailedRolledBack => "failed-rolled-back",
         ReloadPhase::Unchanged => "unchanged",
+        ReloadPhase::Verifying => "verifying",
+        ReloadPhase::Verified => "verified",
+        ReloadPhase::VerifyFailed => "verify-failed",
+        ReloadPhase::AutoRolledBack => "auto-rolled-back",
         ReloadPhase::Unspecified => "unknown",
     }
 }
@@ -511,6 +541,7 @@ pub fn script_event_name(k: i32) -> &'static str {
         ScriptEventKind::ScheduledChangeApplied => "scheduled-change-applied",
         ScriptEventKind::TickSkipped => "tick-skipped",
         ScriptEventKind::Stopped => "stopped",
+        ScriptEventKind::Ready => "ready",
         ScriptEventKind::Unspecified => "unknown",
     }
 }
@@ -536,6 +567,8 @@ impl From<&proto::Event> for EventJson {
             exit: None,
             missed: None,
             message: None,
+            verification: None,
+            rollback_attempt_id: None,
         };
         match &e.kind {
             Some(Kind::Reload(r)) => {
@@ -547,6 +580,11 @@ impl From<&proto::Event> for EventJson {
                 j.changes = Some(r.changes.iter().map(ChangeJson::from).collect());
                 j.errors = Some(r.errors.iter().map(ErrorJson::from).collect());
                 j.message = opt(&r.message);
+                if !r.verification.is_empty() {
+                    j.verification = Some(r.verification.iter().map(Into::into).collect());
+                }
+                j.rollback_attempt_id =
+                    (r.rollback_attempt_id > 0).then_some(r.rollback_attempt_id);
             }
             Some(Kind::Script(s)) => {
                 j.kind = "script".into();
@@ -608,6 +646,13 @@ pub fn status_table(r: &proto::StatusResponse, colour: bool) -> String {
         r.running_version,
         sync_shown,
     ));
+    let verifying = crate::verify::status_lines(r);
+    if !verifying.is_empty() {
+        // Above the blank line that ends the header.
+        out.pop();
+        out.push_str(&verifying);
+        out.push('\n');
+    }
     let mut builder = tabled::builder::Builder::default();
     builder.push_record([
         "NAME",

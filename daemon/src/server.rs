@@ -153,7 +153,10 @@ impl Service {
             } else {
                 done.run_id
             };
-            Some(self.wait_ready(script, &handle, since, req.wait_timeout_ms).await)
+            Some(
+                self.wait_ready(script, &handle, since, req.wait_timeout_ms)
+                    .await,
+            )
         } else {
             None
         };
@@ -177,7 +180,10 @@ impl Service {
     ) -> proto::ScriptVerification {
         let (window, cfg) = {
             let snap = self.snapshot.borrow();
-            (snap.config.reload.verify, snap.config.scripts.get(script).cloned())
+            (
+                snap.config.reload.verify,
+                snap.config.scripts.get(script).cloned(),
+            )
         };
         let window = match timeout_ms {
             0 => window,

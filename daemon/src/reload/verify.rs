@@ -113,7 +113,10 @@ pub fn verdict(
                 return Some(Outcome::Exited(how.clone()));
             }
         } else if seen.settled {
-            return Some(Outcome::Exited(format!("{} before it was ready", seen.state)));
+            return Some(Outcome::Exited(format!(
+                "{} before it was ready",
+                seen.state
+            )));
         }
     }
     if !window_over {
@@ -356,7 +359,8 @@ impl Coordinator {
         let mut list = Vec::new();
         let mut outcomes = BTreeMap::new();
         for (name, periodic) in targets(&report.changes, &self.config) {
-            let (Some(handle), Some(cfg)) = (self.handles.get(&name), self.config.scripts.get(&name))
+            let (Some(handle), Some(cfg)) =
+                (self.handles.get(&name), self.config.scripts.get(&name))
             else {
                 continue;
             };
@@ -459,8 +463,8 @@ impl Coordinator {
                     .map(|o| format!("{name} {} ({})", o.word(), o.reason()))
             })
             .collect();
-        let event = |phase: ReloadPhase, message: String, rollback_attempt_id: u64| {
-            proto::ReloadEvent {
+        let event =
+            |phase: ReloadPhase, message: String, rollback_attempt_id: u64| proto::ReloadEvent {
                 attempt_id: v.attempt_id,
                 phase: phase as i32,
                 source: v.source.as_str().into(),
@@ -469,10 +473,13 @@ impl Coordinator {
                 message,
                 rollback_attempt_id,
                 ..Default::default()
-            }
-        };
+            };
         if failed.is_empty() {
-            tracing::info!(attempt = v.attempt_id, version = v.version, "reload verified");
+            tracing::info!(
+                attempt = v.attempt_id,
+                version = v.version,
+                "reload verified"
+            );
             self.events
                 .reload(event(ReloadPhase::Verified, String::new(), 0));
             v.answer(VerifyEnd::Verified, "");
@@ -593,9 +600,21 @@ mod tests {
             (false, false, seen(false, Some(1), false), false, None),
             (false, false, seen(false, Some(3), false), true, None),
             // ... and one that nothing restarts is decided at once.
-            (false, false, seen(false, Some(1), true), false, Some(Exited(how()))),
+            (
+                false,
+                false,
+                seen(false, Some(1), true),
+                false,
+                Some(Exited(how())),
+            ),
             // A periodic script's first run failing decides at once.
-            (true, false, seen(false, Some(1), false), false, Some(Exited(how()))),
+            (
+                true,
+                false,
+                seen(false, Some(1), false),
+                false,
+                Some(Exited(how())),
+            ),
             // A failure followed by a ready run verifies.
             (false, false, seen(true, Some(2), false), false, Some(Ready)),
             // Still starting when the window ends.

@@ -117,8 +117,8 @@ mod tests {
             (Always, start_failed, s(3600), 3, Some((s(4), 4))),
         ];
         for (policy, how, ran_for, restarts, want) in table {
-            let got = next_restart(policy, backoff, how, ran_for, restarts)
-                .map(|r| (r.delay, r.count));
+            let got =
+                next_restart(policy, backoff, how, ran_for, restarts).map(|r| (r.delay, r.count));
             assert_eq!(
                 got, want,
                 "{policy:?} (failed, ready)={how:?} ran {ran_for:?} after {restarts} restarts"

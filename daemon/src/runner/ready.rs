@@ -46,9 +46,10 @@ impl Runner {
     /// Marks the current run ready if its `ready_after` has passed by `now` (and it is not
     /// being stopped).
     pub(super) fn check_ready(&mut self, now: Instant) {
-        let due = self.run.as_ref().is_some_and(|r| {
-            !r.ready && !r.stopping && r.ready_at.is_some_and(|at| at <= now)
-        });
+        let due = self
+            .run
+            .as_ref()
+            .is_some_and(|r| !r.ready && !r.stopping && r.ready_at.is_some_and(|at| at <= now));
         if !due {
             return;
         }
@@ -61,7 +62,11 @@ impl Runner {
             id,
             format!("run {id} ready: alive for {after} (ready_after); starting → running"),
         );
-        self.event(ScriptEventKind::Ready, format!("pid {pid}, alive for {after}"), None);
+        self.event(
+            ScriptEventKind::Ready,
+            format!("pid {pid}, alive for {after}"),
+            None,
+        );
         self.readiness.send_modify(|r| {
             r.ready_run = id;
             r.failed_starts = 0;

@@ -16,3 +16,4 @@ mod stall;
 mod state_dir;
 mod supervisor;
 mod targets;
+mod verify;
