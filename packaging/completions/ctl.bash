@@ -664,13 +664,17 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__reload)
-            opts="-o -h --dry-run --plan --exit-code --socket --config --output --help"
+            opts="-o -h --dry-run --plan --exit-code --wait --timeout --socket --config --output --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --plan)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -698,12 +702,16 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__restart)
-            opts="-o -h --all --socket --config --output --help"
+            opts="-o -h --all --wait --timeout --socket --config --output --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -792,12 +800,16 @@ _ctl() {
             return 0
             ;;
         ctl__subcmd__start)
-            opts="-o -h --all --socket --config --output --help"
+            opts="-o -h --all --wait --timeout --socket --config --output --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -51,23 +51,27 @@ json\t'One JSON document (streams: one object per line), each with `"schema": 1`
 complete -c ctl -n "__fish_ctl_using_subcommand status" -l check -d 'Exit 0 when every script named (default: every enabled one) is running, waiting or idle after a run that succeeded; else 6, printing each one that is not'
 complete -c ctl -n "__fish_ctl_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand reload" -l plan -d 'Apply only if this plan (from --dry-run) is still what would be applied' -r
+complete -c ctl -n "__fish_ctl_using_subcommand reload" -l timeout -d 'With --wait: stop waiting after DUR (exit 6); the verification goes on' -r
 complete -c ctl -n "__fish_ctl_using_subcommand reload" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand reload" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand reload" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand reload" -l dry-run -d 'Preview only: print the plan and its id, change nothing'
 complete -c ctl -n "__fish_ctl_using_subcommand reload" -l exit-code -d 'With --dry-run: exit 5 when the plan has changes, 0 when it has none'
+complete -c ctl -n "__fish_ctl_using_subcommand reload" -l wait -d 'Return once the new version is verified (reload.verify): 0 when every script it started or restarted is ready, 3 when it was rolled back, 6 when it was not verified and kept'
 complete -c ctl -n "__fish_ctl_using_subcommand reload" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand events" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand events" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand events" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand events" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ctl -n "__fish_ctl_using_subcommand start" -l timeout -d 'With --wait: wait at most DUR [default: the config\'s reload.verify]' -r
 complete -c ctl -n "__fish_ctl_using_subcommand start" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand start" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand start" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand start" -l all -d 'Every script in the config'
+complete -c ctl -n "__fish_ctl_using_subcommand start" -l wait -d 'Return when the started run is ready (a service alive for its ready_after; a periodic script\'s run exited 0): 0, else 6 naming why (exited, crash-looping, timeout)'
 complete -c ctl -n "__fish_ctl_using_subcommand start" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand stop" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand stop" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
@@ -75,11 +79,13 @@ complete -c ctl -n "__fish_ctl_using_subcommand stop" -s o -l output -d 'Output 
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand stop" -l all -d 'Every script in the config'
 complete -c ctl -n "__fish_ctl_using_subcommand stop" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ctl -n "__fish_ctl_using_subcommand restart" -l timeout -d 'With --wait: wait at most DUR [default: the config\'s reload.verify]' -r
 complete -c ctl -n "__fish_ctl_using_subcommand restart" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand restart" -l config -d 'Config file to read the socket path from [default: ./scriptd.yaml, else /etc/scriptd/scriptd.yaml]' -r -F
 complete -c ctl -n "__fish_ctl_using_subcommand restart" -s o -l output -d 'Output format' -r -f -a "table\t'Tables and lines for people'
 json\t'One JSON document (streams: one object per line), each with `"schema": 1`'"
 complete -c ctl -n "__fish_ctl_using_subcommand restart" -l all -d 'Every script in the config'
+complete -c ctl -n "__fish_ctl_using_subcommand restart" -l wait -d 'Return when the started run is ready (a service alive for its ready_after; a periodic script\'s run exited 0): 0, else 6 naming why (exited, crash-looping, timeout)'
 complete -c ctl -n "__fish_ctl_using_subcommand restart" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctl -n "__fish_ctl_using_subcommand run" -l timeout -d 'With --wait: stop waiting after DUR (exit 6); the run goes on' -r
 complete -c ctl -n "__fish_ctl_using_subcommand run" -l socket -d 'Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]' -r -F

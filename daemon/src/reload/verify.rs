@@ -598,7 +598,17 @@ mod tests {
             (true, false, seen(true, None, false), false, Some(Succeeded)),
             // A failed start that is being restarted: undecided until the window ends.
             (false, false, seen(false, Some(1), false), false, None),
-            (false, false, seen(false, Some(3), false), true, None),
+            (
+                false,
+                false,
+                seen(false, Some(3), false),
+                true,
+                Some(CrashLooping(
+                    "3 failed starts in a row (exited before ready_after), the last: exit code \
+                     1 after 5ms"
+                        .into(),
+                )),
+            ),
             // ... and one that nothing restarts is decided at once.
             (
                 false,
@@ -661,14 +671,6 @@ mod tests {
             ),
         ];
         for (i, (periodic, health, obs, over, want)) in table.into_iter().enumerate() {
-            let want = match (i, want) {
-                (3, None) => Some(CrashLooping(
-                    "3 failed starts in a row (exited before ready_after), the last: exit code \
-                     1 after 5ms"
-                        .into(),
-                )),
-                (_, w) => w,
-            };
             assert_eq!(
                 verdict(periodic, health, &obs, over),
                 want,

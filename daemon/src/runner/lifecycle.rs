@@ -58,7 +58,7 @@ impl Runner {
                     stopping: false,
                     timed_out: false,
                     one_off,
-                    ready_at: self.ready_deadline(now.at),
+                    ready_at: self.ready_deadline(now.at, one_off),
                     ready: false,
                 });
                 self.logs
@@ -263,21 +263,16 @@ impl Runner {
         } else {
             how
         };
+        let lasted = humantime::format_duration(Duration::from_millis(info.duration_ms));
+        let failed_start = self.readiness_at_end(&run, succeeded, &format!("{how} after {lasted}"));
+        let note = if failed_start {
+            self.failed_start_note()
+        } else {
+            String::new()
+        };
         self.logs.system(
             run.id,
-            format!(
-                "run {} ended: {how} after {}",
-                run.id,
-                humantime::format_duration(Duration::from_millis(info.duration_ms))
-            ),
-        );
-        let failed_start = self.readiness_at_end(
-            &run,
-            succeeded,
-            &format!(
-                "{how} after {}",
-                humantime::format_duration(Duration::from_millis(info.duration_ms))
-            ),
+            format!("run {} ended: {how} after {lasted}{note}", run.id),
         );
         let failed = !succeeded || failed_start;
         self.last_failed = failed;

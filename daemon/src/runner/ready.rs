@@ -2,7 +2,9 @@
 //! run is `starting` from its spawn until it has lived for `ready_after`, then `running`
 //! (event `ready`, a `sys` line). A service's run that ends before, on its own, is a failed
 //! start: it counts as a failure for the restart policy and the backoff, whatever its exit
-//! code (like supervisord's `startsecs`). A periodic run is ready when it ends with exit 0.
+//! code (like supervisord's `startsecs`). A periodic run, and a run of `ctl run` (run once,
+//! judged by its exit code), is ready when it ends with exit 0. With `ready_after: 0s` a
+//! service is ready at its spawn: no `starting` state, so no `sys` line for it.
 //!
 //! What happened is kept in a [`Readiness`] record on a `watch` channel: monotonic counters
 //! and run ids, so a verification that looks late still sees every run that became ready or
@@ -29,9 +31,10 @@ pub struct Readiness {
 }
 
 impl Runner {
-    /// When a service's run started at `start` becomes ready; `None` for periodic runs.
-    pub(super) fn ready_deadline(&self, start: Instant) -> Option<Instant> {
-        (!self.cfg.is_periodic()).then(|| later(start, self.cfg.ready_after))
+    /// When a service's run started at `start` becomes ready; `None` for periodic runs and
+    /// `ctl run`'s (`one_off`).
+    pub(super) fn ready_deadline(&self, start: Instant, one_off: bool) -> Option<Instant> {
+        (!self.cfg.is_periodic() && !one_off).then(|| later(start, self.cfg.ready_after))
     }
 
     /// The state of the script while `run` is alive.
@@ -58,10 +61,12 @@ impl Runner {
         run.ready_at = None;
         let (id, pid) = (run.id, run.pid);
         let after = human(self.cfg.ready_after);
-        self.logs.system(
-            id,
-            format!("run {id} ready: alive for {after} (ready_after); starting → running"),
-        );
+        if !self.cfg.ready_after.is_zero() {
+            self.logs.system(
+                id,
+                format!("run {id} ready: alive for {after} (ready_after); starting → running"),
+            );
+        }
         self.event(
             ScriptEventKind::Ready,
             format!("pid {pid}, alive for {after}"),
@@ -75,7 +80,7 @@ impl Runner {
 
     /// Records the end of `run` (`succeeded`: exit 0 in time; `how`: for people). Returns
     /// true when the end was a failed start: a service's run that ended on its own before it
-    /// was ready.
+    /// was ready (the caller's `run ended` line says so).
     pub(super) fn readiness_at_end(&mut self, run: &Run, succeeded: bool, how: &str) -> bool {
         // A service's run has (or had) a ready time; a periodic run is ready when it succeeds.
         let service_run = run.ready || run.ready_at.is_some();
@@ -96,16 +101,16 @@ impl Runner {
             // Ready before it ended, or stopped by the daemon while starting: not a failed start.
             return false;
         }
-        self.logs.system(
-            run.id,
-            format!(
-                "run {} failed to start: it ended before ready_after ({})",
-                run.id,
-                human(self.cfg.ready_after)
-            ),
-        );
         self.start_failed(run.id, how);
         true
+    }
+
+    /// What the `run ended` line adds for a failed start.
+    pub(super) fn failed_start_note(&self) -> String {
+        format!(
+            "; a failed start: it ended before ready_after ({})",
+            human(self.cfg.ready_after)
+        )
     }
 
     /// A start of run `run_id` failed (`how`).

@@ -85,7 +85,7 @@ fn a_service_that_exits_before_ready_after_is_a_failed_start() {
     });
     let log = read(&env.path("logs/quick.log"));
     assert!(
-        log.contains("failed to start: it ended before ready_after (1s)"),
+        log.contains("a failed start: it ended before ready_after (1s)"),
         "{log}"
     );
     assert!(
