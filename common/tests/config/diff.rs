@@ -238,6 +238,52 @@ fn daemon_change_rejects_everything_and_names_the_key() {
 }
 
 #[test]
+fn a_reload_section_change_is_live_and_applies() {
+    let old = config(&[("s", script())]);
+    let mut new = old.clone();
+    new.reload.verify = Duration::from_secs(2);
+    new.reload.on_failure = scriptd_common::config::OnFailure::Rollback;
+    let p = plan(&old, &new, &|_| false);
+    assert_eq!(p.rejected, None);
+    assert!(p.scripts.is_empty(), "no script touched: {:?}", p.scripts);
+    let rows: Vec<_> = p
+        .changes
+        .iter()
+        .map(|c| {
+            (
+                c.script.as_str(),
+                c.field.as_str(),
+                c.old.as_deref(),
+                c.new.as_deref(),
+                c.impact,
+                c.outcome,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (
+                "",
+                "reload.on_failure",
+                Some("keep"),
+                Some("rollback"),
+                Impact::Live,
+                Outcome::Applied
+            ),
+            (
+                "",
+                "reload.verify",
+                Some("30s"),
+                Some("2s"),
+                Impact::Live,
+                Outcome::Applied
+            ),
+        ]
+    );
+}
+
+#[test]
 fn access_change_is_a_daemon_restart() {
     let old = config(&[("a", script())]);
     let mut new = old.clone();

@@ -349,7 +349,7 @@ fn unknown_keys() {
             "top-level, no close match",
             "foo: 1\n",
             &["scriptd.yaml:1:1: foo: unknown key \"foo\"; expected one of: daemon, include, \
-               defaults, scripts"],
+               defaults, scripts, reload"],
         ),
         (
             "script key typo",
@@ -358,11 +358,21 @@ fn unknown_keys() {
                \"interval\"?"],
         ),
         (
+            "reload section",
+            "reload:\n  verify: 0s\n  on_failure: undo\n  verfy: 1s\n",
+            &[
+                "scriptd.yaml:2:11: reload.verify: ...",
+                "scriptd.yaml:3:15: reload.on_failure: invalid on_failure \"undo\"; use rollback \
+                 (go back to the previous version) or keep (keep the new version and report)",
+                "scriptd.yaml:4:3: reload.verfy: unknown key \"verfy\"; did you mean \"verify\"?...",
+            ],
+        ),
+        (
             "script key, no close match",
             "scripts:\n  a:\n    command: \"true\"\n    frobnicate: 1\n",
             &["scriptd.yaml:4:5: scripts.a.frobnicate: unknown key \"frobnicate\"; expected one \
                of: command, interval, timeout, enabled, working_dir, env, max_log_lines, \
-               restart, restart_delay, restart_delay_max, restart_reset_after, stop_signal, \
+               restart, restart_delay, restart_delay_max, restart_reset_after, ready_after, stop_signal, \
                stop_grace, log"],
         ),
         (

@@ -192,7 +192,10 @@ mod tests {
         use strum::VariantArray;
         let spelled = |words: &[&str]| words.join(" ");
         let sources: Vec<_> = Source::VARIANTS.iter().map(|s| s.as_str()).collect();
-        assert_eq!(spelled(&sources), "startup watch ctl signal rollback");
+        assert_eq!(
+            spelled(&sources),
+            "startup watch ctl signal rollback auto-rollback"
+        );
         let results: Vec<_> = ResultKind::VARIANTS.iter().map(|r| r.as_str()).collect();
         assert_eq!(
             spelled(&results),
