@@ -221,7 +221,7 @@ pub async fn watch_one(t: &Target, deadline: Instant) -> Outcome {
             _ = tokio::time::sleep_until(deadline) => {
                 let seen = observe(&t.handle, t.since);
                 return verdict(t.periodic, t.needs_health, &seen, true)
-                    .unwrap_or_else(|| Outcome::Timeout(seen.state));
+                    .unwrap_or(Outcome::Timeout(seen.state));
             }
         }
     }
