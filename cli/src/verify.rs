@@ -138,14 +138,14 @@ pub fn status_lines(r: &proto::StatusResponse) -> String {
     }
     if let Some(a) = &r.last_auto_rollback {
         out.push_str(&format!(
-            "auto-rollback {}: version {} (reload #{}) was rolled back to version {}'s files as \
-             version {}: {}\n",
+            "auto-rollback {}: version {} (reload #{}) was {}; version {}'s files run again as \
+             version {}\n",
             relative(a.time_ms),
             a.failed_version,
             a.attempt_id,
+            a.reason,
             a.restored_version,
             a.version,
-            a.reason
         ));
     }
     out

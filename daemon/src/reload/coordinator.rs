@@ -127,7 +127,7 @@ async fn off_runtime<T: Send + 'static>(
 /// The coordinator task's state.
 pub struct Coordinator {
     main: PathBuf,
-    pub(super) version: u64,
+    version: u64,
     source: ConfigSource,
     /// `source.hash()`, computed once per version.
     hash: String,

@@ -130,7 +130,7 @@ pub fn verdict(
     }
     Some(match &seen.failed {
         Some((n, how)) => Outcome::CrashLooping(format!(
-            "{n} failed start{} in a row (exited before ready_after), the last: {how}",
+            "{n} failed start{} in a row (each ended before ready_after), the last: {how}",
             if *n == 1 { "" } else { "s" }
         )),
         None => Outcome::Timeout(seen.state.clone()),
@@ -460,7 +460,7 @@ impl Coordinator {
             .filter_map(|(name, (_, o))| {
                 o.as_ref()
                     .filter(|o| !o.ok())
-                    .map(|o| format!("{name} {} ({})", o.word(), o.reason()))
+                    .map(|o| format!("{name} {}: {}", o.word(), o.reason()))
             })
             .collect();
         let event =
@@ -485,13 +485,12 @@ impl Coordinator {
             v.answer(VerifyEnd::Verified, "");
             return;
         }
-        let reason = format!(
-            "version {} (attempt {}) was not verified within {}: {}",
-            v.version,
-            v.attempt_id,
+        let why = format!(
+            "not verified within {}: {}",
             humantime::format_duration(v.window),
             failed.join("; ")
         );
+        let reason = format!("version {} (attempt {}) was {why}", v.version, v.attempt_id);
         // An automatic rollback that fails its own verification is not rolled back again.
         if v.on_failure == OnFailure::Keep || v.source == Source::AutoRollback {
             tracing::warn!(attempt = v.attempt_id, "{reason}; the version stays");
@@ -526,7 +525,7 @@ impl Coordinator {
                     failed_version: v.version,
                     version: r.version,
                     restored_version: v.base_version,
-                    reason: reason.clone(),
+                    reason: why,
                     time_ms: crate::now_ms(),
                 });
                 self.events.reload(event(
@@ -604,8 +603,8 @@ mod tests {
                 seen(false, Some(3), false),
                 true,
                 Some(CrashLooping(
-                    "3 failed starts in a row (exited before ready_after), the last: exit code \
-                     1 after 5ms"
+                    "3 failed starts in a row (each ended before ready_after), the last: exit \
+                     code 1 after 5ms"
                         .into(),
                 )),
             ),
