@@ -480,7 +480,8 @@ pub struct EventJson {
     /// Reload attempt id.
     pub attempt_id: Option<u64>,
     /// Reload phase: detected, validated, planned, applying, applied, rejected,
-    /// failed-rolled-back, unchanged.
+    /// failed-rolled-back, unchanged; after an apply: verifying, verified, verify-failed,
+    /// auto-rolled-back.
     pub phase: Option<String>,
     /// Reload trigger.
     pub source: Option<String>,
@@ -492,7 +493,8 @@ pub struct EventJson {
     pub errors: Option<Vec<ErrorJson>>,
     /// Script name.
     pub script: Option<String>,
-    /// started, exited, timed-out, restarted, scheduled-change-applied, tick-skipped, stopped.
+    /// started, ready, exited, timed-out, restarted, scheduled-change-applied, tick-skipped,
+    /// stopped.
     pub event: Option<String>,
     /// Run id.
     pub run_id: Option<u64>,

@@ -244,3 +244,53 @@ fn restart_wait_is_0_when_ready_and_6_when_it_exits() {
     let r = d.ctl(&["restart", "svc", "bad", "--wait", "--timeout", "5s"]);
     assert_eq!(r.code, 6, "{r:?}");
 }
+
+#[test]
+fn a_later_apply_drops_the_verification_in_progress() {
+    // A window long enough for the second reload to come inside it even on a loaded machine;
+    // the dropped verification's window then passes with nothing rolled back.
+    let reload = "{ verify: 2s, on_failure: rollback }";
+    let env = Env::manual(&manual(reload, "sleep 30"));
+    let d = env.start();
+    env.set_manual(&manual(reload, "exit 3"));
+    // While attempt 1 is verified, a good version applies: attempt 1's verification is
+    // dropped, its waiter told so, and nothing is rolled back.
+    let (r1, _) = std::thread::scope(|s| {
+        let first = s.spawn(|| {
+            d.ctl_command(&["reload", "--wait", "--output", "json"])
+                .output()
+        });
+        scriptd_e2e::wait_for("the bad version to apply", scriptd_e2e::DEADLINE, || {
+            (d.status().running_version == 2).then_some(())
+        });
+        env.set_manual(&manual(reload, "sleep 31"));
+        let (code, r) = d.reload(&["--wait"]);
+        assert_eq!((code, r.result.as_str()), (0, "applied"), "{r:?}");
+        (first.join().expect("join"), r)
+    });
+    let out = r1.expect("run ctl");
+    let doc: ctl::output::ReloadJson =
+        serde_json::from_slice(&out.stdout).expect("reload JSON parses strictly");
+    assert_eq!(
+        (out.status.code(), doc.result.as_str()),
+        (Some(6), "not-verified"),
+        "{doc:?}"
+    );
+    let message = doc.message.unwrap_or_default();
+    assert!(
+        message.contains("before this one was verified"),
+        "{message}"
+    );
+    scriptd_e2e::assert_stays(
+        "no auto-rollback",
+        std::time::Duration::from_millis(2500),
+        || d.status().running_version == 3,
+    );
+    assert!(
+        history(&d)
+            .entries
+            .iter()
+            .all(|e| e.source != "auto-rollback"),
+        "nothing was rolled back"
+    );
+}
