@@ -3,7 +3,8 @@
 //! and `ctl start|restart --wait` return once what they started is ready (0) or not (6); a
 //! save that puts a service into a crash loop is rolled back by the daemon when
 //! `reload.on_failure: rollback` (files on disk back, `auto-rollback` in the history, exit 3
-//! for `reload --wait`), and kept with `on_failure: keep` (exit 6).
+//! for `reload --wait`), and kept with `on_failure: keep` (exit 6); a later apply drops a
+//! verification in progress.
 
 use ctl::history::HistoryJson;
 use ctl::output::ControlJson;
