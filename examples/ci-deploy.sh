@@ -2,12 +2,13 @@
 # Deploy one config file to a running scriptd the way a CI job would:
 #
 #   1. preview  the candidate: `ctl reload --dry-run --file TARGET=CANDIDATE` (writes nothing)
-#   2. apply    exactly what was previewed: `ctl reload --file TARGET=CANDIDATE --plan ID`
-#               (the file is written into place and applied in one call, only if nothing
-#               moved since the preview)
+#   2. apply    exactly what was previewed: `ctl reload --file TARGET=CANDIDATE --plan ID
+#               --wait` (the file is written into place and applied in one call, only if
+#               nothing moved since the preview; the answer comes once every script the
+#               apply started or restarted is ready, within the daemon's `reload.verify`)
 #   3. check    that every script stays up for a while: `ctl status --check`
-#   4. roll back to the version that ran before if the check fails: `ctl rollback V`
-#               (which also writes that version's files back to disk)
+#   4. roll back to the version that ran before if the apply was not verified or the check
+#               fails: `ctl rollback V` (which also writes that version's files back to disk)
 #
 # Usage: ci-deploy.sh TARGET CANDIDATE
 #   TARGET     the config file to replace or add, relative to the main config file's
@@ -20,9 +21,10 @@
 #   SETTLE     seconds every script must stay up after the apply (default: 10)
 #
 # Exit codes: 0 deployed (or already running); 3 refused before anything changed (invalid,
-# rejected, or the plan went stale: someone else changed the config meanwhile) or the apply
-# failed and the daemon put everything back; 6 applied, but a script did not stay up: rolled
-# back; anything else: ctl's own code (1: daemon unreachable).
+# rejected, or the plan went stale: someone else changed the config meanwhile), or the apply
+# failed or was not verified and the daemon put everything back itself (`reload.on_failure:
+# rollback`); 6 applied, but a script did not become ready or did not stay up: rolled back;
+# anything else: ctl's own code (1: daemon unreachable).
 #
 # Needs bash, ctl and python3 (to read ctl's JSON output).
 set -euo pipefail
@@ -68,17 +70,25 @@ if [[ $(field result <<<"$preview") == unchanged ]]; then
 fi
 say "plan $plan against version $previous"
 
-# 2. Apply exactly the previewed plan. Exit 3: the plan went stale (the config moved since the
-# preview: nothing was written), or applying failed and the daemon put the previous version
-# and files back.
+# 2. Apply exactly the previewed plan and wait for its verification. Exit 3: the plan went
+# stale (the config moved since the preview: nothing was written), applying failed, or the
+# version was not verified and the daemon rolled it back itself: the previous version and
+# files are back. Exit 6: applied but not verified (a script it started is not ready:
+# crash-looping, exited, probe failing), kept by the daemon: this script rolls back.
 code=0
-applied=$("$ctl" --output json reload --file "$target=$candidate" --plan "$plan") || code=$?
-if ((code != 0)); then
-  say "not applied (ctl exit $code): $(field message <<<"$applied")"
+applied=$("$ctl" --output json reload --file "$target=$candidate" --plan "$plan" --wait) || code=$?
+version=$(field version <<<"$applied")
+if ((code == 6)); then
+  say "version $version was not verified: $(field message <<<"$applied")"
+  say "rolling back to version $previous"
+  "$ctl" rollback "$previous" >&2
+  say "rolled back: version $previous's config runs again"
+  exit 6
+elif ((code != 0)); then
+  say "not applied or rolled back by the daemon (ctl exit $code): $(field message <<<"$applied")"
   exit "$code"
 fi
-version=$(field version <<<"$applied")
-say "version $version is running; checking that every script stays up for ${settle}s"
+say "version $version is running and verified; checking that every script stays up for ${settle}s"
 
 # 3. Check: every enabled script up (running, waiting, or idle after success) at each look,
 # five looks a second for SETTLE seconds. A service that crashes at start shows `backing-off`

@@ -381,6 +381,7 @@ async fn busy_run(c: &mut Client, pid: u32, run: u64) -> anyhow::Result<u64> {
     c.control(proto::ControlRequest {
         script: "busy".into(),
         action: ControlAction::Run as i32,
+        ..Default::default()
     })
     .await?;
     wait_status(c, "the busy script's run", |r| {

@@ -2,7 +2,7 @@
 //! `ctl rollback [V]`.
 
 use crate::client::Client;
-use crate::error::{CtlError, CtlResult, CHANGES, CONFIG, FAILURE, OK};
+use crate::error::{CtlError, CtlResult, CHANGES, CONFIG, OK};
 use crate::output::time::Precision;
 use crate::output::{self, table, ChangeJson, ErrorJson};
 use scriptd_common::proto;
@@ -34,7 +34,7 @@ pub struct HistoryEntryJson {
     pub attempt_id: u64,
     /// When, RFC 3339.
     pub time: Option<String>,
-    /// startup, watch, ctl, signal, rollback, etcd.
+    /// startup, watch, ctl, signal, rollback, etcd, auto-rollback.
     pub source: String,
     /// For a rollback: the version it rolled back to (whose files it restored).
     pub rollback_to: Option<u64>,
@@ -176,10 +176,12 @@ fn who(uid: Option<u32>, user: &str, cert: &str) -> String {
     }
 }
 
-/// `rollback-to-N` for a rollback to version N, else the source; one word, so the SOURCE
-/// column splits on spaces.
+/// `rollback-to-N` for a rollback to version N, `auto-rollback-to-N` for the daemon's own,
+/// else the source; one word, so the SOURCE column splits on spaces.
 fn source_text(e: &proto::HistoryEntry) -> String {
-    if e.rollback_from > 0 {
+    if e.source == "auto-rollback" {
+        format!("auto-rollback-to-{}", e.rollback_from)
+    } else if e.rollback_from > 0 {
         format!("rollback-to-{}", e.rollback_from)
     } else {
         e.source.clone()
@@ -500,9 +502,7 @@ pub async fn rollback(
     }
     Ok(match result {
         _ if r.disk_differs => CONFIG,
-        proto::ReloadResult::Rejected | proto::ReloadResult::FailedRolledBack => CONFIG,
-        proto::ReloadResult::Unspecified => FAILURE,
         _ if dry_run && exit_code && !r.changes.is_empty() => CHANGES,
-        _ => OK,
+        _ => crate::verify::reload_exit(r.result),
     })
 }

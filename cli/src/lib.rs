@@ -19,10 +19,11 @@ pub mod rolling;
 pub mod targets;
 pub mod tls;
 pub mod top;
+pub mod verify;
 pub mod wait;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use error::{CtlError, CtlResult, CHANGES, CONFIG, FAILURE, OK, USAGE};
+use error::{CtlError, CtlResult, CHANGES, CONFIG, FAILURE, OK, OUTCOME, USAGE};
 use output::{ControlJson, ReloadJson, ScriptJson, StatusJson};
 use scriptd_common::proto::{self, ControlAction, ReloadResult};
 use scriptd_common::JSON_SCHEMA;
@@ -126,17 +127,25 @@ pub enum Command {
         files: Vec<candidate::FileArg>,
         #[command(flatten)]
         rolling: rolling::RollingArgs,
+        /// Return once the new version is verified (reload.verify): 0 when every script it
+        /// started or restarted is ready, 3 when it was rolled back, 6 when it was not
+        /// verified and kept.
+        #[arg(long, conflicts_with = "dry_run")]
+        wait: bool,
+        /// With --wait: stop waiting after DUR (exit 6); the verification goes on.
+        #[arg(long, value_name = "DUR", requires = "wait", value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
     },
     /// Follow reload and lifecycle events; --script and --kind filter them, --after-id
     /// resumes after an event id.
     Events(events::EventsArgs),
     /// Start a stopped script (services) or resume its schedule (periodic). Several names,
     /// globs or --all: a row per script; --all skips disabled scripts.
-    Start(targets::Targets),
+    Start(targets::ReadyArgs),
     /// Stop a script gracefully and keep it stopped (several: a row per script).
     Stop(targets::Targets),
     /// Stop then start a script (several: a row per script; --all skips disabled ones).
-    Restart(targets::Targets),
+    Restart(targets::ReadyArgs),
     /// Run a script once now, also when disabled or between intervals; prints the run id.
     /// A script that is already running is not run again (exit 1, naming its run).
     Run {
@@ -318,9 +327,34 @@ async fn run_on<W: Write>(
             Ok(OK)
         }
         Command::Top(args) => top::run(&mut c, &mut out, json, &args).await,
-        Command::Start(t) => control(&mut c, &mut out, json, &t, ControlAction::Start).await,
-        Command::Stop(t) => control(&mut c, &mut out, json, &t, ControlAction::Stop).await,
-        Command::Restart(t) => control(&mut c, &mut out, json, &t, ControlAction::Restart).await,
+        Command::Start(t) => {
+            let wait = t.wait();
+            control(
+                &mut c,
+                &mut out,
+                json,
+                &t.targets,
+                ControlAction::Start,
+                wait,
+            )
+            .await
+        }
+        Command::Stop(t) => {
+            let wait = targets::Wait::No;
+            control(&mut c, &mut out, json, &t, ControlAction::Stop, wait).await
+        }
+        Command::Restart(t) => {
+            let wait = t.wait();
+            control(
+                &mut c,
+                &mut out,
+                json,
+                &t.targets,
+                ControlAction::Restart,
+                wait,
+            )
+            .await
+        }
         Command::Run {
             targets: t,
             wait: true,
@@ -351,13 +385,14 @@ async fn run_on<W: Write>(
                     json,
                     &t,
                     ControlAction::Run,
-                    Some(timeout),
+                    targets::Wait::RunEnd(timeout),
                 )
                 .await
             }
         },
         Command::Run { targets: t, .. } => {
-            control(&mut c, &mut out, json, &t, ControlAction::Run).await
+            let wait = targets::Wait::No;
+            control(&mut c, &mut out, json, &t, ControlAction::Run, wait).await
         }
         Command::Reload {
             dry_run: true,
@@ -384,15 +419,34 @@ async fn run_on<W: Write>(
                 OK
             })
         }
-        Command::Reload { plan, files, .. } => {
+        Command::Reload {
+            plan,
+            files,
+            wait,
+            timeout,
+            ..
+        } => {
             // The files on disk that run need no more words than "no changes".
             let explain_unchanged = plan.is_some() || !files.is_empty();
-            let r = c
-                .reload(proto::ReloadRequest {
-                    plan_id: plan.unwrap_or_default(),
-                    files: candidate::read_all(&files)?,
-                })
-                .await
+            let call = c.reload(proto::ReloadRequest {
+                plan_id: plan.unwrap_or_default(),
+                files: candidate::read_all(&files)?,
+                wait,
+            });
+            let answer = match timeout {
+                Some(t) => tokio::time::timeout(t, call).await.map_err(|_| {
+                    CtlError::new(
+                        OUTCOME,
+                        format!(
+                            "waited {} for the reload to be verified; the verification goes \
+                             on (`ctl status` shows it, `ctl events` follows it)",
+                            humantime::format_duration(t)
+                        ),
+                    )
+                })?,
+                None => call.await,
+            };
+            let r = answer
                 .map_err(|s| CtlError::from_status(s, CONFIG))?
                 .into_inner();
             print_reload(&mut out, json, &r, false)?;
@@ -401,11 +455,10 @@ async fn run_on<W: Write>(
                 // The plan or candidate that is already running; candidate files rewritten.
                 writeln!(out, "{}", r.message)?;
             }
-            Ok(match result {
-                _ if r.disk_differs => CONFIG,
-                ReloadResult::Applied | ReloadResult::Unchanged => OK,
-                ReloadResult::Rejected | ReloadResult::FailedRolledBack => CONFIG,
-                ReloadResult::Unspecified => FAILURE,
+            Ok(if r.disk_differs {
+                CONFIG
+            } else {
+                verify::reload_exit(r.result)
             })
         }
         Command::Events(args) => events::run(&mut c, &mut out, json, args).await,
@@ -442,19 +495,22 @@ async fn control(
     json: bool,
     targets: &targets::Targets,
     action: ControlAction,
+    wait: targets::Wait,
 ) -> CtlResult {
     let Some(script) = targets.single() else {
-        return targets::control(c, out, json, targets, action, None).await;
+        return targets::control(c, out, json, targets, action, wait).await;
     };
     let r = c
-        .control(proto::ControlRequest {
-            script: script.to_owned(),
-            action: action as i32,
-        })
+        .control(targets::request(script, action, wait))
         .await
         .map_err(|s| CtlError::from_status(s, FAILURE))?
         .into_inner();
     let status = r.status.unwrap_or_default();
+    let outcome = r.wait_outcome.as_ref();
+    let code = match outcome {
+        Some(o) if !targets::ready_ok(o) => OUTCOME,
+        _ => OK,
+    };
     if json {
         let doc = ControlJson {
             schema: JSON_SCHEMA,
@@ -465,6 +521,7 @@ async fn control(
             message: r.message,
             run_id: (r.run_id > 0).then_some(r.run_id),
             script: ScriptJson::from(&status),
+            outcome: outcome.map(Into::into),
         };
         print_json(&mut *out, &doc)?;
     } else if r.run_id > 0 {
@@ -472,7 +529,10 @@ async fn control(
     } else {
         writeln!(out, "{script}: {}", r.message)?;
     }
-    Ok(OK)
+    if let (false, Some(o)) = (json, outcome) {
+        writeln!(out, "{}", targets::ready_text(o))?;
+    }
+    Ok(code)
 }
 
 /// Writes one `--output json` document and its newline in one `write(2)`. Stdout is
@@ -517,6 +577,8 @@ fn print_dry_run(
             changes: r.changes.iter().map(output::ChangeJson::from).collect(),
             errors: errors_json(&r.errors),
             message: None,
+            verification: Vec::new(),
+            rollback_version: None,
         };
         print_json(&mut *out, &doc)?;
         return Ok(());
@@ -580,6 +642,8 @@ pub(crate) fn print_reload(
             changes: r.changes.iter().map(output::ChangeJson::from).collect(),
             errors: errors_json(&r.errors),
             message: (!r.message.is_empty()).then(|| r.message.clone()),
+            verification: r.verification.iter().map(Into::into).collect(),
+            rollback_version: (r.rollback_version > 0).then_some(r.rollback_version),
         };
         print_json(&mut *out, &doc)?;
         return Ok(());
@@ -599,6 +663,23 @@ pub(crate) fn print_reload(
             if !r.message.is_empty() {
                 writeln!(out, "warning: {}", r.message)?;
             }
+            if !r.verification.is_empty() {
+                writeln!(
+                    out,
+                    "verified:\n{}",
+                    verify::lines(&r.verification).trim_end()
+                )?;
+            }
+        }
+        "auto-rolled-back" | "not-verified" => {
+            writeln!(
+                out,
+                "reload #{} applied version {} but it was not verified:\n{}{}",
+                r.attempt_id,
+                r.version,
+                verify::lines(&r.verification),
+                r.message
+            )?;
         }
         "unchanged" => writeln!(out, "no changes: version {} is running", r.version)?,
         "would-apply" => writeln!(

@@ -15,7 +15,12 @@ use scriptd_common::proto::{self, ReloadResult};
 use scriptd_common::JSON_SCHEMA;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// The longest one host's change may take, its verification included (a daemon's
+/// `reload.verify` window is 30 s by default): reaching the host is bounded by
+/// [`HOST_TIMEOUT`].
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// `--rolling` and its options, on `reload` and `rollback`.
 #[derive(Debug, Clone, clap::Args)]
@@ -172,62 +177,83 @@ async fn apply(c: Context, change: Change) -> Row {
         time_ms: 0,
         undo: None,
     };
-    let result = tokio::time::timeout(HOST_TIMEOUT, async {
-        let mut client = connect(&c).await.map_err(|e| (Outcome::Unreachable, e))?;
-        let before = client
-            .status(proto::StatusRequest::default())
+    let result = async {
+        let reached = tokio::time::timeout(HOST_TIMEOUT, async {
+            let mut client = connect(&c).await?;
+            let before = client
+                .status(proto::StatusRequest::default())
+                .await
+                .map_err(|s| CtlError::from_status(s, FAILURE))?
+                .into_inner()
+                .running_version;
+            Ok::<_, CtlError>((client, before))
+        })
+        .await;
+        let (mut client, before) = match reached {
+            Ok(r) => r.map_err(|e| (Outcome::Unreachable, e.message))?,
+            Err(_) => {
+                let why = format!("no answer within {}s", HOST_TIMEOUT.as_secs());
+                return Err((Outcome::Unreachable, why));
+            }
+        };
+        let call = async {
+            match change {
+                // Waits for the daemon's verification (`reload --wait`) where it has one.
+                Change::Reload(files) => {
+                    client
+                        .reload(proto::ReloadRequest {
+                            plan_id: String::new(),
+                            files,
+                            wait: true,
+                        })
+                        .await
+                }
+                Change::Rollback(version) => {
+                    client
+                        .rollback(proto::RollbackRequest {
+                            version,
+                            dry_run: false,
+                            plan_id: String::new(),
+                        })
+                        .await
+                }
+            }
+        };
+        let response = tokio::time::timeout(CHANGE_TIMEOUT, call)
             .await
-            .map_err(|s| (Outcome::Unreachable, CtlError::from_status(s, FAILURE)))?
-            .into_inner()
-            .running_version;
-        let response = match change {
-            Change::Reload(files) => {
-                client
-                    .reload(proto::ReloadRequest {
-                        plan_id: String::new(),
-                        files,
-                    })
-                    .await
-            }
-            Change::Rollback(version) => {
-                client
-                    .rollback(proto::RollbackRequest {
-                        version,
-                        dry_run: false,
-                        plan_id: String::new(),
-                    })
-                    .await
-            }
-        }
-        .map_err(|s| (Outcome::Failed, CtlError::from_status(s, CONFIG)))?
-        .into_inner();
-        Ok::<_, (Outcome, CtlError)>((before, response))
-    })
+            .map_err(|_| {
+                let why = format!(
+                    "the change was not done within {}s (its verification goes on on the host)",
+                    CHANGE_TIMEOUT.as_secs()
+                );
+                (Outcome::Failed, why)
+            })?
+            .map_err(|s| (Outcome::Failed, CtlError::from_status(s, CONFIG).message))?
+            .into_inner();
+        Ok::<_, (Outcome, String)>((before, response))
+    }
     .await;
     match result {
-        Ok(Ok((before, response))) => {
+        Ok((before, response)) => {
             row.before = Some(before);
             row.after = Some(response.version);
             let (outcome, message) = settled(&response);
             row.outcome = outcome;
             row.message = message;
         }
-        Ok(Err((outcome, e))) => {
+        Err((outcome, message)) => {
             row.outcome = outcome;
-            row.message = e.message;
-        }
-        Err(_) => {
-            row.outcome = Outcome::Unreachable;
-            row.message = format!("no answer within {}s", HOST_TIMEOUT.as_secs());
+            row.message = message;
         }
     }
     row.time_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     row
 }
 
-/// Whether a host's change is done, and what to say about it. Today's bar is "applied"
-/// (or nothing to change); where `reload --wait` exists, its readiness wait belongs here:
-/// this is the one place that decides.
+/// Whether a host's change is done, and what to say about it: applied and verified (the
+/// reload waited for the daemon's verification, `reload --wait`), or nothing to change. A
+/// version the host's daemon rolled back itself, or kept unverified, is a failure: the
+/// rolling stops there. This is the one place that decides.
 fn settled(r: &proto::ReloadResponse) -> (Outcome, String) {
     let first_error = r.errors.first().map(crate::output::human::error_text);
     match ReloadResult::try_from(r.result).unwrap_or(ReloadResult::Unspecified) {
@@ -237,7 +263,10 @@ fn settled(r: &proto::ReloadResponse) -> (Outcome, String) {
             Outcome::Rejected,
             first_error.unwrap_or_else(|| r.message.clone()),
         ),
-        ReloadResult::FailedRolledBack | ReloadResult::Unspecified => (
+        ReloadResult::FailedRolledBack
+        | ReloadResult::AutoRolledBack
+        | ReloadResult::NotVerified
+        | ReloadResult::Unspecified => (
             Outcome::Failed,
             first_error.unwrap_or_else(|| r.message.clone()),
         ),

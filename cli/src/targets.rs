@@ -28,6 +28,76 @@ pub struct Targets {
     pub all: bool,
 }
 
+/// `ctl start|restart`: the targets, and whether to wait until what was started is ready.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReadyArgs {
+    /// Scripts.
+    #[command(flatten)]
+    pub targets: Targets,
+    /// Return when the started run is ready (a service alive for its ready_after; a periodic
+    /// script's run exited 0): 0, else 6 naming why (exited, crash-looping, timeout).
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: wait at most DUR [default: the config's reload.verify].
+    #[arg(long, value_name = "DUR", requires = "wait", value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+impl ReadyArgs {
+    /// What to wait for.
+    pub fn wait(&self) -> Wait {
+        if self.wait {
+            Wait::Ready(self.timeout)
+        } else {
+            Wait::No
+        }
+    }
+}
+
+/// What a control command waits for after the daemon answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Nothing.
+    No,
+    /// `run --wait`: the end of every run started, at most this long.
+    RunEnd(Option<Duration>),
+    /// `start|restart --wait`: the started run is ready (the daemon waits), at most this long.
+    Ready(Option<Duration>),
+}
+
+/// The request for `action` on `script`; the daemon itself waits for readiness.
+pub fn request(script: &str, action: ControlAction, wait: Wait) -> proto::ControlRequest {
+    let (wait, timeout) = match wait {
+        Wait::Ready(t) => (true, t),
+        Wait::No | Wait::RunEnd(_) => (false, None),
+    };
+    proto::ControlRequest {
+        script: script.to_owned(),
+        action: action as i32,
+        wait,
+        wait_timeout_ms: timeout.map_or(0, |t| t.as_millis().try_into().unwrap_or(u64::MAX)),
+    }
+}
+
+/// Whether a `--wait` outcome is a success.
+pub fn ready_ok(o: &proto::ScriptVerification) -> bool {
+    matches!(o.outcome.as_str(), "ready" | "succeeded")
+}
+
+/// `web: ready (alive for its ready_after)`, `web: not ready: crash-looping (…)`.
+pub fn ready_text(o: &proto::ScriptVerification) -> String {
+    let what = if ready_ok(o) {
+        o.outcome.clone()
+    } else {
+        format!("not ready: {}", o.outcome)
+    };
+    if o.reason.is_empty() {
+        format!("{}: {what}", o.script)
+    } else {
+        format!("{}: {what} ({})", o.script, o.reason)
+    }
+}
+
 impl Targets {
     /// The one plain name when that is all that was given: such a call keeps the
     /// single-script output.
@@ -64,6 +134,10 @@ pub struct TargetJson {
     /// The run this command started, when it started one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<u64>,
+    /// With `start|restart --wait`: `ready`, `succeeded`, `exited`, `crash-looping`,
+    /// `probe-failing` or `timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
 }
 
 /// `ctl status --check --output json`.
@@ -208,15 +282,16 @@ pub async fn check(
     Ok(if doc.ok { OK } else { OUTCOME })
 }
 
-/// Runs `action` on several targets; with `wait` (only `run`), waits for every run started
-/// and reports how each ended, giving up on the rest once `timeout` passes.
+/// Runs `action` on several targets; with `run --wait`, waits for every run started and
+/// reports how each ended, giving up on the rest once `timeout` passes; with `start|restart
+/// --wait`, each row says whether its run became ready.
 pub async fn control(
     c: &mut Client,
     out: &mut impl Write,
     json: bool,
     targets: &Targets,
     action: ControlAction,
-    wait: Option<Option<Duration>>,
+    wait: Wait,
 ) -> CtlResult {
     let all = scripts(c).await?;
     let chosen = resolve(&targets.names, targets.all, &all)?;
@@ -229,12 +304,12 @@ pub async fn control(
                     result: "skipped",
                     ..row(&name, OK, why.into(), None)
                 },
-                None => one(&mut c, &name, action).await,
+                None => one(&mut c, &name, action, wait).await,
             }
         }
     });
     let mut results = bounded(asks.collect()).await?;
-    if let Some(timeout) = wait {
+    if let Wait::RunEnd(timeout) = wait {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let waits = results.iter().map(|r| {
             let (script, run) = (r.json.script.clone(), r.json.run_id.filter(|_| r.json.ok));
@@ -330,27 +405,35 @@ fn row(script: &str, exit_code: u8, message: String, run_id: Option<u64>) -> Row
             exit_code,
             message,
             run_id,
+            outcome: None,
         },
     }
 }
 
 /// Asks the daemon to carry out `action` on one script.
-async fn one(c: &mut Client, script: &str, action: ControlAction) -> Row {
-    let answer = c
-        .control(proto::ControlRequest {
-            script: script.to_owned(),
-            action: action as i32,
-        })
-        .await;
+async fn one(c: &mut Client, script: &str, action: ControlAction, wait: Wait) -> Row {
+    let answer = c.control(request(script, action, wait)).await;
     match answer {
         Ok(r) => {
             let r = r.into_inner();
             let run_id = (r.run_id > 0).then_some(r.run_id);
-            let message = match run_id {
+            let mut message = match run_id {
                 Some(id) => format!("run {id}: {}", r.message),
                 None => r.message,
             };
-            row(script, OK, message, run_id)
+            let Some(o) = r.wait_outcome else {
+                return row(script, OK, message, run_id);
+            };
+            let code = if ready_ok(&o) { OK } else { OUTCOME };
+            message.push_str(&format!(
+                "; {}",
+                ready_text(&o)
+                    .trim_start_matches(script)
+                    .trim_start_matches(": ")
+            ));
+            let mut r = row(script, code, message, run_id);
+            r.json.outcome = Some(o.outcome);
+            r
         }
         Err(s) => {
             let e = CtlError::from_status(s, FAILURE);

@@ -27,10 +27,11 @@ pub async fn run(
 ) -> CtlResult {
     let format = logs::format_of(json, raw)?;
     let r = c
-        .control(proto::ControlRequest {
-            script: script.clone(),
-            action: ControlAction::Run as i32,
-        })
+        .control(crate::targets::request(
+            &script,
+            ControlAction::Run,
+            crate::targets::Wait::No,
+        ))
         .await
         .map_err(|s| CtlError::from_status(s, FAILURE))?
         .into_inner();

@@ -200,6 +200,29 @@ pub fn plan(old: &Config, new: &Config, running_periodic: &dyn Fn(&str) -> bool)
         }
     }
 
+    let (ra, rb) = (
+        serde_json::to_value(old.reload).unwrap_or(Value::Null),
+        serde_json::to_value(new.reload).unwrap_or(Value::Null),
+    );
+    let (mut ra_fields, mut rb_fields) = (BTreeMap::new(), BTreeMap::new());
+    flatten("reload", &ra, &mut ra_fields);
+    flatten("reload", &rb, &mut rb_fields);
+    for (key, old_value) in &ra_fields {
+        let new_value = rb_fields.get(key);
+        if Some(old_value) != new_value {
+            // `reload.*` is read by the coordinator at each apply: live.
+            out.changes.push(Change {
+                script: String::new(),
+                field: key.clone(),
+                old: Some(old_value.clone()),
+                new: new_value.cloned(),
+                impact: Impact::Live,
+                outcome: Outcome::Applied,
+                reason: String::new(),
+            });
+        }
+    }
+
     for (name, cfg) in &old.scripts {
         match new.scripts.get(name) {
             None => {

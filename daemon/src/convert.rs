@@ -81,6 +81,23 @@ pub fn action_result(code: tonic::Code) -> ActionResult {
     }
 }
 
+/// A script state as `ctl` spells it (for messages the daemon writes).
+pub fn state_word(s: proto::ScriptState) -> &'static str {
+    use proto::ScriptState as S;
+    match s {
+        S::Running => "running",
+        S::Starting => "starting",
+        S::Waiting => "waiting",
+        S::Idle => "idle",
+        S::Disabled => "disabled",
+        S::BackingOff => "backing-off",
+        S::Failed => "failed",
+        S::Stopped => "stopped",
+        S::Unhealthy => "unhealthy",
+        S::Unspecified => "unknown",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

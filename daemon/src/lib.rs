@@ -306,6 +306,7 @@ async fn serve(
         snapshot,
         disk,
         first_starts,
+        verify_view,
     } = started;
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(16);
     tracker.spawn(coordinator.run(reload_rx));
@@ -347,7 +348,8 @@ async fn serve(
         events,
         history,
         shared.metrics.clone(),
-    );
+    )
+    .with_verify_view(verify_view);
     let service = Arc::new(match etcd_state {
         Some(state) => service.with_etcd(state),
         None => service,

@@ -77,6 +77,13 @@ pub const CONFIG_KEYS: &[Row] = &[
         "scripts",
         "One entry per script, by name (letters, digits, `_`, `-`, `.`): see SCRIPT FIELDS.",
     ),
+    (
+        "reload",
+        "How an applied reload is verified, live: `{ verify: DUR, on_failure: keep or \
+         rollback }`. Every script the apply started or restarted must be ready (and healthy, \
+         with a probe) within `verify` (default `30s`); with `rollback` the daemon puts the \
+         previous version back when one is not (default `keep`).",
+    ),
 ];
 
 /// `scriptd`'s exit status.

@@ -54,7 +54,12 @@ pub fn state_of(run_id: u64, status: &ScriptStatus, recent: &RecentRuns) -> RunS
     if let Some(exit) = recent.get(run_id) {
         return RunState::Ended(*exit);
     }
-    let alive = [ScriptState::Running, ScriptState::Unhealthy].map(|s| s as i32);
+    let alive = [
+        ScriptState::Running,
+        ScriptState::Starting,
+        ScriptState::Unhealthy,
+    ]
+    .map(|s| s as i32);
     if run_id == status.run_id && alive.contains(&status.state) {
         RunState::Running
     } else {

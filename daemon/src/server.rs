@@ -6,7 +6,10 @@ use crate::events::{EventBus, Filter};
 use crate::history::{ActionResult, History, HistoryError};
 use crate::metrics::Metrics;
 use crate::reload::disk::DiskSync;
-use crate::reload::{Candidate, Report, Request, RequestError, ResultKind, Snapshot, Source};
+use crate::reload::verify::{self, VerifyView};
+use crate::reload::{
+    Candidate, Report, Request, RequestError, ResultKind, Snapshot, Source, VerifyEnd,
+};
 use crate::runner::{ControlError, ScriptHandle};
 use crate::runs::{self, RunState, WaitError};
 use crate::source::etcd::state::SourceState;
@@ -44,6 +47,7 @@ pub struct Service {
     metrics: Metrics,
     /// Etcd mode: the source's state.
     etcd: Option<watch::Receiver<SourceState>>,
+    verify_view: watch::Receiver<VerifyView>,
 }
 
 impl Service {
@@ -66,6 +70,7 @@ impl Service {
             disk,
             metrics,
             etcd: None,
+            verify_view: watch::channel(VerifyView::default()).1,
         }
     }
 
@@ -75,6 +80,12 @@ impl Service {
             etcd: Some(state),
             ..self
         }
+    }
+
+    /// Reads the verification in progress and the last automatic rollback from `view`.
+    pub fn with_verify_view(mut self, view: watch::Receiver<VerifyView>) -> Self {
+        self.verify_view = view;
+        self
     }
 
     async fn load_version(
@@ -143,21 +154,71 @@ impl Service {
     /// Forwards a control action to the script's runner.
     async fn control_script(
         &self,
-        script: &str,
+        req: &proto::ControlRequest,
         action: ControlAction,
     ) -> Result<proto::ControlResponse, Status> {
+        let script = req.script.as_str();
         let handle = self.handle(script)?;
+        let wait = req.wait && matches!(action, ControlAction::Start | ControlAction::Restart);
+        // Read before the action: a start that finds the script running waits for that run.
+        let current = handle.status.borrow().run_id;
         let done = handle.control(action).await.map_err(|e| match e {
             ControlError::Precondition(m) => Status::failed_precondition(m),
             ControlError::Spawn(m) => Status::aborted(format!("cannot start {script}: {m}")),
             ControlError::Gone => Status::unavailable(e.to_string()),
         })?;
+        let wait_outcome = if wait {
+            let since = if done.run_id == 0 {
+                current
+            } else {
+                done.run_id
+            };
+            Some(
+                self.wait_ready(script, &handle, since, req.wait_timeout_ms)
+                    .await,
+            )
+        } else {
+            None
+        };
         let status = handle.status.borrow().clone();
         Ok(proto::ControlResponse {
             status: Some(status),
             message: done.message,
             run_id: done.run_id,
+            wait_outcome,
         })
+    }
+
+    /// `ctl start|restart --wait`: waits until run `since` (or a later one) of `script` is
+    /// ready, or failed, or `timeout_ms` (0: the config's `reload.verify`) passed.
+    async fn wait_ready(
+        &self,
+        script: &str,
+        handle: &ScriptHandle,
+        since: u64,
+        timeout_ms: u64,
+    ) -> proto::ScriptVerification {
+        let (window, cfg) = {
+            let snap = self.snapshot.borrow();
+            (
+                snap.config.reload.verify,
+                snap.config.scripts.get(script).cloned(),
+            )
+        };
+        let window = match timeout_ms {
+            0 => window,
+            ms => std::time::Duration::from_millis(ms),
+        };
+        let target = verify::Target {
+            name: script.to_owned(),
+            handle: handle.clone(),
+            since,
+            periodic: cfg.as_ref().is_some_and(|c| c.is_periodic()),
+            needs_health: cfg.as_ref().is_some_and(verify::needs_health),
+        };
+        let deadline = tokio::time::Instant::now() + window;
+        let outcome = verify::watch_one(&target, deadline).await;
+        verify::to_proto(script, since, Some(&outcome))
     }
 
     /// The handle of `script`, or NOT_FOUND.
@@ -338,6 +399,7 @@ impl Scriptd for Service {
                 (sync, error, None)
             }
         };
+        let view = self.verify_view.borrow().clone();
         Ok(Response::new(proto::StatusResponse {
             daemon_pid: std::process::id(),
             daemon_version: scriptd_common::VERSION.into(),
@@ -350,6 +412,8 @@ impl Scriptd for Service {
             socket_path: self.info.socket_path.display().to_string(),
             daemon_resources,
             etcd,
+            verifying: view.verifying,
+            last_auto_rollback: view.last_auto_rollback,
         }))
     }
 
@@ -366,7 +430,7 @@ impl Scriptd for Service {
             .ok()
             .filter(|a| *a != ControlAction::Unspecified);
         let mut outcome = match action {
-            Some(action) => self.control_script(&req.script, action).await,
+            Some(action) => self.control_script(&req, action).await,
             None => Err(Status::invalid_argument(
                 "action must be start, stop, restart or run",
             )),
@@ -429,6 +493,7 @@ impl Scriptd for Service {
             plan_id,
             candidate,
             etcd_base: self.snapshot.borrow().etcd_revision,
+            wait: request.get_ref().wait,
             ..Request::new(Source::Ctl)
         };
         let r = self.submit(&request, req).await?;
@@ -583,9 +648,24 @@ impl Scriptd for Service {
 
 /// A reload report as the `Reload` response.
 pub fn report_to_proto(r: Report) -> proto::ReloadResponse {
+    let mut result = convert::result(r.result);
+    let (mut verification, mut rollback_version) = (Vec::new(), 0);
+    if let Some(v) = r.verification {
+        verification = v.scripts;
+        match v.end {
+            VerifyEnd::Verified => {}
+            VerifyEnd::NotVerified => result = proto::ReloadResult::NotVerified,
+            VerifyEnd::AutoRolledBack(version) => {
+                result = proto::ReloadResult::AutoRolledBack;
+                rollback_version = version;
+            }
+        }
+    }
     proto::ReloadResponse {
         attempt_id: r.attempt_id,
-        result: convert::result(r.result) as i32,
+        result: result as i32,
+        verification,
+        rollback_version,
         version: r.version,
         changes: r.changes.iter().map(convert::change).collect(),
         errors: r.errors.0.iter().map(convert::error).collect(),

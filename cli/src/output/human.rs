@@ -74,6 +74,13 @@ pub fn status_table(r: &proto::StatusResponse, colour: bool, wide: bool) -> Stri
         r.running_version,
         sync_shown,
     ));
+    let verifying = crate::verify::status_lines(r);
+    if !verifying.is_empty() {
+        // Above the blank line that ends the header.
+        out.pop();
+        out.push_str(&verifying);
+        out.push('\n');
+    }
     let mut header: Vec<String> = [
         "NAME",
         "KIND",

@@ -34,6 +34,10 @@ pub struct StatusJson {
     /// `unknown`, the files on disk being only the bootstrap file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd: Option<EtcdJson>,
+    /// A verification of an applied reload in progress; null when none.
+    pub verifying: Option<crate::verify::VerifyingJson>,
+    /// The last automatic rollback, until the next applied version; null when none.
+    pub last_auto_rollback: Option<crate::verify::AutoRollbackJson>,
 }
 
 /// The etcd source of a status (`daemon.source.etcd`).
@@ -217,6 +221,8 @@ impl From<&proto::StatusResponse> for StatusJson {
             sync_error: (!r.sync_error.is_empty()).then(|| r.sync_error.clone()),
             scripts: r.scripts.iter().map(ScriptJson::from).collect(),
             etcd: r.etcd.as_ref().map(EtcdJson::from),
+            verifying: r.verifying.as_ref().map(Into::into),
+            last_auto_rollback: r.last_auto_rollback.as_ref().map(Into::into),
         }
     }
 }
@@ -235,6 +241,10 @@ pub struct ControlJson {
     pub run_id: Option<u64>,
     /// The script afterwards.
     pub script: ScriptJson,
+    /// With `--wait`: how the started run did (`ready`, `succeeded`, `exited`,
+    /// `crash-looping`, `probe-failing`, `timeout`); absent without.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<crate::verify::VerificationJson>,
 }
 
 /// `ctl run --wait --output json`: how the run this command started ended, or that the
@@ -340,8 +350,8 @@ pub struct ReloadJson {
     pub schema: u32,
     /// True for `--dry-run`.
     pub dry_run: bool,
-    /// applied, unchanged, rejected, failed-rolled-back, invalid; dry run: would-apply,
-    /// unchanged, rejected, invalid.
+    /// applied, unchanged, rejected, failed-rolled-back, invalid; with `--wait` also
+    /// auto-rolled-back and not-verified; dry run: would-apply, unchanged, rejected, invalid.
     pub result: String,
     /// Attempt id (absent for dry runs).
     pub attempt_id: Option<u64>,
@@ -355,6 +365,12 @@ pub struct ReloadJson {
     pub errors: Vec<ErrorJson>,
     /// Why rejected or failed.
     pub message: Option<String>,
+    /// With `--wait`: how each script the reload started or restarted did.
+    #[serde(default)]
+    pub verification: Vec<crate::verify::VerificationJson>,
+    /// `auto-rolled-back`: the version the daemon's rollback applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_version: Option<u64>,
 }
 
 impl From<&proto::Change> for ChangeJson {
@@ -404,7 +420,8 @@ pub struct EventJson {
     /// Reload attempt id.
     pub attempt_id: Option<u64>,
     /// Reload phase: detected, validated, planned, applying, applied, rejected,
-    /// failed-rolled-back, unchanged.
+    /// failed-rolled-back, unchanged; after an apply: verifying, verified, verify-failed,
+    /// auto-rolled-back.
     pub phase: Option<String>,
     /// Reload trigger.
     pub source: Option<String>,
@@ -416,8 +433,8 @@ pub struct EventJson {
     pub errors: Option<Vec<ErrorJson>>,
     /// Script name.
     pub script: Option<String>,
-    /// started, exited, timed-out, restarted, scheduled-change-applied, tick-skipped, stopped,
-    /// unhealthy, healthy, caught-up.
+    /// started, ready, exited, timed-out, restarted, scheduled-change-applied, tick-skipped,
+    /// stopped, unhealthy, healthy, caught-up.
     pub event: Option<String>,
     /// Run id.
     pub run_id: Option<u64>,
@@ -432,6 +449,12 @@ pub struct EventJson {
     pub earlier_daemon: Option<bool>,
     /// Detail.
     pub message: Option<String>,
+    /// verifying, verified, verify-failed, auto-rolled-back: each script's outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Vec<crate::verify::VerificationJson>>,
+    /// auto-rolled-back: the attempt id of the daemon's rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_attempt_id: Option<u64>,
 }
 
 impl From<&proto::Event> for EventJson {
@@ -457,6 +480,8 @@ impl From<&proto::Event> for EventJson {
             missed: None,
             earlier_daemon: None,
             message: None,
+            verification: None,
+            rollback_attempt_id: None,
         };
         match &e.kind {
             Some(Kind::Reload(r)) => {
@@ -468,6 +493,11 @@ impl From<&proto::Event> for EventJson {
                 j.changes = Some(r.changes.iter().map(ChangeJson::from).collect());
                 j.errors = Some(r.errors.iter().map(ErrorJson::from).collect());
                 j.message = opt(&r.message);
+                if !r.verification.is_empty() {
+                    j.verification = Some(r.verification.iter().map(Into::into).collect());
+                }
+                j.rollback_attempt_id =
+                    (r.rollback_attempt_id > 0).then_some(r.rollback_attempt_id);
             }
             Some(Kind::Script(s)) => {
                 j.kind = "script".into();

@@ -8,6 +8,7 @@ use scriptd_common::proto::{
 pub fn state_name(s: i32) -> &'static str {
     match ScriptState::try_from(s).unwrap_or(ScriptState::Unspecified) {
         ScriptState::Running => "running",
+        ScriptState::Starting => "starting",
         ScriptState::Waiting => "waiting",
         ScriptState::Idle => "idle",
         ScriptState::Disabled => "disabled",
@@ -25,6 +26,7 @@ pub fn state_colour(s: &str) -> &'static str {
         "running" => "32",
         "failed" | "backing-off" | "unhealthy" => "31",
         "waiting" => "36",
+        "starting" => "33",
         _ => "2",
     }
 }
@@ -75,6 +77,8 @@ pub fn result_name(r: i32) -> &'static str {
         ReloadResult::Unchanged => "unchanged",
         ReloadResult::Rejected => "rejected",
         ReloadResult::FailedRolledBack => "failed-rolled-back",
+        ReloadResult::AutoRolledBack => "auto-rolled-back",
+        ReloadResult::NotVerified => "not-verified",
         ReloadResult::Unspecified => "unknown",
     }
 }
@@ -90,6 +94,10 @@ pub fn phase_name(p: i32) -> &'static str {
         ReloadPhase::Rejected => "rejected",
         ReloadPhase::FailedRolledBack => "failed-rolled-back",
         ReloadPhase::Unchanged => "unchanged",
+        ReloadPhase::Verifying => "verifying",
+        ReloadPhase::Verified => "verified",
+        ReloadPhase::VerifyFailed => "verify-failed",
+        ReloadPhase::AutoRolledBack => "auto-rolled-back",
         ReloadPhase::Unspecified => "unknown",
     }
 }
@@ -107,6 +115,7 @@ pub fn script_event_name(k: i32) -> &'static str {
         ScriptEventKind::Unhealthy => "unhealthy",
         ScriptEventKind::Healthy => "healthy",
         ScriptEventKind::CaughtUp => "caught-up",
+        ScriptEventKind::Ready => "ready",
         ScriptEventKind::Unspecified => "unknown",
     }
 }

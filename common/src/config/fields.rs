@@ -195,6 +195,7 @@ pub const FIELDS: &[Field] = &[
     row("restart_delay",       Kind::Duration, "500ms",                true,  Service,  NextRun,   |t, f, _| t.backoff.delay = f.backoff.delay),
     row("restart_delay_max",   Kind::Duration, "30s",                  true,  Service,  NextRun,   |t, f, _| t.backoff.max_delay = f.backoff.max_delay),
     row("restart_reset_after", Kind::Duration, "10s",                  true,  Service,  NextRun,   |t, f, _| t.backoff.reset_after = f.backoff.reset_after),
+    row("ready_after",         Kind::Duration, "1s",                   true,  Service,  NextRun,   |t, f, _| t.ready_after = f.ready_after),
     row("stop_signal",         Kind::Signal,   "TERM",                 true,  Both,     Restart,   |t, f, _| t.stop_signal = f.stop_signal),
     row("stop_grace",          Kind::Duration, "10s",                  true,  Both,     Live,      |t, f, _| t.stop_grace = f.stop_grace),
     row("log.max_bytes",       Kind::Size,     "10MiB",                true,  Both,     Live,      |t, f, _| t.log.max_bytes = f.log.max_bytes),
@@ -385,6 +386,7 @@ mod tests {
                 "restart_delay",
                 "restart_delay_max",
                 "restart_reset_after",
+                "ready_after",
                 "stop_signal",
                 "stop_grace",
                 "log",
@@ -412,6 +414,7 @@ mod tests {
                 "restart_delay",
                 "restart_delay_max",
                 "restart_reset_after",
+                "ready_after",
                 "health"
             ]
         );

@@ -49,6 +49,48 @@ pub struct Config {
     pub daemon: DaemonConfig,
     /// Effective script configs by name.
     pub scripts: BTreeMap<String, ScriptConfig>,
+    /// `reload:` section: how an applied reload is verified. Changes to it are live.
+    pub reload: ReloadConfig,
+}
+
+/// The `reload:` section: after an apply, every script it started or restarted must be
+/// ready within `verify`; `on_failure` says what happens when one is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ReloadConfig {
+    /// The verification window.
+    #[serde(serialize_with = "ser_duration")]
+    pub verify: Duration,
+    /// What a failed verification does.
+    pub on_failure: OnFailure,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self {
+            verify: builtin::RELOAD_VERIFY,
+            on_failure: OnFailure::Keep,
+        }
+    }
+}
+
+/// What a reload whose verification failed does (`reload.on_failure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFailure {
+    /// The daemon rolls back to the previous version, as `ctl rollback` would.
+    Rollback,
+    /// The new version stays; the failure is reported.
+    Keep,
+}
+
+impl OnFailure {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rollback => "rollback",
+            Self::Keep => "keep",
+        }
+    }
 }
 
 /// The `daemon:` section. Every path is absolute (relative ones are resolved against the
@@ -142,6 +184,10 @@ pub struct ScriptConfig {
     /// every periodic start and `catch_up`.
     #[serde(flatten)]
     pub calendar: CalendarConfig,
+    /// A service counts as started once it has run this long; an exit before is a failed
+    /// start.
+    #[serde(serialize_with = "ser_duration")]
+    pub ready_after: Duration,
 }
 
 /// When a periodic script starts besides its `interval`: a cron `schedule` in a `timezone`,
@@ -342,6 +388,10 @@ pub mod builtin {
     pub const RESTART_DELAY_MAX: Duration = Duration::from_secs(30);
     /// `restart_reset_after`
     pub const RESTART_RESET_AFTER: Duration = Duration::from_secs(10);
+    /// `ready_after`
+    pub const READY_AFTER: Duration = Duration::from_secs(1);
+    /// `reload.verify`
+    pub const RELOAD_VERIFY: Duration = Duration::from_secs(30);
     /// `daemon.debounce`
     pub const DEBOUNCE: Duration = Duration::from_millis(50);
     /// `daemon.history_limit`

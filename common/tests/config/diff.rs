@@ -47,6 +47,7 @@ fn script() -> ScriptConfig {
         health: None,
         calendar: Default::default(),
         exec: ExecContext::default(),
+        ready_after: Duration::from_secs(1),
     }
 }
 
@@ -57,6 +58,7 @@ fn config(scripts: &[(&str, ScriptConfig)]) -> Config {
             .iter()
             .map(|(n, s)| ((*n).to_owned(), s.clone()))
             .collect(),
+        reload: Default::default(),
     }
 }
 
@@ -242,6 +244,52 @@ fn daemon_change_rejects_everything_and_names_the_key() {
 }
 
 #[test]
+fn a_reload_section_change_is_live_and_applies() {
+    let old = config(&[("s", script())]);
+    let mut new = old.clone();
+    new.reload.verify = Duration::from_secs(2);
+    new.reload.on_failure = scriptd_common::config::OnFailure::Rollback;
+    let p = plan(&old, &new, &|_| false);
+    assert_eq!(p.rejected, None);
+    assert!(p.scripts.is_empty(), "no script touched: {:?}", p.scripts);
+    let rows: Vec<_> = p
+        .changes
+        .iter()
+        .map(|c| {
+            (
+                c.script.as_str(),
+                c.field.as_str(),
+                c.old.as_deref(),
+                c.new.as_deref(),
+                c.impact,
+                c.outcome,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (
+                "",
+                "reload.on_failure",
+                Some("keep"),
+                Some("rollback"),
+                Impact::Live,
+                Outcome::Applied
+            ),
+            (
+                "",
+                "reload.verify",
+                Some("30s"),
+                Some("2s"),
+                Impact::Live,
+                Outcome::Applied
+            ),
+        ]
+    );
+}
+
+#[test]
 fn access_change_is_a_daemon_restart() {
     let old = config(&[("a", script())]);
     let mut new = old.clone();
@@ -270,7 +318,7 @@ fn access_change_is_a_daemon_restart() {
 }
 
 /// Number of script fields [`mix`] knows.
-const FIELDS: u32 = 12;
+const FIELDS: u32 = 13;
 
 fn arb_script() -> impl Strategy<Value = ScriptConfig> {
     (
@@ -331,6 +379,7 @@ fn arb_script() -> impl Strategy<Value = ScriptConfig> {
                     health: None,
                     calendar: Default::default(),
                     exec: ExecContext::default(),
+                    ready_after: Duration::from_millis(250 * delay),
                 }
             },
         )
@@ -376,6 +425,9 @@ fn mix(a: &ScriptConfig, b: &ScriptConfig, mask: u32) -> ScriptConfig {
     if take(11) {
         out.backoff = b.backoff;
     }
+    if take(12) {
+        out.ready_after = b.ready_after;
+    }
     out
 }
 
@@ -411,6 +463,7 @@ fn arb_config() -> impl Strategy<Value = Config> {
     prop::collection::btree_map("[a-e]", arb_script(), 0..5).prop_map(|scripts| Config {
         daemon: daemon(),
         scripts,
+        reload: Default::default(),
     })
 }
 
@@ -430,6 +483,7 @@ fn arb_pair() -> impl Strategy<Value = (Config, Config)> {
             let mut b = Config {
                 daemon,
                 scripts: BTreeMap::new(),
+                reload: a.reload,
             };
             for ((name, cfg), edit) in a.scripts.iter().zip(edits) {
                 match edit {
@@ -507,6 +561,7 @@ fn set_script_field(s: &mut ScriptConfig, field: &str, new: Option<&str>) {
         "restart_delay" => s.backoff.delay = duration(text),
         "restart_delay_max" => s.backoff.max_delay = duration(text),
         "restart_reset_after" => s.backoff.reset_after = duration(text),
+        "ready_after" => s.ready_after = duration(text),
         other => panic!("a change row for a field the test does not know: {other}"),
     }
 }

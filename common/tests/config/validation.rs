@@ -352,7 +352,7 @@ fn unknown_keys() {
             "top-level, no close match",
             "foo: 1\n",
             &["scriptd.yaml:1:1: foo: unknown key \"foo\"; expected one of: daemon, include, \
-               defaults, scripts"],
+               defaults, scripts, reload"],
         ),
         (
             "script key typo",
@@ -361,12 +361,22 @@ fn unknown_keys() {
                \"interval\"?"],
         ),
         (
+            "reload section",
+            "reload:\n  verify: 0s\n  on_failure: undo\n  verfy: 1s\n",
+            &[
+                "scriptd.yaml:2:11: reload.verify: ...",
+                "scriptd.yaml:3:15: reload.on_failure: invalid on_failure \"undo\"; use rollback \
+                 (go back to the previous version) or keep (keep the new version and report)",
+                "scriptd.yaml:4:3: reload.verfy: unknown key \"verfy\"; did you mean \"verify\"?...",
+            ],
+        ),
+        (
             "script key, no close match",
             "scripts:\n  a:\n    command: \"true\"\n    frobnicate: 1\n",
             &["scriptd.yaml:4:5: scripts.a.frobnicate: unknown key \"frobnicate\"; expected one \
                of: command, interval, timeout, enabled, working_dir, env, max_log_lines, \
-               restart, restart_delay, restart_delay_max, restart_reset_after, stop_signal, \
-               stop_grace, log, ..."],
+               restart, restart_delay, restart_delay_max, restart_reset_after, ready_after, \
+               stop_signal, stop_grace, log, ..."],
         ),
         (
             "daemon key typo",
@@ -1384,6 +1394,7 @@ fn arb_script() -> impl Strategy<Value = (String, ScriptConfig)> {
                     health: None,
                     calendar: Default::default(),
                     exec: ExecContext::default(),
+                    ready_after: Duration::from_secs(1),
                 };
                 if let Some(ms) = interval {
                     yaml += &format!("    interval: {ms}ms\n");

@@ -79,6 +79,9 @@ words! {
         Rollback,
         /// A new value of the etcd key (`daemon.source.etcd`).
         Etcd,
+        /// The daemon's own rollback of a version that was not verified in time
+        /// (`reload.on_failure: rollback`).
+        AutoRollback,
     }
 }
 
@@ -200,7 +203,10 @@ mod tests {
         use strum::VariantArray;
         let spelled = |words: &[&str]| words.join(" ");
         let sources: Vec<_> = Source::VARIANTS.iter().map(|s| s.as_str()).collect();
-        assert_eq!(spelled(&sources), "startup watch ctl signal rollback etcd");
+        assert_eq!(
+            spelled(&sources),
+            "startup watch ctl signal rollback etcd auto-rollback"
+        );
         let results: Vec<_> = ResultKind::VARIANTS.iter().map(|r| r.as_str()).collect();
         assert_eq!(
             spelled(&results),

@@ -7,6 +7,7 @@ use super::apply::{self, Scripts};
 use super::candidate::{self, Candidate};
 use super::disk::{first_error, DiskSync};
 use super::etcd::{EtcdMode, Write};
+use super::verify::{self, Decided, VerifyView, Verifying};
 use super::write_back::{write_back, Written};
 use super::{Report, Request, RequestError, ResultKind, Snapshot, Source};
 use crate::events::EventBus;
@@ -79,6 +80,7 @@ impl Draft {
             errors: self.errors,
             message: self.message,
             disk_differs: false,
+            verification: None,
         }
     }
 
@@ -111,6 +113,7 @@ fn publish_phase(
         changes: changes.iter().map(crate::convert::change).collect(),
         errors: errors.0.iter().map(crate::convert::error).collect(),
         message: message.to_owned(),
+        ..Default::default()
     });
 }
 
@@ -131,10 +134,10 @@ pub struct Coordinator {
     source: ConfigSource,
     /// `source.hash()`, computed once per version.
     hash: String,
-    config: Arc<Config>,
-    handles: Arc<BTreeMap<String, ScriptHandle>>,
-    shared: Arc<Shared>,
-    events: EventBus,
+    pub(super) config: Arc<Config>,
+    pub(super) handles: Arc<BTreeMap<String, ScriptHandle>>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) events: EventBus,
     tracker: TaskTracker,
     snapshot: watch::Sender<Arc<Snapshot>>,
     attempts: u64,
@@ -142,6 +145,15 @@ pub struct Coordinator {
     disk: Arc<DiskSync>,
     /// Etcd mode (`daemon.source.etcd`).
     etcd: Option<EtcdMode>,
+    /// Where verifications post each script's outcome (see [`verify`]).
+    pub(super) decided: mpsc::Sender<Decided>,
+    decided_rx: Option<mpsc::Receiver<Decided>>,
+    /// The verification in progress: at most one, of the latest applied attempt.
+    pub(super) verifying: Option<Verifying>,
+    /// The last automatic rollback, until the next applied version.
+    pub(super) last_auto_rollback: Option<proto::AutoRollback>,
+    /// What `ctl status` shows of both.
+    pub(super) view: watch::Sender<VerifyView>,
 }
 
 /// What [`Coordinator::start`] hands back besides the coordinator.
@@ -152,6 +164,8 @@ pub struct Started {
     pub disk: Arc<DiskSync>,
     /// One receiver per script, reporting once its first start was tried.
     pub first_starts: Vec<oneshot::Receiver<Result<(), runner::SpawnError>>>,
+    /// The verification in progress and the last automatic rollback.
+    pub verify_view: watch::Receiver<VerifyView>,
 }
 
 impl Coordinator {
@@ -212,10 +226,13 @@ impl Coordinator {
         }));
         let disk = DiskSync::new(main.clone(), &hash, watching);
         let events = shared.events.clone();
+        let (view, verify_view) = watch::channel(VerifyView::default());
+        let (decided, decided_rx) = mpsc::channel(64);
         let started = Started {
             snapshot: rx,
             disk: disk.clone(),
             first_starts,
+            verify_view,
         };
         Ok((
             Self {
@@ -233,6 +250,11 @@ impl Coordinator {
                 history,
                 disk,
                 etcd,
+                decided,
+                decided_rx: Some(decided_rx),
+                verifying: None,
+                last_auto_rollback: None,
+                view,
             },
             started,
         ))
@@ -241,18 +263,45 @@ impl Coordinator {
     /// Handles requests one at a time until the queue closes or the daemon shuts down.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
         let cancel = self.shared.cancel.clone();
+        let Some(mut decided) = self.decided_rx.take() else {
+            return;
+        };
         loop {
-            let mut req = tokio::select! {
+            tokio::select! {
                 _ = cancel.cancelled() => break,
-                req = rx.recv() => match req { Some(r) => r, None => break },
-            };
-            let report = self.handle(&mut req).await;
-            if let Some(reply) = req.reply {
-                let _ = reply.send(report);
+                req = rx.recv() => match req {
+                    Some(req) => { self.serve(req).await; }
+                    None => break,
+                },
+                Some(d) = decided.recv() => self.on_decided(d).await,
             }
             // The reload's transient memory back to the system, or the RSS keeps its peak.
             drop(tokio::task::spawn_blocking(crate::heap::trim));
         }
+    }
+
+    /// Handles one request and, once it applied, starts verifying it; the reply waits for
+    /// the verification when the request asks to ([`Request::wait`]).
+    pub(super) async fn serve(&mut self, mut req: Request) -> Option<Report> {
+        let before = (!req.dry_run).then(|| verify::run_ids(&self.handles));
+        let report = self.handle(&mut req).await;
+        let applied = matches!(&report, Ok(r) if r.result == ResultKind::Applied);
+        if let (Ok(r), Some(before), true) = (&report, &before, applied) {
+            self.begin_verification(req.source, r, before);
+        }
+        let parked = match (req.reply, &report) {
+            (Some(reply), Ok(r)) if req.wait && applied => self.park(r.clone(), reply),
+            (Some(reply), _) => {
+                let _ = reply.send(report.clone());
+                None
+            }
+            (None, _) => None,
+        };
+        if let Some((r, reply)) = parked {
+            // Nothing to verify: verified at once.
+            let _ = reply.send(Ok(r));
+        }
+        report.ok()
     }
 
     /// Publishes the running state; returns the previous snapshot, whose config the caller
@@ -383,6 +432,13 @@ impl Coordinator {
                 mode.revision = Some(revision);
                 revision_moved = true;
             }
+        }
+        if let Some(note) = &req.note {
+            report.message = if report.message.is_empty() {
+                note.clone()
+            } else {
+                format!("{note}; {}", report.message)
+            };
         }
         crate::notify_systemd(crate::Notify::Ready);
         let disk_touched = match (rollback_from, &targets) {

@@ -14,6 +14,7 @@ pub mod candidate;
 pub mod coordinator;
 pub mod disk;
 pub mod etcd;
+pub mod verify;
 pub mod write_back;
 
 pub use crate::history::{ResultKind, Source};
@@ -61,6 +62,11 @@ pub struct Request {
     /// When it began: the watcher's first event of a save, else when it was made. The
     /// reload duration metric counts from here.
     pub since: std::time::Instant,
+    /// Answer only once the applied version was verified (`ctl reload --wait`).
+    pub wait: bool,
+    /// Why the attempt was made, recorded as its message (an automatic rollback: the
+    /// failed verification).
+    pub note: Option<String>,
 }
 
 impl Request {
@@ -79,6 +85,8 @@ impl Request {
             prevalidated: None,
             reply: None,
             since: std::time::Instant::now(),
+            wait: false,
+            note: None,
         }
     }
 }
@@ -135,6 +143,29 @@ pub struct Report {
     pub message: String,
     /// Rollback: the files on disk could not be rewritten to match the running version.
     pub disk_differs: bool,
+    /// With [`Request::wait`]: how the verification of the applied version ended.
+    pub verification: Option<Verification>,
+}
+
+/// How the verification of an applied version ended (for `ctl reload --wait`).
+#[derive(Debug, Clone)]
+pub struct Verification {
+    /// Verified, kept unverified, or rolled back.
+    pub end: VerifyEnd,
+    /// Each verified script's outcome.
+    pub scripts: Vec<scriptd_common::proto::ScriptVerification>,
+}
+
+/// The end of a verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyEnd {
+    /// Every started or restarted script became ready in time (or there was none).
+    Verified,
+    /// Not verified; the version stays (`on_failure: keep`, a failed automatic rollback, or
+    /// a later attempt applied first).
+    NotVerified,
+    /// Not verified; the daemon rolled back, applying this version.
+    AutoRolledBack(u64),
 }
 
 /// What the rest of the daemon may read of the running state.

@@ -15,13 +15,14 @@ pub(super) struct Restart {
     pub(super) count: u32,
 }
 
-/// Whether a service whose run ended (`failed`, after `ran_for`) restarts, and when:
-/// after `restart_delay`, doubling with each of the `restarts` consecutive restarts so far
-/// up to `restart_delay_max`; a run that lasted `restart_reset_after` starts over.
+/// Whether a service whose run ended (`failed`, after `ran_for`; `ready`: it became ready
+/// first) restarts, and when: after `restart_delay`, doubling with each of the `restarts`
+/// consecutive restarts so far up to `restart_delay_max`; a stable run, one that became ready
+/// and lasted `restart_reset_after`, starts over. A failed start (never ready) never does.
 pub(super) fn next_restart(
     policy: RestartPolicy,
     backoff: Backoff,
-    failed: bool,
+    (failed, ready): (bool, bool),
     ran_for: Duration,
     restarts: u32,
 ) -> Option<Restart> {
@@ -33,7 +34,7 @@ pub(super) fn next_restart(
     if !wants {
         return None;
     }
-    let restarts = if ran_for >= backoff.reset_after {
+    let restarts = if ready && ran_for >= backoff.reset_after {
         0
     } else {
         restarts
@@ -47,8 +48,14 @@ pub(super) fn next_restart(
 impl Runner {
     /// Schedules the next start of a service that ended, if its policy wants one and it is
     /// neither stopped nor disabled ([`next_restart`]). The delay goes to the script's log.
-    pub(super) fn schedule_restart(&mut self, run_id: u64, failed: bool, ran_for: Duration) {
-        self.schedule_restart_with(self.cfg.restart, run_id, failed, ran_for);
+    pub(super) fn schedule_restart(
+        &mut self,
+        run_id: u64,
+        failed: bool,
+        ready: bool,
+        ran_for: Duration,
+    ) {
+        self.schedule_restart_with(self.cfg.restart, run_id, failed, ready, ran_for);
     }
 
     /// [`Self::schedule_restart`] with `policy` instead of the script's (`Always` for a
@@ -58,6 +65,7 @@ impl Runner {
         policy: RestartPolicy,
         run_id: u64,
         failed: bool,
+        ready: bool,
         ran_for: Duration,
     ) {
         if !self.active() {
@@ -66,7 +74,7 @@ impl Runner {
         let Some(restart) = next_restart(
             policy,
             self.cfg.backoff,
-            failed,
+            (failed, ready),
             ran_for,
             self.status.restarts,
         ) else {
@@ -99,29 +107,34 @@ mod tests {
         };
         let s = Duration::from_secs;
         let ms = Duration::from_millis;
-        // (policy, failed, ran for, restarts so far, expected (delay, count))
+        let (failed, ok, start_failed) = ((true, true), (false, true), (true, false));
+        // (policy, (failed, ready), ran for, restarts so far, expected (delay, count))
         let table = [
-            (Never, true, s(1), 0, None),
-            (Never, false, s(1), 0, None),
-            (OnFailure, false, s(1), 0, None),
-            (OnFailure, true, s(1), 0, Some((ms(500), 1))),
-            (Always, false, s(1), 0, Some((ms(500), 1))),
-            (Always, true, s(1), 1, Some((s(1), 2))),
-            (Always, true, s(1), 2, Some((s(2), 3))),
-            (Always, true, s(1), 3, Some((s(4), 4))),
-            (Always, true, s(1), 4, Some((s(4), 5))),
-            (Always, true, s(1), u32::MAX, Some((s(4), u32::MAX))),
-            // A stable run starts the backoff over.
-            (Always, true, s(10), 7, Some((ms(500), 1))),
-            (OnFailure, true, s(3600), 3, Some((ms(500), 1))),
-            (Always, true, ms(9_999), 3, Some((s(4), 4))),
+            (Never, failed, s(1), 0, None),
+            (Never, ok, s(1), 0, None),
+            (Never, start_failed, s(1), 0, None),
+            (OnFailure, ok, s(1), 0, None),
+            (OnFailure, failed, s(1), 0, Some((ms(500), 1))),
+            (OnFailure, start_failed, ms(10), 0, Some((ms(500), 1))),
+            (Always, ok, s(1), 0, Some((ms(500), 1))),
+            (Always, failed, s(1), 1, Some((s(1), 2))),
+            (Always, failed, s(1), 2, Some((s(2), 3))),
+            (Always, failed, s(1), 3, Some((s(4), 4))),
+            (Always, failed, s(1), 4, Some((s(4), 5))),
+            (Always, failed, s(1), u32::MAX, Some((s(4), u32::MAX))),
+            // A stable run (ready, and lasted restart_reset_after) starts the backoff over.
+            (Always, failed, s(10), 7, Some((ms(500), 1))),
+            (OnFailure, failed, s(3600), 3, Some((ms(500), 1))),
+            (Always, failed, ms(9_999), 3, Some((s(4), 4))),
+            // A failed start never does, however long it took (ready_after > reset_after).
+            (Always, start_failed, s(3600), 3, Some((s(4), 4))),
         ];
-        for (policy, failed, ran_for, restarts, want) in table {
-            let got = next_restart(policy, backoff, failed, ran_for, restarts)
-                .map(|r| (r.delay, r.count));
+        for (policy, how, ran_for, restarts, want) in table {
+            let got =
+                next_restart(policy, backoff, how, ran_for, restarts).map(|r| (r.delay, r.count));
             assert_eq!(
                 got, want,
-                "{policy:?} failed={failed} ran {ran_for:?} after {restarts} restarts"
+                "{policy:?} (failed, ready)={how:?} ran {ran_for:?} after {restarts} restarts"
             );
         }
     }

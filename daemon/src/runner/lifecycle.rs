@@ -60,11 +60,15 @@ impl Runner {
                     timed_out: false,
                     one_off,
                     unhealthy: false,
+                    ready_at: self.ready_deadline(now.at, one_off),
+                    ready: false,
                 });
                 self.logs
                     .system(run_id, format!("run {run_id} started (pid {pid})"));
                 self.event(ScriptEventKind::Started, format!("pid {pid}"), None);
                 self.start_probe();
+                // `ready_after: 0s`: ready at once.
+                self.check_ready(now.at);
                 let tx = self.internal_tx.clone();
                 let sink = self.logs.clone();
                 tokio::spawn(async move {
@@ -125,6 +129,7 @@ impl Runner {
                     ..Default::default()
                 };
                 self.record_exit(info);
+                self.start_failed(run_id, &format!("failed to start: {e}"));
                 self.event(
                     ScriptEventKind::Exited,
                     format!("failed to start: {e}"),
@@ -132,7 +137,7 @@ impl Runner {
                 );
                 self.last_failed = true;
                 if !self.cfg.is_periodic() && !one_off {
-                    self.schedule_restart(run_id, true, Duration::ZERO);
+                    self.schedule_restart(run_id, true, false, Duration::ZERO);
                 }
                 self.publish();
                 Err(e)
@@ -157,6 +162,7 @@ impl Runner {
     /// restart.
     pub(super) async fn on_timer(&mut self) {
         let now = Instant::now();
+        self.check_ready(now);
         if let Some(run) = self.run.as_mut() {
             if run.kill_at.is_some_and(|t| t <= now) {
                 run.kill_at = None;
@@ -258,8 +264,7 @@ impl Runner {
             }
         }
         self.shared.groups.forget(&self.name).await;
-        let failed = run.timed_out || run.unhealthy || info.code != Some(0);
-        self.last_failed = failed;
+        let succeeded = !run.timed_out && !run.unhealthy && info.code == Some(0);
         let how = match (info.code, info.signal) {
             (Some(c), _) => format!("exit code {c}"),
             (None, Some(s)) => format!("signal {}", signal_name(s)),
@@ -272,14 +277,19 @@ impl Runner {
         } else {
             how
         };
+        let lasted = humantime::format_duration(Duration::from_millis(info.duration_ms));
+        let failed_start = self.readiness_at_end(&run, succeeded, &format!("{how} after {lasted}"));
+        let note = if failed_start {
+            self.failed_start_note()
+        } else {
+            String::new()
+        };
         self.logs.system(
             run.id,
-            format!(
-                "run {} ended: {how} after {}",
-                run.id,
-                humantime::format_duration(Duration::from_millis(info.duration_ms))
-            ),
+            format!("run {} ended: {how} after {lasted}{note}", run.id),
         );
+        let failed = !succeeded || failed_start;
+        self.last_failed = failed;
         self.record_exit(info);
         self.shared.events.script(proto::ScriptEvent {
             script: self.name.clone(),
@@ -327,9 +337,15 @@ impl Runner {
             AfterExit::Natural => {
                 if run.unhealthy {
                     // `health.restart` asked for it, whatever `restart` says.
-                    self.schedule_restart_with(RestartPolicy::Always, run.id, true, ran_for);
+                    self.schedule_restart_with(
+                        RestartPolicy::Always,
+                        run.id,
+                        true,
+                        run.ready,
+                        ran_for,
+                    );
                 } else if !self.cfg.is_periodic() && !run.one_off {
-                    self.schedule_restart(run.id, failed, ran_for);
+                    self.schedule_restart(run.id, failed, run.ready, ran_for);
                 }
             }
         }

@@ -17,12 +17,14 @@
 //! | `update.rs` | a reload's new config: applied now or scheduled for the run's end |
 //! | `health.rs` | the verdict of the run's health probe: healthy, unhealthy, restart |
 //! | `status.rs` | the status snapshot published for `ctl status` |
+//! | `ready.rs` | readiness: `starting` → `running` after `ready_after`, failed starts, and the [`Readiness`] record verifications read |
 
 mod backoff;
 mod control;
 mod health;
 mod last_slot;
 mod lifecycle;
+mod ready;
 mod schedule;
 mod status;
 mod task;
@@ -37,6 +39,7 @@ pub use crate::process::SpawnError;
 use crate::process::{GroupRecords, ShimExit, Shims};
 use crate::runs::RecentRuns;
 pub use last_slot::SlotRecords;
+pub use ready::Readiness;
 use schedule::{millis, Stamp};
 use scriptd_common::config::ScriptConfig;
 use scriptd_common::diff::Change;
@@ -106,6 +109,8 @@ pub struct ScriptHandle {
     pub recent: watch::Receiver<RecentRuns>,
     /// Its ended runs, counted for the metrics.
     pub runs: Arc<RunCounters>,
+    /// Which runs became ready or failed to (what verifications and `--wait` read).
+    pub readiness: watch::Receiver<Readiness>,
 }
 
 impl ScriptHandle {
@@ -193,6 +198,7 @@ pub fn start_reporting(
     let (probe_tx, probe_rx) = mpsc::channel(4);
     let (recent_tx, recent_rx) = watch::channel(RecentRuns::default());
     let runs = Arc::new(RunCounters::default());
+    let (readiness_tx, readiness_rx) = watch::channel(Readiness::default());
     let runner = Runner {
         name,
         cfg,
@@ -216,6 +222,7 @@ pub fn start_reporting(
         probing: None,
         probe_tx,
         runs: runs.clone(),
+        readiness: readiness_tx,
     };
     tracker.spawn(Box::new(runner).run(rx, internal_rx, probe_rx, initial));
     let handle = ScriptHandle {
@@ -224,6 +231,7 @@ pub fn start_reporting(
         logs,
         recent: recent_rx,
         runs,
+        readiness: readiness_rx,
     };
     (handle, started)
 }
@@ -266,6 +274,11 @@ struct Run {
     one_off: bool,
     /// Stopped because its health probe said unhealthy (`health.restart`).
     unhealthy: bool,
+    /// When a service's run becomes ready (`ready_after` after its start); `None` once it is
+    /// ready, and for periodic runs (ready when they succeed).
+    ready_at: Option<Instant>,
+    /// A service's run that lived for its `ready_after`.
+    ready: bool,
 }
 
 /// From the per-run waiter task.
@@ -309,4 +322,6 @@ struct Runner {
     probe_tx: mpsc::Sender<ProbeResult>,
     /// Runs ended, by result, and their durations (metrics).
     runs: Arc<RunCounters>,
+    /// Which runs became ready or failed to.
+    readiness: watch::Sender<Readiness>,
 }

@@ -50,8 +50,8 @@ impl Runner {
         };
         s.state = if unhealthy {
             ScriptState::Unhealthy
-        } else if self.run.is_some() {
-            ScriptState::Running
+        } else if let Some(run) = &self.run {
+            Self::alive_state(run)
         } else if self.next_run.is_some() {
             if self.cfg.is_periodic() {
                 ScriptState::Waiting

@@ -90,6 +90,7 @@ impl Runner {
             self.next_start_wake(),
             run.and_then(|r| if r.stopping { None } else { r.deadline }),
             run.and_then(|r| r.kill_at),
+            run.and_then(|r| if r.stopping { None } else { r.ready_at }),
         ]
         .into_iter()
         .flatten()

@@ -597,7 +597,8 @@ fn ci_deploy_example_deploys_a_good_candidate_and_rolls_back_a_bad_one() {
     wait_running(&d, "svc");
     let cands = Candidates::new();
 
-    let good = format!("{DAEMON_SECTION}{}", svc("two"));
+    // A short verify window: the bad candidate's service is judged within 2 s.
+    let good = format!("{DAEMON_SECTION}reload:\n  verify: 2s\n{}", svc("two"));
     let r = ci_deploy(&d, "scriptd.yaml", &cands.write("good.yaml", &good), "1");
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stderr.contains("deployed: version 2"), "{r:?}");
@@ -605,7 +606,8 @@ fn ci_deploy_example_deploys_a_good_candidate_and_rolls_back_a_bad_one() {
     assert_eq!(read(&env.config()), good);
     env.wait_file("out.txt", "one\ntwo\n");
 
-    // A service that exits at once: up right after the apply, then backing off.
+    // A service that exits at once: never ready, so the apply is not verified (and kept, the
+    // default `reload.on_failure`): the script rolls back.
     let bad = format!("{good}  crash:\n    command: \"exit 1\"\n");
     let r = ci_deploy(&d, "scriptd.yaml", &cands.write("bad.yaml", &bad), "5");
     assert_eq!(r.code, 6, "{r:?}");

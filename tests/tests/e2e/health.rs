@@ -77,10 +77,10 @@ fn a_failing_http_probe_turns_the_service_unhealthy_and_restarts_it() {
     let healthy = ev.wait("web to turn healthy", |e| is_event(e, "web", "healthy"));
     assert_eq!(healthy.run_id, Some(1));
     assert_eq!(healthy.message.as_deref(), Some("HTTP 200 OK"));
-    let first = d.wait_script("web", "healthy in status", |s| {
-        s.health.as_ref().is_some_and(|h| h.status == "healthy")
+    // Healthy may come before ready_after has passed (still `starting`): wait for both.
+    let first = d.wait_script("web", "healthy and running in status", |s| {
+        s.health.as_ref().is_some_and(|h| h.status == "healthy") && s.state == "running"
     });
-    assert_eq!(first.state, "running");
     let first_pid = first.pid.expect("a pid");
 
     fs::remove_file(env.path("www/healthy")).expect("remove www/healthy");

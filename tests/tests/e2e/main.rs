@@ -28,3 +28,5 @@ mod state_dir;
 mod supervisor;
 mod targets;
 mod user;
+mod verify;
+mod verify_health;

@@ -68,8 +68,9 @@ fn rfc3339_ms(t: &str) -> i64 {
     (days * 86_400 + hh * 3_600 + mi * 60 + ss) * 1_000 + ms
 }
 
+/// Alive: `running`, or `starting` (a service not yet alive for its `ready_after`).
 fn running(s: &ScriptJson) -> bool {
-    s.state == "running" && s.pid.is_some()
+    matches!(s.state.as_str(), "running" | "starting") && s.pid.is_some()
 }
 
 fn pid_of(s: &ScriptJson) -> u32 {
@@ -1707,7 +1708,12 @@ fn watcher_ctl_and_sighup_reloads_are_serial_and_end_with_the_last_content() {
     let terminal = ["applied", "rejected", "failed-rolled-back", "unchanged"];
     let mut current: Option<(u64, bool)> = None;
     let mut sources = std::collections::BTreeSet::new();
-    for e in ev.seen()[first..].iter().filter(|e| e.kind == "reload") {
+    // The verification of an applied attempt reports later, while others run: its phases
+    // are not part of the attempt's contiguous run.
+    let verification = ["verifying", "verified", "verify-failed", "auto-rolled-back"];
+    for e in ev.seen()[first..].iter().filter(|e| {
+        e.kind == "reload" && !verification.contains(&e.phase.as_deref().unwrap_or("?"))
+    }) {
         let id = e.attempt_id.expect("attempt id");
         let phase = e.phase.as_deref().unwrap_or("?");
         match current {

@@ -9,6 +9,7 @@
 //! - [`daemon`]: the `daemon:` section and `include:`;
 //! - [`health`]: a `health:` section (the probe of a service);
 //! - [`exec_context`]: `user`, `group`, `umask` and `limits` of a script;
+//! - [`reload`]: the `reload:` section;
 //! - [`host`]: the checks that look at the machine (directories, programs, users and
 //!   groups, the daemon's ids and limits), reached only through the [`Host`] trait.
 
@@ -16,6 +17,7 @@ mod daemon;
 mod exec_context;
 mod health;
 mod host;
+mod reload;
 mod script;
 mod source;
 mod values;
@@ -31,10 +33,11 @@ use serde_yaml::Value;
 use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
 
-const TOP_KEYS: &[&str] = &["daemon", "include", "defaults", "scripts"];
+const TOP_KEYS: &[&str] = &["daemon", "include", "defaults", "scripts", "reload"];
 const INCLUDED_KEYS: &[&str] = &["scripts"];
-/// An etcd value: `defaults` and `scripts`, and `include` to say why it cannot be there.
-const ETCD_VALUE_KEYS: &[&str] = &["defaults", "scripts", "include"];
+/// An etcd value: `defaults`, `scripts` and `reload`, and `include` to say why it cannot
+/// be there.
+const ETCD_VALUE_KEYS: &[&str] = &["defaults", "scripts", "reload", "include"];
 
 /// Duplicate script names listed one by one per file; the rest of that file's are
 /// summed up in one more error (a file included twice must not bury every other error).
@@ -61,6 +64,7 @@ pub fn validate_with(source: &ConfigSource, host: &mut dyn Host) -> Result<Confi
     let mut daemon = None;
     // The keys besides `daemon` the main file holds (none when the config is in etcd).
     let mut main_body_keys = Vec::new();
+    let mut reload = None;
     let mut defaults = Partial::default();
     // name -> (index of its file, partial script)
     let mut scripts: BTreeMap<String, (usize, Partial)> = BTreeMap::new();
@@ -103,6 +107,7 @@ pub fn validate_with(source: &ConfigSource, host: &mut dyn Host) -> Result<Confi
                      config (defaults and scripts)"
                         .into(),
                 ),
+                "reload" => reload = Some(v.reload(value)),
                 "include" => v.include(value),
                 "defaults" => defaults = v.partial(value, "defaults", &DEFAULT_KEYS, &base),
                 "scripts" => {
@@ -207,6 +212,7 @@ pub fn validate_with(source: &ConfigSource, host: &mut dyn Host) -> Result<Confi
         Ok(Config {
             daemon,
             scripts: out,
+            reload: reload.unwrap_or_default(),
         })
     } else {
         Err(ConfigErrors(v.errors))

@@ -40,6 +40,7 @@ pub(super) struct Partial {
     restart_delay: Option<Duration>,
     restart_delay_max: Option<Duration>,
     restart_reset_after: Option<Duration>,
+    ready_after: Option<Duration>,
     log_max_bytes: Option<u64>,
     log_keep: Option<u32>,
     log_max_line_bytes: Option<u64>,
@@ -136,6 +137,7 @@ impl Validator<'_> {
                 "restart_delay" => p.restart_delay = self.positive_duration(val, &at),
                 "restart_delay_max" => p.restart_delay_max = self.positive_duration(val, &at),
                 "restart_reset_after" => p.restart_reset_after = self.positive_duration(val, &at),
+                "ready_after" => p.ready_after = self.duration(val, &at),
                 "log" => {
                     for (lk, lv) in self.entries(val, &at, &LOG_KEYS) {
                         let lp = format!("{at}.{lk}");
@@ -348,6 +350,10 @@ impl Validator<'_> {
             health,
             calendar,
             exec,
+            ready_after: p
+                .ready_after
+                .or(d.ready_after)
+                .unwrap_or(builtin::READY_AFTER),
         };
         if dir_ok {
             self.check_program(&script, &path, who.as_ref());
