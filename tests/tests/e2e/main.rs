@@ -8,6 +8,7 @@ mod completion;
 mod connections;
 mod descriptors;
 mod etcd;
+mod etcd_verify;
 mod events_filter;
 mod fleet;
 mod full_state_dir;
