@@ -7,7 +7,7 @@
 
 use crate::client::{self, Client};
 use crate::context::{self, Context, Contexts};
-use crate::error::{CtlError, CtlResult, CONFIG, FAILURE, OK, USAGE};
+use crate::error::{CtlError, CtlResult, CONFIG, FAILURE, OK, OUTCOME, USAGE};
 use crate::fleet::{Selection, HOST_TIMEOUT};
 use crate::output::table;
 use crate::Command;
@@ -55,6 +55,12 @@ enum Outcome {
     Unchanged,
     Rejected,
     Failed,
+    /// Applied, but what it started was not ready within the host's `reload.verify`; the
+    /// host's daemon kept it (`reload.on_failure: keep`).
+    NotVerified,
+    /// Applied, not verified, and put back by the host's daemon itself
+    /// (`reload.on_failure: rollback`).
+    RolledBack,
     Unreachable,
     Skipped,
 }
@@ -66,6 +72,8 @@ impl Outcome {
             Self::Unchanged => "unchanged",
             Self::Rejected => "rejected",
             Self::Failed => "failed",
+            Self::NotVerified => "not-verified",
+            Self::RolledBack => "auto-rolled-back",
             Self::Unreachable => "unreachable",
             Self::Skipped => "skipped",
         }
@@ -79,7 +87,8 @@ impl Outcome {
     fn code(self) -> u8 {
         match self {
             Self::Applied | Self::Unchanged | Self::Skipped => OK,
-            Self::Rejected | Self::Failed => CONFIG,
+            Self::Rejected | Self::Failed | Self::RolledBack => CONFIG,
+            Self::NotVerified => OUTCOME,
             Self::Unreachable => FAILURE,
         }
     }
@@ -144,7 +153,9 @@ pub async fn run(selection: &Selection, command: Command, json: bool) -> CtlResu
     }
     if stopped && args.undo_on_failure {
         for row in rows.iter_mut() {
-            if let (Outcome::Applied, Some(before)) = (row.outcome, row.before) {
+            // The hosts done, and a host whose change runs unverified (kept by its daemon).
+            let changed = matches!(row.outcome, Outcome::Applied | Outcome::NotVerified);
+            if let (true, Some(before)) = (changed, row.before) {
                 row.undo = Some(undo(&row.context, before).await);
             }
         }
@@ -263,10 +274,9 @@ fn settled(r: &proto::ReloadResponse) -> (Outcome, String) {
             Outcome::Rejected,
             first_error.unwrap_or_else(|| r.message.clone()),
         ),
-        ReloadResult::FailedRolledBack
-        | ReloadResult::AutoRolledBack
-        | ReloadResult::NotVerified
-        | ReloadResult::Unspecified => (
+        ReloadResult::NotVerified => (Outcome::NotVerified, r.message.clone()),
+        ReloadResult::AutoRolledBack => (Outcome::RolledBack, r.message.clone()),
+        ReloadResult::FailedRolledBack | ReloadResult::Unspecified => (
             Outcome::Failed,
             first_error.unwrap_or_else(|| r.message.clone()),
         ),
@@ -321,7 +331,8 @@ pub struct RollingHostJson {
     pub before: Option<u64>,
     /// Running version after.
     pub after: Option<u64>,
-    /// applied, unchanged, rejected, failed, unreachable, skipped.
+    /// applied, unchanged, rejected, failed, not-verified, auto-rolled-back, unreachable,
+    /// skipped.
     pub result: String,
     /// Why it failed, or why it was skipped.
     pub message: String,
@@ -403,11 +414,15 @@ mod tests {
             (ReloadResult::Unchanged, Outcome::Unchanged),
             (ReloadResult::Rejected, Outcome::Rejected),
             (ReloadResult::FailedRolledBack, Outcome::Failed),
+            (ReloadResult::NotVerified, Outcome::NotVerified),
+            (ReloadResult::AutoRolledBack, Outcome::RolledBack),
             (ReloadResult::Unspecified, Outcome::Failed),
         ] {
             assert_eq!(settled(&response(result)).0, want, "{result:?}");
         }
         assert_eq!(Outcome::Rejected.code(), CONFIG);
+        assert_eq!(Outcome::NotVerified.code(), OUTCOME);
+        assert_eq!(Outcome::RolledBack.code(), CONFIG);
         assert_eq!(Outcome::Unreachable.code(), FAILURE);
         assert!(!Outcome::Skipped.ok());
     }

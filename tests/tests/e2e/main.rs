@@ -11,6 +11,7 @@ mod etcd;
 mod etcd_verify;
 mod events_filter;
 mod fleet;
+mod fleet_verify;
 mod full_state_dir;
 mod health;
 mod history;
