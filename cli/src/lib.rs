@@ -327,33 +327,13 @@ async fn run_on<W: Write>(
             Ok(OK)
         }
         Command::Top(args) => top::run(&mut c, &mut out, json, &args).await,
-        Command::Start(t) => {
-            let wait = t.wait();
-            control(
-                &mut c,
-                &mut out,
-                json,
-                &t.targets,
-                ControlAction::Start,
-                wait,
-            )
-            .await
-        }
+        Command::Start(t) => ready_control(&mut c, &mut out, json, &t, ControlAction::Start).await,
         Command::Stop(t) => {
             let wait = targets::Wait::No;
             control(&mut c, &mut out, json, &t, ControlAction::Stop, wait).await
         }
         Command::Restart(t) => {
-            let wait = t.wait();
-            control(
-                &mut c,
-                &mut out,
-                json,
-                &t.targets,
-                ControlAction::Restart,
-                wait,
-            )
-            .await
+            ready_control(&mut c, &mut out, json, &t, ControlAction::Restart).await
         }
         Command::Run {
             targets: t,
@@ -485,6 +465,17 @@ async fn run_on<W: Write>(
         Command::Logs(args) => logs::run(&mut c, &mut out, json, args).await,
         Command::Completions { .. } | Command::Man { .. } | Command::Context(_) => Ok(OK),
     }
+}
+
+/// `ctl start|restart`, which may `--wait` for what they started to be ready.
+async fn ready_control(
+    c: &mut client::Client,
+    out: &mut impl Write,
+    json: bool,
+    args: &targets::ReadyArgs,
+    action: ControlAction,
+) -> CtlResult {
+    control(c, out, json, &args.targets, action, args.wait()).await
 }
 
 /// `start|stop|restart|run`: one plain name keeps the single-script output (a line, or
