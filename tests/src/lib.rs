@@ -1388,6 +1388,8 @@ pub struct Etcd {
     /// More flags for etcd (TLS) and for etcdctl (its CA, certificate, user).
     args: Vec<String>,
     ctl_args: Vec<String>,
+    /// The etcdctl command that answers once etcd is up.
+    ready: &'static [&'static str],
 }
 
 /// `bin`'s path, or a failure naming the Debian package that has it.
@@ -1418,6 +1420,7 @@ impl Etcd {
             peer: format!("http://127.0.0.1:{}", free_port()),
             args: Vec::new(),
             ctl_args: Vec::new(),
+            ready: &["endpoint", "health"],
         };
         etcd.spawn();
         etcd
@@ -1445,9 +1448,7 @@ impl Etcd {
             .spawn()
             .expect("spawn etcd");
         self.child = Some(child);
-        wait_for("etcd to answer", DEADLINE, || {
-            self.ctl(&["endpoint", "health"]).ok()
-        });
+        wait_for("etcd to answer", DEADLINE, || self.ctl(self.ready).ok());
     }
 
     /// The etcd process id.
@@ -1583,6 +1584,7 @@ impl Etcd {
                 "--key".into(),
                 path(&ctl_key),
             ],
+            ready: &["endpoint", "health"],
         };
         etcd.spawn();
         etcd
@@ -1711,5 +1713,47 @@ impl Drop for FreezableProxy {
         self.state.changed.notify_all();
         // Wakes the accept loop, which then sees it is closed.
         let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+impl Etcd {
+    /// A second member of this (plaintext, single-node) etcd's cluster, added as a learner:
+    /// it accepts connections and keeps a copy of the data, but refuses every linearizable
+    /// read and every watch ("rpc not supported for learner"), an endpoint that connects and
+    /// does not serve.
+    pub fn add_learner(&self) -> Etcd {
+        let peer = format!("http://127.0.0.1:{}", free_port());
+        self.ctl(&[
+            "member",
+            "add",
+            "n2",
+            "--learner",
+            &format!("--peer-urls={peer}"),
+        ])
+        .unwrap_or_else(|e| panic!("etcdctl member add --learner: {e}"));
+        let data = tempfile::Builder::new()
+            .prefix("scriptd-etcd")
+            .tempdir()
+            .expect("etcd data dir");
+        let mut learner = Self {
+            child: None,
+            data,
+            url: format!("http://127.0.0.1:{}", free_port()),
+            // The flags below come after the ones `spawn` gives every member: they win.
+            args: vec![
+                "--name".into(),
+                "n2".into(),
+                "--initial-cluster".into(),
+                format!("n1={},n2={peer}", self.peer),
+                "--initial-cluster-state".into(),
+                "existing".into(),
+            ],
+            peer,
+            ctl_args: Vec::new(),
+            // A learner refuses `endpoint health`'s read; its status answers.
+            ready: &["endpoint", "status"],
+        };
+        learner.spawn();
+        learner
     }
 }
