@@ -1,7 +1,8 @@
 //! The etcd v3 gRPC client: the generated stubs (`proto/etcd/`, see `daemon/build.rs`), a
 //! connection with HTTP/2 keepalive (a frozen server is noticed within
-//! [`KEEPALIVE_INTERVAL`] + [`KEEPALIVE_TIMEOUT`]), authentication, and the three calls the
-//! source makes: read the key, watch it, compare-and-swap it.
+//! [`KEEPALIVE_INTERVAL`] + [`KEEPALIVE_TIMEOUT`]), over TLS for `https://` endpoints (see
+//! [`tls`]), authentication, and the three calls the source makes: read the key, watch it,
+//! compare-and-swap it.
 
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod mvccpb {

@@ -13,6 +13,11 @@
 //! The source going away never stops supervision: a closed connection, a frozen server
 //! (HTTP/2 keepalive, see [`client`]) or a cancelled watch (compaction) only mark the source
 //! disconnected ([`state`], shown by `ctl status`) and start a reconnect with backoff.
+//!
+//! Several endpoints: the key is read from the first that answers ([`read_any`]: one that
+//! connects but does not serve the read counts as down), and a lost watch reconnects
+//! starting with the endpoint after the one lost. The password and TLS files are read at
+//! start ([`access`]); the TLS connection and its failures in words are in [`tls`].
 
 pub mod access;
 pub mod client;
