@@ -1,8 +1,8 @@
 //! The TCP listener's TLS: the server config built from `daemon.listen.tls` (read once, at
-//! start), and the names a client certificate goes by.
+//! start, by [`crate::credential_files`]), and the names a client certificate goes by.
 //!
-//! rustls with the `ring` provider, the only crypto provider in the tree (`ctl` uses it
-//! through tonic's `tls-ring`, the tests' `rcgen` too): `ring` builds with a C compiler
+//! rustls with the `ring` provider, the only crypto provider in the tree (`ctl` and the
+//! etcd source's client use it through `tokio-rustls`, the tests' `rcgen` too): `ring` builds with a C compiler
 //! alone, where `aws-lc-rs` also wants CMake-sized builds of AWS-LC, for nothing this
 //! daemon needs (no FIPS, no post-quantum key exchange requirement).
 
