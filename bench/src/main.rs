@@ -358,7 +358,7 @@ fn bench_etcd(bins: &Path, out: &mut String) -> anyhow::Result<()> {
     let client = rt.block_on(async {
         let end = Instant::now() + Duration::from_secs(30);
         loop {
-            match Client::connect(&etcd.url, None).await {
+            match Client::connect(&etcd.url, &Default::default()).await {
                 Ok(c) if c.read(KEY).await.is_ok() => return Ok(c),
                 _ if Instant::now() > end => bail!("etcd did not answer"),
                 _ => tokio::time::sleep(Duration::from_millis(100)).await,

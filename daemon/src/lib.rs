@@ -6,6 +6,7 @@
 //! streams stop on a second one, cancelled once every runner has stopped its script.
 
 pub mod convert;
+pub mod credential_files;
 pub mod dirs;
 pub mod events;
 pub mod health;
@@ -140,6 +141,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_CONFIG_INVALID));
         }
     };
+    // The files daemon.source.etcd names are part of the config: read here, also by
+    // `--check`; one that cannot be used stops the start like any invalid key.
+    let etcd_access = match source::etcd::read_access(&source, &cfg) {
+        Ok(access) => access,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("scriptd: {} is invalid (1 error)", main_file.display());
+            return Ok(ExitCode::from(EXIT_CONFIG_INVALID));
+        }
+    };
     if cli.check {
         println!(
             "{}: OK ({} file{}, {} script{})",
@@ -171,7 +182,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(listen) => Some(tcp::server_config(&listen.tls)?),
         None => None,
     };
-    let served = runtime.block_on(serve(source, cfg, limits, tls, nofile.scripts));
+    let served = runtime.block_on(serve(source, cfg, etcd_access, limits, tls, nofile.scripts));
     // Whatever is still blocked on a client that went quiet is not waited for.
     runtime.shutdown_timeout(SERVER_LINGER);
     served?;
@@ -181,6 +192,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn serve(
     source: config::ConfigSource,
     cfg: config::Config,
+    etcd_access: Option<source::etcd::access::Access>,
     limits: socket::Limits,
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     script_nofile: Option<u64>,
@@ -271,24 +283,16 @@ async fn serve(
     let history = history::History::open(&daemon.state_dir, daemon.history_limit)
         .await
         .with_context(|| format!("cannot open the history in {}", daemon.state_dir.display()))?;
-    let (source, cfg, etcd) = match daemon.source.clone() {
-        None => (source, cfg, None),
-        Some(settings) => {
-            let credentials = {
-                let settings = settings.clone();
-                tokio::task::spawn_blocking(move || source::etcd::credentials(&settings))
-                    .await
-                    .context("reading the etcd password failed")??
-            };
-            let started =
-                source::etcd::startup(&settings, credentials.as_ref(), (source, cfg), &history)
-                    .await;
-            let etcd = (settings, credentials, started.resume);
+    let (source, cfg, etcd) = match (daemon.source.clone(), etcd_access) {
+        (Some(settings), Some(access)) => {
+            let started = source::etcd::startup(&settings, &access, (source, cfg), &history).await;
+            let etcd = (settings, access, started.resume);
             (started.source, started.config, Some(etcd))
         }
+        _ => (source, cfg, None),
     };
-    let mode = etcd.as_ref().map(|(settings, credentials, resume)| {
-        reload::etcd::EtcdMode::new(settings.clone(), credentials.clone(), resume.revision)
+    let mode = etcd.as_ref().map(|(settings, access, resume)| {
+        reload::etcd::EtcdMode::new(settings.clone(), access.clone(), resume.revision)
     });
     let (coordinator, started) = reload::Coordinator::start(
         main.clone(),
@@ -313,9 +317,9 @@ async fn serve(
     if let Some(w) = watcher {
         tracker.spawn(w.run(daemon.debounce, reload_tx.clone(), cancel.clone()));
     }
-    let etcd_state = etcd.map(|(settings, credentials, resume)| {
+    let etcd_state = etcd.map(|(settings, access, resume)| {
         let (task, state) =
-            source::etcd::EtcdSource::new(settings, credentials, resume, reload_tx.clone());
+            source::etcd::EtcdSource::new(settings, access, resume, reload_tx.clone());
         tracker.spawn(task.run(cancel.clone()));
         state
     });

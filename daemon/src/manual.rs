@@ -61,7 +61,8 @@ pub const CONFIG_KEYS: &[Row] = &[
     (
         "daemon.source.etcd",
         "The config comes from one etcd key: `{ endpoints: [http://HOST:PORT], key: KEY, \
-         username: NAME, password_file: PATH }` (see etcd in the README); this file then \
+         username: NAME, password_file: PATH }`, over TLS with `https://` endpoints and \
+         `tls: { ca: PEM, cert: PEM, key: PEM }` (see etcd in the README); this file then \
          holds only `daemon:`.",
     ),
     (

@@ -71,7 +71,8 @@ pub fn open_regular(path: &Path, opts: &OpenOptions) -> Result<File, OpenError> 
     })
 }
 
-fn kind_of(t: &std::fs::FileType) -> &'static str {
+/// What a file that is not a regular file is, in words ("FIFO", "directory").
+pub fn kind_of(t: &std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     if t.is_dir() {
         "directory"

@@ -1382,9 +1382,14 @@ pub struct Etcd {
     child: Option<Child>,
     /// The data dir (kept across [`Etcd::restart`]).
     pub data: tempfile::TempDir,
-    /// The client URL, `http://127.0.0.1:PORT`.
+    /// The client URL, `http://127.0.0.1:PORT` (`https://` with [`Etcd::start_tls`]).
     pub url: String,
     peer: String,
+    /// More flags for etcd (TLS) and for etcdctl (its CA, certificate, user).
+    args: Vec<String>,
+    ctl_args: Vec<String>,
+    /// The etcdctl command that answers once etcd is up.
+    ready: &'static [&'static str],
 }
 
 /// `bin`'s path, or a failure naming the Debian package that has it.
@@ -1413,6 +1418,9 @@ impl Etcd {
             data,
             url: format!("http://127.0.0.1:{}", free_port()),
             peer: format!("http://127.0.0.1:{}", free_port()),
+            args: Vec::new(),
+            ctl_args: Vec::new(),
+            ready: &["endpoint", "health"],
         };
         etcd.spawn();
         etcd
@@ -1433,15 +1441,14 @@ impl Etcd {
             .args(["--listen-peer-urls", &self.peer])
             .args(["--initial-advertise-peer-urls", &self.peer])
             .args(["--initial-cluster", &format!("n1={}", self.peer)])
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
             .spawn()
             .expect("spawn etcd");
         self.child = Some(child);
-        wait_for("etcd to answer", DEADLINE, || {
-            self.ctl(&["endpoint", "health"]).ok()
-        });
+        wait_for("etcd to answer", DEADLINE, || self.ctl(self.ready).ok());
     }
 
     /// The etcd process id.
@@ -1454,6 +1461,7 @@ impl Etcd {
         let out = Command::new(etcd_tool("etcdctl", "etcd-client"))
             .env("ETCDCTL_API", "3")
             .args(["--endpoints", &self.url, "--command-timeout", "3s"])
+            .args(&self.ctl_args)
             .args(args)
             .output()
             .expect("run etcdctl");
@@ -1533,5 +1541,219 @@ impl Drop for Etcd {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
         }
         self.stop();
+    }
+}
+
+impl Etcd {
+    /// Starts a fresh single-node etcd serving clients over TLS only (`https://`), with a
+    /// server certificate of `pki` (`localhost`, `127.0.0.1`); with `client_cert_auth`,
+    /// clients need a certificate signed by `pki`'s CA (`--client-cert-auth`). `etcdctl`
+    /// gets a client certificate `etcdctl`.
+    pub fn start_tls(pki: &Pki, client_cert_auth: bool) -> Self {
+        let data = tempfile::Builder::new()
+            .prefix("scriptd-etcd")
+            .tempdir()
+            .expect("etcd data dir");
+        let (cert, key) = pki.server();
+        let (ctl_cert, ctl_key) = pki.client("etcdctl");
+        let path = |p: &Path| p.display().to_string();
+        let mut args = vec![
+            "--cert-file".to_owned(),
+            path(&cert),
+            "--key-file".into(),
+            path(&key),
+        ];
+        if client_cert_auth {
+            args.extend([
+                "--trusted-ca-file".into(),
+                path(&pki.ca),
+                "--client-cert-auth".into(),
+            ]);
+        }
+        let mut etcd = Self {
+            child: None,
+            data,
+            url: format!("https://127.0.0.1:{}", free_port()),
+            peer: format!("http://127.0.0.1:{}", free_port()),
+            args,
+            ctl_args: vec![
+                "--cacert".into(),
+                path(&pki.ca),
+                "--cert".into(),
+                path(&ctl_cert),
+                "--key".into(),
+                path(&ctl_key),
+            ],
+            ready: &["endpoint", "health"],
+        };
+        etcd.spawn();
+        etcd
+    }
+
+    /// Adds a user `root` with `password` and enables authentication; `etcdctl` then
+    /// authenticates as root.
+    pub fn enable_auth(&mut self, password: &str) {
+        let user = format!("root:{password}");
+        for args in [&["user", "add", &user][..], &["auth", "enable"][..]] {
+            self.ctl(args)
+                .unwrap_or_else(|e| panic!("etcdctl {args:?}: {e}"));
+        }
+        self.ctl_args.extend(["--user".to_owned(), user]);
+    }
+}
+
+/// The etcd source in `ctl status --output json` of `d`.
+pub fn etcd_status(d: &Daemon) -> ctl::output::EtcdJson {
+    d.status().etcd.expect("status shows the etcd source")
+}
+
+/// The pid of service `name` of `d` once it runs `sleep {secs}`.
+pub fn running_sleep(d: &Daemon, name: &str, secs: u32) -> u32 {
+    let want = format!("sleep {secs}");
+    let s = d.wait_script(name, &format!("running `{want}`"), |s| {
+        s.pid.is_some_and(|p| cmdline(p).contains(&want))
+    });
+    s.pid.unwrap_or_default()
+}
+
+/// A TCP proxy on a free loopback port to `target` (`HOST:PORT`): a second endpoint for the
+/// same server, which [`FreezableProxy::freeze`] turns into a frozen one (connections stay
+/// open, nothing passes either way, as with a stopped server). Its threads end on drop.
+pub struct FreezableProxy {
+    /// The port it listens on.
+    pub port: u16,
+    state: std::sync::Arc<ProxyState>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    /// (frozen, closed)
+    flags: std::sync::Mutex<(bool, bool)>,
+    changed: std::sync::Condvar,
+}
+
+impl ProxyState {
+    /// Waits while frozen; false once closed.
+    fn pass(&self) -> bool {
+        let mut flags = self.flags.lock().expect("proxy lock");
+        while flags.0 && !flags.1 {
+            flags = self.changed.wait(flags).expect("proxy lock");
+        }
+        !flags.1
+    }
+
+    fn closed(&self) -> bool {
+        self.flags.lock().expect("proxy lock").1
+    }
+}
+
+impl FreezableProxy {
+    /// Starts forwarding to `target`.
+    pub fn start(target: &str) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let state = std::sync::Arc::new(ProxyState::default());
+        let (target, shared) = (target.to_owned(), state.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if shared.closed() {
+                    return;
+                }
+                let (Ok(client), Ok(server)) = (client, std::net::TcpStream::connect(&target))
+                else {
+                    continue;
+                };
+                for (from, to) in [
+                    (client.try_clone(), server.try_clone()),
+                    (Ok(server), Ok(client)),
+                ] {
+                    let (Ok(from), Ok(to)) = (from, to) else {
+                        continue;
+                    };
+                    let shared = shared.clone();
+                    std::thread::spawn(move || pump(from, to, &shared));
+                }
+            }
+        });
+        Self { port, state }
+    }
+
+    /// The proxy's URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// From now on nothing passes, on open connections and new ones.
+    pub fn freeze(&self) {
+        self.state.flags.lock().expect("proxy lock").0 = true;
+        self.state.changed.notify_all();
+    }
+}
+
+/// Copies `from` to `to` while the proxy lets it.
+fn pump(mut from: std::net::TcpStream, mut to: std::net::TcpStream, state: &ProxyState) {
+    use std::io::{Read, Write};
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if !state.pass() || to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+    let _ = from.shutdown(std::net::Shutdown::Both);
+}
+
+impl Drop for FreezableProxy {
+    fn drop(&mut self) {
+        self.state.flags.lock().expect("proxy lock").1 = true;
+        self.state.changed.notify_all();
+        // Wakes the accept loop, which then sees it is closed.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+impl Etcd {
+    /// A second member of this (plaintext, single-node) etcd's cluster, added as a learner:
+    /// it accepts connections and keeps a copy of the data, but refuses every linearizable
+    /// read and every watch ("rpc not supported for learner"), an endpoint that connects and
+    /// does not serve.
+    pub fn add_learner(&self) -> Etcd {
+        let peer = format!("http://127.0.0.1:{}", free_port());
+        self.ctl(&[
+            "member",
+            "add",
+            "n2",
+            "--learner",
+            &format!("--peer-urls={peer}"),
+        ])
+        .unwrap_or_else(|e| panic!("etcdctl member add --learner: {e}"));
+        let data = tempfile::Builder::new()
+            .prefix("scriptd-etcd")
+            .tempdir()
+            .expect("etcd data dir");
+        let mut learner = Self {
+            child: None,
+            data,
+            url: format!("http://127.0.0.1:{}", free_port()),
+            // The flags below come after the ones `spawn` gives every member: they win.
+            args: vec![
+                "--name".into(),
+                "n2".into(),
+                "--initial-cluster".into(),
+                format!("n1={},n2={peer}", self.peer),
+                "--initial-cluster-state".into(),
+                "existing".into(),
+            ],
+            peer,
+            ctl_args: Vec::new(),
+            // A learner refuses `endpoint health`'s read; its status answers.
+            ready: &["endpoint", "status"],
+        };
+        learner.spawn();
+        learner
     }
 }

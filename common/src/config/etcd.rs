@@ -15,7 +15,8 @@ pub const VALUE_FILE_PREFIX: &str = "etcd:";
 /// `daemon.source.etcd`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EtcdSource {
-    /// Client URLs (`http://host:port`), tried in order.
+    /// Client URLs (`http://host:port`, or all `https://host:port` with [`Self::tls`]),
+    /// tried in order.
     pub endpoints: Vec<String>,
     /// The key whose value is the config.
     pub key: String,
@@ -23,6 +24,27 @@ pub struct EtcdSource {
     pub username: Option<String>,
     /// File holding the password (absolute; its first line, without the newline).
     pub password_file: Option<PathBuf>,
+    /// `tls`: the files of a TLS connection (`https://` endpoints), read at start.
+    pub tls: Option<EtcdTls>,
+}
+
+/// `daemon.source.etcd.tls`: PEM files, absolute paths.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EtcdTls {
+    /// The CA (one or more certificates) that signed etcd's server certificate.
+    pub ca: PathBuf,
+    /// The client certificate (chain) and its private key, for an etcd that requires
+    /// client certificates (`--client-cert-auth`).
+    pub client: Option<ClientCert>,
+}
+
+/// A client certificate and its key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClientCert {
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
 }
 
 /// The config file name of the value of `key` (`etcd:/scriptd/web-1`).

@@ -15,7 +15,7 @@ mod include_walk;
 pub mod limits;
 mod load;
 mod parse;
-mod positions;
+pub mod positions;
 mod read;
 pub mod resource_limits;
 mod validate;

@@ -83,6 +83,80 @@ fn bad_etcd_settings_are_errors_at_their_keys() {
     }
 }
 
+/// `daemon.source.etcd` with `endpoints` and `tls` lines (each under `etcd:`).
+fn with_tls(endpoints: &str, tls: &str) -> String {
+    format!("daemon:\n  source:\n    etcd:\n      endpoints: {endpoints}\n      key: /k\n{tls}")
+}
+
+#[test]
+fn tls_takes_https_endpoints_a_ca_and_optionally_a_client_certificate() {
+    let (source, _) = check(
+        &with_tls(
+            "[\"https://e:2379\", \"https://f:2379\"]",
+            "      tls: { ca: ca.pem, cert: c.pem, key: c.key }\n",
+        ),
+        None,
+    )
+    .expect("valid");
+    let tls = source.and_then(|s| s.tls).expect("tls settings");
+    assert!(
+        tls.ca.is_absolute() && tls.ca.ends_with("ca.pem"),
+        "{tls:?}"
+    );
+    let client = tls.client.expect("a client certificate");
+    assert!(client.cert.ends_with("c.pem") && client.key.ends_with("c.key"));
+    let (source, _) = check(
+        &with_tls("[\"https://e:2379\"]", "      tls: { ca: /ca.pem }\n"),
+        None,
+    )
+    .expect("valid");
+    assert_eq!(source.and_then(|s| s.tls).and_then(|t| t.client), None);
+}
+
+#[test]
+fn tls_settings_that_cannot_work_are_errors() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "[\"https://e:1\", \"http://f:1\"]",
+            "      tls: { ca: /ca.pem }\n",
+            "daemon.source.etcd.endpoints: mixes http:// and https:// endpoints",
+        ),
+        (
+            "[\"https://e:1\"]",
+            "",
+            "daemon.source.etcd: https:// endpoints need \"tls\" with at least \"ca\"",
+        ),
+        (
+            "[\"http://e:1\"]",
+            "      tls: { ca: /ca.pem }\n",
+            "daemon.source.etcd.tls: TLS needs https:// endpoints",
+        ),
+        (
+            "[\"https://e:1\"]",
+            "      tls: { cert: /c.pem, key: /c.key }\n",
+            "daemon.source.etcd.tls: missing \"ca\"",
+        ),
+        (
+            "[\"https://e:1\"]",
+            "      tls: { ca: /ca.pem, cert: /c.pem }\n",
+            "daemon.source.etcd.tls: \"cert\" and \"key\" go together",
+        ),
+        (
+            "[\"https://e:1\"]",
+            "      tls: { ca: /ca.pem, client_ca: /x.pem }\n",
+            "daemon.source.etcd.tls.client_ca: unknown key",
+        ),
+    ];
+    for (endpoints, tls, want) in cases {
+        let yaml = with_tls(endpoints, tls);
+        let errors = check(&yaml, None).expect_err(&yaml);
+        assert!(
+            errors.iter().any(|e| e.contains(want)),
+            "{yaml}: wanted {want:?} in {errors:#?}"
+        );
+    }
+}
+
 #[test]
 fn scripts_in_the_bootstrap_file_of_an_etcd_config_are_errors() {
     let yaml = format!("{BOOT}scripts:\n  a: {{ command: \"sleep 9\" }}\n");

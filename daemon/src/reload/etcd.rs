@@ -5,15 +5,16 @@
 //! nothing is applied.
 
 use super::Candidate;
-use crate::source::etcd::client::{Client, Credentials, Read, Swap};
-use crate::source::etcd::{connect, EtcdValue};
+use crate::source::etcd::access::Access;
+use crate::source::etcd::client::{Client, Read, Swap};
+use crate::source::etcd::{connect, read_any, EtcdValue};
 use scriptd_common::config::etcd::{self as cfg_etcd, EtcdSource as Settings};
 use scriptd_common::config::{self, ConfigErrors, ConfigSource};
 
 /// The etcd side of the coordinator's state.
 pub struct EtcdMode {
     settings: Settings,
-    credentials: Option<Credentials>,
+    access: Access,
     /// The mod revision of the value the running version holds; `None` when it did not come
     /// from the key in this daemon's life (the history's last version, run at start while
     /// etcd was away).
@@ -30,14 +31,10 @@ pub struct Write {
 
 impl EtcdMode {
     /// The etcd mode of `settings`, running the value of mod revision `revision`.
-    pub fn new(
-        settings: Settings,
-        credentials: Option<Credentials>,
-        revision: Option<i64>,
-    ) -> Self {
+    pub fn new(settings: Settings, access: Access, revision: Option<i64>) -> Self {
         Self {
             settings,
-            credentials,
+            access,
             revision,
         }
     }
@@ -128,29 +125,32 @@ impl EtcdMode {
         })
     }
 
-    /// A connection to the first endpoint that answers, or why none does.
+    /// A connection to the first endpoint that connects, or why none does.
     async fn client(&self) -> Result<Client, String> {
-        connect(&self.settings, self.credentials.as_ref())
+        connect(&self.settings, &self.access, 0)
             .await
-            .map_err(|(endpoint, e)| format!("etcd is unreachable ({endpoint}: {e})"))
+            .map(|(_, client)| client)
+            .map_err(|e| format!("etcd is unreachable ({e})"))
     }
 
-    /// Reads the key now (`ctl reload`, SIGHUP): its value, or why not.
+    /// Reads the key now (`ctl reload`, SIGHUP) from the first endpoint that answers: its
+    /// value, or why not.
     pub async fn read(&self) -> Result<EtcdValue, String> {
         let key = self.key();
-        let client = self
-            .client()
-            .await
-            .map_err(|e| format!("{e}; the running version stays"))?;
-        match client.read(key).await {
-            Ok(Read {
-                value: Some((bytes, revision)),
-                ..
-            }) => Ok(EtcdValue { bytes, revision }),
-            Ok(Read { value: None, .. }) => Err(format!(
+        match read_any(&self.settings, &self.access).await {
+            Ok((
+                _,
+                Read {
+                    value: Some((bytes, revision)),
+                    ..
+                },
+            )) => Ok(EtcdValue { bytes, revision }),
+            Ok((_, Read { value: None, .. })) => Err(format!(
                 "the key {key:?} does not exist; the running version stays"
             )),
-            Err(e) => Err(format!("{e}; the running version stays")),
+            Err(e) => Err(format!(
+                "etcd is unreachable ({e}); the running version stays"
+            )),
         }
     }
 

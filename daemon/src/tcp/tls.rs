@@ -1,53 +1,23 @@
 //! The TCP listener's TLS: the server config built from `daemon.listen.tls` (read once, at
-//! start), and the names a client certificate goes by.
+//! start, by [`crate::credential_files`]), and the names a client certificate goes by.
 //!
-//! rustls with the `ring` provider, the only crypto provider in the tree (`ctl` uses it
-//! through tonic's `tls-ring`, the tests' `rcgen` too): `ring` builds with a C compiler
+//! rustls with the `ring` provider, the only crypto provider in the tree (`ctl` and the
+//! etcd source's client use it through `tokio-rustls`, the tests' `rcgen` too): `ring` builds with a C compiler
 //! alone, where `aws-lc-rs` also wants CMake-sized builds of AWS-LC, for nothing this
 //! daemon needs (no FIPS, no post-quantum key exchange requirement).
 
+use crate::credential_files::{self, CredentialFileError};
 use scriptd_common::config::TlsFiles;
-use std::path::Path;
 use std::sync::Arc;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
-use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
+use tokio_rustls::rustls::{self, ServerConfig};
 
 /// Why the TLS files of `daemon.listen.tls` cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    /// A file cannot be read.
-    #[error("cannot read daemon.listen.tls.{key} {path}: {source}")]
-    Read {
-        /// Which key names it.
-        key: &'static str,
-        /// The file.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// A file holds no usable PEM item of the kind needed.
-    #[error("daemon.listen.tls.{key} {path}: {what}")]
-    Pem {
-        /// Which key names it.
-        key: &'static str,
-        /// The file.
-        path: String,
-        /// What is wrong.
-        what: String,
-    },
-    /// The private key may be read by other users.
-    #[error(
-        "daemon.listen.tls.key {path} can be read by other users (mode {mode:o}); make it \
-         readable by the daemon's user only (chmod 600)"
-    )]
-    KeyReadable {
-        /// The file.
-        path: String,
-        /// Its mode.
-        mode: u32,
-    },
+    /// A file cannot be read or holds nothing usable.
+    #[error(transparent)]
+    File(#[from] CredentialFileError),
     /// rustls refused the certificates or key.
     #[error("daemon.listen.tls: {0}")]
     Rustls(String),
@@ -56,16 +26,9 @@ pub enum TlsError {
 /// The server config: the certificate and key of `files`, client certificates required and
 /// verified against `files.client_ca`, HTTP/2 only.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
-    let certs = certificates(&files.cert, "cert")?;
-    let key = private_key(&files.key)?;
-    let mut roots = RootCertStore::empty();
-    for ca in certificates(&files.client_ca, "client_ca")? {
-        roots.add(ca).map_err(|e| TlsError::Pem {
-            key: "client_ca",
-            path: files.client_ca.display().to_string(),
-            what: format!("not a usable CA certificate: {e}"),
-        })?;
-    }
+    let certs = credential_files::certificates(&files.cert, "daemon.listen.tls.cert")?;
+    let key = credential_files::private_key(&files.key, "daemon.listen.tls.key")?;
+    let roots = credential_files::roots(&files.client_ca, "daemon.listen.tls.client_ca")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
@@ -78,55 +41,6 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
         .map_err(|e| TlsError::Rustls(format!("cert and key: {e}")))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
-}
-
-fn read(path: &Path, key: &'static str) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        key,
-        path: path.display().to_string(),
-        source,
-    })
-}
-
-/// Every certificate in the PEM file at `path`; at least one.
-fn certificates(path: &Path, key: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(path, key)?;
-    let bad = |what: String| TlsError::Pem {
-        key,
-        path: path.display().to_string(),
-        what,
-    };
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(format!("not PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(bad("holds no certificate (BEGIN CERTIFICATE)".into()));
-    }
-    Ok(certs)
-}
-
-/// The private key in the PEM file at `path`, which only the daemon's user may read.
-fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    use std::os::unix::fs::MetadataExt;
-    let pem = read(path, "key")?;
-    let mode = std::fs::metadata(path)
-        .map_err(|source| TlsError::Read {
-            key: "key",
-            path: path.display().to_string(),
-            source,
-        })?
-        .mode();
-    if mode & 0o004 != 0 {
-        return Err(TlsError::KeyReadable {
-            path: path.display().to_string(),
-            mode: mode & 0o7777,
-        });
-    }
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::Pem {
-        key: "key",
-        path: path.display().to_string(),
-        what: format!("no private key (PKCS#8, PKCS#1 or SEC1 PEM): {e}"),
-    })
 }
 
 /// The names a client certificate (DER) goes by, as `daemon.access` `cert:` rules match

@@ -6,9 +6,10 @@
 //! back with a compare-and-swap: of two concurrent ones exactly one wins.
 
 use ctl::history::{HistoryEntryJson, HistoryJson};
-use ctl::output::EtcdJson;
 use nix::sys::signal::Signal;
-use scriptd_e2e::{is_phase, wait_for, Daemon, Env, Etcd, Events, DEADLINE};
+use scriptd_e2e::{
+    etcd_status, is_phase, running_sleep as running, wait_for, Daemon, Env, Etcd, Events, DEADLINE,
+};
 use std::process::Stdio;
 
 const KEY: &str = "/scriptd/hosts/test/config";
@@ -41,20 +42,6 @@ fn entries_of(d: &Daemon, revision: i64) -> Vec<HistoryEntryJson> {
         .into_iter()
         .filter(|e| e.etcd_revision == Some(revision))
         .collect()
-}
-
-fn etcd_status(d: &Daemon) -> EtcdJson {
-    d.status().etcd.expect("status shows the etcd source")
-}
-
-/// The pid of service `name` once it runs `sleep {secs}`.
-fn running(d: &Daemon, name: &str, secs: u32) -> u32 {
-    let want = format!("sleep {secs}");
-    let s = d.wait_script(name, &format!("running `{want}`"), |s| {
-        s.pid
-            .is_some_and(|p| scriptd_e2e::cmdline(p).contains(&want))
-    });
-    s.pid.unwrap_or_default()
 }
 
 /// Waits until the value of revision `revision` is the running one.

@@ -8,6 +8,8 @@ mod completion;
 mod connections;
 mod descriptors;
 mod etcd;
+mod etcd_endpoints;
+mod etcd_tls;
 mod etcd_verify;
 mod events_filter;
 mod fleet;

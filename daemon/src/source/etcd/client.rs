@@ -1,7 +1,8 @@
 //! The etcd v3 gRPC client: the generated stubs (`proto/etcd/`, see `daemon/build.rs`), a
 //! connection with HTTP/2 keepalive (a frozen server is noticed within
-//! [`KEEPALIVE_INTERVAL`] + [`KEEPALIVE_TIMEOUT`]), authentication, and the three calls the
-//! source makes: read the key, watch it, compare-and-swap it.
+//! [`KEEPALIVE_INTERVAL`] + [`KEEPALIVE_TIMEOUT`]), over TLS for `https://` endpoints (see
+//! [`tls`]), authentication, and the three calls the source makes: read the key, watch it,
+//! compare-and-swap it.
 
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod mvccpb {
@@ -12,6 +13,8 @@ pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
 }
 
+use super::access::Access;
+use super::tls;
 use etcdserverpb::auth_client::AuthClient;
 use etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use etcdserverpb::kv_client::KvClient;
@@ -59,30 +62,47 @@ pub enum EtcdError {
         /// etcd's status message.
         status: String,
     },
-    /// The password file could not be read.
-    #[error("cannot read the password file {path}: {reason}")]
-    Password {
-        /// Its path.
-        path: String,
-        /// Why.
-        reason: String,
-    },
+    /// No endpoint answered: each one tried, and why.
+    #[error("{}", tried(.0))]
+    Unreachable(Vec<(String, EtcdError)>),
 }
 
-fn call_error(call: &'static str) -> impl Fn(tonic::Status) -> EtcdError {
+fn tried(failures: &[(String, EtcdError)]) -> String {
+    failures
+        .iter()
+        .map(|(endpoint, e)| match e {
+            EtcdError::Connect { reason, .. } => format!("{endpoint}: {reason}"),
+            other => format!("{endpoint}: {other}"),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn call_error(call: &'static str, client_cert: bool) -> impl Fn(tonic::Status) -> EtcdError {
     move |s| EtcdError::Call {
         call,
-        status: format!("{} ({:?})", s.message(), s.code()),
+        status: status_text(&s, client_cert),
     }
 }
 
-/// Runs `f` with [`CALL_TIMEOUT`].
+/// A status in words: its message, or what its cause comes down to (a broken connection,
+/// a TLS refusal: see [`tls::explain`]; `client_cert`: one was presented), and its code.
+fn status_text(s: &tonic::Status, client_cert: bool) -> String {
+    let why = match std::error::Error::source(s) {
+        Some(cause) => tls::explain(cause, client_cert),
+        None => tls::hint_text(s.message(), client_cert),
+    };
+    format!("{why} ({:?})", s.code())
+}
+
+/// Runs `f` with [`CALL_TIMEOUT`] (`client_cert`: the connection presents one).
 async fn timed<T>(
     call: &'static str,
+    client_cert: bool,
     f: impl std::future::Future<Output = Result<T, tonic::Status>>,
 ) -> Result<T, EtcdError> {
     match tokio::time::timeout(CALL_TIMEOUT, f).await {
-        Ok(r) => r.map_err(call_error(call)),
+        Ok(r) => r.map_err(call_error(call, client_cert)),
         Err(_) => Err(EtcdError::Timeout(call)),
     }
 }
@@ -110,39 +130,32 @@ pub enum Swap {
 pub struct Client {
     channel: Channel,
     token: Option<MetadataValue<tonic::metadata::Ascii>>,
+    /// The connection presents a client certificate.
+    client_cert: bool,
     /// The endpoint connected to.
     pub endpoint: String,
 }
 
-/// User name and password (read from `password_file` when connecting).
-#[derive(Debug, Clone)]
-pub struct Credentials {
-    /// The user.
-    pub username: String,
-    /// The password.
-    pub password: String,
-}
-
 impl Client {
-    /// Connects to `endpoint` (and authenticates with `credentials`).
-    pub async fn connect(
-        endpoint: &str,
-        credentials: Option<&Credentials>,
-    ) -> Result<Self, EtcdError> {
-        let channel = Endpoint::from_shared(endpoint.to_owned())
+    /// Connects to `endpoint` (over TLS, and authenticated, as `access` says).
+    pub async fn connect(endpoint: &str, access: &Access) -> Result<Self, EtcdError> {
+        let settings = Endpoint::from_shared(endpoint.to_owned())
             .map_err(|_| EtcdError::Endpoint(endpoint.to_owned()))?
             .connect_timeout(CALL_TIMEOUT)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(true)
-            .connect()
-            .await
-            .map_err(|e| EtcdError::Connect {
-                endpoint: endpoint.to_owned(),
-                reason: std::error::Error::source(&e)
-                    .map_or_else(|| e.to_string(), |s| s.to_string()),
-            })?;
-        let token = match credentials {
+            .keep_alive_while_idle(true);
+        let client_cert = access.tls.as_ref().is_some_and(|t| t.client_cert);
+        let failed = |e: tonic::transport::Error| EtcdError::Connect {
+            endpoint: endpoint.to_owned(),
+            reason: tls::explain(&e, client_cert),
+        };
+        let channel = match &access.tls {
+            Some(tls) => tls::connect(settings, tls.config.clone()).await,
+            None => settings.connect().await,
+        }
+        .map_err(failed)?;
+        let token = match &access.credentials {
             None => None,
             Some(c) => {
                 let mut auth = AuthClient::new(channel.clone());
@@ -150,7 +163,7 @@ impl Client {
                     name: c.username.clone(),
                     password: c.password.clone(),
                 };
-                let token = timed("authenticate", auth.authenticate(request))
+                let token = timed("authenticate", client_cert, auth.authenticate(request))
                     .await?
                     .into_inner()
                     .token;
@@ -163,8 +176,14 @@ impl Client {
         Ok(Self {
             channel,
             token,
+            client_cert,
             endpoint: endpoint.to_owned(),
         })
+    }
+
+    /// A failed call's status in words (see [`tls::explain`]).
+    pub fn explain(&self, s: &tonic::Status) -> String {
+        status_text(s, self.client_cert)
     }
 
     /// `msg` as a request carrying the token.
@@ -183,7 +202,7 @@ impl Client {
             key: key.as_bytes().to_vec(),
             ..Default::default()
         });
-        let r = timed("reading the key", kv.range(request))
+        let r = timed("reading the key", self.client_cert, kv.range(request))
             .await?
             .into_inner();
         Ok(Read {
@@ -217,7 +236,7 @@ impl Client {
             }],
             failure: Vec::new(),
         });
-        let r = timed("writing the key", kv.txn(request))
+        let r = timed("writing the key", self.client_cert, kv.txn(request))
             .await?
             .into_inner();
         Ok(if r.succeeded {
@@ -246,7 +265,7 @@ impl Client {
         // The channel holds one request and is empty: this cannot fail.
         let _ = tx.try_send(create);
         let request = self.request(tokio_stream::wrappers::ReceiverStream::new(rx));
-        let stream = timed("starting the watch", watch.watch(request))
+        let stream = timed("starting the watch", self.client_cert, watch.watch(request))
             .await?
             .into_inner();
         Ok((stream, tx))

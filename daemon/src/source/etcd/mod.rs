@@ -13,13 +13,21 @@
 //! The source going away never stops supervision: a closed connection, a frozen server
 //! (HTTP/2 keepalive, see [`client`]) or a cancelled watch (compaction) only mark the source
 //! disconnected ([`state`], shown by `ctl status`) and start a reconnect with backoff.
+//!
+//! Several endpoints: the key is read from the first that answers ([`read_any`]: one that
+//! connects but does not serve the read counts as down), and a lost watch reconnects
+//! starting with the endpoint after the one lost. The password and TLS files are read at
+//! start ([`access`]); the TLS connection and its failures in words are in [`tls`].
 
+pub mod access;
 pub mod client;
 pub mod state;
+pub mod tls;
 
 use crate::history::History;
 use crate::reload::{Request, Source};
-use client::{Client, Credentials, EtcdError};
+use access::Access;
+use client::{Client, EtcdError, Read};
 use scriptd_common::config::etcd::{self as cfg_etcd, EtcdSource as Settings};
 use scriptd_common::config::{self, Backoff, Config, ConfigErrors, ConfigSource};
 use state::{Publisher, SourceState};
@@ -67,49 +75,59 @@ pub struct Resume {
     fallback: Option<String>,
 }
 
-/// Reads the password of `settings` (blocking); warns when others may read the file.
-pub fn credentials(settings: &Settings) -> Result<Option<Credentials>, EtcdError> {
-    use std::os::unix::fs::PermissionsExt;
-    let (Some(username), Some(path)) = (&settings.username, &settings.password_file) else {
+/// The files `daemon.source.etcd` of `config` names, read (blocking; `source`: the config's
+/// files, for the position of the setting at fault): `None` without an etcd source.
+pub fn read_access(source: &ConfigSource, config: &Config) -> Result<Option<Access>, ConfigErrors> {
+    let Some(settings) = &config.daemon.source else {
         return Ok(None);
     };
-    if let Ok(meta) = std::fs::metadata(path) {
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(
-                "the etcd password file {} can be read by group or others (mode {:o}); \
-                 `chmod 600` it",
-                path.display(),
-                meta.permissions().mode() & 0o7777
-            );
-        }
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| EtcdError::Password {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    let password = text.lines().next().unwrap_or_default().to_owned();
-    Ok(Some(Credentials {
-        username: username.clone(),
-        password,
-    }))
+    access::read(settings).map(Some).map_err(|e| {
+        let main = source.files.first();
+        let pos = main.map(|f| config::positions::Positions::of(&f.content).value(e.setting()));
+        ConfigErrors(vec![config::ConfigError {
+            file: main.map(|f| f.name.clone()).unwrap_or_default(),
+            line: pos.map_or(0, |p| p.line),
+            column: pos.map_or(0, |p| p.column),
+            path: String::new(),
+            message: e.to_string(),
+        }])
+    })
 }
 
-/// Connects to the first endpoint that answers; or the last endpoint tried and its error.
+/// Connects to the endpoints in turn, from the `first`th on (wrapping around): the first
+/// that connects and its index; or, when none does, every endpoint's failure.
 pub async fn connect(
     settings: &Settings,
-    credentials: Option<&Credentials>,
-) -> Result<Client, (String, EtcdError)> {
-    let mut last = None;
-    for endpoint in &settings.endpoints {
-        match Client::connect(endpoint, credentials).await {
-            Ok(c) => return Ok(c),
-            Err(e) => last = Some((endpoint.clone(), e)),
+    access: &Access,
+    first: usize,
+) -> Result<(usize, Client), EtcdError> {
+    let n = settings.endpoints.len();
+    let mut failures = Vec::new();
+    for i in (0..n).map(|k| (first + k) % n) {
+        match Client::connect(&settings.endpoints[i], access).await {
+            Ok(c) => return Ok((i, c)),
+            Err(e) => failures.push((settings.endpoints[i].clone(), e)),
         }
     }
-    Err(last.unwrap_or_else(|| {
-        let none = EtcdError::Endpoint(String::new());
-        (String::new(), none)
-    }))
+    Err(EtcdError::Unreachable(failures))
+}
+
+/// Reads the key from the first endpoint that answers, in order: an endpoint that accepts
+/// the connection but does not answer (a frozen server) counts as down. The connection and
+/// what it read; or every endpoint's failure.
+pub async fn read_any(settings: &Settings, access: &Access) -> Result<(Client, Read), EtcdError> {
+    let mut failures = Vec::new();
+    for endpoint in &settings.endpoints {
+        let read = match Client::connect(endpoint, access).await {
+            Ok(client) => match client.read(&settings.key).await {
+                Ok(read) => return Ok((client, read)),
+                Err(e) => e,
+            },
+            Err(e) => e,
+        };
+        failures.push((endpoint.clone(), read));
+    }
+    Err(EtcdError::Unreachable(failures))
 }
 
 /// Validates `source` on a blocking thread.
@@ -132,44 +150,41 @@ async fn validate(source: ConfigSource) -> Result<(ConfigSource, Config), Config
 /// one, no scripts until the key can be read. `bootstrap`: the main file as loaded.
 pub async fn startup(
     settings: &Settings,
-    credentials: Option<&Credentials>,
+    access: &Access,
     bootstrap: (ConfigSource, Config),
     history: &History,
 ) -> Startup {
     let key = &settings.key;
-    let problem = match connect(settings, credentials).await {
-        Err((endpoint, e)) => format!("etcd is unreachable ({endpoint}: {e})"),
-        Ok(client) => match client.read(key).await {
-            Err(e) => format!("the key {key:?} cannot be read ({e})"),
-            Ok(read) => match read.value {
-                None => format!("the key {key:?} does not exist"),
-                Some((bytes, revision)) => {
-                    let name = cfg_etcd::value_file_name(key);
-                    let checked = match config::decode(&name, bytes) {
-                        Ok(text) => validate(cfg_etcd::with_value(&bootstrap.0, key, text)).await,
-                        Err(e) => Err(ConfigErrors::file(&name, e.to_string())),
-                    };
-                    match checked {
-                        Ok((source, config)) => {
-                            let resume = Resume {
-                                revision: Some(revision),
-                                client: Some(client),
-                                problem: String::new(),
-                                fallback: None,
-                            };
-                            return Startup {
-                                source,
-                                config,
-                                resume,
-                            };
-                        }
-                        Err(errors) => format!(
-                            "the value of {key:?} at revision {revision} is invalid: {}",
-                            errors.summary(3)
-                        ),
+    let problem = match read_any(settings, access).await {
+        Err(e) => format!("etcd is unreachable ({e})"),
+        Ok((client, read)) => match read.value {
+            None => format!("the key {key:?} does not exist"),
+            Some((bytes, revision)) => {
+                let name = cfg_etcd::value_file_name(key);
+                let checked = match config::decode(&name, bytes) {
+                    Ok(text) => validate(cfg_etcd::with_value(&bootstrap.0, key, text)).await,
+                    Err(e) => Err(ConfigErrors::file(&name, e.to_string())),
+                };
+                match checked {
+                    Ok((source, config)) => {
+                        let resume = Resume {
+                            revision: Some(revision),
+                            client: Some(client),
+                            problem: String::new(),
+                            fallback: None,
+                        };
+                        return Startup {
+                            source,
+                            config,
+                            resume,
+                        };
                     }
+                    Err(errors) => format!(
+                        "the value of {key:?} at revision {revision} is invalid: {}",
+                        errors.summary(3)
+                    ),
                 }
-            },
+            }
         },
     };
     let (source, config, from) = match last_value(settings, &bootstrap.0, history).await {
@@ -226,7 +241,11 @@ async fn last_value(
 /// The source's task: watches the key and hands new values to the coordinator.
 pub struct EtcdSource {
     settings: Settings,
-    credentials: Option<Credentials>,
+    access: Access,
+    /// The index of the endpoint the next connection tries first: the one after the
+    /// endpoint whose connection was lost last (a dead or frozen endpoint is not retried
+    /// before the others).
+    next: usize,
     reloads: mpsc::Sender<Request>,
     state: Publisher,
     /// The mod revision of the last value handed over (or run at start).
@@ -244,7 +263,7 @@ impl EtcdSource {
     /// The task for `settings`, going on from `resume`; and the state `ctl status` reads.
     pub fn new(
         settings: Settings,
-        credentials: Option<Credentials>,
+        access: Access,
         resume: Resume,
         reloads: mpsc::Sender<Request>,
     ) -> (Self, watch::Receiver<SourceState>) {
@@ -257,8 +276,13 @@ impl EtcdSource {
             state.disconnected(&endpoint, resume.problem, crate::now_ms());
         }
         let source = Self {
+            next: settings
+                .endpoints
+                .iter()
+                .position(|e| *e == endpoint)
+                .unwrap_or(0),
             settings,
-            credentials,
+            access,
             reloads,
             state,
             delivered: resume.revision.unwrap_or(0),
@@ -304,13 +328,23 @@ impl EtcdSource {
     /// watch it; read again after a watch cancelled by a compaction. Returns why it ended
     /// (the endpoint and the error).
     async fn session(&mut self, failures: &mut u32) -> (String, EtcdError) {
+        let n = self.settings.endpoints.len().max(1);
         let client = match self.client.take() {
             Some(c) => c,
-            None => match connect(&self.settings, self.credentials.as_ref()).await {
-                Ok(c) => c,
-                Err(lost) => return lost,
+            None => match connect(&self.settings, &self.access, self.next).await {
+                Ok((i, c)) => {
+                    self.next = i;
+                    c
+                }
+                Err(e) => {
+                    let last = (self.next + n - 1) % n;
+                    let endpoint = self.settings.endpoints.get(last).cloned();
+                    return (endpoint.unwrap_or_default(), e);
+                }
             },
         };
+        // Whatever ends this connection, the next one tries the following endpoint first.
+        self.next = (self.next + 1) % n;
         let at = |e| (client.endpoint.clone(), e);
         let key = self.settings.key.clone();
         loop {
@@ -355,7 +389,7 @@ impl EtcdSource {
                     Err(s) => {
                         return at(EtcdError::Call {
                             call: "the watch",
-                            status: format!("{} ({:?})", s.message(), s.code()),
+                            status: client.explain(&s),
                         })
                     }
                 };
