@@ -57,8 +57,11 @@ fn a_put_restarts_only_the_changed_script_and_an_invalid_value_is_refused_and_re
     let (_env, d, r1) = start(&etcd, &value(1001));
     let a = running(&d, "a", 1000);
     let b = running(&d, "b", 1001);
-    let s = etcd_status(&d);
-    assert!(s.connected, "{s:?}");
+    // The watch is set up after the first read: wait for it.
+    let s = wait_for("the watch connected", DEADLINE, || {
+        let s = etcd_status(&d);
+        s.connected.then_some(s)
+    });
     assert_eq!(
         (s.key.as_str(), s.endpoint.as_str()),
         (KEY, etcd.url.as_str())
