@@ -116,23 +116,6 @@ pub enum Target {
     Remote(crate::context::Context),
 }
 
-/// [`Target`] by the selection rules: `--socket`/`SCRIPTD_SOCKET` wins; else `context`
-/// (`--context`/`SCRIPTD_CONTEXT`), else the current context
-/// ([`crate::context::selected`]); else [`resolve_socket`].
-pub fn resolve(
-    socket: Option<&Path>,
-    context: Option<&str>,
-    config: Option<&Path>,
-) -> CtlResult<Target> {
-    if let Some(s) = socket {
-        return Ok(Target::Socket(s.to_path_buf()));
-    }
-    match crate::context::selected(context)? {
-        Some(c) => target_of(c),
-        None => resolve_socket(None, config).map(Target::Socket),
-    }
-}
-
 /// Where context `c`'s daemon is.
 pub fn target_of(c: crate::context::Context) -> CtlResult<Target> {
     use crate::context::Endpoint;

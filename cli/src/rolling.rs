@@ -8,14 +8,14 @@
 use crate::client::{self, Client};
 use crate::context::{self, Context, Contexts};
 use crate::error::{CtlError, CtlResult, CONFIG, FAILURE, OK, USAGE};
-use crate::fleet::{Selection, HOST_TIMEOUT};
+use crate::fleet::{timed_out, Selection};
 use crate::output::table;
 use crate::Command;
 use scriptd_common::proto::{self, ReloadResult};
 use scriptd_common::JSON_SCHEMA;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// `--rolling` and its options, on `reload` and `rollback`.
 #[derive(Debug, Clone, clap::Args)]
@@ -93,8 +93,14 @@ struct Row {
     undo: Option<Result<u64, String>>,
 }
 
-/// `reload --rolling` / `rollback --rolling` on the contexts `selection` picks.
-pub async fn run(selection: &Selection, command: Command, json: bool) -> CtlResult {
+/// `reload --rolling` / `rollback --rolling` on the contexts `selection` picks; each host's
+/// status, change and undo within `limit` (`--host-timeout`).
+pub async fn run(
+    selection: &Selection,
+    command: Command,
+    json: bool,
+    limit: Duration,
+) -> CtlResult {
     let (change, args) = match command {
         Command::Reload { files, rolling, .. } => {
             (Change::Reload(crate::candidate::read_all(&files)?), rolling)
@@ -111,12 +117,6 @@ pub async fn run(selection: &Selection, command: Command, json: bool) -> CtlResu
         )
     })?;
     let contexts = selection.pick(&Contexts::load(&path)?)?;
-    if contexts.is_empty() {
-        return Err(CtlError::new(
-            USAGE,
-            "--rolling goes over contexts: name them with --context or --all-contexts",
-        ));
-    }
     let mut rows: Vec<Row> = Vec::new();
     let mut stopped = false;
     for batch in contexts.chunks(args.parallel as usize) {
@@ -127,7 +127,7 @@ pub async fn run(selection: &Selection, command: Command, json: bool) -> CtlResu
         let mut tasks = tokio::task::JoinSet::new();
         for (i, c) in batch.iter().cloned().enumerate() {
             let change = change.clone();
-            tasks.spawn(async move { (i, apply(c, change).await) });
+            tasks.spawn(async move { (i, apply(c, change, limit).await) });
         }
         let mut done = Vec::new();
         while let Some(joined) = tasks.join_next().await {
@@ -140,7 +140,7 @@ pub async fn run(selection: &Selection, command: Command, json: bool) -> CtlResu
     if stopped && args.undo_on_failure {
         for row in rows.iter_mut() {
             if let (Outcome::Applied, Some(before)) = (row.outcome, row.before) {
-                row.undo = Some(undo(&row.context, before).await);
+                row.undo = Some(undo(&row.context, before, limit).await);
             }
         }
     }
@@ -161,7 +161,7 @@ fn skipped(context: Context) -> Row {
 }
 
 /// `change` on context `c`: its version before, the change, and whether it is done.
-async fn apply(c: Context, change: Change) -> Row {
+async fn apply(c: Context, change: Change, limit: Duration) -> Row {
     let started = Instant::now();
     let mut row = Row {
         context: c.clone(),
@@ -172,7 +172,7 @@ async fn apply(c: Context, change: Change) -> Row {
         time_ms: 0,
         undo: None,
     };
-    let result = tokio::time::timeout(HOST_TIMEOUT, async {
+    let result = tokio::time::timeout(limit, async {
         let mut client = connect(&c).await.map_err(|e| (Outcome::Unreachable, e))?;
         let before = client
             .status(proto::StatusRequest::default())
@@ -218,7 +218,7 @@ async fn apply(c: Context, change: Change) -> Row {
         }
         Err(_) => {
             row.outcome = Outcome::Unreachable;
-            row.message = format!("no answer within {}s", HOST_TIMEOUT.as_secs());
+            row.message = timed_out(limit).message;
         }
     }
     row.time_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -250,7 +250,7 @@ async fn connect(c: &Context) -> CtlResult<Client> {
 }
 
 /// Rolls context `c` back to `version`: the version that made, or why it could not.
-async fn undo(c: &Context, version: u64) -> Result<u64, String> {
+async fn undo(c: &Context, version: u64, limit: Duration) -> Result<u64, String> {
     let work = async {
         let mut client = connect(c).await.map_err(|e| e.message)?;
         let r = client
@@ -267,9 +267,9 @@ async fn undo(c: &Context, version: u64) -> Result<u64, String> {
             (_, message) => Err(message),
         }
     };
-    tokio::time::timeout(HOST_TIMEOUT, work)
+    tokio::time::timeout(limit, work)
         .await
-        .unwrap_or_else(|_| Err(format!("no answer within {}s", HOST_TIMEOUT.as_secs())))
+        .unwrap_or_else(|_| Err(timed_out(limit).message))
 }
 
 /// `reload --rolling --output json`.
