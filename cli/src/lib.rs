@@ -60,8 +60,8 @@ const GLOBAL: &str = "Global options";
 )]
 pub struct Cli {
     /// Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]. Which
-    /// daemon: flags before variables, and among each --socket, --context, --config; then
-    /// the current context.
+    /// daemon: a flag wins over every variable, --socket over --context over --config, and
+    /// any of them over the current context.
     #[arg(long, global = true, env = "SCRIPTD_SOCKET", help_heading = GLOBAL)]
     pub socket: Option<PathBuf>,
     /// Config file to read the socket path from [default: ./scriptd.yaml, else
@@ -69,8 +69,8 @@ pub struct Cli {
     #[arg(long, global = true, env = "SCRIPTD_CONFIG", help_heading = GLOBAL)]
     pub config: Option<PathBuf>,
     /// Context to talk to (`ctl context list`) [default: the current context, else the
-    /// socket rules]; --socket wins over it. Several (repeated, or NAME,NAME) or globs
-    /// (`'web-*'`): read commands run on each, in parallel.
+    /// socket rules]. Several (repeated, or NAME,NAME) or globs (`'web-*'`): read commands
+    /// run on each, in parallel.
     #[arg(long, global = true, env = "SCRIPTD_CONTEXT", value_name = "NAME", value_delimiter = ',', help_heading = GLOBAL)]
     pub context: Vec<String>,
     /// Read commands on every context, in parallel.
