@@ -33,10 +33,16 @@ use std::path::{Path, PathBuf};
 pub enum ContextCommand {
     /// Every context, the current one marked.
     List,
-    /// Make NAME the current context (what ctl talks to without --context or --socket).
+    /// Make NAME the current context (what ctl talks to without --context or --socket);
+    /// --none: no current context (as `kubectl config unset current-context`).
     Use {
         /// Context name.
-        name: String,
+        #[arg(required_unless_present = "none")]
+        name: Option<String>,
+        /// No current context: ctl goes back to the socket rules (./scriptd.yaml, else
+        /// /etc/scriptd/scriptd.yaml).
+        #[arg(long, conflicts_with = "name")]
+        none: bool,
     },
     /// Add a context (a name in use is refused unless --force replaces it).
     Add {
@@ -356,7 +362,20 @@ pub fn run(cmd: ContextCommand, json: bool, out: &mut impl Write) -> CtlResult {
                 )?;
             }
         }
-        ContextCommand::Use { name } => {
+        ContextCommand::Use { name: None, .. } => {
+            contexts.current_context = None;
+            contexts.save(&path)?;
+            if !json {
+                writeln!(
+                    out,
+                    "no current context: ctl talks to the daemon of the socket rules unless \
+                     given --context"
+                )?;
+            }
+        }
+        ContextCommand::Use {
+            name: Some(name), ..
+        } => {
             if contexts.get(&name).is_none() {
                 return Err(missing(&name));
             }

@@ -213,6 +213,14 @@ fn context_commands_like_kubectl_config_and_docker_context() {
     assert_eq!(r.code, 4, "no current context: {r:?}");
     assert!(r.stderr.contains("ctl context use"), "{}", r.stderr);
 
+    // `use --none`: no current context (kubectl's `config unset current-context`).
+    home.ctl_ok(&["context", "use", "one"]);
+    assert_eq!(list(&home).current.as_deref(), Some("one"));
+    home.ctl_ok(&["context", "use", "--none"]);
+    assert_eq!(list(&home).current, None);
+    let r = home.ctl(&["context", "use"]);
+    assert_eq!(r.code, 2, "a name or --none: {r:?}");
+
     // Removing the current context leaves none current, and says so (as kubectl does).
     home.ctl_ok(&["context", "use", "two"]);
     assert_eq!(list(&home).current.as_deref(), Some("two"));
