@@ -132,12 +132,13 @@ impl Acceptor {
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err((e, tcp))) => {
-                    tracing::info!(%addr, "TLS handshake failed: {e}");
+                    refusals.handshake_failed(addr.ip(), &e);
                     drain(tcp).await;
                     return;
                 }
                 Err(_) => {
-                    tracing::info!(%addr, "TLS handshake not finished in {HANDSHAKE_TIMEOUT:?}");
+                    let why = format!("not finished in {HANDSHAKE_TIMEOUT:?}");
+                    refusals.handshake_failed(addr.ip(), &why);
                     return;
                 }
             };

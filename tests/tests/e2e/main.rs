@@ -30,4 +30,5 @@ mod stall;
 mod state_dir;
 mod supervisor;
 mod targets;
+mod tls_refusals;
 mod user;
