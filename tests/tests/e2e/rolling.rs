@@ -153,3 +153,37 @@ fn parallel_batches_stop_after_the_batch_that_failed_and_rows_say_what_happened(
         assert!(ms.parse::<u64>().is_ok(), "{}", r.stdout);
     }
 }
+
+#[test]
+fn a_rolling_reload_of_a_candidate_puts_the_same_file_on_every_host() {
+    let home = ContextHome::new();
+    let fleet = fleet(&home, 2);
+    let candidate = home.dir.path().join("candidate.yaml");
+    let text = format!(
+        "{NO_WATCH_SECTION}scripts:\n  base:\n    command: [\"/bin/sleep\", \"1000\"]\n  \
+         shipped:\n    command: [\"/bin/sleep\", \"1000\"]\n"
+    );
+    std::fs::write(&candidate, &text).expect("write the candidate");
+    let r = home.ctl(&[
+        "--all-contexts",
+        "reload",
+        "--rolling",
+        "--file",
+        &format!("scriptd.yaml={}", candidate.display()),
+        "--output",
+        "json",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let doc: RollingJson = serde_json::from_str(&r.stdout).expect("rolling JSON parses strictly");
+    let results: Vec<&str> = doc.hosts.iter().map(|h| h.result.as_str()).collect();
+    assert_eq!(results, ["applied", "applied"]);
+    for (env, d) in &fleet {
+        let names: Vec<String> = d.status().scripts.into_iter().map(|s| s.name).collect();
+        assert_eq!(names, ["base", "shipped"]);
+        assert_eq!(
+            read(&env.config()),
+            text,
+            "the candidate is the file on disk"
+        );
+    }
+}
