@@ -163,12 +163,15 @@ mod tests {
             .map_err(|e| e.code)
     }
 
+    /// Flags, variables, and the route they choose (or the exit code).
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], Result<&'a str, u8>);
+
     #[test]
     fn flags_win_over_variables_then_socket_context_config() {
         let s = ("SCRIPTD_SOCKET", "/env.sock");
         let c = ("SCRIPTD_CONTEXT", "env-ctx");
         let f = ("SCRIPTD_CONFIG", "/env.yaml");
-        let table: &[(&[&str], &[(&str, &str)], Result<&str, u8>)] = &[
+        let table: &[Case] = &[
             (&[], &[], Ok("current")),
             (&[], &[f], Ok("config /env.yaml")),
             (&[], &[c, f], Ok("contexts env-ctx")),
