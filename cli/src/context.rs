@@ -173,7 +173,7 @@ pub fn file() -> Option<PathBuf> {
 
 impl Contexts {
     /// Reads `path`; a file that does not exist holds no contexts. Refused: a file others
-    /// could have written ([`trusted`]), invalid YAML, a name given twice.
+    /// could have written, invalid YAML, a name given twice.
     pub fn load(path: &Path) -> CtlResult<Self> {
         use std::io::Read;
         let cannot_read = |e: std::io::Error| {

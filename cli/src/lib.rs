@@ -73,8 +73,8 @@ pub struct Cli {
     /// run on each, in parallel.
     #[arg(long, global = true, env = "SCRIPTD_CONTEXT", value_name = "NAME", value_delimiter = ',', help_heading = GLOBAL)]
     pub context: Vec<String>,
-    /// Read commands on every context, in parallel.
-    #[arg(long, global = true, conflicts_with = "context", help_heading = GLOBAL)]
+    /// Read commands on every context, in parallel (SCRIPTD_CONTEXT is then ignored).
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub all_contexts: bool,
     /// With several contexts (and --rolling): how long each host may take, connecting and
     /// the command (`500ms`, `30s`, `2m`; 0: no limit); a host past it is an error row.

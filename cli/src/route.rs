@@ -44,6 +44,12 @@ pub fn choose(cli: &Cli) -> CtlResult<Route> {
     let contexts = !cli.context.is_empty() || cli.all_contexts;
     let selection = || Selection::new(&cli.context, cli.all_contexts);
     let context_from_env = cli.from_env.context && !cli.all_contexts;
+    if cli.all_contexts && !cli.context.is_empty() && !cli.from_env.context {
+        return Err(CtlError::new(
+            USAGE,
+            "--all-contexts and --context: give one or the other",
+        ));
+    }
     let socket_flag = cli.socket.is_some() && !cli.from_env.socket;
     if socket_flag && contexts && !context_from_env && selection().is_fan_out() {
         return Err(CtlError::new(
@@ -190,6 +196,8 @@ mod tests {
             ),
             (&["--socket", "/f.sock"], &[c], Ok("socket /f.sock")),
             (&["--all-contexts"], &[s], Ok("contexts *")),
+            (&["--all-contexts"], &[c], Ok("contexts *")),
+            (&["--all-contexts", "--context", "a"], &[], Err(USAGE)),
             (
                 &["--socket", "/f.sock", "--context", "a,b"],
                 &[],

@@ -106,6 +106,15 @@ fn flags_win_over_variables_and_variables_over_the_current_context() {
     assert_eq!(r.code, 0, "{r:?}");
     let doc: FleetJson = serde_json::from_str(&r.stdout).expect("fan-out JSON parses strictly");
     assert_eq!(doc.contexts.keys().collect::<Vec<_>>(), ["a", "b"]);
+    // --all-contexts too, whatever SCRIPTD_CONTEXT says.
+    let r = ctl_with(
+        &home,
+        &[context_var],
+        &["--all-contexts", "status", "--output", "json"],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let doc: FleetJson = serde_json::from_str(&r.stdout).expect("fan-out JSON parses strictly");
+    assert_eq!(doc.contexts.keys().collect::<Vec<_>>(), ["a", "b"]);
     // ... and with --socket beside them neither can win.
     let r = home.ctl(&["--socket", &gamma_socket, "--context", "a,b", "status"]);
     assert_eq!(r.code, 2, "{r:?}");
