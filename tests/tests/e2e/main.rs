@@ -11,6 +11,7 @@ mod descriptors;
 mod etcd;
 mod events_filter;
 mod fleet;
+mod fleet_etcd;
 mod fleet_timeout;
 mod full_state_dir;
 mod health;
