@@ -93,13 +93,15 @@ start() {
         done
     done
 }
-ms() {
+ms() { # wall time of a command, in microseconds
     local t0 t1; t0=$(date +%s%N)
     "$@" >/dev/null || echo "bench/fleet.sh: failed ($?): $*" >&2
-    t1=$(date +%s%N); echo $(((t1 - t0) / 1000000))
+    t1=$(date +%s%N); echo $(((t1 - t0) / 1000))
 }
+# Microseconds in, milliseconds with one decimal out.
+msec() { awk '{printf "%.1f", $1 / 1000}'; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-timed() { local k; for ((k = 0; k < RUNS; k++)); do ms "$@"; done | median; }
+timed() { local k; for ((k = 0; k < RUNS; k++)); do ms "$@"; done | median | msec; }
 # The first K contexts of kind P (u or t) as a --context list.
 first() { local i out=""; for ((i = 1; i <= $2; i++)); do out+="${out:+,}$1-$(printf '%04d' "$i")"; done; echo "$out"; }
 
@@ -128,7 +130,7 @@ for kind in u t; do
         done
         times+=("$(ms "$bin/ctl" --context "$(first "$kind" "$ROLL")" reload --rolling)")
     done
-    roll[$kind]=$(printf '%s\n' "${times[@]}" | median)
+    roll[$kind]=$(printf '%s\n' "${times[@]}" | median | msec)
 done
 echo "| rolling \`reload\` (one host at a time) | $ROLL | ${roll[u]} ms | ${roll[t]} ms |"
 echo
