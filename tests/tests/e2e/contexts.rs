@@ -208,6 +208,17 @@ fn context_commands_like_kubectl_config_and_docker_context() {
         ]
     );
 
+    // A context whose daemon is not there: the message names the context.
+    let r = home.ctl(&["--context", "one", "status"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("cannot reach scriptd at /run/new.sock (context one)")
+            && r.stderr.contains("`ctl context show one`"),
+        "{}",
+        r.stderr
+    );
+
     // Unknown names: not found (4), saying where to look.
     for args in [
         &["context", "use", "nope"][..],
