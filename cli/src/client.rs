@@ -66,17 +66,28 @@ fn denied(socket: &Path) -> CtlError {
 
 /// Connects to the daemon at `socket`.
 pub async fn connect(socket: &Path) -> CtlResult<Client> {
+    connect_unix(socket, None).await
+}
+
+/// Connects to the daemon at `socket`, the endpoint of context `context` if it is one (the
+/// message of a failure then names the context, not the socket flags).
+async fn connect_unix(socket: &Path, context: Option<&str>) -> CtlResult<Client> {
     let path = socket.to_path_buf();
     let unreachable = |e: &dyn std::fmt::Display| {
-        CtlError::new(
-            FAILURE,
-            format!(
+        let message = match context {
+            Some(name) => format!(
+                "cannot reach scriptd at {} (context {name}): {e}; is the daemon running, and \
+                 is that its socket? (`ctl context show {name}`)",
+                socket.display()
+            ),
+            None => format!(
                 "cannot reach scriptd at {}: {e}; is the daemon running? (start it with \
                  `scriptd --config PATH`, or point ctl at its socket with --socket or \
                  SCRIPTD_SOCKET)",
                 socket.display()
             ),
-        )
+        };
+        CtlError::new(FAILURE, message)
     };
     // The URI is required by the API but unused: the connector dials the Unix socket.
     let endpoint = Endpoint::try_from("http://scriptd.invalid").map_err(|e| unreachable(&e))?;
@@ -112,45 +123,40 @@ pub async fn connect(socket: &Path) -> CtlResult<Client> {
 pub enum Target {
     /// A Unix socket.
     Socket(PathBuf),
-    /// A daemon's TCP listener (`daemon.listen`), with the context's files.
-    Remote(crate::context::Context),
+    /// A context's daemon: its socket (`unix://`), or its TCP listener (`https://`,
+    /// `daemon.listen`) with the context's files.
+    Context(crate::context::Context),
 }
 
-/// [`Target`] by the selection rules: `--socket`/`SCRIPTD_SOCKET` wins; else `context`
-/// (`--context`/`SCRIPTD_CONTEXT`), else the current context
-/// ([`crate::context::selected`]); else [`resolve_socket`].
-pub fn resolve(
-    socket: Option<&Path>,
-    context: Option<&str>,
-    config: Option<&Path>,
-) -> CtlResult<Target> {
-    if let Some(s) = socket {
-        return Ok(Target::Socket(s.to_path_buf()));
-    }
-    match crate::context::selected(context)? {
-        Some(c) => target_of(c),
-        None => resolve_socket(None, config).map(Target::Socket),
-    }
-}
-
-/// Where context `c`'s daemon is.
+/// Context `c`'s daemon, its endpoint checked.
 pub fn target_of(c: crate::context::Context) -> CtlResult<Target> {
-    use crate::context::Endpoint;
-    match Endpoint::parse(&c.endpoint) {
-        Ok(Endpoint::Unix(path)) => Ok(Target::Socket(path)),
-        Ok(Endpoint::Https(_)) => Ok(Target::Remote(c)),
-        Err(e) => Err(CtlError::new(
+    endpoint_of(&c)?;
+    Ok(Target::Context(c))
+}
+
+/// The endpoint of context `c`; one that does not parse (a hand-edited file) is a usage
+/// error naming the context.
+fn endpoint_of(c: &crate::context::Context) -> CtlResult<crate::context::Endpoint> {
+    crate::context::Endpoint::parse(&c.endpoint).map_err(|e| {
+        CtlError::new(
             USAGE,
-            format!("context {}: {e}; fix it with `ctl context add`", c.name),
-        )),
-    }
+            format!(
+                "context {}: {e}; fix it with `ctl context add --force`",
+                c.name
+            ),
+        )
+    })
 }
 
 /// Connects to `target`.
 pub async fn connect_target(target: &Target) -> CtlResult<Client> {
+    use crate::context::Endpoint;
     match target {
         Target::Socket(path) => connect(path).await,
-        Target::Remote(c) => connect_remote(c).await,
+        Target::Context(c) => match endpoint_of(c)? {
+            Endpoint::Unix(path) => connect_unix(&path, Some(&c.name)).await,
+            Endpoint::Https(_) => connect_remote(c).await,
+        },
     }
 }
 

@@ -4,8 +4,9 @@
 //! the command definitions of the `ctl` that answers (hidden commands are never offered),
 //! and it can offer what only the running daemon knows: script names wherever a script is
 //! named, version numbers wherever a version is. Those are asked of the daemon found as
-//! `ctl` finds it without flags (`SCRIPTD_SOCKET`, `SCRIPTD_CONFIG`, `./scriptd.yaml`,
-//! `/etc/scriptd/scriptd.yaml`), with a short timeout; when it cannot be reached there are
+//! `ctl` finds it without flags (`SCRIPTD_SOCKET`, `SCRIPTD_CONTEXT`, `SCRIPTD_CONFIG`, the
+//! current context, `./scriptd.yaml`, `/etc/scriptd/scriptd.yaml`: `route::from_variables`),
+//! with a short timeout; when it cannot be reached (or several contexts are named) there are
 //! simply no candidates, and nothing is printed to the terminal.
 
 use crate::client;
@@ -87,10 +88,8 @@ fn ask<T>(f: impl AsyncFnOnce(&mut client::Client) -> Option<T>) -> Option<T> {
         .ok()?;
     runtime.block_on(async {
         tokio::time::timeout(ASK_TIMEOUT, async {
-            let socket = std::env::var_os("SCRIPTD_SOCKET").map(std::path::PathBuf::from);
-            let config = std::env::var_os("SCRIPTD_CONFIG").map(std::path::PathBuf::from);
-            let socket = client::resolve_socket(socket.as_deref(), config.as_deref()).ok()?;
-            let mut c = client::connect(&socket).await.ok()?;
+            let target = crate::route::from_variables().target().ok()?;
+            let mut c = client::connect_target(&target).await.ok()?;
             f(&mut c).await
         })
         .await

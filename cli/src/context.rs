@@ -13,9 +13,12 @@
 //!     endpoint: unix:///run/scriptd/scriptd.sock
 //! ```
 //!
-//! Which daemon a command talks to: `--socket` (or `SCRIPTD_SOCKET`) wins; else `--context`
-//! (or `SCRIPTD_CONTEXT`); else the current context; else the socket of the config
-//! (`client::resolve_socket`).
+//! Which daemon a command talks to is `route`'s: flags before variables, `--socket` before
+//! `--context` before `--config`, then the current context, then the socket of the config.
+//!
+//! The file is refused when others could change it (writable by group or others, or owned
+//! by another user than the caller and root), as ssh refuses such a config: whoever can
+//! write it decides which daemon, and which CA, ctl trusts.
 
 use crate::error::{CtlError, CtlResult, FAILURE, NOT_FOUND, OK, USAGE};
 use crate::output::{self, table};
@@ -30,12 +33,18 @@ use std::path::{Path, PathBuf};
 pub enum ContextCommand {
     /// Every context, the current one marked.
     List,
-    /// Make NAME the current context (what ctl talks to without --context or --socket).
+    /// Make NAME the current context (what ctl talks to without --context or --socket);
+    /// --none: no current context (as `kubectl config unset current-context`).
     Use {
         /// Context name.
-        name: String,
+        #[arg(required_unless_present = "none")]
+        name: Option<String>,
+        /// No current context: ctl goes back to the socket rules (./scriptd.yaml, else
+        /// /etc/scriptd/scriptd.yaml).
+        #[arg(long, conflicts_with = "name")]
+        none: bool,
     },
-    /// Add (or replace) a context.
+    /// Add a context (a name in use is refused unless --force replaces it).
     Add {
         /// Context name (letters, digits, `_`, `-`, `.`).
         name: String,
@@ -52,6 +61,9 @@ pub enum ContextCommand {
         /// This client's private key (PEM; https only).
         #[arg(long, value_name = "FILE", requires = "cert")]
         key: Option<PathBuf>,
+        /// Replace the context of that name if there is one.
+        #[arg(long)]
+        force: bool,
     },
     /// Remove a context (when it is the current one, there is no current context after).
     Remove {
@@ -160,28 +172,58 @@ pub fn file() -> Option<PathBuf> {
 }
 
 impl Contexts {
-    /// Reads `path`; a file that does not exist holds no contexts.
+    /// Reads `path`; a file that does not exist holds no contexts. Refused: a file others
+    /// could have written, invalid YAML, a name given twice.
     pub fn load(path: &Path) -> CtlResult<Self> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) => {
-                return Err(CtlError::new(
-                    FAILURE,
-                    format!("cannot read the contexts {}: {e}", path.display()),
-                ))
-            }
+        use std::io::Read;
+        let cannot_read = |e: std::io::Error| {
+            CtlError::new(
+                FAILURE,
+                format!(
+                    "cannot read the contexts {}: {e}; check its owner and mode (ctl writes it \
+                     0600)",
+                    path.display()
+                ),
+            )
         };
-        serde_yaml::from_str(&text).map_err(|e| {
+        let mut file = match std::fs::File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(cannot_read(e)),
+        };
+        let meta = file.metadata().map_err(cannot_read)?;
+        let euid = nix::unistd::geteuid().as_raw();
+        trusted(&meta, euid).map_err(|why| {
             CtlError::new(
                 USAGE,
                 format!(
-                    "the contexts {} are invalid: {e}; fix the file, or remove it and add the \
+                    "the contexts {} are not used: {why}, so someone else could choose the \
+                     daemons (and the CA) ctl trusts; `chown {euid} {p} && chmod 600 {p}` if \
+                     its content is yours",
+                    path.display(),
+                    p = path.display()
+                ),
+            )
+        })?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(cannot_read)?;
+        let invalid = |why: String| {
+            CtlError::new(
+                USAGE,
+                format!(
+                    "the contexts {} are invalid: {why}; fix the file, or remove it and add the \
                      contexts again with `ctl context add`",
                     path.display()
                 ),
             )
-        })
+        };
+        let contexts: Self = serde_yaml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        for (i, c) in contexts.contexts.iter().enumerate() {
+            if contexts.contexts[..i].iter().any(|o| o.name == c.name) {
+                return Err(invalid(format!("the name {:?} is given twice", c.name)));
+            }
+        }
+        Ok(contexts)
     }
 
     /// Writes `path` (mode 0600, its directory created 0700), replacing it whole: a reader
@@ -212,6 +254,23 @@ impl Contexts {
     pub fn get(&self, name: &str) -> Option<&Context> {
         self.contexts.iter().find(|c| c.name == name)
     }
+}
+
+/// Whether a contexts file with metadata `meta` may be used by (effective) uid `euid`: not
+/// writable by group or others, owned by `euid` or root. `Err`: what is wrong.
+fn trusted(meta: &std::fs::Metadata, euid: u32) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(format!("it is writable by other users (mode {mode:04o})"));
+    }
+    if meta.uid() != euid && meta.uid() != 0 {
+        return Err(format!(
+            "it belongs to uid {}, not to you (uid {euid})",
+            meta.uid()
+        ));
+    }
+    Ok(())
 }
 
 /// The context a command uses: `flag` (`--context`/`SCRIPTD_CONTEXT`), else the current
@@ -303,7 +362,20 @@ pub fn run(cmd: ContextCommand, json: bool, out: &mut impl Write) -> CtlResult {
                 )?;
             }
         }
-        ContextCommand::Use { name } => {
+        ContextCommand::Use { name: None, .. } => {
+            contexts.current_context = None;
+            contexts.save(&path)?;
+            if !json {
+                writeln!(
+                    out,
+                    "no current context: ctl talks to the daemon of the socket rules unless \
+                     given --context"
+                )?;
+            }
+        }
+        ContextCommand::Use {
+            name: Some(name), ..
+        } => {
             if contexts.get(&name).is_none() {
                 return Err(missing(&name));
             }
@@ -312,6 +384,15 @@ pub fn run(cmd: ContextCommand, json: bool, out: &mut impl Write) -> CtlResult {
             if !json {
                 writeln!(out, "current context: {name}")?;
             }
+            // What wins over the current context (as docker warns about DOCKER_HOST).
+            for var in ["SCRIPTD_SOCKET", "SCRIPTD_CONTEXT", "SCRIPTD_CONFIG"] {
+                if std::env::var_os(var).is_some_and(|v| !v.is_empty()) {
+                    eprintln!(
+                        "ctl: warning: {var} is set and wins over the current context; unset \
+                         it to use {name}"
+                    );
+                }
+            }
         }
         ContextCommand::Add {
             name,
@@ -319,11 +400,22 @@ pub fn run(cmd: ContextCommand, json: bool, out: &mut impl Write) -> CtlResult {
             ca,
             cert,
             key,
+            force,
         } => {
             let context = new_context(name, endpoint, ca, cert, key)?;
             let name = context.name.clone();
             match contexts.contexts.iter_mut().find(|c| c.name == name) {
-                Some(old) => *old = context,
+                Some(old) if force => *old = context,
+                Some(old) => {
+                    return Err(CtlError::new(
+                        USAGE,
+                        format!(
+                            "a context named {name:?} exists already (endpoint {}); replace it \
+                             with `ctl context add --force`, or choose another name",
+                            old.endpoint
+                        ),
+                    ))
+                }
                 None => contexts.contexts.push(context),
             }
             contexts.save(&path)?;
@@ -337,12 +429,20 @@ pub fn run(cmd: ContextCommand, json: bool, out: &mut impl Write) -> CtlResult {
             if contexts.contexts.len() == before {
                 return Err(missing(&name));
             }
-            if contexts.current_context.as_deref() == Some(name.as_str()) {
+            let was_current = contexts.current_context.as_deref() == Some(name.as_str());
+            if was_current {
                 contexts.current_context = None;
             }
             contexts.save(&path)?;
             if !json {
                 writeln!(out, "context {name} removed")?;
+            }
+            if was_current {
+                // As kubectl warns after deleting the current context.
+                eprintln!(
+                    "ctl: warning: {name} was the current context; there is none now: `ctl \
+                     context use NAME` chooses one"
+                );
             }
         }
         ContextCommand::Show { name } => {
@@ -540,6 +640,42 @@ mod tests {
             serde_json::from_str::<ContextListJson>(&json).expect("strict parse"),
             doc
         );
+    }
+
+    #[test]
+    fn files_others_could_write_are_not_trusted() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("contexts.yaml");
+        std::fs::write(&path, "contexts: []\n").expect("write");
+        let euid = nix::unistd::geteuid().as_raw();
+        for (mode, ok) in [(0o600, true), (0o644, true), (0o620, false), (0o602, false)] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let meta = std::fs::metadata(&path).expect("metadata");
+            assert_eq!(trusted(&meta, euid).is_ok(), ok, "mode {mode:o}");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let meta = std::fs::metadata(&path).expect("metadata");
+        let someone = euid.wrapping_add(1).max(1);
+        let owner = std::os::unix::fs::MetadataExt::uid(&meta);
+        assert_eq!(
+            trusted(&meta, someone).is_ok(),
+            owner == 0,
+            "another user's file"
+        );
+    }
+
+    #[test]
+    fn a_name_given_twice_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("contexts.yaml");
+        std::fs::write(
+            &path,
+            "contexts:\n  - {name: a, endpoint: 'unix:///a'}\n  - {name: a, endpoint: 'unix:///b'}\n",
+        )
+        .expect("write");
+        let e = Contexts::load(&path).expect_err("twice");
+        assert!(e.message.contains("\"a\" is given twice"), "{}", e.message);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Fan-out: one read command on several contexts at once (`--context a,b`, `--context
-//! 'web-*'`, `--all-contexts`), in parallel, each host under [`HOST_TIMEOUT`]. The table
+//! 'web-*'`, `--all-contexts`), in parallel, each host within `--host-timeout`. The table
 //! output groups by host (a `[NAME]` line, then what the command prints there); JSON is one
 //! document keyed by context. A host that cannot be reached is a group with its error; the
 //! exit code is the worst of the hosts'. `logs -f` on several hosts interleaves their lines
@@ -14,8 +14,24 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
-/// How long one host may take (connecting and the command).
-pub const HOST_TIMEOUT: Duration = Duration::from_secs(10);
+/// `--host-timeout`: a duration (`500ms`, `30s`, `2m`), or 0 for no limit
+/// ([`Duration::MAX`], which `tokio::time::timeout` takes as never).
+pub fn parse_host_timeout(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("{e}: give a duration such as 500ms, 30s or 2m (0: no limit)"))?;
+    Ok(if d.is_zero() { Duration::MAX } else { d })
+}
+
+/// What a host that took longer than `limit` is told.
+pub fn timed_out(limit: Duration) -> CtlError {
+    CtlError::new(
+        FAILURE,
+        format!(
+            "no answer within {} (--host-timeout)",
+            humantime::format_duration(limit)
+        ),
+    )
+}
 
 /// The contexts named on the command line.
 #[derive(Debug, Clone)]
@@ -42,10 +58,25 @@ impl Selection {
         self.all || self.names.len() > 1 || self.names.iter().any(|n| is_glob(n))
     }
 
+    /// The one context named, when that is all (no glob, not every context).
+    pub fn one(&self) -> Option<&str> {
+        match self.names.as_slice() {
+            [name] if !self.all && !is_glob(name) => Some(name),
+            _ => None,
+        }
+    }
+
     /// The contexts selected among `file`'s, in the file's order, each once. A plain name
-    /// that is not there is a usage error; a glob that matches none is NOT_FOUND (4).
+    /// that is not there is a usage error; a glob that matches none, or `--all-contexts`
+    /// without any context, is NOT_FOUND (4).
     pub fn pick(&self, file: &Contexts) -> CtlResult<Vec<Context>> {
         if self.all {
+            if file.contexts.is_empty() {
+                return Err(CtlError::new(
+                    NOT_FOUND,
+                    "--all-contexts: there are no contexts; `ctl context add` adds one",
+                ));
+            }
             return Ok(file.contexts.clone());
         }
         let mut chosen = vec![false; file.contexts.len()];
@@ -100,7 +131,13 @@ struct Answer {
 }
 
 /// Runs `command` on every context `selection` picks and prints the answers.
-pub async fn fan_out(selection: &Selection, command: Command, json: bool) -> CtlResult {
+/// Each host gets `limit` (connecting and the command).
+pub async fn fan_out(
+    selection: &Selection,
+    command: Command,
+    json: bool,
+    limit: Duration,
+) -> CtlResult {
     if let Some(why) = not_read_only(&command) {
         return Err(CtlError::new(USAGE, why));
     }
@@ -113,13 +150,13 @@ pub async fn fan_out(selection: &Selection, command: Command, json: bool) -> Ctl
     let contexts = selection.pick(&Contexts::load(&path)?)?;
     if let Command::Logs(args) = &command {
         if args.follow {
-            return follow(contexts, command, json).await;
+            return follow(contexts, command, json, limit).await;
         }
     }
     let mut tasks = tokio::task::JoinSet::new();
     for (i, c) in contexts.into_iter().enumerate() {
         let command = command.clone();
-        tasks.spawn(async move { (i, one(c, command, json).await) });
+        tasks.spawn(async move { (i, one(c, command, json, limit).await) });
     }
     let mut answers = Vec::new();
     while let Some(done) = tasks.join_next().await {
@@ -148,22 +185,17 @@ pub async fn fan_out(selection: &Selection, command: Command, json: bool) -> Ctl
     Ok(answers.iter().map(|a| a.code).max().unwrap_or(0))
 }
 
-/// `command` on context `c`, within [`HOST_TIMEOUT`].
-async fn one(c: Context, command: Command, json: bool) -> Answer {
+/// `command` on context `c`, within `limit`.
+async fn one(c: Context, command: Command, json: bool, limit: Duration) -> Answer {
     let mut output = Vec::new();
     let name = c.name.clone();
-    let result = tokio::time::timeout(HOST_TIMEOUT, async {
+    let result = tokio::time::timeout(limit, async {
         let target = crate::client::target_of(c)?;
         let client = crate::client::connect_target(&target).await?;
         crate::run_on(client, &mut output, json, command).await
     })
     .await
-    .unwrap_or_else(|_| {
-        Err(CtlError::new(
-            FAILURE,
-            format!("no answer within {}s", HOST_TIMEOUT.as_secs()),
-        ))
-    });
+    .unwrap_or_else(|_| Err(timed_out(limit)));
     match result {
         Ok(code) => Answer {
             name,
@@ -181,8 +213,14 @@ async fn one(c: Context, command: Command, json: bool) -> Answer {
 }
 
 /// `logs -f` on every context of `contexts` at once, each line after its host's name; the
-/// worst exit code once every follow has ended.
-async fn follow(contexts: Vec<Context>, command: Command, json: bool) -> CtlResult {
+/// worst exit code once every follow has ended. `limit` bounds connecting only: a follow
+/// lasts as long as its host sends.
+async fn follow(
+    contexts: Vec<Context>,
+    command: Command,
+    json: bool,
+    limit: Duration,
+) -> CtlResult {
     let width = contexts.iter().map(|c| c.name.len()).max().unwrap_or(0);
     let mut tasks = tokio::task::JoinSet::new();
     for c in contexts {
@@ -196,15 +234,9 @@ async fn follow(contexts: Vec<Context>, command: Command, json: bool) -> CtlResu
             };
             let result = async {
                 let target = crate::client::target_of(c)?;
-                let client =
-                    tokio::time::timeout(HOST_TIMEOUT, crate::client::connect_target(&target))
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(CtlError::new(
-                                FAILURE,
-                                format!("no answer within {}s", HOST_TIMEOUT.as_secs()),
-                            ))
-                        })?;
+                let client = tokio::time::timeout(limit, crate::client::connect_target(&target))
+                    .await
+                    .unwrap_or_else(|_| Err(timed_out(limit)))?;
                 crate::run_on(client, &mut out, json, command).await
             }
             .await;
@@ -283,10 +315,10 @@ pub struct FleetJson {
 pub struct HostJson {
     /// The exit code `ctl` would have had with this context alone.
     pub exit_code: u8,
-    /// The command's own JSON document there (a stream's objects as a list); absent when it
+    /// The command's own JSON document there (a stream's objects as a list); null when it
     /// printed nothing.
     pub output: Option<serde_json::Value>,
-    /// Why it failed (unreachable, refused, timed out); absent when it did not.
+    /// Why it failed (unreachable, refused, timed out); null when it did not.
     pub error: Option<String>,
 }
 
@@ -374,9 +406,33 @@ mod tests {
         assert_eq!(pick(&[], true).map(|v| v.len()), Ok(3));
         assert_eq!(pick(&["nope"], false), Err(USAGE));
         assert_eq!(pick(&["x-*"], false), Err(NOT_FOUND));
+        assert_eq!(
+            Selection::new(&[], true)
+                .pick(&file(&[]))
+                .map_err(|e| e.code),
+            Err(NOT_FOUND),
+            "--all-contexts without contexts"
+        );
+        assert_eq!(Selection::new(&["a".into()], false).one(), Some("a"));
+        assert_eq!(Selection::new(&["a*".into()], false).one(), None);
+        assert_eq!(Selection::new(&[], true).one(), None);
         assert!(Selection::new(&["a".into(), "b".into()], false).is_fan_out());
         assert!(Selection::new(&["a*".into()], false).is_fan_out());
         assert!(!Selection::new(&["a".into()], false).is_fan_out());
+    }
+
+    #[test]
+    fn host_timeouts() {
+        assert_eq!(parse_host_timeout("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_host_timeout("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_host_timeout("0"), Ok(Duration::MAX), "no limit");
+        assert!(parse_host_timeout("soon").is_err());
+        assert!(parse_host_timeout("-1s").is_err());
+        let e = timed_out(Duration::from_millis(1500));
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (FAILURE, "no answer within 1s 500ms (--host-timeout)")
+        );
     }
 
     #[test]

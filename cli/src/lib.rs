@@ -16,6 +16,7 @@ pub mod output;
 pub mod reader;
 pub mod resources;
 pub mod rolling;
+pub mod route;
 pub mod targets;
 pub mod tls;
 pub mod top;
@@ -59,7 +60,9 @@ const GLOBAL: &str = "Global options";
                   targets (names, globs, --all): the highest code of them"
 )]
 pub struct Cli {
-    /// Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock].
+    /// Daemon socket [default: daemon.socket of --config, else ./run/scriptd.sock]. Which
+    /// daemon: a flag wins over every variable, --socket over --context over --config, and
+    /// any of them over the current context.
     #[arg(long, global = true, env = "SCRIPTD_SOCKET", help_heading = GLOBAL)]
     pub socket: Option<PathBuf>,
     /// Config file to read the socket path from [default: ./scriptd.yaml, else
@@ -67,13 +70,21 @@ pub struct Cli {
     #[arg(long, global = true, env = "SCRIPTD_CONFIG", help_heading = GLOBAL)]
     pub config: Option<PathBuf>,
     /// Context to talk to (`ctl context list`) [default: the current context, else the
-    /// socket rules]; --socket wins over it. Several (repeated, or NAME,NAME) or globs
-    /// (`'web-*'`): read commands run on each, in parallel.
+    /// socket rules]. Several (repeated, or NAME,NAME) or globs (`'web-*'`): read commands
+    /// run on each, in parallel.
     #[arg(long, global = true, env = "SCRIPTD_CONTEXT", value_name = "NAME", value_delimiter = ',', help_heading = GLOBAL)]
     pub context: Vec<String>,
-    /// Read commands on every context, in parallel.
-    #[arg(long, global = true, conflicts_with = "context", help_heading = GLOBAL)]
+    /// Read commands on every context, in parallel (SCRIPTD_CONTEXT is then ignored).
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub all_contexts: bool,
+    /// With several contexts (and --rolling): how long each host may take, connecting and
+    /// the command (`500ms`, `30s`, `2m`; 0: no limit); a host past it is an error row.
+    #[arg(long, global = true, env = "SCRIPTD_HOST_TIMEOUT", value_name = "DUR", default_value = "10s", value_parser = fleet::parse_host_timeout, help_heading = GLOBAL)]
+    pub host_timeout: Duration,
+    /// Which of --socket, --context and --config came from the environment rather than the
+    /// command line (set by [`Cli::from_matches`]).
+    #[arg(skip)]
+    pub from_env: route::FromEnv,
     /// Output format.
     #[arg(long, short, global = true, value_enum, default_value_t = OutputFormat::Table, help_heading = GLOBAL)]
     pub output: OutputFormat,
@@ -89,6 +100,22 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The command line parsed from `matches`, knowing which options came from the
+    /// environment (a flag wins over a variable: `--context` over `SCRIPTD_SOCKET`).
+    pub fn from_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut cli = <Self as clap::FromArgMatches>::from_arg_matches(matches)?;
+        let env =
+            |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::EnvVariable);
+        cli.from_env = route::FromEnv {
+            socket: env("socket"),
+            context: env("context"),
+            config: env("config"),
+        };
+        Ok(cli)
+    }
 }
 
 /// Subcommands.
@@ -267,20 +294,19 @@ async fn dispatch(cli: Cli) -> CtlResult {
         candidate::check_plan(plan.as_deref())?;
     }
     let json = cli.output == OutputFormat::Json;
-    let selection = fleet::Selection::new(&cli.context, cli.all_contexts);
-    if let Command::Reload { rolling, .. } | Command::Rollback { rolling, .. } = &cli.command {
-        if rolling.rolling {
-            return rolling::run(&selection, cli.command, json).await;
+    let rolling = matches!(&cli.command,
+        Command::Reload { rolling, .. } | Command::Rollback { rolling, .. } if rolling.rolling);
+    let route = route::choose(&cli)?;
+    let target = match route {
+        route::Route::Contexts(selection) if rolling => {
+            return rolling::run(&selection, cli.command, json, cli.host_timeout).await;
         }
-    }
-    if cli.socket.is_none() && selection.is_fan_out() {
-        return fleet::fan_out(&selection, cli.command, json).await;
-    }
-    let target = client::resolve(
-        cli.socket.as_deref(),
-        cli.context.first().map(String::as_str),
-        cli.config.as_deref(),
-    )?;
+        _ if rolling => return Err(route::not_rolled(&cli)),
+        route::Route::Contexts(selection) if selection.is_fan_out() => {
+            return fleet::fan_out(&selection, cli.command, json, cli.host_timeout).await;
+        }
+        route => route.target()?,
+    };
     let c = client::connect_target(&target).await?;
     run_on(c, std::io::stdout().lock(), json, cli.command).await
 }

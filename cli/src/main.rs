@@ -12,7 +12,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let cli = <ctl::Cli as clap::Parser>::parse();
+    let matches = <ctl::Cli as clap::CommandFactory>::command().get_matches();
+    let cli = match ctl::Cli::from_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match ctl::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS, // `ctl logs -f x | head`

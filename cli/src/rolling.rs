@@ -8,7 +8,7 @@
 use crate::client::{self, Client};
 use crate::context::{self, Context, Contexts};
 use crate::error::{CtlError, CtlResult, CONFIG, FAILURE, OK, OUTCOME, USAGE};
-use crate::fleet::{Selection, HOST_TIMEOUT};
+use crate::fleet::{timed_out, Selection};
 use crate::output::table;
 use crate::Command;
 use scriptd_common::proto::{self, ReloadResult};
@@ -18,8 +18,8 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 /// The longest one host's change may take, its verification included (a daemon's
-/// `reload.verify` window is 30 s by default): reaching the host is bounded by
-/// [`HOST_TIMEOUT`].
+/// `reload.verify` window is 30 s by default); reaching the host is bounded by
+/// `--host-timeout`.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// `--rolling` and its options, on `reload` and `rollback`.
@@ -107,8 +107,14 @@ struct Row {
     undo: Option<Result<u64, String>>,
 }
 
-/// `reload --rolling` / `rollback --rolling` on the contexts `selection` picks.
-pub async fn run(selection: &Selection, command: Command, json: bool) -> CtlResult {
+/// `reload --rolling` / `rollback --rolling` on the contexts `selection` picks; each host's
+/// status, change and undo within `limit` (`--host-timeout`).
+pub async fn run(
+    selection: &Selection,
+    command: Command,
+    json: bool,
+    limit: Duration,
+) -> CtlResult {
     let (change, args) = match command {
         Command::Reload { files, rolling, .. } => {
             (Change::Reload(crate::candidate::read_all(&files)?), rolling)
@@ -125,12 +131,6 @@ pub async fn run(selection: &Selection, command: Command, json: bool) -> CtlResu
         )
     })?;
     let contexts = selection.pick(&Contexts::load(&path)?)?;
-    if contexts.is_empty() {
-        return Err(CtlError::new(
-            USAGE,
-            "--rolling goes over contexts: name them with --context or --all-contexts",
-        ));
-    }
     let mut rows: Vec<Row> = Vec::new();
     let mut stopped = false;
     for batch in contexts.chunks(args.parallel as usize) {
@@ -141,7 +141,7 @@ pub async fn run(selection: &Selection, command: Command, json: bool) -> CtlResu
         let mut tasks = tokio::task::JoinSet::new();
         for (i, c) in batch.iter().cloned().enumerate() {
             let change = change.clone();
-            tasks.spawn(async move { (i, apply(c, change).await) });
+            tasks.spawn(async move { (i, apply(c, change, limit).await) });
         }
         let mut done = Vec::new();
         while let Some(joined) = tasks.join_next().await {
@@ -156,7 +156,7 @@ pub async fn run(selection: &Selection, command: Command, json: bool) -> CtlResu
             // The hosts done, and a host whose change runs unverified (kept by its daemon).
             let changed = matches!(row.outcome, Outcome::Applied | Outcome::NotVerified);
             if let (true, Some(before)) = (changed, row.before) {
-                row.undo = Some(undo(&row.context, before).await);
+                row.undo = Some(undo(&row.context, before, limit).await);
             }
         }
     }
@@ -176,8 +176,10 @@ fn skipped(context: Context) -> Row {
     }
 }
 
-/// `change` on context `c`: its version before, the change, and whether it is done.
-async fn apply(c: Context, change: Change) -> Row {
+/// `change` on context `c`: its version before, the change, and whether it is done. Reaching
+/// the host is bounded by `limit` (`--host-timeout`); the change itself, which waits for the
+/// host's verification, by [`CHANGE_TIMEOUT`] (or `limit`, when that is longer).
+async fn apply(c: Context, change: Change, limit: Duration) -> Row {
     let started = Instant::now();
     let mut row = Row {
         context: c.clone(),
@@ -189,7 +191,7 @@ async fn apply(c: Context, change: Change) -> Row {
         undo: None,
     };
     let result = async {
-        let reached = tokio::time::timeout(HOST_TIMEOUT, async {
+        let reached = tokio::time::timeout(limit, async {
             let mut client = connect(&c).await?;
             let before = client
                 .status(proto::StatusRequest::default())
@@ -202,14 +204,11 @@ async fn apply(c: Context, change: Change) -> Row {
         .await;
         let (mut client, before) = match reached {
             Ok(r) => r.map_err(|e| (Outcome::Unreachable, e.message))?,
-            Err(_) => {
-                let why = format!("no answer within {}s", HOST_TIMEOUT.as_secs());
-                return Err((Outcome::Unreachable, why));
-            }
+            Err(_) => return Err((Outcome::Unreachable, timed_out(limit).message)),
         };
         let call = async {
             match change {
-                // Waits for the daemon's verification (`reload --wait`) where it has one.
+                // Waits for the daemon's verification (`reload --wait`).
                 Change::Reload(files) => {
                     client
                         .reload(proto::ReloadRequest {
@@ -230,12 +229,13 @@ async fn apply(c: Context, change: Change) -> Row {
                 }
             }
         };
-        let response = tokio::time::timeout(CHANGE_TIMEOUT, call)
+        let bound = CHANGE_TIMEOUT.max(limit);
+        let response = tokio::time::timeout(bound, call)
             .await
             .map_err(|_| {
                 let why = format!(
-                    "the change was not done within {}s (its verification goes on on the host)",
-                    CHANGE_TIMEOUT.as_secs()
+                    "the change was not done within {} (its verification goes on on the host)",
+                    humantime::format_duration(bound)
                 );
                 (Outcome::Failed, why)
             })?
@@ -289,7 +289,7 @@ async fn connect(c: &Context) -> CtlResult<Client> {
 }
 
 /// Rolls context `c` back to `version`: the version that made, or why it could not.
-async fn undo(c: &Context, version: u64) -> Result<u64, String> {
+async fn undo(c: &Context, version: u64, limit: Duration) -> Result<u64, String> {
     let work = async {
         let mut client = connect(c).await.map_err(|e| e.message)?;
         let r = client
@@ -306,9 +306,9 @@ async fn undo(c: &Context, version: u64) -> Result<u64, String> {
             (_, message) => Err(message),
         }
     };
-    tokio::time::timeout(HOST_TIMEOUT, work)
+    tokio::time::timeout(limit, work)
         .await
-        .unwrap_or_else(|_| Err(format!("no answer within {}s", HOST_TIMEOUT.as_secs())))
+        .unwrap_or_else(|_| Err(timed_out(limit).message))
 }
 
 /// `reload --rolling --output json`.

@@ -60,6 +60,9 @@ pub async fn channel(c: &Context) -> CtlResult<Result<Channel, tonic::transport:
             let (connector, name, host) = (connector.clone(), name.clone(), host.clone());
             async move {
                 let tcp = TcpStream::connect((host.as_str(), port)).await?;
+                // Without it, Nagle's algorithm held each small write of the handshake and of
+                // HTTP/2 for the daemon's delayed ACK: ~90 ms per host (bench/fleet.sh).
+                tcp.set_nodelay(true)?;
                 let mut tls = connector.connect(name, tcp).await?;
                 let mut first = vec![0u8; 4096];
                 let n = tls.read(&mut first).await?;

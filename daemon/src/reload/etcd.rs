@@ -74,7 +74,9 @@ impl EtcdMode {
     }
 
     /// The config of `running`'s bootstrap file with a candidate's one file, which must be
-    /// named `etcd:KEY`.
+    /// named `etcd:KEY`, or `etcd:` alone: whatever key this daemon reads (one value rolled
+    /// over a fleet whose hosts each have their own key, `ctl reload --rolling --file
+    /// etcd:=FILE`).
     pub fn with_candidate(
         &self,
         running: &ConfigSource,
@@ -82,14 +84,15 @@ impl EtcdMode {
     ) -> Result<ConfigSource, ConfigErrors> {
         let name = cfg_etcd::value_file_name(self.key());
         match candidate.into_single() {
-            Some((target, bytes)) if target == name => {
+            Some((target, bytes)) if target == name || target == cfg_etcd::VALUE_FILE_PREFIX => {
                 self.with_value(running, EtcdValue { bytes, revision: 0 })
             }
             _ => Err(ConfigErrors::file(
                 "candidate",
                 format!(
                     "the config comes from etcd: a candidate is the key's value, given as \
-                     --file {name}=FILE"
+                     --file {name}=FILE (or --file etcd:=FILE, the key of whichever daemon \
+                     it goes to)"
                 ),
             )),
         }

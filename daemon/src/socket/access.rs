@@ -68,11 +68,13 @@ impl Peer {
     }
 }
 
-/// A caller, as refusals are counted and logged: a local uid or a certificate name.
+/// A caller, as refusals are counted and logged: a local uid, a certificate name, or the
+/// address of a TCP client whose TLS handshake failed (it has no name yet).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Who {
     Uid(u32),
     Cert(String),
+    Address(std::net::IpAddr),
 }
 
 impl std::fmt::Display for Who {
@@ -80,6 +82,7 @@ impl std::fmt::Display for Who {
         match self {
             Self::Uid(uid) => write!(f, "uid {uid}"),
             Self::Cert(name) => write!(f, "certificate {name:?}"),
+            Self::Address(ip) => write!(f, "address {ip}"),
         }
     }
 }
@@ -287,13 +290,35 @@ impl Refusals {
         }
     }
 
+    /// A TCP client at `ip` whose TLS handshake failed (no certificate, another CA's, not
+    /// TLS, too slow): counted per address like refused calls, so that a scanner or a
+    /// misconfigured client in a loop is a line a minute, not one per connection.
+    pub(crate) fn handshake_failed(&self, ip: std::net::IpAddr, error: &dyn std::fmt::Display) {
+        let who = Who::Address(ip);
+        match self.throttle().hit(who.clone(), Instant::now()) {
+            Verdict::HoldBack => {}
+            Verdict::Report { held_back: 0 } => {
+                tracing::warn!(%who, "refused a TLS handshake: {error}");
+            }
+            Verdict::Report { held_back } => tracing::warn!(
+                %who,
+                "refused a TLS handshake: {error} ({held_back} more of {who} not logged since \
+                 the last report)"
+            ),
+        }
+    }
+
     /// Logs the counts held back in windows that have closed.
     fn summarize(&self) {
         let due = self.throttle().due(Instant::now());
         for (who, n) in due {
+            let what = match who {
+                Who::Address(_) => "TLS handshake",
+                Who::Uid(_) | Who::Cert(_) => "call",
+            };
             tracing::warn!(
                 %who,
-                "refused {n} more call{} of {who} in the last minute (logged once a minute)",
+                "refused {n} more {what}{} of {who} in the last minute (logged once a minute)",
                 plural(n)
             );
         }
