@@ -151,6 +151,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_CONFIG_INVALID));
         }
     };
+    // So are the files of daemon.listen.tls: a certificate or key that cannot be used is an
+    // invalid config (exit 3, and `--check` says so), as for the etcd source's files.
+    let tls = match cfg
+        .daemon
+        .listen
+        .as_ref()
+        .map(|l| tcp::server_config(&l.tls))
+    {
+        None => None,
+        Some(Ok(tls)) => Some(tls),
+        Some(Err(e)) => {
+            eprintln!("{}: {e}", main_file.display());
+            eprintln!("scriptd: {} is invalid (1 error)", main_file.display());
+            return Ok(ExitCode::from(EXIT_CONFIG_INVALID));
+        }
+    };
     if cli.check {
         println!(
             "{}: OK ({} file{}, {} script{})",
@@ -177,11 +193,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    // Read at start, before the runtime: a bad certificate or key stops the daemon here.
-    let tls = match &cfg.daemon.listen {
-        Some(listen) => Some(tcp::server_config(&listen.tls)?),
-        None => None,
-    };
     let served = runtime.block_on(serve(source, cfg, etcd_access, limits, tls, nofile.scripts));
     // Whatever is still blocked on a client that went quiet is not waited for.
     runtime.shutdown_timeout(SERVER_LINGER);

@@ -177,12 +177,18 @@ fn tcp_needs_tls_and_a_private_key() {
         pki.listen_section(free_port())
     ));
     // The server key of the listen section is `fleet-scriptd.key`: readable by others, the
-    // daemon refuses to start.
+    // daemon refuses to start, as for any invalid config (exit 3), and `--check` says so.
     let key = dir.dir.path().join("pki/fleet-scriptd.key");
     std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .expect("chmod");
+    let check = env.check();
+    assert_eq!(check.code, 3, "{check:?}");
+    assert!(
+        check.stderr.contains("can be read by other users"),
+        "{check:?}"
+    );
     let r = scriptd_exits(&env.config());
-    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(r.code, 3, "{r:?}");
     assert!(
         r.stderr.contains("can be read by other users") && r.stderr.contains("chmod 600"),
         "{}",
