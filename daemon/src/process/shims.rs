@@ -8,7 +8,10 @@
 //!   reads the other end;
 //! - the reaper: shims are reaped on SIGCHLD by pid (not with a pidfd each);
 //! - the soft descriptor limit every shim sets for its script: the one the daemon was
-//!   started with (see [`crate::rlimit`]).
+//!   started with (see [`crate::rlimit`]);
+//! - the start gate: at most [`STARTS_IN_FLIGHT`] shims being started at once, the other
+//!   starts waiting their turn in order, so a start storm (10,000 scripts at startup, a
+//!   reload adding thousands) does not fill the runtime's queue and `ctl` keeps answering.
 //!
 //! A shim reports before it exits, so a report is always delivered before the exit of the
 //! shim that sent it: every exit seen is held back until the reports queued so far have been
@@ -25,11 +28,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use tokio::io::Interest;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 /// The largest report a shim sends (longer messages are cut).
 pub const MAX_REPORT: usize = 2048;
+
+/// Most shims being started at once (from `posix_spawn` to the shim's report): enough to
+/// keep two cores busy with the shims' and the scripts' `exec`s, few enough that the
+/// runtime's queue holds a few dozen starts and not thousands. At startup with 10,000
+/// periodic scripts, the first `ctl status` waited for every first run without it
+/// (BENCHMARKS.md, "Scale").
+pub const STARTS_IN_FLIGHT: usize = 32;
 
 /// How a shim ended: the script's exit, which the shim repeats as its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +134,8 @@ pub struct Shims {
     /// SIGCHLD, installed with the rest (a daemon that cannot see its shims exit must not
     /// start); taken by [`Shims::run`].
     sigchld: Mutex<Option<tokio::signal::unix::Signal>>,
+    /// [`STARTS_IN_FLIGHT`] permits, taken in order.
+    starts: Semaphore,
 }
 
 /// Clears close-on-exec: every process the daemon starts (only shims, each of which sets it
@@ -153,7 +165,16 @@ impl Shims {
             next_token: AtomicU64::new(1),
             script_nofile,
             sigchld: Mutex::new(Some(sigchld)),
+            starts: Semaphore::new(STARTS_IN_FLIGHT),
         })
+    }
+
+    /// A turn to start a shim, held until the shim reported (or failed to start): waited
+    /// for in order (tokio's semaphore is fair) behind at most [`STARTS_IN_FLIGHT`] starts.
+    /// The semaphore is never closed, so there is always a turn (`None` would only mean an
+    /// ungated start).
+    pub async fn start_turn(&self) -> Option<SemaphorePermit<'_>> {
+        self.starts.acquire().await.ok()
     }
 
     /// The descriptor numbers a shim inherits: (liveness pipe, report socket).
@@ -330,6 +351,44 @@ impl Shims {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
+    use std::pin::{pin, Pin};
+    use std::task::{Context, Poll, Waker};
+
+    /// Polls `f` once: its output when it is ready now.
+    fn now<F: Future>(f: Pin<&mut F>) -> Option<F::Output> {
+        match f.poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn starts_take_turns_in_the_order_they_asked() {
+        let shims = Shims::new(None).expect("shims");
+        let mut held: Vec<_> = (0..STARTS_IN_FLIGHT)
+            .map(|_| {
+                now(pin!(shims.start_turn()))
+                    .flatten()
+                    .expect("a turn at once")
+            })
+            .collect();
+        let mut first = pin!(shims.start_turn());
+        let mut second = pin!(shims.start_turn());
+        assert!(now(first.as_mut()).is_none(), "every turn is taken");
+        assert!(now(second.as_mut()).is_none());
+        // A turn given back goes to the first in line, not to whoever looks first.
+        drop(held.pop());
+        assert!(
+            now(second.as_mut()).is_none(),
+            "the second waits behind the first"
+        );
+        let turn = now(first.as_mut())
+            .flatten()
+            .expect("the first gets the freed turn");
+        drop(turn);
+        assert!(now(second.as_mut()).flatten().is_some(), "then the second");
+    }
 
     proptest::proptest! {
         #[test]

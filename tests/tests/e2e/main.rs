@@ -21,6 +21,7 @@ mod metrics;
 mod output;
 mod python_grpc;
 mod reload;
+mod scale;
 mod schedule;
 mod script_limits;
 mod stall;
