@@ -427,6 +427,9 @@ async fn serve(
     for first in first_starts {
         let _ = first.await;
     }
+    // What reading the startup config and the first runs freed (the YAML tree, validation's
+    // and the runs' temporaries), back to the system, as after every reload.
+    drop(tokio::task::spawn_blocking(heap::trim));
     if !cancel.is_cancelled() {
         notify_systemd(Notify::Ready);
         tracing::info!(socket = %daemon.socket.display(), config = %main.display(), "scriptd ready");
