@@ -241,7 +241,7 @@ async fn serve(
     // Event streams end once every script has stopped: followers get the last exits.
     let events = events::EventBus::new(server_stop.clone());
     let shared = Arc::new(runner::Shared {
-        shims: process::Shims::new(script_nofile)
+        shims: process::Shims::new(script_nofile, cancel.clone())
             .context("cannot create the shims' liveness pipe and report socket")?,
         events: events.clone(),
         log_dir: daemon.log_dir.clone(),

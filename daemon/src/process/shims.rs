@@ -108,6 +108,10 @@ pub fn parse_report(bytes: &[u8]) -> Option<(u64, Report)> {
     Some((token, report))
 }
 
+/// The daemon is shutting down: no more starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShuttingDown;
+
 /// Who waits for what.
 #[derive(Default)]
 struct Waiting {
@@ -136,6 +140,8 @@ pub struct Shims {
     sigchld: Mutex<Option<tokio::signal::unix::Signal>>,
     /// [`STARTS_IN_FLIGHT`] permits, taken in order.
     starts: Semaphore,
+    /// The daemon is shutting down: starts still waiting for a turn give up.
+    shutdown: CancellationToken,
 }
 
 /// Clears close-on-exec: every process the daemon starts (only shims, each of which sets it
@@ -148,8 +154,9 @@ fn inherited(fd: impl AsFd) -> std::io::Result<()> {
 impl Shims {
     /// Creates the liveness pipe and the report socket, and installs the SIGCHLD handler
     /// (must run inside the runtime). Scripts get `script_nofile` as their soft descriptor
-    /// limit (`None`: the daemon's own).
-    pub fn new(script_nofile: Option<u64>) -> std::io::Result<Self> {
+    /// limit (`None`: the daemon's own); once `shutdown` is cancelled, starts waiting for
+    /// their turn give up.
+    pub fn new(script_nofile: Option<u64>, shutdown: CancellationToken) -> std::io::Result<Self> {
         let sigchld = signal(SignalKind::child())?;
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         inherited(&r)?;
@@ -166,15 +173,21 @@ impl Shims {
             script_nofile,
             sigchld: Mutex::new(Some(sigchld)),
             starts: Semaphore::new(STARTS_IN_FLIGHT),
+            shutdown,
         })
     }
 
     /// A turn to start a shim, held until the shim reported (or failed to start): waited
     /// for in order (tokio's semaphore is fair) behind at most [`STARTS_IN_FLIGHT`] starts.
-    /// The semaphore is never closed, so there is always a turn (`None` would only mean an
-    /// ungated start).
-    pub async fn start_turn(&self) -> Option<SemaphorePermit<'_>> {
-        self.starts.acquire().await.ok()
+    /// `Err` once the daemon is shutting down: a SIGTERM during a start storm does not
+    /// start the thousands still waiting only to stop them. The semaphore is never closed,
+    /// so there is always a turn (`Ok(None)` would only mean an ungated start).
+    pub async fn start_turn(&self) -> Result<Option<SemaphorePermit<'_>>, ShuttingDown> {
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => Err(ShuttingDown),
+            turn = self.starts.acquire() => Ok(turn.ok()),
+        }
     }
 
     /// The descriptor numbers a shim inherits: (liveness pipe, report socket).
@@ -365,18 +378,22 @@ mod tests {
 
     #[tokio::test]
     async fn starts_take_turns_in_the_order_they_asked() {
-        let shims = Shims::new(None).expect("shims");
+        let shutdown = CancellationToken::new();
+        let shims = Shims::new(None, shutdown.clone()).expect("shims");
         let mut held: Vec<_> = (0..STARTS_IN_FLIGHT)
             .map(|_| {
                 now(pin!(shims.start_turn()))
+                    .and_then(Result::ok)
                     .flatten()
                     .expect("a turn at once")
             })
             .collect();
         let mut first = pin!(shims.start_turn());
         let mut second = pin!(shims.start_turn());
+        let mut third = pin!(shims.start_turn());
         assert!(now(first.as_mut()).is_none(), "every turn is taken");
         assert!(now(second.as_mut()).is_none());
+        assert!(now(third.as_mut()).is_none());
         // A turn given back goes to the first in line, not to whoever looks first.
         drop(held.pop());
         assert!(
@@ -384,10 +401,16 @@ mod tests {
             "the second waits behind the first"
         );
         let turn = now(first.as_mut())
+            .and_then(Result::ok)
             .flatten()
             .expect("the first gets the freed turn");
         drop(turn);
-        assert!(now(second.as_mut()).flatten().is_some(), "then the second");
+        let turn = now(second.as_mut()).and_then(Result::ok).flatten();
+        assert!(turn.is_some(), "then the second");
+        // Shutting down: whoever still waits for a turn gives up.
+        shutdown.cancel();
+        let gave_up = now(third.as_mut()).map(|r| r.map(drop));
+        assert_eq!(gave_up, Some(Err(ShuttingDown)));
     }
 
     proptest::proptest! {

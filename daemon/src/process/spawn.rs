@@ -135,7 +135,10 @@ pub async fn spawn(
     shims: &Shims,
 ) -> Result<Spawned, SpawnError> {
     // Until the shim reported: a start storm waits here, out of the runtime's queue.
-    let _turn = shims.start_turn().await;
+    let _turn = shims
+        .start_turn()
+        .await
+        .map_err(|_| SpawnError::ShuttingDown)?;
     let exe = shim_program();
     let (death_fd, report_fd) = shims.inherited_fds();
     let (token, report) = shims.expect_report();
