@@ -9,7 +9,8 @@
 #   --quick: 1,000 scripts, 100 saves (all timed), 20 `ctl` rounds, 100 log followers.
 # BIN_DIR=target/release (say) uses already built binaries instead of packaging/dist.sh.
 # 10,000 services need ~30,000 descriptors: the hard RLIMIT_NOFILE is raised to 524288
-# when allowed (CAP_SYS_RESOURCE), else the hard limit in force is used (and said).
+# when allowed (CAP_SYS_RESOURCE), else the hard limit in force is used (and said); a
+# services row that cannot fit under it is printed as not run, with what it needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET=${CARGO_TARGET_DIR:-target}

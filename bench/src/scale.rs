@@ -311,6 +311,24 @@ async fn saves(
     })
 }
 
+/// The hard descriptor limit the daemon will run with (it raises its soft limit to it),
+/// from `/proc/self/limits`: the daemon inherits this process's.
+fn hard_nofile() -> anyhow::Result<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits")?;
+    limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        .and_then(|hard| hard.parse().ok())
+        .context("/proc/self/limits: no hard limit of open files")
+}
+
+/// Descriptors `n` services keep open in the daemon: each running one's stdout and stderr
+/// pipes and its log file, plus a margin for the daemon's own (history, watcher, sockets).
+fn services_descriptors(n: usize) -> u64 {
+    3 * n as u64 + 1000
+}
+
 fn scripts_row(
     bins: &Path,
     s: &Settings,
@@ -318,6 +336,17 @@ fn scripts_row(
     n: usize,
     out: &mut String,
 ) -> anyhow::Result<()> {
+    let need = services_descriptors(n);
+    let hard = hard_nofile()?;
+    if kind == Kind::Services && need > hard {
+        // It would run into EMFILE and the row would wait out PATIENCE: say why instead.
+        eprintln!("scale: {n} services skipped: need ~{need} descriptors, hard limit {hard}");
+        writeln!(
+            out,
+            "| {n} services | not run: needs ~{need} descriptors, the hard `RLIMIT_NOFILE` here is {hard} (raising it needs CAP_SYS_RESOURCE) | | | | | | |"
+        )?;
+        return Ok(());
+    }
     eprintln!("scale: {n} {} scripts: starting", kind.label());
     let t0 = Instant::now();
     let d = start(bins, &kind.config(n, 0))?;

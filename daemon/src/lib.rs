@@ -264,7 +264,7 @@ async fn serve(
     // Event streams end once every script has stopped: followers get the last exits.
     let events = events::EventBus::new(server_stop.clone());
     let shared = Arc::new(runner::Shared {
-        shims: process::Shims::new(script_nofile)
+        shims: process::Shims::new(script_nofile, cancel.clone())
             .context("cannot create the shims' liveness pipe and report socket")?,
         events: events.clone(),
         log_dir: daemon.log_dir.clone(),
@@ -444,6 +444,9 @@ async fn serve(
     for first in first_starts {
         let _ = first.await;
     }
+    // What reading the startup config and the first runs freed (the YAML tree, validation's
+    // and the runs' temporaries), back to the system, as after every reload.
+    drop(tokio::task::spawn_blocking(heap::trim));
     if !cancel.is_cancelled() {
         notify_systemd(Notify::Ready);
         tracing::info!(socket = %daemon.socket.display(), config = %main.display(), "scriptd ready");

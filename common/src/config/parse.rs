@@ -26,20 +26,24 @@ pub fn strip_bom(text: &str) -> &str {
 
 /// Parses `text` (one YAML document, optionally with a byte-order mark) into a value.
 ///
-/// The text is first read as a stream of events, which is cheap, to refuse nesting deeper
-/// than [`MAX_DEPTH`] where it happens; what the full parse reports without a position
-/// (a second document, aliases expanding too much) is then placed with that stream.
+/// Nesting deeper than [`MAX_DEPTH`] is refused where it happens, before the full parse
+/// (whose cost grows with the square of the depth). A cheap bound on the depth
+/// ([`depth_bound`]) rules it out for every real config, which is then parsed once; only a
+/// text the bound cannot clear is first read as a stream of events to find where it gets too
+/// deep. What the full parse reports without a position (a second document, aliases
+/// expanding too much) is placed with that event stream, read only then.
 pub fn document(text: &str) -> Result<Value, YamlError> {
     let text = strip_bom(text);
-    let scan = Scan::of(text);
-    if let Some(e) = scan.refusal {
-        return Err(clamp(text, e));
+    if depth_bound(text) > MAX_DEPTH {
+        if let Some(e) = Scan::of(text).refusal {
+            return Err(clamp(text, e));
+        }
     }
     serde_yaml::from_str::<Value>(text).map_err(|e| {
         let message = strip_location(&e.to_string()).to_owned();
         let (line, column, message) = match e.location() {
             Some(l) => (l.line() as u32, l.column() as u32, message),
-            None => scan.place(message),
+            None => Scan::of(text).place(message),
         };
         clamp(
             text,
@@ -50,6 +54,31 @@ pub fn document(text: &str) -> Result<Value, YamlError> {
             },
         )
     })
+}
+
+/// An upper bound, from one pass over the bytes, such that a text within it is one the
+/// event scan of [`document`] would not refuse: no collection opened deeper than
+/// [`MAX_DEPTH`], and no syntax error it must keep from the full parse (it refuses one only
+/// when the collections open there plus [`flow_depth_bound`] exceed [`MAX_DEPTH`]).
+///
+/// Block collections: each one's indentation is a column greater than its parent's, except
+/// a sequence that is a mapping's value (`key:` then `- item` at the key's column), so they
+/// nest at most twice as deep as the number of columns a block collection can start at. A
+/// block collection starts at a line's first key, `-` or `?`, which stands at or before the
+/// end of the line's prefix of spaces, tabs and `-`, `?`, `:` indicators: the longest such
+/// prefix bounds those columns. Flow collections (`[`, `{`) are counted by
+/// [`flow_depth_bound`], twice (open at the error, and in the scan's rule).
+fn depth_bound(text: &str) -> usize {
+    let widest_prefix = text
+        .split('\n')
+        .map(|line| {
+            line.bytes()
+                .take_while(|b| matches!(b, b' ' | b'\t' | b'-' | b'?' | b':'))
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    2 * (widest_prefix + 1) + 2 * flow_depth_bound(text)
 }
 
 /// serde_yaml appends " at line L column C" to its messages; the position is reported
@@ -342,6 +371,54 @@ mod tests {
         assert_eq!((e.line, e.column), (2, 8), "{e}");
         let e = err("a:\n  b: [x\n");
         assert_eq!((e.line, e.column), (3, 1), "{e}");
+    }
+
+    #[test]
+    fn the_depth_bound_clears_real_configs_and_holds_deep_ones() {
+        let config = "daemon:\n  socket: run/s.sock\nscripts:\n  backup:\n    command: [\"/bin/b\", \"-x\"]\n    env: { A: \"1\" }\n    health:\n      http:\n        url: http://x/\n";
+        // Columns 0..=8 → 18, plus twice one bracket level.
+        assert_eq!(depth_bound(config), 2 * 9 + 2);
+        assert!(depth_bound(config) <= MAX_DEPTH);
+        assert_eq!(depth_bound(""), 2);
+        // `- - - x` nests on one line: each `-` is in the prefix.
+        assert_eq!(depth_bound("- - - x\n"), 2 * 7);
+        // Too deep by indentation or by brackets: the event scan decides.
+        let deep: String = (0..40)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+            .collect();
+        assert!(depth_bound(&deep) > MAX_DEPTH);
+        assert!(depth_bound(&format!("a: {}", "[".repeat(MAX_DEPTH))) > MAX_DEPTH);
+    }
+
+    /// Nested mappings and sequences (block style, as `serde_yaml` writes them), `depth`
+    /// levels of collections.
+    fn nested(depth: usize, seq: &[bool]) -> Value {
+        let mut v = Value::String("x".into());
+        for i in 0..depth {
+            v = if seq[i % seq.len()] {
+                Value::Sequence(vec![v])
+            } else {
+                let mut m = serde_yaml::Mapping::new();
+                m.insert(Value::String(format!("k{i}")), v);
+                Value::Mapping(m)
+            };
+        }
+        v
+    }
+
+    proptest::proptest! {
+        /// The bound is never below the real depth: a text it clears is never one the
+        /// event scan would refuse as too deep.
+        #[test]
+        fn the_depth_bound_is_never_below_the_depth(depth in 1usize..80, seq in proptest::collection::vec(proptest::bool::ANY, 1..6)) {
+            let text = serde_yaml::to_string(&nested(depth, &seq)).expect("serialises");
+            proptest::prop_assert!(depth_bound(&text) >= depth, "{text}");
+            let refused = Scan::of(&text).refusal.is_some();
+            proptest::prop_assert_eq!(refused, depth > MAX_DEPTH, "{}", text);
+            if depth_bound(&text) <= MAX_DEPTH {
+                proptest::prop_assert!(document(&text).is_ok(), "{}", text);
+            }
+        }
     }
 
     #[test]

@@ -8,7 +8,10 @@
 //!   reads the other end;
 //! - the reaper: shims are reaped on SIGCHLD by pid (not with a pidfd each);
 //! - the soft descriptor limit every shim sets for its script: the one the daemon was
-//!   started with (see [`crate::rlimit`]).
+//!   started with (see [`crate::rlimit`]);
+//! - the start gate: at most [`STARTS_IN_FLIGHT`] shims being started at once, the other
+//!   starts waiting their turn in order, so a start storm (10,000 scripts at startup, a
+//!   reload adding thousands) does not fill the runtime's queue and `ctl` keeps answering.
 //!
 //! A shim reports before it exits, so a report is always delivered before the exit of the
 //! shim that sent it: every exit seen is held back until the reports queued so far have been
@@ -25,11 +28,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use tokio::io::Interest;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 /// The largest report a shim sends (longer messages are cut).
 pub const MAX_REPORT: usize = 2048;
+
+/// Most shims being started at once (from `posix_spawn` to the shim's report): enough to
+/// keep two cores busy with the shims' and the scripts' `exec`s, few enough that the
+/// runtime's queue holds a few dozen starts and not thousands. At startup with 10,000
+/// periodic scripts, the first `ctl status` waited for every first run without it
+/// (BENCHMARKS.md, "Scale").
+pub const STARTS_IN_FLIGHT: usize = 32;
 
 /// How a shim ended: the script's exit, which the shim repeats as its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +108,10 @@ pub fn parse_report(bytes: &[u8]) -> Option<(u64, Report)> {
     Some((token, report))
 }
 
+/// The daemon is shutting down: no more starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShuttingDown;
+
 /// Who waits for what.
 #[derive(Default)]
 struct Waiting {
@@ -124,6 +138,10 @@ pub struct Shims {
     /// SIGCHLD, installed with the rest (a daemon that cannot see its shims exit must not
     /// start); taken by [`Shims::run`].
     sigchld: Mutex<Option<tokio::signal::unix::Signal>>,
+    /// [`STARTS_IN_FLIGHT`] permits, taken in order.
+    starts: Semaphore,
+    /// The daemon is shutting down: starts still waiting for a turn give up.
+    shutdown: CancellationToken,
 }
 
 /// Clears close-on-exec: every process the daemon starts (only shims, each of which sets it
@@ -136,8 +154,9 @@ fn inherited(fd: impl AsFd) -> std::io::Result<()> {
 impl Shims {
     /// Creates the liveness pipe and the report socket, and installs the SIGCHLD handler
     /// (must run inside the runtime). Scripts get `script_nofile` as their soft descriptor
-    /// limit (`None`: the daemon's own).
-    pub fn new(script_nofile: Option<u64>) -> std::io::Result<Self> {
+    /// limit (`None`: the daemon's own); once `shutdown` is cancelled, starts waiting for
+    /// their turn give up.
+    pub fn new(script_nofile: Option<u64>, shutdown: CancellationToken) -> std::io::Result<Self> {
         let sigchld = signal(SignalKind::child())?;
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         inherited(&r)?;
@@ -153,7 +172,22 @@ impl Shims {
             next_token: AtomicU64::new(1),
             script_nofile,
             sigchld: Mutex::new(Some(sigchld)),
+            starts: Semaphore::new(STARTS_IN_FLIGHT),
+            shutdown,
         })
+    }
+
+    /// A turn to start a shim, held until the shim reported (or failed to start): waited
+    /// for in order (tokio's semaphore is fair) behind at most [`STARTS_IN_FLIGHT`] starts.
+    /// `Err` once the daemon is shutting down: a SIGTERM during a start storm does not
+    /// start the thousands still waiting only to stop them. The semaphore is never closed,
+    /// so there is always a turn (`Ok(None)` would only mean an ungated start).
+    pub async fn start_turn(&self) -> Result<Option<SemaphorePermit<'_>>, ShuttingDown> {
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => Err(ShuttingDown),
+            turn = self.starts.acquire() => Ok(turn.ok()),
+        }
     }
 
     /// The descriptor numbers a shim inherits: (liveness pipe, report socket).
@@ -330,6 +364,54 @@ impl Shims {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
+    use std::pin::{pin, Pin};
+    use std::task::{Context, Poll, Waker};
+
+    /// Polls `f` once: its output when it is ready now.
+    fn now<F: Future>(f: Pin<&mut F>) -> Option<F::Output> {
+        match f.poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn starts_take_turns_in_the_order_they_asked() {
+        let shutdown = CancellationToken::new();
+        let shims = Shims::new(None, shutdown.clone()).expect("shims");
+        let mut held: Vec<_> = (0..STARTS_IN_FLIGHT)
+            .map(|_| {
+                now(pin!(shims.start_turn()))
+                    .and_then(Result::ok)
+                    .flatten()
+                    .expect("a turn at once")
+            })
+            .collect();
+        let mut first = pin!(shims.start_turn());
+        let mut second = pin!(shims.start_turn());
+        let mut third = pin!(shims.start_turn());
+        assert!(now(first.as_mut()).is_none(), "every turn is taken");
+        assert!(now(second.as_mut()).is_none());
+        assert!(now(third.as_mut()).is_none());
+        // A turn given back goes to the first in line, not to whoever looks first.
+        drop(held.pop());
+        assert!(
+            now(second.as_mut()).is_none(),
+            "the second waits behind the first"
+        );
+        let turn = now(first.as_mut())
+            .and_then(Result::ok)
+            .flatten()
+            .expect("the first gets the freed turn");
+        drop(turn);
+        let turn = now(second.as_mut()).and_then(Result::ok).flatten();
+        assert!(turn.is_some(), "then the second");
+        // Shutting down: whoever still waits for a turn gives up.
+        shutdown.cancel();
+        let gave_up = now(third.as_mut()).map(|r| r.map(drop));
+        assert_eq!(gave_up, Some(Err(ShuttingDown)));
+    }
 
     proptest::proptest! {
         #[test]

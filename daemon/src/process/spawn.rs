@@ -1,6 +1,7 @@
 //! Starting a run: the shim, started with `posix_spawn` (std's `Command` without code to run
 //! between fork and exec), leads the script's process group and reports on the shared report
-//! socket. The daemon keeps two descriptors per running script: its stdout and stderr.
+//! socket. The daemon keeps two descriptors per running script: its stdout and stderr. A
+//! start takes its turn at the shims' start gate first ([`Shims::start_turn`]).
 
 use super::shims::{Report, ShimExit, Shims};
 use crate::shim;
@@ -133,6 +134,11 @@ pub async fn spawn(
     cfg: &ScriptConfig,
     shims: &Shims,
 ) -> Result<Spawned, SpawnError> {
+    // Until the shim reported: a start storm waits here, out of the runtime's queue.
+    let _turn = shims
+        .start_turn()
+        .await
+        .map_err(|_| SpawnError::ShuttingDown)?;
     let exe = shim_program();
     let (death_fd, report_fd) = shims.inherited_fds();
     let (token, report) = shims.expect_report();

@@ -649,7 +649,10 @@ impl Coordinator {
             Ok(s) => s,
             Err(errors) => return self.reject_invalid(draft, errors),
         };
-        let new_hash = source.hash();
+        let new_hash = match req.prevalidated.as_ref().and_then(|p| p.hash_of(&source)) {
+            Some(hash) => hash.to_owned(),
+            None => source.hash(),
+        };
         draft.plan_id = PlanId::new(self.version, &new_hash).to_string();
         let stale = req
             .plan_id

@@ -22,7 +22,7 @@ pub use candidate::Candidate;
 pub use coordinator::Coordinator;
 
 use crate::runner::ScriptHandle;
-use scriptd_common::config::{self, Config, ConfigErrors};
+use scriptd_common::config::{self, Config, ConfigErrors, ConfigSource};
 use scriptd_common::diff::Change;
 use scriptd_common::plan_id::PlanId;
 use std::collections::BTreeMap;
@@ -102,7 +102,9 @@ pub enum RequestError {
 /// A config validated ahead of its reload (see [`Request::prevalidated`]).
 #[derive(Debug)]
 pub struct Prevalidated {
-    /// Hash of the files validated.
+    /// The files validated.
+    source: ConfigSource,
+    /// Their hash.
     hash: String,
     config: Config,
 }
@@ -117,8 +119,15 @@ impl Prevalidated {
         let config = config::validate(&source).ok()?;
         Some(Self {
             hash: source.hash(),
+            source,
             config,
         })
+    }
+
+    /// The hash of `source` when it is the files validated ahead: comparing them byte for
+    /// byte is far cheaper than hashing them again, on the coordinator's runtime thread.
+    pub fn hash_of(&self, source: &ConfigSource) -> Option<&str> {
+        (self.source == *source).then_some(self.hash.as_str())
     }
 }
 

@@ -108,7 +108,10 @@ impl Runner {
                 Ok(pid)
             }
             Err(e) => {
-                if !e.is_descriptor_limit() {
+                if matches!(e, SpawnError::ShuttingDown) {
+                    // A start that was waiting for its turn when SIGTERM came.
+                    tracing::debug!(script = %self.name, "not started: {e}");
+                } else if !e.is_descriptor_limit() {
                     tracing::warn!(script = %self.name, "cannot start: {e}");
                 } else if !self.descriptors_reported {
                     // Once per script until a start succeeds: every retry would say the same.

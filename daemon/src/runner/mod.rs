@@ -319,7 +319,7 @@ struct Runner {
     /// The health probe of the current run.
     probing: Option<health::Probing>,
     /// Where probe tasks send their results.
-    probe_tx: mpsc::Sender<ProbeResult>,
+    probe_tx: mpsc::Sender<Box<ProbeResult>>,
     /// Runs ended, by result, and their durations (metrics).
     runs: Arc<RunCounters>,
     /// Which runs became ready or failed to.

@@ -28,7 +28,7 @@ impl Runner {
         mut self: Box<Self>,
         mut rx: mpsc::Receiver<RunnerCmd>,
         mut internal: mpsc::Receiver<Exited>,
-        mut probes: mpsc::Receiver<ProbeResult>,
+        mut probes: mpsc::Receiver<Box<ProbeResult>>,
         initial: oneshot::Sender<Result<(), SpawnError>>,
     ) {
         let first = if !self.active() {
@@ -63,7 +63,7 @@ impl Runner {
                     }
                 },
                 Some(exited) = internal.recv() => Box::pin(self.on_exit(exited)).await,
-                Some(result) = probes.recv() => self.on_probe(result),
+                Some(result) = probes.recv() => self.on_probe(*result),
                 _ = sleep_until(wake) => Box::pin(self.on_timer()).await,
             }
         }

@@ -29,6 +29,7 @@ mod output;
 mod python_grpc;
 mod reload;
 mod rolling;
+mod scale;
 mod schedule;
 mod script_limits;
 mod stall;

@@ -227,7 +227,6 @@ impl Validator<'_> {
         explicit: bool,
         who: Option<&Who>,
     ) -> bool {
-        let at = format!("{script_path}.working_dir");
         let problem = match self.host.stat(dir) {
             Stat::Dir => match who.and_then(|who| self.blocked(dir, who, Want::Search)) {
                 None => return true,
@@ -244,7 +243,7 @@ impl Validator<'_> {
         };
         let msg = format!("working_dir {} {problem}", dir.display());
         if explicit {
-            self.err(&at, msg);
+            self.err(&format!("{script_path}.working_dir"), msg);
         } else {
             self.err_key(script_path, msg);
         }
@@ -267,12 +266,20 @@ impl Validator<'_> {
         at: &str,
         who: Option<&Who>,
     ) {
-        let (program, at) = match command {
+        let (program, argv) = match command {
             CommandSpec::Argv(argv) => match argv.first() {
-                Some(first) => (first.clone(), format!("{at}[0]")),
+                Some(first) => (first.clone(), true),
                 None => return, // an empty list is a parse error, reported already
             },
-            CommandSpec::Shell(_) => ("/bin/sh".to_owned(), at.to_owned()),
+            CommandSpec::Shell(_) => ("/bin/sh".to_owned(), false),
+        };
+        // Where an error is reported: the program's place, built only for an error.
+        let place = || {
+            if argv {
+                format!("{at}[0]")
+            } else {
+                at.to_owned()
+            }
         };
         let resolved = if program.contains('/') {
             script.working_dir.join(&program)
@@ -290,7 +297,7 @@ impl Validator<'_> {
                 Some(p) => p,
                 None => {
                     self.err(
-                        &at,
+                        &place(),
                         format!(
                             "program {program:?} not found in PATH ({search}); give its full \
                              path or install it"
@@ -302,14 +309,15 @@ impl Validator<'_> {
         };
         match self.host.stat(&resolved) {
             Stat::Missing => self.err(
-                &at,
+                &place(),
                 format!("program {} does not exist", resolved.display()),
             ),
-            Stat::Dir | Stat::Other => {
-                self.err(&at, format!("program {} is not a file", resolved.display()))
-            }
+            Stat::Dir | Stat::Other => self.err(
+                &place(),
+                format!("program {} is not a file", resolved.display()),
+            ),
             Stat::File(mode) if mode & 0o111 == 0 => self.err(
-                &at,
+                &place(),
                 format!(
                     "program {} is not executable (mode {:o}); run `chmod +x {}`",
                     resolved.display(),
@@ -321,7 +329,7 @@ impl Validator<'_> {
                 if let Some(who) = who {
                     if let Some(why) = self.blocked(&resolved, who, Want::Execute) {
                         self.err(
-                            &at,
+                            &place(),
                             format!(
                                 "program {} cannot be executed by {}, whom the script runs as: \
                                  {why}",
