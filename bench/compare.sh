@@ -12,6 +12,7 @@
 #   --rounds N   rounds per scenario (default: 5 for scenarios 1-3, 3 for 4-6)
 #   --profile P  cargo profile to build and measure (default: dist)
 #   --keep       leave the work directory (configs, logs) behind for inspection
+# BIN_DIR=DIR (holding scriptd, scriptd-shim, ctl) measures those binaries, building nothing.
 #
 # Every process it starts is stopped by pid at the end, also on Ctrl-C or SIGTERM: the driver
 # stops what it started; this script then stops, by pid, anything still running whose command
@@ -32,7 +33,9 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-if [ "$profile" = dist ]; then
+if [ -n "${BIN_DIR:-}" ]; then
+  bins=$BIN_DIR # already built (scriptd, scriptd-shim, ctl): nothing is built
+elif [ "$profile" = dist ]; then
   packaging/dist.sh # what the package ships: target/dist-bin
   bins=$TARGET/dist-bin
 else

@@ -1757,3 +1757,13 @@ impl Etcd {
         learner
     }
 }
+
+/// Peak resident memory of a process (kB), from /proc/PID/status.
+pub fn vm_hwm_kb(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}

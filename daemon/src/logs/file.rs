@@ -3,7 +3,7 @@
 
 use super::counters::LogCounters;
 use super::paths::{open_append, rotated_path};
-use super::record::LineRef;
+use super::record::{Block, Framing};
 use super::write_failures::{Report, WriteFailures};
 use scriptd_common::config::LogConfig;
 use std::fs::File;
@@ -146,17 +146,32 @@ impl LogFile {
         }
     }
 
-    /// Adds one record; rotates first when it would take the file past `max_bytes`.
-    pub(super) fn push(&mut self, line: LineRef<'_>, time: &str, cfg: &LogConfig) {
-        let before = self.buf.len();
-        line.write_to(time, &mut self.buf);
-        let size = self.on_disk + self.buf.len() as u64;
+    /// Adds the records of `block`'s lines read at `time`; rotates whenever the next record
+    /// would take the file past `max_bytes`.
+    pub(super) fn push(&mut self, block: &Block, time: &str, cfg: &LogConfig) {
+        let mut framing = Framing::new(time, block.first_seq, block.run_id(), block.stream());
+        self.buf
+            .reserve(framing.record_bytes(0) * block.len() + block.text_bytes());
+        for (text, continued) in block.records() {
+            let before = self.buf.len();
+            framing.write(text, continued, &mut self.buf);
+            let size = self.on_disk + self.buf.len() as u64;
+            if size > cfg.max_bytes {
+                self.rotate_before(before, cfg);
+            }
+        }
+    }
+
+    /// The record that starts at `before` in `buf` takes the file past `max_bytes`: the ones
+    /// before it are written and the file rotated, unless the file is empty.
+    #[cold]
+    fn rotate_before(&mut self, before: usize, cfg: &LogConfig) {
         let had = self.on_disk + before as u64;
         // While writes fail, only a file with something on disk is rotated (which removes
         // the oldest file: that may free the space): the records wait in `buf`, and the new
         // empty file is not rotated again and again.
         let stuck = self.failures.is_failing() && self.on_disk == 0;
-        if size > cfg.max_bytes && had > 0 && !stuck {
+        if had > 0 && !stuck {
             self.write_out(before);
             self.rotate(cfg.keep);
         }
@@ -270,7 +285,7 @@ impl Drop for LogFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::logs::record::{Block, Stream};
+    use crate::logs::record::Stream;
 
     fn cfg(max_bytes: u64, keep: u32) -> LogConfig {
         LogConfig {
@@ -285,9 +300,7 @@ mod tests {
         for i in 0..n {
             block.push(format!("line {i}").as_bytes(), false);
         }
-        for line in block.lines() {
-            f.push(line, "2023-11-14T22:13:20.123Z", cfg);
-        }
+        f.push(&block, "2023-11-14T22:13:20.123Z", cfg);
         f.flush();
         f.settle();
     }

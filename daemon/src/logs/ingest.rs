@@ -9,7 +9,7 @@ use tokio::net::unix::pipe;
 use tokio_util::sync::CancellationToken;
 
 /// Size of one read from a script's pipe.
-pub(super) const READ_CHUNK: usize = 64 << 10;
+const READ_CHUNK: usize = 64 << 10;
 
 /// A pipe end a script writes to: a run's stdout or stderr.
 pub trait PipeEnd {
@@ -38,8 +38,9 @@ impl PipeEnd for OwnedFd {
 /// Reads one stream of a run until EOF, feeding `sink` as output arrives.
 ///
 /// It waits for the pipe to be readable without holding a buffer (an idle script costs no
-/// memory here), then reads chunks of up to 64 KiB until the pipe is empty; each chunk's
-/// complete lines become one block (one timestamp, one allocation, one file write). A line
+/// memory here), then reads chunks of up to 64 KiB until the pipe is empty, each straight
+/// into the splitter's buffer; the complete lines of a read become one block (that buffer:
+/// one timestamp, one allocation, one file write). A line
 /// longer than `log.max_line_bytes` is cut into pieces marked `continued` (at a character
 /// boundary when the text is UTF-8), so memory stays bounded whatever the script prints;
 /// `\r\n` endings lose the `\r`; invalid UTF-8 is replaced; a last line without a newline
@@ -65,7 +66,6 @@ pub async fn pump(
     };
     let _open = sink.hold_file();
     let mut lines = Splitter::default();
-    let mut buf: Vec<u8> = Vec::new();
     let mut widened = false;
     let mut stopped = false;
     'stream: loop {
@@ -73,21 +73,19 @@ pub async fn pump(
             ready = rx.readable() => if ready.is_err() { break },
             _ = stop.cancelled(), if !stopped => stopped = true,
         }
-        buf.reserve_exact(READ_CHUNK);
         // After `stop`, only what the pipe holds now (a bounded amount) is still read.
         let mut reads = 0;
         while !stopped || reads < STOP_DRAIN_READS {
             reads += 1;
-            buf.clear();
-            match rx.try_read_buf(&mut buf) {
+            match rx.try_read_buf(lines.buffer(READ_CHUNK)) {
                 Ok(0) => break 'stream,
                 Ok(n) => {
-                    if n == READ_CHUNK && !widened {
+                    if n >= READ_CHUNK && !widened {
                         widened = true;
                         widen(&rx);
                     }
                     let max = sink.max_line_bytes().max(4);
-                    sink.append(lines.split(&buf, max, run_id, stream));
+                    sink.append(lines.take(max, run_id, stream));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -106,8 +104,8 @@ pub async fn pump(
             );
             return;
         }
-        // The pipe is empty: give the buffer back until the script writes again.
-        buf = Vec::new();
+        // The pipe is empty: give the buffer's room back until the script writes again.
+        lines.idle();
     }
     sink.append(lines.finish(run_id, stream));
 }

@@ -61,6 +61,13 @@ pub const FOLLOW_WINDOW: usize = 32 * 1024;
 /// it are still in the file: backlog requests read them from there.
 pub const MEM_BYTES: usize = 4 << 20;
 
-/// At most this many lines, or about this many bytes, are taken per batch by a reader.
+/// Of [`MEM_BYTES`], what pieces of over-long lines may take: a line of 50 MiB without a
+/// newline passes through memory in pieces of `log.max_line_bytes` and leaves at most this
+/// much of itself there (and pushes out the lines before it). The rest is in the file.
+pub const PIECE_BYTES: usize = 256 << 10;
+
+/// At most this many lines, or about this many bytes, are taken per batch by a reader. A
+/// follower has up to five batches on their way (its channel and the one being filled), so
+/// the bytes bound what pieces of a long line cost per follower.
 const BATCH_LINES: usize = 1024;
-const BATCH_BYTES: usize = 1 << 20;
+const BATCH_BYTES: usize = 256 << 10;

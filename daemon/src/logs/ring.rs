@@ -1,9 +1,10 @@
 //! The newest lines of a script in memory: blocks gapless by sequence number, trimmed to
 //! the ring size (`max_log_lines`), to [`FOLLOW_WINDOW`] while someone follows, and always
-//! to [`MEM_BYTES`]. The ring also numbers the lines: it owns the next sequence number.
+//! to [`MEM_BYTES`], of which pieces of over-long lines take at most [`PIECE_BYTES`]. The
+//! ring also numbers the lines: it owns the next sequence number.
 
 use super::record::{Block, LineRef};
-use super::{FOLLOW_WINDOW, MEM_BYTES};
+use super::{FOLLOW_WINDOW, MEM_BYTES, PIECE_BYTES};
 use std::collections::VecDeque;
 
 pub(super) struct Ring {
@@ -15,6 +16,8 @@ pub(super) struct Ring {
     pub(super) count: usize,
     /// Sum of `Block::cost` over `blocks`.
     pub(super) bytes: usize,
+    /// Sum of `Block::piece_bytes` over `blocks`.
+    pub(super) pieces: usize,
     pub(super) max_lines: usize,
     /// Seq the next line gets.
     pub(super) next_seq: u64,
@@ -28,6 +31,7 @@ impl Ring {
             skip: 0,
             count: 0,
             bytes: 0,
+            pieces: 0,
             max_lines,
             next_seq,
         }
@@ -43,6 +47,7 @@ impl Ring {
     pub(super) fn push(&mut self, block: Block, following: bool) {
         self.count += block.len();
         self.bytes += block.cost();
+        self.pieces += block.piece_bytes();
         self.blocks.push_back(block);
         self.trim(following);
     }
@@ -52,22 +57,24 @@ impl Ring {
         self.blocks.front().map(|b| b.time_ms)
     }
 
-    /// Drops the oldest lines beyond the ring size (the follow window while `following`)
-    /// and the memory cap.
+    /// Drops the oldest lines beyond the ring size (the follow window while `following`),
+    /// the memory cap and the cap on pieces of over-long lines: a line of 50 MiB streams
+    /// through memory (and on to the file and followers) without filling the buffer.
     pub(super) fn trim(&mut self, following: bool) {
         let keep = if following {
             self.max_lines.max(FOLLOW_WINDOW)
         } else {
             self.max_lines
         };
-        while self.count > keep || self.bytes > MEM_BYTES {
+        while self.count > keep || self.bytes > MEM_BYTES || self.pieces > PIECE_BYTES {
             let Some(first) = self.blocks.front() else {
                 break;
             };
             let left = first.len() - self.skip;
             let over = self.count.saturating_sub(keep);
-            if over >= left || self.bytes > MEM_BYTES {
+            if over >= left || self.bytes > MEM_BYTES || self.pieces > PIECE_BYTES {
                 self.bytes -= first.cost();
+                self.pieces -= first.piece_bytes();
                 self.count -= left;
                 self.skip = 0;
                 self.blocks.pop_front();

@@ -1,48 +1,70 @@
 //! Cutting a byte stream into lines (pure): complete lines go into blocks, a line longer
 //! than the cap is cut into pieces marked continued (at a character boundary when the text
 //! is UTF-8), `\r\n` loses its `\r`, invalid UTF-8 is replaced, and the start of a line whose
-//! end has not arrived yet waits for the next chunk.
+//! end has not arrived yet waits for the next read.
+//!
+//! The pipe is read straight into the splitter's buffer, behind the partial line of the read
+//! before; the lines that read completes are found in place and the buffer becomes their
+//! block as it is (one UTF-8 check, no copy of the text): only the partial line at its end
+//! is copied, into the next buffer.
 
-use super::ingest::READ_CHUNK;
-use super::record::{Block, Stream};
+use super::record::{Block, End, Stream};
 
 /// Cuts a byte stream into lines: complete lines go into blocks; the start of a line whose
-/// end has not arrived yet waits in `pending`.
+/// end has not arrived yet waits in `pending`, where the next read lands behind it.
 #[derive(Debug, Default)]
 pub(super) struct Splitter {
+    /// The partial line, then what was read since; holds no newline before `scanned`.
     pending: Vec<u8>,
+    /// Bytes at the front of `pending` already searched for newlines.
+    scanned: usize,
 }
 
 impl Splitter {
-    /// The lines `data` completes, as one block; a line longer than `max` bytes is cut into
-    /// pieces marked `continued`, so `pending` never holds more than `max` bytes.
-    pub(super) fn split(&mut self, data: &[u8], max: usize, run_id: u64, stream: Stream) -> Block {
-        let mut block = Block::new(run_id, stream, data.len() + self.pending.len());
-        // One UTF-8 check for the whole chunk; lines inside its valid part need none.
-        let valid = std::str::from_utf8(data)
-            .unwrap_or_else(|e| std::str::from_utf8(&data[..e.valid_up_to()]).unwrap_or_default());
+    /// The buffer the next read appends to, with room for at least `room` more bytes.
+    pub(super) fn buffer(&mut self, room: usize) -> &mut Vec<u8> {
+        self.pending.reserve_exact(room);
+        &mut self.pending
+    }
+
+    /// Gives back the buffer's unused room while the pipe is quiet (an idle script costs
+    /// only its partial line).
+    pub(super) fn idle(&mut self) {
+        self.pending.shrink_to_fit();
+    }
+
+    /// The lines the bytes read so far complete, as one block; a line longer than `max`
+    /// bytes is cut into pieces marked `continued`, so `pending` keeps at most `max` bytes
+    /// between reads.
+    pub(super) fn take(&mut self, max: usize, run_id: u64, stream: Stream) -> Block {
+        let data = &self.pending;
+        let mut ends = Vec::new();
         let mut start = 0;
-        for end in memchr::memchr_iter(b'\n', data) {
-            if self.pending.is_empty() && end - start <= max {
-                match valid.get(start..end) {
-                    Some(line) => block.push_str(line.strip_suffix('\r').unwrap_or(line), false),
-                    None => block.push(strip_cr(&data[start..end]), false),
-                }
+        for nl in memchr::memchr_iter(b'\n', &data[self.scanned..]) {
+            let nl = nl + self.scanned;
+            start = cut_pieces(data, start, nl, max, &mut ends);
+            let end = if nl > start && data[nl - 1] == b'\r' {
+                nl - 1
             } else {
-                self.pending.extend_from_slice(&data[start..end]);
-                split_long(&mut self.pending, max, &mut block);
-                block.push(strip_cr(&self.pending), false);
-                self.pending.clear();
-            }
-            start = end + 1;
+                nl
+            };
+            ends.push((end, End::Line(if end < nl { 2 } else { 1 })));
+            start = nl + 1;
         }
-        let rest = &data[start..];
-        self.pending.extend_from_slice(rest);
-        split_long(&mut self.pending, max, &mut block);
-        if self.pending.capacity() > 2 * max + READ_CHUNK {
-            self.pending.shrink_to(max + READ_CHUNK);
+        start = cut_pieces(data, start, data.len(), max, &mut ends);
+        if ends.is_empty() {
+            self.scanned = data.len();
+            return Block::new(run_id, stream, 0);
         }
-        block
+        let tail = data[start..].to_vec();
+        self.scanned = tail.len();
+        let mut text = std::mem::replace(&mut self.pending, tail);
+        text.truncate(start);
+        text.shrink_to_fit();
+        match String::from_utf8(text) {
+            Ok(text) => Block::from_parts(run_id, stream, text, ends),
+            Err(e) => lossy(e.as_bytes(), &ends, run_id, stream),
+        }
     }
 
     /// The last line, without its newline, when the stream ended.
@@ -53,6 +75,41 @@ impl Splitter {
         }
         block
     }
+
+    /// Appends `data` as if read, and takes the block it completes.
+    #[cfg(test)]
+    pub(super) fn split(&mut self, data: &[u8], max: usize, run_id: u64, stream: Stream) -> Block {
+        self.buffer(data.len()).extend_from_slice(data);
+        self.take(max, run_id, stream)
+    }
+}
+
+/// Cuts pieces of at most `max` bytes off the front of `data[start..end]` (a line or the
+/// partial line) into `ends` until at most `max` bytes are left; returns where they start.
+fn cut_pieces(
+    data: &[u8],
+    mut start: usize,
+    end: usize,
+    max: usize,
+    ends: &mut Vec<(usize, End)>,
+) -> usize {
+    while end - start > max {
+        start += cut_point(&data[start..], max);
+        ends.push((start, End::Piece));
+    }
+    start
+}
+
+/// The block of `ends` laid out in `bytes` (which are not all valid UTF-8): each line
+/// decoded on its own, invalid sequences replaced.
+fn lossy(bytes: &[u8], ends: &[(usize, End)], run_id: u64, stream: Stream) -> Block {
+    let mut block = Block::new(run_id, stream, bytes.len() + 16);
+    let mut start = 0;
+    for &(end, how) in ends {
+        block.push(&bytes[start..end], how == End::Piece);
+        start = end + how.gap();
+    }
+    block
 }
 
 fn strip_cr(line: &[u8]) -> &[u8] {
@@ -73,21 +130,6 @@ fn cut_point(bytes: &[u8], max: usize) -> usize {
     }
 }
 
-/// Moves pieces of at most `max` bytes off the front of `pending` into `block` as
-/// continued lines, until at most `max` bytes remain.
-fn split_long(pending: &mut Vec<u8>, max: usize, block: &mut Block) {
-    if pending.len() <= max {
-        return;
-    }
-    let mut start = 0;
-    while pending.len() - start > max {
-        let cut = cut_point(&pending[start..], max);
-        block.push(&pending[start..start + cut], true);
-        start += cut;
-    }
-    pending.drain(..start);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,22 +143,39 @@ mod tests {
 
     #[test]
     fn long_lines_are_split() {
-        let mut pending = vec![b'x'; 10];
-        let mut block = Block::new(1, Stream::Stdout, 0);
-        split_long(&mut pending, 4, &mut block);
+        let mut s = Splitter::default();
+        let block = s.split(&[b'x'; 10], 4, 1, Stream::Stdout);
         assert_eq!(texts(&block), vec![("xxxx".into(), true); 2]);
-        assert_eq!(pending.len(), 2);
+        assert_eq!(s.pending.len(), 2);
+        assert_eq!(block.piece_bytes(), 8);
     }
 
     #[test]
     fn splits_keep_characters_whole() {
-        let mut pending = "aé€€€".as_bytes().to_vec(); // 1 + 2 + 3*3 = 12 bytes
-        let mut block = Block::new(1, Stream::Stdout, 0);
-        split_long(&mut pending, 4, &mut block);
-        let rest = String::from_utf8(pending).expect("utf8 rest");
-        let joined: String = block.text.clone() + &rest;
+        let mut s = Splitter::default();
+        // 1 + 2 + 3*3 = 12 bytes
+        let block = s.split("aé€€€".as_bytes(), 4, 1, Stream::Stdout);
+        let rest = String::from_utf8(s.pending).expect("utf8 rest");
+        let joined: String = texts(&block)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect::<String>()
+            + &rest;
         assert_eq!(joined, "aé€€€");
-        assert!(!block.text.contains('\u{FFFD}'));
+        assert!(!joined.contains('\u{FFFD}'));
+    }
+
+    #[test]
+    fn a_block_is_the_buffer_read_into() {
+        let mut s = Splitter::default();
+        s.buffer(64).extend_from_slice(b"one\r\ntwo\nthr");
+        let block = s.take(8, 1, Stream::Stdout);
+        assert_eq!(
+            texts(&block),
+            vec![("one".into(), false), ("two".into(), false)]
+        );
+        assert_eq!(block.text_bytes(), 6);
+        assert_eq!(s.pending, b"thr");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! is its job). No assertion depends on timing.
 
 use ctl::logs::LogLineJson;
-use scriptd_e2e::{wait_for, Daemon, Env, DEADLINE};
+use scriptd_e2e::{vm_hwm_kb, wait_for, Daemon, Env, DEADLINE};
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, ChildStdout, Stdio};
 use std::sync::mpsc;
@@ -98,16 +98,6 @@ fn wait_runs(d: &Daemon, script: &str, runs: u64, deadline: Duration) {
         let s = d.script(script);
         (s.run_count >= runs && s.last_exit.is_some() && s.pid.is_none()).then_some(())
     });
-}
-
-/// Peak resident memory of a process (kB), from /proc/PID/status.
-fn vm_hwm_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status")
 }
 
 /// A `ctl logs` process whose stdout the test reads; a watchdog kills it at its deadline so

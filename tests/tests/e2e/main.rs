@@ -24,6 +24,7 @@ mod hostile;
 mod log_safety;
 mod logs;
 mod logs_many;
+mod long_lines;
 mod metrics;
 mod output;
 mod python_grpc;
