@@ -67,7 +67,7 @@ pub fn fit(natural: &[usize], cut: &[usize], excess: usize) -> Vec<usize> {
 ///
 /// Laid out here, one pass per row: `tabled`'s grid measures every cell several times with
 /// an ANSI parser, which made `ctl status` of 1,000 scripts cost twice its JSON. A table
-/// with a cell of several lines goes through `tabled` ([`render_grid`]), and a property
+/// with a cell of several lines goes through `tabled` (`render_grid`), and a property
 /// test holds both to the same output.
 pub fn render(rows: Vec<Vec<String>>, cut: &[usize], width: Option<usize>) -> String {
     if rows.iter().flatten().any(|c| c.contains('\n')) {
