@@ -103,19 +103,15 @@ pub fn render(rows: Vec<Vec<String>>, cut: &[usize], width: Option<usize>) -> St
                 None => ("", 0),
             };
             line.push_str(if col == 0 { " " } else { "  " });
-            let shown = if natural > w {
-                let mut cut = Truncate::truncate(cell, w.saturating_sub(1)).into_owned();
-                cut.push('…');
-                cut
-            } else {
-                cell.to_owned()
-            };
             let shown_width = if natural > w {
-                cell_width(&shown)
+                let cut = Truncate::truncate(cell, w.saturating_sub(1));
+                line.push_str(&cut);
+                line.push('…');
+                cell_width(&cut) + 1
             } else {
+                line.push_str(cell);
                 natural
             };
-            line.push_str(&shown);
             line.extend(std::iter::repeat_n(' ', w.saturating_sub(shown_width)));
         }
         out.push_str(line.trim_end());

@@ -73,9 +73,14 @@ pub fn relative(ms: i64) -> String {
     }
     let text = duration_text(away);
     if delta >= 0 {
-        format!("in {text}")
+        let mut s = String::with_capacity(text.len() + 3);
+        s.push_str("in ");
+        s.push_str(&text);
+        s
     } else {
-        format!("{text} ago")
+        let mut s = text;
+        s.push_str(" ago");
+        s
     }
 }
 
