@@ -1767,3 +1767,33 @@ pub fn vm_hwm_kb(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmHWM in /proc/PID/status")
 }
+
+impl ContextHome {
+    /// One daemon with the watcher off per body in `bodies` (started in parallel), each added
+    /// to this home as context `{prefix}-1`, `{prefix}-2`, ... over its Unix socket.
+    pub fn unix_fleet(&self, prefix: &str, bodies: Vec<String>) -> Vec<(Env, Daemon)> {
+        let fleet: Vec<(Env, Daemon)> = bodies
+            .into_iter()
+            .map(|body| {
+                std::thread::spawn(move || {
+                    let env = Env::manual(&body);
+                    let d = env.start();
+                    (env, d)
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().expect("a daemon started"))
+            .collect();
+        for (i, (_, d)) in fleet.iter().enumerate() {
+            self.ctl_ok(&[
+                "context",
+                "add",
+                &format!("{prefix}-{}", i + 1),
+                "--endpoint",
+                &format!("unix://{}", d.socket.display()),
+            ]);
+        }
+        fleet
+    }
+}

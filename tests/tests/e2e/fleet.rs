@@ -275,30 +275,10 @@ fn fan_out_over_twenty_daemons_one_of_them_stopped() {
 
 /// `n` daemons with the watcher off, each running `base-I`, as contexts `h-1`.. in `home`.
 fn manual_fleet(home: &ContextHome, n: usize) -> Vec<(Env, Daemon)> {
-    let fleet: Vec<(Env, Daemon)> = (1..=n)
-        .map(|i| {
-            std::thread::spawn(move || {
-                let env = Env::manual(&format!(
-                    "scripts:\n  base-{i}:\n    command: [\"/bin/sleep\", \"1000\"]\n"
-                ));
-                let d = env.start();
-                (env, d)
-            })
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .map(|t| t.join().expect("a daemon started"))
+    let bodies = (1..=n)
+        .map(|i| format!("scripts:\n  base-{i}:\n    command: [\"/bin/sleep\", \"1000\"]\n"))
         .collect();
-    for (i, (_, d)) in fleet.iter().enumerate() {
-        home.ctl_ok(&[
-            "context",
-            "add",
-            &format!("h-{}", i + 1),
-            "--endpoint",
-            &format!("unix://{}", d.socket.display()),
-        ]);
-    }
-    fleet
+    home.unix_fleet("h", bodies)
 }
 
 /// The running version and script names of `d`.

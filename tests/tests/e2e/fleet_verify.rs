@@ -21,20 +21,7 @@ fn config(i: usize, added: Option<&str>) -> String {
 #[test]
 fn a_rolling_reload_stops_at_the_host_whose_change_is_not_verified() {
     let home = ContextHome::new();
-    let fleet: Vec<(Env, Daemon)> = (1..=3)
-        .map(|i| {
-            let env = Env::manual(&config(i, None));
-            let d = env.start();
-            home.ctl_ok(&[
-                "context",
-                "add",
-                &format!("h-{i}"),
-                "--endpoint",
-                &format!("unix://{}", d.socket.display()),
-            ]);
-            (env, d)
-        })
-        .collect();
+    let fleet = home.unix_fleet("h", (1..=3).map(|i| config(i, None)).collect());
     let before: Vec<u64> = fleet
         .iter()
         .map(|(_, d)| d.status().running_version)

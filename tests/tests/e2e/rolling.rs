@@ -6,29 +6,8 @@ use scriptd_e2e::*;
 
 /// `n` daemons with the watcher off, each running `base`, as contexts `p-1`.. in `home`.
 fn fleet(home: &ContextHome, n: usize) -> Vec<(Env, Daemon)> {
-    let fleet: Vec<(Env, Daemon)> = (0..n)
-        .map(|_| {
-            std::thread::spawn(|| {
-                let env =
-                    Env::manual("scripts:\n  base:\n    command: [\"/bin/sleep\", \"1000\"]\n");
-                let d = env.start();
-                (env, d)
-            })
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .map(|t| t.join().expect("a daemon started"))
-        .collect();
-    for (i, (_, d)) in fleet.iter().enumerate() {
-        home.ctl_ok(&[
-            "context",
-            "add",
-            &format!("p-{}", i + 1),
-            "--endpoint",
-            &format!("unix://{}", d.socket.display()),
-        ]);
-    }
-    fleet
+    let body = "scripts:\n  base:\n    command: [\"/bin/sleep\", \"1000\"]\n";
+    home.unix_fleet("p", vec![body.to_owned(); n])
 }
 
 #[test]
