@@ -5,6 +5,7 @@ use crate::config::fields::{self, ChangeRule};
 use crate::config::{Config, ScriptConfig};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// How a change is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -58,11 +59,11 @@ pub struct Change {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ScriptPlan {
     /// New script: start or schedule it.
-    Added(ScriptConfig),
+    Added(Arc<ScriptConfig>),
     /// Gone: stop it gracefully and forget it.
     Removed,
     /// Some fields changed; the runner gets the whole new config.
-    Changed(ScriptConfig),
+    Changed(Arc<ScriptConfig>),
 }
 
 /// The result of diffing two configs.

@@ -214,7 +214,7 @@ impl Service {
             handle: handle.clone(),
             since,
             periodic: cfg.as_ref().is_some_and(|c| c.is_periodic()),
-            needs_health: cfg.as_ref().is_some_and(verify::needs_health),
+            needs_health: cfg.as_ref().is_some_and(|c| verify::needs_health(c)),
         };
         let deadline = tokio::time::Instant::now() + window;
         let outcome = verify::watch_one(&target, deadline).await;

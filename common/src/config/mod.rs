@@ -40,6 +40,7 @@ use nix::sys::signal::Signal;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A validated config with every default applied and every path absolute.
@@ -48,9 +49,23 @@ pub struct Config {
     /// `daemon:` section: read at start only.
     pub daemon: DaemonConfig,
     /// Effective script configs by name.
-    pub scripts: BTreeMap<String, ScriptConfig>,
+    pub scripts: BTreeMap<String, Arc<ScriptConfig>>,
     /// `reload:` section: how an applied reload is verified. Changes to it are live.
     pub reload: ReloadConfig,
+}
+
+impl Config {
+    /// Takes `older`'s copy of every script whose config is equal to this one's, so that
+    /// the configs kept across versions (and by the runners) share one copy of what did not
+    /// change instead of one per save.
+    pub fn share_unchanged(&mut self, older: &Config) {
+        for (name, cfg) in &mut self.scripts {
+            match older.scripts.get(name) {
+                Some(old) if old == cfg => *cfg = Arc::clone(old),
+                _ => {}
+            }
+        }
+    }
 }
 
 /// The `reload:` section: after an apply, every script it started or restarted must be

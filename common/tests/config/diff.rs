@@ -13,6 +13,7 @@ use scriptd_common::diff::{
 use scriptd_common::units::parse_duration;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 fn daemon() -> DaemonConfig {
@@ -56,10 +57,36 @@ fn config(scripts: &[(&str, ScriptConfig)]) -> Config {
         daemon: daemon(),
         scripts: scripts
             .iter()
-            .map(|(n, s)| ((*n).to_owned(), s.clone()))
+            .map(|(n, s)| ((*n).to_owned(), Arc::new(s.clone())))
             .collect(),
         reload: Default::default(),
     }
+}
+
+#[test]
+fn share_unchanged_takes_the_older_copy_of_equal_scripts_only() {
+    let changed = ScriptConfig {
+        enabled: false,
+        ..script()
+    };
+    let old = config(&[
+        ("same", script()),
+        ("changed", script()),
+        ("gone", script()),
+    ]);
+    let mut new = config(&[
+        ("same", script()),
+        ("changed", changed),
+        ("added", script()),
+    ]);
+    new.share_unchanged(&old);
+    assert!(Arc::ptr_eq(&new.scripts["same"], &old.scripts["same"]));
+    assert!(!Arc::ptr_eq(
+        &new.scripts["changed"],
+        &old.scripts["changed"]
+    ));
+    assert!(!new.scripts["changed"].enabled);
+    assert!(new.scripts.contains_key("added") && !new.scripts.contains_key("gone"));
 }
 
 #[test]
@@ -462,7 +489,7 @@ fn arb_daemon() -> impl Strategy<Value = DaemonConfig> {
 fn arb_config() -> impl Strategy<Value = Config> {
     prop::collection::btree_map("[a-e]", arb_script(), 0..5).prop_map(|scripts| Config {
         daemon: daemon(),
-        scripts,
+        scripts: scripts.into_iter().map(|(n, s)| (n, Arc::new(s))).collect(),
         reload: Default::default(),
     })
 }
@@ -492,11 +519,13 @@ fn arb_pair() -> impl Strategy<Value = (Config, Config)> {
                     }
                     Edit::Remove => {}
                     Edit::Change(other, mask) => {
-                        b.scripts.insert(name.clone(), mix(cfg, &other, mask));
+                        b.scripts
+                            .insert(name.clone(), Arc::new(mix(cfg, &other, mask)));
                     }
                 }
             }
-            b.scripts.extend(added);
+            b.scripts
+                .extend(added.into_iter().map(|(n, s)| (n, Arc::new(s))));
             (a, b)
         })
 }
@@ -607,7 +636,7 @@ fn rebuild(old: &Config, p: &scriptd_common::diff::Plan) -> Config {
                 .scripts
                 .get_mut(&c.script)
                 .unwrap_or_else(|| panic!("a field row of an unknown script: {c:?}"));
-            set_script_field(s, &c.field, c.new.as_deref());
+            set_script_field(Arc::make_mut(s), &c.field, c.new.as_deref());
         }
     }
     out
@@ -692,7 +721,7 @@ proptest! {
         for c in &p.changes {
             if c.outcome == Outcome::Scheduled {
                 prop_assert_eq!(c.impact, Impact::Restart);
-                prop_assert!(a.scripts.get(&c.script).is_some_and(ScriptConfig::is_periodic));
+                prop_assert!(a.scripts.get(&c.script).is_some_and(|s| s.is_periodic()));
             }
         }
     }

@@ -1472,7 +1472,7 @@ proptest! {
     fn written_scripts_validate_to_what_they_say((yaml, want) in arb_script()) {
         let text = format!("scripts:\n  s:\n{yaml}");
         let cfg = validate_fake(&text).map_err(|e| TestCaseError::fail(format!("{text}\n{e:#?}")))?;
-        prop_assert_eq!(&cfg.scripts["s"], &want, "{}", text);
+        prop_assert_eq!(&*cfg.scripts["s"], &want, "{}", text);
     }
 
     /// Any value in any field's place is either taken or reported at that field, with

@@ -10,7 +10,7 @@
 use super::Target;
 use crate::process;
 use nix::sys::signal::Signal;
-use scriptd_common::config::{CommandSpec, StopSignal};
+use scriptd_common::config::{CommandSpec, ScriptConfig, StopSignal};
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -26,7 +26,7 @@ pub(super) async fn probe(
     command: &CommandSpec,
     timeout: Duration,
 ) -> Result<String, Option<String>> {
-    let mut cfg = target.script.clone();
+    let mut cfg = ScriptConfig::clone(&target.script);
     cfg.command = command.clone();
     // What the shim sends if the daemon dies meanwhile: a probe needs no grace.
     cfg.stop_signal = StopSignal::KILL;

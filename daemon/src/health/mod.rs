@@ -46,7 +46,7 @@ pub struct Target {
     /// The run.
     pub run_id: u64,
     /// The script's config: an `exec` probe runs in its directory with its environment.
-    pub script: ScriptConfig,
+    pub script: Arc<ScriptConfig>,
     /// The probe.
     pub health: HealthConfig,
     /// The shims an `exec` probe is started through.

@@ -147,7 +147,7 @@ async fn roll_back(
         if let (ScriptPlan::Changed(new), Some(old)) = (p, running.scripts.get(name)) {
             if let Some(h) = handles.get(name).cloned() {
                 let back = diff::diff_script(name, new, old);
-                let (name, old): (String, ScriptConfig) = (name.clone(), old.clone());
+                let (name, old): (String, Arc<ScriptConfig>) = (name.clone(), old.clone());
                 set.spawn(
                     async move { h.update(old, back).await.map(|_| ()).map_err(|e| (name, e)) },
                 );

@@ -792,6 +792,8 @@ impl Coordinator {
                 self.version += 1;
                 self.source = source;
                 self.hash = new_hash;
+                let mut new = new;
+                new.share_unchanged(&self.config);
                 self.config = Arc::new(new);
                 draft.version = self.version;
                 tracing::info!(

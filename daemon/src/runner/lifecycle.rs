@@ -309,7 +309,7 @@ impl Runner {
                 .map(|c| c.field)
                 .collect();
             let became_service = self.cfg.is_periodic() && !next.is_periodic();
-            self.set_config(*next);
+            self.set_config(next);
             self.event(
                 ScriptEventKind::ScheduledChangeApplied,
                 format!("applied after run {}: {}", run.id, fields.join(", ")),

@@ -91,7 +91,7 @@ pub enum RunnerCmd {
     /// A reload changed this script's config: the new config and the plan's rows for this
     /// script (their impacts decide what is restarted). Boxed whole: a command is 16 bytes,
     /// and the channel's first block (32 commands) is allocated for every script.
-    Update(Box<(ScriptConfig, Vec<Change>, Reply<UpdateOutcome>)>),
+    Update(Box<(Arc<ScriptConfig>, Vec<Change>, Reply<UpdateOutcome>)>),
     /// The script was removed: stop it and end the task.
     Remove(oneshot::Sender<()>),
 }
@@ -128,7 +128,7 @@ impl ScriptHandle {
     /// config the script last got) and waits until it is applied or scheduled.
     pub async fn update(
         &self,
-        cfg: ScriptConfig,
+        cfg: Arc<ScriptConfig>,
         changes: Vec<Change>,
     ) -> Result<UpdateOutcome, ControlError> {
         let (tx, rx) = oneshot::channel();
@@ -178,7 +178,7 @@ pub struct Shared {
 /// started) once it has been attempted.
 pub fn start_reporting(
     name: String,
-    cfg: ScriptConfig,
+    cfg: Arc<ScriptConfig>,
     shared: Arc<Shared>,
     tracker: &tokio_util::task::TaskTracker,
 ) -> (ScriptHandle, oneshot::Receiver<Result<(), SpawnError>>) {
@@ -290,10 +290,10 @@ struct Exited {
 
 struct Runner {
     name: String,
-    cfg: ScriptConfig,
+    cfg: Arc<ScriptConfig>,
     /// Config waiting for the current (periodic) run to end (boxed: rarely there, and the
     /// runner is part of every idle script's task).
-    pending: Option<Box<ScriptConfig>>,
+    pending: Option<Arc<ScriptConfig>>,
     shared: Arc<Shared>,
     logs: Arc<LogSink>,
     status: ScriptStatus,

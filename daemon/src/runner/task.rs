@@ -5,6 +5,7 @@ use super::{AfterExit, ControlError, Exited, Runner, RunnerCmd, SpawnError, Wait
 use crate::health::ProbeResult;
 use scriptd_common::config::ScriptConfig;
 use scriptd_common::proto::{self, ExitInfo, ScriptEventKind};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -123,7 +124,7 @@ impl Runner {
     }
 
     /// The config in effect from now on (log settings and the health probe included).
-    pub(super) fn set_config(&mut self, cfg: ScriptConfig) {
+    pub(super) fn set_config(&mut self, cfg: Arc<ScriptConfig>) {
         self.logs.set_config(cfg.max_log_lines, cfg.log);
         let old = std::mem::replace(&mut self.cfg, cfg);
         self.probe_config_changed(&old.health);

@@ -7,12 +7,13 @@ use super::{AfterExit, ControlError, Reply, Runner, UpdateOutcome, Waiter};
 use scriptd_common::config::ScriptConfig;
 use scriptd_common::diff::{apply_except_restart, diff_script, Change, Impact};
 use scriptd_common::proto::ScriptEventKind;
+use std::sync::Arc;
 
 impl Runner {
     /// Takes a reload's new config with the plan's rows for this script.
     pub(super) async fn update(
         &mut self,
-        new: ScriptConfig,
+        new: Arc<ScriptConfig>,
         changes: Vec<Change>,
         reply: Reply<UpdateOutcome>,
     ) {
@@ -33,8 +34,8 @@ impl Runner {
             // Everything but the restart-impact changes applies now; those when the run ends
             // (DESIGN: "scheduled").
             let now_cfg = apply_except_restart(&old, &new, &changes);
-            self.pending = Some(Box::new(new));
-            self.apply_in_place(now_cfg, reply, UpdateOutcome::Scheduled)
+            self.pending = Some(new);
+            self.apply_in_place(Arc::new(now_cfg), reply, UpdateOutcome::Scheduled)
                 .await;
             return;
         }
@@ -82,7 +83,7 @@ impl Runner {
     /// restarted. Disabling stops a service now; a periodic run in progress finishes.
     async fn apply_in_place(
         &mut self,
-        new: ScriptConfig,
+        new: Arc<ScriptConfig>,
         reply: Reply<UpdateOutcome>,
         outcome: UpdateOutcome,
     ) {

@@ -32,6 +32,7 @@ use script::Partial;
 use serde_yaml::Value;
 use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 const TOP_KEYS: &[&str] = &["daemon", "include", "defaults", "scripts", "reload"];
 const INCLUDED_KEYS: &[&str] = &["scripts"];
@@ -186,7 +187,7 @@ pub fn validate_with(source: &ConfigSource, host: &mut dyn Host) -> Result<Confi
     for (name, (file, partial)) in scripts {
         v.file = file;
         if let Some(script) = v.finish_script(&name, partial, &defaults, &base) {
-            out.insert(name, script);
+            out.insert(name, Arc::new(script));
         }
     }
 
