@@ -17,7 +17,8 @@
 //! each an in-process gRPC client on its own connection (not a `ctl` process each: 1,000
 //! processes would measure the machine's scheduler), of one run printing `SCALE_LINES`
 //! lines that carry their write time; every line must reach every follower. The daemon's
-//! CPU for the run with the followers minus the same run without any, per follower.
+//! CPU for the run with the followers minus the same run without any, per follower, and
+//! this driver's own CPU for the run (its clients share the machine with the daemon).
 //! Events: `SCALE_EVENT_FOLLOWERS` `Events` streams during `SCALE_EVENT_SAVES` saves,
 //! each must see every save's `applied` event.
 //!
