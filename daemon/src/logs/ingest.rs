@@ -328,4 +328,56 @@ mod tests {
             assert_eq!(t, &format!("{i:09} {}", "x".repeat(40)));
         }
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_that_never_ends_is_stopped_with_its_lines_in_order_and_a_daemon_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = sink(dir.path(), 100, cfg(u64::MAX, 1));
+        let (rx, tx) = nix::unistd::pipe().expect("pipe");
+        // A process that escaped the run's group and floods until its reader is gone.
+        let writer = std::thread::spawn(move || {
+            let mut out = std::io::BufWriter::with_capacity(4096, std::fs::File::from(tx));
+            let mut i = 0u64;
+            while writeln!(out, "{i:09} {}", "x".repeat(40)).is_ok() {
+                i += 1;
+            }
+        });
+        let stop = CancellationToken::new();
+        let pumping = tokio::spawn(pump(rx, s.clone(), 1, Stream::Stdout, stop.clone()));
+        // Stopped while flooding: once well past the 64 KiB that make it a flood.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while s.counts().lines[0] < 100_000 {
+            assert!(
+                Instant::now() < deadline,
+                "the flood did not reach the sink"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(30), pumping)
+            .await
+            .expect("the pump ends once stopped, the writer still writing")
+            .expect("pump");
+        writer
+            .join()
+            .expect("the writer ends once the pipe is closed");
+        let text = std::fs::read_to_string(dir.path().join("s.log")).expect("read");
+        let lines: Vec<_> = text
+            .lines()
+            .filter_map(|l| RawLine::parse(l.as_bytes()).and_then(|r| r.to_proto()))
+            .collect();
+        let (last, out) = lines.split_last().expect("lines");
+        assert!(
+            last.text.starts_with("stopped reading stdout"),
+            "{:?}",
+            last.text
+        );
+        assert!(out.len() >= 100_000);
+        for (i, l) in out.iter().enumerate() {
+            let want = format!("{i:09} {}", "x".repeat(40));
+            // The partial last line, flushed as it was when reading stopped.
+            let whole = i + 1 < out.len() || l.text == want;
+            assert!(whole || want.starts_with(&l.text), "line {i}: {:?}", l.text);
+        }
+    }
 }
