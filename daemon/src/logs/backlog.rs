@@ -324,7 +324,12 @@ mod tests {
         };
         let start = s.start(&q);
         push(&s, FOLLOW_WINDOW + 100);
-        let Taken::Behind { files, front } = s.take(start.end, &q) else {
+        let Taken::Behind { files, front } = s.take(
+            start.end,
+            &q,
+            &mut Default::default(),
+            std::task::Waker::noop(),
+        ) else {
             panic!("the reader should be behind memory");
         };
         assert_eq!(front, 101);

@@ -6,7 +6,7 @@
 //! whole batch over under one lock with one write to the file, so the cost per line is a
 //! copy and a format.
 //!
-//! Followers do not have queues of their own: each keeps a cursor (the next sequence number
+//! Followers do not have queues or tasks of their own: each keeps a cursor (the next sequence number
 //! it wants) into the sink's line buffer and copies batches out of it under the lock. The
 //! buffer holds the ring (`max_log_lines`) and, while someone follows, at least
 //! [`FOLLOW_WINDOW`] lines; it never holds more than [`MEM_BYTES`]. A follower whose cursor
@@ -67,7 +67,8 @@ pub const MEM_BYTES: usize = 4 << 20;
 pub const PIECE_BYTES: usize = 256 << 10;
 
 /// At most this many lines, or about this many bytes, are taken per batch by a reader. A
-/// follower has up to five batches on their way (its channel and the one being filled), so
-/// the bytes bound what pieces of a long line cost per follower.
+/// follower has one live batch on its way (up to five while it reads the files: its channel
+/// and the one being filled), so the bytes bound what pieces of a long line cost per
+/// follower.
 const BATCH_LINES: usize = 1024;
 const BATCH_BYTES: usize = 256 << 10;

@@ -14,16 +14,17 @@ use scriptd_common::config::LogConfig;
 use scriptd_common::proto;
 use std::fs::File;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
 use std::time::SystemTime;
-use tokio::sync::watch;
 
 /// The log state of one script.
 pub struct LogSink {
     inner: Mutex<Inner>,
-    /// Carries `next_seq` after every append (and on close): readers wait on it.
-    pub(super) wake: watch::Sender<u64>,
+    /// The round of [`Waiters`], readable without the lock: a follower still listed in it
+    /// knows no line came since it looked (see [`LogSink::listed`]).
+    round: AtomicU64,
     /// Live followers attached; while there are any, the buffer keeps
     /// [`FOLLOW_WINDOW`](super::FOLLOW_WINDOW).
     followers: AtomicUsize,
@@ -41,6 +42,58 @@ struct Inner {
     closed: bool,
     /// The records' time, formatted once per millisecond.
     time: TimeText,
+    /// Followers that found no new line: the next append (or the close) wakes them.
+    waiters: Waiters,
+}
+
+/// The tasks of followers waiting for lines, each listed once per round (a round ends when
+/// an append or the close wakes them all). One list per sink instead of a notification per
+/// follower: an append takes the list under the lock it holds anyway and wakes the tasks
+/// after.
+#[derive(Default)]
+struct Waiters {
+    wakers: Vec<Waker>,
+    round: u64,
+}
+
+/// A follower's place in its sink's [`Waiters`]: the round and index it is listed at, and
+/// the task listed.
+#[derive(Debug, Default)]
+pub(super) struct Waiting(Option<(u64, usize, Waker)>);
+
+impl Waiters {
+    /// Lists `waker` for the next wake-up, unless `at` says it is listed already.
+    fn wait(&mut self, waker: &Waker, at: &mut Waiting) {
+        if let Some((round, i, listed)) = &mut at.0 {
+            if *round == self.round {
+                if let Some(in_list) = self.wakers.get_mut(*i) {
+                    if !in_list.will_wake(waker) {
+                        in_list.clone_from(waker);
+                        listed.clone_from(waker);
+                    }
+                    return;
+                }
+            }
+        }
+        at.0 = Some((self.round, self.wakers.len(), waker.clone()));
+        self.wakers.push(waker.clone());
+    }
+
+    /// Ends the round: the tasks to wake (once the lock is released).
+    fn take(&mut self, round: &AtomicU64) -> Vec<Waker> {
+        if self.wakers.is_empty() {
+            return Vec::new();
+        }
+        self.round += 1;
+        round.store(self.round, Ordering::Release);
+        std::mem::take(&mut self.wakers)
+    }
+}
+
+fn wake_all(wakers: Vec<Waker>) {
+    for w in wakers {
+        w.wake();
+    }
 }
 
 /// The time of the last block, as its records spell it: a script that writes line by line
@@ -82,7 +135,6 @@ impl LogSink {
         let last = log_files(&path).iter().rev().find_map(|p| last_record(p));
         let next_seq = last.map_or(1, |(seq, _)| seq + 1);
         let last_run_id = last.map_or(0, |(_, run)| run);
-        let (wake, _) = watch::channel(next_seq);
         let counters = Arc::new(LogCounters::default());
         Arc::new(Self {
             inner: Mutex::new(Inner {
@@ -91,8 +143,9 @@ impl LogSink {
                 file: LogFile::new(path, counters.clone()),
                 closed: false,
                 time: TimeText::default(),
+                waiters: Waiters::default(),
             }),
-            wake,
+            round: AtomicU64::new(0),
             followers: AtomicUsize::new(0),
             last_run_id,
             counters,
@@ -158,9 +211,9 @@ impl LogSink {
         inner.file.flush();
         inner.file.settle();
         inner.ring.push(block, following);
-        let next = inner.ring.next_seq;
+        let woken = inner.waiters.take(&self.round);
         drop(g);
-        self.wake.send_replace(next);
+        wake_all(woken);
     }
 
     /// Keeps the log file open between writes until the guard is dropped: a run's pumps
@@ -181,14 +234,14 @@ impl LogSink {
     /// The script is gone for good (removed, daemon stopping): followers get what is left
     /// and end.
     pub fn close(&self) {
-        let next = {
+        let woken = {
             let mut g = self.lock();
             g.closed = true;
             g.file.flush();
             g.file.settle();
-            g.ring.next_seq
+            g.waiters.take(&self.round)
         };
-        self.wake.send_replace(next);
+        wake_all(woken);
     }
 
     /// Under the lock: the backlog in memory, the files (opened now, so a rotation while
@@ -243,10 +296,22 @@ impl LogSink {
         }
     }
 
+    /// Whether `at` is still listed to be woken by the next append, for `waker`'s task:
+    /// then no line came (and the sink did not close) since its last take, which it need not
+    /// repeat. Without the lock: the server polls a response for more reasons than new lines
+    /// (flow control, its own bookkeeping), and most polls of a follower find nothing.
+    pub(super) fn listed(&self, at: &Waiting, waker: &Waker) -> bool {
+        at.0.as_ref().is_some_and(|(round, _, listed)| {
+            *round == self.round.load(Ordering::Acquire) && listed.will_wake(waker)
+        })
+    }
+
     /// Under the lock: the lines from `cursor` on that `q` wants (a batch), how many lines
     /// the batch covers, and whether the sink is closed; or, when `cursor` is older than
-    /// memory, the files to catch up from and where memory starts.
-    pub(super) fn take(&self, cursor: u64, q: &Query) -> Taken {
+    /// memory, the files to catch up from and where memory starts. When there is no line
+    /// from `cursor` on and the sink is open, `waker` is listed (`at`) to be woken by the
+    /// next append: under the same lock, so no line comes between the take and the wait.
+    pub(super) fn take(&self, cursor: u64, q: &Query, at: &mut Waiting, waker: &Waker) -> Taken {
         let mut g = self.lock();
         let front = g.ring.front();
         if cursor < front {
@@ -266,6 +331,9 @@ impl LogSink {
             if q.matches(&l) {
                 batch.push(l.to_proto());
             }
+        }
+        if covered == 0 && !g.closed {
+            g.waiters.wait(waker, at);
         }
         Taken::Lines {
             batch,
@@ -356,6 +424,79 @@ pub(super) mod tests {
 
     fn next_seq(s: &LogSink) -> u64 {
         s.lock().ring.next_seq
+    }
+
+    /// A waker that counts its wake-ups.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counting() -> (Arc<Count>, Waker) {
+        let c = Arc::new(Count(AtomicUsize::new(0)));
+        (c.clone(), Waker::from(c))
+    }
+
+    fn woken(c: &Count) -> usize {
+        c.0.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn a_follower_that_found_nothing_is_listed_once_and_woken_by_the_next_append() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = sink(dir.path(), 100, cfg(1 << 20, 1));
+        let q = Query::default();
+        let (count, waker) = counting();
+        let mut at = Waiting::default();
+        assert!(!s.listed(&at, &waker));
+        // Found nothing: listed, and listed once however often it looks again.
+        for _ in 0..3 {
+            assert!(matches!(
+                s.take(1, &q, &mut at, &waker),
+                Taken::Lines { covered: 0, .. }
+            ));
+        }
+        assert!(s.listed(&at, &waker));
+        assert_eq!(s.lock().waiters.wakers.len(), 1);
+        // Another task is not taken for the one listed.
+        let (_, other) = counting();
+        assert!(!s.listed(&at, &other));
+        push(&s, 2);
+        assert_eq!(woken(&count), 1);
+        assert!(!s.listed(&at, &waker), "a new line ends the round");
+        assert!(matches!(
+            s.take(1, &q, &mut at, &waker),
+            Taken::Lines { covered: 2, .. }
+        ));
+        // Lines taken: not listed (only a take that finds nothing waits).
+        assert!(!s.listed(&at, &waker));
+        push(&s, 1);
+        assert_eq!(woken(&count), 1);
+        assert!(matches!(
+            s.take(3, &q, &mut at, &waker),
+            Taken::Lines { covered: 1, .. }
+        ));
+        assert!(matches!(
+            s.take(4, &q, &mut at, &waker),
+            Taken::Lines { covered: 0, .. }
+        ));
+        s.close();
+        assert_eq!(woken(&count), 2, "the close wakes the followers waiting");
+        assert!(matches!(
+            s.take(4, &q, &mut at, &waker),
+            Taken::Lines {
+                covered: 0,
+                closed: true,
+                ..
+            }
+        ));
+        assert!(
+            s.lock().waiters.wakers.is_empty(),
+            "a closed sink lists no one"
+        );
     }
 
     #[test]
