@@ -4,7 +4,7 @@
 //! serde_json's `PrettyFormatter` writes a line's break and then each level of its indent
 //! separately: for `ctl -o json status` of 1,000 scripts that was ~100,000 tiny writes into
 //! the buffer, a third of the command's instructions. [`Pretty`] writes the break and the
-//! whole indent as one slice of [`BREAKS`].
+//! whole indent as one slice of `BREAKS`.
 
 use serde_json::ser::Formatter;
 use std::io;
