@@ -11,7 +11,8 @@ use scriptd_common::proto::{self, event::Kind, ExitInfo, ReloadPhase};
 use std::borrow::Cow;
 use std::time::Duration;
 
-/// "exit 0 (1.2s)", "SIGKILL, timed out (2m)": the duration as [`duration_text`](super::time::duration_text) rounds.
+/// "exit 0 (1.2s)", "SIGKILL, timed out (2m)": the duration as
+/// [`duration_text`](super::time::duration_text) rounds.
 pub fn exit_text(e: &ExitInfo) -> String {
     let mut s = String::with_capacity(24);
     match (e.code, e.signal) {
