@@ -557,7 +557,7 @@ async fn control(
 /// its own: 23,009 `write(2)` calls for `ctl -o json status` with 1,000 scripts, which made
 /// the JSON cost 3× the table (issue 16).
 pub(crate) fn print_json(out: &mut impl Write, doc: &impl serde::Serialize) -> CtlResult<()> {
-    let mut text = serde_json::to_vec_pretty(doc)?;
+    let mut text = output::pretty::Pretty::to_vec(doc)?;
     text.push(b'\n');
     out.write_all(&text)?;
     Ok(())

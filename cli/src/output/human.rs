@@ -4,26 +4,32 @@ use super::names::{
     impact_name, outcome_name, phase_name, script_event_name, signal_name, state_colour,
     state_name, sync_name,
 };
-use super::time::{duration_text, relative, shown_time, Precision};
+use super::time::{now_ms, push_duration, relative, relative_at, shown_time, Precision};
 use super::{display, paint, table};
 use crate::resources::{wide_cells, WIDE_HEADERS};
 use scriptd_common::proto::{self, event::Kind, ExitInfo, ReloadPhase};
+use std::borrow::Cow;
 use std::time::Duration;
 
-/// "exit 0 (1.2s)", "SIGKILL, timed out (2m)": the duration as [`duration_text`] rounds.
+/// "exit 0 (1.2s)", "SIGKILL, timed out (2m)": the duration as
+/// [`duration_text`](super::time::duration_text) rounds.
 pub fn exit_text(e: &ExitInfo) -> String {
-    let mut s = match (e.code, e.signal) {
-        (Some(c), _) => format!("exit {c}"),
-        (None, Some(sig)) => signal_name(sig),
-        _ => "?".into(),
-    };
+    let mut s = String::with_capacity(24);
+    match (e.code, e.signal) {
+        (Some(c), _) => {
+            s.push_str("exit ");
+            s.push_str(itoa::Buffer::new().format(c));
+        }
+        (None, Some(sig)) => s.push_str(&signal_name(sig)),
+        _ => s.push('?'),
+    }
     if e.timed_out {
         s.push_str(", timed out");
     }
-    format!(
-        "{s} ({})",
-        duration_text(Duration::from_millis(e.duration_ms))
-    )
+    s.push_str(" (");
+    push_duration(&mut s, Duration::from_millis(e.duration_ms));
+    s.push(')');
+    s
 }
 
 /// The etcd source in the status header: `etcd KEY at REVISION (connected to ENDPOINT)`.
@@ -81,7 +87,8 @@ pub fn status_table(r: &proto::StatusResponse, colour: bool, wide: bool) -> Stri
         out.push_str(&verifying);
         out.push('\n');
     }
-    let mut header: Vec<String> = [
+    // Cells borrow from the response where they can: 1,000 rows are 8,000 cells.
+    let mut header: Vec<Cow<str>> = [
         "NAME",
         "KIND",
         "STATE",
@@ -91,34 +98,48 @@ pub fn status_table(r: &proto::StatusResponse, colour: bool, wide: bool) -> Stri
         "LAST EXIT",
         "NEXT RUN",
     ]
-    .map(String::from)
+    .map(Cow::Borrowed)
     .to_vec();
     if wide {
-        header.extend(WIDE_HEADERS.map(String::from));
+        header.extend(WIDE_HEADERS.map(Cow::Borrowed));
     }
-    let mut rows = vec![header];
+    let mut rows = Vec::with_capacity(r.scripts.len() + 1);
+    rows.push(header);
+    // One moment for every row's relative times.
+    let now = now_ms();
+    let mut number = itoa::Buffer::new();
     for s in &r.scripts {
         let state = state_name(s.state);
-        let mut state_text = paint(state, state_colour(state), colour);
-        if !s.pending_changes.is_empty() {
-            state_text.push_str(&format!(" (pending: {})", s.pending_changes.join(", ")));
-        }
-        let mut row = vec![
-            s.name.clone(),
-            s.kind.clone(),
+        let state_text = if colour || !s.pending_changes.is_empty() {
+            let mut text = paint(state, state_colour(state), colour);
+            if !s.pending_changes.is_empty() {
+                text.push_str(" (pending: ");
+                text.push_str(&s.pending_changes.join(", "));
+                text.push(')');
+            }
+            Cow::Owned(text)
+        } else {
+            Cow::Borrowed(state)
+        };
+        let mut row = Vec::with_capacity(header_len(wide));
+        row.extend([
+            Cow::Borrowed(s.name.as_str()),
+            Cow::Borrowed(s.kind.as_str()),
             state_text,
             if s.pid > 0 {
-                s.pid.to_string()
+                Cow::Owned(number.format(s.pid).to_owned())
             } else {
-                "-".into()
+                Cow::Borrowed("-")
             },
-            s.run_count.to_string(),
-            relative(s.last_start_ms),
-            s.last_exit.as_ref().map_or("-".into(), exit_text),
-            relative(s.next_run_ms),
-        ];
+            Cow::Owned(number.format(s.run_count).to_owned()),
+            Cow::Owned(relative_at(s.last_start_ms, now)),
+            s.last_exit
+                .as_ref()
+                .map_or(Cow::Borrowed("-"), |e| Cow::Owned(exit_text(e))),
+            Cow::Owned(relative_at(s.next_run_ms, now)),
+        ]);
         if wide {
-            row.extend(wide_cells(s.resources.as_ref()));
+            row.extend(wide_cells(s.resources.as_ref()).map(Cow::Owned));
         }
         rows.push(row);
     }
@@ -127,6 +148,11 @@ pub fn status_table(r: &proto::StatusResponse, colour: bool, wide: bool) -> Stri
     out.push_str(&table::render(rows, &[2, 6], display().width));
     out.push_str(&crate::health::health_lines(&r.scripts));
     out
+}
+
+/// Columns of the status table.
+fn header_len(wide: bool) -> usize {
+    8 + if wide { WIDE_HEADERS.len() } else { 0 }
 }
 
 /// A value in the plan table; the empty string shows as `""`, so a value changed from ""

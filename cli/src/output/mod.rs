@@ -1,5 +1,5 @@
 //! What `ctl` prints: `--output json` documents (their own serialisable types, each with
-//! `"schema": 1`, in [`json`]), the tables and lines people read ([`human`], laid out by
+//! `"schema": 1`, in [`json`], laid out by [`pretty`]), the tables and lines people read ([`human`], laid out by
 //! [`table`]), and how times and durations read ([`time`](mod@time)).
 //!
 //! How this invocation shows tables and times (`--wide`, `--local`) is a [`Display`] chosen
@@ -9,6 +9,7 @@
 pub mod human;
 pub mod json;
 pub mod names;
+pub mod pretty;
 pub mod table;
 pub mod time;
 

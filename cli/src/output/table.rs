@@ -69,8 +69,12 @@ pub fn fit(natural: &[usize], cut: &[usize], excess: usize) -> Vec<usize> {
 /// an ANSI parser, which made `ctl status` of 1,000 scripts cost twice its JSON. A table
 /// with a cell of several lines goes through `tabled` (`render_grid`), and a property
 /// test holds both to the same output.
-pub fn render(rows: Vec<Vec<String>>, cut: &[usize], width: Option<usize>) -> String {
-    if rows.iter().flatten().any(|c| c.contains('\n')) {
+pub fn render<S: AsRef<str>>(rows: Vec<Vec<S>>, cut: &[usize], width: Option<usize>) -> String {
+    if rows.iter().flatten().any(|c| c.as_ref().contains('\n')) {
+        let rows = rows
+            .into_iter()
+            .map(|row| row.iter().map(|c| c.as_ref().to_owned()).collect())
+            .collect();
         return render_grid(rows, cut, width);
     }
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
@@ -80,7 +84,7 @@ pub fn render(rows: Vec<Vec<String>>, cut: &[usize], width: Option<usize>) -> St
     let mut natural = vec![0; columns];
     let cell_widths: Vec<Vec<usize>> = rows
         .iter()
-        .map(|row| row.iter().map(|c| cell_width(c)).collect())
+        .map(|row| row.iter().map(|c| cell_width(c.as_ref())).collect())
         .collect();
     for row in &cell_widths {
         for (w, &cell) in natural.iter_mut().zip(row) {
@@ -99,12 +103,18 @@ pub fn render(rows: Vec<Vec<String>>, cut: &[usize], width: Option<usize>) -> St
         line.clear();
         for (col, &w) in widths.iter().enumerate() {
             let (cell, natural) = match row.get(col) {
-                Some(cell) => (cell.as_str(), row_widths[col]),
+                Some(cell) => (cell.as_ref(), row_widths[col]),
                 None => ("", 0),
             };
             line.push_str(if col == 0 { " " } else { "  " });
             let shown_width = if natural > w {
-                let cut = Truncate::truncate(cell, w.saturating_sub(1));
+                let keep = w.saturating_sub(1);
+                // A plain cell is cut at a byte: its length is its width.
+                let cut = if plain(cell) {
+                    std::borrow::Cow::Borrowed(&cell[..keep.min(cell.len())])
+                } else {
+                    Truncate::truncate(cell, keep)
+                };
                 line.push_str(&cut);
                 line.push('…');
                 cell_width(&cut) + 1
@@ -123,11 +133,16 @@ pub fn render(rows: Vec<Vec<String>>, cut: &[usize], width: Option<usize>) -> St
 /// The width of a one-line cell on screen: its length when it is plain ASCII (most cells),
 /// else measured with colour codes taking none.
 fn cell_width(cell: &str) -> usize {
-    if cell.bytes().all(|b| b.is_ascii() && b != 0x1b) {
+    if plain(cell) {
         cell.len()
     } else {
         get_text_width(cell)
     }
+}
+
+/// Whether `cell` is plain ASCII without escape codes: one column a byte.
+fn plain(cell: &str) -> bool {
+    cell.bytes().all(|b| b.is_ascii() && b != 0x1b)
 }
 
 /// [`render`] through `tabled`'s grid: for tables with cells of several lines.

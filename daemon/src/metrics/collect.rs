@@ -150,12 +150,13 @@ impl Scrape {
         let mut registry = Registry::default();
         metrics.register(&mut registry);
         registry.register_collector(Box::new(self));
-        let mut out = String::new();
+        let mut out = String::with_capacity(metrics.last_exposition.load(Ordering::Relaxed) + 4096);
         if openmetrics {
             prometheus_client::encoding::text::encode(&mut out, &registry)?;
         } else {
             prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)?;
         }
+        metrics.last_exposition.store(out.len(), Ordering::Relaxed);
         Ok(out)
     }
 

@@ -29,7 +29,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use scriptd_common::proto::ControlAction;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +50,9 @@ pub struct Metrics {
     control_actions: Family<AttemptLabels, Counter>,
     /// Per-script resources from `/proc`, sampled at most once a second.
     pub sampler: Arc<Sampler>,
+    /// The length of the last exposition: the next one's buffer starts that large instead
+    /// of doubling its way up to megabytes (1,000 scripts: ~2.5 MB).
+    last_exposition: Arc<AtomicUsize>,
 }
 
 impl Default for Metrics {
@@ -60,6 +63,7 @@ impl Default for Metrics {
             reload_steps: Family::default(),
             control_actions: Family::default(),
             sampler: Arc::default(),
+            last_exposition: Arc::default(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! What the group records and the sweep read from `/proc`.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 /// What the sweep needs of `/proc/PID/stat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,25 +30,31 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
     // The command name is in parentheses and may hold anything: fields start after the
     // last ')'. Then: state ppid pgrp session ... utime the 12th, stime the 13th,
     // starttime the 20th, rss the 22nd (fields 3, 4, 5, 14, 15, 22 and 24 of proc(5)).
-    let fields: Vec<&str> = text
-        .get(text.rfind(')')? + 1..)?
-        .split_whitespace()
-        .collect();
-    let comm = text.get(text.find('(')? + 1..text.rfind(')')?)?;
+    // Read in one pass without collecting them: a scrape parses one per process.
+    let close = text.rfind(')')?;
+    let comm = text.get(text.find('(')? + 1..close)?;
+    let mut fields = text.get(close + 1..)?.split_ascii_whitespace();
+    let zombie = fields.next()? == "Z";
+    let ppid = fields.next()?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    let utime: u64 = fields.nth(8)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    let start = fields.nth(6)?.parse().ok()?;
+    let rss_pages = fields.nth(1)?.parse().ok()?;
     Some(ProcStat {
         shim: comm.starts_with(SHIM_COMM_PREFIX),
-        zombie: *fields.first()? == "Z",
-        ppid: fields.get(1)?.parse().ok()?,
-        pgrp: fields.get(2)?.parse().ok()?,
-        start: fields.get(19)?.parse().ok()?,
-        cpu_ticks: fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?,
-        rss_pages: fields.get(21)?.parse().ok()?,
+        zombie,
+        ppid,
+        pgrp,
+        start,
+        cpu_ticks: utime + stime,
+        rss_pages,
     })
 }
 
 /// The stat of one process.
 pub fn proc_stat(pid: u32) -> Option<ProcStat> {
-    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    Reader::default().stat(pid)
 }
 
 /// The stat of every process.
@@ -55,9 +62,10 @@ pub fn all_proc_stats() -> HashMap<u32, ProcStat> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return HashMap::new();
     };
+    let mut reader = Reader::default();
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|pid| Some((pid, proc_stat(pid)?)))
+        .filter_map(|pid| Some((pid, reader.stat(pid)?)))
         .collect()
 }
 
@@ -100,20 +108,20 @@ pub fn group_usage(groups: &std::collections::HashSet<u32>) -> HashMap<u32, Grou
     if groups.is_empty() {
         return out;
     }
-    let mut buf = String::with_capacity(512);
+    let mut reader = Reader::default();
     let mut known = std::collections::HashSet::with_capacity(groups.len() * 2);
-    let add = |pid: u32, stat: &ProcStat, out: &mut HashMap<u32, GroupUsage>| {
-        if !stat.zombie && groups.contains(&stat.pgrp) {
-            out.entry(stat.pgrp)
-                .or_default()
-                .add(pid, stat, count_fds(pid));
-        }
-    };
+    let add =
+        |pid: u32, stat: &ProcStat, reader: &mut Reader, out: &mut HashMap<u32, GroupUsage>| {
+            if !stat.zombie && groups.contains(&stat.pgrp) {
+                let fds = reader.fds(pid);
+                out.entry(stat.pgrp).or_default().add(pid, stat, fds);
+            }
+        };
     for &leader in groups {
         known.insert(leader);
-        if let Some(stat) = read_stat(leader, &mut buf) {
+        if let Some(stat) = reader.stat(leader) {
             known.insert(stat.ppid);
-            add(leader, &stat, &mut out);
+            add(leader, &stat, &mut reader, &mut out);
         }
     }
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -126,32 +134,76 @@ pub fn group_usage(groups: &std::collections::HashSet<u32>) -> HashMap<u32, Grou
         if known.contains(&pid) {
             continue;
         }
-        if let Some(stat) = read_stat(pid, &mut buf) {
-            add(pid, &stat, &mut out);
+        if let Some(stat) = reader.stat(pid) {
+            add(pid, &stat, &mut reader, &mut out);
         }
     }
     out
 }
 
-/// The stat of `pid`, read into `buf` (reused: no allocation per process).
-fn read_stat(pid: u32, buf: &mut String) -> Option<ProcStat> {
-    use std::io::Read;
-    buf.clear();
-    std::fs::File::open(format!("/proc/{pid}/stat"))
-        .ok()?
-        .read_to_string(buf)
-        .ok()?;
-    parse_stat(buf)
+/// Reads `/proc/PID/stat` and counts `/proc/PID/fd` of many processes with one path and
+/// one buffer, reused: no allocation per process, and three calls per stat (open, one
+/// `read`, close) where `fs::read_to_string` makes six (it also asks the size, which
+/// `/proc` does not know, and the position, and reads again to find the end).
+struct Reader {
+    path: String,
+    buf: Vec<u8>,
+}
+
+impl Default for Reader {
+    fn default() -> Self {
+        Self {
+            path: String::with_capacity(32),
+            // A stat line is a few hundred bytes (at most ~1.2 KiB: 52 numbers and a
+            // 16-byte name).
+            buf: vec![0; 4096],
+        }
+    }
+}
+
+impl Reader {
+    /// `/proc/PID/` then `file` in [`Self::path`].
+    fn path(&mut self, pid: u32, file: &str) -> &str {
+        self.path.clear();
+        self.path.push_str("/proc/");
+        self.path.push_str(itoa::Buffer::new().format(pid));
+        self.path.push('/');
+        self.path.push_str(file);
+        &self.path
+    }
+
+    /// The stat of `pid`: the kernel writes the whole line in one `read`.
+    fn stat(&mut self, pid: u32) -> Option<ProcStat> {
+        use std::io::Read;
+        let mut file = std::fs::File::open(self.path(pid, "stat")).ok()?;
+        let n = file.read(&mut self.buf).ok()?;
+        if n == self.buf.len() {
+            // Not the whole line after all (never seen): read the rest.
+            let mut all = self.buf.clone();
+            file.read_to_end(&mut all).ok()?;
+            return parse_stat(std::str::from_utf8(&all).ok()?);
+        }
+        parse_stat(std::str::from_utf8(&self.buf[..n]).ok()?)
+    }
+
+    /// [`count_fds`] of `pid`.
+    fn fds(&mut self, pid: u32) -> u32 {
+        fd_count(Path::new(self.path(pid, "fd")))
+    }
 }
 
 /// Open descriptors of `pid` (0 when they cannot be listed). Linux 6.2 and later give the
 /// count as the size of `/proc/PID/fd` (one `stat`); older kernels say 0 there, and the
 /// directory is listed.
 pub fn count_fds(pid: u32) -> u32 {
-    let dir = format!("/proc/{pid}/fd");
-    match std::fs::metadata(&dir).map(|m| m.len()) {
+    Reader::default().fds(pid)
+}
+
+/// [`count_fds`] of the `/proc/PID/fd` directory `dir`.
+fn fd_count(dir: &Path) -> u32 {
+    match std::fs::metadata(dir).map(|m| m.len()) {
         Ok(n) if n > 0 => u32::try_from(n).unwrap_or(u32::MAX),
-        Ok(_) => std::fs::read_dir(&dir).map_or(0, |d| d.count() as u32),
+        Ok(_) => std::fs::read_dir(dir).map_or(0, |d| d.count() as u32),
         Err(_) => 0,
     }
 }

@@ -16,6 +16,9 @@
 //! through unchanged after one rewritten could otherwise refer to entries the server never
 //! saw). That costs a few bytes per request and no state beyond the client's table.
 //!
+//! Huffman-coded strings are decoded by [`super::huffman`] (a table built once), not by
+//! `loona-hpack`'s decoder, which builds its table anew for every string.
+//!
 //! Rewriting costs a full HPACK decode per request, so it is done only on connections
 //! that need it: the first header block of a connection is scanned cheaply (its
 //! `:authority` found without decoding anything else); when it is a valid authority (or
@@ -29,7 +32,6 @@
 //! that does not start with the HTTP/2 preface is passed through untouched for the server
 //! to refuse.
 
-use loona_hpack::huffman::HuffmanDecoder;
 use loona_hpack::Decoder;
 use std::fmt;
 use tonic::codegen::http::uri::Authority;
@@ -312,16 +314,22 @@ impl AuthorityFix {
             self.rewriting = true;
         }
         let mut encoded = Vec::with_capacity(block.fragment.len() + 16);
+        // Its Huffman strings decoded here first: loona-hpack's own decoder costs ~100 times
+        // more (see `huffman`). A block that does not parse goes to it as it is, to say why.
+        let plain = super::huffman::plain_block(&block.fragment);
         self.decoder
-            .decode_with_cb(&block.fragment, |name, value| {
-                let value: &[u8] =
-                    if &*name == b":authority" && Authority::try_from(&*value).is_err() {
-                        LOCALHOST
-                    } else {
-                        &value
-                    };
-                literal(&name, value, &mut encoded);
-            })
+            .decode_with_cb(
+                plain.as_deref().unwrap_or(&block.fragment),
+                |name, value| {
+                    let value: &[u8] =
+                        if &*name == b":authority" && Authority::try_from(&*value).is_err() {
+                            LOCALHOST
+                        } else {
+                            &value
+                        };
+                    literal(&name, value, &mut encoded);
+                },
+            )
             .map_err(|e| FixError::Hpack(format!("{e:?}")))?;
         emit(&block, &encoded, out);
         Ok(())
@@ -399,24 +407,22 @@ fn needs_mending(block: &[u8]) -> bool {
 
 /// A string literal's bytes, Huffman-decoded when `huffman`.
 fn decoded(huffman: bool, raw: &[u8]) -> Option<Vec<u8>> {
-    if !huffman {
-        return Some(raw.to_vec());
+    if huffman {
+        super::huffman::decode(raw)
+    } else {
+        Some(raw.to_vec())
     }
-    thread_local! {
-        static HUFFMAN: std::cell::RefCell<HuffmanDecoder> =
-            std::cell::RefCell::new(HuffmanDecoder::new());
-    }
-    HUFFMAN.with(|h| h.borrow_mut().decode(raw).ok())
 }
 
 /// Reads HPACK integers and string literals off the front of a block (RFC 7541 §5).
-struct Reader<'a> {
-    buf: &'a [u8],
+pub(super) struct Reader<'a> {
+    /// What is left of the block.
+    pub(super) buf: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
     /// An integer with an N-bit prefix; `None` when the block ends or it overflows.
-    fn integer(&mut self, prefix: u8) -> Option<usize> {
+    pub(super) fn integer(&mut self, prefix: u8) -> Option<usize> {
         let (&first, mut rest) = self.buf.split_first()?;
         let max = (1usize << prefix) - 1;
         let mut n = usize::from(first) & max;
@@ -440,7 +446,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A string literal: whether it is Huffman-coded, and its raw bytes.
-    fn string(&mut self) -> Option<(bool, &'a [u8])> {
+    pub(super) fn string(&mut self) -> Option<(bool, &'a [u8])> {
         let huffman = self.buf.first()? & 0x80 != 0;
         let len = self.integer(7)?;
         if len > self.buf.len() {
@@ -470,7 +476,7 @@ fn literal(name: &[u8], value: &[u8], out: &mut Vec<u8>) {
 }
 
 /// A string literal without Huffman coding (RFC 7541 §5.2).
-fn string(s: &[u8], out: &mut Vec<u8>) {
+pub(super) fn string(s: &[u8], out: &mut Vec<u8>) {
     integer(s.len(), 7, 0, out);
     out.extend_from_slice(s);
 }
@@ -675,6 +681,35 @@ mod tests {
         assert!(needs_mending(&[0x81]));
         assert!(needs_mending(&[0xbe]));
         assert!(!needs_mending(&[0x82, 0x86, 0x84]));
+    }
+
+    #[test]
+    fn huffman_coded_blocks_are_mended_too() {
+        // GET http / with `:authority: /a` Huffman-coded, added to the client's table
+        // (RFC 7541 C.4.1's layout), then the same request naming that entry (62).
+        let mut input = PREFACE.to_vec();
+        let first = [0x82, 0x86, 0x84, 0x41, 0x82, 0x60, 0x7f];
+        frame(HEADERS, END_HEADERS | END_STREAM, 1, &first, &mut input);
+        frame(
+            HEADERS,
+            END_HEADERS | END_STREAM,
+            3,
+            &[0x82, 0x86, 0x84, 0xbe],
+            &mut input,
+        );
+        let want: Headers = [
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":path", "/"),
+            (":authority", "localhost"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect();
+        for chunk in [1, 5, input.len()] {
+            let (blocks, _) = server(&run(&input, chunk));
+            assert_eq!(blocks, [want.clone(), want.clone()], "chunk {chunk}");
+        }
     }
 
     #[test]

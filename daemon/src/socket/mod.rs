@@ -10,7 +10,8 @@
 //!   the daemon's user, backing off at the descriptor limit;
 //! - `conn`: one connection, its calls in flight and its idle timeout;
 //! - `authority`: the `:authority` of Unix-socket clients that send the socket path mended
-//!   before the HTTP/2 server sees it;
+//!   before the HTTP/2 server sees it (`huffman`: HPACK's Huffman code, decoded with a table
+//!   built once);
 //! - `access`: roles, the per-request check, refusals logged rate-limited.
 
 mod accept;
@@ -18,6 +19,7 @@ mod access;
 mod authority;
 mod bind;
 mod conn;
+mod huffman;
 
 pub use accept::{BadIdleTimeout, Limits, IDLE_TIMEOUT, PER_UID};
 pub(crate) use access::Refusals;
