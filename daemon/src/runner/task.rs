@@ -56,7 +56,7 @@ impl Runner {
         let first = if !self.active() {
             Ok(())
         } else if self.is_calendar() {
-            self.begin_calendar().await;
+            Box::pin(self.begin_calendar()).await;
             Ok(())
         } else {
             Box::pin(self.start_run(false)).await.map(|_| ())
