@@ -97,11 +97,11 @@ impl Runner {
             return;
         }
         let (run_id, started) = (run.id, run.started.at);
-        self.tally.health = Some(HealthStatus {
+        self.tally.health = Some(Box::new(HealthStatus {
             state: HealthState::Unknown as i32,
             probe: cfg.probe.describe(),
             ..Default::default()
-        });
+        }));
         let verdict = Verdict::new(&cfg);
         let (tx, results) = mpsc::channel(4);
         let target = Target {

@@ -47,7 +47,7 @@ impl Runner {
                     .record(&self.name, pid, spawned.shim_pid, run_id)
                     .await;
                 let (ended_tx, ended) = oneshot::channel();
-                self.run = Some(Run {
+                self.run = Some(Box::new(Run {
                     id: run_id,
                     pid,
                     group_start,
@@ -65,7 +65,7 @@ impl Runner {
                     ready_at: self.ready_deadline(now.at, one_off),
                     ready: false,
                     ended,
-                });
+                }));
                 self.logs
                     .system(run_id, format!("run {run_id} started (pid {pid})"));
                 self.event(ScriptEventKind::Started, format!("pid {pid}"), None);

@@ -305,7 +305,8 @@ struct Runner {
     /// The status `ctl status` reads: the only copy, written in place by
     /// [`publish`](Runner::publish).
     status_tx: watch::Sender<ScriptStatus>,
-    run: Option<Run>,
+    /// The current run (boxed: an idle script's runner holds no room for one).
+    run: Option<Box<Run>>,
     user_stopped: bool,
     /// Next periodic tick or backoff restart.
     next_run: Option<Stamp>,

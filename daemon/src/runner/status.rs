@@ -37,8 +37,9 @@ pub(super) struct Tally {
     pub(super) skipped_ticks: u64,
     /// How the last run ended.
     pub(super) last_exit: Option<ExitInfo>,
-    /// The current run's probe verdict (scripts with a health probe).
-    pub(super) health: Option<HealthStatus>,
+    /// The current run's probe verdict (scripts with a health probe; boxed, like the run:
+    /// an idle script's runner is smaller without room for them).
+    pub(super) health: Option<Box<HealthStatus>>,
 }
 
 /// Sets `to` to `from` without allocating when they are equal already.
@@ -110,7 +111,10 @@ impl Runner {
             s.restarts = t.restarts;
             s.skipped_ticks = t.skipped_ticks;
             s.last_exit = t.last_exit;
-            s.health.clone_from(&t.health);
+            match (&mut s.health, t.health.as_deref()) {
+                (Some(to), Some(from)) => to.clone_from(from),
+                (to, from) => *to = from.cloned(),
+            }
         });
     }
 }

@@ -19,7 +19,7 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// The end of the current run, once its waiter task reports it; never without a run.
-async fn run_ended(run: &mut Option<Run>) -> Exited {
+async fn run_ended(run: &mut Option<Box<Run>>) -> Exited {
     match run {
         Some(run) => Exited {
             run_id: run.id,
