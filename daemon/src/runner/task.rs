@@ -45,7 +45,7 @@ impl Runner {
     /// wake-up does (a start, a command, an exit, a timer) is boxed while it runs instead
     /// of being laid out inline in every idle script's future. The task's allocation went
     /// from 3,840 bytes to under 512 plus the runner (`valgrind --tool=massif`, issue 16;
-    /// 640 bytes with the runner's 384 since a calendar script's first start is boxed too:
+    /// now 640 bytes, a calendar script's first start boxed too, and the runner 384:
     /// heaptrack). The ends of runs and the probe results come on channels that live as
     /// long as the run or the probe, so an idle script's task waits on its commands, the
     /// shutdown and its timer only.
