@@ -18,9 +18,17 @@ pub struct RecentRuns(VecDeque<ExitInfo>);
 
 impl RecentRuns {
     /// Records the end of a run; the oldest is forgotten past [`KEEP`].
+    ///
+    /// The record grows one run at a time (a `VecDeque` would take room for four at the
+    /// first run and double from there): most scripts end few runs between restarts of the
+    /// daemon (a periodic script of `interval: 1h`), and every script has a record (issue
+    /// 16). Growing is a copy of at most [`KEEP`] ends, once per run until the record is
+    /// full.
     pub fn push(&mut self, exit: ExitInfo) {
         if self.0.len() >= KEEP {
             self.0.pop_front();
+        } else {
+            self.0.reserve_exact(1);
         }
         self.0.push_back(exit);
     }
@@ -180,6 +188,17 @@ mod tests {
         assert!(recent.get(10).is_none());
         assert!(recent.get(11).is_some());
         assert!(recent.get(KEEP as u64 + 10).is_some());
+    }
+
+    #[test]
+    fn a_record_takes_room_for_the_runs_it_holds() {
+        let mut recent = RecentRuns::default();
+        for id in 1..=(KEEP as u64 + 10) {
+            recent.push(ended(id, 0));
+            let held = recent.0.len();
+            assert_eq!((held, recent.0.capacity()), (held, held), "after run {id}");
+        }
+        assert_eq!(recent.0.len(), KEEP);
     }
 
     #[tokio::test]

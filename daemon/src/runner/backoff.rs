@@ -76,18 +76,18 @@ impl Runner {
             self.cfg.backoff,
             (failed, ready),
             ran_for,
-            self.status.restarts,
+            self.tally.restarts,
         ) else {
             return;
         };
-        self.status.restarts = restart.count;
+        self.tally.restarts = restart.count;
         self.next_run = Some(Stamp::now().after(restart.delay));
         self.logs.system(
             run_id,
             format!(
                 "restarting in {} (restart {} since the last stable run)",
                 human(restart.delay),
-                self.status.restarts
+                self.tally.restarts
             ),
         );
     }

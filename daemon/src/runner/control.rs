@@ -9,7 +9,7 @@ impl Runner {
     /// Carries out a `ctl` command; answers now, or once the run it stops has ended.
     pub(super) async fn control(&mut self, action: ControlAction, reply: Reply<Controlled>) {
         let running_pid = self.run.as_ref().map(|r| r.pid);
-        let last_run = self.status.run_id;
+        let last_run = self.tally.run_id;
         let answer = match action {
             ControlAction::Start | ControlAction::Restart if !self.cfg.enabled => {
                 Err(ControlError::Precondition(format!(
@@ -34,7 +34,7 @@ impl Runner {
             }
             ControlAction::Start | ControlAction::Restart => {
                 self.user_stopped = false;
-                self.status.restarts = 0;
+                self.tally.restarts = 0;
                 self.start_run(false)
                     .await
                     .map(|pid| format!("started (pid {pid})"))
@@ -77,7 +77,7 @@ impl Runner {
                     "{name} is already running as run {id} (pid {pid}); follow it with `ctl \
                      logs -f {name} --run {id}`",
                     name = self.name,
-                    id = self.status.run_id
+                    id = self.tally.run_id
                 ))),
                 None => self
                     .start_run(true)
@@ -87,7 +87,7 @@ impl Runner {
             },
             ControlAction::Unspecified => Err(ControlError::Precondition("no action given".into())),
         };
-        let run_id = self.status.run_id;
+        let run_id = self.tally.run_id;
         let _ = reply.send(answer.map(|message| Controlled {
             message,
             run_id: if run_id == last_run { 0 } else { run_id },

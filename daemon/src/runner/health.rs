@@ -9,6 +9,7 @@ use crate::health::{self, ProbeResult, Target};
 use scriptd_common::config::HealthConfig;
 use scriptd_common::proto::{HealthState, HealthStatus, ScriptEventKind};
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::DropGuard;
 
@@ -75,6 +76,9 @@ pub(super) struct Probing {
     run_id: u64,
     started: Instant,
     pub(super) verdict: Verdict,
+    /// Where the probe task sends its results: created with the probe, so a script without
+    /// one (or not running) holds no channel.
+    pub(super) results: mpsc::Receiver<Box<ProbeResult>>,
     /// Dropping it stops the probe task.
     _task: DropGuard,
 }
@@ -86,19 +90,20 @@ impl Runner {
     pub(super) fn start_probe(&mut self) {
         self.probing = None;
         let (Some(cfg), Some(run)) = (self.cfg.health.clone(), self.run.as_ref()) else {
-            self.status.health = None;
+            self.tally.health = None;
             return;
         };
         if run.stopping {
             return;
         }
         let (run_id, started) = (run.id, run.started.at);
-        self.status.health = Some(HealthStatus {
+        self.tally.health = Some(Box::new(HealthStatus {
             state: HealthState::Unknown as i32,
             probe: cfg.probe.describe(),
             ..Default::default()
-        });
+        }));
         let verdict = Verdict::new(&cfg);
+        let (tx, results) = mpsc::channel(4);
         let target = Target {
             name: self.name.clone(),
             run_id,
@@ -110,7 +115,8 @@ impl Runner {
             run_id,
             started,
             verdict,
-            _task: health::start(target, started, self.probe_tx.clone()),
+            results,
+            _task: health::start(target, started, tx),
         });
     }
 
@@ -136,7 +142,7 @@ impl Runner {
         }
         let turned = probing.verdict.record(result.ok, probing.started.elapsed());
         let verdict = probing.verdict;
-        if let Some(h) = self.status.health.as_mut() {
+        if let Some(h) = self.tally.health.as_mut() {
             h.state = verdict.state as i32;
             h.last_ok = Some(result.ok);
             h.last_probe_ms = result.at_ms;

@@ -14,6 +14,7 @@ use scriptd_common::config::RestartPolicy;
 use scriptd_common::diff::diff_script;
 use scriptd_common::proto::{self, ExitInfo, ScriptEventKind};
 use std::time::Duration;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -23,8 +24,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 impl Runner {
     /// Starts a run now. `one_off`: `ctl run`, which leaves the schedule alone.
     pub(super) async fn start_run(&mut self, one_off: bool) -> Result<u32, SpawnError> {
-        let run_id = self.status.run_id + 1;
-        self.status.run_id = run_id;
+        let run_id = self.tally.run_id + 1;
+        self.tally.run_id = run_id;
         self.last_failed = false;
         // One moment is the run's start and the base of its schedule and deadline.
         let now = Stamp::now();
@@ -37,15 +38,16 @@ impl Runner {
             Ok(spawned) => {
                 let pid = spawned.pid;
                 self.descriptors_reported = false;
-                self.status.run_count += 1;
-                self.status.last_start_ms = now.wall_ms;
+                self.tally.run_count += 1;
+                self.tally.last_start_ms = now.wall_ms;
                 self.last_start = Some(now);
                 let group_start = self
                     .shared
                     .groups
                     .record(&self.name, pid, spawned.shim_pid, run_id)
                     .await;
-                self.run = Some(Run {
+                let (ended_tx, ended) = oneshot::channel();
+                self.run = Some(Box::new(Run {
                     id: run_id,
                     pid,
                     group_start,
@@ -62,14 +64,14 @@ impl Runner {
                     unhealthy: false,
                     ready_at: self.ready_deadline(now.at, one_off),
                     ready: false,
-                });
+                    ended,
+                }));
                 self.logs
                     .system(run_id, format!("run {run_id} started (pid {pid})"));
                 self.event(ScriptEventKind::Started, format!("pid {pid}"), None);
                 self.start_probe();
                 // `ready_after: 0s`: ready at once.
                 self.check_ready(now.at);
-                let tx = self.internal_tx.clone();
                 let sink = self.logs.clone();
                 tokio::spawn(async move {
                     let drained = CancellationToken::new();
@@ -102,7 +104,7 @@ impl Runner {
                         drained.cancel(); // they read what is there, then stop
                         pumps.await;
                     }
-                    let _ = tx.send(Exited { run_id, status }).await;
+                    let _ = ended_tx.send(status);
                 });
                 self.publish();
                 Ok(pid)
@@ -172,7 +174,7 @@ impl Runner {
                 process::signal_group(run.pid, Signal::SIGKILL);
                 let pid = run.pid;
                 self.logs.system(
-                    self.status.run_id,
+                    self.tally.run_id,
                     format!("still running after stop_grace: SIGKILL to process group {pid}"),
                 );
             }
@@ -181,10 +183,10 @@ impl Runner {
                 run.timed_out = true;
                 let timeout = self.cfg.timeout.unwrap_or_default();
                 self.logs.system(
-                    self.status.run_id,
+                    self.tally.run_id,
                     format!(
                         "run {} timed out after {}",
-                        self.status.run_id,
+                        self.tally.run_id,
                         humantime::format_duration(timeout)
                     ),
                 );
@@ -204,7 +206,7 @@ impl Runner {
                         }
                         _ => self.skip_slot(Stamp::now()),
                     }
-                    self.status.skipped_ticks += 1;
+                    self.tally.skipped_ticks += 1;
                     self.event(
                         ScriptEventKind::TickSkipped,
                         "previous run still going".into(),
@@ -217,11 +219,11 @@ impl Runner {
                 self.run_slot(slot).await;
             } else if self.active() {
                 self.next_run = None;
-                let restart = !self.cfg.is_periodic() && self.status.run_count > 0;
+                let restart = !self.cfg.is_periodic() && self.tally.run_count > 0;
                 if self.start_run(false).await.is_ok() && restart {
                     self.event(
                         ScriptEventKind::Restarted,
-                        format!("restart {} after backoff", self.status.restarts),
+                        format!("restart {} after backoff", self.tally.restarts),
                         None,
                     );
                 }
@@ -330,7 +332,7 @@ impl Runner {
             AfterExit::Forget => self.after_exit = AfterExit::Forget,
             AfterExit::Stay => {}
             AfterExit::Restart => {
-                self.status.restarts = 0;
+                self.tally.restarts = 0;
                 let r = self.start_run(false).await;
                 if r.is_ok() {
                     self.event(ScriptEventKind::Restarted, String::new(), None);
@@ -361,7 +363,7 @@ impl Runner {
                     let _ = tx.send(match &start_result {
                         Some(Ok(pid)) => Ok(Controlled {
                             message: format!("restarted (pid {pid})"),
-                            run_id: self.status.run_id,
+                            run_id: self.tally.run_id,
                         }),
                         Some(Err(e)) => Err(ControlError::Spawn(e.clone())),
                         None => Ok(Controlled {

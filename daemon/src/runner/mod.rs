@@ -32,21 +32,21 @@ mod timer;
 mod update;
 
 use crate::events::EventBus;
-use crate::health::ProbeResult;
 use crate::logs::LogSink;
 use crate::metrics::RunCounters;
 pub use crate::process::SpawnError;
 use crate::process::{GroupRecords, ShimExit, Shims};
 use crate::runs::RecentRuns;
+use futures_channel::mpsc;
 pub use last_slot::SlotRecords;
 pub use ready::Readiness;
 use schedule::{millis, Stamp};
 use scriptd_common::config::ScriptConfig;
 use scriptd_common::diff::Change;
 use scriptd_common::proto::{ControlAction, ScriptState, ScriptStatus};
-use status::kind;
+use status::{kind, Tally};
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -89,9 +89,8 @@ pub enum RunnerCmd {
     /// `ctl start|stop|restart|run`.
     Control(ControlAction, Reply<Controlled>),
     /// A reload changed this script's config: the new config and the plan's rows for this
-    /// script (their impacts decide what is restarted). Boxed whole: a command is 16 bytes,
-    /// and the channel's first block (32 commands) is allocated for every script.
-    Update(Box<(Arc<ScriptConfig>, Vec<Change>, Reply<UpdateOutcome>)>),
+    /// script (their impacts decide what is restarted).
+    Update(Arc<ScriptConfig>, Vec<Change>, Reply<UpdateOutcome>),
     /// The script was removed: stop it and end the task.
     Remove(oneshot::Sender<()>),
 }
@@ -99,8 +98,13 @@ pub enum RunnerCmd {
 /// What the rest of the daemon holds of a runner.
 #[derive(Clone)]
 pub struct ScriptHandle {
-    /// Command queue.
-    pub tx: mpsc::Sender<RunnerCmd>,
+    /// Command queue. Unbounded, and no backpressure is lost: every sender awaits the
+    /// answer to its command, so the queue holds at most one command per request or reload
+    /// in flight. `futures-channel`'s queue rather than tokio's: tokio allocates a channel's
+    /// shared state (cache-padded, ~500 bytes) and its first block of 32 slots up front,
+    /// ~1 KB for every script whether or not it ever gets a command; this one allocates
+    /// ~120 bytes, then a node per command (issue 16).
+    pub tx: mpsc::UnboundedSender<RunnerCmd>,
     /// Latest status.
     pub status: watch::Receiver<ScriptStatus>,
     /// The script's log pipeline.
@@ -118,8 +122,7 @@ impl ScriptHandle {
     pub async fn control(&self, action: ControlAction) -> Result<Controlled, ControlError> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(RunnerCmd::Control(action, tx))
-            .await
+            .unbounded_send(RunnerCmd::Control(action, tx))
             .map_err(|_| ControlError::Gone)?;
         rx.await.map_err(|_| ControlError::Gone)?
     }
@@ -133,8 +136,7 @@ impl ScriptHandle {
     ) -> Result<UpdateOutcome, ControlError> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(RunnerCmd::Update(Box::new((cfg, changes, tx))))
-            .await
+            .unbounded_send(RunnerCmd::Update(cfg, changes, tx))
             .map_err(|_| ControlError::Gone)?;
         rx.await.map_err(|_| ControlError::Gone)?
     }
@@ -142,7 +144,7 @@ impl ScriptHandle {
     /// Stops the script and ends its runner; returns once the process is gone.
     pub async fn remove(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(RunnerCmd::Remove(tx)).await.is_ok() {
+        if self.tx.unbounded_send(RunnerCmd::Remove(tx)).is_ok() {
             let _ = rx.await;
         }
     }
@@ -184,18 +186,19 @@ pub fn start_reporting(
 ) -> (ScriptHandle, oneshot::Receiver<Result<(), SpawnError>>) {
     let (initial, started) = oneshot::channel();
     let logs = LogSink::open(&shared.log_dir, &name, cfg.max_log_lines, cfg.log);
-    let (tx, rx) = mpsc::channel(16);
-    let status = ScriptStatus {
+    let (tx, rx) = mpsc::unbounded();
+    let tally = Tally {
         run_id: logs.last_run_id(),
+        ..Default::default()
+    };
+    let (status_tx, status_rx) = watch::channel(ScriptStatus {
+        run_id: tally.run_id,
         name: name.clone(),
         kind: kind(&cfg).into(),
         enabled: cfg.enabled,
         interval_ms: cfg.interval.map_or(0, millis),
         ..Default::default()
-    };
-    let (status_tx, status_rx) = watch::channel(status.clone());
-    let (internal_tx, internal_rx) = mpsc::channel(4);
-    let (probe_tx, probe_rx) = mpsc::channel(4);
+    });
     let (recent_tx, recent_rx) = watch::channel(RecentRuns::default());
     let runs = Arc::new(RunCounters::default());
     let (readiness_tx, readiness_rx) = watch::channel(Readiness::default());
@@ -205,7 +208,7 @@ pub fn start_reporting(
         pending: None,
         shared,
         logs: logs.clone(),
-        status,
+        tally,
         status_tx,
         run: None,
         user_stopped: false,
@@ -216,15 +219,13 @@ pub fn start_reporting(
         descriptors_reported: false,
         after_exit: AfterExit::Natural,
         waiters: Vec::new(),
-        internal_tx,
         last_failed: false,
         recent: recent_tx,
         probing: None,
-        probe_tx,
         runs: runs.clone(),
         readiness: readiness_tx,
     };
-    tracker.spawn(Box::new(runner).run(rx, internal_rx, probe_rx, initial));
+    tracker.spawn(Box::new(runner).run(rx, initial));
     let handle = ScriptHandle {
         tx,
         status: status_rx,
@@ -279,9 +280,12 @@ struct Run {
     ready_at: Option<Instant>,
     /// A service's run that lived for its `ready_after`.
     ready: bool,
+    /// The run's end, from its waiter task (a channel per run, not one per script: an idle
+    /// script holds none).
+    ended: oneshot::Receiver<Option<ShimExit>>,
 }
 
-/// From the per-run waiter task.
+/// The end of a run, as its waiter task saw it.
 struct Exited {
     run_id: u64,
     /// `None` when the daemon stopped reaping (shutting down).
@@ -296,9 +300,13 @@ struct Runner {
     pending: Option<Arc<ScriptConfig>>,
     shared: Arc<Shared>,
     logs: Arc<LogSink>,
-    status: ScriptStatus,
+    /// Its runs' counts, published in the status.
+    tally: Tally,
+    /// The status `ctl status` reads: the only copy, written in place by
+    /// [`publish`](Runner::publish).
     status_tx: watch::Sender<ScriptStatus>,
-    run: Option<Run>,
+    /// The current run (boxed: an idle script's runner holds no room for one).
+    run: Option<Box<Run>>,
     user_stopped: bool,
     /// Next periodic tick or backoff restart.
     next_run: Option<Stamp>,
@@ -312,14 +320,11 @@ struct Runner {
     descriptors_reported: bool,
     after_exit: AfterExit,
     waiters: Vec<Waiter>,
-    internal_tx: mpsc::Sender<Exited>,
     last_failed: bool,
     /// The ends of the latest runs, for `WaitRun`.
     recent: watch::Sender<RecentRuns>,
-    /// The health probe of the current run.
+    /// The health probe of the current run, with the channel of its results.
     probing: Option<health::Probing>,
-    /// Where probe tasks send their results.
-    probe_tx: mpsc::Sender<Box<ProbeResult>>,
     /// Runs ended, by result, and their durations (metrics).
     runs: Arc<RunCounters>,
     /// Which runs became ready or failed to.

@@ -93,7 +93,7 @@ impl Runner {
         );
         let why = format!("slot {when} passed while the daemon was down (catch_up)");
         if self.run_slot(slot).await {
-            let run_id = self.status.run_id;
+            let run_id = self.tally.run_id;
             self.logs
                 .system(run_id, format!("run {run_id} makes up for {why}"));
             self.event(ScriptEventKind::CaughtUp, why, None);
@@ -111,7 +111,7 @@ impl Runner {
         }
         let record = LastSlot {
             slot_ms: slot,
-            started_ms: self.status.last_start_ms,
+            started_ms: self.tally.last_start_ms,
         };
         self.shared.slots.write(&self.name, record).await;
         true

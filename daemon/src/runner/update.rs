@@ -66,7 +66,7 @@ impl Runner {
             self.next_run = None;
             Ok(UpdateOutcome::Applied)
         } else if !self.cfg.is_periodic() {
-            self.status.restarts = 0;
+            self.tally.restarts = 0;
             self.start_run(false).await.map(|_| UpdateOutcome::Applied)
         } else {
             if self.next_run.is_none() || !old.is_periodic() {
