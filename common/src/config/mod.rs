@@ -15,6 +15,7 @@ mod include_walk;
 pub mod limits;
 mod load;
 mod parse;
+mod pieces;
 pub mod positions;
 mod read;
 pub mod resource_limits;
@@ -33,7 +34,10 @@ pub use load::{
 };
 pub use parse::YamlError;
 pub use read::{decode, read_text, ReadError};
-pub use validate::{validate, validate_with, Account, Host, Stat, SystemHost, DUPLICATES_LISTED};
+pub use validate::{
+    validate, validate_cached, validate_cached_with, validate_with, Account, Host, Stat,
+    SystemHost, ValidationCache, DUPLICATES_LISTED,
+};
 
 use crate::schedule::{Calendar, Zone};
 use nix::sys::signal::Signal;
