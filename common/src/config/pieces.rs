@@ -133,6 +133,12 @@ pub(crate) fn split(text: &str) -> Option<Pieces<'_>> {
             }
             continue;
         };
+        // A tab where indentation would be: YAML forbids it, but which column a parser
+        // would take it for is not worth guessing, except deep inside a script's body.
+        let inside = chunk_start.is_some() && column.is_some_and(|n| c > n);
+        if rest.starts_with('\t') && !inside {
+            return None;
+        }
         if c == 0 {
             tail_start = start;
             break;
