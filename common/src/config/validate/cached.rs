@@ -356,10 +356,6 @@ fn incremental(
             });
         }
     }
-    let mut names = HashSet::with_capacity(found.len());
-    if !found.iter().all(|f| names.insert(f.name.as_str())) {
-        return None; // a name twice: the whole validation says where
-    }
     let (daemon, main_body_keys, reload, defaults) = sections.finish(&base);
     if daemon.source.is_some() && !main_body_keys.is_empty() {
         return None;
@@ -426,7 +422,9 @@ fn incremental(
                 },
             );
         }
-        scripts.insert(f.name, config);
+        if scripts.insert(f.name, config).is_some() {
+            return None; // a name twice: the whole validation says where
+        }
     }
     if !v.errors.is_empty() {
         return None;
