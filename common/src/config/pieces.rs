@@ -145,9 +145,7 @@ pub(crate) fn split(text: &str) -> Option<Pieces<'_>> {
         }
         let n = *column.get_or_insert(c);
         if c > n {
-            if chunk_start.is_none() {
-                return None;
-            }
+            chunk_start?;
             continue;
         }
         if c < n {

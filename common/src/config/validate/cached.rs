@@ -250,7 +250,10 @@ fn parse_file(text: &str) -> Option<File<'_>> {
 
 /// A script on its way: validated from its lines, or taken from the cache.
 enum Script<'c> {
-    Fresh { partial: Partial, calls: Vec<Call> },
+    Fresh {
+        partial: Box<Partial>,
+        calls: Vec<Call>,
+    },
     Reused(&'c Cached),
 }
 
@@ -389,7 +392,7 @@ fn incremental(
             Script::Reused(c) => (c.script.clone(), c.calls.clone()),
             Script::Fresh { partial, mut calls } => {
                 open();
-                let finished = v.finish_script(&f.name, partial, &defaults, &base);
+                let finished = v.finish_script(&f.name, *partial, &defaults, &base);
                 calls.extend(close());
                 let calls: Arc<[Call]> = match interned.get(calls.as_slice()) {
                     Some(same) => same.clone(),
@@ -453,7 +456,10 @@ fn fresh<'c>(
     *log.borrow_mut() = Some(Vec::new());
     let partial = v.partial(body, &format!("scripts.{name}"), &SCRIPT_KEYS, base);
     let calls = log.borrow_mut().take().unwrap_or_default();
-    Some(Script::Fresh { partial, calls })
+    Some(Script::Fresh {
+        partial: Box::new(partial),
+        calls,
+    })
 }
 
 /// A chunk parsed alone (two collections deep in the whole file: the top mapping and the
