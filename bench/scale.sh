@@ -6,7 +6,10 @@
 # 100 saves. Prints the Markdown tables BENCHMARKS.md carries (progress on stderr).
 # Usage: bench/scale.sh [--quick] [--scripts 1000,5000,10000] [--kinds periodic,services]
 #                       [--saves 1000] [--timed 100] [--followers 1000] [--lines 1000]
+#                       [--files 1,100]
 #   --quick: 1,000 scripts, 100 saves (all timed), 20 `ctl` rounds, 100 log followers.
+#   --files: a row per number of files the scripts are spread over (1: one file; N: a main
+#   file including N files, a save rewriting the one that holds the changed service).
 # BIN_DIR=target/release (say) uses already built binaries instead of packaging/dist.sh.
 # 10,000 services need ~30,000 descriptors: the hard RLIMIT_NOFILE is raised to 524288
 # when allowed (CAP_SYS_RESOURCE), else the hard limit in force is used (and said); a
@@ -21,6 +24,7 @@ while [ $# -gt 0 ]; do
                 SCALE_FOLLOWERS=100 ;;
         --scripts) export SCALE_SCRIPTS=$2; shift ;;
         --kinds) export SCALE_KINDS=$2; shift ;;
+        --files) export SCALE_FILES=$2; shift ;;
         --saves) export SCALE_SAVES=$2; shift ;;
         --timed) export SCALE_TIMED=$2; shift ;;
         --followers) export SCALE_FOLLOWERS=$2; shift ;;

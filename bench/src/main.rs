@@ -62,7 +62,20 @@ fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 fn start(bins: &Path, config: &str) -> anyhow::Result<Daemon> {
+    start_with(bins, config, &[])
+}
+
+/// [`start`] with `extra` files (name relative to the config's directory, text) written
+/// beside the main file first.
+fn start_with(bins: &Path, config: &str, extra: &[(String, String)]) -> anyhow::Result<Daemon> {
     let dir = tempfile::tempdir()?;
+    for (name, text) in extra {
+        let path = dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        write_atomic(&path, text)?;
+    }
     write_atomic(&dir.path().join("scriptd.yaml"), config)?;
     let child = Command::new(bins.join("scriptd"))
         .arg("--config")

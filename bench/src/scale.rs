@@ -23,12 +23,14 @@
 //! each must see every save's `applied` event.
 //!
 //! Settings (environment, set by `bench/scale.sh`): `SCALE_SCRIPTS` (comma-separated,
-//! default `1000,5000,10000`), `SCALE_KINDS` (`periodic,services`), `SCALE_SAVES` (saves
+//! default `1000,5000,10000`), `SCALE_FILES` (comma-separated, default `1`: a row per
+//! number of files the scripts are spread over; more than one is a main file including
+//! them, and a save rewrites the one holding `changed`), `SCALE_KINDS` (`periodic,services`), `SCALE_SAVES` (saves
 //! per daemon, default 1000), `SCALE_TIMED` (of which timed, default 100), `SCALE_RUNS`
 //! (`ctl` rounds, default 50), `SCALE_FOLLOWERS` (1000), `SCALE_LINES` (1000),
 //! `SCALE_EVENT_FOLLOWERS` (100), `SCALE_EVENT_SAVES` (100). Progress goes to stderr.
 
-use super::{connect, reload_config, rss_kib, start, stats, write_atomic, Daemon, DAEMON};
+use super::{connect, rss_kib, start, start_with, stats, write_atomic, Daemon, DAEMON};
 use anyhow::{bail, Context};
 use scriptd_common::proto::{
     self, event::Kind as EventKind, ControlAction, LogStream, ReloadPhase, ScriptEventKind,
@@ -45,6 +47,8 @@ type Client = proto::scriptd_client::ScriptdClient<tonic::transport::Channel>;
 
 /// Pause before each timed save (as in `bench/run.sh`'s reload benchmark).
 const SETTLE: Duration = Duration::from_millis(200);
+/// The main file's name.
+const MAIN: &str = "scriptd.yaml";
 /// The longest wait for anything the daemon should do (start, settle, an event).
 const PATIENCE: Duration = Duration::from_secs(300);
 
@@ -62,22 +66,42 @@ impl Kind {
         }
     }
 
-    /// `n` scripts: one service `changed` (the one each save changes) and `n - 1` others.
-    fn config(self, n: usize, generation: usize) -> String {
-        match self {
-            Kind::Periodic => reload_config(n, generation),
-            Kind::Services => {
-                let mut cfg = format!("{DAEMON}scripts:\n");
-                let _ = writeln!(
-                    cfg,
-                    "  changed:\n    command: \"sleep 100000\"\n    env: {{ GENERATION: \"{generation}\" }}"
-                );
-                for i in 1..n {
-                    let _ = writeln!(cfg, "  s{i}:\n    command: [\"/bin/sleep\", \"100000\"]");
-                }
-                cfg
-            }
+    /// `n` scripts: one service `changed` (the one each save changes) and `n - 1` others,
+    /// each entry of the `scripts:` mapping.
+    fn entries(self, n: usize, generation: usize) -> Vec<String> {
+        let mut out = vec![format!(
+            "  changed:\n    command: \"sleep 100000\"\n    env: {{ GENERATION: \"{generation}\" }}\n"
+        )];
+        out.extend((1..n).map(|i| match self {
+            Kind::Periodic => format!("  p{i}:\n    command: [\"/bin/true\"]\n    interval: 1h\n"),
+            Kind::Services => format!("  s{i}:\n    command: [\"/bin/sleep\", \"100000\"]\n"),
+        }));
+        out
+    }
+
+    /// The config as files, the main one first: with `split` ≤ 1 one file holding every
+    /// script; else a main file including `conf.d/*.yaml` and the scripts spread over
+    /// `split` files there, `changed` in the first (`conf.d/000.yaml`), which a save rewrites.
+    fn files(self, n: usize, generation: usize, split: usize) -> Vec<(String, String)> {
+        let entries = self.entries(n, generation);
+        if split <= 1 {
+            return vec![(
+                MAIN.into(),
+                format!("{DAEMON}scripts:\n{}", entries.concat()),
+            )];
         }
+        let mut out = vec![(
+            MAIN.into(),
+            format!("{DAEMON}include: [\"conf.d/*.yaml\"]\n"),
+        )];
+        let per = n.div_ceil(split);
+        for (i, part) in entries.chunks(per).enumerate() {
+            out.push((
+                format!("conf.d/{i:03}.yaml"),
+                format!("scripts:\n{}", part.concat()),
+            ));
+        }
+        out
     }
 
     /// A script other than `changed`, for `ctl status NAME`.
@@ -91,6 +115,8 @@ impl Kind {
 
 struct Settings {
     scripts: Vec<usize>,
+    /// How many files the scripts are spread over, per row (1: one file).
+    files: Vec<usize>,
     kinds: Vec<Kind>,
     saves: usize,
     timed: usize,
@@ -124,6 +150,17 @@ impl Settings {
                     .with_context(|| format!("SCALE_SCRIPTS: {s:?} is not a number ≥ 2"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let files = std::env::var("SCALE_FILES").unwrap_or_else(|_| "1".into());
+        let files = files
+            .split(',')
+            .map(|s| {
+                s.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .with_context(|| format!("SCALE_FILES: {s:?} is not a number ≥ 1"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let kinds = std::env::var("SCALE_KINDS").unwrap_or_else(|_| "periodic,services".into());
         let kinds = kinds
             .split(',')
@@ -137,6 +174,7 @@ impl Settings {
         let timed = env_usize("SCALE_TIMED", 100)?.min(saves).max(1);
         Ok(Self {
             scripts,
+            files,
             kinds,
             saves: saves.max(timed),
             timed,
@@ -254,12 +292,10 @@ struct SaveFigures {
 async fn saves(
     c: &mut Client,
     d: &Daemon,
-    kind: Kind,
-    n: usize,
+    (kind, n, split): (Kind, usize, usize),
     total: usize,
     timed: usize,
 ) -> anyhow::Result<SaveFigures> {
-    let config = d.dir.path().join("scriptd.yaml");
     let pid = d.child.id();
     let mut events = c
         .events(proto::EventsRequest::default())
@@ -268,13 +304,18 @@ async fn saves(
     let mut started = Vec::new();
     let cpu0 = cpu_ms(pid)?;
     for g in 1..=total {
-        let text = kind.config(n, g);
+        // The file holding `changed`: the main file, or the first included one.
+        let (name, text) = kind
+            .files(n, g, split)
+            .into_iter()
+            .nth(usize::from(split > 1))
+            .context("no file holds the changed script")?;
         let timing = g <= timed;
         if timing {
             tokio::time::sleep(SETTLE).await;
         }
         let t0 = Instant::now();
-        write_atomic(&config, &text)?;
+        write_atomic(&d.dir.path().join(name), &text)?;
         let (mut applied, mut run) = (false, false);
         while !(applied && (run || !timing)) {
             let ev = tokio::time::timeout(PATIENCE, events.next())
@@ -333,10 +374,14 @@ fn services_descriptors(n: usize) -> u64 {
 fn scripts_row(
     bins: &Path,
     s: &Settings,
-    kind: Kind,
-    n: usize,
+    (kind, n, split): (Kind, usize, usize),
     out: &mut String,
 ) -> anyhow::Result<()> {
+    let label = if split > 1 {
+        format!("{n} {} ({split} files)", kind.label())
+    } else {
+        format!("{n} {}", kind.label())
+    };
     let need = services_descriptors(n);
     let hard = hard_nofile()?;
     if kind == Kind::Services && need > hard {
@@ -350,7 +395,9 @@ fn scripts_row(
     }
     eprintln!("scale: {n} {} scripts: starting", kind.label());
     let t0 = Instant::now();
-    let d = start(bins, &kind.config(n, 0))?;
+    let mut files = kind.files(n, 0, split);
+    let (_, main) = files.remove(0);
+    let d = start_with(bins, &main, &files)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -380,14 +427,13 @@ fn scripts_row(
     eprintln!("scale: {n} {}: ctl status", kind.label());
     let [table, json, name, floor] = ctl_times(bins, &d, kind.other(), s.runs)?;
     eprintln!("scale: {n} {}: saves", kind.label());
-    let f = rt.block_on(saves(&mut c, &d, kind, n, s.saves, s.timed))?;
+    let f = rt.block_on(saves(&mut c, &d, (kind, n, split), s.saves, s.timed))?;
     std::thread::sleep(Duration::from_secs(1));
     let rss_after = rss_kib(d.child.id())?;
     let (p50, p99, max) = f.started;
     writeln!(
         out,
-        "| {n} {} | {answers:.2} s | {settled:.1} s | {:.1} MB | {:.1} MB ({} saves) | {table:.2} / {json:.2} / {name:.2} ms (`/bin/true` {floor:.2}) | {p50:.1} / {p99:.1} / {max:.1} ms ({} saves) | {:.1} ms |",
-        kind.label(),
+        "| {label} | {answers:.2} s | {settled:.1} s | {:.1} MB | {:.1} MB ({} saves) | {table:.2} / {json:.2} / {name:.2} ms (`/bin/true` {floor:.2}) | {p50:.1} / {p99:.1} / {max:.1} ms ({} saves) | {:.1} ms |",
         mb(rss_start),
         mb(rss_after),
         s.saves,
@@ -569,7 +615,9 @@ pub fn run(bins: &Path, out: &mut String) -> anyhow::Result<()> {
     );
     for &kind in &s.kinds {
         for &n in &s.scripts {
-            scripts_row(bins, &s, kind, n, out)?;
+            for &split in &s.files {
+                scripts_row(bins, &s, (kind, n, split), out)?;
+            }
         }
     }
     out.push_str(

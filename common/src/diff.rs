@@ -238,7 +238,8 @@ pub fn plan(old: &Config, new: &Config, running_periodic: &dyn Fn(&str) -> bool)
                     reason: String::new(),
                 });
             }
-            Some(next) if next != cfg => {
+            // The same copy (validation reused it) is equal without a look.
+            Some(next) if !Arc::ptr_eq(next, cfg) && next != cfg => {
                 let mut changes = diff_script(name, cfg, next);
                 if running_periodic(name) && cfg.is_periodic() {
                     for c in changes.iter_mut().filter(|c| c.impact == Impact::Restart) {

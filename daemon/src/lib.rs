@@ -128,7 +128,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             main_file.display()
         );
     }
-    let (source, cfg) = match config::load(&main_file) {
+    // Validated with the cache every save's validation then reuses (one copy of each
+    // script's config for the running version and the cache).
+    let validations = reload::Validations::default();
+    let loaded = {
+        let mut cache = validations.lock().unwrap_or_else(|p| p.into_inner());
+        config::load_cached(&main_file, &mut cache)
+    };
+    let (source, cfg) = match loaded {
         Ok(v) => v,
         Err(errors) => {
             eprintln!("{errors}");
@@ -193,7 +200,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let served = runtime.block_on(serve(source, cfg, etcd_access, limits, tls, nofile.scripts));
+    let served = runtime.block_on(serve(
+        (source, cfg, validations),
+        etcd_access,
+        limits,
+        tls,
+        nofile.scripts,
+    ));
     // Whatever is still blocked on a client that went quiet is not waited for.
     runtime.shutdown_timeout(SERVER_LINGER);
     served?;
@@ -201,8 +214,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(
-    source: config::ConfigSource,
-    cfg: config::Config,
+    (source, cfg, validations): (config::ConfigSource, config::Config, reload::Validations),
     etcd_access: Option<source::etcd::access::Access>,
     limits: socket::Limits,
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
@@ -307,8 +319,7 @@ async fn serve(
     });
     let (coordinator, started) = reload::Coordinator::start(
         main.clone(),
-        source,
-        cfg,
+        (source, cfg, validations.clone()),
         shared.clone(),
         tracker.clone(),
         history.clone(),
@@ -326,7 +337,12 @@ async fn serve(
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(16);
     tracker.spawn(coordinator.run(reload_rx));
     if let Some(w) = watcher {
-        tracker.spawn(w.run(daemon.debounce, reload_tx.clone(), cancel.clone()));
+        tracker.spawn(w.run(
+            daemon.debounce,
+            reload_tx.clone(),
+            validations,
+            cancel.clone(),
+        ));
     }
     let etcd_state = etcd.map(|(settings, access, resume)| {
         let (task, state) =

@@ -16,7 +16,7 @@
 //! same as the running version). An inotify queue overflow or a notify error is treated the
 //! same way, as a touch of the main file: everything is read again.
 
-use crate::reload::{Prevalidated, Request, Source};
+use crate::reload::{Prevalidated, Request, Source, Validations};
 use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use scriptd_common::config;
@@ -355,11 +355,13 @@ fn start_blocking(main: PathBuf, running_hash: &str, health: Arc<Health>) -> Opt
 }
 
 impl Watcher {
-    /// Turns saves into reloads, debounced, until `cancel`.
+    /// Turns saves into reloads, debounced, until `cancel`; validates ahead with
+    /// `validations`, the coordinator's cache.
     pub async fn run(
         self,
         debounce: Duration,
         reloads: mpsc::Sender<Request>,
+        validations: Validations,
         cancel: CancellationToken,
     ) {
         let Self {
@@ -392,8 +394,8 @@ impl Watcher {
             // place) needs no validation once the window closes; anything written later
             // hashes differently and is validated by the reload itself.
             let ahead = tokio::task::spawn_blocking({
-                let main = main.clone();
-                move || Prevalidated::read(&main)
+                let (main, validations) = (main.clone(), validations.clone());
+                move || Prevalidated::read(&main, &validations)
             });
             let window = tokio::time::sleep(debounce);
             tokio::pin!(window);

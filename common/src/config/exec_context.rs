@@ -125,7 +125,7 @@ impl ExecContext {
 }
 
 /// Owner, group and permission bits of a file or directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Perms {
     /// `st_mode` (only the permission bits are looked at).
     pub mode: u32,

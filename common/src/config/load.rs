@@ -73,6 +73,18 @@ pub fn load(main: &Path) -> Result<(ConfigSource, Config), ConfigErrors> {
     Ok((source, config))
 }
 
+/// [`load`] reusing `cache` and filling it for the next validation
+/// ([`super::validate_cached`]): the daemon's start, whose scripts' configs a save's
+/// validation then shares.
+pub fn load_cached(
+    main: &Path,
+    cache: &mut super::ValidationCache,
+) -> Result<(ConfigSource, Config), ConfigErrors> {
+    let source = secure_source(read_source(main)?)?;
+    let config = super::validate_cached(&source, cache)?;
+    Ok((source, config))
+}
+
 /// Reads the main file and every file its `include` globs match ([`INCLUDE_MATCH`]: not
 /// dotfiles), within the [`limits`](super::limits): each file must be a regular file
 /// ([`read_text`]), and the walk, the number of matches and the total size are bounded.

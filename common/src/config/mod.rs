@@ -15,6 +15,7 @@ mod include_walk;
 pub mod limits;
 mod load;
 mod parse;
+mod pieces;
 pub mod positions;
 mod read;
 pub mod resource_limits;
@@ -28,12 +29,15 @@ pub use include_scan::include_patterns;
 pub use include_walk::WalkLimit;
 pub use load::{
     check_permissions, check_permissions_writing, check_trusted_dir, include_matches, load,
-    read_source, read_source_with, secure_source, secure_source_writing, ConfigFile, ConfigSource,
-    INCLUDE_MATCH,
+    load_cached, read_source, read_source_with, secure_source, secure_source_writing, ConfigFile,
+    ConfigSource, INCLUDE_MATCH,
 };
 pub use parse::YamlError;
 pub use read::{decode, read_text, ReadError};
-pub use validate::{validate, validate_with, Account, Host, Stat, SystemHost, DUPLICATES_LISTED};
+pub use validate::{
+    validate, validate_cached, validate_cached_with, validate_with, Account, Host, Stat,
+    SystemHost, ValidationCache, DUPLICATES_LISTED,
+};
 
 use crate::schedule::{Calendar, Zone};
 use nix::sys::signal::Signal;
@@ -61,6 +65,8 @@ impl Config {
     pub fn share_unchanged(&mut self, older: &Config) {
         for (name, cfg) in &mut self.scripts {
             match older.scripts.get(name) {
+                // The same copy already (validation reused it): nothing to compare.
+                Some(old) if Arc::ptr_eq(old, cfg) => {}
                 Some(old) if old == cfg => *cfg = Arc::clone(old),
                 _ => {}
             }

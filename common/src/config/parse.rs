@@ -68,7 +68,7 @@ pub fn document(text: &str) -> Result<Value, YamlError> {
 /// end of the line's prefix of spaces, tabs and `-`, `?`, `:` indicators: the longest such
 /// prefix bounds those columns. Flow collections (`[`, `{`) are counted by
 /// [`flow_depth_bound`], twice (open at the error, and in the scan's rule).
-fn depth_bound(text: &str) -> usize {
+pub(crate) fn depth_bound(text: &str) -> usize {
     let widest_prefix = text
         .split('\n')
         .map(|line| {

@@ -3,6 +3,7 @@
 //! module per concern (one link instead of one per file).
 
 mod access;
+mod cached;
 mod calendar;
 mod diff;
 mod etcd;

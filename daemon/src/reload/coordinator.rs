@@ -9,7 +9,7 @@ use super::disk::{first_error, DiskSync};
 use super::etcd::{EtcdMode, Write};
 use super::verify::{self, Decided, VerifyView, Verifying};
 use super::write_back::{write_back, Written};
-use super::{Report, Request, RequestError, ResultKind, Snapshot, Source};
+use super::{Report, Request, RequestError, ResultKind, Snapshot, Source, Validations};
 use crate::events::EventBus;
 use crate::history::{History, HistoryError, Record};
 use crate::runner::{self, ScriptHandle, Shared, UpdateOutcome};
@@ -145,6 +145,8 @@ pub struct Coordinator {
     disk: Arc<DiskSync>,
     /// Etcd mode (`daemon.source.etcd`).
     etcd: Option<EtcdMode>,
+    /// The validation cache, shared with the watcher's validation ahead.
+    validations: Validations,
     /// Where verifications post each script's outcome (see [`verify`]).
     pub(super) decided: mpsc::Sender<Decided>,
     decided_rx: Option<mpsc::Receiver<Decided>>,
@@ -176,11 +178,11 @@ impl Coordinator {
     /// A startup version that cannot be recorded (a full disk) does not stop anything: it
     /// is logged, and the history writes it as soon as it can. Only a history that cannot
     /// be read is an error. `etcd`: etcd mode, running the value its revision names.
+    /// `validations`: the cache that validated `config` (shared with the watcher).
     #[allow(clippy::too_many_arguments)]
     pub async fn start(
         main: PathBuf,
-        source: ConfigSource,
-        config: Config,
+        (source, config, validations): (ConfigSource, Config, Validations),
         shared: Arc<Shared>,
         tracker: TaskTracker,
         history: History,
@@ -250,6 +252,7 @@ impl Coordinator {
                 history,
                 disk,
                 etcd,
+                validations,
                 decided,
                 decided_rx: Some(decided_rx),
                 verifying: None,
@@ -695,8 +698,9 @@ impl Coordinator {
         let (source, validated) = match prevalidated {
             Some(p) => (source, Ok(p.config)),
             None => {
+                let validations = self.validations.clone();
                 let checked = off_runtime("validation", move || {
-                    let validated = config::validate(&source);
+                    let validated = super::validate(&source, &validations);
                     (source, validated)
                 })
                 .await;

@@ -109,14 +109,28 @@ pub struct Prevalidated {
     config: Config,
 }
 
+/// The validation cache ([`config::ValidationCache`]) the daemon's start, the watcher's
+/// validation ahead and the coordinator share, so that a save validates only the scripts
+/// it changed. Locked only on blocking threads, for one validation at a time.
+pub type Validations = Arc<std::sync::Mutex<config::ValidationCache>>;
+
+/// Validates `source` reusing `validations` (blocking): the same result as
+/// [`config::validate`].
+pub fn validate(source: &ConfigSource, validations: &Validations) -> Result<Config, ConfigErrors> {
+    // A panic mid-validation leaves the cache as it was: it is replaced only after a valid
+    // config.
+    let mut cache = validations.lock().unwrap_or_else(|p| p.into_inner());
+    config::validate_cached(source, &mut cache)
+}
+
 impl Prevalidated {
     /// Reads and validates the config at `main` as a reload would (blocking); `None` when
     /// it is not valid (the reload then finds and reports why).
-    pub fn read(main: &Path) -> Option<Self> {
+    pub fn read(main: &Path, validations: &Validations) -> Option<Self> {
         let source = config::read_source(main)
             .and_then(config::secure_source)
             .ok()?;
-        let config = config::validate(&source).ok()?;
+        let config = validate(&source, validations).ok()?;
         Some(Self {
             hash: source.hash(),
             source,

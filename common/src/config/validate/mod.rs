@@ -13,6 +13,7 @@
 //! - [`host`]: the checks that look at the machine (directories, programs, users and
 //!   groups, the daemon's ids and limits), reached only through the [`Host`] trait.
 
+mod cached;
 mod daemon;
 mod exec_context;
 mod health;
@@ -22,16 +23,18 @@ mod script;
 mod source;
 mod values;
 
+pub use cached::{validate_cached, validate_cached_with, ValidationCache};
 pub use host::{Account, Host, Stat, SystemHost};
 
 use super::etcd::is_value_file;
 use super::fields::{DEFAULT_KEYS, SCRIPT_KEYS};
 use super::positions::{Pos, Positions};
-use super::{Config, ConfigError, ConfigErrors, ConfigSource};
+use super::{Config, ConfigError, ConfigErrors, ConfigSource, DaemonConfig, ReloadConfig};
 use script::Partial;
 use serde_yaml::Value;
 use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::Arc;
 
 const TOP_KEYS: &[&str] = &["daemon", "include", "defaults", "scripts", "reload"];
@@ -62,11 +65,7 @@ pub fn validate_with(source: &ConfigSource, host: &mut dyn Host) -> Result<Confi
         errors: Vec::new(),
         host,
     };
-    let mut daemon = None;
-    // The keys besides `daemon` the main file holds (none when the config is in etcd).
-    let mut main_body_keys = Vec::new();
-    let mut reload = None;
-    let mut defaults = Partial::default();
+    let mut sections = Sections::default();
     // name -> (index of its file, partial script)
     let mut scripts: BTreeMap<String, (usize, Partial)> = BTreeMap::new();
     // per file: (duplicates found, the first one not listed and the file defining it)
@@ -91,26 +90,12 @@ pub fn validate_with(source: &ConfigSource, host: &mut dyn Host) -> Result<Confi
             continue; // an empty file is an empty config
         }
         let etcd_value = is_value_file(&file.name);
-        let allowed = match index {
-            0 => TOP_KEYS,
-            _ if etcd_value => ETCD_VALUE_KEYS,
-            _ => INCLUDED_KEYS,
-        };
-        for (key, value) in v.entries(&doc, "", allowed) {
-            if index == 0 && key != "daemon" {
-                main_body_keys.push(key.clone());
-            }
+        for (key, value) in v.entries(&doc, "", allowed_keys(index, &file.name)) {
+            sections.note(index, &key);
             match key.as_str() {
-                "daemon" => daemon = Some(v.daemon(value, &base)),
-                "include" if etcd_value => v.err_key(
-                    "include",
-                    "an etcd value cannot include files: the key's value holds the whole \
-                     config (defaults and scripts)"
-                        .into(),
-                ),
-                "reload" => reload = Some(v.reload(value)),
-                "include" => v.include(value),
-                "defaults" => defaults = v.partial(value, "defaults", &DEFAULT_KEYS, &base),
+                "defaults" => {
+                    sections.defaults = v.partial(value, "defaults", &DEFAULT_KEYS, &base)
+                }
                 "scripts" => {
                     if value.is_null() {
                         continue;
@@ -144,7 +129,7 @@ pub fn validate_with(source: &ConfigSource, host: &mut dyn Host) -> Result<Confi
                         }
                     }
                 }
-                _ => {}
+                _ => v.section(etcd_value, &key, value, &base, &mut sections),
             }
         }
     }
@@ -169,7 +154,7 @@ pub fn validate_with(source: &ConfigSource, host: &mut dyn Host) -> Result<Confi
         );
     }
 
-    let daemon = daemon.unwrap_or_else(|| daemon::default_daemon(&base));
+    let (daemon, main_body_keys, reload, defaults) = sections.finish(&base);
     if let Some(etcd) = &daemon.source {
         v.file = 0;
         for key in main_body_keys {
@@ -217,6 +202,71 @@ pub fn validate_with(source: &ConfigSource, host: &mut dyn Host) -> Result<Confi
         })
     } else {
         Err(ConfigErrors(v.errors))
+    }
+}
+
+/// The top-level keys file `index` (named `name`) may hold.
+fn allowed_keys(index: usize, name: &str) -> &'static [&'static str] {
+    match index {
+        0 => TOP_KEYS,
+        _ if is_value_file(name) => ETCD_VALUE_KEYS,
+        _ => INCLUDED_KEYS,
+    }
+}
+
+/// What the top-level keys other than `scripts` set, over every file.
+#[derive(Default)]
+struct Sections {
+    daemon: Option<DaemonConfig>,
+    /// The keys besides `daemon` the main file holds (none when the config is in etcd).
+    main_body_keys: Vec<String>,
+    reload: Option<ReloadConfig>,
+    defaults: Partial,
+}
+
+impl Sections {
+    /// Top-level `key` of file `index` was read.
+    fn note(&mut self, index: usize, key: &str) {
+        if index == 0 && key != "daemon" {
+            self.main_body_keys.push(key.to_owned());
+        }
+    }
+
+    /// The daemon section (its defaults when absent), the main file's other keys, the
+    /// reload section and the defaults.
+    fn finish(self, base: &Path) -> (DaemonConfig, Vec<String>, Option<ReloadConfig>, Partial) {
+        (
+            self.daemon.unwrap_or_else(|| daemon::default_daemon(base)),
+            self.main_body_keys,
+            self.reload,
+            self.defaults,
+        )
+    }
+}
+
+impl Validator<'_> {
+    /// Top-level `key` other than `scripts` and `defaults` (of an etcd value when
+    /// `etcd_value`), into `s`.
+    fn section(
+        &mut self,
+        etcd_value: bool,
+        key: &str,
+        value: &Value,
+        base: &Path,
+        s: &mut Sections,
+    ) {
+        match key {
+            "daemon" => s.daemon = Some(self.daemon(value, base)),
+            "include" if etcd_value => self.err_key(
+                "include",
+                "an etcd value cannot include files: the key's value holds the whole config \
+                 (defaults and scripts)"
+                    .into(),
+            ),
+            "reload" => s.reload = Some(self.reload(value)),
+            "include" => self.include(value),
+            _ => {}
+        }
     }
 }
 
