@@ -8,7 +8,7 @@
 
 use ctl::history::HistoryJson;
 use ctl::output::ControlJson;
-use scriptd_e2e::{is_phase, read, Daemon, Env, Events};
+use scriptd_e2e::{is_phase, read, wait_for, Daemon, Env, Events, DEADLINE};
 
 fn history(d: &Daemon) -> HistoryJson {
     let out = d.ctl_ok(&["history", "--output", "json"]);
@@ -37,8 +37,11 @@ fn a_service_is_starting_until_ready_after_then_ready() {
 ",
     );
     let d = env.start();
-    // `slow` stays starting: not up for `status --check`, and a wait for it times out.
-    assert_eq!(d.script("slow").state, "starting");
+    // `slow` stays starting once spawned (a loaded machine may show it before its first
+    // start): not up for `status --check`, and a wait for it times out.
+    wait_for("slow to be starting", DEADLINE, || {
+        (d.script("slow").state == "starting").then_some(())
+    });
     let check = d.ctl(&["status", "--check", "slow"]);
     assert_eq!((check.code, check.stdout.trim()), (6, "slow: starting"));
     let (code, doc) = control_json(&d, &["start", "slow", "--wait", "--timeout", "200ms"]);
