@@ -40,6 +40,7 @@ pub use validate::{
 };
 
 use crate::schedule::{Calendar, Zone};
+use itertools::{EitherOrBoth, Itertools};
 use nix::sys::signal::Signal;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -63,12 +64,17 @@ impl Config {
     /// the configs kept across versions (and by the runners) share one copy of what did not
     /// change instead of one per save.
     pub fn share_unchanged(&mut self, older: &Config) {
-        for (name, cfg) in &mut self.scripts {
-            match older.scripts.get(name) {
+        // Both maps are sorted by name: walked side by side, no look-up per script.
+        let pairs = self
+            .scripts
+            .iter_mut()
+            .merge_join_by(&older.scripts, |(a, _), (b, _)| a.as_str().cmp(b.as_str()));
+        for pair in pairs {
+            if let EitherOrBoth::Both((_, cfg), (_, old)) = pair {
                 // The same copy already (validation reused it): nothing to compare.
-                Some(old) if Arc::ptr_eq(old, cfg) => {}
-                Some(old) if old == cfg => *cfg = Arc::clone(old),
-                _ => {}
+                if !Arc::ptr_eq(old, cfg) && old == cfg {
+                    *cfg = Arc::clone(old);
+                }
             }
         }
     }
