@@ -137,30 +137,25 @@ fn env_usize(name: &str, default: usize) -> anyhow::Result<usize> {
     }
 }
 
+/// A comma-separated list of counts of at least `min` from the variable `name`
+/// (`default` when it is not set).
+fn counts(name: &str, default: &str, min: usize) -> anyhow::Result<Vec<usize>> {
+    let text = std::env::var(name).unwrap_or_else(|_| default.into());
+    text.split(',')
+        .map(|s| {
+            s.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= min)
+                .with_context(|| format!("{name}: {s:?} is not a number ≥ {min}"))
+        })
+        .collect()
+}
+
 impl Settings {
     fn from_env() -> anyhow::Result<Self> {
-        let scripts = std::env::var("SCALE_SCRIPTS").unwrap_or_else(|_| "1000,5000,10000".into());
-        let scripts = scripts
-            .split(',')
-            .map(|s| {
-                s.trim()
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n >= 2)
-                    .with_context(|| format!("SCALE_SCRIPTS: {s:?} is not a number ≥ 2"))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let files = std::env::var("SCALE_FILES").unwrap_or_else(|_| "1".into());
-        let files = files
-            .split(',')
-            .map(|s| {
-                s.trim()
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n >= 1)
-                    .with_context(|| format!("SCALE_FILES: {s:?} is not a number ≥ 1"))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let scripts = counts("SCALE_SCRIPTS", "1000,5000,10000", 2)?;
+        let files = counts("SCALE_FILES", "1", 1)?;
         let kinds = std::env::var("SCALE_KINDS").unwrap_or_else(|_| "periodic,services".into());
         let kinds = kinds
             .split(',')

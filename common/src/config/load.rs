@@ -30,6 +30,20 @@ pub struct ConfigSource {
 }
 
 impl ConfigSource {
+    /// A source of the given texts: `files` as (name, content), the main file first.
+    pub fn of_texts(main: PathBuf, files: &[(&str, &str)]) -> Self {
+        ConfigSource {
+            main,
+            files: files
+                .iter()
+                .map(|(name, content)| ConfigFile {
+                    name: (*name).into(),
+                    content: (*content).into(),
+                })
+                .collect(),
+        }
+    }
+
     /// Directory relative paths are resolved against.
     pub fn base_dir(&self) -> &Path {
         self.main.parent().unwrap_or(Path::new("/"))

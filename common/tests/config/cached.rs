@@ -4,8 +4,8 @@
 
 use proptest::prelude::*;
 use scriptd_common::config::{
-    validate_cached_with, validate_with, Account, Config, ConfigErrors, ConfigFile, ConfigSource,
-    Host, Stat, ValidationCache,
+    validate_cached_with, validate_with, Account, Config, ConfigErrors, ConfigSource, Host, Stat,
+    ValidationCache,
 };
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -56,16 +56,7 @@ impl Host for Machine {
 }
 
 fn source(files: &[(&str, &str)]) -> ConfigSource {
-    ConfigSource {
-        main: PathBuf::from("/srv/scriptd.yaml"),
-        files: files
-            .iter()
-            .map(|(name, content)| ConfigFile {
-                name: (*name).into(),
-                content: (*content).into(),
-            })
-            .collect(),
-    }
+    ConfigSource::of_texts(PathBuf::from("/srv/scriptd.yaml"), files)
 }
 
 /// A config or its errors as text (positions included).

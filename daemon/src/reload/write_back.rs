@@ -259,16 +259,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn source(dir: &Path, files: &[(&str, &str)]) -> ConfigSource {
-        ConfigSource {
-            main: dir.join("scriptd.yaml"),
-            files: files
-                .iter()
-                .map(|(name, content)| ConfigFile {
-                    name: (*name).into(),
-                    content: (*content).into(),
-                })
-                .collect(),
-        }
+        ConfigSource::of_texts(dir.join("scriptd.yaml"), files)
     }
 
     fn names(dir: &Path) -> Vec<String> {
